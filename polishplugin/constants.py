@@ -1,0 +1,12 @@
+"""Names shared by the plugin class, protocols and programs."""
+
+BACKEND_VAR = "POLISHPLUGIN_BACKEND"         # numba | opencl | numpy
+OPENCL_DEVICE_VAR = "POLISHPLUGIN_OPENCL_DEVICE"  # e.g. "0:0" (platform:device)
+BACKENDS = ("numba", "opencl", "numpy")
+DEFAULT_BACKEND = "numba"
+
+# RELION tutorial defaults for the motion prior (seed zivanov2019 Table 2 units):
+# sigma_vel, sigma_acc in A per (e-/A^2) of dose; sigma_div in A.
+DEFAULT_SIGMA_VEL = 0.2
+DEFAULT_SIGMA_DIV = 5000.0
+DEFAULT_SIGMA_ACC = 2.0

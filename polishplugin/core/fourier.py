@@ -1,0 +1,120 @@
+"""Fourier grids, rings and shifts shared by every part of the science.
+
+Conventions (used everywhere in core):
+- arrays are (y, x) or (frame, y, x); FFTs are numpy's full, unshifted ``fft2`` layout;
+- frequencies from :func:`freq_grid` are in cycles per Angstrom when a pixel size is given,
+  cycles per pixel otherwise;
+- shifting an image by ``(sx, sy)`` pixels moves its content towards +x, +y:
+  ``F'(k) = F(k) exp(-2 pi i (kx sx + ky sy))`` (:func:`shift_phase`).
+"""
+import numpy as np
+
+
+def freq_grid(ny, nx, pixel_size=1.0):
+    """Return (ky, kx), each (ny, nx), in the unshifted fft2 layout, in 1/A (1/px if pixel_size=1)."""
+    ky = np.fft.fftfreq(ny, d=pixel_size)
+    kx = np.fft.fftfreq(nx, d=pixel_size)
+    return np.meshgrid(ky, kx, indexing="ij")
+
+
+def radius_grid(ny, nx, pixel_size=1.0):
+    """|k| on the fft2 grid, in 1/A (1/px if pixel_size=1)."""
+    ky, kx = freq_grid(ny, nx, pixel_size)
+    return np.hypot(ky, kx)
+
+
+def ring_index(n):
+    """Integer Fourier ring of every pixel of an n x n fft2 grid: round(|k| * n).
+
+    Ring r holds frequencies |k| in [r - 0.5, r + 0.5) pixels of the n-box, i.e. r / (n * px) 1/A.
+    """
+    ky, kx = freq_grid(n, n)
+    return np.rint(np.hypot(ky, kx) * n).astype(np.int64)
+
+
+def ring_average(values, rings, nrings=None):
+    """Mean of ``values`` (..., ny, nx) over each Fourier ring; returns (..., nrings)."""
+    if nrings is None:
+        nrings = int(rings.max()) + 1
+    flat = rings.ravel()
+    keep = flat < nrings
+    counts = np.bincount(flat[keep], minlength=nrings).astype(np.float64)
+    v = values.reshape(values.shape[:-2] + (-1,))[..., keep]
+    out = np.zeros(values.shape[:-2] + (nrings,), dtype=np.float64)
+    for idx in np.ndindex(*values.shape[:-2]):
+        out[idx] = np.bincount(flat[keep], weights=v[idx], minlength=nrings)
+    return out / np.maximum(counts, 1)
+
+
+def shift_phase(ny, nx, sx, sy):
+    """Phase ramp that moves an image's content by (sx, sy) pixels (scalars or arrays broadcast
+    against the (ny, nx) grid on the left): exp(-2 pi i (kx sx + ky sy))."""
+    ky, kx = freq_grid(ny, nx)
+    sx = np.asarray(sx, dtype=np.float64)[..., None, None]
+    sy = np.asarray(sy, dtype=np.float64)[..., None, None]
+    return np.exp(-2j * np.pi * (kx * sx + ky * sy))
+
+
+def fourier_shift(image, sx, sy):
+    """Shift a real image (y, x) by sub-pixel (sx, sy) with periodic wrap (band-limited)."""
+    f = np.fft.fft2(image)
+    return np.fft.ifft2(f * shift_phase(image.shape[-2], image.shape[-1], sx, sy)).real
+
+
+def crop_center(image, ny, nx):
+    """Central (ny, nx) window of the last two axes (box centre at n//2 kept at n//2)."""
+    y0 = image.shape[-2] // 2 - ny // 2
+    x0 = image.shape[-1] // 2 - nx // 2
+    return image[..., y0:y0 + ny, x0:x0 + nx]
+
+
+def pad_center(image, ny, nx, value=0.0):
+    """Embed the last two axes in a larger (ny, nx) array, centre at n//2 kept at n//2."""
+    out = np.full(image.shape[:-2] + (ny, nx), value, dtype=image.dtype)
+    y0 = ny // 2 - image.shape[-2] // 2
+    x0 = nx // 2 - image.shape[-1] // 2
+    out[..., y0:y0 + image.shape[-2], x0:x0 + image.shape[-1]] = image
+    return out
+
+
+def soft_circle(n, radius, edge=3.0):
+    """Circular real-space mask of an n x n box, 1 inside ``radius`` px, raised-cosine edge."""
+    y, x = np.mgrid[:n, :n] - n // 2
+    r = np.hypot(y, x)
+    m = np.ones((n, n))
+    ramp = (r > radius) & (r < radius + edge)
+    m[ramp] = 0.5 + 0.5 * np.cos(np.pi * (r[ramp] - radius) / edge)
+    m[r >= radius + edge] = 0.0
+    return m
+
+
+def fsc(vol1, vol2, nrings=None):
+    """Fourier shell correlation of two equally sized cubic volumes, one value per shell
+    (shell s = round(|k| * n)); up to Nyquist by default."""
+    n = vol1.shape[0]
+    f1 = np.fft.fftn(vol1)
+    f2 = np.fft.fftn(vol2)
+    k = [np.fft.fftfreq(n)] * 3
+    kz, ky, kx = np.meshgrid(*k, indexing="ij")
+    shells = np.rint(np.sqrt(kx ** 2 + ky ** 2 + kz ** 2) * n).astype(np.int64).ravel()
+    if nrings is None:
+        nrings = n // 2 + 1
+    keep = shells < nrings
+    s = shells[keep]
+    num = np.bincount(s, (f1 * np.conj(f2)).real.ravel()[keep], minlength=nrings)
+    d1 = np.bincount(s, (np.abs(f1) ** 2).ravel()[keep], minlength=nrings)
+    d2 = np.bincount(s, (np.abs(f2) ** 2).ravel()[keep], minlength=nrings)
+    return num / np.sqrt(np.maximum(d1 * d2, 1e-300))
+
+
+def resolution_at(curve, n, pixel_size, threshold=0.143):
+    """Resolution (A) where a shell curve first drops below ``threshold`` (linear
+    interpolation between shells); Nyquist if it never does."""
+    curve = np.asarray(curve)
+    for s in range(1, len(curve)):
+        if curve[s] < threshold:
+            c0, c1 = curve[s - 1], curve[s]
+            frac = (c0 - threshold) / (c0 - c1) if c0 != c1 else 0.0
+            shell = s - 1 + frac
+            return n * pixel_size / max(shell, 1e-6)
+    return 2.0 * pixel_size

