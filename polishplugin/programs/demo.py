@@ -1,0 +1,94 @@
+"""The demo: a simulated data set through the workflow in a real (headless) Scipion project.
+
+    python -m polishplugin.programs.demo --out demo_output
+
+Creates ``<out>/polishplugin_demo`` (a Scipion project: open it with ``scipion project`` where
+Scipion is installed) and writes the figures a person would look at to ``<out>/figures``.
+"""
+import argparse
+import logging
+import os
+import shutil
+import sys
+import time
+
+from .scipion_env import ensure_headless_scipion_env
+
+log = logging.getLogger("polishplugin.demo")
+
+SIZES = {  # micrographs, micrograph px, frames, particles per micrograph
+    "tiny": dict(numberOfMicrographs=2, micrographSize=512, numberOfFrames=12,
+                 particlesPerMicrograph=8, boxSize=64),
+    "default": dict(numberOfMicrographs=4, micrographSize=1024, numberOfFrames=24,
+                    particlesPerMicrograph=30, boxSize=96),
+}
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
+    p.add_argument("--size", choices=sorted(SIZES), default="default",
+                   help="data set size (default: %(default)s, about 2 minutes on 2 cores)")
+    p.add_argument("--seed", type=int, default=2019)
+    return p
+
+
+def _launch(project, prot, name):
+    t0 = time.time()
+    log.info("running %s ...", name)
+    project.launchProtocol(prot, wait=True)
+    if not prot.isFinished():
+        logs = prot.getLogPaths()
+        tail = open(logs[1]).read()[-3000:] if len(logs) > 1 and os.path.exists(logs[1]) else ""
+        raise RuntimeError("%s failed (%s). Last lines of its error log:\n%s"
+                           % (name, prot.getStatusMessage(), tail))
+    log.info("%s finished in %.1f s", name, time.time() - t0)
+    return prot
+
+
+def run(out, size="default", seed=2019):
+    out = os.path.abspath(out)
+    os.makedirs(out, exist_ok=True)
+    ensure_headless_scipion_env(os.path.join(out, "scipion_home"))
+    # pyworkflow reads the environment at import: import it only now
+    from pyworkflow.project import Manager
+    from polishplugin.protocols import ProtPolishSimulate
+    from polishplugin.viewers.viewer_simulate import simulation_figures
+
+    name = "polishplugin_demo"
+    proj_path = os.path.join(out, name)
+    if os.path.exists(proj_path):
+        shutil.rmtree(proj_path)
+    manager = Manager()
+    link = manager.getProjectPath(name)
+    if os.path.lexists(link):
+        os.remove(link)
+    project = manager.createProject(name, location=out)
+    os.chdir(project.getPath())
+
+    t0 = time.time()
+    sim = project.newProtocol(ProtPolishSimulate, objLabel="simulate dataset", seed=seed,
+                              **SIZES[size])
+    _launch(project, sim, "simulate dataset")
+
+    fig_dir = os.path.join(out, "figures")
+    written = simulation_figures(sim._getExtraPath(), fig_dir)
+    log.info("figures: %s", ", ".join(os.path.relpath(p, out) for p in written))
+    log.info("demo finished in %.1f s; Scipion project: %s", time.time() - t0, proj_path)
+    return written
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    args = build_parser().parse_args(argv)
+    try:
+        run(args.out, args.size, args.seed)
+    except Exception as exc:  # report, then fail with a non-zero status
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
