@@ -1,0 +1,138 @@
+"""MAP motion estimate of seed zivanov2019 §2.1.4: minimise E_AP (eq. 18) with L-BFGS.
+
+Tolerances follow relion_motion_refine (reference notes C3): at most 10000 iterations, stop when
+|grad| < eps max(1, |x|) with eps = 1e-5 (liblbfgs epsilon test; here as L-BFGS-B's projected
+gradient bound, evaluated at the start point), memory m = 6, at most 40 line-search steps.
+
+Modes: "gp" (the paper's GP prior), "none" (no prior: every CC_{p,f} maximised on its own from
+its best integer shift in the window, for the benchmark comparison), "global" (one track shared
+by all particles, maximising the summed CC, no prior).
+"""
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize
+
+from ...backends import get_backend
+from . import energy as en
+from .init import global_track_from_cc
+from .prior import gp_basis
+
+log = logging.getLogger(__name__)
+
+MODES = ("gp", "none", "global")
+
+
+class MotionFitError(RuntimeError):
+    """The motion of a micrograph could not be estimated (no particles, NaN input or result)."""
+
+
+@dataclass
+class FitResult:
+    tracks: np.ndarray      # (P, F, 2) MAP tracks, pixels
+    energy: float           # final objective (E_AP for "gp", -2 sum CC otherwise)
+    iterations: int
+    converged: bool
+    message: str
+    n_dims: int = 0         # GP basis dimension ("gp" only)
+
+
+def _lbfgs(fun, x0, max_iters, eps):
+    gtol = eps * max(1.0, float(np.linalg.norm(x0)))
+    return minimize(fun, x0, jac=True, method="L-BFGS-B",
+                    options=dict(maxiter=max_iters, maxcor=6, maxls=40, gtol=gtol, ftol=1e-12))
+
+
+def _check_finite(name, a):
+    if not np.all(np.isfinite(a)):
+        raise MotionFitError("%s contains NaN or infinite values" % name)
+
+
+def _finish(res, tracks, n_dims=0):
+    if not np.isfinite(res.fun) or not np.all(np.isfinite(tracks)):
+        raise MotionFitError("motion fit diverged: non-finite energy or tracks (%s)" % res.message)
+    if not res.success:
+        log.warning("motion fit stopped before convergence: %s", res.message)
+    return FitResult(tracks, float(res.fun), int(res.nit), bool(res.success), str(res.message),
+                     n_dims)
+
+
+def fit_tracks(cc_maps, positions, sigmas_px, initial_tracks=None, cut_shifts=None, mode="gp",
+               max_iters=10000, eps=1e-5, max_dims=None, kernel="exp", backend=None):
+    """MAP tracks of one micrograph.
+
+    cc_maps (P, F, W, W): CC windows on the scale described in :mod:`.energy`; positions (P, 2):
+    particle coordinates in pixels (for Sigma_V); sigmas_px: (sigma_vel, sigma_div, sigma_acc) in
+    pixels/frames from ``MotionParams.to_pixels``; initial_tracks (P, F, 2) or None (global track
+    from the CC maps); cut_shifts (P, F, 2): where each patch was cut (CC read at track - cut).
+    Returns a :class:`FitResult`; raises :class:`MotionFitError` on empty or non-finite input.
+    """
+    if mode not in MODES:
+        raise ValueError("mode must be one of %s, got %r" % (MODES, mode))
+    cc_maps = np.asarray(cc_maps)
+    if cc_maps.ndim != 4 or cc_maps.shape[0] == 0 or cc_maps.shape[1] == 0:
+        raise MotionFitError("no particles or frames to fit (CC maps of shape %s)" % (cc_maps.shape,))
+    P, F = cc_maps.shape[:2]
+    _check_finite("CC maps", cc_maps)
+    be = backend if hasattr(backend, "cc_interp") else get_backend(backend)
+    cut = None if cut_shifts is None else np.asarray(cut_shifts, dtype=np.float64)
+    if initial_tracks is None:
+        initial_tracks = np.repeat(global_track_from_cc(cc_maps)[None], P, axis=0)
+        if cut is not None:
+            initial_tracks = initial_tracks + cut
+    init = np.asarray(initial_tracks, dtype=np.float64)
+    if init.shape != (P, F, 2):
+        raise ValueError("initial tracks %s do not match (%d, %d, 2)" % (init.shape, P, F))
+    _check_finite("initial tracks", init)
+    if mode == "gp":
+        return _fit_gp(cc_maps, positions, sigmas_px, init, cut, max_iters, eps, max_dims, kernel, be)
+    if mode == "none":
+        return _fit_free(cc_maps, cut, max_iters, eps, be)
+    return _fit_global(cc_maps, init, cut, max_iters, eps, be)
+
+
+def _fit_gp(cc_maps, positions, sigmas_px, init, cut, max_iters, eps, max_dims, kernel, be):
+    sig_vel, sig_div, sig_acc = sigmas_px
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
+    if len(pos) != cc_maps.shape[0]:
+        raise ValueError("%d positions for %d particles" % (len(pos), cc_maps.shape[0]))
+    _check_finite("positions", pos)
+    basis, lambdas = gp_basis(pos, sig_vel, sig_div, max_dims=max_dims, kernel=kernel)
+    problem = en.MotionProblem(cc_maps, basis, lambdas, sig_acc, be, cut)
+    x0 = en.pack(*en.params_from_tracks(init, basis, lambdas))
+    res = _lbfgs(lambda x: en.energy(x, problem), x0, max_iters, eps)
+    s0, c = en.unpack(res.x, problem.n_particles, problem.n_frames, problem.n_dims)
+    return _finish(res, en.positions(s0, c, basis), basis.shape[1])
+
+
+def _neg2cc(be, cc_maps, cut):
+    """-2 sum CC at free positions x = tracks.ravel() and its gradient."""
+    shape = cc_maps.shape[:2] + (2,)
+
+    def fun(x):
+        s = x.reshape(shape)
+        val, g = be.cc_interp(cc_maps, s if cut is None else s - cut)
+        return -2.0 * float(val.sum()), -2.0 * g.ravel()
+    return fun
+
+
+def _fit_free(cc_maps, cut, max_iters, eps, be):
+    P, F, W = cc_maps.shape[:3]
+    flat = cc_maps.reshape(P, F, -1).argmax(axis=-1)
+    start = np.stack([flat % W, flat // W], axis=-1).astype(np.float64) - W // 2
+    if cut is not None:
+        start = start + cut
+    res = _lbfgs(_neg2cc(be, cc_maps, cut), start.ravel(), max_iters, eps)
+    return _finish(res, res.x.reshape(P, F, 2))
+
+
+def _fit_global(cc_maps, init, cut, max_iters, eps, be):
+    P, F = cc_maps.shape[:2]
+    free = _neg2cc(be, cc_maps, cut)
+
+    def fun(x):
+        e, g = free(np.repeat(x.reshape(1, F, 2), P, axis=0).ravel())
+        return e, g.reshape(P, F, 2).sum(axis=0).ravel()
+    res = _lbfgs(fun, init.mean(axis=0).ravel(), max_iters, eps)
+    return _finish(res, np.repeat(res.x.reshape(1, F, 2), P, axis=0))

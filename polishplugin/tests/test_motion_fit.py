@@ -1,0 +1,131 @@
+"""MAP fit (eq. 18, L-BFGS) on a tiny synthetic micrograph with known sub-pixel tracks: smooth
+random particle images shifted with fourier_shift, CC maps from the observation model."""
+import numpy as np
+import pytest
+
+from polishplugin.core.fourier import fourier_shift
+from polishplugin.core.motion import energy as en
+from polishplugin.core.motion.fit import MotionFitError, fit_tracks
+from polishplugin.core.motion.observation import compute_cc_maps
+from polishplugin.core.motion.prior import gp_basis
+
+N, R = 40, 7
+SIGMAS = (0.6, 800.0, 0.3)           # px/frame, px, px/frame
+
+
+def _smooth_image(rng, n=N, blur=2.5):
+    k = np.hypot(*np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij"))
+    return np.fft.ifft2(np.fft.fft2(rng.normal(size=(n, n))) * np.exp(-2 * (np.pi * blur * k) ** 2)).real
+
+
+def _true_tracks(rng, positions, F):
+    """Smooth tracks drawn in the GP basis: velocities B c_f with coefficients linear in time."""
+    basis, lam = gp_basis(positions, *SIGMAS[:2])
+    c0 = rng.normal(scale=0.5, size=(basis.shape[1], 2))
+    c1 = rng.normal(scale=0.3, size=(basis.shape[1], 2))
+    t = np.linspace(1.0, 0.3, F - 1)[:, None, None]
+    c = c0[None] * t + c1[None] * (1 - t)
+    return en.positions(rng.uniform(-1, 1, size=(len(positions), 2)), c, basis)
+
+
+def _micrograph(seed=0, P=6, F=12, tracks=None):
+    rng = np.random.default_rng(seed)
+    pos = rng.uniform(0, 1500, size=(P, 2))
+    if tracks is None:
+        tracks = _true_tracks(rng, pos, F)
+    imgs = [_smooth_image(rng) for _ in range(P)]
+    patches = np.array([[fourier_shift(imgs[p], *tracks[p, f]) for f in range(F)] for p in range(P)])
+    preds = np.fft.fft2(np.array(imgs))
+    power = np.full(N, np.mean(np.abs(preds) ** 2) * 0.05)     # high-SNR flat "noise" spectrum
+    cc, _ = compute_cc_maps(patches, preds, None, R, noise_power=power)
+    return cc, pos, tracks
+
+
+def _rms(a, b):
+    return float(np.sqrt(np.mean(np.sum((a - b) ** 2, axis=-1))))
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return _micrograph()
+
+
+def test_map_recovers_known_tracks(synthetic):
+    cc, pos, truth = synthetic
+    assert 2.0 < np.abs(truth).max() < R - 2                    # real motion, not a trivial problem
+    res = fit_tracks(cc, pos, SIGMAS, backend="numpy")
+    assert res.converged, res.message
+    assert _rms(res.tracks, truth) <= 0.05
+    start = fit_tracks(cc, pos, SIGMAS, backend="numpy", max_iters=0)  # the global initialisation
+    assert _rms(start.tracks, truth) > 3 * _rms(res.tracks, truth)
+
+
+def test_numba_and_numpy_fits_agree(synthetic):
+    cc, pos, _ = synthetic
+    a = fit_tracks(cc, pos, SIGMAS, backend="numpy")
+    b = fit_tracks(cc, pos, SIGMAS, backend="numba")
+    # identical kernels up to rounding; the optimiser paths then agree to its tolerance
+    np.testing.assert_allclose(b.tracks, a.tracks, atol=1e-3)
+    assert b.energy == pytest.approx(a.energy, rel=1e-8)
+
+
+def test_cut_shifts_are_accounted_for(synthetic):
+    cc, pos, truth = synthetic
+    P, F = cc.shape[:2]
+    cut = np.zeros((P, F, 2))
+    cut[:, F // 2:] = [1.0, -1.0]
+    # patches cut 1 px further along: the same content appears at track - cut
+    moved = np.roll(cc[:, F // 2:], shift=(1, -1), axis=(2, 3))
+    cc2 = cc.copy()
+    cc2[:, F // 2:] = moved
+    res = fit_tracks(cc2, pos, SIGMAS, cut_shifts=cut, backend="numpy")
+    assert _rms(res.tracks, truth) <= 0.05
+
+
+def test_single_particle_micrograph():
+    cc, pos, truth = _micrograph(seed=3, P=1, F=8)
+    res = fit_tracks(cc, pos, SIGMAS, backend="numpy")
+    assert res.n_dims == 1
+    assert _rms(res.tracks, truth) <= 0.05
+
+
+def test_no_prior_and_global_modes():
+    F = 8
+    g = np.cumsum(np.r_[[[0.0, 0.0]], np.tile([[0.55, -0.35]], (F - 1, 1))], axis=0)
+    tracks = np.repeat(g[None], 4, axis=0)
+    cc, pos, _ = _micrograph(seed=5, P=4, F=F, tracks=tracks)
+    free = fit_tracks(cc, pos, SIGMAS, mode="none", backend="numpy")
+    glob = fit_tracks(cc, pos, SIGMAS, mode="global", backend="numpy")
+    assert _rms(free.tracks, tracks) <= 0.05
+    assert _rms(glob.tracks, tracks) <= 0.05
+    assert np.ptp(glob.tracks, axis=0).max() == 0.0          # one shared track
+
+
+def test_fit_errors():
+    cc, pos, truth = _micrograph(seed=7, P=2, F=4)
+    bad = cc.copy()
+    bad[1, 2, 3, 3] = np.nan
+    with pytest.raises(MotionFitError, match="NaN"):
+        fit_tracks(bad, pos, SIGMAS, backend="numpy")
+    init = truth.copy()
+    init[0, 1, 0] = np.inf
+    with pytest.raises(MotionFitError, match="initial"):
+        fit_tracks(cc, pos, SIGMAS, initial_tracks=init, backend="numpy")
+    with pytest.raises(MotionFitError, match="no particles"):
+        fit_tracks(np.zeros((0, 4, 15, 15)), np.zeros((0, 2)), SIGMAS, backend="numpy")
+
+
+def test_prior_helps_on_noisy_data():
+    # low-SNR frames, noise spectrum estimated from the patches: the GP prior must beat
+    # per-frame maximisation (the point of the paper, Fig. 1)
+    rng = np.random.default_rng(11)
+    P, F = 8, 12
+    pos = rng.uniform(0, 1500, size=(P, 2))
+    truth = _true_tracks(rng, pos, F)
+    imgs = [_smooth_image(rng) for _ in range(P)]
+    clean = np.array([[fourier_shift(imgs[p], *truth[p, f]) for f in range(F)] for p in range(P)])
+    noisy = clean + rng.normal(scale=2.0 * clean.std(), size=clean.shape)
+    cc, _ = compute_cc_maps(noisy, np.fft.fft2(np.array(imgs)), None, R)
+    gp = fit_tracks(cc, pos, SIGMAS, backend="numba")
+    free = fit_tracks(cc, pos, SIGMAS, mode="none", backend="numba")
+    assert _rms(gp.tracks, truth) < 0.7 * _rms(free.tracks, truth)

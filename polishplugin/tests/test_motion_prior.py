@@ -1,0 +1,44 @@
+"""GP prior (eq. 2-5): covariance and basis."""
+import numpy as np
+import pytest
+
+from polishplugin.core.motion.prior import gp_basis, velocity_covariance
+from polishplugin.core.motion.units import MotionParams
+
+
+def test_covariance_brute_force():
+    pos = np.array([[0.0, 0.0], [300.0, 400.0], [100.0, 0.0]])
+    s = velocity_covariance(pos, 2.0, 250.0)
+    assert s[0, 1] == pytest.approx(4.0 * np.exp(-500.0 / 250.0))
+    assert s[0, 2] == pytest.approx(4.0 * np.exp(-100.0 / 250.0))
+    np.testing.assert_allclose(np.diag(s), 4.0)
+
+
+def test_basis_reproduces_covariance():
+    rng = np.random.default_rng(0)
+    pos = rng.uniform(0, 4000, size=(25, 2))
+    sv, sd, _ = MotionParams(0.5, 5000.0, 2.0).to_pixels(dose_per_frame=1.2, pixel_size=1.0)
+    b, lam = gp_basis(pos, sv, sd)
+    np.testing.assert_allclose(b @ b.T, velocity_covariance(pos, sv, sd), atol=1e-9 * sv ** 2)
+    np.testing.assert_allclose(b.T @ b, np.diag(lam), atol=1e-9 * sv ** 2)
+    assert np.all(np.diff(lam) <= 0)
+
+
+def test_basis_drops_null_space_and_caps_dims():
+    pos = np.array([[10.0, 10.0]] * 3 + [[500.0, 0.0]])     # three identical particles: rank 2
+    b, lam = gp_basis(pos, 1.0, 100.0)
+    assert b.shape == (4, 2)
+    np.testing.assert_allclose(b @ b.T, velocity_covariance(pos, 1.0, 100.0), atol=1e-12)
+    b1, lam1 = gp_basis(pos, 1.0, 100.0, max_dims=1)
+    assert b1.shape == (4, 1) and lam1[0] == pytest.approx(lam[0])
+
+
+def test_single_particle_basis():
+    b, lam = gp_basis([[5.0, 7.0]], 0.8, 1000.0)
+    assert b.shape == (1, 1)
+    assert b[0, 0] ** 2 == pytest.approx(0.64)
+
+
+def test_independent_particles_without_divergence():
+    s = velocity_covariance([[0, 0], [0, 0]], 1.5, 0.0)
+    np.testing.assert_allclose(s, 2.25 * np.eye(2))
