@@ -1,0 +1,281 @@
+"""Scipion (pwem) sets <-> RELION STAR files. pwem is imported inside the functions only.
+
+Alignment convention reproduced from scipion-em-relion (relion/convert/convert31.py,
+``Writer._alignProjToRow``, and relion/convert/convert_utils.py / convert_base.py,
+``matrixFromGeometry(shifts, angles, inverseTransform=True)``), with pwem.convert.transformations:
+
+* set -> STAR: ``M = inv(T)``; origin (px) = ``-translation_from_matrix(M)``, times the pixel size
+  for rlnOriginX/YAngst; (rot, tilt, psi) = ``-degrees(euler_from_matrix(M, 'szyz'))``;
+* STAR -> set: ``M = euler_matrix(-rot, -tilt, -psi, 'szyz')``, ``M[:3, 3] = -origin_px``,
+  ``T = inv(M)``.
+
+Movie global shifts: pwem's MovieAlignment x/y shifts hold RELION's rlnMicrographShiftX/Y as they
+are (pixels, same sign), as scipion-em-relion's ProtRelionMotioncor ``_getMovieShifts`` stores
+them. Movies are matched to particles through the micrograph name (``movie.getMicName()`` <->
+rlnMicrographName of the particles' coordinates).
+"""
+import os
+
+import numpy as np
+
+from .errors import InputError
+from .motioncorr import (read_corrected_micrographs, read_micrograph_metadata,
+                         write_corrected_micrographs, write_micrograph_metadata)
+from .star import StarTable, optics_of, read_particles_star, write_particles_star
+
+
+# ----------------------------------------------------------------------------------- alignment
+def matrix_to_relion(matrix, pixel_size):
+    """pwem 4x4 projection Transform matrix -> (rot, tilt, psi) in degrees, (x, y) origin in A."""
+    import pwem.convert.transformations as tfs
+    m = np.linalg.inv(np.asarray(matrix, dtype=np.float64))
+    shifts = -tfs.translation_from_matrix(m) * pixel_size
+    angles = -np.rad2deg(tfs.euler_from_matrix(m, axes="szyz"))
+    return angles, shifts[:2]
+
+
+def relion_to_matrix(angles_deg, origin_A, pixel_size):
+    """(rot, tilt, psi) degrees and (x, y) origin in A -> pwem 4x4 projection Transform matrix."""
+    import pwem.convert.transformations as tfs
+    rot, tilt, psi = -np.deg2rad(np.asarray(angles_deg, dtype=np.float64))
+    m = tfs.euler_matrix(rot, tilt, psi, "szyz")
+    m[:2, 3] = -np.asarray(origin_A, dtype=np.float64) / pixel_size
+    m[2, 3] = 0.0
+    return np.linalg.inv(m)
+
+
+def location_to_relion(index, filename):
+    """pwem (index, file) -> RELION 'index@file' (plain file name when index is NO_INDEX = 0)."""
+    return "%06d@%s" % (index, filename) if index else filename
+
+
+def relion_to_location(name):
+    """RELION 'index@file' -> (index, file); (0, file) without index."""
+    if "@" in name:
+        index, filename = name.split("@", 1)
+        return int(index), filename
+    return 0, name
+
+
+# ----------------------------------------------------------------------------------- particles
+def particles_to_tables(part_set):
+    """SetOfParticles -> (optics, particles) StarTables in RELION 3.1 layout.
+
+    One optics group per distinct (voltage, Cs, Q0, pixel size). Writes alignment when the set
+    has projection alignment, CTF when it has CTF, coordinates and micrograph names when the
+    particles have coordinates, rlnRandomSubset when they carry ``_rlnRandomSubset``.
+    """
+    import pwem
+    box = part_set.getXDim() or _box_of(part_set.getFirstItem())
+    with_align = part_set.getAlignment() == pwem.ALIGN_PROJ
+    with_ctf = part_set.hasCTF()
+    cols, groups = {}, {}
+
+    def put(label, value):
+        cols.setdefault(label, []).append(value)
+
+    for part in part_set.iterItems(orderBy="id"):
+        acq = part.getAcquisition()
+        pixel = part.getSamplingRate()
+        key = (acq.getVoltage(), acq.getSphericalAberration(), acq.getAmplitudeContrast(), pixel)
+        group = groups.setdefault(key, len(groups) + 1)
+        put("rlnImageName", location_to_relion(*part.getLocation()))
+        coord = part.getCoordinate()
+        if coord is not None and coord.getX() is not None:
+            put("rlnCoordinateX", float(coord.getX()))
+            put("rlnCoordinateY", float(coord.getY()))
+            put("rlnMicrographName", str(coord.getMicName() or coord.getMicId()))
+        if with_ctf:
+            ctf = part.getCTF()
+            put("rlnDefocusU", ctf.getDefocusU())
+            put("rlnDefocusV", ctf.getDefocusV())
+            put("rlnDefocusAngle", ctf.getDefocusAngle())
+            put("rlnPhaseShift", ctf.getPhaseShift() or 0.0)
+        if with_align:
+            angles, origin = matrix_to_relion(part.getTransform().getMatrix(), pixel)
+            for label, value in zip(("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"), angles):
+                put(label, value)
+            put("rlnOriginXAngst", origin[0])
+            put("rlnOriginYAngst", origin[1])
+        if part.hasAttribute("_rlnRandomSubset"):
+            put("rlnRandomSubset", int(part._rlnRandomSubset.get()))
+        put("rlnOpticsGroup", group)
+    n = len(cols["rlnImageName"])
+    ragged = [label for label, values in cols.items() if len(values) != n]
+    if ragged:
+        raise ValueError("particles differ in which attributes they have: %s" % ragged)
+    keys = sorted(groups, key=groups.get)
+    optics = StarTable({
+        "rlnOpticsGroup": [groups[k] for k in keys],
+        "rlnOpticsGroupName": ["opticsGroup%d" % groups[k] for k in keys],
+        "rlnVoltage": [k[0] for k in keys], "rlnSphericalAberration": [k[1] for k in keys],
+        "rlnAmplitudeContrast": [k[2] for k in keys], "rlnImagePixelSize": [k[3] for k in keys],
+        "rlnMicrographOriginalPixelSize": [k[3] for k in keys],
+        "rlnImageSize": [box] * len(keys), "rlnImageDimensionality": [2] * len(keys)})
+    return optics, StarTable(cols)
+
+
+def _box_of(part):
+    """Box size from the header of a particle's stack (when the set does not know it)."""
+    from .mrc import read_mrc_header
+    return read_mrc_header(part.getFileName()).nx
+
+
+def write_set_of_particles(part_set, path):
+    """SetOfParticles -> RELION 3.1 particles STAR (atomic); returns (optics, particles)."""
+    optics, particles = particles_to_tables(part_set)
+    write_particles_star(path, optics, particles)
+    return optics, particles
+
+
+def tables_to_particles(optics, particles, part_set, root=None):
+    """Fill ``part_set`` (an empty SetOfParticles) from RELION tables.
+
+    Image paths are joined to ``root`` when given and relative. pwem Coordinates hold integers:
+    fractional rlnCoordinateX/Y are rounded (the sub-pixel part belongs in the origins).
+    Every particle gets the same attributes (pwem fixes the sqlite columns at the first item):
+    CTF, alignment, coordinate and ``_rlnRandomSubset`` are set for all particles or for none,
+    following the columns present.
+    """
+    import pwem
+    from pwem.objects import Acquisition, Coordinate, CTFModel, Particle, Transform
+    from pyworkflow.object import Integer
+    pixel = optics_of(optics, particles, "rlnImagePixelSize").astype(float)
+    volt = optics_of(optics, particles, "rlnVoltage").astype(float)
+    cs = optics_of(optics, particles, "rlnSphericalAberration").astype(float)
+    q0 = optics_of(optics, particles, "rlnAmplitudeContrast").astype(float)
+    has = particles.__contains__
+    with_ctf = has("rlnDefocusU") and has("rlnDefocusV")
+    with_align = all(has(lb) for lb in ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"))
+    with_coord = has("rlnCoordinateX") and has("rlnCoordinateY")
+    zeros = np.zeros(len(particles))
+
+    def col(label):
+        return particles[label] if has(label) else zeros
+
+    acq0 = Acquisition(voltage=volt[0], sphericalAberration=cs[0], amplitudeContrast=q0[0],
+                       magnification=10000)
+    part_set.setSamplingRate(float(pixel[0]))
+    part_set.setAcquisition(acq0)
+    part_set.setHasCTF(with_ctf)
+    if "rlnImageSize" in optics:
+        box = int(optics["rlnImageSize"][0])
+        part_set.setDim((box, box, 1))
+    if with_align:
+        part_set.setAlignmentProj()
+    for i in range(len(particles)):
+        index, filename = relion_to_location(str(particles["rlnImageName"][i]))
+        if root and not os.path.isabs(filename):
+            filename = os.path.join(root, filename)
+        part = Particle(location=(index, filename))
+        part.setObjId(i + 1)
+        part.setSamplingRate(float(pixel[i]))
+        part.setAcquisition(Acquisition(voltage=volt[i], sphericalAberration=cs[i],
+                                        amplitudeContrast=q0[i], magnification=10000))
+        if with_ctf:
+            ctf = CTFModel(defocusU=float(particles["rlnDefocusU"][i]),
+                           defocusV=float(particles["rlnDefocusV"][i]),
+                           defocusAngle=float(col("rlnDefocusAngle")[i]))
+            ctf.setPhaseShift(float(col("rlnPhaseShift")[i]))
+            part.setCTF(ctf)
+        if with_align:
+            angles = [particles[lb][i] for lb in ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")]
+            origin = (col("rlnOriginXAngst")[i], col("rlnOriginYAngst")[i])
+            part.setTransform(Transform(relion_to_matrix(angles, origin, pixel[i])))
+        if with_coord:
+            coord = Coordinate()
+            coord.setPosition(int(round(float(particles["rlnCoordinateX"][i]))),
+                              int(round(float(particles["rlnCoordinateY"][i]))))
+            if has("rlnMicrographName"):
+                coord.setMicName(str(particles["rlnMicrographName"][i]))
+            part.setCoordinate(coord)
+        if has("rlnRandomSubset"):
+            part._rlnRandomSubset = Integer(int(particles["rlnRandomSubset"][i]))
+        part_set.append(part)
+    if with_align:
+        part_set.setAlignment(pwem.ALIGN_PROJ)
+    return part_set
+
+
+def read_set_of_particles(path, part_set, root=None):
+    """RELION particles STAR (3.1+ or older) -> ``part_set`` (see :func:`tables_to_particles`)."""
+    optics, particles = read_particles_star(path)
+    return tables_to_particles(optics, particles, part_set, root)
+
+
+# ----------------------------------------------------------------------------------- movies
+def write_set_of_movies(movie_set, path, metadata_dir):
+    """SetOfMovies with MovieAlignment -> corrected_micrographs.star + one metadata STAR per movie
+    (written in ``metadata_dir``); returns the micrographs table."""
+    acq = movie_set.getAcquisition()
+    pixel = movie_set.getSamplingRate()
+    gain = movie_set.getGain()
+    nx, ny, nframes = movie_set.getDim()
+    os.makedirs(metadata_dir, exist_ok=True)
+    names, metas = [], []
+    for movie in movie_set.iterItems(orderBy="id"):
+        align = movie.getAlignment()
+        if align is None:
+            raise InputError(movie.getFileName(), "movie has no alignment (global shifts)")
+        first, _ = align.getRange()
+        xs, ys = align.getShifts()
+        mic = movie.getMicName() or os.path.splitext(os.path.basename(movie.getFileName()))[0]
+        meta = os.path.join(metadata_dir, os.path.splitext(os.path.basename(mic))[0] + ".star")
+        general = {"rlnImageSizeX": nx, "rlnImageSizeY": ny, "rlnImageSizeZ": nframes,
+                   "rlnMicrographMovieName": movie.getFileName()}
+        if gain:
+            general["rlnMicrographGainName"] = gain
+        general.update({"rlnMicrographBinning": 1.0, "rlnMicrographOriginalPixelSize": pixel,
+                        "rlnMicrographDoseRate": acq.getDosePerFrame() or 0.0,
+                        "rlnMicrographPreExposure": acq.getDoseInitial() or 0.0,
+                        "rlnVoltage": acq.getVoltage(),
+                        "rlnMicrographStartFrame": max(int(first), 1)})
+        write_micrograph_metadata(meta, general, np.stack([list(xs), list(ys)], axis=1))
+        names.append(mic)
+        metas.append(meta)
+    optics = StarTable({
+        "rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
+        "rlnMicrographOriginalPixelSize": [pixel], "rlnVoltage": [acq.getVoltage()],
+        "rlnSphericalAberration": [acq.getSphericalAberration()],
+        "rlnAmplitudeContrast": [acq.getAmplitudeContrast()], "rlnMicrographPixelSize": [pixel]})
+    mics = StarTable({"rlnMicrographName": names, "rlnMicrographMetadata": metas,
+                      "rlnOpticsGroup": [1] * len(names)})
+    write_corrected_micrographs(path, optics, mics)
+    return mics
+
+
+def read_set_of_movies(path, movie_set, root=None):
+    """corrected_micrographs.star + metadata STARs -> ``movie_set`` (an empty SetOfMovies) with
+    acquisition, gain and MovieAlignment global shifts. Relative paths are joined to ``root``."""
+    from pwem.objects import Acquisition, Movie, MovieAlignment
+    optics, mics = read_corrected_micrographs(path)
+    mics.require(("rlnMicrographMetadata",), path, "micrographs")
+
+    def resolve(name):
+        return os.path.join(root, name) if root and not os.path.isabs(name) else name
+
+    o = optics.row(0)
+    metas = [read_micrograph_metadata(resolve(str(m))) for m in mics["rlnMicrographMetadata"]]
+    g0 = metas[0].general
+    pixel = float(g0.get("rlnMicrographOriginalPixelSize", o.get("rlnMicrographOriginalPixelSize")))
+    acq = Acquisition(voltage=o.get("rlnVoltage", g0.get("rlnVoltage")),
+                      sphericalAberration=o.get("rlnSphericalAberration"),
+                      amplitudeContrast=o.get("rlnAmplitudeContrast"), magnification=10000,
+                      dosePerFrame=g0.get("rlnMicrographDoseRate"),
+                      doseInitial=g0.get("rlnMicrographPreExposure", 0.0))
+    movie_set.setSamplingRate(pixel)
+    movie_set.setAcquisition(acq)
+    if metas[0].gain_name:
+        movie_set.setGain(resolve(metas[0].gain_name))
+    for i, (name, meta) in enumerate(zip(mics["rlnMicrographName"], metas)):
+        movie = Movie(location=resolve(meta.movie_name))
+        movie.setObjId(i + 1)
+        movie.setMicName(str(name))
+        movie.setSamplingRate(pixel)
+        movie.setAcquisition(acq.clone())
+        first = int(meta.frames[0])
+        movie.setAlignment(MovieAlignment(first=first, last=first + len(meta.shifts) - 1,
+                                          xshifts=meta.shifts[:, 0].tolist(),
+                                          yshifts=meta.shifts[:, 1].tolist()))
+        movie_set.append(movie)
+    return movie_set

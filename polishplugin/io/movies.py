@@ -1,0 +1,228 @@
+"""Movies read lazily frame by frame (MRC stacks through mrcfile.mmap, TIFF page by page), with an
+optional gain reference multiplied in; writers for test and simulated movies and gains.
+
+Only one frame is ever held in memory besides what the caller keeps (cf. RELION PR #1365, where
+loading whole movies cost 37.5 GiB per K3 micrograph). TIFF compression: tifffile 2023.9.26 reads
+and writes deflate (zlib) on its own; LZW, the usual EPU choice, needs the ``imagecodecs`` package.
+"""
+import logging
+import os
+import warnings
+
+import mrcfile
+import numpy as np
+import tifffile
+
+from .atomic import atomic_path
+from .errors import InputError
+from .mrc import read_mrc, read_mrc_header, write_mrc
+
+log = logging.getLogger(__name__)
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+_TIFF_COMPRESSION = {None: None, "none": None, "deflate": "zlib", "zlib": "zlib", "lzw": "lzw"}
+
+
+def _is_tiff(path):
+    return os.fspath(path).lower().endswith(TIFF_SUFFIXES)
+
+
+class _Complaints(logging.Handler):
+    """Collects the warnings tifffile logs while parsing a file."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def _tiff_frames(path):
+    """Open a TIFF and check every page's data lies inside the file; return (TiffFile, pages)."""
+    if not os.path.isfile(path):
+        raise InputError(path, "no such file")
+    size = os.path.getsize(path)
+    complaints = _Complaints()
+    tifflog = logging.getLogger("tifffile")
+    tifflog.addHandler(complaints)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tif = tifffile.TiffFile(path)
+            pages = list(tif.pages)
+    except Exception as exc:
+        raise InputError(path, "corrupt or truncated TIFF (%s)" % exc) from exc
+    finally:
+        tifflog.removeHandler(complaints)
+    if complaints.messages:  # tifffile only logs a broken page chain and drops the rest
+        tif.close()
+        raise InputError(path, "corrupt or truncated TIFF after %d readable frames (%s)"
+                         % (len(pages), complaints.messages[0]))
+    if not pages:
+        tif.close()
+        raise InputError(path, "TIFF holds no image")
+    shape = pages[0].shape
+    for i, page in enumerate(pages):
+        if page.shape != shape:
+            tif.close()
+            raise InputError(path, "frame %d is %s but frame 0 is %s" % (i, page.shape, shape))
+        end = max(o + n for o, n in zip(page.dataoffsets, page.databytecounts))
+        if end > size:
+            tif.close()
+            raise InputError(path, "truncated: frame %d of %d needs bytes up to %d but the file "
+                             "holds %d bytes" % (i, len(pages), end, size))
+    return tif, pages
+
+
+def read_gain(path):
+    """Gain reference (MRC or TIFF) as a float32 (y, x) array."""
+    path = os.fspath(path)
+    if _is_tiff(path):
+        tif, pages = _tiff_frames(path)
+        with tif:
+            gain = pages[0].asarray().astype(np.float32)
+    else:
+        gain, _ = read_mrc(path)
+    if gain.ndim != 2:
+        raise InputError(path, "a gain reference must be one 2-D image, found shape %s"
+                         % (gain.shape,))
+    return gain
+
+
+class Movie:
+    """Lazy movie: ``frame(i)`` reads one (y, x) float32 frame, times the gain when one is given.
+
+    ``gain`` is a path (MRC/TIFF) or an array; ``pixel_size`` (A) overrides the file's (TIFF files
+    carry none). Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, path, gain=None, pixel_size=None):
+        self.path = os.fspath(path)
+        if _is_tiff(self.path):
+            self._tif, self._pages = _tiff_frames(self.path)
+            self._mrc = None
+            self.nframes = len(self._pages)
+            self.shape = tuple(self._pages[0].shape)
+            file_pixel = 0.0
+        else:
+            header = read_mrc_header(self.path)
+            self._tif = None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._mrc = mrcfile.mmap(self.path, mode="r", permissive=True)
+            self.nframes = header.nz
+            self.shape = (header.ny, header.nx)
+            file_pixel = header.pixel_size
+        self.pixel_size = float(pixel_size) if pixel_size else file_pixel
+        self.gain_path = None
+        self.gain = None
+        if gain is not None:
+            if isinstance(gain, (str, os.PathLike)):
+                self.gain_path = os.fspath(gain)
+                gain = read_gain(gain)
+            gain = np.asarray(gain, dtype=np.float32)
+            if gain.shape != self.shape:
+                name = self.gain_path or self.path
+                raise InputError(name, "gain reference is %dx%d (x*y) but the movie %s is %dx%d"
+                                 % (gain.shape[1], gain.shape[0], self.path, self.shape[1],
+                                    self.shape[0]))
+            self.gain = gain
+
+    def frame(self, i):
+        """Frame ``i`` (0-based) as float32 (y, x), times the gain if any."""
+        if not 0 <= i < self.nframes:
+            raise IndexError("%s: frame %d out of range 0..%d" % (self.path, i, self.nframes - 1))
+        try:
+            if self._tif is not None:
+                data = self._pages[i].asarray()
+            else:
+                data = self._mrc.data[i] if self._mrc.data.ndim == 3 else self._mrc.data
+        except Exception as exc:
+            raise InputError(self.path, "cannot read frame %d (%s)" % (i, exc)) from exc
+        frame = np.array(data, dtype=np.float32)
+        if self.gain is not None:
+            frame *= self.gain
+        return frame
+
+    def iter_frames(self, first=0, last=None):
+        """Yield frames ``first`` .. ``last - 1`` (half-open range; ``last=None``: to the end)."""
+        last = self.nframes if last is None else last
+        for i in range(first, last):
+            yield self.frame(i)
+
+    def sum(self, first=0, last=None):
+        """Sum of frames ``first`` .. ``last - 1`` as float32 (accumulated in float64)."""
+        total = np.zeros(self.shape, np.float64)
+        for frame in self.iter_frames(first, last):
+            total += frame
+        return total.astype(np.float32)
+
+    def validate(self, nframes=None, pixel_size=None, rtol=0.01):
+        """Check the movie against the acquisition: frame count and pixel size (A, relative
+        tolerance ``rtol``); raise :class:`InputError` naming the file and both numbers."""
+        if nframes is not None and self.nframes != nframes:
+            raise InputError(self.path, "movie has %d frames but %d were expected"
+                             % (self.nframes, nframes))
+        if pixel_size is not None and self.pixel_size > 0 and \
+                abs(self.pixel_size - pixel_size) > rtol * pixel_size:
+            raise InputError(self.path, "movie pixel size is %.4f A but %.4f A was expected"
+                             % (self.pixel_size, pixel_size))
+
+    def close(self):
+        if self._tif is not None:
+            self._tif.close()
+        if self._mrc is not None:
+            self._mrc.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _has_imagecodecs():
+    try:
+        import imagecodecs  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def write_movie_mrc(path, frames, pixel_size):
+    """Write a (frame, y, x) movie as an MRC stack, atomically."""
+    write_mrc(path, np.asarray(frames), pixel_size, stack=True)
+
+
+def write_movie_tiff(path, counts, compression="deflate"):
+    """Write integer counts (frame, y, x; uint8 or uint16) as a multi-page TIFF, atomically.
+
+    ``compression``: 'deflate' (zlib, built into tifffile), None, or 'lzw' (needs imagecodecs).
+    """
+    counts = np.asarray(counts)
+    if counts.dtype not in (np.uint8, np.uint16):
+        raise ValueError("write_movie_tiff: counts must be uint8 or uint16, got %s" % counts.dtype)
+    if counts.ndim != 3:
+        raise ValueError("write_movie_tiff: expected (frame, y, x), got shape %s" % (counts.shape,))
+    if compression not in _TIFF_COMPRESSION:
+        raise ValueError("write_movie_tiff: compression must be one of %s"
+                         % sorted(k for k in _TIFF_COMPRESSION if k))
+    codec = _TIFF_COMPRESSION[compression]
+    if codec == "lzw" and not _has_imagecodecs():
+        raise ValueError("write_movie_tiff: LZW compression needs the imagecodecs package; "
+                         "use 'deflate'")
+    with atomic_path(path) as tmp:
+        with tifffile.TiffWriter(tmp) as tif:
+            for frame in counts:
+                tif.write(frame, compression=codec, photometric="minisblack", metadata=None)
+
+
+def write_gain(path, gain):
+    """Write a gain reference (float32 (y, x)) as MRC, or as TIFF when the name ends in .tif(f)."""
+    gain = np.asarray(gain, dtype=np.float32)
+    if _is_tiff(path):
+        with atomic_path(path) as tmp:
+            tifffile.imwrite(tmp, gain, photometric="minisblack", metadata=None)
+    else:
+        write_mrc(path, gain, 1.0)

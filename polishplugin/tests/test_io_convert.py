@@ -1,0 +1,97 @@
+"""pwem sets <-> RELION STAR: round trips keep alignment, CTF, optics, half-sets, coordinates."""
+import os
+
+import numpy as np
+import pytest
+
+from polishplugin.core.geometry import euler_to_matrix
+from polishplugin.io.convert import (read_set_of_movies, read_set_of_particles,
+                                     write_set_of_movies, write_set_of_particles)
+from polishplugin.io.movies import write_movie_mrc
+from polishplugin.io.star import read_particles_star, write_particles_star
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+def _rotations(table):
+    return euler_to_matrix(*[np.deg2rad(table[lb]) for lb in
+                             ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")])
+
+
+def test_particles_star_set_star(tmp_path):
+    from pwem.objects import SetOfParticles
+    star = os.path.join(DATA, "trpv1_small_stack.star")
+    optics, parts = read_particles_star(star)
+    parts["rlnCoordinateX"] = np.arange(10) * 11.0 + 3  # pwem Coordinates hold integers
+    parts["rlnCoordinateY"] = np.arange(10) * 7.0
+    parts["rlnMicrographName"] = ["mic_%d.mrc" % (i % 3) for i in range(10)]
+    write_particles_star(tmp_path / "in.star", optics, parts)
+
+    part_set = SetOfParticles(filename=str(tmp_path / "particles.sqlite"))
+    read_set_of_particles(tmp_path / "in.star", part_set, root=DATA)
+    part_set.write()
+    assert part_set.getSize() == 10 and part_set.hasAlignmentProj() and part_set.hasCTF()
+    first = part_set.getFirstItem()
+    assert first.getLocation() == (1, os.path.join(DATA, "trpv1_small_stack.mrcs"))
+    assert first._rlnRandomSubset.get() == 2 and first.getSamplingRate() == pytest.approx(4.88)
+    assert first.getAcquisition().getVoltage() == 300
+
+    # reopen from sqlite to be sure everything was stored
+    reopened = SetOfParticles(filename=str(tmp_path / "particles.sqlite"))
+    reopened.loadAllProperties()
+    o2, p2 = write_set_of_particles(reopened, tmp_path / "out.star")
+    o3, p3 = read_particles_star(tmp_path / "out.star")
+    assert len(p3) == 10 and o3["rlnImagePixelSize"][0] == pytest.approx(4.88)
+    assert o3["rlnImageSize"][0] == 48 and o3["rlnVoltage"][0] == 300
+    assert o3["rlnSphericalAberration"][0] == 2.0 and o3["rlnAmplitudeContrast"][0] == 0.1
+    # angles: compare as rotation matrices (Euler triplets are not unique)
+    assert np.allclose(_rotations(p3), _rotations(parts), atol=1e-9)
+    for lb in ("rlnOriginXAngst", "rlnOriginYAngst", "rlnDefocusU", "rlnDefocusV",
+               "rlnDefocusAngle", "rlnPhaseShift", "rlnCoordinateX", "rlnCoordinateY"):
+        assert np.allclose(p3[lb], parts[lb], atol=1e-9), lb
+    assert p3["rlnRandomSubset"].tolist() == parts["rlnRandomSubset"].tolist()
+    assert p3["rlnMicrographName"].tolist() == parts["rlnMicrographName"].tolist()
+    assert p3["rlnImageName"][4] == "000005@" + os.path.join(DATA, "trpv1_small_stack.mrcs")
+
+
+def test_transform_convention_matches_scipion_relion():
+    """Scipion's projection Transform is inv([A | -origin_px]) = [A^T | A^T origin_px], A being
+    RELION's Euler matrix (scipion-em-relion convert_utils.matrixFromGeometry, inverse=True)."""
+    from polishplugin.io.convert import matrix_to_relion, relion_to_matrix
+    angles = np.array([-30.07, 137.5, 167.96])
+    m = relion_to_matrix(angles, (-8.1, 6.2), 2.0)
+    a = euler_to_matrix(*np.deg2rad(angles))
+    assert np.allclose(m[:3, :3], a.T, atol=1e-12)
+    assert np.allclose(m[:3, 3], a.T @ np.array([-8.1, 6.2, 0.0]) / 2.0, atol=1e-12)
+    back, origin = matrix_to_relion(m, 2.0)
+    assert np.allclose(euler_to_matrix(*np.deg2rad(back)), a, atol=1e-12)
+    assert np.allclose(origin, (-8.1, 6.2))
+
+
+def test_movies_round_trip(tmp_path):
+    from pwem.objects import Acquisition, Movie, MovieAlignment, SetOfMovies
+    for i in range(2):
+        write_movie_mrc(tmp_path / ("mov%d.mrcs" % i), np.zeros((4, 16, 20), np.float32), 0.83)
+    movies = SetOfMovies(filename=str(tmp_path / "movies.sqlite"))
+    movies.setSamplingRate(0.83)
+    movies.setAcquisition(Acquisition(voltage=300, sphericalAberration=2.7, amplitudeContrast=0.1,
+                                      magnification=50000, dosePerFrame=1.25, doseInitial=0.0))
+    movies.setGain(str(tmp_path / "gain.mrc"))
+    shifts = [([0.0, 1.0, 2.5, 3.0], [0.0, -0.5, -1.0, -1.25]),
+              ([0.0, 0.2, 0.3, 0.5], [0, 0, 1, 2])]
+    for i, (xs, ys) in enumerate(shifts):
+        movie = Movie(location=str(tmp_path / ("mov%d.mrcs" % i)))
+        movie.setMicName("mic%d.mrc" % i)
+        movie.setAlignment(MovieAlignment(first=1, last=4, xshifts=xs, yshifts=ys))
+        movies.append(movie)
+    movies.write()
+    write_set_of_movies(movies, tmp_path / "corrected_micrographs.star", tmp_path / "meta")
+    back = SetOfMovies(filename=str(tmp_path / "movies2.sqlite"))
+    read_set_of_movies(tmp_path / "corrected_micrographs.star", back)
+    assert back.getSize() == 2 and back.getSamplingRate() == pytest.approx(0.83)
+    assert back.getAcquisition().getDosePerFrame() == 1.25 and back.getGain().endswith("gain.mrc")
+    for movie, (xs, ys) in zip(back.iterItems(orderBy="id"), shifts):
+        bx, by = movie.getAlignment().getShifts()
+        assert np.allclose(list(bx), xs) and np.allclose(list(by), ys)
+        assert movie.getAlignment().getRange() == (1, 4)
+    assert [m.getMicName() for m in back.iterItems(orderBy="id")] == ["mic0.mrc", "mic1.mrc"]
