@@ -22,7 +22,8 @@ setup(
     python_requires=">=3.10,<3.13",
     packages=find_packages(exclude=["benchmarks"]),
     include_package_data=True,
-    package_data={"polishplugin": ["protocols.conf", "*.png"]},
+    package_data={"polishplugin": ["protocols.conf", "*.png"],
+                  "polishplugin.tests": ["data/*"]},
     install_requires=[
         "scipion-pyworkflow>=3.11",
         "scipion-em>=3.11",
@@ -31,7 +32,8 @@ setup(
         "mrcfile>=1.4",
         "numba>=0.60",
         "matplotlib>=3.7",
-        "tifffile>=2023.1",   # TIFF movies (LZW/deflate counts), lazily by page
+        "tifffile>=2023.1",   # TIFF movies, read lazily page by page
+        "imagecodecs>=2024.1",  # LZW codec for TIFF (what EPU writes); tifffile alone has only zlib
         "gemmi>=0.6",         # atomic models -> electron scattering density
         "emtable>=0.0.14",    # Scipion's own STAR reader/writer (comes with scipion-em)
     ],

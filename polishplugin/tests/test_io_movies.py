@@ -39,6 +39,13 @@ def test_tiff_uncompressed_and_uint8(tmp_path, counts):
         assert np.array_equal(movie.frame(4), counts[4].astype(np.float32))
 
 
+def test_tiff_lzw_as_epu_writes(tmp_path, counts):
+    write_movie_tiff(tmp_path / "l.tif", counts.astype(np.uint8), compression="lzw")
+    with Movie(tmp_path / "l.tif") as movie:
+        assert movie.nframes == 5
+        assert np.array_equal(movie.frame(3), counts[3].astype(np.float32))
+
+
 def test_mrc_movie_round_trip(tmp_path, counts):
     frames = counts.astype(np.float32) + 0.25
     write_movie_mrc(tmp_path / "m.mrcs", frames, 1.1)
