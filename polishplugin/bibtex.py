@@ -1,5 +1,5 @@
 # coding: utf-8
-"""
+r"""
 @article{Zivanov2019,
   title = "A Bayesian approach to beam-induced motion correction in cryo-EM single-particle analysis",
   author = "Zivanov, Jasenko and Nakane, Takanori and Scheres, Sjors H. W.",

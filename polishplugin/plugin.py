@@ -12,6 +12,7 @@ class Plugin(pwem.Plugin):
     """Config variables: POLISHPLUGIN_BACKEND (numba | opencl | numpy) and
     POLISHPLUGIN_OPENCL_DEVICE. No external binaries: the programs are this package's own
     modules, run with the interpreter of the plugin's environment."""
+    __module__ = "polishplugin"  # pyworkflow finds the plugin's package through this
     _homeVar = ""
     _pathVars = []
     _supportedVersions = [__version__]

@@ -265,6 +265,9 @@ def read_set_of_movies(path, movie_set, root=None):
                       doseInitial=g0.get("rlnMicrographPreExposure", 0.0))
     movie_set.setSamplingRate(pixel)
     movie_set.setAcquisition(acq)
+    if all(k in g0 for k in ("rlnImageSizeX", "rlnImageSizeY", "rlnImageSizeZ")):
+        movie_set.setDim((int(g0["rlnImageSizeX"]), int(g0["rlnImageSizeY"]),
+                          int(g0["rlnImageSizeZ"])))
     if metas[0].gain_name:
         movie_set.setGain(resolve(metas[0].gain_name))
     for i, (name, meta) in enumerate(zip(mics["rlnMicrographName"], metas)):

@@ -53,7 +53,7 @@ def run(out, size="default", seed=2019):
     # pyworkflow reads the environment at import: import it only now
     from pyworkflow.project import Manager
     from polishplugin.protocols import ProtPolishSimulate
-    from polishplugin.viewers.viewer_simulate import simulation_figures
+    from polishplugin.viewers.figures import simulation_figures
 
     name = "polishplugin_demo"
     proj_path = os.path.join(out, name)
@@ -63,6 +63,7 @@ def run(out, size="default", seed=2019):
     link = manager.getProjectPath(name)
     if os.path.lexists(link):
         os.remove(link)
+    os.makedirs(os.path.dirname(link), exist_ok=True)
     project = manager.createProject(name, location=out)
     os.chdir(project.getPath())
 

@@ -1,1 +1,2 @@
-
+"""Every viewer class must be imported here: Scipion discovers them by import."""
+from .viewer_simulate import ProtPolishSimulateViewer  # noqa: F401

@@ -119,7 +119,7 @@ def fsc_figure(curves, labels, box, pixel_size, title="FSC", thresholds=(0.143, 
     return fig
 
 
-def save_figure(fig, path_base, formats=("png", "pdf"), dpi=110):
+def save_figure(fig, path_base, formats=("png", "pdf"), dpi=110, close=True):
     """Write ``fig`` as path_base.png / .pdf; returns the paths written."""
     os.makedirs(os.path.dirname(os.path.abspath(path_base)), exist_ok=True)
     out = []
@@ -127,7 +127,8 @@ def save_figure(fig, path_base, formats=("png", "pdf"), dpi=110):
         path = "%s.%s" % (path_base, fmt)
         fig.savefig(path, dpi=dpi)
         out.append(path)
-    plt.close(fig)
+    if close:
+        plt.close(fig)
     return out
 
 

@@ -1,0 +1,33 @@
+"""Scipion discovers the plugin, its protocols and viewers, and its citations parse."""
+import os
+
+import pytest
+
+
+def test_plugin_discovered_with_protocols_and_viewers():
+    from pwem import Domain
+    assert "polishplugin" in Domain.getPlugins()
+    protocols = Domain.getProtocols()
+    assert "ProtPolishSimulate" in protocols
+    assert "ProtPolishBase" in protocols  # discoverable, but hidden from the GUI (no _label)
+    assert "_label" not in protocols["ProtPolishBase"].__dict__
+    assert "ProtPolishSimulateViewer" in Domain.getViewers()
+
+
+def test_plugin_variables_and_citations(monkeypatch):
+    import polishplugin
+    from polishplugin import Plugin
+    from polishplugin.constants import BACKEND_VAR
+    assert Plugin.getBackend() == "numba"
+    assert Plugin.validateInstallation() == []
+    env = Plugin.getEnviron()
+    assert env[BACKEND_VAR] == "numba"
+    monkeypatch.setitem(Plugin._vars, BACKEND_VAR, "cuda")
+    with pytest.raises(ValueError, match="cuda"):
+        Plugin.getBackend()
+    from pyworkflow.utils import parseBibTex
+    refs = parseBibTex(__import__("polishplugin.bibtex", fromlist=["x"]).__doc__)
+    for key in ("Zivanov2019", "Kimanius2021", "Scheres2012", "Scheres2014", "Grant2015",
+                "Romano2017"):
+        assert key in refs and refs[key]["doi"].startswith("http")
+    assert polishplugin._references == ["Zivanov2019"]
