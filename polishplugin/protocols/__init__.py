@@ -1,3 +1,4 @@
 """Every protocol class must be imported here: Scipion discovers them by import."""
 from .protocol_base import ProtPolishBase  # noqa: F401
 from .protocol_simulate import ProtPolishSimulate  # noqa: F401
+from .protocol_polish import ProtPolishBayesian  # noqa: F401

@@ -8,10 +8,10 @@ def test_plugin_discovered_with_protocols_and_viewers():
     from pwem import Domain
     assert "polishplugin" in Domain.getPlugins()
     protocols = Domain.getProtocols()
-    assert "ProtPolishSimulate" in protocols
+    assert "ProtPolishSimulate" in protocols and "ProtPolishBayesian" in protocols
     assert "ProtPolishBase" in protocols  # discoverable, but hidden from the GUI (no _label)
     assert "_label" not in protocols["ProtPolishBase"].__dict__
-    assert "ProtPolishSimulateViewer" in Domain.getViewers()
+    assert {"ProtPolishSimulateViewer", "ProtPolishBayesianViewer"} <= set(Domain.getViewers())
 
 
 def test_plugin_variables_and_citations(monkeypatch):

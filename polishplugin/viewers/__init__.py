@@ -1,2 +1,3 @@
 """Every viewer class must be imported here: Scipion discovers them by import."""
 from .viewer_simulate import ProtPolishSimulateViewer  # noqa: F401
+from .viewer_polish import ProtPolishBayesianViewer  # noqa: F401

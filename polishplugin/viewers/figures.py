@@ -71,3 +71,47 @@ def simulation_figures(sim_dir, fig_dir, micrographs=1):
         written += plots.save_figure(fig, os.path.join(fig_dir, base), close=False)
     plots.save_pdf_log([fig for _, fig in figs], os.path.join(sim_dir, "logfile.pdf"))
     return written
+
+
+# ------------------------------------------------------------------------ polishing
+def polished_micrographs(polish_dir):
+    """Micrograph names with finished tracks, in processing order (from diag/*.json)."""
+    out = []
+    for root, _, files in os.walk(os.path.join(polish_dir, "diag")):
+        for f in sorted(files):
+            if f.endswith(".json"):
+                with open(os.path.join(root, f)) as fh:
+                    out.append(json.load(fh)["micrograph"])
+    return sorted(out)
+
+
+def polish_tracks_figure(polish_dir, name, scale=20.0):
+    """MAP tracks (and the initial ones, dashed) over the micrograph's frame sum, motion
+    magnified ``scale`` times (as Fig. 3 of Zivanov 2019)."""
+    from ..io.star import read_tracks_star
+    from ..programs.polish import output_paths
+    paths = output_paths(polish_dir, name)
+    with open(paths["diag"]) as fh:
+        diag = json.load(fh)
+    px = float(diag["pixel_size"])
+    centres = np.asarray(diag["centres"])
+    image, sum_px = read_mrc(paths["sum"])
+    tracks = read_tracks_star(paths["tracks"]) / px
+    initial = np.asarray(diag["initial_tracks_A"]) / px
+    return plots.tracks_figure(image, centres[:, None] + tracks, scale=scale,
+                               extra_tracks=centres[:, None] + initial,
+                               labels=("MAP tracks", "initial"), image_pixel=sum_px / px,
+                               title="%s: %d particles" % (os.path.basename(name), len(centres)))
+
+
+def polish_figures(polish_dir, fig_dir, micrographs=3):
+    """Tracks figures of the first polished micrographs as PNG + PDF, joined into
+    ``<polish_dir>/logfile.pdf``; returns the paths written."""
+    figs = [("%s_tracks" % os.path.basename(n), polish_tracks_figure(polish_dir, n))
+            for n in polished_micrographs(polish_dir)[:micrographs]]
+    written = []
+    for base, fig in figs:
+        written += plots.save_figure(fig, os.path.join(fig_dir, base), close=False)
+    if figs:
+        plots.save_pdf_log([fig for _, fig in figs], os.path.join(polish_dir, "logfile.pdf"))
+    return written

@@ -21,7 +21,7 @@ def _display_range(image, lo=1.0, hi=99.0):
     return np.percentile(finite, lo), np.percentile(finite, hi)
 
 
-def _binned(image, max_px=1024):
+def binned(image, max_px=1024):
     """Average-bin a large micrograph for display; returns (image, bin factor)."""
     b = max(1, int(np.ceil(max(image.shape) / max_px)))
     if b == 1:
@@ -31,13 +31,15 @@ def _binned(image, max_px=1024):
 
 
 def tracks_figure(image, tracks, scale=20.0, title="", extra_tracks=None,
-                  labels=("tracks", "other"), lowpass_px=4.0):
+                  labels=("tracks", "other"), lowpass_px=4.0, image_pixel=1.0):
     """Particle trajectories drawn over a micrograph, motion magnified ``scale`` times around
     each particle's first position, the start marked by a dot (as Fig. 3 of Zivanov 2019).
 
     image: (ny, nx) micrograph (e.g. a frame sum); tracks: (P, F, 2) positions (x, y) in px of
-    that image; extra_tracks: optional second set (e.g. the truth) drawn dashed."""
-    img, b = _binned(np.asarray(image, dtype=np.float64))
+    the micrograph; extra_tracks: optional second set (e.g. the truth) drawn dashed;
+    image_pixel: size of one image pixel in track pixels (an already binned image)."""
+    img, b = binned(np.asarray(image, dtype=np.float64))
+    b = b * image_pixel
     if lowpass_px and lowpass_px > b:
         from scipy.ndimage import gaussian_filter
         img = gaussian_filter(img, lowpass_px / b)

@@ -1,0 +1,55 @@
+"""Work split over MPI ranks (mpi4py) when the program runs under ``mpirun``; a single process
+otherwise. MPI lives here and only here (DESIGN: programs own the parallelism over micrographs)."""
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+
+class _Serial:
+    rank, size = 0, 1
+
+    def barrier(self):
+        pass
+
+    def bcast(self, obj, root=0):
+        return obj
+
+    def gather(self, obj, root=0):
+        return [obj]
+
+
+def _under_mpirun():
+    return any(v in os.environ for v in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK",
+                                         "MPI_LOCALNRANKS", "SLURM_PMIX_MAPPING_SERV"))
+
+
+def get_comm():
+    """mpi4py's COMM_WORLD when started by an MPI launcher and mpi4py is installed, else a
+    one-process stand-in with the same few methods (rank, size, barrier, bcast, gather)."""
+    if not _under_mpirun():
+        return _Serial()
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        log.warning("started under an MPI launcher but mpi4py is not installed: every rank "
+                    "would do all the work, so only rank 0 will run")
+        if int(os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMI_RANK", 0))) != 0:
+            raise SystemExit(0)
+        return _Serial()
+    return MPI.COMM_WORLD
+
+
+def my_share(items, comm):
+    """Round-robin share of ``items`` for this rank (micrographs are similar in cost)."""
+    return items[comm.rank::comm.size]
+
+
+def set_threads(threads):
+    """Threads for numba's parallel kernels (and numpy's BLAS where it listens)."""
+    if threads and threads > 0:
+        try:
+            import numba
+            numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))
+        except ImportError:  # pragma: no cover - numba is a dependency
+            pass

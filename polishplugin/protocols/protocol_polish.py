@@ -1,0 +1,203 @@
+"""Scipion protocol: Bayesian polishing (per-particle motion under a GP prior, MAP by L-BFGS).
+
+Converts the inputs to RELION files, runs ``polishplugin.programs.polish`` through runJob (so
+Scipion's threads, MPI and queue settings apply) and registers the particles with their tracks.
+"""
+import json
+import os
+
+import pyworkflow.protocol.params as params
+from pyworkflow.constants import BETA
+from pyworkflow.object import Integer, String
+
+from ..constants import DEFAULT_SIGMA_ACC, DEFAULT_SIGMA_DIV, DEFAULT_SIGMA_VEL
+from .protocol_base import ProtPolishBase
+
+
+class ProtPolishBayesian(ProtPolishBase):
+    """Estimate each particle's trajectory through the movie frames (Zivanov et al. 2019):
+    a Gaussian-process prior on the velocities (sigma_vel, sigma_div, sigma_acc) and the
+    cross-correlation of every frame with a projection of the particle's own half map; the
+    most probable tracks are found with L-BFGS."""
+    _label = "bayesian polishing"
+    _devStatus = BETA
+    _possibleOutputs = {"outputParticles": "SetOfParticles"}
+
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        form.addParam("inputMovies", params.PointerParam, pointerClass="SetOfMovies",
+                      important=True, label="Movies",
+                      help="Movies with their global alignment (the earlier motion correction): "
+                           "its shifts start the tracks. Gain and dose come from the set.")
+        form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
+                      pointerCondition="hasAlignmentProj", important=True, label="Particles",
+                      help="Particles with 3D alignment, CTF, coordinates and half-sets "
+                           "(_rlnRandomSubset), at the movies' pixel size.")
+        form.addParam("inputVolume", params.PointerParam, pointerClass="Volume", important=True,
+                      label="Reference with half maps",
+                      help="The refinement's map; its two half maps are used, each particle "
+                           "against the map of its own half-set.")
+        form.addParam("inputMask", params.PointerParam, pointerClass="VolumeMask",
+                      allowsNull=True, label="Mask (optional)")
+        form.addSection(label="Motion")
+        form.addParam("sigmaVel", params.FloatParam, default=DEFAULT_SIGMA_VEL,
+                      label="sigma_vel (A/dose)", help="Expected velocity (eq. 2), A per e/A^2.")
+        form.addParam("sigmaDiv", params.FloatParam, default=DEFAULT_SIGMA_DIV,
+                      label="sigma_div (A)", help="Spatial correlation length (eq. 2).")
+        form.addParam("sigmaAcc", params.FloatParam, default=DEFAULT_SIGMA_ACC,
+                      label="sigma_acc (A/dose)",
+                      help="Expected acceleration (eq. 10); <= 0 disables the term.")
+        form.addParam("paramsFile", params.PathParam, default="", label="Sigmas file (optional)",
+                      expertLevel=params.LEVEL_ADVANCED,
+                      help="A 'sigma_vel sigma_div sigma_acc' file (RELION opt_params style); "
+                           "overrides the three values above.")
+        form.addLine("Frames")
+        form.addParam("firstFrame", params.IntParam, default=1, label="first")
+        form.addParam("lastFrame", params.IntParam, default=-1, label="last (-1: all)")
+        form.addParam("window", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
+                      label="Search radius (px)", help="0 = chosen from sigma_vel and frames.")
+        form.addParam("initFromData", params.BooleanParam, default=False,
+                      expertLevel=params.LEVEL_ADVANCED, label="Initial track from the data?",
+                      help="Ignore the movies' alignment and estimate a global track first.")
+        form.addParam("detectDefects", params.BooleanParam, default=True,
+                      expertLevel=params.LEVEL_ADVANCED, label="Detect hot/dead pixels?",
+                      help="Find hot and dead pixels from the movies themselves and keep them "
+                           "out of the fit.")
+        form.addParallelSection(threads=1, mpi=1)
+
+    # ----------------------------------------------------------------- steps
+    def _insertAllSteps(self):
+        ids = [self.inputMovies.get().getObjId(), self.inputParticles.get().getObjId(),
+               self.inputVolume.get().getObjId()]
+        self._insertFunctionStep(self.convertInputStep, *ids, needsGPU=False)
+        self._insertFunctionStep(self.polishStep, self._programArgs(), needsGPU=False)
+        self._insertFunctionStep(self.createOutputStep, needsGPU=False)
+
+    def _inputDir(self, *p):
+        return self._getExtraPath("input", *p)
+
+    def convertInputStep(self, movId, partId, volId):
+        from ..io import convert
+        os.makedirs(self._inputDir("metadata"), exist_ok=True)
+        convert.write_set_of_movies(self.inputMovies.get(),
+                                    self._inputDir("corrected_micrographs.star"),
+                                    self._inputDir("metadata"))
+        convert.write_set_of_particles(self.inputParticles.get(), self._inputDir("particles.star"))
+
+    def _programArgs(self):
+        half1, half2 = self._halfMaps()
+        args = ["--particles %s" % os.path.abspath(self._inputDir("particles.star")),
+                "--mics %s" % os.path.abspath(self._inputDir("corrected_micrographs.star")),
+                "--half1 %s --half2 %s" % (os.path.abspath(half1), os.path.abspath(half2)),
+                "--out %s" % os.path.abspath(self._getExtraPath("polish")),
+                "--first-frame %d --last-frame %d" % (self.firstFrame.get(), self.lastFrame.get()),
+                "--window %d" % self.window.get(), "--threads %d" % self.numberOfThreads.get()]
+        if self.inputMask.get() is not None:
+            args.append("--mask %s" % os.path.abspath(self.inputMask.get().getFileName()))
+        if self.paramsFile.get():
+            args.append("--params-file %s" % os.path.abspath(self.paramsFile.get()))
+        else:
+            args.append("--sigma-vel %g --sigma-div %g --sigma-acc %g"
+                        % (self.sigmaVel.get(), self.sigmaDiv.get(), self.sigmaAcc.get()))
+        if self.initFromData.get():
+            args.append("--init data")
+        if not self.detectDefects.get():
+            args.append("--no-defects")
+        return " ".join(args)
+
+    def polishStep(self, args):
+        self.runProgram("polish", args, numberOfMpi=self.numberOfMpi.get())
+
+    def createOutputStep(self):
+        from ..programs.polish import output_paths
+        out_dir = self._getExtraPath("polish")
+        tracks_of_row = {}
+        for root, _, files in os.walk(os.path.join(out_dir, "diag")):
+            for f in files:
+                if not f.endswith(".json"):
+                    continue
+                with open(os.path.join(root, f)) as fh:
+                    diag = json.load(fh)
+                tracks = output_paths(out_dir, diag["micrograph"])["tracks"]
+                if os.path.exists(tracks):
+                    for i, row in enumerate(diag["rows"]):
+                        tracks_of_row[row] = (tracks, i)
+        inp = self.inputParticles.get()
+        ids = [p.getObjId() for p in inp.iterItems(orderBy="id")]
+        keep = {ids[row]: v for row, v in tracks_of_row.items()}
+        out = self._createSetOfParticles()
+        out.copyInfo(inp)
+
+        for item in inp.iterItems(orderBy="id"):
+            if item.getObjId() in keep:
+                p = item.clone()
+                path, index = keep[item.getObjId()]
+                p._polishTracks = String(path)        # RELION _tracks.star of its micrograph
+                p._polishTrackIndex = Integer(index)  # its data_<index> block there
+                out.append(p)
+        self._defineOutputs(outputParticles=out)
+        self._defineTransformRelation(self.inputParticles, out)
+
+    # ----------------------------------------------------------------- info
+    def _halfMaps(self):
+        vol = self.inputVolume.get()
+        halves = vol.getHalfMaps() if vol is not None else ""
+        halves = [h for h in (halves or "").split(",") if h]
+        return halves if len(halves) == 2 else (None, None)
+
+    def _validate(self):
+        errors = []
+        movies, parts, vol = (self.inputMovies.get(), self.inputParticles.get(),
+                              self.inputVolume.get())
+        if movies is None or parts is None or vol is None:
+            return ["Movies, particles and a reference volume are needed."]
+        if None in self._halfMaps():
+            errors.append("The reference volume has no half maps: polishing aligns each "
+                          "particle against its own half map.")
+        if parts.getAlignment() != "Projection":
+            errors.append("The particles have no 3D alignment (projection angles).")
+        if not parts.hasCTF():
+            errors.append("The particles have no CTF.")
+        first = parts.getFirstItem()
+        if first is not None and (first.getCoordinate() is None or first.getCoordinate().getX() is None):
+            errors.append("The particles have no coordinates on the micrographs.")
+        pm, pp, pv = movies.getSamplingRate(), parts.getSamplingRate(), vol.getSamplingRate()
+        if abs(pm - pp) > 1e-3 * pp:
+            errors.append("Pixel sizes differ: movies %.4f A, particles %.4f A (re-extract the "
+                          "particles at the movies' pixel size)." % (pm, pp))
+        if abs(pv - pp) > 1e-3 * pp:
+            errors.append("Pixel sizes differ: reference %.4f A, particles %.4f A." % (pv, pp))
+        dims = movies.getDim()
+        nframes = dims[2] if dims else None
+        last = self.lastFrame.get() if self.lastFrame.get() != -1 else nframes
+        if nframes is not None and (last - self.firstFrame.get() + 1 < 3 or last > nframes):
+            errors.append("Frames %d-%s of %d-frame movies: at least 3 frames are needed."
+                          % (self.firstFrame.get(), last, nframes))
+        if not (movies.getAcquisition().getDosePerFrame() or 0) > 0:
+            errors.append("The movies' acquisition has no dose per frame.")
+        if self.paramsFile.get() and not os.path.exists(self.paramsFile.get()):
+            errors.append("Sigmas file not found: %s" % self.paramsFile.get())
+        return errors
+
+    def _summary(self):
+        if not self.hasAttribute("outputParticles"):
+            return ["Outputs not ready yet."]
+        lines = ["%d particles polished with sigmas %s" % (self.outputParticles.getSize(),
+                                                            self._sigmaText())]
+        failed = self._getExtraPath("polish", "failed.txt")
+        if os.path.exists(failed) and open(failed).read().strip():
+            lines.append("FAILED micrographs: see %s" % failed)
+        return lines
+
+    def _sigmaText(self):
+        if self.paramsFile.get():
+            return "from %s" % self.paramsFile.get()
+        return "vel %g, div %g, acc %g" % (self.sigmaVel.get(), self.sigmaDiv.get(),
+                                           self.sigmaAcc.get())
+
+    def _methods(self):
+        return ["Particle motion was estimated by Bayesian polishing [Zivanov2019] (sigmas %s)."
+                % self._sigmaText()]
+
+    def _citations(self):
+        return ["Zivanov2019", "Liu1989"]

@@ -1,0 +1,86 @@
+"""Headless Scipion test of ProtPolishBayesian on a small simulated set: a real project, the
+simulate protocol feeding the polishing protocol, the tracks checked against the known truth."""
+import json
+import os
+
+import numpy as np
+from pyworkflow.tests import BaseTest, setupTestProject
+
+from polishplugin.io.star import read_tracks_star
+from polishplugin.protocols import ProtPolishBayesian, ProtPolishSimulate
+
+SIM = dict(numberOfMicrographs=2, micrographSize=512, numberOfFrames=10,
+           particlesPerMicrograph=10, boxSize=64, pixelSize=1.5, snr=0.2, hotPixels=3,
+           sigmaVel=0.8, stageDrift=8.0, seed=7)
+
+
+class TestProtPolishBayesian(BaseTest):
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        cls.sim = cls.newProtocol(ProtPolishSimulate, **SIM)
+        cls.launchProtocol(cls.sim)
+
+    def _polish(self, **kwargs):
+        prot = self.newProtocol(ProtPolishBayesian, sigmaVel=0.8, sigmaDiv=5000, sigmaAcc=2,
+                                **kwargs)
+        prot.inputMovies.set(self.sim)
+        prot.inputMovies.setExtended("outputMovies")
+        prot.inputParticles.set(self.sim)
+        prot.inputParticles.setExtended("outputParticles")
+        prot.inputVolume.set(self.sim)
+        prot.inputVolume.setExtended("outputVolume")
+        prot.inputMask.set(self.sim)
+        prot.inputMask.setExtended("outputMask")
+        return prot
+
+    def test_polish_recovers_motion(self):
+        prot = self._polish(numberOfThreads=2)
+        self.launchProtocol(prot)
+        out = prot.outputParticles
+        self.assertSetSize(out, 20)
+        self.assertEqual(out.getAlignment(), "Projection")
+        truth_dir = self.sim._getExtraPath("truth")
+        err_map, err_zero = [], []
+        for p in out:
+            tracks = read_tracks_star(p._polishTracks.get())
+            self.assertEqual(tracks.shape[1:], (10, 2))
+            mic = os.path.basename(p._polishTracks.get()).replace("_tracks.star", "")
+            with np.load(os.path.join(truth_dir, mic + ".npz")) as z:
+                row = list(map(tuple, np.rint(z["coords"]).astype(int))).index(
+                    (p.getCoordinate().getX(), p.getCoordinate().getY()))
+                true = (z["positions"][row] - z["centres"][row]) * 1.5
+            est = tracks[p._polishTrackIndex.get()]
+            err_map.append(np.sum((est - true) ** 2, axis=1))
+            err_zero.append(np.sum(true ** 2, axis=1))
+        rms_map = np.sqrt(np.mean(err_map))
+        rms_zero = np.sqrt(np.mean(err_zero))
+        # the tracks are real estimates: far better than assuming no motion at all
+        self.assertLess(rms_map, 0.5 * rms_zero, "MAP %.2f A vs no motion %.2f A" % (rms_map, rms_zero))
+        with open(prot._getExtraPath("polish", "failed.txt")) as fh:
+            self.assertEqual(fh.read().strip(), "")
+        self.assertTrue(os.path.exists(prot._getExtraPath("polish", "logfile.pdf")))
+
+    def test_validate_rejects_missing_half_maps_and_bad_frames(self):
+        prot = self._polish(lastFrame=2)
+        prot.inputVolume.set(self.sim)
+        prot.inputVolume.setExtended("outputTruthVolume")  # a volume without half maps
+        errors = "\n".join(prot.validate())
+        self.assertIn("no half maps", errors)
+        self.assertIn("at least 3 frames", errors)
+
+    def test_viewer_headless(self):
+        import matplotlib.image
+        from polishplugin.viewers import ProtPolishBayesianViewer
+        prot = self._polish(numberOfMpi=1)
+        self.launchProtocol(prot)
+        viewer = ProtPolishBayesianViewer(project=self.proj, protocol=prot)
+        viewer.setProtocol(prot)
+        viewer.micrograph.set(2)
+        (view,) = viewer._showTracks()
+        path = os.path.join(self.proj.getTmpPath(), "polish_tracks.png")
+        view.savefig(path)
+        view.close()
+        img = matplotlib.image.imread(path)
+        self.assertGreater(img.shape[0], 300)
+        self.assertGreater(float(img[..., :3].std()), 0.02)
