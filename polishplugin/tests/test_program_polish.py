@@ -1,0 +1,144 @@
+"""The polishing program on RELION files: resumable, MPI-split, failed micrographs reported,
+bad input refused before any work with the file and the problem named."""
+import os
+import shutil
+import subprocess
+import sys
+
+import mrcfile
+import numpy as np
+import pytest
+
+from polishplugin.io.star import read_star, read_tracks_star, write_star
+from polishplugin.programs import polish, simulate
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim")
+    simulate.main(["--out", str(out), "--micrographs", "3", "--mic-size", "320", "--frames", "6",
+                   "--particles", "4", "--box", "48", "--pixel-size", "1.5", "--snr", "0.1",
+                   "--no-figures", "--seed", "3"])
+    return out
+
+
+def _args(sim, out, *extra):
+    return ["--particles", str(sim / "particles.star"),
+            "--mics", str(sim / "MotionCorr" / "corrected_micrographs.star"),
+            "--postprocess", str(sim / "postprocess.star"), "--root", str(sim),
+            "--out", str(out), "--no-figures"] + list(extra)
+
+
+def _copy(sim, tmp_path):
+    dst = tmp_path / "sim"
+    shutil.copytree(sim, dst)
+    return dst
+
+
+def test_resume_redoes_only_missing_micrographs(sim, tmp_path, caplog):
+    out = tmp_path / "pol"
+    assert polish.main(_args(sim, out)) == 0
+    done = sorted((out / "tracks").rglob("*_tracks.star"))
+    assert len(done) == 3
+    first = read_tracks_star(done[0])
+    stamp = {p: p.stat().st_mtime_ns for p in done}
+    os.remove(done[1])
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert polish.main(_args(sim, out)) == 0
+    assert "3 micrographs, 1 to do (2 already done)" in caplog.text
+    assert done[0].stat().st_mtime_ns == stamp[done[0]] and done[1].exists()
+    assert np.array_equal(read_tracks_star(done[0]), first)
+    table = read_star(out / "tracks_all.star")["tracks"]
+    assert len(table) == 12 * 6
+    assert np.all(np.isfinite(table["rlnOriginXAngst"]))
+
+
+def test_failed_micrograph_is_reported_not_zeroed(sim, tmp_path):
+    s = _copy(sim, tmp_path)
+    movie = s / "Movies" / "sim_0001.mrcs"
+    with mrcfile.open(movie, "r+") as m:
+        data = m.data.copy()
+        data[2, :, :] = np.nan
+        m.set_data(data)
+    out = tmp_path / "pol"
+    assert polish.main(_args(s, out)) == 0
+    assert not (out / "tracks" / "MotionCorr" / "Movies" / "sim_0001_tracks.star").exists()
+    failed = (out / "failed.txt").read_text()
+    assert "sim_0001" in failed and "NaN" in failed
+    parts = read_star(out / "particles.star")["particles"]
+    assert len(parts) == 8
+    assert not any("sim_0001" in str(n) for n in parts["rlnMicrographName"])
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None and not os.path.exists(
+    os.path.join(os.path.dirname(sys.executable), "mpirun")), reason="no MPI launcher")
+def test_mpi_split_gives_the_same_tracks(sim, tmp_path):
+    pytest.importorskip("mpi4py")
+    mpirun = shutil.which("mpirun") or os.path.join(os.path.dirname(sys.executable), "mpirun")
+    serial, par = tmp_path / "serial", tmp_path / "mpi"
+    assert polish.main(_args(sim, serial)) == 0
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1")
+    cmd = [mpirun, "-np", "2", sys.executable, "-m", "polishplugin.programs.polish"] + \
+        _args(sim, par)
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "2 rank(s)" in res.stderr
+    a = read_star(serial / "tracks_all.star")["tracks"]
+    b = read_star(par / "tracks_all.star")["tracks"]
+    assert np.allclose(a["rlnOriginXAngst"], b["rlnOriginXAngst"])
+
+
+def _expect_bad_input(args, capsys_or_caplog, *words):
+    assert polish.main(args) == 2
+    text = capsys_or_caplog.text
+    for w in words:
+        assert w in text, text
+
+
+def test_bad_inputs_are_refused_before_work(sim, tmp_path, caplog):
+    out = tmp_path / "pol"
+    # missing half map
+    s = _copy(sim, tmp_path)
+    os.remove(s / "half2_unfil.mrc")
+    _expect_bad_input(_args(s, out), caplog, "half2_unfil.mrc")
+    assert not (out / "tracks").exists()
+    # truncated movie
+    s2 = tmp_path / "s2"
+    shutil.copytree(sim, s2)
+    mv = s2 / "Movies" / "sim_0000.mrcs"
+    mv.write_bytes(mv.read_bytes()[:5000])
+    caplog.clear()
+    _expect_bad_input(_args(s2, out), caplog, "sim_0000.mrcs", "truncated")
+    # frame count disagreeing with the metadata
+    s3 = tmp_path / "s3"
+    shutil.copytree(sim, s3)
+    meta = s3 / "MotionCorr" / "Movies" / "sim_0002.star"
+    blocks = read_star(meta)
+    blocks["general"]["rlnImageSizeZ"] = [7]
+    write_star(meta, blocks)
+    caplog.clear()
+    _expect_bad_input(_args(s3, out), caplog, "sim_0002", "6 frames", "says 7")
+    # particle outside its micrograph, and NaN angles
+    s4 = tmp_path / "s4"
+    shutil.copytree(sim, s4)
+    blocks = read_star(s4 / "particles.star")
+    blocks["particles"]["rlnCoordinateX"][0] = 5000.0
+    write_star(s4 / "particles.star", blocks)
+    caplog.clear()
+    _expect_bad_input(_args(s4, out), caplog, "particles.star", "outside")
+    assert polish.main(_args(s4, tmp_path / "skip", "--skip-outside")) == 0
+    blocks["particles"]["rlnCoordinateX"][0] = 100.0
+    blocks["particles"]["rlnAngleTilt"][1] = np.nan
+    write_star(s4 / "particles.star", blocks)
+    caplog.clear()
+    _expect_bad_input(_args(s4, out), caplog, "rlnAngleTilt", "NaN")
+    # pixel size of the reference disagreeing with the particles
+    s5 = tmp_path / "s5"
+    shutil.copytree(sim, s5)
+    for h in ("half1_unfil.mrc", "half2_unfil.mrc"):
+        with mrcfile.open(s5 / h, "r+") as m:
+            m.voxel_size = 2.0
+    caplog.clear()
+    _expect_bad_input(_args(s5, out), caplog, "pixel size", "2.0000", "1.5000")
