@@ -19,7 +19,7 @@ log = logging.getLogger("polishplugin.demo")
 SIZES = {  # micrographs, micrograph px, frames, particles per micrograph
     "tiny": dict(numberOfMicrographs=2, micrographSize=512, numberOfFrames=12,
                  particlesPerMicrograph=8, boxSize=64),
-    "default": dict(numberOfMicrographs=4, micrographSize=1024, numberOfFrames=24,
+    "default": dict(numberOfMicrographs=6, micrographSize=1024, numberOfFrames=24,
                     particlesPerMicrograph=30, boxSize=96),
 }
 
@@ -52,8 +52,8 @@ def run(out, size="default", seed=2019):
     ensure_headless_scipion_env(os.path.join(out, "scipion_home"))
     # pyworkflow reads the environment at import: import it only now
     from pyworkflow.project import Manager
-    from polishplugin.protocols import ProtPolishSimulate
-    from polishplugin.viewers.figures import simulation_figures
+    from polishplugin.protocols import ProtPolishBayesian, ProtPolishSimulate
+    from polishplugin.viewers.figures import polish_figures, simulation_figures
 
     name = "polishplugin_demo"
     proj_path = os.path.join(out, name)
@@ -72,8 +72,17 @@ def run(out, size="default", seed=2019):
                               **SIZES[size])
     _launch(project, sim, "simulate dataset")
 
+    polish = project.newProtocol(ProtPolishBayesian, objLabel="bayesian polishing",
+                                 numberOfThreads=2)
+    for name, output in (("inputMovies", "outputMovies"), ("inputParticles", "outputParticles"),
+                         ("inputVolume", "outputVolume"), ("inputMask", "outputMask")):
+        getattr(polish, name).set(sim)
+        getattr(polish, name).setExtended(output)
+    _launch(project, polish, "bayesian polishing")
+
     fig_dir = os.path.join(out, "figures")
     written = simulation_figures(sim._getExtraPath(), fig_dir)
+    written += polish_figures(polish._getExtraPath("polish"), fig_dir)
     log.info("figures: %s", ", ".join(os.path.relpath(p, out) for p in written))
     log.info("demo finished in %.1f s; Scipion project: %s", time.time() - t0, proj_path)
     return written

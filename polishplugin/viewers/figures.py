@@ -107,7 +107,8 @@ def polish_tracks_figure(polish_dir, name, scale=20.0):
 def polish_figures(polish_dir, fig_dir, micrographs=3):
     """Tracks figures of the first polished micrographs as PNG + PDF, joined into
     ``<polish_dir>/logfile.pdf``; returns the paths written."""
-    figs = [("%s_tracks" % os.path.basename(n), polish_tracks_figure(polish_dir, n))
+    figs = [("polished_%s_tracks" % os.path.splitext(os.path.basename(n))[0],
+             polish_tracks_figure(polish_dir, n))
             for n in polished_micrographs(polish_dir)[:micrographs]]
     written = []
     for base, fig in figs:
@@ -115,3 +116,31 @@ def polish_figures(polish_dir, fig_dir, micrographs=3):
     if figs:
         plots.save_pdf_log([fig for _, fig in figs], os.path.join(polish_dir, "logfile.pdf"))
     return written
+
+
+def polish_vs_truth(polish_dir, sim_dir):
+    """Compare the tracks of a polishing run on simulated data with the truth: RMS error (A) over
+    all particles and frames of the MAP tracks and of the initial tracks, in full and after
+    removing each particle's mean offset ("shape"). Returns a dict of the four numbers."""
+    from ..io.star import read_tracks_star
+    from ..programs.polish import output_paths
+    px = float(simulation_info(sim_dir)["config"]["pixel_size"])
+    err = {"map": [], "initial": []}
+    for name in polished_micrographs(polish_dir):
+        paths = output_paths(polish_dir, name)
+        with open(paths["diag"]) as fh:
+            diag = json.load(fh)
+        t = _truth(sim_dir, os.path.splitext(os.path.basename(name))[0])
+        first = diag["first_frame"] - 1
+        true = (t["positions"] - t["centres"][:, None])[:, first:first + diag["frames"]] * px
+        rows = np.asarray(diag["rows"]) - min(diag["rows"])
+        true = true[rows]
+        err["map"].append(read_tracks_star(paths["tracks"]) - true)
+        err["initial"].append(np.asarray(diag["initial_tracks_A"]) - true)
+    out = {}
+    for key, e in err.items():
+        e = np.concatenate(e)
+        out[key + "_rms_A"] = float(np.sqrt(np.mean(np.sum(e ** 2, axis=-1))))
+        shape = e - e.mean(axis=1, keepdims=True)
+        out[key + "_shape_rms_A"] = float(np.sqrt(np.mean(np.sum(shape ** 2, axis=-1))))
+    return out

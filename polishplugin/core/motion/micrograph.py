@@ -1,0 +1,272 @@
+"""Bayesian polishing of one micrograph (seed zivanov2019 §2.1): patches -> whitening and CC maps
+(eq. 12-16) -> contrast sign and amplitude -> initial tracks -> MAP tracks (eq. 17-18) -> FCC
+sums (eq. 20, opposite half-set predictions).
+
+Amplitude. The likelihood behind -2 CC (see :mod:`.energy`) assumes that the prediction V is the
+expected signal of one frame, in the frames' units. Predictions come from half maps in arbitrary
+units with the contrast sign of the reconstruction (bright particles), while raw movies have dark
+particles. Both are fixed with one factor a per micrograph, the least-squares amplitude of the
+damaged, whitened prediction in the data at the initial alignment: a = sum_f max_s sum_p CC_{p,f}
+/ sum_{p,f} |D_f V_p|^2_w (the CC peak of the particle-summed map near the initial track, which
+absorbs a small global misalignment; slightly biased upwards by noise at very low SNR). With
+``invert="auto"`` the sign of a is the sign of the largest-magnitude value of the
+particle-and-frame-summed CC map near the initial track.
+
+Without initial tracks, a global track is estimated from the data as RELION's ``--gi`` does: patches
+cut at the centres, CC maps in a wide window, :func:`.init.global_track_from_cc`; the patches are
+then re-cut at that track (from a larger patch cut once, so the movie is read only once).
+"""
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from ..dose.fcc import FccAccumulator
+from ..fourier import ring_index
+from .fit import FitResult, MotionFitError, fit_tracks
+from .init import global_track_from_cc
+from .observation import cc_scale_factor, compute_cc_maps, estimate_noise_power
+from .patches import cut_positions, extract_patches
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MicrographAlignment:
+    tracks: np.ndarray              # (P, F, 2) px, displacement in raw frame f from the centre
+    initial_tracks: np.ndarray      # (P, F, 2) px, where the fit started
+    fit: FitResult
+    noise_power: np.ndarray         # (nrings,) ring-averaged power of the patches
+    sign: int                       # +1: frames match the predictions' contrast, -1: inverted
+    amplitude: float                # |a|: per-frame signal amplitude relative to the predictions
+    cut_shifts: np.ndarray          # (P, F, 2) px
+    fcc: Optional[FccAccumulator] = None
+
+
+def _crop(big, big_q, q, n):
+    """n-patches at integer positions q (P, F, 2) from larger patches cut at big_q; offsets beyond
+    the margin are clipped. Returns (patches, q actually used)."""
+    m = (big.shape[-1] - n) // 2
+    d = np.clip(q - big_q, -m, m)
+    out = np.empty(big.shape[:2] + (n, n), dtype=big.dtype)
+    for p in range(big.shape[0]):
+        for f in range(big.shape[1]):
+            y0, x0 = m + d[p, f, 1], m + d[p, f, 0]
+            out[p, f] = big[p, f, y0:y0 + n, x0:x0 + n]
+    if np.any(d != q - big_q):
+        log.warning("initial tracks move beyond the %d px margin; patches clipped", m)
+    return out, big_q + d
+
+
+def _auto_cc(predictions, damage, noise_power, cc_scale):
+    """CC_{p,f}(0) of the damaged prediction with itself on the scale of compute_cc_maps:
+    scale sum_k D_f^2 |V_p|^2 / S (DC and beyond Nyquist excluded). Returns (P, F)."""
+    n = predictions.shape[-1]
+    rings = ring_index(n)
+    s = np.zeros(rings.max() + 1)
+    s[:len(noise_power)] = np.asarray(noise_power)[:len(s)]
+    inv = np.zeros_like(s)
+    ok = s > 0
+    inv[ok] = 1.0 / s[ok]
+    inv[0] = 0.0
+    inv[n // 2 + 1:] = 0.0
+    w = inv[rings] * cc_scale_factor(n, cc_scale)
+    dmg2 = np.ones((1, n, n)) if damage is None else np.asarray(damage) ** 2
+    return np.einsum("pyx,fyx->pf", np.abs(predictions) ** 2 * w, dmg2)
+
+
+def _contrast_sign(cc_maps, radius):
+    """Sign of the largest-magnitude value of sum_{p,f} CC within ``radius`` of the window centre."""
+    total = cc_maps.sum(axis=(0, 1), dtype=np.float64)
+    W = total.shape[0]
+    yy, xx = np.mgrid[:W, :W] - W // 2
+    near = np.where(np.hypot(xx, yy) <= radius, total, 0.0)
+    peak = near.flat[np.argmax(np.abs(near))]
+    return 1 if peak >= 0 else -1, float(peak)
+
+
+def _amplitude(cc_maps, auto, radius):
+    """Least-squares amplitude from the per-frame peaks of the particle-summed CC (see module doc)."""
+    per_frame = cc_maps.sum(axis=0, dtype=np.float64)              # (F, W, W)
+    W = per_frame.shape[-1]
+    yy, xx = np.mgrid[:W, :W] - W // 2
+    near = np.hypot(xx, yy) <= radius
+    peaks = per_frame[:, near].max(axis=1)
+    den = float(auto.sum())
+    return float(peaks.sum()) / den if den > 0 else 0.0
+
+
+def _resolve_sign(invert, cc_maps, radius):
+    sign, peak = _contrast_sign(cc_maps, radius)
+    if invert == "auto":
+        log.info("contrast: summed CC extreme %.4g near the initial track -> %s particles", peak,
+                 "dark (inverted)" if sign < 0 else "bright")
+        return sign
+    forced = -1 if invert else 1
+    if forced != sign:
+        log.warning("invert=%s but the data suggest the opposite contrast (summed CC %.4g)",
+                    invert, peak)
+    return forced
+
+
+def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tracks=None,
+                     window=8, mode="gp", invert="auto", opposite_predictions=None, backend=None,
+                     global_window=None, cc_scale="relion", n_frames=None, defects=None,
+                     noise_power=None):
+    """Motion of the particles of one micrograph.
+
+    frames: sequence/iterable of F gain-corrected, defect-filled (ny, nx) frames (read once);
+    centres (P, 2) refined positions px; predictions (P, n, n) own-half predictions
+    (:func:`polishplugin.core.predict.predict_particles`); damage (F, n, n) or None;
+    sigmas_px: (sigma_vel, sigma_div, sigma_acc) from MotionParams.to_pixels; initial_tracks
+    (P, F, 2) or None (global track estimated from the data in a ``global_window`` px radius,
+    default n//4); window: CC window radius px; mode: "gp" | "none" | "global" (fit_tracks);
+    invert: "auto" | True | False; opposite_predictions (P, n, n): FCC sums when given;
+    n_frames: F when there are neither initial tracks nor damage filters to tell it; defects
+    (ny, nx) bool: pixels to fill (see :func:`.patches.extract_patches`); cc_scale: see
+    :mod:`.observation`; noise_power (nrings,): replaces the estimate from the patches.
+    Raises MotionFitError without particles or with non-finite data.
+    """
+    centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+    predictions = np.asarray(predictions)
+    P = len(centres)
+    if P == 0:
+        raise MotionFitError("no particles in this micrograph")
+    n = predictions.shape[-1]
+    if predictions.shape != (P, n, n):
+        raise ValueError("predictions %s do not match %d particles" % (predictions.shape, P))
+    if initial_tracks is not None:
+        F = np.shape(initial_tracks)[1]
+    elif damage is not None:
+        F = np.shape(damage)[0]
+    elif n_frames is not None:
+        F = int(n_frames)
+    else:
+        raise ValueError("the number of frames is unknown: give initial_tracks, damage or n_frames")
+    if invert not in ("auto", True, False):
+        raise ValueError("invert must be 'auto', True or False, got %r" % (invert,))
+
+    if initial_tracks is None:
+        gw = n // 4 if global_window is None else int(global_window)
+        zeros = np.zeros((P, F, 2))
+        big, big_cut = extract_patches(frames, centres, zeros, n + 2 * gw, defects)
+        _check_patches(big)
+        big_q = cut_positions(centres, zeros)
+        patches0, _ = _crop(big, big_q, big_q, n)
+        cc_wide, _ = compute_cc_maps(patches0, predictions, damage, gw, noise_power=noise_power,
+                                     cc_scale=cc_scale)
+        sign = _resolve_sign(invert, cc_wide, gw)
+        glob = global_track_from_cc(sign * cc_wide)
+        init = glob[None] + big_cut
+        log.info("global track from the data: path %.2f px", float(
+            np.sum(np.linalg.norm(np.diff(glob, axis=0), axis=1))))
+        patches, q = _crop(big, big_q, cut_positions(centres, init), n)
+        del big
+        cut = q - centres[:, None, :]
+    else:
+        init = np.asarray(initial_tracks, dtype=np.float64)
+        if init.shape != (P, F, 2):
+            raise ValueError("initial tracks %s do not match (%d, %d, 2)" % (init.shape, P, F))
+        if not np.all(np.isfinite(init)):
+            raise MotionFitError("initial tracks contain NaN or infinite values")
+        patches, cut = extract_patches(frames, centres, init, n, defects)
+        _check_patches(patches)
+        sign = None
+    noise = estimate_noise_power(patches) if noise_power is None else np.asarray(noise_power)
+    cc, _ = compute_cc_maps(patches, predictions, damage, window, noise_power=noise,
+                            cc_scale=cc_scale)
+    if sign is None:
+        sign = _resolve_sign(invert, cc, min(3, window))
+    auto = _auto_cc(predictions, damage, noise, cc_scale)
+    amp = _amplitude(sign * cc, auto, min(3, window))
+    if not np.isfinite(amp) or amp <= 0:
+        raise MotionFitError("no particle signal found in the CC maps (amplitude %g)" % amp)
+    log.info("signal amplitude %.4g x the predictions (sign %+d)", amp, sign)
+    fit = fit_tracks(cc * (sign * amp), centres, sigmas_px, init, cut, mode=mode, backend=backend)
+    result = MicrographAlignment(fit.tracks, init, fit, noise, sign, amp, cut)
+    if opposite_predictions is not None:
+        result.fcc = fcc_sums(patches, sign * np.asarray(opposite_predictions), fit.tracks - cut)
+    return result
+
+
+def _check_patches(patches):
+    if not np.all(np.isfinite(patches)):
+        raise MotionFitError("frames contain NaN or infinite values under the particles")
+
+
+def fcc_sums(patches, predictions, shifts):
+    """FCC sums (eq. 20) of patches (P, F, n, n) against predictions (P, n, n) moved to ``shifts``
+    (P, F, 2), one particle at a time (no (P, F, n, n) complex array)."""
+    P, F, n = patches.shape[:3]
+    acc = FccAccumulator(F, n)
+    for p in range(P):
+        obs = np.fft.fft2(patches[p].astype(np.float64))[None]
+        acc.add(obs, predictions[p:p + 1], shifts[p:p + 1])
+    return acc
+
+
+INITS = ("global", "none", "zero", "truth")
+
+
+def polish_simulated_micrograph(dataset, mic, sigmas=None, mode="gp", init="global", window=8,
+                                defects="detect", noiseless=False, n=None, invert="auto",
+                                fcc=False, backend=None, cc_scale="relion", noise_level=1.0):
+    """Align a :class:`~polishplugin.core.simulate.dataset.SimulatedMicrograph` end to end (for
+    tests and benchmarks): frames raw * gain (or the expected counts when ``noiseless``), defects
+    "detect" (from the movie, no truth) | "truth" | None, predictions of each particle's own half
+    map at its true angles and CTF in an n box (default the dataset box), exposure-filter damage
+    from the config; noiseless frames are whitened with ``noise_level`` times their Poisson noise
+    power (white), not with their own (signal-only) power. sigmas: None (the simulation's) or (sigma_vel, sigma_div, sigma_acc) in the
+    paper's units. init: "global" (the simulated earlier global track), "none" (estimated from
+    the data), "zero", "truth" (true positions - centre)."""
+    from ..ctf import CtfParams
+    from ..defects import detect_defects
+    from ..predict import make_projectors, predict_particles
+    from .patches import damage_filters
+    from .units import MotionParams
+
+    c = dataset.config
+    F, px = mic.positions.shape[1], c.pixel_size
+    n = c.box if n is None else n
+    params = dataset.motion_params if sigmas is None else MotionParams(*sigmas)
+    sig_px = params.to_pixels(c.dose_per_frame, px)
+    if noiseless and mic.expected is None:
+        raise ValueError("noiseless needs micrograph(i, keep_expected=True)")
+    gain = mic.gain
+    noise = None
+    if noiseless:
+        frames = (mic.expected[f] for f in range(F))
+        mask = None
+        # Poisson variance of counts with this mean, white: S = n^2 <lambda> (the ring power of
+        # noiseless frames holds no noise, and whitening by it would weight empty rings)
+        noise = np.full(n // 2 + 2, noise_level * n * n * float(mic.expected.mean()))
+    else:
+        frames = (mic.frames[f] * gain if gain is not None else mic.frames[f] for f in range(F))
+        if defects == "detect":
+            mask = detect_defects(mic.frames.sum(axis=0, dtype=np.float64), F, gain)
+        elif defects == "truth":
+            mask = mic.defect_mask.copy()
+            if len(mic.hot_pixels):
+                mask[mic.hot_pixels[:, 1], mic.hot_pixels[:, 0]] = True
+        elif defects is None:
+            mask = None if gain is None else gain == 0
+        else:
+            raise ValueError("defects must be 'detect', 'truth' or None, got %r" % (defects,))
+    centres = mic.centres
+    if init not in INITS:
+        raise ValueError("init must be one of %s, got %r" % (INITS, init))
+    initial = {"global": lambda: np.repeat(mic.global_track[None], len(centres), axis=0),
+               "none": lambda: None,
+               "zero": lambda: np.zeros((len(centres), F, 2)),
+               "truth": lambda: mic.positions - centres[:, None, :]}[init]()
+    projectors = make_projectors(dataset.half1, dataset.half2, dataset.mask, c.projector_pad)
+    ctfs = [CtfParams(u, v, a, c.voltage, c.cs, c.amplitude_contrast)
+            for u, v, a in zip(mic.defocus_u, mic.defocus_v, mic.defocus_angle)]
+    preds = predict_particles(projectors, mic.angles, mic.half_set, ctfs, n, px)
+    opp = predict_particles(projectors, mic.angles, mic.half_set, ctfs, n, px, opposite=True) \
+        if fcc else None
+    damage = damage_filters(n, px, F, c.dose_per_frame, c.pre_exposure, c.voltage)
+    return align_micrograph(frames, centres, preds, damage, sig_px, initial, window=window,
+                            mode=mode, invert=invert, opposite_predictions=opp, backend=backend,
+                            cc_scale=cc_scale, defects=mask, noise_power=noise)

@@ -1,0 +1,71 @@
+"""Particle patches per frame and per-frame damage filters for the observation model
+(seed zivanov2019 §2.1.3, eq. 12-16).
+
+Patch (p, f) is the n x n window of frame f whose pixel (n//2, n//2) is the integer position
+q_{p,f} = round(centre_p + track_{p,f}); the cut shift q - centre is what
+:func:`polishplugin.core.motion.fit.fit_tracks` calls ``cut_shifts`` (CC read at track - cut).
+Frames are consumed one at a time, so only one frame of the movie is ever in memory here.
+"""
+import numpy as np
+
+from ..damage import exposure_filter, frame_doses
+from ..fourier import radius_grid
+
+
+def cut_positions(centres, tracks):
+    """Integer cut positions round(centre + track), (P, F, 2) int64."""
+    c = np.asarray(centres, dtype=np.float64).reshape(-1, 1, 2)
+    return np.rint(c + np.asarray(tracks, dtype=np.float64)).astype(np.int64)
+
+
+def _cut(frame, x, y, n, fill):
+    """n x n window with pixel (n//2, n//2) at (x, y); outside the frame: ``fill``."""
+    ny, nx = frame.shape
+    x0, y0 = x - n // 2, y - n // 2
+    out = np.full((n, n), fill, dtype=np.float32)
+    ya, xa = max(y0, 0), max(x0, 0)
+    yb, xb = min(y0 + n, ny), min(x0 + n, nx)
+    if ya < yb and xa < xb:
+        out[ya - y0:yb - y0, xa - x0:xb - x0] = frame[ya:yb, xa:xb]
+    return out
+
+
+def extract_patches(frames, centres, tracks, n, defects=None):
+    """Patches (P, F, n, n) float32 and cut shifts (P, F, 2) float64.
+
+    frames: sequence or iterable of F gain-corrected (ny, nx) frames (read one at a time);
+    centres (P, 2): refined centres (x, y) px; tracks (P, F, 2): displacements at which to cut;
+    defects (ny, nx) bool or None: pixels replaced by the mean of the frame's good pixels, which
+    also fills the parts of a patch outside the micrograph.
+    """
+    centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+    tracks = np.asarray(tracks, dtype=np.float64)
+    P, F = tracks.shape[:2]
+    if tracks.shape != (len(centres), F, 2):
+        raise ValueError("tracks %s do not match %d centres" % (tracks.shape, len(centres)))
+    q = cut_positions(centres, tracks)
+    patches = np.empty((P, F, n, n), dtype=np.float32)
+    nf = 0
+    for f, frame in enumerate(frames):
+        if f >= F:
+            raise ValueError("more frames than the %d of the tracks" % F)
+        frame = np.asarray(frame, dtype=np.float32)
+        if defects is not None:
+            good = ~np.asarray(defects, dtype=bool)
+            fill = float(frame[good].mean()) if good.any() else 0.0
+            frame = np.where(good, frame, np.float32(fill))
+        else:
+            fill = float(frame.mean())
+        for p in range(P):
+            patches[p, f] = _cut(frame, q[p, f, 0], q[p, f, 1], n, fill)
+        nf += 1
+    if nf != F:
+        raise ValueError("%d frames for tracks of %d frames" % (nf, F))
+    return patches, q - centres[:, None, :]
+
+
+def damage_filters(n, pixel_size, nframes, dose_per_frame, pre_exposure=0.0, voltage=300.0):
+    """Per-frame amplitude damage filters (F, n, n) on the fft2 grid: Grant & Grigorieff exposure
+    filter (core/damage.py) at each frame's mid-frame accumulated exposure."""
+    k = radius_grid(n, n, pixel_size)
+    return exposure_filter(k, frame_doses(nframes, dose_per_frame, pre_exposure), voltage)

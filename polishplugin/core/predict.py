@@ -1,0 +1,57 @@
+"""Reference predictions of particle images for polishing (seed zivanov2019 §2.1.3: V_p is the
+projection of the particle's own half-set map at its refined orientation, times its CTF).
+
+Half sets stay independent: ``opposite=False`` projects each particle's own half map (motion
+fit), ``opposite=True`` the other one (FCC / parameter evaluation, eq. 19-20). As in RELION's
+ReferenceMap the half maps are multiplied by the solvent mask before projection.
+"""
+import numpy as np
+
+from .ctf import CtfParams, ctf_2d
+from .projector import Projector
+
+
+def make_projectors(half1, half2, mask=None, pad=2):
+    """{1: Projector, 2: Projector} of the (masked) half maps, padding ``pad`` (RELION --pad 2)."""
+    h1, h2 = np.asarray(half1), np.asarray(half2)
+    if h1.shape != h2.shape:
+        raise ValueError("half maps differ in shape: %s vs %s" % (h1.shape, h2.shape))
+    if mask is not None:
+        m = np.asarray(mask)
+        if m.shape != h1.shape:
+            raise ValueError("mask %s does not match the half maps %s" % (m.shape, h1.shape))
+        h1, h2 = h1 * m, h2 * m
+    return {1: Projector(h1, pad=pad), 2: Projector(h2, pad=pad)}
+
+
+def _ctf_array(ctf, n, pixel_size):
+    if isinstance(ctf, CtfParams):
+        return ctf_2d(ctf, n, pixel_size)
+    a = np.asarray(ctf)
+    if a.shape != (n, n):
+        raise ValueError("CTF array of shape %s, expected (%d, %d)" % (a.shape, n, n))
+    return a
+
+
+def predict_particles(projectors, angles, half_sets, ctfs, n, pixel_size, opposite=False):
+    """Predictions (P, n, n) complex128: fft2 (unshifted layout) of the projection of each particle's
+    half map (``opposite``: the other half) at ``angles`` (P, 3) (rot, tilt, psi, radians), times its
+    CTF (CtfParams or an (n, n) array in the same layout); the particle centre is at pixel n//2.
+    ``n`` may exceed the map box (zero-padded projection)."""
+    angles = np.atleast_2d(np.asarray(angles, dtype=np.float64))
+    half_sets = np.asarray(half_sets).astype(int).ravel()
+    P = len(angles)
+    if len(half_sets) != P or len(ctfs) != P:
+        raise ValueError("%d angles, %d half sets and %d CTFs" % (P, len(half_sets), len(ctfs)))
+    if not np.all(np.isin(half_sets, (1, 2))):
+        raise ValueError("half sets must be 1 or 2, got %s" % np.unique(half_sets))
+    out = np.zeros((P, n, n), dtype=np.complex128)
+    use = 3 - half_sets if opposite else half_sets
+    for h in (1, 2):
+        idx = np.flatnonzero(use == h)
+        if idx.size:
+            out[idx] = projectors[h].project_many(angles[idx], shape=(n, n))
+    for p in range(P):
+        out[p] *= _ctf_array(ctfs[p], n, pixel_size)
+    return out
+

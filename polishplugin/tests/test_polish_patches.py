@@ -1,0 +1,85 @@
+"""Patch extraction (one frame at a time), damage filters and own/opposite-half predictions."""
+import numpy as np
+import pytest
+
+from polishplugin.core.ctf import CtfParams, ctf_2d
+from polishplugin.core.damage import exposure_filter
+from polishplugin.core.fourier import radius_grid
+from polishplugin.core.motion.patches import damage_filters, extract_patches
+from polishplugin.core.predict import make_projectors, predict_particles
+from polishplugin.core.projector import Projector
+
+
+def test_patches_cut_at_rounded_track_from_a_generator():
+    rng = np.random.default_rng(0)
+    F, ny, nx, n = 3, 40, 50, 8
+    movie = rng.normal(size=(F, ny, nx)).astype(np.float32)
+    centres = np.array([[20.3, 15.6], [1.2, 38.4]])
+    tracks = rng.uniform(-2, 2, size=(2, F, 2))
+    consumed = []
+
+    def frames():
+        for f in range(F):
+            consumed.append(f)
+            yield movie[f]
+    patches, cut = extract_patches(frames(), centres, tracks, n)
+    assert consumed == [0, 1, 2] and patches.shape == (2, F, n, n) and patches.dtype == np.float32
+    for p in range(2):
+        for f in range(F):
+            qx, qy = np.rint(centres[p] + tracks[p, f]).astype(int)
+            np.testing.assert_allclose(cut[p, f], (qx, qy) - centres[p])
+            for j in range(n):
+                for i in range(n):
+                    y, x = qy - n // 2 + j, qx - n // 2 + i
+                    inside = 0 <= y < ny and 0 <= x < nx
+                    want = movie[f, y, x] if inside else movie[f].mean()
+                    assert patches[p, f, j, i] == pytest.approx(want, rel=1e-5, abs=1e-6)
+
+
+def test_defects_filled_with_frame_mean_and_frame_count_checked():
+    movie = np.ones((2, 20, 20), dtype=np.float32)
+    movie[:, 10, 10] = 1000.0
+    mask = np.zeros((20, 20), dtype=bool)
+    mask[10, 10] = True
+    patches, _ = extract_patches(movie, [[10.0, 10.0]], np.zeros((1, 2, 2)), 6, defects=mask)
+    np.testing.assert_allclose(patches, 1.0)
+    with pytest.raises(ValueError):
+        extract_patches(movie[:1], [[10.0, 10.0]], np.zeros((1, 2, 2)), 6)
+
+
+def test_damage_filters_are_the_exposure_filter_at_mid_frame_doses():
+    d = damage_filters(16, 1.3, 4, 1.5, pre_exposure=2.0, voltage=300.0)
+    k = radius_grid(16, 16, 1.3)
+    for f in range(4):
+        np.testing.assert_allclose(d[f], exposure_filter(k, 2.0 + (f + 0.5) * 1.5, 300.0))
+    assert d.shape == (4, 16, 16) and np.all(np.diff(d[:, 3, 5]) < 0)
+
+
+@pytest.fixture(scope="module")
+def maps():
+    rng = np.random.default_rng(3)
+    h1, h2 = rng.normal(size=(2, 16, 16, 16))
+    mask = np.zeros((16, 16, 16))
+    mask[3:13, 3:13, 3:13] = 1.0
+    return h1, h2, mask
+
+
+def test_predictions_use_own_or_opposite_masked_half(maps):
+    h1, h2, mask = maps
+    pr = make_projectors(h1, h2, mask)
+    angles = np.array([[0.1, 0.7, -0.4], [1.0, 2.0, 0.3], [-0.5, 1.1, 2.0]])
+    halves = np.array([1, 2, 1])
+    ctfs = [CtfParams(9000 + 500 * i, 8800, 30.0) for i in range(3)]
+    n, px = 24, 1.7
+    own = predict_particles(pr, angles, halves, ctfs, n, px)
+    opp = predict_particles(pr, angles, halves, [ctf_2d(c, n, px) for c in ctfs], n, px,
+                            opposite=True)
+    ref = {1: Projector(h1 * mask), 2: Projector(h2 * mask)}
+    for p in range(3):
+        ctf = ctf_2d(ctfs[p], n, px)
+        np.testing.assert_allclose(own[p], ref[halves[p]].project(*angles[p], shape=(n, n)) * ctf,
+                                   atol=1e-6)
+        np.testing.assert_allclose(opp[p], ref[3 - halves[p]].project(*angles[p], shape=(n, n)) * ctf,
+                                   atol=1e-6)
+    with pytest.raises(ValueError):
+        predict_particles(pr, angles, np.array([1, 3, 1]), ctfs, n, px)
