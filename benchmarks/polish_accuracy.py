@@ -6,7 +6,7 @@ simulated earlier global track, unregularised per-particle tracking, GP MAP with
 and GP MAP with RELION's GUI defaults (0.2 / 5000 / 2), at a realistic SNR and a 5x higher one.
 
     python benchmarks/polish_accuracy.py [--micrographs 4] [--size 1024] [--frames 24]
-        [--particles 30] [--box 96] [--snr 0.01 0.05] [--seed 1] [--cc-scale relion]
+        [--particles 30] [--box 96] [--snr 0.01 0.05] [--seed 1] [--cc-scale likelihood|relion]
 """
 import argparse
 import logging
@@ -59,7 +59,7 @@ def main(argv=None):
     ap.add_argument("--box", type=int, default=96)
     ap.add_argument("--snr", type=float, nargs="+", default=[0.01, 0.05])
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--cc-scale", default="relion", choices=("relion", "likelihood"))
+    ap.add_argument("--cc-scale", default="likelihood", choices=("relion", "likelihood"))
     ap.add_argument("--verbose", action="store_true")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING)

@@ -19,9 +19,16 @@ power, so E|X^|^2 = 1), CC(s) = Re sum_k X^(k) conj(V^(k)) exp(2 pi i k.s) over 
 ``cc_scale="likelihood"``. RELION (relion_motion_refine, whose defaults and trained sigmas users
 carry over) computes CC_R = (N / A) CC with N = n^2 pixels and A = pi/4 n (n+1) the number of
 Fourier pixels it keeps, and minimises -CC_R + E_space + E_time, i.e. the data term is weighted
-by about 2/pi of the exact likelihood. ``cc_scale="relion"`` (the default there) returns
-CC_R / 2, so that -2 CC in this energy equals RELION's -CC_R and the same sigmas give the same
-MAP tracks.
+by about 2/pi of the exact likelihood. ``cc_scale="relion"`` returns CC_R / 2, so that -2 CC
+in this energy equals RELION's -CC_R.
+
+Default here: ``cc_scale="likelihood"``. Our predictions are put on the data's scale by a
+least-squares amplitude fitted per micrograph (:mod:`.micrograph`), so -2 CC is the exact doubled
+negative log-likelihood and the sigmas keep the statistical meaning of the paper's prior (the
+standard deviations of velocity and acceleration). Weighting the data term by c (RELION: c ~ 2/pi)
+is the same as scaling every prior sigma by sqrt(c), so RELION-trained sigmas correspond to ours
+times ~0.8; ``--cc-scale relion`` reproduces RELION's weighting for users who want its numbers.
+On simulated data with known motion the likelihood scale was as good or better (BENCHMARKS.md).
 """
 from dataclasses import dataclass
 

@@ -112,7 +112,7 @@ def _resolve_sign(invert, cc_maps, radius):
 
 def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tracks=None,
                      window=8, mode="gp", invert="auto", opposite_predictions=None, backend=None,
-                     global_window=None, cc_scale="relion", n_frames=None, defects=None,
+                     global_window=None, cc_scale="likelihood", n_frames=None, defects=None,
                      noise_power=None):
     """Motion of the particles of one micrograph.
 
@@ -211,7 +211,7 @@ INITS = ("global", "none", "zero", "truth")
 
 def polish_simulated_micrograph(dataset, mic, sigmas=None, mode="gp", init="global", window=8,
                                 defects="detect", noiseless=False, n=None, invert="auto",
-                                fcc=False, backend=None, cc_scale="relion", noise_level=1.0):
+                                fcc=False, backend=None, cc_scale="likelihood", noise_level=1.0):
     """Align a :class:`~polishplugin.core.simulate.dataset.SimulatedMicrograph` end to end (for
     tests and benchmarks): frames raw * gain (or the expected counts when ``noiseless``), defects
     "detect" (from the movie, no truth) | "truth" | None, predictions of each particle's own half

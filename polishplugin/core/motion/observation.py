@@ -59,7 +59,7 @@ def whitening_filter(n, noise_power):
     return filt[rings]
 
 
-def cc_scale_factor(n, cc_scale="relion"):
+def cc_scale_factor(n, cc_scale="likelihood"):
     """Factor on the likelihood-scale CC: 1 for "likelihood", N / (2 A) for "relion" (N = n^2,
     A = pi/4 n w with w = 2 (n//2 + 1) - 1, RELION's MotionHelper::noiseNormalize area)."""
     if cc_scale == "likelihood":
@@ -71,7 +71,7 @@ def cc_scale_factor(n, cc_scale="relion"):
 
 
 def compute_cc_maps(patches, predictions, damage, radius, noise_power=None,
-                    cc_scale="relion", dtype=np.float32):
+                    cc_scale="likelihood", dtype=np.float32):
     """CC maps (P, F, W, W), W = 2 radius + 1, of eq. 15-16 for all particles and frames.
 
     ``noise_power`` (nrings,) overrides the estimate from the patches; ``damage`` may be None
