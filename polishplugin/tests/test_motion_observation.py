@@ -44,7 +44,8 @@ def test_relion_scale():
     patches = rng.normal(size=(1, 2, n, n))
     preds = np.fft.fft2(rng.normal(size=(1, n, n)))
     a, power = compute_cc_maps(patches, preds, None, 4, cc_scale="likelihood", dtype=np.float64)
-    b, _ = compute_cc_maps(patches, preds, None, 4, noise_power=power, dtype=np.float64)
+    b, _ = compute_cc_maps(patches, preds, None, 4, noise_power=power, cc_scale="relion",
+                           dtype=np.float64)
     np.testing.assert_allclose(b, a * cc_scale_factor(n, "relion"))
     assert cc_scale_factor(n, "relion") == pytest.approx(2 * n / (np.pi * (n + 1)))
 
