@@ -53,7 +53,7 @@ def run(out, size="default", seed=2019):
     # pyworkflow reads the environment at import: import it only now
     from pyworkflow.project import Manager
     from polishplugin.protocols import ProtPolishBayesian, ProtPolishSimulate
-    from polishplugin.viewers.figures import polish_figures, simulation_figures
+    from polishplugin.viewers import figures, plots
 
     name = "polishplugin_demo"
     proj_path = os.path.join(out, name)
@@ -72,8 +72,10 @@ def run(out, size="default", seed=2019):
                               **SIZES[size])
     _launch(project, sim, "simulate dataset")
 
+    # until a training run is part of the demo, polish with the sigmas the movies were made with
     polish = project.newProtocol(ProtPolishBayesian, objLabel="bayesian polishing",
-                                 numberOfThreads=2)
+                                 numberOfThreads=2, sigmaVel=sim.sigmaVel.get(),
+                                 sigmaDiv=sim.sigmaDiv.get(), sigmaAcc=sim.sigmaAcc.get())
     for name, output in (("inputMovies", "outputMovies"), ("inputParticles", "outputParticles"),
                          ("inputVolume", "outputVolume"), ("inputMask", "outputMask")):
         getattr(polish, name).set(sim)
@@ -81,8 +83,17 @@ def run(out, size="default", seed=2019):
     _launch(project, polish, "bayesian polishing")
 
     fig_dir = os.path.join(out, "figures")
-    written = simulation_figures(sim._getExtraPath(), fig_dir)
-    written += polish_figures(polish._getExtraPath("polish"), fig_dir)
+    sim_dir, pol_dir = sim._getExtraPath(), polish._getExtraPath("polish")
+    written = figures.simulation_figures(sim_dir, fig_dir)
+    written += figures.polish_figures(pol_dir, fig_dir)
+    first = figures.polished_micrographs(pol_dir)[0]
+    written += plots.save_figure(figures.polish_truth_figure(pol_dir, sim_dir, first),
+                                 os.path.join(fig_dir, "polished_vs_truth"))
+    acc = figures.polish_vs_truth(pol_dir, sim_dir)
+    log.info("track error vs the truth (RMS over particles and frames): polished %.2f A "
+             "(shape %.2f A), initial global track %.2f A (shape %.2f A)",
+             acc["map_rms_A"], acc["map_shape_rms_A"], acc["initial_rms_A"],
+             acc["initial_shape_rms_A"])
     log.info("figures: %s", ", ".join(os.path.relpath(p, out) for p in written))
     log.info("demo finished in %.1f s; Scipion project: %s", time.time() - t0, proj_path)
     return written

@@ -70,6 +70,10 @@ def build_parser():
                         "from the data")
     f.add_argument("--invert", choices=["auto", "yes", "no"], default="auto",
                    help="contrast of the movies w.r.t. the reference (auto: from the data)")
+    f.add_argument("--prior-mean", choices=["zero", "initial"], default="zero",
+                   help="zero: the paper's prior on the whole motion; initial: the prior on the "
+                        "deviation from the initial (MotionCorr) track, more forgiving of a "
+                        "large stage drift with small sigmas")
     f.add_argument("--cc-scale", choices=["likelihood", "relion"], default="likelihood",
                    help="weight of the data term: exact likelihood (default) or RELION's "
                         "(~2/pi of it; use with sigmas trained by RELION)")
@@ -164,7 +168,8 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
         res = align_micrograph(movie.iter_frames(first, last), mic.centres, preds, damage, sig_px,
                                init, window=window, mode=args.mode, invert=invert,
                                opposite_predictions=opp, backend=args.backend, n_frames=F,
-                               defects=defects, cc_scale=args.cc_scale)
+                               defects=defects, cc_scale=args.cc_scale,
+                               prior_mean=args.prior_mean)
     for key, arr in (("cc", res.fcc.num), ("w0", res.fcc.wobs), ("w1", res.fcc.wpred)):
         os.makedirs(os.path.dirname(paths["fcc"][key]), exist_ok=True)
         write_mrc(paths["fcc"][key], arr.astype(np.float32), px)
@@ -178,7 +183,7 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
             "message": res.fit.message, "gp_dims": res.fit.n_dims, "sign": res.sign,
             "amplitude": res.amplitude, "window_px": window,
             "defect_pixels": int(defects.sum()) if defects is not None else 0,
-            "sigmas": list(sigmas), "sigmas_px": list(sig_px), "mode": args.mode, "cc_scale": args.cc_scale,
+            "sigmas": list(sigmas), "sigmas_px": list(sig_px), "mode": args.mode, "cc_scale": args.cc_scale, "prior_mean": args.prior_mean,
             "init": args.init, "seconds": round(time.time() - t0, 3),
             "rows": mic.index.tolist(), "centres": mic.centres.tolist(), "initial_tracks_A": (res.initial_tracks * px).tolist()}
     os.makedirs(os.path.dirname(paths["diag"]), exist_ok=True)

@@ -69,7 +69,7 @@ class ProtPolishSimulate(ProtPolishBase):
                       help="Spatial correlation length of the velocities (eq. 2).")
         form.addParam("sigmaAcc", params.FloatParam, default=2.0, label="sigma_acc (A/dose)",
                       help="Acceleration prior (eq. 10), A per e/A^2.")
-        form.addParam("stageDrift", params.FloatParam, default=15.0, label="Stage drift (A)",
+        form.addParam("stageDrift", params.FloatParam, default=4.0, label="Stage drift (A)",
                       help="Total length of the global (whole-micrograph) drift.")
         form.addParam("writeTiff", params.BooleanParam, default=True,
                       label="Counts as TIFF + gain reference?",

@@ -129,3 +129,20 @@ def test_prior_helps_on_noisy_data():
     gp = fit_tracks(cc, pos, SIGMAS, backend="numba")
     free = fit_tracks(cc, pos, SIGMAS, mode="none", backend="numba")
     assert _rms(gp.tracks, truth) < 0.7 * _rms(free.tracks, truth)
+
+
+def test_prior_mean_initial_keeps_the_initial_track_without_data():
+    """Flat CC maps carry no information: with the GP centred on the initial track the MAP is
+    that track; with the paper's zero-mean prior every particle comes to rest (no velocity)."""
+    rng = np.random.default_rng(5)
+    P, F, W = 4, 6, 9
+    flat = np.zeros((P, F, W, W))
+    pos = rng.uniform(0, 500, size=(P, 2))
+    init = np.cumsum(rng.normal(scale=0.7, size=(P, F, 2)), axis=1)
+    sig = (0.5, 300.0, 1.0)
+    kept = fit_tracks(flat, pos, sig, init, mode="gp", prior_mean="initial").tracks
+    np.testing.assert_allclose(kept, init, atol=1e-6)
+    still = fit_tracks(flat, pos, sig, init, mode="gp", prior_mean="zero").tracks
+    np.testing.assert_allclose(np.diff(still, axis=1), 0.0, atol=1e-4)
+    with pytest.raises(ValueError, match="prior_mean"):
+        fit_tracks(flat, pos, sig, init, mode="gp", prior_mean="median")

@@ -118,25 +118,32 @@ def polish_figures(polish_dir, fig_dir, micrographs=3):
     return written
 
 
-def polish_vs_truth(polish_dir, sim_dir):
-    """Compare the tracks of a polishing run on simulated data with the truth: RMS error (A) over
-    all particles and frames of the MAP tracks and of the initial tracks, in full and after
-    removing each particle's mean offset ("shape"). Returns a dict of the four numbers."""
+def _true_tracks_for(polish_dir, sim_dir, name):
+    """(estimated tracks, initial tracks, true tracks) in A of one polished simulated micrograph,
+    particles matched by their refined centres, frames by the run's frame range."""
     from ..io.star import read_tracks_star
     from ..programs.polish import output_paths
     px = float(simulation_info(sim_dir)["config"]["pixel_size"])
+    paths = output_paths(polish_dir, name)
+    with open(paths["diag"]) as fh:
+        diag = json.load(fh)
+    t = _truth(sim_dir, os.path.splitext(os.path.basename(name))[0])
+    centres = np.asarray(diag["centres"])
+    match = np.argmin(np.linalg.norm(centres[:, None] - t["centres"][None], axis=-1), axis=1)
+    first = diag["first_frame"] - 1
+    true = (t["positions"] - t["centres"][:, None])[match, first:first + diag["frames"]] * px
+    return read_tracks_star(paths["tracks"]), np.asarray(diag["initial_tracks_A"]), true, diag
+
+
+def polish_vs_truth(polish_dir, sim_dir):
+    """RMS error (A) over all particles and frames of the polished tracks and of the initial
+    tracks against the truth of a simulated data set, in full and after removing each particle's
+    mean offset ("shape"): dict with map_rms_A, map_shape_rms_A, initial_rms_A, ..."""
     err = {"map": [], "initial": []}
     for name in polished_micrographs(polish_dir):
-        paths = output_paths(polish_dir, name)
-        with open(paths["diag"]) as fh:
-            diag = json.load(fh)
-        t = _truth(sim_dir, os.path.splitext(os.path.basename(name))[0])
-        first = diag["first_frame"] - 1
-        true = (t["positions"] - t["centres"][:, None])[:, first:first + diag["frames"]] * px
-        rows = np.asarray(diag["rows"]) - min(diag["rows"])
-        true = true[rows]
-        err["map"].append(read_tracks_star(paths["tracks"]) - true)
-        err["initial"].append(np.asarray(diag["initial_tracks_A"]) - true)
+        est, init, true, _ = _true_tracks_for(polish_dir, sim_dir, name)
+        err["map"].append(est - true)
+        err["initial"].append(init - true)
     out = {}
     for key, e in err.items():
         e = np.concatenate(e)
@@ -144,3 +151,132 @@ def polish_vs_truth(polish_dir, sim_dir):
         shape = e - e.mean(axis=1, keepdims=True)
         out[key + "_shape_rms_A"] = float(np.sqrt(np.mean(np.sum(shape ** 2, axis=-1))))
     return out
+
+
+def polish_truth_figure(polish_dir, sim_dir, name, scale=20.0):
+    """Polished tracks (solid) against the true ones (dashed) over the micrograph's frame sum."""
+    from ..programs.polish import output_paths
+    est, _, true, diag = _true_tracks_for(polish_dir, sim_dir, name)
+    px = float(diag["pixel_size"])
+    centres = np.asarray(diag["centres"])[:, None]
+    image, sum_px = read_mrc(output_paths(polish_dir, name)["sum"])
+    return plots.tracks_figure(image, centres + est / px, scale=scale,
+                               extra_tracks=centres + true / px,
+                               labels=("polished", "truth"), image_pixel=sum_px / px,
+                               title="%s: polished vs true tracks" % os.path.basename(name))
+
+
+def bfactor_figure_list(bfac_dir):
+    """[(name, figure)] of a B-factor job folder (bfactors.json, fcc.mrc, fcc_model.mrc,
+    weights.mrc): Zivanov 2019 Fig. 2 a-b (FCC, fit, residual), c (B_f, C_f), d (weights), and
+    the FSC of reconstruct/ when present."""
+    with open(os.path.join(bfac_dir, "bfactors.json")) as fh:
+        info = json.load(fh)
+    box, px = info["box"], info["pixel_size"]
+    figs = []
+    fcc_path = os.path.join(bfac_dir, "fcc.mrc")
+    if os.path.exists(fcc_path):
+        fcc = np.atleast_2d(read_mrc(fcc_path)[0])
+        model = np.atleast_2d(read_mrc(os.path.join(bfac_dir, "fcc_model.mrc"))[0])
+        figs.append(("fcc_fit", plots.fcc_fit_figure(fcc, model, box, px, info["rings"])))
+    figs.append(("bfactors", plots.bfactor_curves_figure(info["bfactors_A2"], info["scales"])))
+    w_path = os.path.join(bfac_dir, "weights.mrc")
+    if os.path.exists(w_path):
+        figs.append(("weights", plots.frame_weights_figure(np.atleast_2d(read_mrc(w_path)[0]),
+                                                           box, px)))
+    fsc = reconstruct_fsc_figure(os.path.join(bfac_dir, "reconstruct"))
+    if fsc is not None:
+        figs.append(("fsc", fsc))
+    return figs
+
+
+def bfactor_figures(bfac_dir, fig_dir):
+    """PNG + PDF of :func:`bfactor_figure_list` and ``<bfac_dir>/logfile.pdf``; paths written."""
+    figs = bfactor_figure_list(bfac_dir)
+    written = []
+    for base, fig in figs:
+        written += plots.save_figure(fig, os.path.join(fig_dir, base), close=False)
+    plots.save_pdf_log([fig for _, fig in figs], os.path.join(bfac_dir, "logfile.pdf"))
+    return written
+
+
+def reconstruct_fsc_figure(recon_dir):
+    """FSC curves (half maps; vs truth when known) of a reconstruct program folder, or None."""
+    from ..io.star import read_star
+    path = os.path.join(recon_dir, "fsc.star")
+    if not os.path.exists(path):
+        return None
+    blocks = read_star(path)
+    t, g = blocks["fsc"], blocks["general"]
+    box, px = int(g["rlnImageSize"][0]), float(g["rlnImagePixelSize"][0])
+    curves, labels = [t["rlnFourierShellCorrelation"]], [
+        "half maps (0.143: %.2f A)" % float(g["rlnFinalResolution"][0])]
+    if "rlnFscAgainstTruth" in t:
+        ct = np.asarray(t["rlnFscAgainstTruth"])
+        curves.append(ct)
+        labels.append("vs truth (0.5: %.2f A)" % fourier.resolution_at(ct, box, px, 0.5))
+    return plots.fsc_figure(curves, labels, box, px, title="FSC of %s" % os.path.basename(
+        os.path.normpath(recon_dir)))
+
+
+# ------------------------------------------------------------------ motion-parameter training
+def train_result(train_dir):
+    """(train.json as a dict, trace.star rows as a StarTable) of a training run."""
+    from ..io.star import read_star
+    with open(os.path.join(train_dir, "train.json")) as fh:
+        report = json.load(fh)
+    return report, read_star(os.path.join(train_dir, "trace.star"))["evaluations"]
+
+
+def _train_restarts(train_dir):
+    report, trace = train_result(train_dir)
+    restart = np.asarray(trace["rlnPolishTrainRestart"])
+    sig = np.stack([trace["rlnPolishTrainSigmaVel"], trace["rlnPolishTrainSigmaDiv"],
+                    trace["rlnPolishTrainSigmaAcc"]], axis=1).astype(np.float64)
+    flat = np.asarray(trace["rlnPolishTrainKind"]).astype(str) == "flatness"
+    tcc = np.asarray(trace["rlnPolishTrainTcc"], dtype=np.float64)
+    out = []
+    for r, info in enumerate(report["restarts"]):
+        sel = restart == r
+        out.append(dict(label="restart %d (%d particles)" % (r, info["particles"]),
+                        sigmas=sig[sel], flat=flat[sel], tcc=tcc[sel], info=info))
+    return report, out
+
+
+def train_tcc_figure(train_dir):
+    _, rs = _train_restarts(train_dir)
+    return plots.tcc_trace_figure([(r["label"], r["tcc"], r["flat"]) for r in rs])
+
+
+def train_path_figure(train_dir):
+    report, rs = _train_restarts(train_dir)
+    return plots.optimiser_path_figure([(r["label"], r["sigmas"][~r["flat"]], r["info"]["sigmas"])
+                                        for r in rs], 3 if report["fit_acc"] else 2)
+
+
+def train_slices_figure(train_dir):
+    report, rs = _train_restarts(train_dir)
+    return plots.tcc_slices_figure([(r["label"], r["info"]["flatness"]) for r in rs],
+                                   report["flatness_factors"])
+
+
+def train_optima_figure(train_dir):
+    report = train_result(train_dir)[0]
+    n_fit = 3 if report["fit_acc"] else 2
+    spread = [np.nan if v is None else v for v in report["spread"]]
+    return plots.restart_optima_figure([r["sigmas"] for r in report["restarts"]],
+                                       report["sigmas"], spread, n_fit,
+                                       title="Optimum of each restart; written: %s"
+                                       % " ".join("%.4g" % v for v in report["sigmas"]))
+
+
+def train_figures(train_dir, fig_dir):
+    """The four training figures as PNG + PDF, joined into ``<train_dir>/logfile.pdf``."""
+    figs = [("train_tcc", train_tcc_figure(train_dir)), ("train_path", train_path_figure(train_dir)),
+            ("train_slices", train_slices_figure(train_dir)),
+            ("train_optima", train_optima_figure(train_dir))]
+    written = []
+    for base, fig in figs:
+        written += plots.save_figure(fig, os.path.join(fig_dir, base), close=False)
+    plots.save_pdf_log([fig for _, fig in figs], os.path.join(train_dir, "logfile.pdf"))
+    return written

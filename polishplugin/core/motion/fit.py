@@ -4,6 +4,10 @@ Tolerances follow relion_motion_refine (reference notes C3): at most 10000 itera
 |grad| < eps max(1, |x|) with eps = 1e-5 (liblbfgs epsilon test; here as L-BFGS-B's projected
 gradient bound, evaluated at the start point), memory m = 6, at most 40 line-search steps.
 
+Prior mean: "zero" (the paper: the GP describes the whole motion) or "initial" (the GP describes
+the deviation from the initial tracks, e.g. a MotionCorr global track: positions = initial +
+s(c, s0); with flat data the MAP then stays on the initial track).
+
 Modes: "gp" (the paper's GP prior), "none" (no prior: every CC_{p,f} maximised on its own from
 its best integer shift in the window, for the benchmark comparison), "global" (one track shared
 by all particles, maximising the summed CC, no prior).
@@ -59,7 +63,8 @@ def _finish(res, tracks, n_dims=0):
 
 
 def fit_tracks(cc_maps, positions, sigmas_px, initial_tracks=None, cut_shifts=None, mode="gp",
-               max_iters=10000, eps=1e-5, max_dims=None, kernel="exp", backend=None):
+               max_iters=10000, eps=1e-5, max_dims=None, kernel="exp", backend=None,
+               prior_mean="zero"):
     """MAP tracks of one micrograph.
 
     cc_maps (P, F, W, W): CC windows on the scale described in :mod:`.energy`; positions (P, 2):
@@ -86,6 +91,16 @@ def fit_tracks(cc_maps, positions, sigmas_px, initial_tracks=None, cut_shifts=No
         raise ValueError("initial tracks %s do not match (%d, %d, 2)" % (init.shape, P, F))
     _check_finite("initial tracks", init)
     if mode == "gp":
+        if prior_mean == "initial":
+            # the GP describes the deviation from the initial track: tracks = init + s(c, s0)
+            zero = np.zeros_like(init)
+            rel_cut = (np.zeros_like(init) if cut is None else cut) - init
+            res = _fit_gp(cc_maps, positions, sigmas_px, zero, rel_cut, max_iters, eps, max_dims,
+                          kernel, be)
+            res.tracks = res.tracks + init
+            return res
+        if prior_mean != "zero":
+            raise ValueError("prior_mean must be 'zero' or 'initial', got %r" % (prior_mean,))
         return _fit_gp(cc_maps, positions, sigmas_px, init, cut, max_iters, eps, max_dims, kernel, be)
     if mode == "none":
         return _fit_free(cc_maps, cut, max_iters, eps, be)

@@ -113,7 +113,7 @@ def _resolve_sign(invert, cc_maps, radius):
 def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tracks=None,
                      window=8, mode="gp", invert="auto", opposite_predictions=None, backend=None,
                      global_window=None, cc_scale="likelihood", n_frames=None, defects=None,
-                     noise_power=None):
+                     noise_power=None, prior_mean="zero"):
     """Motion of the particles of one micrograph.
 
     frames: sequence/iterable of F gain-corrected, defect-filled (ny, nx) frames (read once);
@@ -183,7 +183,8 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
     if not np.isfinite(amp) or amp <= 0:
         raise MotionFitError("no particle signal found in the CC maps (amplitude %g)" % amp)
     log.info("signal amplitude %.4g x the predictions (sign %+d)", amp, sign)
-    fit = fit_tracks(cc * (sign * amp), centres, sigmas_px, init, cut, mode=mode, backend=backend)
+    fit = fit_tracks(cc * (sign * amp), centres, sigmas_px, init, cut, mode=mode, backend=backend,
+                     prior_mean=prior_mean)
     result = MicrographAlignment(fit.tracks, init, fit, noise, sign, amp, cut)
     if opposite_predictions is not None:
         result.fcc = fcc_sums(patches, sign * np.asarray(opposite_predictions), fit.tracks - cut)
@@ -211,7 +212,8 @@ INITS = ("global", "none", "zero", "truth")
 
 def polish_simulated_micrograph(dataset, mic, sigmas=None, mode="gp", init="global", window=8,
                                 defects="detect", noiseless=False, n=None, invert="auto",
-                                fcc=False, backend=None, cc_scale="likelihood", noise_level=1.0):
+                                fcc=False, backend=None, cc_scale="likelihood", noise_level=1.0,
+                                prior_mean="zero"):
     """Align a :class:`~polishplugin.core.simulate.dataset.SimulatedMicrograph` end to end (for
     tests and benchmarks): frames raw * gain (or the expected counts when ``noiseless``), defects
     "detect" (from the movie, no truth) | "truth" | None, predictions of each particle's own half
@@ -269,4 +271,5 @@ def polish_simulated_micrograph(dataset, mic, sigmas=None, mode="gp", init="glob
     damage = damage_filters(n, px, F, c.dose_per_frame, c.pre_exposure, c.voltage)
     return align_micrograph(frames, centres, preds, damage, sig_px, initial, window=window,
                             mode=mode, invert=invert, opposite_predictions=opp, backend=backend,
-                            cc_scale=cc_scale, defects=mask, noise_power=noise)
+                            cc_scale=cc_scale, defects=mask, noise_power=noise,
+                            prior_mean=prior_mean)

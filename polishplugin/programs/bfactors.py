@@ -1,0 +1,400 @@
+"""Per-frame B-factor weighting and frame recombination ("shiny" particles), Zivanov et al.
+(2019) section 2.3, eq. 20-22; no Scipion needed.
+
+    python -m polishplugin.programs.bfactors --polish Polish --particles run_data.star \\
+        --mics MotionCorr/job002/corrected_micrographs.star --postprocess PostProcess/postprocess.star \\
+        --out Shiny [--bfac-minres 20 --bfac-maxres -1 --box N --scale N --float16]
+    mpirun -np 4 python -m polishplugin.programs.bfactors ...   # micrographs split over ranks
+
+Steps:
+1. FCC (eq. 20): the sums fcc/<mic>_FCC_{cc,w0,w1}.mrc that the polishing program wrote under
+   --polish are added over all polished micrographs. Where they are missing, they are computed
+   here from the stored tracks (movie frames at the tracks against the opposite half map) and
+   written under --out/fcc/.
+2. Fit of eq. 21 (:func:`polishplugin.core.dose.bfactors.fit_bfactors`) between --bfac-minres
+   and --bfac-maxres A (-1: the half maps' FSC = 0.143 resolution), or --bfactors FILE reuses a
+   bfactors.star (ours or RELION's).
+3. Recombination per micrograph (eq. 22 weights, :mod:`polishplugin.core.dose.recombine`): the
+   movie is read one frame at a time; each particle is cut at its tracked position, moved back by
+   the sub-pixel rest of its track, weighted and summed.
+
+Outputs (under --out):
+  bfactors.star   data_perframe_bfactors in RELION's numbers: rlnMovieFrameNumber (0-based, of
+                  the polished frame range), rlnBfactorUsedForSharpening (RELION's B =
+                  our B * ((box + 2) / box)^2, see core/dose/bfactors.py), rlnFittedIntercept-
+                  GuinierPlot (= C_f); read back by RELION and by --bfactors.
+  bfactors.json   the same fit in our convention: B_f in A^2 as the amplitude factor
+                  exp(B_f s^2 / 4) (B < 0 = decay, max B = 0), C_f = ln(scale) (0 for the best
+                  frame), D_kappa, fitted rings, box, pixel size, resolution limits, first frame.
+  fcc.mrc, fcc_model.mrc, weights.mrc   FCC data, eq. 21 model and eq. 22 ring weights
+                  (frames x rings of the polishing box).
+  Shiny/<mic>_shiny.mrcs   shiny particles: bright (the contrast sign of the polishing run's
+                  diag JSON is applied), normalised as RELION's extraction (zero mean, unit
+                  standard deviation outside a circle of 0.75 x half the box).
+  particles.star  the input particles of the recombined micrographs, rlnImageName pointing to the
+                  shiny stacks (relative to --root, or absolute without it), optics updated
+                  (rlnImageSize = --scale, rlnImagePixelSize = px * box / scale).
+  logfile.pdf, figures/   FCC, fit, residual, B_f and C_f per frame, weights (paper Fig. 2 a-d).
+
+Centring: a shiny particle is cut where the input particle was extracted (its coordinate, i.e.
+the refined centre plus origin / pixel size) and every frame is moved back by the particle's
+full sub-pixel track, so the refined centre sits exactly where it sat in the input image:
+angles, origins (A) and CTF stay valid unchanged, and coordinates are not touched.
+Micrographs whose shiny stack exists are skipped on a re-run (stacks are written atomically).
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+
+from ..io.atomic import atomic_text
+from ..io.errors import InputError
+from ..io.star import StarTable, read_star, read_tracks_star, write_particles_star, write_star
+from .parallel import get_comm, my_share, set_threads
+from .polish import mic_stem, output_paths
+
+log = logging.getLogger("polishplugin.bfactors")
+
+BG_RADIUS = 0.375  # background outside 0.75 * box / 2, RELION's extraction default
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    g = p.add_argument_group("inputs")
+    g.add_argument("--polish", required=True, help="output folder of the polishing program")
+    g.add_argument("--particles", required=True, help="particles STAR given to the polishing")
+    g.add_argument("--mics", required=True, help="corrected_micrographs.star given to the polishing")
+    g.add_argument("--postprocess", help="postprocess STAR naming the half maps and mask")
+    g.add_argument("--half1")
+    g.add_argument("--half2")
+    g.add_argument("--mask")
+    g.add_argument("--root", default=None,
+                   help="folder the STAR paths are relative to (default: current directory)")
+    f = p.add_argument_group("B-factor fit")
+    f.add_argument("--bfac-minres", type=float, default=20.0, help="lowest resolution fitted (A)")
+    f.add_argument("--bfac-maxres", type=float, default=-1.0,
+                   help="highest resolution fitted (A); -1 = FSC 0.143 of the half maps")
+    f.add_argument("--bfactors", help="reuse this bfactors.star instead of fitting")
+    o = p.add_argument_group("shiny particles")
+    o.add_argument("--box", type=int, default=-1, help="box cut from the movies (px); -1 = input")
+    o.add_argument("--scale", type=int, default=-1, help="output box after Fourier rescaling; "
+                                                         "-1 = --box")
+    o.add_argument("--float16", action="store_true", help="write the stacks as float16")
+    o.add_argument("--no-defects", action="store_true", help="do not fill hot/dead pixels")
+    o.add_argument("--only-bfactors", action="store_true", help="fit and stop (no recombination)")
+    c = p.add_argument_group("compute")
+    c.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--no-figures", action="store_true")
+    return p
+
+
+def check_args(args):
+    if not args.postprocess and not (args.half1 and args.half2):
+        raise SystemExit("bfactors: give --postprocess or both --half1 and --half2")
+    if args.box != -1 and (args.box < 16 or args.box % 2):
+        raise SystemExit("bfactors: --box must be even and >= 16")
+    if args.scale != -1 and (args.scale < 16 or args.scale % 2):
+        raise SystemExit("bfactors: --scale must be even and >= 16")
+    if args.bfac_maxres != -1 and args.bfac_maxres >= args.bfac_minres:
+        raise SystemExit("bfactors: --bfac-maxres must be finer (smaller) than --bfac-minres")
+    if not os.path.isdir(args.polish):
+        raise SystemExit("bfactors: polishing folder not found: %s" % args.polish)
+
+
+def shiny_path(out, name):
+    return os.path.join(out, "Shiny", mic_stem(name) + "_shiny.mrcs")
+
+
+# ------------------------------------------------------------------------ polishing results
+def polished(polish_dir, mic):
+    """(tracks (P, F, 2) px, diag dict) of a micrograph polished under ``polish_dir``, or None.
+    The particles must be those of the polishing run (same rows of the particles table)."""
+    paths = output_paths(polish_dir, mic.name)
+    if not (os.path.exists(paths["tracks"]) and os.path.exists(paths["diag"])):
+        return None
+    with open(paths["diag"]) as fh:
+        diag = json.load(fh)
+    if list(diag["rows"]) != mic.index.tolist():
+        raise InputError(paths["diag"], "its particles (rows of the particles table) differ from "
+                         "those given here: give the particles STAR of the polishing run")
+    return read_tracks_star(paths["tracks"]) / diag["pixel_size"], diag
+
+
+def micrograph_defects(mic, first, last, disabled):
+    """Hot/dead pixels found from the raw movie as the polishing does (None when disabled)."""
+    from ..core.defects import detect_defects
+    from ..io.movies import Movie, read_gain
+    gain = read_gain(mic.gain) if mic.gain else None
+    if disabled:
+        return None if gain is None else gain == 0
+    with Movie(mic.movie) as raw:
+        raw_sum = raw.sum(first, last)
+    known = None
+    if len(mic.hot_pixels):
+        known = np.zeros(mic.shape, dtype=bool)
+        hp = np.rint(mic.hot_pixels).astype(int)
+        ok = (hp[:, 0] >= 0) & (hp[:, 1] >= 0) & (hp[:, 0] < mic.shape[1]) & (hp[:, 1] < mic.shape[0])
+        known[hp[ok, 1], hp[ok, 0]] = True
+    return detect_defects(raw_sum, last - first, gain, known=known)
+
+
+def fcc_from_tracks(mic, inputs, tracks, sign, first, defects):
+    """Eq. 20 sums of one micrograph recomputed from its tracks: frames cut at the tracks,
+    against the opposite half map's prediction times the contrast ``sign``."""
+    from ..core.motion.micrograph import fcc_sums
+    from ..core.motion.patches import extract_patches
+    from ..core.predict import make_projectors, predict_particles
+    from ..io.movies import Movie
+    n, px = inputs.box, inputs.pixel_size
+    proj = make_projectors(inputs.half1, inputs.half2, inputs.mask)
+    opp = predict_particles(proj, mic.angles, mic.half_sets, mic.ctfs, n, px, opposite=True)
+    with Movie(mic.movie, gain=mic.gain) as movie:
+        patches, cut = extract_patches(movie.iter_frames(first, first + tracks.shape[1]),
+                                       mic.centres, tracks, n, defects)
+    return fcc_sums(patches, sign * opp, tracks - cut)
+
+
+def read_fcc(paths):
+    from ..core.dose.fcc import FccAccumulator
+    from ..io.mrc import read_mrc
+    sums = [np.atleast_2d(read_mrc(paths[k])[0]).astype(np.float64) for k in ("cc", "w0", "w1")]
+    return FccAccumulator.from_sums(*sums)
+
+
+def write_fcc(paths, acc, px):
+    from ..io.mrc import write_mrc
+    for key, arr in (("cc", acc.num), ("w0", acc.wobs), ("w1", acc.wpred)):
+        os.makedirs(os.path.dirname(paths[key]), exist_ok=True)
+        write_mrc(paths[key], arr.astype(np.float32), px)
+
+
+# ------------------------------------------------------------------------ B-factor files
+def write_bfactors(out, fit, first_frame, low_res, high_res):
+    """bfactors.star (RELION numbers) and bfactors.json (our convention), see module doc."""
+    from ..core.dose.bfactors import to_relion
+    b_rel, c_rel = to_relion(fit.bfactors, fit.scales, fit.box)
+    frames = np.arange(len(fit.bfactors))
+    write_star(os.path.join(out, "bfactors.star"), {"perframe_bfactors": StarTable({
+        "rlnMovieFrameNumber": frames, "rlnBfactorUsedForSharpening": b_rel,
+        "rlnFittedInterceptGuinierPlot": c_rel})})
+    info = {"convention": "amplitude of frame f scaled by exp(C_f + B_f s^2 / 4), s in 1/A; "
+                          "B < 0 = decay; gauge max B = 0, C = 0 for that frame (Zivanov 2019 "
+                          "eq. 21); bfactors.star holds RELION's numbers",
+            "bfactors_A2": fit.bfactors.tolist(), "scales": fit.scales.tolist(),
+            "ring_scales": fit.ring_scales.tolist(), "rings": list(fit.rings), "box": fit.box,
+            "pixel_size": fit.pixel_size, "low_res_A": low_res, "high_res_A": high_res,
+            "first_frame": first_frame}
+    with atomic_text(os.path.join(out, "bfactors.json")) as fh:
+        json.dump(info, fh, indent=1)
+
+
+def read_bfactors(path, box):
+    """(B_f, C_f) in our convention from a bfactors.star (RELION's numbers, reference ``box``)."""
+    from ..core.dose.bfactors import from_relion, normalise_gauge
+    blocks = read_star(path)
+    if "perframe_bfactors" not in blocks:
+        raise InputError(path, "no data_perframe_bfactors block")
+    t = blocks["perframe_bfactors"]
+    t.require(("rlnBfactorUsedForSharpening", "rlnFittedInterceptGuinierPlot"), path,
+              "perframe_bfactors")
+    b, c = from_relion(t["rlnBfactorUsedForSharpening"], t["rlnFittedInterceptGuinierPlot"], box)
+    return normalise_gauge(b, c)
+
+
+def resolution_limit(args, inputs):
+    """--bfac-maxres, else the half maps' FSC = 0.143 resolution (postprocess STAR or computed)."""
+    if args.bfac_maxres > 0:
+        return args.bfac_maxres
+    if inputs.resolution:
+        return float(inputs.resolution)
+    from ..core.fourier import fsc, resolution_at
+    m = inputs.mask if inputs.mask is not None else 1.0
+    return float(resolution_at(fsc(inputs.half1 * m, inputs.half2 * m), inputs.box,
+                               inputs.pixel_size))
+
+
+# ------------------------------------------------------------------------ recombination
+def normalise_background(images, radius=BG_RADIUS):
+    """Zero mean and unit standard deviation of the pixels outside radius * box (RELION)."""
+    n = images.shape[-1]
+    y, x = np.mgrid[:n, :n] - n // 2
+    bg = np.hypot(y, x) > radius * n
+    vals = images[..., bg]
+    mean, std = vals.mean(axis=-1), vals.std(axis=-1)
+    return (images - mean[..., None, None]) / np.maximum(std, 1e-12)[..., None, None]
+
+
+def shiny_micrograph(mic, tracks, weights, first, sign, box, scale, origins_px, defects):
+    """Shiny particles (P, scale, scale) of one micrograph: frame f is cut (patch of the size of
+    ``weights``) at extraction position + track, moved back by the rest of the track, weighted
+    by eq. 22 and summed; then contrast ``sign``, Fourier rescaling, background normalisation."""
+    from ..core.dose.recombine import fourier_resize, recombine_frames
+    from ..core.motion.patches import extract_patches
+    from ..io.movies import Movie
+    P, F = tracks.shape[:2]
+    patch = weights.shape[-1]
+    extract_at = mic.centres + origins_px
+    acc = np.zeros((P, box, box))
+    with Movie(mic.movie, gain=mic.gain) as movie:
+        for f, frame in enumerate(movie.iter_frames(first, first + F)):
+            pt, cut = extract_patches([frame], extract_at, tracks[:, f:f + 1], patch, defects)
+            acc += recombine_frames(pt, tracks[:, f:f + 1] - cut, weights[f:f + 1],
+                                    out_box=box, dtype=np.float64)
+    acc *= sign
+    if scale != box:
+        acc = fourier_resize(acc, scale)
+    return normalise_background(acc)
+
+
+def shiny_table(inputs, done, out, root, box, scale):
+    """(optics, particles) of the shiny particles of the micrographs in ``done``."""
+    rows, names = [], []
+    for mic in done:
+        rel = os.path.abspath(shiny_path(out, mic.name))
+        if root is not None:
+            rel = os.path.relpath(rel, os.path.abspath(root))
+        rows.extend(mic.index.tolist())
+        names.extend("%06d@%s" % (i + 1, rel) for i in range(len(mic.index)))
+    parts = inputs.particles.take(np.asarray(rows, dtype=int)).copy()
+    parts["rlnImageName"] = np.asarray(names, dtype=object)
+    optics = inputs.optics.copy()
+    optics["rlnImageSize"] = np.full(len(optics), scale, dtype=int)
+    optics["rlnImagePixelSize"] = np.full(len(optics), inputs.pixel_size * box / scale)
+    optics["rlnCtfDataAreCtfPremultiplied"] = np.zeros(len(optics), dtype=int)
+    return optics, parts
+
+
+# ------------------------------------------------------------------------ whole job
+def gather_fcc(args, inputs, work, out, comm):
+    """Sum the FCC of all polished micrographs (recomputing missing ones on this rank's share)."""
+    missing = [m for m, (tr, dg) in work if not all(
+        os.path.exists(p) for p in output_paths(args.polish, m.name)["fcc"].values())]
+    for mic in my_share([m for m in missing if not all(
+            os.path.exists(p) for p in output_paths(out, m.name)["fcc"].values())], comm):
+        tracks, diag = dict((m.name, v) for m, v in work)[mic.name]
+        first = diag["first_frame"] - 1
+        defects = micrograph_defects(mic, first, first + diag["frames"], args.no_defects)
+        acc = fcc_from_tracks(mic, inputs, tracks, diag["sign"], first, defects)
+        write_fcc(output_paths(out, mic.name)["fcc"], acc, inputs.pixel_size)
+        log.info("[rank %d] FCC of %s recomputed from its tracks", comm.rank, mic.name)
+    comm.barrier()
+    total = None
+    names = {m.name for m in missing}
+    for mic, _ in work:
+        acc = read_fcc(output_paths(out if mic.name in names else args.polish, mic.name)["fcc"])
+        total = acc if total is None else total.merge(acc)
+    return total, len(missing)
+
+
+def fit_or_read(args, inputs, work, out, comm):
+    """(B_f, C_f) of the job: fitted on rank 0 (files written) or read; broadcast to all."""
+    from ..core.dose.bfactors import fit_bfactors
+    if args.bfactors:
+        b, c = read_bfactors(args.bfactors, inputs.box)
+        return b, c, None
+    total, n_missing = gather_fcc(args, inputs, work, out, comm)
+    fit = None
+    if comm.rank == 0:
+        high = resolution_limit(args, inputs)
+        fit = fit_bfactors(total.fcc(), total.box, inputs.pixel_size, high, args.bfac_minres)
+        write_bfactors(out, fit, work[0][1][1]["first_frame"], args.bfac_minres, high)
+        from ..core.dose.weights import ring_weights
+        from ..io.mrc import write_mrc
+        write_mrc(os.path.join(out, "fcc.mrc"), total.fcc().astype(np.float32), inputs.pixel_size)
+        write_mrc(os.path.join(out, "fcc_model.mrc"), fit.model().astype(np.float32),
+                  inputs.pixel_size)
+        write_mrc(os.path.join(out, "weights.mrc"), ring_weights(
+            fit.bfactors, fit.scales, total.nrings, total.box, inputs.pixel_size).astype(
+            np.float32), inputs.pixel_size)
+        log.info("B-factors fitted on %d micrographs (%d FCC recomputed) between %.1f and %.2f A:"
+                 " B %s A^2", len(work), n_missing, args.bfac_minres, high,
+                 np.array2string(fit.bfactors, precision=1))
+    b, c = comm.bcast(None if fit is None else (fit.bfactors, fit.scales), root=0)
+    return b, c, fit
+
+
+def run(args):
+    check_args(args)
+    from ..io.polish_inputs import load_polish_inputs
+    comm = get_comm()
+    set_threads(args.threads)
+    out = os.path.abspath(args.out)
+    inputs = load_polish_inputs(args.particles, args.mics, args.postprocess, args.half1,
+                                args.half2, args.mask, root=args.root, allow_missing=True,
+                                skip_outside=True)
+    work = [(m, r) for m in inputs.micrographs for r in [polished(args.polish, m)] if r]
+    if not work:
+        raise InputError(args.polish, "no polished micrograph (tracks + diag) for these particles")
+    if len({r[0].shape[1] for _, r in work}) > 1:
+        raise InputError(args.polish, "polished micrographs have different frame counts")
+    if comm.rank == 0:
+        os.makedirs(out, exist_ok=True)
+        log.info("%d of %d micrographs polished; %d rank(s)", len(work), len(inputs.micrographs),
+                 comm.size)
+    t0 = time.time()
+    b, c, _ = fit_or_read(args, inputs, work, out, comm)
+    if len(b) != work[0][1][0].shape[1]:
+        raise InputError(args.bfactors or out, "%d B-factors for tracks of %d frames"
+                         % (len(b), work[0][1][0].shape[1]))
+    if args.only_bfactors:
+        return _finish(args, out, comm, t0, None)
+    from ..core.dose.weights import weight_maps
+    from ..io.mrc import write_mrc
+    px = inputs.pixel_size
+    box = inputs.box if args.box == -1 else args.box
+    scale = box if args.scale == -1 else args.scale
+    patch = box + 2 * max(8, box // 8)  # margin: the frequency weights spread the box edges
+    weights = weight_maps(b, c, patch, px, dtype=np.float64)
+    ox = np.asarray(inputs.particles.get("rlnOriginXAngst", np.zeros(len(inputs.particles))), float)
+    oy = np.asarray(inputs.particles.get("rlnOriginYAngst", np.zeros(len(inputs.particles))), float)
+    todo = [(m, r) for m, r in work if not os.path.exists(shiny_path(out, m.name))]
+    for i, (mic, (tracks, diag)) in enumerate(my_share(todo, comm)):
+        t1 = time.time()
+        first = diag["first_frame"] - 1
+        defects = micrograph_defects(mic, first, first + tracks.shape[1], args.no_defects)
+        origins = np.stack([ox[mic.index], oy[mic.index]], axis=1) / px
+        imgs = shiny_micrograph(mic, tracks, weights, first, diag["sign"], box, scale, origins,
+                                defects)
+        path = shiny_path(out, mic.name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_mrc(path, imgs.astype(np.float16 if args.float16 else np.float32),
+                  px * box / scale, stack=True)
+        log.info("[rank %d] %s: %d shiny particles, %.1f s", comm.rank, mic.name, len(imgs),
+                 time.time() - t1)
+    comm.barrier()
+    return _finish(args, out, comm, t0, (inputs, [m for m, _ in work], box, scale))
+
+
+def _finish(args, out, comm, t0, shiny):
+    if comm.rank != 0:
+        return 0
+    if shiny is not None:
+        inputs, mics, box, scale = shiny
+        done = [m for m in mics if os.path.exists(shiny_path(out, m.name))]
+        optics, parts = shiny_table(inputs, done, out, args.root, box, scale)
+        write_particles_star(os.path.join(out, "particles.star"), optics, parts)
+        log.info("%d shiny particles of %d micrographs", len(parts), len(done))
+    if not args.no_figures and os.path.exists(os.path.join(out, "bfactors.json")):
+        from ..viewers.figures import bfactor_figures
+        bfactor_figures(out, os.path.join(out, "figures"))
+    log.info("done in %.1f s -> %s", time.time() - t0, out)
+    return 0
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        return run(build_parser().parse_args(argv))
+    except InputError as exc:
+        log.error("bad input: %s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""Train the motion-prior parameters sigma_vel, sigma_div, sigma_acc (§2.2 of Zivanov 2019) by
+maximising the thick-cylinder correlation (TCC, eq. 19) with Nelder-Mead; no Scipion needed.
+
+    python -m polishplugin.programs.train --particles run_data.star \\
+        --mics MotionCorr/job002/corrected_micrographs.star --postprocess PostProcess/postprocess.star \\
+        --out Train --min-particles 4000 --align-frac 0.5 --restarts 3 [--no-fit-acc]
+
+Each restart chooses its own random subset of micrographs (seed --seed + restart, RELION's
+choice: micrographs with >= 2 particles until --min-particles) and starts from the RELION start
+(0.6, 10000, 3) jittered by up to x1.5. Every movie is read once: its training data (CC maps on
+the alignment circle against the own half map, evaluation ring against the opposite half map;
+core/motion/train_data.py) stays in memory while a later restart still needs it.
+
+Outputs (under --out):
+  opt_params_all_groups.txt  "s_vel s_div s_acc" (RELION style; s_acc -1 = off): the GEOMETRIC
+                             MEAN of the per-restart optima (their TCCs are measured on different
+                             subsets and cannot pick a best one); train.json also has the best
+  trace.star                 every evaluation: restart, index, kind (simplex | flatness), sigmas, TCC
+  train.json                 per-restart optima, spread (max/min), flatness (relative TCC drop at
+                             x0.5 .. x2 of each sigma), subsets, memory held and time
+  logfile.pdf                TCC over the evaluations, optimiser path, TCC slices, optima
+"""
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from ..io.atomic import atomic_text
+from ..io.errors import InputError
+from ..io.polish_inputs import load_polish_inputs
+from ..io.star import StarTable, write_star
+from .parallel import set_threads
+
+log = logging.getLogger("polishplugin.train")
+
+OPT_PARAMS = "opt_params_all_groups.txt"
+
+
+def build_parser():
+    from ..core.motion.training import RELION_SEED, RELION_START
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    a = p.add_argument
+    g = p.add_argument_group("inputs")
+    g.add_argument("--particles", required=True, help="particles STAR (3D alignment, CTF, coords)")
+    g.add_argument("--mics", required=True, help="corrected_micrographs.star (movies, gain, dose, "
+                                                 "global shifts)")
+    g.add_argument("--postprocess", help="postprocess STAR naming the half maps and mask")
+    g.add_argument("--half1")
+    g.add_argument("--half2")
+    g.add_argument("--mask")
+    g.add_argument("--root", default=None, help="folder the STAR paths are relative to")
+    g.add_argument("--allow-missing", action="store_true")
+    g.add_argument("--skip-outside", action="store_true")
+    t = p.add_argument_group("training")
+    t.add_argument("--min-particles", type=int, default=4000,
+                   help="particles per restart's subset (RELION --min_p)")
+    t.add_argument("--align-frac", type=float, default=0.5,
+                   help="area fraction of the disc |k| <= k_max used to align (RELION "
+                        "--align_frac); the rest is the evaluation ring")
+    t.add_argument("--eval-max-res", type=float, default=0.0,
+                   help="outer edge k_max of the evaluation ring in A (0: the half maps' FSC "
+                        "0.143 resolution, as RELION's k_out)")
+    t.add_argument("--restarts", type=int, default=3,
+                   help="independent trainings, each on its own random subset")
+    t.add_argument("--fit-acc", dest="fit_acc", action="store_true", default=True,
+                   help="fit sigma_acc too (RELION --params3, default)")
+    t.add_argument("--no-fit-acc", dest="fit_acc", action="store_false",
+                   help="fit sigma_vel and sigma_div only, sigma_acc off (RELION --params2)")
+    t.add_argument("--start", type=float, nargs=3, default=list(RELION_START),
+                   metavar=("S_VEL", "S_DIV", "S_ACC"), help="starting triplet")
+    t.add_argument("--max-evals", type=int, default=100, help="per restart")
+    t.add_argument("--xatol", type=float, default=0.1, help="simplex size in log-sigma to stop")
+    t.add_argument("--memory-budget", type=float, default=0.0,
+                   help="GB of training data per subset (0: no limit); micrographs that would "
+                        "exceed it are skipped")
+    t.add_argument("--seed", type=int, default=RELION_SEED)
+    f = p.add_argument_group("alignment")
+    f.add_argument("--first-frame", type=int, default=1, help="1-based")
+    f.add_argument("--last-frame", type=int, default=-1, help="1-based, -1 = last")
+    f.add_argument("--window", type=int, default=0, help="CC search radius (px); 0 = auto")
+    f.add_argument("--invert", choices=["auto", "yes", "no"], default="auto")
+    f.add_argument("--cc-scale", choices=["likelihood", "relion"], default="likelihood")
+    f.add_argument("--no-defects", action="store_true")
+    c = p.add_argument_group("compute")
+    c.add_argument("--backend", default=None, help="numba (default) | numpy | opencl")
+    c.add_argument("--threads", type=int, default=1)
+    a("--out", required=True, help="output folder")
+    a("--no-figures", action="store_true")
+    return p
+
+
+def check_args(args):
+    if not args.postprocess and not (args.half1 and args.half2):
+        raise SystemExit("train: give --postprocess or both --half1 and --half2")
+    if args.min_particles < 2:
+        raise SystemExit("train: --min-particles must be >= 2")
+    if args.restarts < 1:
+        raise SystemExit("train: --restarts must be >= 1")
+    if not 0 < args.align_frac < 1:
+        raise SystemExit("train: --align-frac must lie in (0, 1)")
+    if args.first_frame < 1 or (args.last_frame != -1 and args.last_frame < args.first_frame + 2):
+        raise SystemExit("train: the frame range must hold at least 3 frames")
+    n_fit = 3 if args.fit_acc else 2
+    if any(v <= 0 for v in args.start[:n_fit]):
+        raise SystemExit("train: starting sigmas must be positive")
+
+
+def eval_k_max(inputs, max_res=0.0):
+    """Outer radius k_max (px of the particle box) of the evaluation ring: box * px / resolution,
+    the resolution being ``max_res`` or the half maps' FSC 0.143 (postprocess, else computed
+    from the masked half maps); capped at Nyquist."""
+    from ..core import fourier
+    res = max_res if max_res > 0 else inputs.resolution
+    if not res:
+        m = inputs.mask if inputs.mask is not None else 1.0
+        curve = fourier.fsc(inputs.half1 * m, inputs.half2 * m)
+        res = fourier.resolution_at(curve, inputs.half1.shape[0], inputs.pixel_size)
+    return float(min(inputs.box // 2, inputs.box * inputs.pixel_size / res)), float(res)
+
+
+def frame_range(args, nframes):
+    first = args.first_frame - 1
+    last = nframes if args.last_frame == -1 else min(args.last_frame, nframes)
+    return first, last
+
+
+def load_training_micrograph(mic, inputs, projectors, split, window, args):
+    """Read one movie once and keep its :class:`TrainingMicrograph`."""
+    from ..core.defects import detect_defects
+    from ..core.motion.patches import damage_filters
+    from ..core.motion.train_data import build_training_micrograph
+    from ..core.predict import predict_particles
+    from ..io.movies import Movie, read_gain
+
+    t_align, t_eval, k_max = split
+    first, last = frame_range(args, mic.nframes)
+    F, px, n = last - first, inputs.pixel_size, inputs.box
+    defects = None
+    gain = read_gain(mic.gain) if mic.gain else None
+    if not args.no_defects:
+        with Movie(mic.movie) as raw:
+            raw_sum = raw.sum(first, last)
+        known = None
+        if len(mic.hot_pixels):
+            known = np.zeros(mic.shape, dtype=bool)
+            hp = np.rint(mic.hot_pixels).astype(int)
+            ok = (hp[:, 0] >= 0) & (hp[:, 1] >= 0) & (hp[:, 0] < mic.shape[1]) & \
+                (hp[:, 1] < mic.shape[0])
+            known[hp[ok, 1], hp[ok, 0]] = True
+        defects = detect_defects(raw_sum, F, gain, known=known)
+    elif gain is not None:
+        defects = gain == 0
+    own = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px)
+    opp = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px, opposite=True)
+    damage = damage_filters(n, px, F, mic.dose_per_frame,
+                            mic.pre_exposure + first * mic.dose_per_frame, mic.voltage)
+    invert = {"auto": "auto", "yes": True, "no": False}[args.invert]
+    with Movie(mic.movie, gain=mic.gain) as movie:
+        return build_training_micrograph(
+            movie.iter_frames(first, last), mic.centres, own, opp, damage,
+            mic.initial_tracks[:, first:last], t_align, t_eval, k_max, mic.dose_per_frame, px,
+            window=window, invert=invert, cc_scale=args.cc_scale, defects=defects, name=mic.name)
+
+
+class _Session:
+    """Training data of the micrographs the current and later restarts need (each movie read
+    once), the record of every evaluation, and the memory held."""
+
+    def __init__(self, inputs, projectors, split, window, subsets, args):
+        self.inputs, self.projectors, self.split, self.window = inputs, projectors, split, window
+        self.by_name = {m.name: m for m in inputs.micrographs}
+        self.subsets, self.args = subsets, args
+        self.held, self.failed, self.rows = {}, {}, []
+        self.peak_bytes, self.read_seconds, self.restart = 0, 0.0, -1
+
+    def make_objective(self, seed):
+        from ..core.motion.train_data import make_align
+        from ..core.motion.training import make_tcc_objective
+        self.restart += 1
+        later = set().union(*self.subsets[self.restart:])
+        for name in list(self.held):
+            if name not in later:
+                del self.held[name]
+        for name in self.subsets[self.restart]:
+            if name in self.held or name in self.failed:
+                continue
+            t0 = time.time()
+            try:
+                self.held[name] = load_training_micrograph(self.by_name[name], self.inputs,
+                                                           self.projectors, self.split,
+                                                           self.window, self.args)
+            except Exception as exc:   # one bad micrograph must not stop the training
+                from ..core.motion.fit import MotionFitError
+                if not isinstance(exc, (MotionFitError, InputError, ValueError)):
+                    raise
+                log.error("%s skipped: %s", name, exc)
+                self.failed[name] = str(exc)
+            self.read_seconds += time.time() - t0
+        mics = [self.held[n] for n in self.subsets[self.restart] if n in self.held]
+        if not mics:
+            raise SystemExit("train: no usable micrograph in the subset of restart %d"
+                             % self.restart)
+        held = sum(m.nbytes for m in self.held.values())
+        self.peak_bytes = max(self.peak_bytes, held)
+        log.info("restart %d (seed %d): %d micrographs, %d particles; training data held: "
+                 "%.1f MB", self.restart, seed, len(mics), sum(m.n_particles for m in mics),
+                 held / 1e6)
+        objective = make_tcc_objective(make_align(mics, self.args.backend),
+                                       [m.eval_data for m in mics])
+        restart, t_start = self.restart, time.time()
+
+        def recorded(triplet):
+            t0 = time.time()
+            value = objective(triplet)
+            index = sum(1 for r in self.rows if r["restart"] == restart)
+            self.rows.append(dict(restart=restart, seed=seed, index=index,
+                                  sigmas=[float(v) for v in triplet], tcc=float(value),
+                                  seconds=time.time() - t0))
+            log.info("[restart %d] evaluation %d: s_vel %.4g s_div %.5g s_acc %.4g -> TCC %.8f "
+                     "(%.2f s, %.0f s in this restart)", restart, index, *triplet, value,
+                     time.time() - t0, time.time() - t_start)
+            return value
+        return recorded
+
+
+def write_trace(path, rows, n_simplex):
+    """trace.star: one row per evaluation (kind simplex: Nelder-Mead and its quadratic step;
+    flatness: the probes around the optimum)."""
+    kind = ["simplex" if r["index"] < n_simplex[r["restart"]] else "flatness" for r in rows]
+    table = StarTable({
+        "rlnPolishTrainRestart": np.array([r["restart"] for r in rows], dtype=np.int64),
+        "rlnPolishTrainEvaluation": np.array([r["index"] for r in rows], dtype=np.int64),
+        "rlnPolishTrainKind": np.array(kind, dtype=object),
+        "rlnPolishTrainSigmaVel": np.array([r["sigmas"][0] for r in rows]),
+        "rlnPolishTrainSigmaDiv": np.array([r["sigmas"][1] for r in rows]),
+        "rlnPolishTrainSigmaAcc": np.array([r["sigmas"][2] for r in rows]),
+        "rlnPolishTrainTcc": np.array([r["tcc"] for r in rows]),
+        "rlnPolishTrainSeconds": np.array([r["seconds"] for r in rows])})
+    write_star(path, {"evaluations": table})
+
+
+def _finite(v):
+    return None if v is None or not math.isfinite(v) else v
+
+
+def run(args):
+    from ..core.motion.tcc import bytes_per_particle, split_threshold
+    from ..core.motion.training import FLATNESS_FACTORS, choose_subset, format_opt_params, \
+        train_with_restarts
+    from ..core.motion.units import MotionParams
+    from ..core.predict import make_projectors
+
+    check_args(args)
+    set_threads(args.threads)
+    t_all = time.time()
+    out = os.path.abspath(args.out)
+    inputs = load_polish_inputs(args.particles, args.mics, args.postprocess, args.half1,
+                                args.half2, args.mask, root=args.root,
+                                allow_missing=args.allow_missing, skip_outside=args.skip_outside)
+    os.makedirs(out, exist_ok=True)
+    k_max, res = eval_k_max(inputs, args.eval_max_res)
+    t_align, t_eval = split_threshold(k_max, args.align_frac)
+    mic0 = inputs.micrographs[0]
+    first, last = frame_range(args, mic0.nframes)
+    F = last - first
+    sv_px = MotionParams(*args.start).to_pixels(mic0.dose_per_frame, inputs.pixel_size)[0]
+    window = args.window or max(4, min(inputs.box // 4, int(np.ceil(8 * sv_px * np.sqrt(F))) + 4))
+    bpp = bytes_per_particle(F, inputs.box, t_eval, k_max, 2 * window + 1)
+    budget = args.memory_budget * 1e9 if args.memory_budget > 0 else None
+    counts = {m.name: len(m.centres) for m in inputs.micrographs}
+    seeds = [args.seed + r for r in range(args.restarts)]
+    subsets = [choose_subset(counts, args.min_particles, rng=s, max_bytes=budget,
+                             bytes_per_particle=bpp if budget else None) for s in seeds]
+    log.info("%d micrographs, %d particles; evaluation ring %.2f-%.2f px of the %d box (k_max at "
+             "%.2f A), alignment circle < %.2f px; CC window %d px; %d restart(s) on subsets of "
+             "%s particles (%.2f MB per particle)", len(inputs.micrographs), sum(counts.values()),
+             t_eval, k_max, inputs.box, res, t_align, window, args.restarts,
+             "/".join(str(sum(counts[n] for n in s)) for s in subsets), bpp / 1e6)
+    projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask)
+    session = _Session(inputs, projectors, (t_align, t_eval, k_max), window, subsets, args)
+    t_opt = time.time()
+    start = tuple(args.start) if args.fit_acc else tuple(args.start[:2]) + (-1.0,)
+    summary = train_with_restarts(session.make_objective, seeds, x0=start,
+                                  fit_acc=args.fit_acc, max_evals=args.max_evals,
+                                  xatol=args.xatol)
+    opt_seconds = time.time() - t_opt - session.read_seconds
+    sigmas = summary.geo_mean if args.fit_acc else summary.geo_mean[:2] + (-1.0,)
+    with atomic_text(os.path.join(out, OPT_PARAMS)) as fh:
+        fh.write(format_opt_params(sigmas))
+    write_trace(os.path.join(out, "trace.star"), session.rows,
+                [r.n_evals for r in summary.results])
+    best = max(range(len(summary.results)), key=lambda i: summary.results[i].tcc)
+    report = {
+        "sigmas": list(sigmas), "choice": "geometric mean of the per-restart optima",
+        "best_restart": best, "best_sigmas": list(summary.results[best].sigmas),
+        "spread": [_finite(v) for v in summary.spread], "fit_acc": args.fit_acc,
+        "restarts": [dict(seed=s, micrographs=sub, particles=int(sum(counts[n] for n in sub)),
+                          sigmas=list(r.sigmas), tcc=r.tcc, n_evals=r.n_evals,
+                          converged=r.converged, message=r.message,
+                          flatness={k: v.tolist() for k, v in r.flatness.items()})
+                     for s, sub, r in zip(seeds, subsets, summary.results)],
+        "flatness_factors": list(FLATNESS_FACTORS), "start": list(start),
+        "k_max_px": k_max, "k_max_A": res, "t_align_px": t_align, "t_eval_px": t_eval,
+        "box": inputs.box, "pixel_size": inputs.pixel_size, "frames": F, "window_px": window,
+        "memory": {"peak_held_bytes": int(session.peak_bytes),
+                   "estimate_bytes_per_particle": int(bpp)},
+        "failed": session.failed, "n_evaluations": len(session.rows),
+        "seconds": {"read_and_build": round(session.read_seconds, 3),
+                    "optimise": round(opt_seconds, 3), "total": round(time.time() - t_all, 3)}}
+    with atomic_text(os.path.join(out, "train.json")) as fh:
+        json.dump(report, fh, indent=1)
+    log.info("per-restart optima:\n%s", summary.report())
+    log.info("sigmas (geometric mean over %d restarts): %s -> %s; peak training data %.1f MB; "
+             "%.1f s reading, %.1f s optimising", args.restarts, format_opt_params(sigmas).strip(),
+             os.path.join(out, OPT_PARAMS), session.peak_bytes / 1e6, session.read_seconds,
+             opt_seconds)
+    if not args.no_figures:
+        from ..viewers.figures import train_figures
+        train_figures(out, os.path.join(out, "figures"))
+    return 0
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        return run(build_parser().parse_args(argv))
+    except InputError as exc:
+        log.error("bad input: %s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
