@@ -48,15 +48,25 @@ class MicrographInput:
     ctfs: List[CtfParams] = field(default_factory=list)
     half_sets: np.ndarray = None  # (P,) 1 or 2
 
+    start_frame: int = 1         # rlnMicrographStartFrame of the metadata
+
     @property
     def initial_tracks(self):
-        """(P, F, 2) particle displacements from the global shifts: the corrected micrograph sums
-        frame f shifted by shift_f, so a particle centred at c there sits at c - shift_f in raw
-        frame f (track = -shift). Frames without a measured shift take the previous frame's
-        (RELION's behaviour)."""
-        from ..core.motion.init import NOT_OBSERVED, fill_not_observed
-        g = -fill_not_observed(np.where(np.isnan(self.shifts), NOT_OBSERVED, self.shifts))
-        return np.repeat(g[None], len(self.centres), axis=0)
+        """(P, F, 2) particle displacements from the MotionCorr metadata: the corrected micrograph
+        sums frame f shifted by shift_f, so a particle centred at c there sits at c - shift_f in
+        raw frame f (track = -shift), plus RELION's third-order local motion model at the
+        particle's position when the metadata has one. Frames without a measured shift take the
+        previous frame's (RELION's behaviour)."""
+        from ..core.motion.init import NOT_OBSERVED, initial_tracks_from_local_model
+        coeffs = None
+        if self.motion_model is not None:
+            idx, values = self.motion_model
+            coeffs = np.zeros(36)
+            coeffs[np.asarray(idx, dtype=int)] = values
+        shifts = np.where(np.isnan(self.shifts), NOT_OBSERVED, self.shifts)
+        return initial_tracks_from_local_model(self.centres, shifts, coeffs, self.shape[1],
+                                               self.shape[0], np.arange(1, self.nframes + 1),
+                                               self.start_frame)
 
 
 @dataclass
@@ -236,6 +246,7 @@ def load_polish_inputs(particles_star, mics_star, postprocess=None, half1=None, 
             pre_exposure=float(g.get("rlnMicrographPreExposure", 0.0)),
             voltage=float(g.get("rlnVoltage", volt[idx[0]])), shifts=meta.shifts,
             motion_model=meta.motion_model, hot_pixels=meta.hot_pixels, index=idx,
+            start_frame=int(g.get("rlnMicrographStartFrame", 1)),
             centres=np.stack([cx, cy], axis=1), angles=angles, ctfs=ctfs, half_sets=half[idx]))
     if not out:
         raise InputError(particles_star, "no micrograph with particles to process")
