@@ -77,6 +77,8 @@ def build_parser():
     f.add_argument("--cc-scale", choices=["likelihood", "relion"], default="likelihood",
                    help="weight of the data term: exact likelihood (default) or RELION's "
                         "(~2/pi of it; use with sigmas trained by RELION)")
+    f.add_argument("--defect-map", help="detector defect map (MRC/TIFF, non-zero = defect) for "
+                                        "all movies, added to what is found in each movie")
     f.add_argument("--no-defects", action="store_true",
                    help="do not detect hot/dead pixels from the movies")
     c = p.add_argument_group("compute")
@@ -146,9 +148,10 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
         gain = read_gain(mic.gain) if mic.gain else None
         defects = None
         if not args.no_defects:
-            known = None
+            known = np.zeros(mic.shape, dtype=bool)
+            if args.defect_mask is not None:
+                known |= args.defect_mask
             if len(mic.hot_pixels):
-                known = np.zeros(mic.shape, dtype=bool)
                 hp = np.rint(mic.hot_pixels).astype(int)
                 ok = (hp[:, 0] >= 0) & (hp[:, 1] >= 0) & (hp[:, 0] < mic.shape[1]) & \
                      (hp[:, 1] < mic.shape[0])
@@ -250,6 +253,15 @@ def run(args):
     if args.last_frame != -1 and args.last_frame > inputs.micrographs[0].nframes:
         raise SystemExit("polish: --last-frame %d beyond the %d frames of the movies"
                          % (args.last_frame, inputs.micrographs[0].nframes))
+    args.defect_mask = None
+    if args.defect_map:
+        from ..io.movies import read_gain
+        args.defect_mask = read_gain(args.defect_map) != 0
+        for m in inputs.micrographs:
+            if args.defect_mask.shape != m.shape:
+                raise InputError(args.defect_map, "defect map is %dx%d but movie %s is %dx%d"
+                                 % (args.defect_mask.shape[1], args.defect_mask.shape[0],
+                                    m.movie, m.shape[1], m.shape[0]))
     from ..core.predict import make_projectors
     projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask)
     todo = [m for m in inputs.micrographs if not os.path.exists(output_paths(out, m.name)["tracks"])]

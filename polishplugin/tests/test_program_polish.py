@@ -142,3 +142,20 @@ def test_bad_inputs_are_refused_before_work(sim, tmp_path, caplog):
             m.voxel_size = 2.0
     caplog.clear()
     _expect_bad_input(_args(s5, out), caplog, "pixel size", "2.0000", "1.5000")
+
+
+def test_defect_map_of_the_wrong_size_is_refused(sim, tmp_path, caplog):
+    from polishplugin.io.movies import write_gain
+    bad = tmp_path / "defects.mrc"
+    write_gain(bad, np.zeros((10, 10), dtype=np.float32))
+    _expect_bad_input(_args(sim, tmp_path / "pol", "--defect-map", str(bad)), caplog,
+                      "defects.mrc", "10x10", "320x320")
+    good = tmp_path / "defects_ok.mrc"
+    mask = np.zeros((320, 320), dtype=np.float32)
+    mask[:, 7] = 1
+    write_gain(good, mask)
+    out = tmp_path / "pol_ok"
+    assert polish.main(_args(sim, out, "--defect-map", str(good))) == 0
+    import json
+    diag = json.loads(next((out / "diag").rglob("*.json")).read_text())
+    assert diag["defect_pixels"] >= 320
