@@ -4,7 +4,9 @@ Every backend is a module exposing ``NAME`` and the kernels
 
 - ``cc_interp(cc_maps, positions) -> (values, grad)``: Catmull-Rom bicubic interpolation of
   per-(particle, frame) CC maps with its analytic gradient (seed zivanov2019 §2.1.3, "cubic
-  interpolation ... ensures a continuous gradient"); see :mod:`.numpy_backend` for the layout.
+  interpolation ... ensures a continuous gradient"); see :mod:`.numpy_backend` for the layout;
+- ``interp_trilinear(volume, coords) -> values``: periodic trilinear interpolation of a 3D
+  (complex) array, the Fourier-slice sampling of :class:`polishplugin.core.projector.Projector`.
 
 ``numpy`` is the readable reference, ``numba`` the default (parallel CPU loops); the backends
 must agree to float tolerance.

@@ -1,4 +1,5 @@
-"""numba implementation of the backend kernels (parallel over particles, cached compilation).
+"""numba implementation of the backend kernels (parallel over particles or points, cached
+compilation).
 
 Same layout and results as :mod:`.numpy_backend` (float tolerance).
 """
@@ -23,41 +24,55 @@ def _weights(t, w, dw):
     dw[3] = (3 * t2 - 2 * t) / 2
 
 
+@numba.njit(cache=True, inline="always")
+def _cc_interp_particle(cc_maps, pos, val, grad, p, wx, dwx, wy, dwy):
+    F, W = cc_maps.shape[1], cc_maps.shape[2]
+    half = W // 2
+    for f in range(F):
+        u = pos[p, f, 0] + half
+        v = pos[p, f, 1] + half
+        x0 = np.floor(u)
+        y0 = np.floor(v)
+        _weights(u - x0, wx, dwx)
+        _weights(v - y0, wy, dwy)
+        xi = int(x0) - 1
+        yi = int(y0) - 1
+        s = 0.0
+        sx = 0.0
+        sy = 0.0
+        for i in range(4):
+            row = (yi + i) % W
+            r = 0.0
+            rx = 0.0
+            for j in range(4):
+                c = cc_maps[p, f, row, (xi + j) % W]
+                r += wx[j] * c
+                rx += dwx[j] * c
+            s += wy[i] * r
+            sx += wy[i] * rx
+            sy += dwy[i] * r
+        val[p, f] = s
+        grad[p, f, 0] = sx
+        grad[p, f, 1] = sy
+
+
 @numba.njit(cache=True, parallel=True)
 def _cc_interp(cc_maps, pos, val, grad):
-    P, F, W = cc_maps.shape[0], cc_maps.shape[1], cc_maps.shape[2]
-    half = W // 2
-    for p in numba.prange(P):
-        wx = np.empty(4)
-        dwx = np.empty(4)
-        wy = np.empty(4)
-        dwy = np.empty(4)
-        for f in range(F):
-            u = pos[p, f, 0] + half
-            v = pos[p, f, 1] + half
-            x0 = np.floor(u)
-            y0 = np.floor(v)
-            _weights(u - x0, wx, dwx)
-            _weights(v - y0, wy, dwy)
-            xi = int(x0) - 1
-            yi = int(y0) - 1
-            s = 0.0
-            sx = 0.0
-            sy = 0.0
-            for i in range(4):
-                row = (yi + i) % W
-                r = 0.0
-                rx = 0.0
-                for j in range(4):
-                    c = cc_maps[p, f, row, (xi + j) % W]
-                    r += wx[j] * c
-                    rx += dwx[j] * c
-                s += wy[i] * r
-                sx += wy[i] * rx
-                sy += dwy[i] * r
-            val[p, f] = s
-            grad[p, f, 0] = sx
-            grad[p, f, 1] = sy
+    for p in numba.prange(cc_maps.shape[0]):
+        _cc_interp_particle(cc_maps, pos, val, grad, p, np.empty(4), np.empty(4), np.empty(4),
+                            np.empty(4))
+
+
+@numba.njit(cache=True)
+def _cc_interp_serial(cc_maps, pos, val, grad):
+    wx, dwx, wy, dwy = np.empty(4), np.empty(4), np.empty(4), np.empty(4)
+    for p in range(cc_maps.shape[0]):
+        _cc_interp_particle(cc_maps, pos, val, grad, p, wx, dwx, wy, dwy)
+
+
+# below this many particle-frames one call takes microseconds and waking the thread pool (once
+# per L-BFGS iteration) costs more than it saves
+PARALLEL_MIN = 20000
 
 
 def cc_interp(cc_maps, positions):
@@ -68,5 +83,33 @@ def cc_interp(cc_maps, positions):
     P, F = cc_maps.shape[:2]
     val = np.empty((P, F))
     grad = np.empty((P, F, 2))
-    _cc_interp(cc_maps, pos, val, grad)
+    kernel = _cc_interp if P * F >= PARALLEL_MIN and numba.get_num_threads() > 1 \
+        else _cc_interp_serial
+    kernel(cc_maps, pos, val, grad)
     return val, grad
+
+
+@numba.njit(cache=True, parallel=True)
+def _interp_trilinear(vol, coords, out):
+    nz, ny, nx = vol.shape
+    for m in numba.prange(coords.shape[1]):
+        z, y, x = coords[0, m], coords[1, m], coords[2, m]
+        z0, y0, x0 = np.floor(z), np.floor(y), np.floor(x)
+        tz, ty, tx = z - z0, y - y0, x - x0
+        iz, iy, ix = int(z0) % nz, int(y0) % ny, int(x0) % nx
+        jz, jy, jx = (iz + 1) % nz, (iy + 1) % ny, (ix + 1) % nx
+        a = vol[iz, iy, ix] * (1 - tx) + vol[iz, iy, jx] * tx
+        b = vol[iz, jy, ix] * (1 - tx) + vol[iz, jy, jx] * tx
+        c = vol[jz, iy, ix] * (1 - tx) + vol[jz, iy, jx] * tx
+        d = vol[jz, jy, ix] * (1 - tx) + vol[jz, jy, jx] * tx
+        out[m] = (a * (1 - ty) + b * ty) * (1 - tz) + (c * (1 - ty) + d * ty) * tz
+
+
+def interp_trilinear(volume, coords):
+    """Periodic trilinear interpolation; see
+    :func:`polishplugin.backends.numpy_backend.interp_trilinear`."""
+    volume = np.ascontiguousarray(volume)
+    coords = np.ascontiguousarray(coords, dtype=np.float64)
+    out = np.empty(coords.shape[1], dtype=volume.dtype)
+    _interp_trilinear(volume, coords, out)
+    return out

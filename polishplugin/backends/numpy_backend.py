@@ -6,8 +6,17 @@ positions (P, F, 2) are (x, y) shifts in pixels. Interpolation wraps periodicall
 W), as RELION's ``Interpolation::cubicXY(..., wrap=true)`` does on its full CC maps.
 """
 import numpy as np
+from scipy import ndimage
 
 NAME = "numpy"
+
+
+def interp_trilinear(volume, coords):
+    """Trilinear interpolation of a complex ``volume`` (nz, ny, nx) at array coordinates
+    ``coords`` (3, M) = (z, y, x), periodic (indices modulo the size, ndimage "grid-wrap");
+    returns (M,) values of the volume's dtype. Used for the Fourier slices of
+    :class:`polishplugin.core.projector.Projector`."""
+    return ndimage.map_coordinates(volume, coords, order=1, mode="grid-wrap")
 
 
 def catmull_rom_weights(t):

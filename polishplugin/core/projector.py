@@ -8,8 +8,8 @@ on a central slice with trilinear interpolation, as RELION's projector (padding 
 """
 import numpy as np
 import scipy.fft
-from scipy import ndimage
 
+from ..backends import get_backend
 from .fourier import freq_grid, shift_phase
 from .geometry import euler_to_matrix
 
@@ -26,10 +26,11 @@ class Projector:
     """Precomputed padded 3D Fourier transform of ``volume`` (n^3, centre voxel n//2).
 
     ``r_max`` (cycles per px of the n box, default Nyquist 0.5) bounds the slice: frequencies with
-    |k| > r_max are zero, as in RELION's projector.
+    |k| > r_max are zero, as in RELION's projector. ``backend``: the compute backend of the slice
+    interpolation (:func:`polishplugin.backends.get_backend`; None: the default).
     """
 
-    def __init__(self, volume, pad=2, r_max=0.5):
+    def __init__(self, volume, pad=2, r_max=0.5, backend=None):
         volume = np.asarray(volume)
         if volume.ndim != 3 or len(set(volume.shape)) != 1:
             raise ValueError("volume must be cubic, got shape %s" % (volume.shape,))
@@ -37,6 +38,7 @@ class Projector:
         self.pad = int(pad)
         self.npad = self.pad * self.n
         self.r_max = float(r_max)
+        self.backend = backend
         corrected = volume.astype(np.float32) / _gridding_correction(self.npad, self.n)
         big = np.zeros((self.npad,) * 3, dtype=np.float32)
         o = self.npad // 2 - self.n // 2
@@ -53,8 +55,9 @@ class Projector:
         q = (a[:, 0, :, None, None] * kx + a[:, 1, :, None, None] * ky) * self.npad
         c = self.npad // 2
         coords = np.stack([q[:, 2] + c, q[:, 1] + c, q[:, 0] + c])  # array order (z, y, x)
-        vals = ndimage.map_coordinates(self._f3, coords.reshape(3, -1), order=1,
-                                       mode="grid-wrap").reshape(len(a), ny, nx)
+        be = self.backend if hasattr(self.backend, "interp_trilinear") else \
+            get_backend(self.backend)
+        vals = be.interp_trilinear(self._f3, coords.reshape(3, -1)).reshape(len(a), ny, nx)
         vals[:, np.hypot(ky, kx) > self.r_max] = 0.0
         return vals * shift_phase(ny, nx, nx // 2, ny // 2)
 

@@ -77,3 +77,35 @@ def test_get_backend_selection(monkeypatch):
         get_backend("opencl")
     with pytest.raises(ValueError, match="unknown backend"):
         get_backend("cuda")
+
+
+def test_trilinear_numba_matches_numpy():
+    rng = np.random.default_rng(5)
+    vol = (rng.normal(size=(6, 7, 8)) + 1j * rng.normal(size=(6, 7, 8))).astype(np.complex64)
+    coords = rng.uniform(-9, 17, size=(3, 500))                 # wraps on every side
+    a = get_backend("numpy").interp_trilinear(vol, coords)
+    b = get_backend("numba").interp_trilinear(vol, coords)
+    assert b.dtype == np.complex64
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("be", BACKENDS, ids=lambda b: b.NAME)
+def test_trilinear_exact_for_linear_functions(be):
+    # inside one period, trilinear interpolation reproduces a + b.z + c.y + d.x exactly
+    z, y, x = np.meshgrid(np.arange(5), np.arange(6), np.arange(7), indexing="ij")
+    vol = (1.0 + 0.5 * z - 2.0 * y + 0.25 * x) + 1j * (3.0 * x - z)
+    rng = np.random.default_rng(6)
+    c = rng.uniform(0, 1, size=(3, 200)) * np.array([[4], [5], [6]])
+    want = (1.0 + 0.5 * c[0] - 2.0 * c[1] + 0.25 * c[2]) + 1j * (3.0 * c[2] - c[0])
+    np.testing.assert_allclose(be.interp_trilinear(vol, c), want, rtol=1e-12, atol=1e-12)
+
+
+def test_numba_parallel_and_serial_paths_agree(monkeypatch):
+    import polishplugin.backends.numba_backend as nb
+    cc, pos = _random(7, P=30, F=5)
+    v1, g1 = nb.cc_interp(cc, pos)
+    monkeypatch.setattr(nb, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(nb.numba, "get_num_threads", lambda: 2)
+    v2, g2 = nb.cc_interp(cc, pos)
+    np.testing.assert_allclose(v2, v1, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(g2, g1, rtol=1e-12, atol=1e-12)

@@ -26,7 +26,8 @@ from ..dose.fcc import FccAccumulator
 from ..fourier import ring_index
 from .fit import FitResult, MotionFitError, fit_tracks
 from .init import global_track_from_cc
-from .observation import cc_scale_factor, compute_cc_maps, estimate_noise_power
+from .observation import (cc_maps_from_spectra, cc_scale_factor, compute_cc_maps,
+                          noise_power_from_spectra, patch_spectra, rfft_rings, ring_power)
 from .patches import cut_positions, extract_patches
 
 log = logging.getLogger(__name__)
@@ -170,12 +171,15 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
             raise ValueError("initial tracks %s do not match (%d, %d, 2)" % (init.shape, P, F))
         if not np.all(np.isfinite(init)):
             raise MotionFitError("initial tracks contain NaN or infinite values")
-        patches, cut = extract_patches(frames, centres, init, n, defects)
+        patches, cut = extract_patches(frames, centres, init, n, defects, padded=True)
         _check_patches(patches)
         sign = None
-    noise = estimate_noise_power(patches) if noise_power is None else np.asarray(noise_power)
-    cc, _ = compute_cc_maps(patches, predictions, damage, window, noise_power=noise,
-                            cc_scale=cc_scale)
+    spectra = patch_spectra(patches, overwrite=True)       # the patches are not needed any more
+    del patches
+    power = ring_power(spectra)
+    noise = noise_power_from_spectra(spectra, power) if noise_power is None \
+        else np.asarray(noise_power)
+    cc = cc_maps_from_spectra(spectra, predictions, damage, window, noise, cc_scale)
     if sign is None:
         sign = _resolve_sign(invert, cc, min(3, window))
     auto = _auto_cc(predictions, damage, noise, cc_scale)
@@ -187,7 +191,8 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
                      prior_mean=prior_mean)
     result = MicrographAlignment(fit.tracks, init, fit, noise, sign, amp, cut)
     if opposite_predictions is not None:
-        result.fcc = fcc_sums(patches, sign * np.asarray(opposite_predictions), fit.tracks - cut)
+        result.fcc = fcc_from_spectra(spectra, sign * np.asarray(opposite_predictions),
+                                      fit.tracks - cut, power)
     return result
 
 
@@ -197,13 +202,53 @@ def _check_patches(patches):
 
 
 def fcc_sums(patches, predictions, shifts):
-    """FCC sums (eq. 20) of patches (P, F, n, n) against predictions (P, n, n) moved to ``shifts``
-    (P, F, 2), one particle at a time (no (P, F, n, n) complex array)."""
-    P, F, n = patches.shape[:3]
+    """FCC sums (eq. 20) of patches (P, F, n, n) against predictions (P, n, n) (fft2 of real
+    images) moved to ``shifts`` (P, F, 2); see :func:`fcc_from_spectra`."""
+    return fcc_from_spectra(patch_spectra(np.asarray(patches)), predictions, shifts)
+
+
+def fcc_from_spectra(spectra, predictions, shifts, power=None):
+    """FCC sums (eq. 20) from the patches' rfft2 half-planes (P, F, n, nh) against predictions
+    (P, n, n) (fft2 of real images, so Hermitian) moved to ``shifts`` (P, F, 2).
+
+    The full-plane sums of :class:`FccAccumulator` are taken on the half-plane with Hermitian
+    multiplicities; the shift phase exp(-2 pi i (kx sx + ky sy)) factorises over ky and kx (kx of
+    the even-n Nyquist column at -1/2, as on the fft2 grid; on the even-n Nyquist row ky = -1/2
+    for both k and its partner, so the pair sums to 2 Re(X V* e^{2 pi i kx sx}) cos(pi sy));
+    |V_s|^2 = |V|^2 does not depend on the shift; ``power`` (F, nrings): :func:`.observation.ring_power` of the spectra if known.
+    """
+    P, F, n = spectra.shape[:3]
+    nh = n // 2 + 1
     acc = FccAccumulator(F, n)
+    nr = acc.nrings
+    rings, mult = rfft_rings(n)
+    keep = rings < nr
+    rk, mk = rings[keep], mult[keep]
+    cdt = spectra.dtype
+    ky = np.fft.fftfreq(n)
+    kx = np.fft.fftfreq(n)[:nh]
+    shifts = np.asarray(shifts, dtype=np.float64)
+    predictions = np.asarray(predictions)
+    idx = (np.arange(F)[:, None] * nr + rk[None]).ravel()
+    num = np.zeros((F, keep.sum()))
+    wpred = np.zeros(keep.sum())
     for p in range(P):
-        obs = np.fft.fft2(patches[p].astype(np.float64))[None]
-        acc.add(obs, predictions[p:p + 1], shifts[p:p + 1])
+        v = predictions[p, :, :nh]
+        # X conj(V e^{-2 pi i k.s}) = X conj(V) e^{+2 pi i ky sy} e^{+2 pi i kx sx}
+        ey = np.exp(2j * np.pi * shifts[p, :, 1, None] * ky).astype(cdt)     # (F, n)
+        if n % 2 == 0:
+            ey[:, n // 2] = ey[:, n // 2].real
+        ex = np.exp(2j * np.pi * shifts[p, :, 0, None] * kx).astype(cdt)     # (F, nh)
+        prod = spectra[p] * np.conj(v).astype(cdt)
+        prod *= ey[:, :, None]
+        prod *= ex[:, None, :]
+        num += prod.real[:, keep]
+        wpred += (v.real ** 2 + v.imag ** 2)[keep]
+    acc.num += np.bincount(idx, (num * mk).ravel(), minlength=F * nr).reshape(F, nr)
+    acc.wpred += np.bincount(rk, wpred * mk, minlength=nr)[None]
+    if power is None:
+        power = ring_power(spectra)
+    acc.wobs += power[:, :nr]
     return acc
 
 

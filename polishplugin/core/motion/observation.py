@@ -10,15 +10,22 @@ particles and frames of the micrograph (the signal is weak in single frames), as
 CC_{p,f}(s) = scale * Re sum_k X^(k) conj(D_f(k) V^_p(k)) exp(2 pi i k.s) with X^ = X / sqrt(S),
 V^ = V / sqrt(S), DC and frequencies beyond Nyquist (ring > n//2) zeroed; see
 :mod:`.energy` for the scale (``cc_scale``) and why it makes -2 CC the doubled negative
-log-likelihood. The CC at integer shifts comes from one inverse FFT per (particle, frame) and is
-kept on the window |sx|, |sy| <= R (W = 2R + 1, zero shift at index R).
+log-likelihood. The CC at integer shifts is only needed on the window |sx|, |sy| <= R
+(W = 2R + 1, zero shift at index R): it is the inverse DFT of the rfft2 half-plane evaluated on
+those W x W shifts only, as two small matrix products (rows, then Hermitian columns), which gives
+the same numbers as ``irfft2`` cropped to the window.
+
+Every patch is Fourier transformed once (:func:`patch_spectra`, rfft2 half-plane in the
+patches' precision: complex64 for float32 patches); the noise power, the CC maps and the FCC sums
+are computed from these spectra.
 """
 import numpy as np
+import scipy.fft
 
 CC_SCALES = ("relion", "likelihood")
 
 
-def _rfft_rings(n):
+def rfft_rings(n):
     """Ring index round(|k| n) and Hermitian multiplicity of every pixel of the rfft2 half-plane."""
     ky = np.fft.fftfreq(n)[:, None]
     kx = np.fft.rfftfreq(n)[None, :]
@@ -30,25 +37,68 @@ def _rfft_rings(n):
     return rings, mult
 
 
+def _complex_dtype(real_dtype):
+    return np.complex64 if np.dtype(real_dtype) == np.float32 else np.complex128
+
+
+def patch_spectra(patches, overwrite=False, workers=1):
+    """rfft2 half-planes (P, F, n, n//2+1) of real patches (P, F, n, n): complex64 for float32
+    patches, complex128 otherwise.
+
+    ``overwrite``: when ``patches`` is the ``[..., :n]`` view of a C-contiguous
+    (P, F, n, 2 (n//2+1)) buffer of its dtype (:func:`.patches.extract_patches` with
+    ``padded=True``), the spectra overwrite that buffer particle by particle (the patches are
+    lost) and no second patch-sized array is allocated.
+    """
+    patches = np.asarray(patches)
+    P, F, n = patches.shape[:3]
+    nh = n // 2 + 1
+    rdt = np.float32 if patches.dtype == np.float32 else np.float64
+    cdt = _complex_dtype(rdt)
+    base = patches.base if patches.base is not None else patches
+    inplace = overwrite and (base.dtype == rdt and base.shape == (P, F, n, 2 * nh) and base.flags.c_contiguous
+               and np.shares_memory(base, patches))
+    out = base.view(cdt) if inplace else np.empty((P, F, n, nh), cdt)
+    for p in range(P):
+        out[p] = scipy.fft.rfft2(patches[p].astype(rdt, copy=False), workers=workers)
+    return out
+
+
+def ring_power(spectra):
+    """Full-plane ring sums of |X|^2 per frame, (F, nrings) float64, from rfft2 half-planes
+    (P, F, n, nh) with Hermitian multiplicities (rings of round(|k| n), up to the corner)."""
+    P, F, n = spectra.shape[:3]
+    rings, mult = rfft_rings(n)
+    nr = int(rings.max()) + 1
+    total = np.zeros((F,) + rings.shape)
+    for p in range(P):
+        x = spectra[p]
+        total += x.real ** 2 + x.imag ** 2
+    idx = (np.arange(F)[:, None] * nr + rings.ravel()[None]).ravel()
+    return np.bincount(idx, (total * mult).ravel(), minlength=F * nr).reshape(F, nr)
+
+
+def noise_power_from_spectra(spectra, power=None):
+    """S(r) of :func:`estimate_noise_power` from rfft2 half-planes (P, F, n, nh); ``power``:
+    their :func:`ring_power` when already computed."""
+    P, F, n = spectra.shape[:3]
+    rings, mult = rfft_rings(n)
+    nr = int(rings.max()) + 1
+    power = ring_power(spectra) if power is None else power
+    count = np.bincount(rings.ravel(), mult.ravel(), minlength=nr) * P * F
+    return power.sum(axis=0) / np.maximum(count, 1)
+
+
 def estimate_noise_power(patches):
     """Ring-averaged power S(r) = <|fft2(X)(k)|^2> over all patches and frames (full-plane average,
     from the rfft2 half-plane with Hermitian multiplicities). Returns (nrings,) float64."""
-    patches = np.asarray(patches)
-    n = patches.shape[-1]
-    rings, mult = _rfft_rings(n)
-    nr = int(rings.max()) + 1
-    total = np.zeros(nr)
-    for p in range(patches.shape[0]):
-        power = np.abs(np.fft.rfft2(patches[p].astype(np.float64))) ** 2
-        total += np.bincount(rings.ravel(), (power.sum(axis=0) * mult).ravel(), minlength=nr)
-    count = np.bincount(rings.ravel(), mult.ravel(), minlength=nr) * patches.shape[0] * patches.shape[1]
-    return total / np.maximum(count, 1)
+    return noise_power_from_spectra(patch_spectra(patches))
 
 
 def whitening_filter(n, noise_power):
     """1 / sqrt(S(ring)) on the rfft2 half-plane (n, n//2+1); zero at DC, beyond Nyquist and where
     S is not positive."""
-    rings, _ = _rfft_rings(n)
+    rings, _ = rfft_rings(n)
     s = np.zeros(rings.max() + 1)
     s[:len(noise_power)] = np.asarray(noise_power, dtype=np.float64)[:rings.max() + 1]
     filt = np.zeros(s.shape)
@@ -70,6 +120,18 @@ def cc_scale_factor(n, cc_scale="likelihood"):
     raise ValueError("cc_scale must be one of %s, got %r" % (CC_SCALES, cc_scale))
 
 
+def _window_dft(n, radius, dtype):
+    """Inverse-DFT matrices restricted to the shifts -radius..radius: rows (W, n) over ky (full
+    axis) and Hermitian columns (nh, W) over the rfft half-axis kx (multiplicity 2 except DC and,
+    for even n, Nyquist), both with irfft2's 1/n normalisation."""
+    s = np.arange(-radius, radius + 1)
+    ey = np.exp(2j * np.pi * np.outer(s, np.arange(n)) / n) / n
+    _, mult = rfft_rings(n)
+    nh = n // 2 + 1
+    ex = np.exp(2j * np.pi * np.outer(np.arange(nh), s) / n) * mult[0][:, None] / n
+    return ey.astype(dtype), ex.astype(dtype)
+
+
 def compute_cc_maps(patches, predictions, damage, radius, noise_power=None,
                     cc_scale="likelihood", dtype=np.float32):
     """CC maps (P, F, W, W), W = 2 radius + 1, of eq. 15-16 for all particles and frames.
@@ -81,22 +143,39 @@ def compute_cc_maps(patches, predictions, damage, radius, noise_power=None,
     P, F, n, n2 = patches.shape
     if n != n2:
         raise ValueError("patches must be square, got %s" % (patches.shape,))
+    _check_cc_args(P, F, n, predictions, damage, radius)
+    spectra = patch_spectra(patches)
+    if noise_power is None:
+        noise_power = noise_power_from_spectra(spectra)
+    return cc_maps_from_spectra(spectra, predictions, damage, radius, noise_power, cc_scale,
+                                dtype), noise_power
+
+
+def _check_cc_args(P, F, n, predictions, damage, radius):
     if predictions.shape != (P, n, n):
-        raise ValueError("predictions %s do not match patches %s" % (predictions.shape, patches.shape))
+        raise ValueError("predictions %s do not match patches %s" % (predictions.shape, (P, F, n, n)))
     if damage is not None and damage.shape != (F, n, n):
         raise ValueError("damage filters %s do not match (%d, %d, %d)" % (damage.shape, F, n, n))
     if radius < 0 or 2 * radius + 1 > n:
         raise ValueError("CC window radius %d does not fit in a %d px box" % (radius, n))
-    if noise_power is None:
-        noise_power = estimate_noise_power(patches)
+
+
+def cc_maps_from_spectra(spectra, predictions, damage, radius, noise_power,
+                         cc_scale="likelihood", dtype=np.float32):
+    """CC maps (P, F, W, W) of :func:`compute_cc_maps` from the patches' rfft2 half-planes
+    (P, F, n, nh) (:func:`patch_spectra`), computed in their precision."""
+    P, F, n = spectra.shape[:3]
+    predictions = np.asarray(predictions)
+    _check_cc_args(P, F, n, predictions, damage, radius)
+    cdt = spectra.dtype
+    rdt = np.float32 if cdt == np.complex64 else np.float64
     nh = n // 2 + 1
     filt2 = whitening_filter(n, noise_power) ** 2 * n * n * cc_scale_factor(n, cc_scale)
-    dmg = np.ones((F, n, nh)) if damage is None else np.asarray(damage)[..., :nh]
-    idx = np.arange(-radius, radius + 1) % n
+    dmg = None if damage is None else np.asarray(damage)[..., :nh].astype(rdt)
+    ey, ex = _window_dft(n, radius, cdt)
     out = np.empty((P, F, 2 * radius + 1, 2 * radius + 1), dtype=dtype)
     for p in range(P):
-        x = np.fft.rfft2(patches[p].astype(np.float64))
-        prod = x * np.conj(predictions[p, :, :nh])[None] * dmg * filt2[None]
-        cc = np.fft.irfft2(prod, s=(n, n))
-        out[p] = cc[:, idx][:, :, idx]
-    return out, noise_power
+        w = (np.conj(predictions[p, :, :nh]) * filt2).astype(cdt)
+        prod = spectra[p] * w if dmg is None else spectra[p] * dmg * w
+        out[p] = np.matmul(np.matmul(ey, prod), ex).real
+    return out

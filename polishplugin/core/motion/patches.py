@@ -22,7 +22,7 @@ def _cut(frame, x, y, n, fill):
     """n x n window with pixel (n//2, n//2) at (x, y); outside the frame: ``fill``."""
     ny, nx = frame.shape
     x0, y0 = x - n // 2, y - n // 2
-    out = np.full((n, n), fill, dtype=np.float32)
+    out = np.full((n, n), fill, dtype=np.float32 if frame.dtype != bool else bool)
     ya, xa = max(y0, 0), max(x0, 0)
     yb, xb = min(y0 + n, ny), min(x0 + n, nx)
     if ya < yb and xa < xb:
@@ -30,13 +30,15 @@ def _cut(frame, x, y, n, fill):
     return out
 
 
-def extract_patches(frames, centres, tracks, n, defects=None):
+def extract_patches(frames, centres, tracks, n, defects=None, padded=False):
     """Patches (P, F, n, n) float32 and cut shifts (P, F, 2) float64.
 
     frames: sequence or iterable of F gain-corrected (ny, nx) frames (read one at a time);
     centres (P, 2): refined centres (x, y) px; tracks (P, F, 2): displacements at which to cut;
     defects (ny, nx) bool or None: pixels replaced by the mean of the frame's good pixels, which
-    also fills the parts of a patch outside the micrograph.
+    also fills the parts of a patch outside the micrograph. ``padded``: the patches are the
+    ``[..., :n]`` view of a (P, F, n, 2 (n//2 + 1)) buffer, which
+    :func:`.observation.patch_spectra` can overwrite with their rfft2 half-planes.
     """
     centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
     tracks = np.asarray(tracks, dtype=np.float64)
@@ -44,20 +46,29 @@ def extract_patches(frames, centres, tracks, n, defects=None):
     if tracks.shape != (len(centres), F, 2):
         raise ValueError("tracks %s do not match %d centres" % (tracks.shape, len(centres)))
     q = cut_positions(centres, tracks)
-    patches = np.empty((P, F, n, n), dtype=np.float32)
+    width = 2 * (n // 2 + 1) if padded else n
+    patches = np.empty((P, F, n, width), dtype=np.float32)[..., :n]
+    bad_idx = None
+    if defects is not None:
+        defects = np.asarray(defects, dtype=bool)
+        bad_idx = np.flatnonzero(defects)
+        n_good = defects.size - bad_idx.size
     nf = 0
     for f, frame in enumerate(frames):
         if f >= F:
             raise ValueError("more frames than the %d of the tracks" % F)
         frame = np.asarray(frame, dtype=np.float32)
-        if defects is not None:
-            good = ~np.asarray(defects, dtype=bool)
-            fill = float(frame[good].mean()) if good.any() else 0.0
-            frame = np.where(good, frame, np.float32(fill))
+        if bad_idx is not None:
+            # mean of the good pixels (float64 sums), written into the defects of each patch
+            fill = (float(frame.sum(dtype=np.float64)) - float(
+                frame.ravel()[bad_idx].sum(dtype=np.float64))) / n_good if n_good else 0.0
         else:
-            fill = float(frame.mean())
+            fill = float(frame.mean(dtype=np.float64))
         for p in range(P):
-            patches[p, f] = _cut(frame, q[p, f, 0], q[p, f, 1], n, fill)
+            x, y = q[p, f, 0], q[p, f, 1]
+            patches[p, f] = _cut(frame, x, y, n, fill)
+            if bad_idx is not None and bad_idx.size:
+                patches[p, f][_cut(defects, x, y, n, False)] = fill
         nf += 1
     if nf != F:
         raise ValueError("%d frames for tracks of %d frames" % (nf, F))
