@@ -93,3 +93,20 @@ def test_fcc_sums_with_opposite_half():
     assert fcc.shape == (BASE.n_frames, BASE.box // 2 + 1)
     low = fcc[:, 2:8].mean(axis=1)
     assert np.all(low > 0.02) and low[0] > low[-1]            # signal, fading with dose
+
+
+@pytest.mark.parametrize("n", [24, 25])
+def test_fcc_half_plane_matches_full_plane_accumulator(n):
+    """fcc_sums works on rfft half-planes; it must equal FccAccumulator's full fft2 sums."""
+    from polishplugin.core.dose.fcc import FccAccumulator
+    from polishplugin.core.motion.micrograph import fcc_sums
+    rng = np.random.default_rng(n)
+    P, F = 3, 4
+    patches = rng.normal(size=(P, F, n, n))
+    preds = np.fft.fft2(rng.normal(size=(P, n, n)))
+    shifts = rng.uniform(-3, 3, size=(P, F, 2))
+    half = fcc_sums(patches, preds, shifts)
+    full = FccAccumulator(F, n)
+    full.add(np.fft.fft2(patches), preds, shifts)
+    for a, b in ((half.num, full.num), (half.wobs, full.wobs), (half.wpred, full.wpred)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * np.abs(b).max())
