@@ -2,8 +2,9 @@
 (2019) section 2.3, eq. 20-22; no Scipion needed.
 
     python -m polishplugin.programs.bfactors --polish Polish --particles run_data.star \\
-        --mics MotionCorr/job002/corrected_micrographs.star --postprocess PostProcess/postprocess.star \\
-        --out Shiny [--bfac-minres 20 --bfac-maxres -1 --box N --scale N --float16]
+        --mics MotionCorr/job002/corrected_micrographs.star \\
+        --postprocess PostProcess/postprocess.star --out Shiny \\
+        [--bfac-minres 20 --bfac-maxres -1 --box N --scale N --float16]
     mpirun -np 4 python -m polishplugin.programs.bfactors ...   # micrographs split over ranks
 
 Steps:
@@ -67,7 +68,8 @@ def build_parser():
     g = p.add_argument_group("inputs")
     g.add_argument("--polish", required=True, help="output folder of the polishing program")
     g.add_argument("--particles", required=True, help="particles STAR given to the polishing")
-    g.add_argument("--mics", required=True, help="corrected_micrographs.star given to the polishing")
+    g.add_argument("--mics", required=True,
+                   help="corrected_micrographs.star given to the polishing")
     g.add_argument("--postprocess", help="postprocess STAR naming the half maps and mask")
     g.add_argument("--half1")
     g.add_argument("--half2")
@@ -138,7 +140,8 @@ def micrograph_defects(mic, first, last, disabled):
     if len(mic.hot_pixels):
         known = np.zeros(mic.shape, dtype=bool)
         hp = np.rint(mic.hot_pixels).astype(int)
-        ok = (hp[:, 0] >= 0) & (hp[:, 1] >= 0) & (hp[:, 0] < mic.shape[1]) & (hp[:, 1] < mic.shape[0])
+        ok = (hp[:, 0] >= 0) & (hp[:, 1] >= 0) & (hp[:, 0] < mic.shape[1]) & \
+            (hp[:, 1] < mic.shape[0])
         known[hp[ok, 1], hp[ok, 0]] = True
     return detect_defects(raw_sum, last - first, gain, known=known)
 

@@ -1,0 +1,165 @@
+"""The B-factor / recombination program on RELION files, and the eq. 21 fit recovering the
+simulator's per-frame B-factors from the FCC of particles at their true tracks."""
+import json
+import os
+import shutil
+
+import mrcfile
+import numpy as np
+import pytest
+
+from polishplugin.core.ctf import CtfParams
+from polishplugin.core.dose.bfactors import fit_bfactors, normalise_gauge, to_relion
+from polishplugin.core.dose.fcc import FccAccumulator
+from polishplugin.core.fourier import ring_index
+from polishplugin.core.motion.patches import extract_patches
+from polishplugin.core.predict import make_projectors, predict_particles
+from polishplugin.core.simulate.dataset import SimulationConfig, simulate_dataset
+from polishplugin.io.mrc import read_mrc
+from polishplugin.io.polish_inputs import load_polish_inputs
+from polishplugin.io.star import read_particles_star, read_star
+from polishplugin.programs import bfactors, polish, simulate
+
+BOX = 48
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bf")
+    sim = d / "sim"
+    simulate.main(["--out", str(sim), "--micrographs", "3", "--mic-size", "320", "--frames", "6",
+                   "--particles", "4", "--box", str(BOX), "--pixel-size", "1.5", "--snr", "0.3",
+                   "--no-figures", "--seed", "3"])
+    inputs = _inputs(sim)
+    assert polish.main(inputs + ["--out", str(d / "pol"), "--no-figures"]) == 0
+    assert bfactors.main(inputs + ["--polish", str(d / "pol"), "--out", str(d / "bf")]) == 0
+    return d
+
+
+def _inputs(sim):
+    return ["--particles", str(sim / "particles.star"),
+            "--mics", str(sim / "MotionCorr" / "corrected_micrographs.star"),
+            "--postprocess", str(sim / "postprocess.star"), "--root", str(sim)]
+
+
+def _stacks(out):
+    return sorted((out / "Shiny").rglob("*_shiny.mrcs"))
+
+
+def test_outputs_relion_numbers_weights_and_star(job):
+    out = job / "bf"
+    info = json.loads((out / "bfactors.json").read_text())
+    star = read_star(out / "bfactors.star")["perframe_bfactors"]
+    b_rel, c_rel = to_relion(info["bfactors_A2"], info["scales"], info["box"])
+    np.testing.assert_allclose(star["rlnBfactorUsedForSharpening"], b_rel, rtol=1e-9)
+    np.testing.assert_allclose(star["rlnFittedInterceptGuinierPlot"], c_rel, atol=1e-12)
+    assert list(star["rlnMovieFrameNumber"]) == list(range(6)) and max(info["bfactors_A2"]) == 0
+    w, _ = read_mrc(out / "weights.mrc")
+    np.testing.assert_allclose(w.sum(axis=0), 1.0, atol=1e-5)
+    assert (out / "logfile.pdf").exists() and (out / "figures" / "fcc_fit.png").exists()
+    # particles: the input rows with their alignment and CTF, images in the shiny stacks
+    _, orig = read_particles_star(job / "sim" / "particles.star")
+    optics, parts = read_particles_star(out / "particles.star")
+    assert len(parts) == 12 and int(optics["rlnImageSize"][0]) == BOX
+    for lb in ("rlnAngleRot", "rlnAnglePsi", "rlnOriginXAngst", "rlnOriginYAngst", "rlnDefocusU"):
+        np.testing.assert_array_equal(parts[lb], orig[lb])
+    assert all("_shiny.mrcs" in str(n) for n in parts["rlnImageName"])
+    assert len(_stacks(out)) == 3
+    imgs = mrcfile.open(_stacks(out)[0]).data
+    y, x = np.mgrid[:BOX, :BOX] - BOX // 2
+    bg = imgs[:, np.hypot(y, x) > 0.375 * BOX]
+    np.testing.assert_allclose(bg.mean(axis=1), 0.0, atol=1e-4)
+    np.testing.assert_allclose(bg.std(axis=1), 1.0, atol=1e-4)
+
+
+def test_recombination_geometry_matches_the_extraction(job):
+    """Global tracks and uniform weights reproduce the simulator's independently extracted,
+    globally aligned particles (same centre, same contrast)."""
+    sim = job / "sim"
+    inp = load_polish_inputs(*[str(sim / p) for p in ("particles.star", "MotionCorr/"
+                               "corrected_micrographs.star", "postprocess.star")], root=str(sim))
+    mic = inp.micrographs[0]
+    origins = np.stack([np.asarray(inp.particles[k])[mic.index] for k in
+                        ("rlnOriginXAngst", "rlnOriginYAngst")], axis=1) / 1.5
+    uniform = np.full((6, 64, 64), 1.0 / 6)
+    shiny = bfactors.shiny_micrograph(mic, mic.initial_tracks, uniform, 0, -1, BOX, BOX, origins,
+                                      None)
+    ref = read_mrc(sim / "Extract" / "sim_0000.mrcs")[0]
+    for a, b in zip(shiny, ref):
+        cc = np.fft.ifft2(np.fft.fft2(a) * np.conj(np.fft.fft2(b))).real
+        assert np.unravel_index(cc.argmax(), cc.shape) == (0, 0)
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9
+
+
+def test_resume_and_reuse_of_bfactors_star(job, tmp_path):
+    out = tmp_path / "bf"
+    shutil.copytree(job / "bf", out)
+    stacks = _stacks(out)
+    before = {p: p.stat().st_mtime_ns for p in stacks}
+    first = mrcfile.open(stacks[1]).data.copy()
+    os.remove(stacks[1])
+    args = _inputs(job / "sim") + ["--polish", str(job / "pol"), "--out", str(out),
+                                   "--bfactors", str(job / "bf" / "bfactors.star"), "--no-figures"]
+    assert bfactors.main(args) == 0
+    assert stacks[0].stat().st_mtime_ns == before[stacks[0]]
+    # RELION's numbers read back give the same weights, hence the same shiny particles
+    np.testing.assert_allclose(mrcfile.open(stacks[1]).data, first, atol=1e-4)
+
+
+def test_fcc_recomputed_from_tracks_when_missing(job, tmp_path):
+    pol = tmp_path / "pol"
+    shutil.copytree(job / "pol", pol)
+    stem = "MotionCorr/Movies/sim_0001"
+    for k in ("cc", "w0", "w1"):
+        os.remove(pol / "fcc" / ("%s_FCC_%s.mrc" % (stem, k)))
+    out = tmp_path / "bf"
+    assert bfactors.main(_inputs(job / "sim") + ["--polish", str(pol), "--out", str(out),
+                                                 "--only-bfactors", "--no-figures"]) == 0
+    for k in ("cc", "w0", "w1"):
+        new, _ = read_mrc(out / "fcc" / ("%s_FCC_%s.mrc" % (stem, k)))
+        old, _ = read_mrc(job / "pol" / "fcc" / ("%s_FCC_%s.mrc" % (stem, k)))
+        # same tracks, same maps; only the integer cut windows may differ from the polishing's
+        assert np.abs(new - old)[:, 1:].sum() < 0.1 * np.abs(old)[:, 1:].sum(), k
+    assert not _stacks(out)
+
+
+def test_bad_arguments_are_refused(job, tmp_path):
+    args = _inputs(job / "sim") + ["--polish", str(job / "pol"), "--out", str(tmp_path / "x")]
+    with pytest.raises(SystemExit, match="finer"):
+        bfactors.main(args + ["--bfac-maxres", "30"])
+    with pytest.raises(SystemExit, match="even"):
+        bfactors.main(args + ["--box", "47"])
+    with pytest.raises(SystemExit, match="not found"):
+        bfactors.main(_inputs(job / "sim") + ["--polish", str(tmp_path / "no"), "--out", "x"])
+
+
+def test_fit_recovers_simulated_bfactors_at_true_tracks():
+    """Simulator with explicit per-frame B_f, C_f (no motion blur, no detector defects); FCC of
+    eq. 20 of the particles cut at their TRUE tracks against the opposite half map, in
+    expectation over the Poisson noise (noiseless frames; the noise power n^2 * dose_px per
+    Fourier pixel added to sum |X|^2). The eq. 21 fit must give the relative B_f within 5 A^2
+    and C_f within 0.1."""
+    b_true = np.array([-30.0, -5.0, 0.0, -15.0, -40.0, -80.0])
+    c_true = np.array([-0.2, 0.0, 0.05, 0.0, -0.1, -0.25])
+    cfg = SimulationConfig(seed=1, n_micrographs=1, micrograph_shape=(384, 384), n_frames=6,
+                           particles_per_micrograph=16, box=BOX, pixel_size=1.5, sigma_vel=0.01,
+                           drift_A=0.0, sigma_acc=-1.0, bfactors=list(b_true),
+                           bfactor_scales=list(c_true), hot_pixels=0, dead_columns=0, gain=False,
+                           half_map_resolution=3.5)
+    ds = simulate_dataset(cfg)
+    mic = ds.micrograph(0, keep_expected=True)
+    tracks = mic.positions - mic.centres[:, None]
+    ctfs = [CtfParams(u, v, a, cfg.voltage, cfg.cs, cfg.amplitude_contrast)
+            for u, v, a in zip(mic.defocus_u, mic.defocus_v, mic.defocus_angle)]
+    opp = predict_particles(make_projectors(ds.half1, ds.half2, ds.mask), mic.angles,
+                            mic.half_set, ctfs, BOX, 1.5, opposite=True)
+    sign = -1.0 if cfg.dark_particles else 1.0
+    patches, cut = extract_patches(list(mic.expected - cfg.dose_px), mic.centres, tracks, BOX)
+    acc = FccAccumulator(6, BOX)
+    acc.add(np.fft.fft2(patches.astype(np.float64)), sign * opp, tracks - cut)
+    pixels = np.bincount(ring_index(BOX).ravel(), minlength=BOX)[:acc.nrings]
+    acc.wobs += len(mic.centres) * BOX * BOX * cfg.dose_px * pixels[None]
+    fit = fit_bfactors(acc.fcc(), BOX, 1.5, high_res=4.0, low_res=20.0)
+    b_ref, c_ref = normalise_gauge(b_true, c_true)
+    np.testing.assert_allclose(fit.bfactors, b_ref, atol=5.0)
+    np.testing.assert_allclose(fit.scales, c_ref, atol=0.1)
