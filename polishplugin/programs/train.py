@@ -2,7 +2,8 @@
 maximising the thick-cylinder correlation (TCC, eq. 19) with Nelder-Mead; no Scipion needed.
 
     python -m polishplugin.programs.train --particles run_data.star \\
-        --mics MotionCorr/job002/corrected_micrographs.star --postprocess PostProcess/postprocess.star \\
+        --mics MotionCorr/job002/corrected_micrographs.star \\
+        --postprocess PostProcess/postprocess.star \\
         --out Train --min-particles 4000 --align-frac 0.5 --restarts 3 [--no-fit-acc]
 
 Each restart chooses its own random subset of micrographs (seed --seed + restart, RELION's
@@ -15,7 +16,8 @@ Outputs (under --out):
   opt_params_all_groups.txt  "s_vel s_div s_acc" (RELION style; s_acc -1 = off): the GEOMETRIC
                              MEAN of the per-restart optima (their TCCs are measured on different
                              subsets and cannot pick a best one); train.json also has the best
-  trace.star                 every evaluation: restart, index, kind (simplex | flatness), sigmas, TCC
+  trace.star                 every evaluation: restart, index, kind (simplex | flatness),
+                             sigmas, TCC, seconds
   train.json                 per-restart optima, spread (max/min), flatness (relative TCC drop at
                              x0.5 .. x2 of each sigma), subsets, memory held and time
   logfile.pdf                TCC over the evaluations, optimiser path, TCC slices, optima

@@ -2,3 +2,5 @@
 from .protocol_base import ProtPolishBase  # noqa: F401
 from .protocol_simulate import ProtPolishSimulate  # noqa: F401
 from .protocol_polish import ProtPolishBayesian  # noqa: F401
+from .protocol_bfactors import ProtPolishBFactors  # noqa: F401
+from .protocol_train import ProtPolishTrain  # noqa: F401

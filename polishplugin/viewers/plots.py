@@ -141,3 +141,148 @@ def save_pdf_log(figures, path):
             pdf.savefig(fig)
             plt.close(fig)
     return path
+
+
+def _frames_by_frequency(ax, image, box, pixel_size, title, cmap="viridis", vmin=None, vmax=None,
+                         rings=None):
+    """Image (frames x rings) with spatial frequency (1/A) on x; the fitted rings marked."""
+    nrings = image.shape[1]
+    extent = (-0.5 / (box * pixel_size), (nrings - 0.5) / (box * pixel_size),
+              image.shape[0] - 0.5, -0.5)
+    im = ax.imshow(image, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, extent=extent,
+                   interpolation="nearest")
+    if rings is not None:
+        for k in rings:
+            ax.axvline((k - 0.5) / (box * pixel_size), color="w", ls=":", lw=1)
+    ax.set_xlabel("spatial frequency (1/A)")
+    ax.set_ylabel("frame")
+    ax.set_title(title, fontsize=10)
+    return im
+
+
+def fcc_fit_figure(fcc, model, box, pixel_size, rings=None, title="FCC and its fit (eq. 21)"):
+    """Zivanov 2019 Fig. 2 a-b: FCC(f, kappa) data, the fitted model D exp(C + B s^2 / 4) and
+    their difference (frames x spatial frequency); ``rings`` (k0, k1) marks the fitted range."""
+    fcc, model = np.asarray(fcc), np.asarray(model)
+    top = float(np.percentile(fcc[:, 1:], 99.5)) if fcc.shape[1] > 1 else float(fcc.max())
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for ax, img, name in ((axes[0], fcc, "FCC data"), (axes[1], model, "model")):
+        im = _frames_by_frequency(ax, img, box, pixel_size, name, vmin=0, vmax=top, rings=rings)
+    fig.colorbar(im, ax=axes[:2].tolist(), shrink=0.8)
+    res = fcc - model
+    lim = float(np.abs(res[:, 1:]).max()) or 1.0
+    im = _frames_by_frequency(axes[2], res, box, pixel_size, "data - model", cmap="RdBu_r",
+                              vmin=-lim, vmax=lim, rings=rings)
+    fig.colorbar(im, ax=axes[2], shrink=0.8)
+    fig.suptitle(title)
+    return fig
+
+
+def bfactor_curves_figure(bfactors, scales, title="Per-frame B-factors and scales"):
+    """Zivanov 2019 Fig. 2 c: B_f (A^2, amplitude convention, max 0) and C_f against frame."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    frames = np.arange(len(bfactors))
+    axes[0].plot(frames, bfactors, "o-")
+    axes[0].set_ylabel("B_f (A^2)")
+    axes[1].plot(frames, scales, "o-", color="C1")
+    axes[1].set_ylabel("C_f = ln scale")
+    for ax in axes:
+        ax.set_xlabel("frame")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def frame_weights_figure(weights, box, pixel_size, title="Frame weights (eq. 22)"):
+    """Zivanov 2019 Fig. 2 d: weight w_f(s) of every frame (frames x spatial frequency); the
+    weights sum to 1 over frames at every frequency."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    im = _frames_by_frequency(ax, np.asarray(weights), box, pixel_size, title, cmap="magma",
+                              vmin=0)
+    fig.colorbar(im, ax=ax, label="weight")
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------ motion-parameter training
+TRAIN_SIGMA_LABELS = ("sigma_vel (A/dose)", "sigma_div (A)", "sigma_acc (A/dose)")
+
+
+def tcc_trace_figure(restarts, title="TCC of every evaluation (eq. 19)"):
+    """restarts: list of (label, tcc (N,), is_flatness (N,) bool); TCC against evaluation."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, tcc, flat in restarts:
+        tcc, flat = np.asarray(tcc), np.asarray(flat, dtype=bool)
+        idx = np.arange(len(tcc))
+        line, = ax.plot(idx[~flat], tcc[~flat], ".-", lw=1, label=label)
+        if flat.any():
+            ax.plot(idx[flat], tcc[flat], "x", color=line.get_color())
+    ax.set_xlabel("evaluation (x: flatness probes around the optimum)")
+    ax.set_ylabel("TCC")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def optimiser_path_figure(restarts, n_fit=3, title="Nelder-Mead path (log sigmas)"):
+    """restarts: list of (label, sigmas (N, 3), optimum (3,)); 2-D projections of the path."""
+    pairs = [(0, 1), (0, 2), (1, 2)] if n_fit == 3 else [(0, 1)]
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 4), squeeze=False)
+    for ax, (i, j) in zip(axes[0], pairs):
+        for label, s, opt in restarts:
+            s = np.asarray(s)
+            line, = ax.plot(s[:, i], s[:, j], ".-", lw=0.8, alpha=0.7, label=label)
+            ax.plot(s[0, i], s[0, j], "o", mfc="none", color=line.get_color())
+            ax.plot(opt[i], opt[j], "*", ms=12, color=line.get_color())
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(TRAIN_SIGMA_LABELS[i])
+        ax.set_ylabel(TRAIN_SIGMA_LABELS[j])
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(title + " (o start, * optimum)")
+    fig.tight_layout()
+    return fig
+
+
+def tcc_slices_figure(slices, factors, title="TCC around the optimum"):
+    """slices: list of (label, {sigma name: relative drops over factors}); relative TCC change
+    (TCC - TCC_opt) / |TCC_opt| when one sigma is scaled by each factor."""
+    names = list(slices[0][1]) if slices else []
+    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(4 * max(len(names), 1), 3.6),
+                             squeeze=False)
+    f = np.concatenate([[1.0], np.asarray(factors, dtype=np.float64)])
+    order = np.argsort(f)
+    for ax, name in zip(axes[0], names):
+        for label, drops in slices:
+            y = np.concatenate([[0.0], -np.asarray(drops[name], dtype=np.float64)])
+            ax.plot(f[order], y[order], "o-", label=label)
+        ax.set_xscale("log", base=2)
+        ax.axhline(0, color="gray", lw=0.8, ls=":")
+        ax.set_xlabel("%s / optimum" % name)
+        ax.set_ylabel("relative TCC change")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def restart_optima_figure(optima, geo_mean, spread, n_fit=3, title="Optimum of each restart"):
+    """optima (R, 3): per-restart sigmas; geometric mean and max/min spread per sigma."""
+    optima = np.asarray(optima, dtype=np.float64)
+    fig, axes = plt.subplots(1, n_fit, figsize=(3.4 * n_fit, 3.6), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        ax.plot(np.arange(len(optima)), optima[:, i], "o")
+        if geo_mean[i] and geo_mean[i] > 0:
+            ax.axhline(geo_mean[i], color="k", ls="--", lw=1, label="geometric mean")
+        ax.set_yscale("log")
+        ax.set_xlabel("restart")
+        ax.set_ylabel(TRAIN_SIGMA_LABELS[i])
+        sp = spread[i]
+        ax.set_title("max/min %s" % ("-" if sp is None or not np.isfinite(sp) else "%.2f" % sp),
+                     fontsize=9)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

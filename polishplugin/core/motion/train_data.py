@@ -1,0 +1,188 @@
+"""In-memory training data of one micrograph for motion-parameter training (§2.2 of Zivanov 2019).
+
+From one pass over a movie, keep what every evaluation of a triplet needs (no re-reading):
+
+* the CC maps (eq. 15-16) of each particle and frame against its OWN half map, restricted to the
+  *alignment circle* |k| < T_align: the whitened, damaged prediction is zeroed outside the circle
+  (:func:`.tcc.alignment_circle_mask`) before the CC, so the CC maps carry no information from the
+  evaluation ring; they are scaled by the contrast sign and amplitude of :mod:`.micrograph`
+  (both estimated on the alignment circle too) and stored as float32 (P, F, W, W);
+* the *evaluation ring* of the observed frames and of the predictions from the OPPOSITE half map
+  (:class:`.tcc.EvalRingData`, complex64, one pixel per Friedel pair), both whitened with the
+  micrograph's noise spectrum as the CC maps are, with the damage filters as per-frame weights
+  of eq. 19 (as RELION's MotionParamEstimator).
+
+:meth:`TrainingMicrograph.align` refits the tracks for a triplet with :func:`.fit.fit_tracks` on the
+stored CC maps and returns them relative to the patches (what :func:`.tcc.tcc_sums` expects);
+:func:`make_align` turns a list of micrographs into the ``align(m, triplet)`` of
+:func:`.training.make_tcc_objective`.
+"""
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..fourier import ring_index
+from .fit import MotionFitError, fit_tracks
+from .micrograph import _amplitude, _auto_cc, _check_patches, _resolve_sign
+from .observation import compute_cc_maps, estimate_noise_power
+from .patches import extract_patches
+from .tcc import EvalRingData, alignment_circle_mask
+from .units import MotionParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingMicrograph:
+    """Training data of one micrograph.
+
+    cc_maps (P, F, W, W) float32: alignment-circle CC maps, already times sign * amplitude;
+    centres (P, 2) px; initial_tracks, cut_shifts (P, F, 2) px (as in :func:`.fit.fit_tracks`);
+    eval_data: evaluation ring vs the opposite half map; dose_per_frame (e/A^2) and pixel_size
+    (A/px) convert a triplet in paper units to pixels (:class:`.units.MotionParams`).
+    """
+    cc_maps: np.ndarray
+    centres: np.ndarray
+    initial_tracks: np.ndarray
+    cut_shifts: np.ndarray
+    eval_data: EvalRingData
+    dose_per_frame: float
+    pixel_size: float
+    sign: int = 1
+    amplitude: float = 1.0
+    name: str = ""
+
+    @property
+    def n_particles(self):
+        return self.cc_maps.shape[0]
+
+    @property
+    def nbytes(self):
+        """Bytes held: evaluation ring + CC maps + the small per-particle arrays."""
+        return int(self.eval_data.nbytes + self.cc_maps.nbytes + self.centres.nbytes
+                   + self.initial_tracks.nbytes + self.cut_shifts.nbytes)
+
+    def align(self, triplet, backend=None, mode="gp"):
+        """Tracks (P, F, 2) relative to the patches (fit - cut) after fitting the stored CC maps
+        with ``triplet`` = (sigma_vel, sigma_div, sigma_acc) in paper units (eq. 17-18). A fit that
+        fails (MotionFitError, e.g. diverging at an extreme triplet) keeps the initial tracks."""
+        sig_px = MotionParams(*triplet).to_pixels(self.dose_per_frame, self.pixel_size)
+        try:
+            tracks = fit_tracks(self.cc_maps, self.centres, sig_px, self.initial_tracks,
+                                self.cut_shifts, mode=mode, backend=backend).tracks
+        except MotionFitError as exc:
+            log.warning("%s: fit failed at %s (%s); initial tracks kept", self.name, triplet, exc)
+            tracks = self.initial_tracks
+        return tracks - self.cut_shifts
+
+
+def make_align(micrographs, backend=None):
+    """align(m, triplet) over a list of :class:`TrainingMicrograph` (for make_tcc_objective)."""
+    def align(m, triplet):
+        return micrographs[m].align(triplet, backend=backend)
+    return align
+
+
+def _whitening_full(n, noise_power):
+    """1/sqrt(S(ring)) on the full fft2 grid; 0 at DC, beyond Nyquist and where S <= 0."""
+    rings = ring_index(n)
+    s = np.zeros(rings.max() + 1)
+    s[:len(noise_power)] = np.asarray(noise_power, dtype=np.float64)[:len(s)]
+    filt = np.zeros_like(s)
+    ok = s > 0
+    filt[ok] = 1.0 / np.sqrt(s[ok])
+    filt[0] = 0.0
+    filt[n // 2 + 1:] = 0.0
+    return filt[rings]
+
+
+def eval_ring_from_patches(patches, opposite_predictions, noise_power, damage, t_eval, k_max,
+                           sign=1):
+    """:class:`EvalRingData` of patches (P, F, n, n) real vs sign * opposite predictions (P, n, n),
+    both whitened by noise_power, damage (F, n, n) or None as per-frame weights; built one particle
+    at a time (no (P, F, n, n) complex array)."""
+    P, F, n = patches.shape[:3]
+    white = _whitening_full(n, noise_power)
+    parts = []
+    for p in range(P):
+        obs = np.fft.fft2(patches[p].astype(np.float64)) * white
+        pred = sign * np.asarray(opposite_predictions[p]) * white
+        parts.append(EvalRingData.from_fourier(obs[None], pred[None], t_eval, k_max, damage))
+    first = parts[0]
+    return EvalRingData(obs=np.concatenate([d.obs for d in parts]),
+                        pred=np.concatenate([d.pred for d in parts]),
+                        ky=first.ky, kx=first.kx, weights=first.weights, box=n)
+
+
+def build_training_micrograph(frames, centres, predictions, opposite_predictions, damage,
+                              initial_tracks, t_align, t_eval, k_max, dose_per_frame, pixel_size,
+                              window=8, invert="auto", cc_scale="likelihood", defects=None,
+                              noise_power=None, name=""):
+    """Read the F frames once and keep a :class:`TrainingMicrograph`.
+
+    frames: iterable of gain-corrected (ny, nx) frames; centres (P, 2) px; predictions and
+    opposite_predictions (P, n, n) fft2 of the own / opposite half map (core.predict);
+    damage (F, n, n) or None; initial_tracks (P, F, 2) px (e.g. the MotionCorr global track);
+    t_align, t_eval, k_max: px of the n-box (:func:`.tcc.split_threshold`); window: CC radius px;
+    invert, cc_scale, defects, noise_power as in :func:`.micrograph.align_micrograph`.
+    Raises MotionFitError for non-finite frames or when no signal is found.
+    """
+    centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+    predictions = np.asarray(predictions)
+    P = len(centres)
+    if P == 0:
+        raise MotionFitError("no particles in this micrograph")
+    n = predictions.shape[-1]
+    if predictions.shape != (P, n, n) or np.shape(opposite_predictions) != (P, n, n):
+        raise ValueError("predictions %s / %s do not match %d particles of box %d"
+                         % (predictions.shape, np.shape(opposite_predictions), P, n))
+    init = np.asarray(initial_tracks, dtype=np.float64)
+    if init.ndim != 3 or init.shape[0] != P or init.shape[2] != 2:
+        raise ValueError("initial tracks %s do not match %d particles" % (init.shape, P))
+    if not np.all(np.isfinite(init)):
+        raise MotionFitError("initial tracks contain NaN or infinite values")
+    patches, cut = extract_patches(frames, centres, init, n, defects)
+    _check_patches(patches)
+    noise = estimate_noise_power(patches) if noise_power is None else np.asarray(noise_power)
+    circle = predictions * alignment_circle_mask(n, t_align)
+    cc, _ = compute_cc_maps(patches, circle, damage, window, noise_power=noise, cc_scale=cc_scale)
+    sign = _resolve_sign(invert, cc, min(3, window))
+    amp = _amplitude(sign * cc, _auto_cc(circle, damage, noise, cc_scale), min(3, window))
+    if not np.isfinite(amp) or amp <= 0:
+        raise MotionFitError("no particle signal on the alignment circle (amplitude %g)" % amp)
+    cc *= np.float32(sign * amp)
+    ring = eval_ring_from_patches(patches, opposite_predictions, noise, damage, t_eval, k_max,
+                                  sign)
+    return TrainingMicrograph(cc_maps=cc, centres=centres, initial_tracks=init, cut_shifts=cut,
+                              eval_data=ring, dose_per_frame=float(dose_per_frame),
+                              pixel_size=float(pixel_size), sign=sign, amplitude=amp, name=name)
+
+
+def simulated_training_micrograph(dataset, mic, t_align, t_eval, k_max, window=8, n=None,
+                                  invert="auto"):
+    """:class:`TrainingMicrograph` of a simulated micrograph
+    (:class:`~polishplugin.core.simulate.dataset.SimulatedMicrograph`; tests, benchmarks), set up as :func:`.micrograph.polish_simulated_micrograph` with its
+    defaults: frames raw * gain, defects detected from the movie, the simulation's earlier global
+    track as initial tracks, predictions at the true angles and CTFs, exposure-filter damage."""
+    from ..ctf import CtfParams
+    from ..defects import detect_defects
+    from ..predict import make_projectors, predict_particles
+    from .patches import damage_filters
+
+    c = dataset.config
+    F, px = mic.positions.shape[1], c.pixel_size
+    n = c.box if n is None else n
+    gain = mic.gain
+    frames = (mic.frames[f] * gain if gain is not None else mic.frames[f] for f in range(F))
+    defects = detect_defects(mic.frames.sum(axis=0, dtype=np.float64), F, gain)
+    projectors = make_projectors(dataset.half1, dataset.half2, dataset.mask, c.projector_pad)
+    ctfs = [CtfParams(u, v, a, c.voltage, c.cs, c.amplitude_contrast)
+            for u, v, a in zip(mic.defocus_u, mic.defocus_v, mic.defocus_angle)]
+    own = predict_particles(projectors, mic.angles, mic.half_set, ctfs, n, px)
+    opp = predict_particles(projectors, mic.angles, mic.half_set, ctfs, n, px, opposite=True)
+    damage = damage_filters(n, px, F, c.dose_per_frame, c.pre_exposure, c.voltage)
+    init = np.repeat(mic.global_track[None], len(mic.centres), axis=0)
+    return build_training_micrograph(frames, mic.centres, own, opp, damage, init, t_align, t_eval,
+                                     k_max, c.dose_per_frame, px, window=window, invert=invert,
+                                     defects=defects, name=mic.name)

@@ -1,0 +1,179 @@
+"""Scipion protocol: train the motion-prior parameters (sigma_vel, sigma_div, sigma_acc) by
+maximising the TCC of eq. 19 (Zivanov 2019 §2.2) over random subsets of micrographs.
+
+Runs ``polishplugin.programs.train`` through runJob and registers the trained sigmas as Float
+outputs (sigmaVel, sigmaDiv, sigmaAcc), their max/min spread over restarts (sigmaSpread, a CsvList
+"vel,div,acc") and the RELION-style params file (optParamsFile) that ProtPolishBayesian reads.
+"""
+import json
+import os
+
+import pyworkflow.protocol.params as params
+from pyworkflow.constants import BETA
+from pyworkflow.object import CsvList, Float, String
+
+from .protocol_base import ProtPolishBase
+
+
+class ProtPolishTrain(ProtPolishBase):
+    """Find the sigmas of the motion prior that make the particle tracks agree best with the
+    opposite half map at frequencies not used to align (Zivanov et al. 2019, §2.2): align a
+    random subset of micrographs on the low frequencies with a trial triplet, score the high
+    frequencies (TCC), and let Nelder-Mead choose the next triplet. Several restarts on
+    different subsets show how well determined the sigmas are."""
+    _label = "train motion parameters"
+    _devStatus = BETA
+    _possibleOutputs = {"sigmaVel": Float, "sigmaDiv": Float, "sigmaAcc": Float,
+                        "sigmaSpread": CsvList, "optParamsFile": String}
+
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        self._defineInputParams(form)
+        form.addSection(label="Training")
+        form.addParam("minParticles", params.IntParam, default=4000, validators=[params.GE(2)],
+                      label="Particles per subset",
+                      help="Random micrographs are taken until this many particles (RELION "
+                           "--min_p). More particles: steadier sigmas, more memory and time.")
+        form.addParam("restarts", params.IntParam, default=3, validators=[params.GE(1)],
+                      label="Restarts",
+                      help="Independent trainings, each on its own random subset; the geometric "
+                           "mean of their optima is written, their spread is reported.")
+        form.addParam("alignFrac", params.FloatParam, default=0.5,
+                      validators=[params.Range(0.05, 0.95)], label="Alignment fraction",
+                      help="Area fraction of the frequency disc used to align; the rest "
+                           "(evaluation ring) scores the alignment (RELION --align_frac).")
+        form.addParam("fitAcc", params.BooleanParam, default=True, label="Fit sigma_acc?",
+                      help="No: sigma_vel and sigma_div only, acceleration term off.")
+        form.addParam("evalMaxRes", params.FloatParam, default=0.0,
+                      expertLevel=params.LEVEL_ADVANCED, label="Evaluation limit (A)",
+                      help="Outer edge of the evaluation ring; 0 = the half maps' FSC 0.143 "
+                           "resolution.")
+        form.addParam("memoryBudget", params.FloatParam, default=0.0,
+                      expertLevel=params.LEVEL_ADVANCED, label="Memory budget (GB)",
+                      help="Per subset; 0 = no limit.")
+        form.addParam("maxEvals", params.IntParam, default=100, validators=[params.GE(5)],
+                      expertLevel=params.LEVEL_ADVANCED, label="Evaluations per restart (max)",
+                      help="Cap on the TCC evaluations of one Nelder-Mead run.")
+        form.addParam("seed", params.IntParam, default=23, expertLevel=params.LEVEL_ADVANCED,
+                      label="Random seed")
+        form.addLine("Frames")
+        form.addParam("firstFrame", params.IntParam, default=1, label="first")
+        form.addParam("lastFrame", params.IntParam, default=-1, label="last (-1: all)")
+        form.addParallelSection(threads=1, mpi=0)
+
+    def _defineInputParams(self, form):
+        form.addParam("inputMovies", params.PointerParam, pointerClass="SetOfMovies",
+                      important=True, label="Movies",
+                      help="Movies with their global alignment (its shifts start the tracks).")
+        form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
+                      pointerCondition="hasAlignmentProj", important=True, label="Particles",
+                      help="Particles with 3D alignment, CTF, coordinates and half-sets.")
+        form.addParam("inputVolume", params.PointerParam, pointerClass="Volume", important=True,
+                      label="Reference with half maps")
+        form.addParam("inputMask", params.PointerParam, pointerClass="VolumeMask",
+                      allowsNull=True, label="Mask (optional)")
+
+    # ----------------------------------------------------------------- steps
+    def _insertAllSteps(self):
+        ids = [self.inputMovies.get().getObjId(), self.inputParticles.get().getObjId(),
+               self.inputVolume.get().getObjId()]
+        self._insertFunctionStep(self.convertInputStep, *ids, needsGPU=False)
+        self._insertFunctionStep(self.trainStep, self._programArgs(), needsGPU=False)
+        self._insertFunctionStep(self.createOutputStep, needsGPU=False)
+
+    def _inputDir(self, *p):
+        return self._getExtraPath("input", *p)
+
+    def convertInputStep(self, movId, partId, volId):
+        from ..io import convert
+        os.makedirs(self._inputDir("metadata"), exist_ok=True)
+        convert.write_set_of_movies(self.inputMovies.get(),
+                                    self._inputDir("corrected_micrographs.star"),
+                                    self._inputDir("metadata"))
+        convert.write_set_of_particles(self.inputParticles.get(), self._inputDir("particles.star"))
+
+    def _halfMaps(self):
+        vol = self.inputVolume.get()
+        halves = [h for h in ((vol.getHalfMaps() if vol is not None else "") or "").split(",")
+                  if h]
+        return halves if len(halves) == 2 else (None, None)
+
+    def _trainDir(self, *p):
+        return self._getExtraPath("train", *p)
+
+    def _programArgs(self):
+        half1, half2 = self._halfMaps()
+        args = ["--particles %s" % os.path.abspath(self._inputDir("particles.star")),
+                "--mics %s" % os.path.abspath(self._inputDir("corrected_micrographs.star")),
+                "--half1 %s --half2 %s" % (os.path.abspath(half1), os.path.abspath(half2)),
+                "--out %s" % os.path.abspath(self._trainDir()),
+                "--first-frame %d --last-frame %d" % (self.firstFrame.get(), self.lastFrame.get()),
+                "--min-particles %d --restarts %d --align-frac %g --seed %d --max-evals %d"
+                % (self.minParticles.get(), self.restarts.get(), self.alignFrac.get(),
+                   self.seed.get(), self.maxEvals.get()),
+                "--eval-max-res %g --memory-budget %g" % (self.evalMaxRes.get(),
+                                                          self.memoryBudget.get()),
+                "--fit-acc" if self.fitAcc.get() else "--no-fit-acc",
+                "--threads %d" % self.numberOfThreads.get()]
+        if self.inputMask.get() is not None:
+            args.append("--mask %s" % os.path.abspath(self.inputMask.get().getFileName()))
+        return " ".join(args)
+
+    def trainStep(self, args):
+        self.runProgram("train", args, numberOfThreads=self.numberOfThreads.get())
+
+    def createOutputStep(self):
+        with open(self._trainDir("train.json")) as fh:
+            report = json.load(fh)
+        vel, div, acc = report["sigmas"]
+        spread = CsvList(pType=float)
+        spread.set([float("nan") if v is None else v for v in report["spread"]])
+        self._defineOutputs(sigmaVel=Float(vel), sigmaDiv=Float(div), sigmaAcc=Float(acc),
+                            sigmaSpread=spread,
+                            optParamsFile=String(os.path.abspath(self.getOptParamsFile())))
+
+    def getOptParamsFile(self):
+        """The RELION-style 'sigma_vel sigma_div sigma_acc' file written by the training."""
+        return self._trainDir("opt_params_all_groups.txt")
+
+    # ----------------------------------------------------------------- info
+    def _validate(self):
+        errors = []
+        movies, parts, vol = (self.inputMovies.get(), self.inputParticles.get(),
+                              self.inputVolume.get())
+        if movies is None or parts is None or vol is None:
+            return ["Movies, particles and a reference volume are needed."]
+        if None in self._halfMaps():
+            errors.append("The reference volume has no half maps: training aligns each particle "
+                          "against its own half map and scores it against the other one.")
+        if parts.getAlignment() != "Projection":
+            errors.append("The particles have no 3D alignment (projection angles).")
+        if not parts.hasCTF():
+            errors.append("The particles have no CTF.")
+        if not (movies.getAcquisition().getDosePerFrame() or 0) > 0:
+            errors.append("The movies' acquisition has no dose per frame.")
+        dims = movies.getDim()
+        nframes = dims[2] if dims else None
+        last = self.lastFrame.get() if self.lastFrame.get() != -1 else nframes
+        if nframes is not None and (last - self.firstFrame.get() + 1 < 3 or last > nframes):
+            errors.append("Frames %d-%s of %d-frame movies: at least 3 frames are needed."
+                          % (self.firstFrame.get(), last, nframes))
+        if parts.getSize() < self.minParticles.get():
+            errors.append("Only %d particles, fewer than the %d asked per subset."
+                          % (parts.getSize(), self.minParticles.get()))
+        return errors
+
+    def _summary(self):
+        if not self.hasAttribute("sigmaVel"):
+            return ["Outputs not ready yet."]
+        spread = self.sigmaSpread.get().split(",") if self.sigmaSpread.get() else []
+        return ["Trained sigmas (geometric mean of %d restarts): vel %.4g A/dose, div %.5g A, "
+                "acc %.4g A/dose" % (self.restarts.get(), self.sigmaVel.get(),
+                                     self.sigmaDiv.get(), self.sigmaAcc.get()),
+                "Spread over restarts (max/min): %s" % " / ".join(spread),
+                "Params file: %s" % self.optParamsFile.get()]
+
+    def _methods(self):
+        return ["The motion-prior parameters were trained by maximising the thick-cylinder "
+                "correlation [Zivanov2019] with Nelder-Mead over %d random subsets of %d "
+                "particles." % (self.restarts.get(), self.minParticles.get())]

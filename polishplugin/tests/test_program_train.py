@@ -1,0 +1,77 @@
+"""The training program end to end on a tiny simulation: parseable RELION-style opt_params, a
+trace with every evaluation, per-restart subsets chosen as RELION does, bad input refused."""
+import json
+
+import numpy as np
+import pytest
+
+from polishplugin.core.motion.training import choose_subset, parse_opt_params
+from polishplugin.io.star import read_star
+from polishplugin.programs import simulate, train
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim")
+    simulate.main(["--out", str(out), "--micrographs", "4", "--mic-size", "320", "--frames", "8",
+                   "--particles", "6", "--box", "48", "--pixel-size", "1.5", "--snr", "0.5",
+                   "--no-figures", "--seed", "3"])
+    return out
+
+
+def _args(sim, out, *extra):
+    return ["--particles", str(sim / "particles.star"),
+            "--mics", str(sim / "MotionCorr" / "corrected_micrographs.star"),
+            "--postprocess", str(sim / "postprocess.star"), "--root", str(sim),
+            "--out", str(out), "--min-particles", "10", "--restarts", "2", "--max-evals", "10",
+            "--eval-max-res", "7"] + list(extra)
+
+
+def test_train_writes_params_trace_and_report(sim, tmp_path):
+    out = tmp_path / "train"
+    assert train.main(_args(sim, out)) == 0
+    s_vel, s_div, s_acc = parse_opt_params((out / train.OPT_PARAMS).read_text())
+    report = json.loads((out / "train.json").read_text())
+    # the file holds the geometric mean of the per-restart optima
+    optima = np.array([r["sigmas"] for r in report["restarts"]])
+    np.testing.assert_allclose([s_vel, s_div, s_acc], np.exp(np.log(optima).mean(axis=0)),
+                               rtol=1e-5)
+    np.testing.assert_allclose(report["spread"], optima.max(0) / optima.min(0), rtol=1e-9)
+    # subsets as RELION chooses them, one seed per restart
+    counts = {"MotionCorr/Movies/sim_%04d.mrc" % i: 6 for i in range(4)}
+    names = {n.split("/")[-1]: n for r in report["restarts"] for n in r["micrographs"]}
+    for r, seed in zip(report["restarts"], (23, 24)):
+        assert r["seed"] == seed and r["particles"] >= 10
+        want = choose_subset({names.get(k.split("/")[-1], k): v for k, v in counts.items()}, 10,
+                             rng=seed)
+        assert r["micrographs"] == want
+        assert set(r["flatness"]) == {"sigma_vel", "sigma_div", "sigma_acc"}
+    trace = read_star(out / "trace.star")["evaluations"]
+    assert len(trace) == report["n_evaluations"]
+    kinds = np.asarray(trace["rlnPolishTrainKind"]).astype(str)
+    restart = np.asarray(trace["rlnPolishTrainRestart"])
+    for r, info in enumerate(report["restarts"]):
+        assert np.sum((restart == r) & (kinds == "simplex")) == info["n_evals"]
+        assert np.sum((restart == r) & (kinds == "flatness")) == 12
+        best = np.max(np.asarray(trace["rlnPolishTrainTcc"])[(restart == r) & (kinds == "simplex")])
+        assert best == pytest.approx(info["tcc"])
+    assert report["memory"]["peak_held_bytes"] > 0
+    assert (out / "logfile.pdf").stat().st_size > 1000
+
+
+def test_no_fit_acc_writes_disabled_acceleration(sim, tmp_path):
+    out = tmp_path / "train2"
+    assert train.main(_args(sim, out, "--no-fit-acc", "--restarts", "1", "--no-figures")) == 0
+    s_vel, s_div, s_acc = parse_opt_params((out / train.OPT_PARAMS).read_text())
+    assert s_vel > 0 and s_div > 0 and s_acc == -1.0
+    report = json.loads((out / "train.json").read_text())
+    assert set(report["restarts"][0]["flatness"]) == {"sigma_vel", "sigma_div"}
+
+
+def test_bad_arguments_are_refused_before_work(sim, tmp_path):
+    with pytest.raises(SystemExit, match="min-particles"):
+        train.main(_args(sim, tmp_path / "x", "--min-particles", "1"))
+    with pytest.raises(SystemExit, match="postprocess"):
+        train.main(["--particles", str(sim / "particles.star"), "--mics", "m.star",
+                    "--out", str(tmp_path / "y")])
+    assert not (tmp_path / "x").exists()

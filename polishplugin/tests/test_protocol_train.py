@@ -1,0 +1,68 @@
+"""Headless Scipion test of ProtPolishTrain on a small simulated set: the simulate protocol feeding
+the training protocol; the sigma outputs checked against the params file and the run's report,
+the viewer's figures rendered headless."""
+import json
+import os
+
+import numpy as np
+from pyworkflow.tests import BaseTest, setupTestProject
+
+from polishplugin.core.motion.training import parse_opt_params
+from polishplugin.protocols import ProtPolishSimulate, ProtPolishTrain
+
+SIM = dict(numberOfMicrographs=3, micrographSize=320, numberOfFrames=8,
+           particlesPerMicrograph=6, boxSize=48, pixelSize=1.5, snr=0.5, seed=7)
+
+
+class TestProtPolishTrain(BaseTest):
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        cls.sim = cls.newProtocol(ProtPolishSimulate, **SIM)
+        cls.launchProtocol(cls.sim)
+
+    def _train(self, **kwargs):
+        kw = dict(minParticles=10, restarts=2, evalMaxRes=7.0, maxEvals=20)
+        kw.update(kwargs)
+        prot = self.newProtocol(ProtPolishTrain, **kw)
+        for name, out in (("inputMovies", "outputMovies"), ("inputParticles", "outputParticles"),
+                          ("inputVolume", "outputVolume"), ("inputMask", "outputMask")):
+            getattr(prot, name).set(self.sim)
+            getattr(prot, name).setExtended(out)
+        return prot
+
+    def test_train_outputs_and_viewer(self):
+        prot = self._train()
+        self.launchProtocol(prot)
+        sigmas = (prot.sigmaVel.get(), prot.sigmaDiv.get(), prot.sigmaAcc.get())
+        self.assertTrue(all(np.isfinite(sigmas)) and min(sigmas) > 0, sigmas)
+        path = prot.optParamsFile.get()
+        self.assertEqual(os.path.abspath(path), os.path.abspath(prot.getOptParamsFile()))
+        with open(path) as fh:
+            np.testing.assert_allclose(parse_opt_params(fh.read()), sigmas, rtol=1e-5)
+        with open(prot._getExtraPath("train", "train.json")) as fh:
+            report = json.load(fh)
+        self.assertEqual(len(report["restarts"]), 2)
+        spread = [float(v) for v in prot.sigmaSpread.get().split(",")]
+        np.testing.assert_allclose(spread, report["spread"], rtol=1e-6)
+        self.assertTrue(all(v >= 1.0 for v in spread))
+        self.assertIn("Trained sigmas", "\n".join(prot.summary()))
+
+        import matplotlib.image
+        from polishplugin.viewers import ProtPolishTrainViewer
+        viewer = ProtPolishTrainViewer(project=self.proj, protocol=prot)
+        viewer.setProtocol(prot)
+        for key in ("showTcc", "showPath", "showSlices", "showOptima"):
+            (view,) = viewer._getVisualizeDict()[key]()
+            png = os.path.join(self.proj.getTmpPath(), key + ".png")
+            view.savefig(png)
+            view.close()
+            img = matplotlib.image.imread(png)
+            self.assertGreater(float(img[..., :3].std()), 0.02, key)
+
+    def test_validate_rejects_missing_half_maps_and_too_few_particles(self):
+        prot = self._train(minParticles=1000)
+        prot.inputVolume.setExtended("outputTruthVolume")  # a volume without half maps
+        errors = "\n".join(prot.validate())
+        self.assertIn("no half maps", errors)
+        self.assertIn("fewer than the 1000", errors)
