@@ -34,3 +34,56 @@ def simulated_dataset_outputs(protocol, sim_dir):
     truth = volume_with_halves(protocol, os.path.join(sim_dir, "truth", "volume.mrc"), px)
     return {"outputMovies": movies, "outputParticles": particles, "outputVolume": volume,
             "outputMask": mask, "outputTruthVolume": truth}
+
+
+def polished_rows(polish_dir, done_path):
+    """{row of the polishing job's particles table: (index within its micrograph, path)} for the
+    micrographs whose ``done_path(micrograph)`` exists (tracks STAR, shiny stack, ...)."""
+    import json
+    rows = {}
+    for root, _, files in os.walk(os.path.join(polish_dir, "diag")):
+        for f in files:
+            if not f.endswith(".json"):
+                continue
+            with open(os.path.join(root, f)) as fh:
+                diag = json.load(fh)
+            path = done_path(diag["micrograph"])
+            if os.path.exists(path):
+                for i, row in enumerate(diag["rows"]):
+                    rows[row] = (i, path)
+    return rows
+
+
+def shiny_particles(protocol, inp, polish_dir, shiny_dir, box=-1, size=-1):
+    """SetOfParticles of the shiny stacks written by programs/bfactors.py into ``shiny_dir``: the
+    input particles ``inp`` with new image locations, the same alignment and CTF (shifts scaled
+    when the box is rescaled) and their tracks (``_polishTracks``, ``_polishTrackIndex``)."""
+    from pyworkflow.object import Integer, String
+    from ..programs.bfactors import shiny_path
+    from ..programs.polish import output_paths
+    box_in = inp.getXDim() or inp.getFirstItem().getDim()[0]
+    box = box_in if box == -1 else box
+    size = box if size == -1 else size
+    factor = size / float(box)
+    ids = [p.getObjId() for p in inp.iterItems(orderBy="id")]
+    stacks = polished_rows(polish_dir, lambda m: shiny_path(shiny_dir, m))
+    tracks = polished_rows(polish_dir, lambda m: output_paths(polish_dir, m)["tracks"])
+    out = protocol._createSetOfParticles()
+    out.copyInfo(inp)
+    out.setSamplingRate(inp.getSamplingRate() / factor)
+    by_id = {ids[row]: row for row in stacks}
+    for item in inp.iterItems(orderBy="id"):
+        row = by_id.get(item.getObjId())
+        if row is None:
+            continue
+        p = item.clone()
+        index, stack = stacks[row]
+        p.setLocation((index + 1, stack))
+        p.setSamplingRate(out.getSamplingRate())
+        if factor != 1.0 and p.hasTransform():
+            p.getTransform().scaleShifts(factor)  # pixels of the rescaled box
+        p._polishTracks = String(tracks[row][1])       # RELION _tracks.star of its micrograph
+        p._polishTrackIndex = Integer(tracks[row][0])  # its data_<index> block there
+        out.append(p)
+    out.setDim((size, size, 1))
+    return out

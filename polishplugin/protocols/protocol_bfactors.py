@@ -81,44 +81,11 @@ class ProtPolishBFactors(ProtPolishBase):
     def bfactorsStep(self, args):
         self.runProgram("bfactors", args, numberOfMpi=self.numberOfMpi.get())
 
-    def _shinyLocations(self):
-        """{row of the polishing run's particles table: (1-based index, shiny stack)}."""
-        from ..programs.bfactors import shiny_path
-        locs = {}
-        for root, _, files in os.walk(self._polishDir("diag")):
-            for f in files:
-                if not f.endswith(".json"):
-                    continue
-                with open(os.path.join(root, f)) as fh:
-                    diag = json.load(fh)
-                stack = shiny_path(self._outDir(), diag["micrograph"])
-                if os.path.exists(stack):
-                    for i, row in enumerate(diag["rows"]):
-                        locs[row] = (i + 1, stack)
-        return locs
-
     def createOutputStep(self):
+        from .outputs import shiny_particles
         pol = self.inputPolish.get()
-        inp = pol.inputParticles.get()
-        box_in = inp.getXDim() or inp.getFirstItem().getDim()[0]
-        box = box_in if self.boxSize.get() == -1 else self.boxSize.get()
-        size = box if self.rescaledSize.get() == -1 else self.rescaledSize.get()
-        factor = size / float(box)
-        ids = [p.getObjId() for p in inp.iterItems(orderBy="id")]
-        locs = {ids[row]: loc for row, loc in self._shinyLocations().items()}
-        out = self._createSetOfParticles()
-        out.copyInfo(inp)
-        out.setSamplingRate(inp.getSamplingRate() / factor)
-        for item in inp.iterItems(orderBy="id"):
-            if item.getObjId() not in locs:
-                continue
-            p = item.clone()
-            p.setLocation(locs[item.getObjId()])
-            p.setSamplingRate(out.getSamplingRate())
-            if factor != 1.0 and p.hasTransform():
-                p.getTransform().scaleShifts(factor)  # pixels of the rescaled box
-            out.append(p)
-        out.setDim((size, size, 1))
+        out = shiny_particles(self, pol.inputParticles.get(), self._polishDir(), self._outDir(),
+                              self.boxSize.get(), self.rescaledSize.get())
         self._defineOutputs(outputParticles=out)
         self._defineTransformRelation(pol.inputParticles, out)
 

@@ -3,7 +3,6 @@
 Converts the inputs to RELION files, runs ``polishplugin.programs.polish`` through runJob (so
 Scipion's threads, MPI and queue settings apply) and registers the particles with their tracks.
 """
-import json
 import os
 
 import pyworkflow.protocol.params as params
@@ -40,6 +39,9 @@ class ProtPolishBayesian(ProtPolishBase):
         form.addParam("inputMask", params.PointerParam, pointerClass="VolumeMask",
                       allowsNull=True, label="Mask (optional)")
         form.addSection(label="Motion")
+        form.addParam("inputTraining", params.PointerParam, pointerClass="ProtPolishTrain",
+                      allowsNull=True, label="Trained sigmas (optional)",
+                      help="A 'train motion parameters' run: its sigmas replace the ones below.")
         form.addParam("sigmaVel", params.FloatParam, default=DEFAULT_SIGMA_VEL,
                       label="sigma_vel (A/dose)", help="Expected velocity (eq. 2), A per e/A^2.")
         form.addParam("sigmaDiv", params.FloatParam, default=DEFAULT_SIGMA_DIV,
@@ -63,6 +65,13 @@ class ProtPolishBayesian(ProtPolishBase):
                       expertLevel=params.LEVEL_ADVANCED, label="Detect hot/dead pixels?",
                       help="Find hot and dead pixels from the movies themselves and keep them "
                            "out of the fit.")
+        form.addSection(label="Shiny particles")
+        form.addParam("doShiny", params.BooleanParam, default=True,
+                      label="Write shiny particles?",
+                      help="Fit per-frame B-factors to the FCC of the polished particles and sum "
+                           "their frames along the tracks with those weights (eq. 20-22); the "
+                           "output particles are then the shiny ones. The 'B-factor weighting' "
+                           "protocol can redo this later with other settings.")
         form.addParallelSection(threads=1, mpi=1)
 
     # ----------------------------------------------------------------- steps
@@ -71,6 +80,8 @@ class ProtPolishBayesian(ProtPolishBase):
                self.inputVolume.get().getObjId()]
         self._insertFunctionStep(self.convertInputStep, *ids, needsGPU=False)
         self._insertFunctionStep(self.polishStep, self._programArgs(), needsGPU=False)
+        if self.doShiny.get():
+            self._insertFunctionStep(self.shinyStep, self._shinyArgs(), needsGPU=False)
         self._insertFunctionStep(self.createOutputStep, needsGPU=False)
 
     def _inputDir(self, *p):
@@ -94,7 +105,10 @@ class ProtPolishBayesian(ProtPolishBase):
                 "--window %d" % self.window.get(), "--threads %d" % self.numberOfThreads.get()]
         if self.inputMask.get() is not None:
             args.append("--mask %s" % os.path.abspath(self.inputMask.get().getFileName()))
-        if self.paramsFile.get():
+        train = self.inputTraining.get()
+        if train is not None:
+            args.append("--params-file %s" % os.path.abspath(train.getOptParamsFile()))
+        elif self.paramsFile.get():
             args.append("--params-file %s" % os.path.abspath(self.paramsFile.get()))
         else:
             args.append("--sigma-vel %g --sigma-div %g --sigma-acc %g"
@@ -108,33 +122,43 @@ class ProtPolishBayesian(ProtPolishBase):
     def polishStep(self, args):
         self.runProgram("polish", args, numberOfMpi=self.numberOfMpi.get())
 
+    def _shinyArgs(self):
+        half1, half2 = self._halfMaps()
+        args = ["--polish %s" % os.path.abspath(self._getExtraPath("polish")),
+                "--particles %s" % os.path.abspath(self._inputDir("particles.star")),
+                "--mics %s" % os.path.abspath(self._inputDir("corrected_micrographs.star")),
+                "--half1 %s --half2 %s" % (os.path.abspath(half1), os.path.abspath(half2)),
+                "--out %s" % os.path.abspath(self._getExtraPath("shiny")),
+                "--threads %d" % self.numberOfThreads.get()]
+        if self.inputMask.get() is not None:
+            args.append("--mask %s" % os.path.abspath(self.inputMask.get().getFileName()))
+        if not self.detectDefects.get():
+            args.append("--no-defects")
+        return " ".join(args)
+
+    def shinyStep(self, args):
+        self.runProgram("bfactors", args, numberOfMpi=self.numberOfMpi.get())
+
     def createOutputStep(self):
         from ..programs.polish import output_paths
-        out_dir = self._getExtraPath("polish")
-        tracks_of_row = {}
-        for root, _, files in os.walk(os.path.join(out_dir, "diag")):
-            for f in files:
-                if not f.endswith(".json"):
-                    continue
-                with open(os.path.join(root, f)) as fh:
-                    diag = json.load(fh)
-                tracks = output_paths(out_dir, diag["micrograph"])["tracks"]
-                if os.path.exists(tracks):
-                    for i, row in enumerate(diag["rows"]):
-                        tracks_of_row[row] = (tracks, i)
+        from .outputs import polished_rows, shiny_particles
         inp = self.inputParticles.get()
-        ids = [p.getObjId() for p in inp.iterItems(orderBy="id")]
-        keep = {ids[row]: v for row, v in tracks_of_row.items()}
-        out = self._createSetOfParticles()
-        out.copyInfo(inp)
-
-        for item in inp.iterItems(orderBy="id"):
-            if item.getObjId() in keep:
-                p = item.clone()
-                path, index = keep[item.getObjId()]
-                p._polishTracks = String(path)        # RELION _tracks.star of its micrograph
-                p._polishTrackIndex = Integer(index)  # its data_<index> block there
-                out.append(p)
+        polish_dir = self._getExtraPath("polish")
+        if self.doShiny.get():
+            out = shiny_particles(self, inp, polish_dir, self._getExtraPath("shiny"))
+        else:
+            rows = polished_rows(polish_dir, lambda m: output_paths(polish_dir, m)["tracks"])
+            ids = [p.getObjId() for p in inp.iterItems(orderBy="id")]
+            keep = {ids[row]: v for row, v in rows.items()}
+            out = self._createSetOfParticles()
+            out.copyInfo(inp)
+            for item in inp.iterItems(orderBy="id"):
+                if item.getObjId() in keep:
+                    p = item.clone()
+                    index, path = keep[item.getObjId()]
+                    p._polishTracks = String(path)        # RELION _tracks.star of its micrograph
+                    p._polishTrackIndex = Integer(index)  # its data_<index> block there
+                    out.append(p)
         self._defineOutputs(outputParticles=out)
         self._defineTransformRelation(self.inputParticles, out)
 
@@ -175,6 +199,9 @@ class ProtPolishBayesian(ProtPolishBase):
                           % (self.firstFrame.get(), last, nframes))
         if not (movies.getAcquisition().getDosePerFrame() or 0) > 0:
             errors.append("The movies' acquisition has no dose per frame.")
+        train = self.inputTraining.get()
+        if train is not None and not train.isFinished():
+            errors.append("The training run has not finished: its sigmas are not known yet.")
         if self.paramsFile.get() and not os.path.exists(self.paramsFile.get()):
             errors.append("Sigmas file not found: %s" % self.paramsFile.get())
         return errors
@@ -190,6 +217,10 @@ class ProtPolishBayesian(ProtPolishBase):
         return lines
 
     def _sigmaText(self):
+        train = self.inputTraining.get()
+        if train is not None and train.hasAttribute("sigmaVel"):
+            return "trained: vel %g, div %g, acc %g" % (train.sigmaVel.get(), train.sigmaDiv.get(),
+                                                        train.sigmaAcc.get())
         if self.paramsFile.get():
             return "from %s" % self.paramsFile.get()
         return "vel %g, div %g, acc %g" % (self.sigmaVel.get(), self.sigmaDiv.get(),

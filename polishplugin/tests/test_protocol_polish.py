@@ -40,6 +40,14 @@ class TestProtPolishBayesian(BaseTest):
         out = prot.outputParticles
         self.assertSetSize(out, 20)
         self.assertEqual(out.getAlignment(), "Projection")
+        # shiny particles by default: new stacks of the input box, alignment and CTF kept
+        from polishplugin.io.mrc import read_mrc_header
+        first, inp_first = out.getFirstItem(), self.sim.outputParticles.getFirstItem()
+        self.assertIn("shiny", first.getFileName())
+        self.assertEqual(read_mrc_header(first.getFileName()).nx, 64)
+        self.assertTrue(np.allclose(first.getTransform().getMatrix(),
+                                    inp_first.getTransform().getMatrix()))
+        self.assertEqual(first.getCTF().getDefocusU(), inp_first.getCTF().getDefocusU())
         truth_dir = self.sim._getExtraPath("truth")
         err_map, err_zero = [], []
         for p in out:
@@ -72,8 +80,11 @@ class TestProtPolishBayesian(BaseTest):
     def test_viewer_headless(self):
         import matplotlib.image
         from polishplugin.viewers import ProtPolishBayesianViewer
-        prot = self._polish(numberOfMpi=1)
+        prot = self._polish(numberOfMpi=1, doShiny=False)
         self.launchProtocol(prot)
+        self.assertNotIn("shiny", prot.outputParticles.getFirstItem().getFileName())
+        self.assertTrue(prot.outputParticles.getFirstItem()._polishTracks.get().endswith(
+            "_tracks.star"))
         viewer = ProtPolishBayesianViewer(project=self.proj, protocol=prot)
         viewer.setProtocol(prot)
         viewer.micrograph.set(2)

@@ -60,6 +60,23 @@ class TestProtPolishTrain(BaseTest):
             img = matplotlib.image.imread(png)
             self.assertGreater(float(img[..., :3].std()), 0.02, key)
 
+        # the polishing protocol takes the trained sigmas directly
+        from polishplugin.protocols import ProtPolishBayesian
+        polish = self.newProtocol(ProtPolishBayesian, doShiny=False)
+        for name, out in (("inputMovies", "outputMovies"), ("inputParticles", "outputParticles"),
+                          ("inputVolume", "outputVolume"), ("inputMask", "outputMask")):
+            getattr(polish, name).set(self.sim)
+            getattr(polish, name).setExtended(out)
+        polish.inputTraining.set(prot)
+        self.assertIn("--params-file %s" % os.path.abspath(path), polish._programArgs())
+        self.launchProtocol(polish)
+        diag_dir = polish._getExtraPath("polish", "diag")
+        diag = next(os.path.join(r, f) for r, _, fs in os.walk(diag_dir) for f in fs
+                    if f.endswith(".json"))
+        with open(diag) as fh:
+            np.testing.assert_allclose(json.load(fh)["sigmas"], sigmas, rtol=1e-4)
+        self.assertIn("sigmas trained: vel", "\n".join(polish.getParsedMethods()))
+
     def test_validate_rejects_missing_half_maps_and_too_few_particles(self):
         prot = self._train(minParticles=1000)
         prot.inputVolume.setExtended("outputTruthVolume")  # a volume without half maps
