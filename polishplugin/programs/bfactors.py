@@ -299,7 +299,7 @@ def fit_or_read(args, inputs, work, out, comm):
     from ..core.dose.bfactors import fit_bfactors
     if args.bfactors:
         b, c = read_bfactors(args.bfactors, inputs.box)
-        return b, c, None
+        return b, c, False
     total, n_missing = gather_fcc(args, inputs, work, out, comm)
     fit = None
     if comm.rank == 0:
@@ -317,8 +317,24 @@ def fit_or_read(args, inputs, work, out, comm):
         log.info("B-factors fitted on %d micrographs (%d FCC recomputed) between %.1f and %.2f A:"
                  " B %s A^2", len(work), n_missing, args.bfac_minres, high,
                  np.array2string(fit.bfactors, precision=1))
-    b, c = comm.bcast(None if fit is None else (fit.bfactors, fit.scales), root=0)
-    return b, c, fit
+        from ..core.dose.bfactors import fcc_is_informative
+        n_particles = sum(len(m.centres) for m, _ in work)
+        fallback = not fcc_is_informative(total.fcc(), fit.rings, n_particles)
+        if fallback:
+            log.warning("the FCC holds too little signal between %.1f and %.2f A for %d particles "
+                        "(fewer than 3 rings at 5 sigma): the B-factor fit would follow noise, so "
+                        "the frames are weighted with the exposure filter (Grant & Grigorieff) "
+                        "instead; more particles or a lower --bfac-maxres help",
+                        args.bfac_minres, high, n_particles)
+            path = os.path.join(out, "bfactors.json")
+            with open(path) as fh:
+                info = json.load(fh)
+            info["weights"] = "exposure filter (FCC not informative)"
+            with atomic_text(path) as fh:
+                json.dump(info, fh, indent=1)
+    b, c, fallback = comm.bcast(None if fit is None else (fit.bfactors, fit.scales, fallback),
+                                root=0)
+    return b, c, fallback
 
 
 def run(args):
@@ -340,7 +356,7 @@ def run(args):
         log.info("%d of %d micrographs polished; %d rank(s)", len(work), len(inputs.micrographs),
                  comm.size)
     t0 = time.time()
-    b, c, _ = fit_or_read(args, inputs, work, out, comm)
+    b, c, fallback = fit_or_read(args, inputs, work, out, comm)
     if len(b) != work[0][1][0].shape[1]:
         raise InputError(args.bfactors or out, "%d B-factors for tracks of %d frames"
                          % (len(b), work[0][1][0].shape[1]))
@@ -353,6 +369,15 @@ def run(args):
     scale = box if args.scale == -1 else args.scale
     patch = box + 2 * max(8, box // 8)  # margin: the frequency weights spread the box edges
     weights = weight_maps(b, c, patch, px, dtype=np.float64)
+
+    def weights_of(mic, first, nframes):
+        if not fallback:
+            return weights
+        from ..core.damage import frame_doses
+        from ..core.dose.weights import exposure_weight_maps
+        doses = frame_doses(nframes, mic.dose_per_frame,
+                            mic.pre_exposure + first * mic.dose_per_frame)
+        return exposure_weight_maps(doses, patch, px, mic.voltage, dtype=np.float64)
     ox = np.asarray(inputs.particles.get("rlnOriginXAngst", np.zeros(len(inputs.particles))), float)
     oy = np.asarray(inputs.particles.get("rlnOriginYAngst", np.zeros(len(inputs.particles))), float)
     todo = [(m, r) for m, r in work if not os.path.exists(shiny_path(out, m.name))]
@@ -361,8 +386,8 @@ def run(args):
         first = diag["first_frame"] - 1
         defects = micrograph_defects(mic, first, first + tracks.shape[1], args.no_defects)
         origins = np.stack([ox[mic.index], oy[mic.index]], axis=1) / px
-        imgs = shiny_micrograph(mic, tracks, weights, first, diag["sign"], box, scale, origins,
-                                defects)
+        imgs = shiny_micrograph(mic, tracks, weights_of(mic, first, tracks.shape[1]), first,
+                                diag["sign"], box, scale, origins, defects)
         path = shiny_path(out, mic.name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         write_mrc(path, imgs.astype(np.float16 if args.float16 else np.float32),

@@ -52,7 +52,7 @@ def run(out, size="default", seed=2019):
     ensure_headless_scipion_env(os.path.join(out, "scipion_home"))
     # pyworkflow reads the environment at import: import it only now
     from pyworkflow.project import Manager
-    from polishplugin.protocols import ProtPolishBayesian, ProtPolishSimulate
+    from polishplugin.protocols import ProtPolishBayesian, ProtPolishSimulate, ProtPolishTrain
     from polishplugin.viewers import figures, plots
 
     name = "polishplugin_demo"
@@ -72,20 +72,30 @@ def run(out, size="default", seed=2019):
                               **SIZES[size])
     _launch(project, sim, "simulate dataset")
 
-    # until a training run is part of the demo, polish with the sigmas the movies were made with
+    links = (("inputMovies", "outputMovies"), ("inputParticles", "outputParticles"),
+             ("inputVolume", "outputVolume"), ("inputMask", "outputMask"))
+    train = project.newProtocol(ProtPolishTrain, objLabel="train motion parameters",
+                                minParticles=SIZES[size]["particlesPerMicrograph"] * 3,
+                                restarts=2, maxEvals=40, evalMaxRes=6.0)
     polish = project.newProtocol(ProtPolishBayesian, objLabel="bayesian polishing",
-                                 numberOfThreads=2, sigmaVel=sim.sigmaVel.get(),
-                                 sigmaDiv=sim.sigmaDiv.get(), sigmaAcc=sim.sigmaAcc.get())
-    for name, output in (("inputMovies", "outputMovies"), ("inputParticles", "outputParticles"),
-                         ("inputVolume", "outputVolume"), ("inputMask", "outputMask")):
-        getattr(polish, name).set(sim)
-        getattr(polish, name).setExtended(output)
+                                 numberOfThreads=2)
+    for prot in (train, polish):
+        for name, output in links:
+            getattr(prot, name).set(sim)
+            getattr(prot, name).setExtended(output)
+    _launch(project, train, "train motion parameters")
+    log.info("trained sigmas: vel %.3g, div %.4g, acc %.3g (the movies were made with %g, %g, %g)",
+             train.sigmaVel.get(), train.sigmaDiv.get(), train.sigmaAcc.get(),
+             sim.sigmaVel.get(), sim.sigmaDiv.get(), sim.sigmaAcc.get())
+    polish.inputTraining.set(train)
     _launch(project, polish, "bayesian polishing")
 
     fig_dir = os.path.join(out, "figures")
     sim_dir, pol_dir = sim._getExtraPath(), polish._getExtraPath("polish")
     written = figures.simulation_figures(sim_dir, fig_dir)
+    written += figures.train_figures(train._getExtraPath("train"), fig_dir)
     written += figures.polish_figures(pol_dir, fig_dir)
+    written += figures.bfactor_figures(polish._getExtraPath("shiny"), fig_dir)
     first = figures.polished_micrographs(pol_dir)[0]
     written += plots.save_figure(figures.polish_truth_figure(pol_dir, sim_dir, first),
                                  os.path.join(fig_dir, "polished_vs_truth"))

@@ -163,3 +163,23 @@ def test_fit_recovers_simulated_bfactors_at_true_tracks():
     b_ref, c_ref = normalise_gauge(b_true, c_true)
     np.testing.assert_allclose(fit.bfactors, b_ref, atol=5.0)
     np.testing.assert_allclose(fit.scales, c_ref, atol=0.1)
+
+
+def test_uninformative_fcc_falls_back_to_exposure_weights(job, tmp_path, caplog):
+    """12 particles at SNR 0.3 carry FCC signal; at SNR 0.002 they do not, and the program must
+    say so and weight the frames with the exposure filter instead of a fit to noise."""
+    info = json.loads((job / "bf" / "bfactors.json").read_text())
+    assert "weights" not in info
+    sim = tmp_path / "sim"
+    simulate.main(["--out", str(sim), "--micrographs", "2", "--mic-size", "320", "--frames", "6",
+                   "--particles", "4", "--box", str(BOX), "--pixel-size", "1.5", "--snr",
+                   "0.002", "--no-figures", "--seed", "4"])
+    inputs = _inputs(sim)
+    assert polish.main(inputs + ["--out", str(tmp_path / "pol"), "--no-figures"]) == 0
+    with caplog.at_level("WARNING"):
+        assert bfactors.main(inputs + ["--polish", str(tmp_path / "pol"), "--out",
+                                       str(tmp_path / "bf"), "--no-figures"]) == 0
+    assert "too little signal" in caplog.text
+    info = json.loads((tmp_path / "bf" / "bfactors.json").read_text())
+    assert info["weights"].startswith("exposure filter")
+    assert len(_stacks(tmp_path / "bf")) == 2

@@ -32,3 +32,13 @@ def weight_maps(bfactors, scales, box, pixel_size, dtype=np.float32):
     """Weights as 2D maps (F, box, box) on the unshifted fft2 grid of a ``box`` of ``pixel_size``
     A (exact |k| of each pixel, not its ring), for :func:`recombine.recombine_frames`."""
     return frame_weights(bfactors, scales, radius_grid(box, box, pixel_size)).astype(dtype)
+
+
+def exposure_weight_maps(doses, box, pixel_size, voltage=300.0, dtype=np.float32):
+    """Weights (F, box, box) from the Grant & Grigorieff exposure filter instead of fitted
+    B-factors: w_f(k) = q_f(k) / sum_f' q_f'(k), q_f = exp(-N_f / (2 Ne(k))) the amplitude left
+    after the accumulated exposure N_f (:mod:`polishplugin.core.damage`), the same
+    amplitude-proportional form as eq. 22. The fallback when the FCC holds too little signal."""
+    from ..damage import exposure_filter
+    q = exposure_filter(radius_grid(box, box, pixel_size), np.asarray(doses, float), voltage)
+    return (q / q.sum(axis=0, keepdims=True)).astype(dtype)
