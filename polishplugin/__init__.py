@@ -9,8 +9,6 @@ __version__ = "0.1.0"
 _logo = "polishplugin_logo.png"
 _references = ["Zivanov2019"]
 
-from .constants import BACKEND_VAR, OPENCL_DEVICE_VAR, DEFAULT_BACKEND, BACKENDS  # noqa: F401
-
 
 def __getattr__(name):
     """Load the Scipion ``Plugin`` class on first use only, so that programs and core work

@@ -57,6 +57,7 @@ from ..io.errors import InputError
 from ..io.star import StarTable, read_star, read_tracks_star, write_particles_star, write_star
 from .parallel import get_comm, my_share, set_threads
 from .polish import mic_stem, output_paths
+from .cli import run_program
 
 log = logging.getLogger("polishplugin.bfactors")
 
@@ -415,13 +416,7 @@ def _finish(args, out, comm, t0, shiny):
 
 
 def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    try:
-        return run(build_parser().parse_args(argv))
-    except InputError as exc:
-        log.error("bad input: %s", exc)
-        return 2
+    return run_program(build_parser, run, argv)
 
 
 if __name__ == "__main__":

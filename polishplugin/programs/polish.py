@@ -28,6 +28,7 @@ from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, read_tracks_star, write_particles_star, write_star, \
     write_tracks_star
 from .parallel import get_comm, my_share, set_threads
+from .cli import run_program
 
 log = logging.getLogger("polishplugin.polish")
 
@@ -300,13 +301,7 @@ def run(args):
 
 
 def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    try:
-        return run(build_parser().parse_args(argv))
-    except InputError as exc:
-        log.error("bad input: %s", exc)
-        return 2
+    return run_program(build_parser, run, argv)
 
 
 if __name__ == "__main__":

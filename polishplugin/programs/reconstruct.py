@@ -29,6 +29,7 @@ import numpy as np
 from ..io.atomic import atomic_text
 from ..io.errors import InputError
 from ..io.star import StarTable, optics_of, read_particles_star, write_star
+from .cli import run_program
 
 log = logging.getLogger("polishplugin.reconstruct")
 
@@ -208,14 +209,7 @@ def run(args):
 
 
 def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    try:
-        run(build_parser().parse_args(argv))
-        return 0
-    except InputError as exc:
-        log.error("bad input: %s", exc)
-        return 2
+    return run_program(build_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from ..io.motioncorr import write_corrected_micrographs, write_micrograph_metada
 from ..io.movies import write_gain, write_movie_mrc, write_movie_tiff
 from ..io.mrc import write_mrc
 from ..io.star import StarTable, write_particles_star, write_postprocess, write_tracks_star
+from .cli import run_program
 
 log = logging.getLogger("polishplugin.simulate")
 
@@ -198,7 +199,6 @@ def write_micrograph(out, ds, mic, tiff):
 
 
 def particle_rows(out, ds, mic, paths):
-    c = ds.config
     n = len(mic.coords)
     mic_name = os.path.relpath(paths["sum"], out)
     stack = os.path.relpath(paths["stack"], out)
@@ -317,10 +317,7 @@ def _reload_truth(paths, name, c):
 
 
 def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    run(build_parser().parse_args(argv))
-    return 0
+    return run_program(build_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from ..io.errors import InputError
 from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, write_star
 from .parallel import set_threads
+from .cli import run_program
 
 log = logging.getLogger("polishplugin.train")
 
@@ -328,13 +329,7 @@ def run(args):
 
 
 def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    try:
-        return run(build_parser().parse_args(argv))
-    except InputError as exc:
-        log.error("bad input: %s", exc)
-        return 2
+    return run_program(build_parser, run, argv)
 
 
 if __name__ == "__main__":

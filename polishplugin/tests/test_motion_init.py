@@ -1,6 +1,5 @@
 """Initial tracks: global track from CC maps, RELION MotionCorr polynomial model."""
 import numpy as np
-import pytest
 
 from polishplugin.core.motion.init import (NOT_OBSERVED, fill_not_observed, global_track_from_cc,
                                            initial_tracks_from_global,

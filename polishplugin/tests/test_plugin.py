@@ -1,6 +1,4 @@
 """Scipion discovers the plugin, its protocols and viewers, and its citations parse."""
-import os
-
 import pytest
 
 

@@ -1,6 +1,5 @@
 """Headless Scipion test of ProtPolishBayesian on a small simulated set: a real project, the
 simulate protocol feeding the polishing protocol, the tracks checked against the known truth."""
-import json
 import os
 
 import numpy as np
