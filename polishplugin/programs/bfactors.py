@@ -58,6 +58,7 @@ from ..io.star import StarTable, read_star, read_tracks_star, write_particles_st
 from .parallel import get_comm, my_share, set_threads
 from .polish import mic_stem, output_paths
 from .cli import run_program
+from .micrographs import micrograph_defects
 
 log = logging.getLogger("polishplugin.bfactors")
 
@@ -126,25 +127,6 @@ def polished(polish_dir, mic):
         raise InputError(paths["diag"], "its particles (rows of the particles table) differ from "
                          "those given here: give the particles STAR of the polishing run")
     return read_tracks_star(paths["tracks"]) / diag["pixel_size"], diag
-
-
-def micrograph_defects(mic, first, last, disabled):
-    """Hot/dead pixels found from the raw movie as the polishing does (None when disabled)."""
-    from ..core.defects import detect_defects
-    from ..io.movies import Movie, read_gain
-    gain = read_gain(mic.gain) if mic.gain else None
-    if disabled:
-        return None if gain is None else gain == 0
-    with Movie(mic.movie) as raw:
-        raw_sum = raw.sum(first, last)
-    known = None
-    if len(mic.hot_pixels):
-        known = np.zeros(mic.shape, dtype=bool)
-        hp = np.rint(mic.hot_pixels).astype(int)
-        ok = (hp[:, 0] >= 0) & (hp[:, 1] >= 0) & (hp[:, 0] < mic.shape[1]) & \
-            (hp[:, 1] < mic.shape[0])
-        known[hp[ok, 1], hp[ok, 0]] = True
-    return detect_defects(raw_sum, last - first, gain, known=known)
 
 
 def fcc_from_tracks(mic, inputs, tracks, sign, first, defects):

@@ -29,6 +29,7 @@ from ..io.star import StarTable, read_tracks_star, write_particles_star, write_s
     write_tracks_star
 from .parallel import get_comm, my_share, set_threads
 from .cli import run_program
+from .micrographs import micrograph_defects
 
 log = logging.getLogger("polishplugin.polish")
 
@@ -129,7 +130,6 @@ def check_args(args):
 # ------------------------------------------------------------------------ one micrograph
 def polish_one(mic, inputs, projectors, sigmas, args, out):
     """Align one micrograph and write its outputs; returns a diagnostics dict."""
-    from ..core.defects import detect_defects
     from ..core.motion.micrograph import align_micrograph
     from ..core.motion.patches import damage_filters
     from ..core.motion.units import MotionParams
@@ -145,21 +145,9 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
     px, n = inputs.pixel_size, inputs.box
     with Movie(mic.movie) as raw:  # raw counts: the Poisson test of the defect search needs them
         raw_sum = raw.sum(first, last)
+    defects = micrograph_defects(mic, first, last, args.no_defects, args.defect_mask, raw_sum)
+    gain = read_gain(mic.gain) if mic.gain else None
     with Movie(mic.movie, gain=mic.gain) as movie:
-        gain = read_gain(mic.gain) if mic.gain else None
-        defects = None
-        if not args.no_defects:
-            known = np.zeros(mic.shape, dtype=bool)
-            if args.defect_mask is not None:
-                known |= args.defect_mask
-            if len(mic.hot_pixels):
-                hp = np.rint(mic.hot_pixels).astype(int)
-                ok = (hp[:, 0] >= 0) & (hp[:, 1] >= 0) & (hp[:, 0] < mic.shape[1]) & \
-                     (hp[:, 1] < mic.shape[0])
-                known[hp[ok, 1], hp[ok, 0]] = True
-            defects = detect_defects(raw_sum, F, gain, known=known)
-        elif gain is not None:
-            defects = gain == 0
         preds = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px)
         opp = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px,
                                 opposite=True)

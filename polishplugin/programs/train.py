@@ -38,6 +38,7 @@ from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, write_star
 from .parallel import set_threads
 from .cli import run_program
+from .micrographs import micrograph_defects
 
 log = logging.getLogger("polishplugin.train")
 
@@ -134,30 +135,15 @@ def frame_range(args, nframes):
 
 def load_training_micrograph(mic, inputs, projectors, split, window, args):
     """Read one movie once and keep its :class:`TrainingMicrograph`."""
-    from ..core.defects import detect_defects
     from ..core.motion.patches import damage_filters
     from ..core.motion.train_data import build_training_micrograph
     from ..core.predict import predict_particles
-    from ..io.movies import Movie, read_gain
+    from ..io.movies import Movie
 
     t_align, t_eval, k_max = split
     first, last = frame_range(args, mic.nframes)
     F, px, n = last - first, inputs.pixel_size, inputs.box
-    defects = None
-    gain = read_gain(mic.gain) if mic.gain else None
-    if not args.no_defects:
-        with Movie(mic.movie) as raw:
-            raw_sum = raw.sum(first, last)
-        known = None
-        if len(mic.hot_pixels):
-            known = np.zeros(mic.shape, dtype=bool)
-            hp = np.rint(mic.hot_pixels).astype(int)
-            ok = (hp[:, 0] >= 0) & (hp[:, 1] >= 0) & (hp[:, 0] < mic.shape[1]) & \
-                (hp[:, 1] < mic.shape[0])
-            known[hp[ok, 1], hp[ok, 0]] = True
-        defects = detect_defects(raw_sum, F, gain, known=known)
-    elif gain is not None:
-        defects = gain == 0
+    defects = micrograph_defects(mic, first, last, args.no_defects)
     own = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px)
     opp = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px, opposite=True)
     damage = damage_filters(n, px, F, mic.dose_per_frame,
