@@ -10,10 +10,10 @@ from pyworkflow.constants import BETA
 from pyworkflow.object import Integer, String
 
 from ..constants import DEFAULT_SIGMA_ACC, DEFAULT_SIGMA_DIV, DEFAULT_SIGMA_VEL
-from .protocol_base import ProtPolishBase
+from .protocol_base import ProtPolishMovieBase
 
 
-class ProtPolishBayesian(ProtPolishBase):
+class ProtPolishBayesian(ProtPolishMovieBase):
     """Estimate each particle's trajectory through the movie frames (Zivanov et al. 2019):
     a Gaussian-process prior on the velocities (sigma_vel, sigma_div, sigma_acc) and the
     cross-correlation of every frame with a projection of the particle's own half map; the
@@ -24,20 +24,7 @@ class ProtPolishBayesian(ProtPolishBase):
 
     def _defineParams(self, form):
         form.addSection(label="Input")
-        form.addParam("inputMovies", params.PointerParam, pointerClass="SetOfMovies",
-                      important=True, label="Movies",
-                      help="Movies with their global alignment (the earlier motion correction): "
-                           "its shifts start the tracks. Gain and dose come from the set.")
-        form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
-                      pointerCondition="hasAlignmentProj", important=True, label="Particles",
-                      help="Particles with 3D alignment, CTF, coordinates and half-sets "
-                           "(_rlnRandomSubset), at the movies' pixel size.")
-        form.addParam("inputVolume", params.PointerParam, pointerClass="Volume", important=True,
-                      label="Reference with half maps",
-                      help="The refinement's map; its two half maps are used, each particle "
-                           "against the map of its own half-set.")
-        form.addParam("inputMask", params.PointerParam, pointerClass="VolumeMask",
-                      allowsNull=True, label="Mask (optional)")
+        self._defineInputParams(form)
         form.addSection(label="Motion")
         form.addParam("inputTraining", params.PointerParam, pointerClass="ProtPolishTrain",
                       allowsNull=True, label="Trained sigmas (optional)",
@@ -76,35 +63,17 @@ class ProtPolishBayesian(ProtPolishBase):
 
     # ----------------------------------------------------------------- steps
     def _insertAllSteps(self):
-        ids = [self.inputMovies.get().getObjId(), self.inputParticles.get().getObjId(),
-               self.inputVolume.get().getObjId()]
-        self._insertFunctionStep(self.convertInputStep, *ids, needsGPU=False)
+        self._insertConvertStep()
         self._insertFunctionStep(self.polishStep, self._programArgs(), needsGPU=False)
         if self.doShiny.get():
             self._insertFunctionStep(self.shinyStep, self._shinyArgs(), needsGPU=False)
         self._insertFunctionStep(self.createOutputStep, needsGPU=False)
 
-    def _inputDir(self, *p):
-        return self._getExtraPath("input", *p)
-
-    def convertInputStep(self, movId, partId, volId):
-        from ..io import convert
-        os.makedirs(self._inputDir("metadata"), exist_ok=True)
-        convert.write_set_of_movies(self.inputMovies.get(),
-                                    self._inputDir("corrected_micrographs.star"),
-                                    self._inputDir("metadata"))
-        convert.write_set_of_particles(self.inputParticles.get(), self._inputDir("particles.star"))
-
     def _programArgs(self):
-        half1, half2 = self._halfMaps()
-        args = ["--particles %s" % os.path.abspath(self._inputDir("particles.star")),
-                "--mics %s" % os.path.abspath(self._inputDir("corrected_micrographs.star")),
-                "--half1 %s --half2 %s" % (os.path.abspath(half1), os.path.abspath(half2)),
-                "--out %s" % os.path.abspath(self._getExtraPath("polish")),
-                "--first-frame %d --last-frame %d" % (self.firstFrame.get(), self.lastFrame.get()),
-                "--window %d" % self.window.get(), "--threads %d" % self.numberOfThreads.get()]
-        if self.inputMask.get() is not None:
-            args.append("--mask %s" % os.path.abspath(self.inputMask.get().getFileName()))
+        args = self._inputArgs() + [
+            "--out %s" % os.path.abspath(self._getExtraPath("polish")),
+            "--first-frame %d --last-frame %d" % (self.firstFrame.get(), self.lastFrame.get()),
+            "--window %d" % self.window.get(), "--threads %d" % self.numberOfThreads.get()]
         train = self.inputTraining.get()
         if train is not None:
             args.append("--params-file %s" % os.path.abspath(train.getOptParamsFile()))
@@ -123,15 +92,10 @@ class ProtPolishBayesian(ProtPolishBase):
         self.runProgram("polish", args, numberOfMpi=self.numberOfMpi.get())
 
     def _shinyArgs(self):
-        half1, half2 = self._halfMaps()
-        args = ["--polish %s" % os.path.abspath(self._getExtraPath("polish")),
-                "--particles %s" % os.path.abspath(self._inputDir("particles.star")),
-                "--mics %s" % os.path.abspath(self._inputDir("corrected_micrographs.star")),
-                "--half1 %s --half2 %s" % (os.path.abspath(half1), os.path.abspath(half2)),
-                "--out %s" % os.path.abspath(self._getExtraPath("shiny")),
-                "--threads %d" % self.numberOfThreads.get()]
-        if self.inputMask.get() is not None:
-            args.append("--mask %s" % os.path.abspath(self.inputMask.get().getFileName()))
+        args = self._inputArgs() + [
+            "--polish %s" % os.path.abspath(self._getExtraPath("polish")),
+            "--out %s" % os.path.abspath(self._getExtraPath("shiny")),
+            "--threads %d" % self.numberOfThreads.get()]
         if not self.detectDefects.get():
             args.append("--no-defects")
         return " ".join(args)
@@ -163,42 +127,8 @@ class ProtPolishBayesian(ProtPolishBase):
         self._defineTransformRelation(self.inputParticles, out)
 
     # ----------------------------------------------------------------- info
-    def _halfMaps(self):
-        vol = self.inputVolume.get()
-        halves = vol.getHalfMaps() if vol is not None else ""
-        halves = [h for h in (halves or "").split(",") if h]
-        return halves if len(halves) == 2 else (None, None)
-
     def _validate(self):
-        errors = []
-        movies, parts, vol = (self.inputMovies.get(), self.inputParticles.get(),
-                              self.inputVolume.get())
-        if movies is None or parts is None or vol is None:
-            return ["Movies, particles and a reference volume are needed."]
-        if None in self._halfMaps():
-            errors.append("The reference volume has no half maps: polishing aligns each "
-                          "particle against its own half map.")
-        if parts.getAlignment() != "Projection":
-            errors.append("The particles have no 3D alignment (projection angles).")
-        if not parts.hasCTF():
-            errors.append("The particles have no CTF.")
-        first = parts.getFirstItem()
-        if first is not None and (first.getCoordinate() is None or first.getCoordinate().getX() is None):
-            errors.append("The particles have no coordinates on the micrographs.")
-        pm, pp, pv = movies.getSamplingRate(), parts.getSamplingRate(), vol.getSamplingRate()
-        if abs(pm - pp) > 1e-3 * pp:
-            errors.append("Pixel sizes differ: movies %.4f A, particles %.4f A (re-extract the "
-                          "particles at the movies' pixel size)." % (pm, pp))
-        if abs(pv - pp) > 1e-3 * pp:
-            errors.append("Pixel sizes differ: reference %.4f A, particles %.4f A." % (pv, pp))
-        dims = movies.getDim()
-        nframes = dims[2] if dims else None
-        last = self.lastFrame.get() if self.lastFrame.get() != -1 else nframes
-        if nframes is not None and (last - self.firstFrame.get() + 1 < 3 or last > nframes):
-            errors.append("Frames %d-%s of %d-frame movies: at least 3 frames are needed."
-                          % (self.firstFrame.get(), last, nframes))
-        if not (movies.getAcquisition().getDosePerFrame() or 0) > 0:
-            errors.append("The movies' acquisition has no dose per frame.")
+        errors = self._validateInputs(self.firstFrame.get(), self.lastFrame.get())
         train = self.inputTraining.get()
         if train is not None and not train.isFinished():
             errors.append("The training run has not finished: its sigmas are not known yet.")

@@ -12,10 +12,10 @@ import pyworkflow.protocol.params as params
 from pyworkflow.constants import BETA
 from pyworkflow.object import CsvList, Float, String
 
-from .protocol_base import ProtPolishBase
+from .protocol_base import ProtPolishMovieBase
 
 
-class ProtPolishTrain(ProtPolishBase):
+class ProtPolishTrain(ProtPolishMovieBase):
     """Find the sigmas of the motion prior that make the particle tracks agree best with the
     opposite half map at frequencies not used to align (Zivanov et al. 2019, §2.2): align a
     random subset of micrographs on the low frequencies with a trial triplet, score the high
@@ -61,62 +61,26 @@ class ProtPolishTrain(ProtPolishBase):
         form.addParam("lastFrame", params.IntParam, default=-1, label="last (-1: all)")
         form.addParallelSection(threads=1, mpi=0)
 
-    def _defineInputParams(self, form):
-        form.addParam("inputMovies", params.PointerParam, pointerClass="SetOfMovies",
-                      important=True, label="Movies",
-                      help="Movies with their global alignment (its shifts start the tracks).")
-        form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
-                      pointerCondition="hasAlignmentProj", important=True, label="Particles",
-                      help="Particles with 3D alignment, CTF, coordinates and half-sets.")
-        form.addParam("inputVolume", params.PointerParam, pointerClass="Volume", important=True,
-                      label="Reference with half maps")
-        form.addParam("inputMask", params.PointerParam, pointerClass="VolumeMask",
-                      allowsNull=True, label="Mask (optional)")
-
     # ----------------------------------------------------------------- steps
     def _insertAllSteps(self):
-        ids = [self.inputMovies.get().getObjId(), self.inputParticles.get().getObjId(),
-               self.inputVolume.get().getObjId()]
-        self._insertFunctionStep(self.convertInputStep, *ids, needsGPU=False)
+        self._insertConvertStep()
         self._insertFunctionStep(self.trainStep, self._programArgs(), needsGPU=False)
         self._insertFunctionStep(self.createOutputStep, needsGPU=False)
-
-    def _inputDir(self, *p):
-        return self._getExtraPath("input", *p)
-
-    def convertInputStep(self, movId, partId, volId):
-        from ..io import convert
-        os.makedirs(self._inputDir("metadata"), exist_ok=True)
-        convert.write_set_of_movies(self.inputMovies.get(),
-                                    self._inputDir("corrected_micrographs.star"),
-                                    self._inputDir("metadata"))
-        convert.write_set_of_particles(self.inputParticles.get(), self._inputDir("particles.star"))
-
-    def _halfMaps(self):
-        vol = self.inputVolume.get()
-        halves = [h for h in ((vol.getHalfMaps() if vol is not None else "") or "").split(",")
-                  if h]
-        return halves if len(halves) == 2 else (None, None)
 
     def _trainDir(self, *p):
         return self._getExtraPath("train", *p)
 
     def _programArgs(self):
-        half1, half2 = self._halfMaps()
-        args = ["--particles %s" % os.path.abspath(self._inputDir("particles.star")),
-                "--mics %s" % os.path.abspath(self._inputDir("corrected_micrographs.star")),
-                "--half1 %s --half2 %s" % (os.path.abspath(half1), os.path.abspath(half2)),
-                "--out %s" % os.path.abspath(self._trainDir()),
-                "--first-frame %d --last-frame %d" % (self.firstFrame.get(), self.lastFrame.get()),
-                "--min-particles %d --restarts %d --align-frac %g --seed %d --max-evals %d"
-                % (self.minParticles.get(), self.restarts.get(), self.alignFrac.get(),
-                   self.seed.get(), self.maxEvals.get()),
-                "--eval-max-res %g --memory-budget %g" % (self.evalMaxRes.get(),
-                                                          self.memoryBudget.get()),
-                "--fit-acc" if self.fitAcc.get() else "--no-fit-acc",
-                "--threads %d" % self.numberOfThreads.get()]
-        if self.inputMask.get() is not None:
-            args.append("--mask %s" % os.path.abspath(self.inputMask.get().getFileName()))
+        args = self._inputArgs() + [
+            "--out %s" % os.path.abspath(self._trainDir()),
+            "--first-frame %d --last-frame %d" % (self.firstFrame.get(), self.lastFrame.get()),
+            "--min-particles %d --restarts %d --align-frac %g --seed %d --max-evals %d"
+            % (self.minParticles.get(), self.restarts.get(), self.alignFrac.get(),
+               self.seed.get(), self.maxEvals.get()),
+            "--eval-max-res %g --memory-budget %g" % (self.evalMaxRes.get(),
+                                                      self.memoryBudget.get()),
+            "--fit-acc" if self.fitAcc.get() else "--no-fit-acc",
+            "--threads %d" % self.numberOfThreads.get()]
         return " ".join(args)
 
     def trainStep(self, args):
@@ -138,27 +102,9 @@ class ProtPolishTrain(ProtPolishBase):
 
     # ----------------------------------------------------------------- info
     def _validate(self):
-        errors = []
-        movies, parts, vol = (self.inputMovies.get(), self.inputParticles.get(),
-                              self.inputVolume.get())
-        if movies is None or parts is None or vol is None:
-            return ["Movies, particles and a reference volume are needed."]
-        if None in self._halfMaps():
-            errors.append("The reference volume has no half maps: training aligns each particle "
-                          "against its own half map and scores it against the other one.")
-        if parts.getAlignment() != "Projection":
-            errors.append("The particles have no 3D alignment (projection angles).")
-        if not parts.hasCTF():
-            errors.append("The particles have no CTF.")
-        if not (movies.getAcquisition().getDosePerFrame() or 0) > 0:
-            errors.append("The movies' acquisition has no dose per frame.")
-        dims = movies.getDim()
-        nframes = dims[2] if dims else None
-        last = self.lastFrame.get() if self.lastFrame.get() != -1 else nframes
-        if nframes is not None and (last - self.firstFrame.get() + 1 < 3 or last > nframes):
-            errors.append("Frames %d-%s of %d-frame movies: at least 3 frames are needed."
-                          % (self.firstFrame.get(), last, nframes))
-        if parts.getSize() < self.minParticles.get():
+        errors = self._validateInputs(self.firstFrame.get(), self.lastFrame.get())
+        parts = self.inputParticles.get()
+        if parts is not None and parts.getSize() < self.minParticles.get():
             errors.append("Only %d particles, fewer than the %d asked per subset."
                           % (parts.getSize(), self.minParticles.get()))
         return errors
