@@ -84,3 +84,18 @@ def test_default_config_is_realistic():
     assert 8000 <= c.defocus_range[0] < c.defocus_range[1] <= 25000
     assert (c.sigma_vel, c.sigma_div, c.sigma_acc) == (0.5, 5000.0, 2.0)
     assert c.dose_px == pytest.approx(c.dose_per_frame * c.pixel_size ** 2)
+
+
+def test_refined_centres_from_the_data_follow_the_snr():
+    """Centres found by correlating the data with the reference: close to the particles' mean
+    (globally aligned) position, and closer at high SNR than at low SNR."""
+    errs = {}
+    for snr in (0.02, 1.0):
+        cfg = SimulationConfig(seed=5, n_micrographs=1, micrograph_shape=(384, 384), n_frames=8,
+                               particles_per_micrograph=8, box=48, pixel_size=1.5, snr=snr,
+                               dark_particles=True, refined_from_data=True, hot_pixels=0)
+        mic = simulate_dataset(cfg).micrograph(0)
+        true = (mic.positions - mic.global_track[None]).mean(axis=1)
+        errs[snr] = float(np.sqrt(np.mean((mic.centres - true) ** 2)))
+    assert errs[1.0] < 0.25, errs
+    assert errs[0.02] > errs[1.0], errs

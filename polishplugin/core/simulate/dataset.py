@@ -68,6 +68,8 @@ class SimulationConfig:
     patch_factor: float = 2.0                  # rendering patch = patch_factor * box (CTF spread)
     min_distance: Optional[float] = None       # px between particles; default 0.75 * box
     refined_position_sigma: float = 0.5        # px, error of the refined centres
+    refined_from_data: bool = False            # True: centres found by correlating the aligned
+                                               # dose-weighted data with the reference (refine.py)
     global_track_noise: float = 0.3            # px, error of the earlier global motion correction
     projector_pad: int = 2
 
@@ -233,6 +235,15 @@ def _simulate_micrograph(ds, i, keep_expected):
                               c.global_track_noise)
     refined = (mot.positions - glob[None]).mean(axis=1) + refined_position_errors(
         npart, rng, c.refined_position_sigma)
+    if c.refined_from_data and npart:
+        from ..predict import make_projectors
+        from .refine import ctf_params_of, data_refined_centres
+        refined = data_refined_centres(
+            raw, ds.detector.gain, (mot.positions - glob[None]).mean(axis=1), glob,
+            np.stack([rot, tilt, psi], axis=1), half,
+            ctf_params_of(du, dv, np.full(npart, dang), c.voltage, c.cs, c.amplitude_contrast),
+            make_projectors(ds.half1, ds.half2, ds.mask), c.box, c.pixel_size, c.dose_per_frame,
+            c.voltage, sign=-1.0 if c.dark_particles else 1.0)
     coords = np.rint(refined)
     origins = (coords - refined) * c.pixel_size
     return SimulatedMicrograph(
