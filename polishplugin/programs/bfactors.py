@@ -129,14 +129,15 @@ def polished(polish_dir, mic):
     return read_tracks_star(paths["tracks"]) / diag["pixel_size"], diag
 
 
-def fcc_from_tracks(mic, inputs, tracks, sign, first, defects):
-    """Eq. 20 sums of one micrograph recomputed from its tracks: frames cut at the tracks,
-    against the opposite half map's prediction times the contrast ``sign``."""
+def fcc_from_tracks(mic, inputs, tracks, sign, first, defects, n=None):
+    """Eq. 20 sums of one micrograph recomputed from its tracks: frames cut at the tracks in
+    ``n`` px patches (the polishing run's; default the particle box), against the opposite half
+    map's prediction times the contrast ``sign``."""
     from ..core.motion.micrograph import fcc_sums
     from ..core.motion.patches import extract_patches
     from ..core.predict import make_projectors, predict_particles
     from ..io.movies import Movie
-    n, px = inputs.box, inputs.pixel_size
+    n, px = n or inputs.box, inputs.pixel_size
     proj = make_projectors(inputs.half1, inputs.half2, inputs.mask)
     opp = predict_particles(proj, mic.angles, mic.half_sets, mic.ctfs, n, px, opposite=True)
     with Movie(mic.movie, gain=mic.gain) as movie:
@@ -160,10 +161,10 @@ def write_fcc(paths, acc, px):
 
 
 # ------------------------------------------------------------------------ B-factor files
-def write_bfactors(out, fit, first_frame, low_res, high_res):
+def write_bfactors(out, fit, first_frame, low_res, high_res, box):
     """bfactors.star (RELION numbers) and bfactors.json (our convention), see module doc."""
     from ..core.dose.bfactors import to_relion
-    b_rel, c_rel = to_relion(fit.bfactors, fit.scales, fit.box)
+    b_rel, c_rel = to_relion(fit.bfactors, fit.scales, box)  # the particle box, as read back
     frames = np.arange(len(fit.bfactors))
     write_star(os.path.join(out, "bfactors.star"), {"perframe_bfactors": StarTable({
         "rlnMovieFrameNumber": frames, "rlnBfactorUsedForSharpening": b_rel,
@@ -173,6 +174,7 @@ def write_bfactors(out, fit, first_frame, low_res, high_res):
                           "eq. 21); bfactors.star holds RELION's numbers",
             "bfactors_A2": fit.bfactors.tolist(), "scales": fit.scales.tolist(),
             "ring_scales": fit.ring_scales.tolist(), "rings": list(fit.rings), "box": fit.box,
+            "relion_box": int(box),
             "pixel_size": fit.pixel_size, "low_res_A": low_res, "high_res_A": high_res,
             "first_frame": first_frame}
     with atomic_text(os.path.join(out, "bfactors.json")) as fh:
@@ -265,7 +267,8 @@ def gather_fcc(args, inputs, work, out, comm):
         tracks, diag = dict((m.name, v) for m, v in work)[mic.name]
         first = diag["first_frame"] - 1
         defects = micrograph_defects(mic, first, first + diag["frames"], args.no_defects)
-        acc = fcc_from_tracks(mic, inputs, tracks, diag["sign"], first, defects)
+        acc = fcc_from_tracks(mic, inputs, tracks, diag["sign"], first, defects,
+                              diag.get("patch_px"))
         write_fcc(output_paths(out, mic.name)["fcc"], acc, inputs.pixel_size)
         log.info("[rank %d] FCC of %s recomputed from its tracks", comm.rank, mic.name)
     comm.barrier()
@@ -288,7 +291,8 @@ def fit_or_read(args, inputs, work, out, comm):
     if comm.rank == 0:
         high = resolution_limit(args, inputs)
         fit = fit_bfactors(total.fcc(), total.box, inputs.pixel_size, high, args.bfac_minres)
-        write_bfactors(out, fit, work[0][1][1]["first_frame"], args.bfac_minres, high)
+        write_bfactors(out, fit, work[0][1][1]["first_frame"], args.bfac_minres, high,
+                       inputs.box)
         from ..core.dose.weights import ring_weights
         from ..io.mrc import write_mrc
         write_mrc(os.path.join(out, "fcc.mrc"), total.fcc().astype(np.float32), inputs.pixel_size)

@@ -62,6 +62,9 @@ def build_parser():
     f = p.add_argument_group("fit")
     f.add_argument("--first-frame", type=int, default=1, help="1-based")
     f.add_argument("--last-frame", type=int, default=-1, help="1-based, -1 = last")
+    f.add_argument("--patch", type=int, default=0,
+                   help="patch cut around each particle (px); 0 = auto: the box plus the CTF "
+                        "delocalisation at the reference's resolution, at most twice the box")
     f.add_argument("--window", type=int, default=0,
                    help="CC search radius (px) around the initial track; 0 = auto")
     f.add_argument("--mode", choices=["gp", "none", "global"], default="gp",
@@ -100,6 +103,24 @@ def read_params_file(path):
     if len(vals) < 2:
         raise InputError(path, "needs 'sigma_vel sigma_div [sigma_acc]'")
     return vals[0], vals[1], vals[2] if len(vals) > 2 else -1.0
+
+
+def auto_patch(inputs):
+    """Patch size of the job (one for all micrographs, so their FCC sums add): the particle box
+    plus the CTF delocalisation of the largest defocus at the reference's FSC = 0.143
+    resolution (:func:`polishplugin.core.motion.patches.patch_size`)."""
+    from ..core.fourier import fsc, resolution_at
+    from ..core.motion.patches import patch_size
+    res = inputs.resolution
+    if not res:
+        m = 1.0 if inputs.mask is None else inputs.mask
+        res = resolution_at(fsc(inputs.half1 * m, inputs.half2 * m), inputs.half1.shape[0],
+                            inputs.pixel_size)
+    dz = max(max(c.defocus_u, c.defocus_v) for mic in inputs.micrographs for c in mic.ctfs)
+    n = patch_size(inputs.box, inputs.pixel_size, dz, res, inputs.micrographs[0].voltage)
+    log.info("patches of %d px for a %d px box (defocus up to %.0f A, reference at %.2f A)",
+             n, inputs.box, dz, res)
+    return n
 
 
 def mic_stem(name):
@@ -142,7 +163,7 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
     first = args.first_frame - 1
     last = mic.nframes if args.last_frame == -1 else min(args.last_frame, mic.nframes)
     F = last - first
-    px, n = inputs.pixel_size, inputs.box
+    px, n = inputs.pixel_size, args.patch_px
     with Movie(mic.movie) as raw:  # raw counts: the Poisson test of the defect search needs them
         raw_sum = raw.sum(first, last)
     defects = micrograph_defects(mic, first, last, args.no_defects, args.defect_mask, raw_sum)
@@ -155,7 +176,8 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
                                 mic.pre_exposure + first * mic.dose_per_frame, mic.voltage)
         sig_px = MotionParams(*sigmas).to_pixels(mic.dose_per_frame, px)
         init = mic.initial_tracks[:, first:last] if args.init == "motioncorr" else None
-        window = args.window or max(4, min(n // 4, int(np.ceil(4 * sig_px[0] * np.sqrt(F))) + 4))
+        window = args.window or max(4, min(inputs.box // 4,
+                                           int(np.ceil(4 * sig_px[0] * np.sqrt(F))) + 4))
         invert = {"auto": "auto", "yes": True, "no": False}[args.invert]
         res = align_micrograph(movie.iter_frames(first, last), mic.centres, preds, damage, sig_px,
                                init, window=window, mode=args.mode, invert=invert,
@@ -173,7 +195,7 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
             "first_frame": first + 1, "pixel_size": px, "iterations": res.fit.iterations,
             "energy": res.fit.energy, "converged": res.fit.converged,
             "message": res.fit.message, "gp_dims": res.fit.n_dims, "sign": res.sign,
-            "amplitude": res.amplitude, "window_px": window,
+            "amplitude": res.amplitude, "window_px": window, "patch_px": n,
             "defect_pixels": int(defects.sum()) if defects is not None else 0,
             "sigmas": list(sigmas), "sigmas_px": list(sig_px), "mode": args.mode, "cc_scale": args.cc_scale, "prior_mean": args.prior_mean,
             "init": args.init, "seconds": round(time.time() - t0, 3),
@@ -251,6 +273,7 @@ def run(args):
                 raise InputError(args.defect_map, "defect map is %dx%d but movie %s is %dx%d"
                                  % (args.defect_mask.shape[1], args.defect_mask.shape[0],
                                     m.movie, m.shape[1], m.shape[0]))
+    args.patch_px = args.patch or auto_patch(inputs)
     from ..core.predict import make_projectors
     projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask)
     todo = [m for m in inputs.micrographs if not os.path.exists(output_paths(out, m.name)["tracks"])]

@@ -83,3 +83,14 @@ def test_predictions_use_own_or_opposite_masked_half(maps):
                                    atol=1e-6)
     with pytest.raises(ValueError):
         predict_particles(pr, angles, np.array([1, 3, 1]), ctfs, n, px)
+
+
+def test_patch_size_covers_the_ctf_delocalisation():
+    from polishplugin.core.ctf import electron_wavelength
+    from polishplugin.core.motion.patches import patch_size
+    lam = electron_wavelength(300.0)
+    # 1.5 um at 5 A and 1 A/px: 2 * lam * 15000 / 5 = 118 px on top of a 96 box -> 214 capped 192
+    assert patch_size(96, 1.0, 15000.0, 5.0) == 192
+    n = patch_size(96, 1.0, 5000.0, 10.0)
+    assert n >= 96 + 2 * lam * 5000.0 / 10.0 and n % 2 == 0 and n <= 128
+    assert patch_size(64, 2.0, 0.0, 3.0) == 64

@@ -87,7 +87,10 @@ def test_mpi_split_gives_the_same_tracks(sim, tmp_path):
     assert "2 rank(s)" in res.stderr
     a = read_star(serial / "tracks_all.star")["tracks"]
     b = read_star(par / "tracks_all.star")["tracks"]
-    assert np.allclose(a["rlnOriginXAngst"], b["rlnOriginXAngst"])
+    # the same micrographs fitted by other processes: equal up to float32 FFT rounding, which
+    # L-BFGS can carry to ~1e-4 A
+    np.testing.assert_allclose(a["rlnOriginXAngst"], b["rlnOriginXAngst"], atol=1e-3)
+    np.testing.assert_allclose(a["rlnOriginYAngst"], b["rlnOriginYAngst"], atol=1e-3)
 
 
 def _expect_bad_input(args, capsys_or_caplog, *words):

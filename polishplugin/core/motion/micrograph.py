@@ -275,7 +275,10 @@ def polish_simulated_micrograph(dataset, mic, sigmas=None, mode="gp", init="glob
 
     c = dataset.config
     F, px = mic.positions.shape[1], c.pixel_size
-    n = c.box if n is None else n
+    if n is None:
+        from .patches import patch_size
+        n = patch_size(c.box, px, float(np.max(np.maximum(mic.defocus_u, mic.defocus_v))),
+                       c.half_map_resolution, c.voltage)
     params = dataset.motion_params if sigmas is None else MotionParams(*sigmas)
     sig_px = params.to_pixels(c.dose_per_frame, px)
     if noiseless and mic.expected is None:

@@ -80,3 +80,16 @@ def damage_filters(n, pixel_size, nframes, dose_per_frame, pre_exposure=0.0, vol
     filter (core/damage.py) at each frame's mid-frame accumulated exposure."""
     k = radius_grid(n, n, pixel_size)
     return exposure_filter(k, frame_doses(nframes, dose_per_frame, pre_exposure), voltage)
+
+
+def patch_size(box, pixel_size, max_defocus, resolution, voltage=300.0, cap=2.0):
+    """Patch size (px) that holds a particle's CTF-delocalised signal: the box plus twice the
+    delocalisation lambda * defocus * k of the highest frequency used, k = 1 / ``resolution``
+    (A; a wave of frequency k is displaced by lambda dz k), at most ``cap`` times the box,
+    rounded up to an even FFT-friendly size. Signal outside the box is signal the CC uses."""
+    import scipy.fft
+    from ..ctf import electron_wavelength
+    deloc_px = electron_wavelength(voltage) * abs(max_defocus) / max(resolution, 1e-3) / pixel_size
+    n = min(int(np.ceil(box + 2.0 * deloc_px)), int(cap * box))
+    n = scipy.fft.next_fast_len(max(n, box))
+    return n + (n % 2)
