@@ -13,7 +13,7 @@ VmHWM (= ru_maxrss) after resetting it with /proc/self/clear_refs just before th
 (resident set: numpy buffers, libraries and the movie pages read); "base" is VmRSS at that point.
 
     python benchmarks/polish_speed.py [--boxes 128 256 384] [--particles 40] [--frames 24]
-        [--configs numpy:1 numba:1 numba:2] [--profile BOX]   # --profile: cProfile, numba, 1 thread
+        [--configs numpy:1 numba:1 numba:2] [--patch-factor 1] [--profile BOX]   # --profile: cProfile, numba, 1 thread
 
 CPU-s per particle-frame = process CPU time of the micrograph / (particles x frames);
 RELION (relion_motion_refine) is quoted at 0.3-0.6 CPU-s per particle-frame.
@@ -165,10 +165,11 @@ def polish_micrograph(movie_path, inp, box, backend, clock, particles=None, mem=
         t1 = time.perf_counter()
         defects = detect_defects(raw_sum, F)
         t2 = time.perf_counter()
-        preds = predict_particles(inp["proj"], angles, halves, ctfs, box, PIXEL)
-        opp = predict_particles(inp["proj"], angles, halves, ctfs, box, PIXEL, opposite=True)
+        n = int(round(float(os.environ.get("PP_BENCH_PATCH_FACTOR", "1")) * box / 2)) * 2
+        preds = predict_particles(inp["proj"], angles, halves, ctfs, n, PIXEL)
+        opp = predict_particles(inp["proj"], angles, halves, ctfs, n, PIXEL, opposite=True)
         t3 = time.perf_counter()
-        damage = damage_filters(box, PIXEL, F, DOSE)
+        damage = damage_filters(n, PIXEL, F, DOSE)
         t4 = time.perf_counter()
         t["movie sum"] += t1 - t0
         t["defects"] += t2 - t1
@@ -311,6 +312,9 @@ def main(argv=None):
     ap.add_argument("--particles", type=int, default=40)
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--configs", nargs="+", default=["numpy:1", "numba:1", "numba:2"])
+    ap.add_argument("--patch-factor", type=float, default=1.0,
+                    help="patch = factor x box (programs/polish.py: 1 to 2, the CTF "
+                         "delocalisation at the reference's resolution)")
     ap.add_argument("--profile", type=int, default=0, help="cProfile this box (numba, 1 thread)")
     ap.add_argument("--save", help="write the raw results as JSON here")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -319,6 +323,8 @@ def main(argv=None):
     ap.add_argument("--backend", default="numba", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if not args.worker:
+        os.environ["PP_BENCH_PATCH_FACTOR"] = str(args.patch_factor)  # read by the workers
     if args.worker:
         args.box = args.boxes[0]
         return worker(args)
