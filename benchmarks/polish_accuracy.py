@@ -60,9 +60,9 @@ def main(argv=None):
     ap.add_argument("--snr", type=float, nargs="+", default=[0.01, 0.05])
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--cc-scale", default="likelihood", choices=("relion", "likelihood"))
-    ap.add_argument("--refined-from-data", action="store_true",
-                    help="refined centres found by correlating the data with the reference "
-                         "(error set by the SNR) instead of truth + 0.5 px noise")
+    ap.add_argument("--refined-fixed", action="store_true",
+                    help="refined centres = truth + 0.5 px noise per axis, instead of found by "
+                         "correlating the data with the reference (error set by the SNR)")
     ap.add_argument("--verbose", action="store_true")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING)
@@ -72,7 +72,7 @@ def main(argv=None):
         cfg = SimulationConfig(seed=a.seed, n_micrographs=a.micrographs,
                                micrograph_shape=(a.size, a.size), n_frames=a.frames,
                                particles_per_micrograph=a.particles, box=a.box, snr=snr,
-                               dark_particles=True, refined_from_data=a.refined_from_data)
+                               dark_particles=True, refined_from_data=not a.refined_fixed)
         results[snr] = run_set(cfg, a.cc_scale)
     c = cfg
     print("Polishing track accuracy: %d micrographs %dx%d, %d frames, %d particles, box %d, "
@@ -80,7 +80,7 @@ def main(argv=None):
           "centres %s, %.0f s"
           % (a.micrographs, a.size, a.size, a.frames, a.particles, a.box, c.pixel_size,
              c.dose_per_frame, c.sigma_vel, c.sigma_div, c.sigma_acc, a.seed, a.cc_scale,
-             "from the data" if a.refined_from_data else "truth + 0.5 px", time.time() - t0))
+             "truth + 0.5 px" if a.refined_fixed else "from the data", time.time() - t0))
     print()
     head = "| method | " + " | ".join("SNR %g: RMS (A) | SNR %g: shape RMS (A)" % (s, s)
                                       for s in a.snr) + " |"

@@ -10,7 +10,8 @@ from polishplugin.core.simulate.dataset import SimulationConfig, simulate_datase
 
 BASE = SimulationConfig(seed=3, n_micrographs=1, micrograph_shape=(512, 512), n_frames=10,
                         particles_per_micrograph=6, box=64, pixel_size=1.5,
-                        half_map_resolution=6.0, defocus_range=(6000.0, 9000.0), min_distance=120)
+                        half_map_resolution=6.0, defocus_range=(6000.0, 9000.0), min_distance=120,
+                        refined_from_data=False)  # known centre errors for the geometry checks
 
 
 def _errors(mic, tracks):

@@ -9,7 +9,8 @@ from polishplugin.core.simulate.dataset import SimulationConfig, simulate_datase
 
 CFG = SimulationConfig(seed=11, n_micrographs=3, micrograph_shape=(256, 256), n_frames=8,
                        particles_per_micrograph=5, box=32, pixel_size=1.5, half_map_resolution=6.0,
-                       refined_position_sigma=0.4, global_track_noise=0.2)
+                       refined_position_sigma=0.4, global_track_noise=0.2,
+                       refined_from_data=False)  # the fixed-noise centre model is checked here
 
 
 @pytest.fixture(scope="module")

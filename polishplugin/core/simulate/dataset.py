@@ -68,8 +68,9 @@ class SimulationConfig:
     patch_factor: float = 2.0                  # rendering patch = patch_factor * box (CTF spread)
     min_distance: Optional[float] = None       # px between particles; default 0.75 * box
     refined_position_sigma: float = 0.5        # px, error of the refined centres
-    refined_from_data: bool = False            # True: centres found by correlating the aligned
-                                               # dose-weighted data with the reference (refine.py)
+    refined_from_data: bool = True             # centres found by correlating the aligned
+                                               # dose-weighted data with the reference (refine.py);
+                                               # False: truth + refined_position_sigma noise
     global_track_noise: float = 0.3            # px, error of the earlier global motion correction
     projector_pad: int = 2
 
