@@ -57,7 +57,7 @@ from ..io.errors import InputError
 from ..io.star import StarTable, read_star, read_tracks_star, write_particles_star, write_star
 from .parallel import get_comm, my_share, set_threads
 from .polish import mic_stem, output_paths
-from .cli import run_program
+from .cli import add_movie_inputs, check_reference_args, run_program
 from .micrographs import micrograph_defects
 
 log = logging.getLogger("polishplugin.bfactors")
@@ -67,17 +67,9 @@ BG_RADIUS = 0.375  # background outside 0.75 * box / 2, RELION's extraction defa
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    g = p.add_argument_group("inputs")
+    g = add_movie_inputs(p, "particles STAR given to the polishing",
+                         "corrected_micrographs.star given to the polishing")
     g.add_argument("--polish", required=True, help="output folder of the polishing program")
-    g.add_argument("--particles", required=True, help="particles STAR given to the polishing")
-    g.add_argument("--mics", required=True,
-                   help="corrected_micrographs.star given to the polishing")
-    g.add_argument("--postprocess", help="postprocess STAR naming the half maps and mask")
-    g.add_argument("--half1")
-    g.add_argument("--half2")
-    g.add_argument("--mask")
-    g.add_argument("--root", default=None,
-                   help="folder the STAR paths are relative to (default: current directory)")
     f = p.add_argument_group("B-factor fit")
     f.add_argument("--bfac-minres", type=float, default=20.0, help="lowest resolution fitted (A)")
     f.add_argument("--bfac-maxres", type=float, default=-1.0,
@@ -98,8 +90,7 @@ def build_parser():
 
 
 def check_args(args):
-    if not args.postprocess and not (args.half1 and args.half2):
-        raise SystemExit("bfactors: give --postprocess or both --half1 and --half2")
+    check_reference_args(args, "bfactors")
     if args.box != -1 and (args.box < 16 or args.box % 2):
         raise SystemExit("bfactors: --box must be even and >= 16")
     if args.scale != -1 and (args.scale < 16 or args.scale % 2):

@@ -18,3 +18,25 @@ def run_program(build_parser, run, argv=None):
         log.error("bad input: %s", exc)
         return 2
     return status if isinstance(status, int) else 0
+
+
+def add_movie_inputs(parser, particles_help="particles STAR (3D alignment, CTF, coords)",
+                     mics_help="corrected_micrographs.star of the motion correction (movies, "
+                               "gain, dose, global shifts)"):
+    """The input options of the movie programs (polish, train, bfactors); returns the group."""
+    g = parser.add_argument_group("inputs")
+    g.add_argument("--particles", required=True, help=particles_help)
+    g.add_argument("--mics", required=True, help=mics_help)
+    g.add_argument("--postprocess", help="postprocess STAR naming the half maps and mask")
+    g.add_argument("--half1")
+    g.add_argument("--half2")
+    g.add_argument("--mask")
+    g.add_argument("--root", default=None,
+                   help="folder the STAR paths are relative to (default: current directory)")
+    return g
+
+
+def check_reference_args(args, program):
+    """Refuse a run that names neither a postprocess STAR nor both half maps."""
+    if not args.postprocess and not (args.half1 and args.half2):
+        raise SystemExit("%s: give --postprocess or both --half1 and --half2" % program)

@@ -28,7 +28,7 @@ from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, read_tracks_star, write_particles_star, write_star, \
     write_tracks_star
 from .parallel import get_comm, my_share, set_threads
-from .cli import run_program
+from .cli import add_movie_inputs, check_reference_args, run_program
 from .micrographs import micrograph_defects
 
 log = logging.getLogger("polishplugin.polish")
@@ -37,17 +37,7 @@ log = logging.getLogger("polishplugin.polish")
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     a = p.add_argument
-    g = p.add_argument_group("inputs")
-    g.add_argument("--particles", required=True, help="particles STAR (3D alignment, CTF, coords)")
-    g.add_argument("--mics", required=True,
-                   help="corrected_micrographs.star of the motion correction (movies, gain, "
-                        "dose, global shifts)")
-    g.add_argument("--postprocess", help="postprocess STAR naming the half maps and mask")
-    g.add_argument("--half1")
-    g.add_argument("--half2")
-    g.add_argument("--mask")
-    g.add_argument("--root", default=None,
-                   help="folder the STAR paths are relative to (default: current directory)")
+    g = add_movie_inputs(p)
     g.add_argument("--allow-missing", action="store_true",
                    help="drop particles of micrographs absent from --mics (default: error)")
     g.add_argument("--skip-outside", action="store_true",
@@ -140,8 +130,7 @@ def output_paths(out, name):
 
 
 def check_args(args):
-    if not args.postprocess and not (args.half1 and args.half2):
-        raise SystemExit("polish: give --postprocess or both --half1 and --half2")
+    check_reference_args(args, "polish")
     if args.first_frame < 1:
         raise SystemExit("polish: --first-frame must be >= 1")
     if args.last_frame != -1 and args.last_frame < args.first_frame + 1:

@@ -37,7 +37,7 @@ from ..io.errors import InputError
 from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, write_star
 from .parallel import set_threads
-from .cli import run_program
+from .cli import add_movie_inputs, check_reference_args, run_program
 from .micrographs import micrograph_defects
 
 log = logging.getLogger("polishplugin.train")
@@ -49,15 +49,7 @@ def build_parser():
     from ..core.motion.training import RELION_SEED, RELION_START
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     a = p.add_argument
-    g = p.add_argument_group("inputs")
-    g.add_argument("--particles", required=True, help="particles STAR (3D alignment, CTF, coords)")
-    g.add_argument("--mics", required=True, help="corrected_micrographs.star (movies, gain, dose, "
-                                                 "global shifts)")
-    g.add_argument("--postprocess", help="postprocess STAR naming the half maps and mask")
-    g.add_argument("--half1")
-    g.add_argument("--half2")
-    g.add_argument("--mask")
-    g.add_argument("--root", default=None, help="folder the STAR paths are relative to")
+    g = add_movie_inputs(p)
     g.add_argument("--allow-missing", action="store_true")
     g.add_argument("--skip-outside", action="store_true")
     t = p.add_argument_group("training")
@@ -99,8 +91,7 @@ def build_parser():
 
 
 def check_args(args):
-    if not args.postprocess and not (args.half1 and args.half2):
-        raise SystemExit("train: give --postprocess or both --half1 and --half2")
+    check_reference_args(args, "train")
     if args.min_particles < 2:
         raise SystemExit("train: --min-particles must be >= 2")
     if args.restarts < 1:
