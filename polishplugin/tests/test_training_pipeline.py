@@ -113,8 +113,8 @@ def test_subset_and_memory(problem):
     assert n_p >= 25
     t_eval = split_threshold(K_MAX)[1]
     ring_bytes = sum(d.nbytes for d in problem["data"])
-    shared = 4 * problem["data"][0].n_pixels * (2 + F)   # kx, ky, weights of each micrograph
-    cc_bytes = 4 * n_p * F * 9 * 9
+    shared = 8 * problem["data"][0].n_pixels              # kx, ky of each micrograph
+    cc_bytes = n_p * F * (2 * 9 * 9 + 8)                # 16-bit maps, scale and offset
     assert estimate_memory(n_p, F, N, t_eval, K_MAX, 9) == \
         ring_bytes - (len(problem["data"]) - 1) * shared + cc_bytes
 

@@ -5,14 +5,16 @@ scores the alignment on the *evaluation ring* T_eval < |k| <= k_max, against the
 the OPPOSITE half map. Frequencies are in pixels of the n x n box (k * n in cycles per pixel),
 on numpy's unshifted fft2 grid (see :mod:`polishplugin.core.fourier`).
 
-Storage: only the evaluation-ring coefficients are kept, and of each Friedel pair (k, -k) only
-one pixel, counted twice (for real images Re[X V*] and |X|^2 are equal at k and -k), so the sums
-equal those over the full fft2 grid.
+Storage: only the evaluation ring is kept, and of each Friedel pair (k, -k) only one pixel,
+counted twice (for real images Re[X V*] and |X|^2 are equal at k and -k), so the sums equal
+those over the full fft2 grid; of each pixel only the product X V*, in 8-bit block floating
+point (:class:`EvalRingData`, :mod:`.compact`).
 """
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
+
+from .compact import Blocks, block_bytes, concatenate, quantise
 
 _CHUNK_ELEMENTS = 1 << 22   # (particles x frames x ring pixels) per vectorised chunk of tcc_sums
 
@@ -79,25 +81,34 @@ def ring_pixel_count(n, t_eval, k_max):
 
 @dataclass
 class EvalRingData:
-    """Evaluation-ring Fourier coefficients of one micrograph's (or any set of) particles.
+    """Evaluation-ring data of one micrograph's (or any set of) particles, in compact precision.
 
-    obs: (P, F, M) complex64 observed frames; pred: (P, M) complex64 predictions from the
-    opposite half map (unshifted); ky, kx: (M,) int32 frequencies in px of the box; weights:
-    (F, M) float32 = Friedel multiplicity x optional per-frame weight (e.g. RELION's damage
-    weight); box: n.
+    Eq. 19 needs, per particle p, frame f and ring pixel k, only the weighted product
+    w_f(k) X_pf(k) V_p*(k) of the observed frame and the (unshifted) opposite-half prediction:
+    shifting V by s multiplies it by exp(+2 pi i <k, s>), and the denominators do not depend on
+    the tracks. So the products are stored in block floating point (:mod:`.compact`: ``bits``-bit
+    integers for the real and imaginary parts, one block per particle and frame) and the
+    denominators as two float64 numbers computed before rounding.
+
+    Rounding adds an error of at most scale/2 to each part; with 8 bits its rms is ~1 % of the
+    rms product (tests/test_training_tcc.py), i.e. it acts as extra noise with ~1e-4 of the power
+    of the shot noise already in every product. 16 bits make it negligible for exact tests.
+
+    blocks: :class:`.compact.Blocks` of (P, F, M, 2); ky, kx: (M,) int32 frequencies in px of
+    the box; x2, v2: sum w|X|^2 and sum w|V|^2 over the stored data; box: n.
     """
-    obs: np.ndarray
-    pred: np.ndarray
+    blocks: Blocks
     ky: np.ndarray
     kx: np.ndarray
-    weights: np.ndarray
+    x2: float
+    v2: float
     box: int
 
     @classmethod
-    def from_fourier(cls, obs_f, pred_f, t_eval, k_max, frame_weights=None):
+    def from_fourier(cls, obs_f, pred_f, t_eval, k_max, frame_weights=None, bits=8):
         """Keep the evaluation ring of full fft2 arrays obs_f (P, F, n, n) and pred_f (P, n, n);
         frame_weights (F, n, n) real, optional, multiplies every term of eq. 19 (RELION applies
-        its damage weights so); it is averaged over k and -k."""
+        its damage weights so); it is averaged over k and -k. bits: 8 or 16 (see the class)."""
         obs_f = np.asarray(obs_f)
         pred_f = np.asarray(pred_f)
         if obs_f.ndim != 4 or pred_f.ndim != 3 or obs_f.shape[-1] != obs_f.shape[-2]:
@@ -115,64 +126,82 @@ class EvalRingData:
         if frame_weights is not None:      # symmetrised: the pair (k, -k) shares one pixel
             fw = np.asarray(frame_weights, dtype=np.float64).reshape(f, n * n)
             w = w * 0.5 * (fw[:, idx] + fw[:, partner])
-        return cls(obs=obs_f.reshape(p, f, n * n)[:, :, idx].astype(np.complex64),
-                   pred=pred_f.reshape(p, n * n)[:, idx].astype(np.complex64),
-                   ky=ky.astype(np.int32), kx=kx.astype(np.int32),
-                   weights=np.ascontiguousarray(w, dtype=np.float32), box=int(n))
+        obs = obs_f.reshape(p, f, n * n)[:, :, idx].astype(np.complex128)
+        pred = pred_f.reshape(p, n * n)[:, idx].astype(np.complex128)
+        x2 = float(np.einsum("pfm,fm->", _abs2(obs), w))
+        v2 = float(np.einsum("pm,m->", _abs2(pred), w.sum(0)))
+        prod = w * obs * np.conj(pred)[:, None, :]
+        blocks = quantise(np.stack([prod.real, prod.imag], axis=-1), bits, block_ndim=2)
+        return cls(blocks=blocks, ky=ky.astype(np.int32), kx=kx.astype(np.int32),
+                   x2=x2, v2=v2, box=int(n))
+
+    @classmethod
+    def concatenate(cls, parts):
+        """One data set holding the particles of several (same box, ring and frames)."""
+        first = parts[0]
+        for d in parts[1:]:
+            if d.box != first.box or not (np.array_equal(d.kx, first.kx)
+                                          and np.array_equal(d.ky, first.ky)):
+                raise ValueError("evaluation rings differ; cannot concatenate")
+        return cls(blocks=concatenate([d.blocks for d in parts]), ky=first.ky, kx=first.kx,
+                   x2=float(sum(d.x2 for d in parts)), v2=float(sum(d.v2 for d in parts)),
+                   box=first.box)
 
     @property
     def n_particles(self):
-        return self.obs.shape[0]
+        return self.blocks.q.shape[0]
 
     @property
     def n_frames(self):
-        return self.obs.shape[1]
+        return self.blocks.q.shape[1]
 
     @property
     def n_pixels(self):
-        return self.obs.shape[2]
+        return self.blocks.q.shape[2]
 
     @property
     def nbytes(self):
         """Bytes held by the arrays."""
-        return sum(a.nbytes for a in (self.obs, self.pred, self.ky, self.kx, self.weights))
+        return self.blocks.nbytes + self.ky.nbytes + self.kx.nbytes
 
-    @cached_property
-    def denominators(self):
-        """(sum w|X|^2, sum w|V|^2) of eq. 19: shifting V does not change |V|, so both are
-        independent of the tracks."""
-        x2 = np.einsum("pfm,fm->", _abs2(self.obs), self.weights.astype(np.float64))
-        v2 = np.einsum("pm,m->", _abs2(self.pred), self.weights.sum(0, dtype=np.float64))
-        return float(x2), float(v2)
+    def products(self, start=0, stop=None):
+        """w X V* of particles start:stop, (P', F, M) complex64."""
+        parts = self.blocks.values(start, stop)
+        prod = parts[..., 0].astype(np.complex64)
+        prod.imag = parts[..., 1]
+        return prod
 
 
 def _abs2(z):
     return z.real.astype(np.float64) ** 2 + z.imag.astype(np.float64) ** 2
 
 
-def estimate_memory(n_particles, n_frames, box, t_eval, k_max, window):
-    """Bytes of an :class:`EvalRingData` for n_particles plus their alignment CC maps
-    (P, F, window, window) float32; use it to cap the training subset by a memory budget."""
+def estimate_memory(n_particles, n_frames, box, t_eval, k_max, window, bits=8, cc_bits=16):
+    """Bytes of an :class:`EvalRingData` (``bits``) for n_particles plus their alignment CC maps
+    (P, F, window, window) in ``cc_bits`` block floating point; use it to cap the training subset
+    by a memory budget."""
     m = ring_pixel_count(box, t_eval, k_max)
-    ring = 8 * m * n_particles * (n_frames + 1) + 4 * m * (2 + n_frames)
-    return int(ring + 4 * n_particles * n_frames * window * window)
+    blocks = n_particles * n_frames
+    return int(blocks * (block_bytes(2 * m, bits) + block_bytes(window * window, cc_bits))
+               + 8 * m)
 
 
-def bytes_per_particle(n_frames, box, t_eval, k_max, window):
-    """Per-particle part of :func:`estimate_memory` (the rest, (2 + F) * M * 4, is per data set)."""
-    return estimate_memory(1, n_frames, box, t_eval, k_max, window) - \
-        estimate_memory(0, n_frames, box, t_eval, k_max, window)
+def bytes_per_particle(n_frames, box, t_eval, k_max, window, bits=8, cc_bits=16):
+    """Per-particle part of :func:`estimate_memory` (the rest, 8 M for the frequencies, is per
+    data set)."""
+    return estimate_memory(1, n_frames, box, t_eval, k_max, window, bits, cc_bits) - \
+        estimate_memory(0, n_frames, box, t_eval, k_max, window, bits, cc_bits)
 
 
 def tcc_sums(data, tracks):
-    """Per-micrograph sums of eq. 19: [sum Re(X V_s*), sum |X|^2, sum |V_s|^2] (float64, (3,)).
+    """Per-micrograph sums of eq. 19: [sum w Re(X V_s*), sum w|X|^2, sum w|V_s|^2] (float64, (3,)).
 
     tracks (P, F, 2): (x, y) px position of each particle in each frame relative to its
     prediction; V_s(k) = V(k) exp(-2 pi i <k, s>) (core.fourier convention).
     Sums of several micrographs add; :func:`tcc_from_sums` turns them into the TCC.
     """
     tracks = np.asarray(tracks, dtype=np.float64)
-    p, f, m = data.obs.shape
+    p, f, m = data.blocks.q.shape[:3]
     if tracks.shape != (p, f, 2):
         raise ValueError("tracks shape %s, expected %s" % (tracks.shape, (p, f, 2)))
     kmax = int(max(np.abs(data.kx).max(), np.abs(data.ky).max()))
@@ -184,16 +213,14 @@ def tcc_sums(data, tracks):
     step = max(1, _CHUNK_ELEMENTS // max(1, f * m))
     for p0 in range(0, p, step):
         s = tracks[p0:p0 + step]
-        # X V_s* = X V* exp(+2 pi i <k, s>), separable in kx and ky: gather 1-D phase tables
+        # w X V_s* = w X V* exp(+2 pi i <k, s>), separable in kx and ky: 1-D phase tables
         ex = np.exp(1j * scale * s[..., 0, None] * freqs).astype(np.complex64)
         ey = np.exp(1j * scale * s[..., 1, None] * freqs).astype(np.complex64)
-        prod = data.obs[p0:p0 + step] * np.conj(data.pred[p0:p0 + step])[:, None, :]
+        prod = data.products(p0, p0 + step)
         prod *= ex[..., ix]
         prod *= ey[..., iy]
-        rows = np.einsum("pfm,fm->pf", prod.real, data.weights)
-        num += rows.sum(dtype=np.float64)
-    x2, v2 = data.denominators
-    return np.array([num, x2, v2])
+        num += prod.real.sum(dtype=np.float64)
+    return np.array([num, data.x2, data.v2])
 
 
 def tcc_from_sums(sums):

@@ -6,11 +6,14 @@ From one pass over a movie, keep what every evaluation of a triplet needs (no re
   *alignment circle* |k| < T_align: the whitened, damaged prediction is zeroed outside the circle
   (:func:`.tcc.alignment_circle_mask`) before the CC, so the CC maps carry no information from the
   evaluation ring; they are scaled by the contrast sign and amplitude of :mod:`.micrograph`
-  (both estimated on the alignment circle too) and stored as float32 (P, F, W, W);
+  (both estimated on the alignment circle too) and stored in 16-bit block floating point
+  (:mod:`.compact`, one block per map: within 1/131070 of the map's range, far below what moves
+  a fitted track);
 * the *evaluation ring* of the observed frames and of the predictions from the OPPOSITE half map
-  (:class:`.tcc.EvalRingData`, complex64, one pixel per Friedel pair), both whitened with the
-  micrograph's noise spectrum as the CC maps are, with the damage filters as per-frame weights
-  of eq. 19 (as RELION's MotionParamEstimator).
+  (:class:`.tcc.EvalRingData`: their weighted products in 8-bit block floating point, one
+  pixel per Friedel pair), both whitened with the micrograph's noise spectrum as the CC maps
+  are, with the damage filters as per-frame weights of eq. 19 (as RELION's
+  MotionParamEstimator).
 
 :meth:`TrainingMicrograph.align` refits the tracks for a triplet with :func:`.fit.fit_tracks` on the
 stored CC maps and returns them relative to the patches (what :func:`.tcc.tcc_sums` expects);
@@ -27,6 +30,7 @@ from .fit import MotionFitError, fit_tracks
 from .micrograph import _amplitude, _auto_cc, _check_patches, _resolve_sign
 from .observation import compute_cc_maps, estimate_noise_power
 from .patches import extract_patches
+from .compact import Blocks, quantise
 from .tcc import EvalRingData, alignment_circle_mask
 from .units import MotionParams
 
@@ -37,12 +41,13 @@ log = logging.getLogger(__name__)
 class TrainingMicrograph:
     """Training data of one micrograph.
 
-    cc_maps (P, F, W, W) float32: alignment-circle CC maps, already times sign * amplitude;
+    cc: :class:`.compact.Blocks` (P, F, W, W) of the alignment-circle CC maps, already times
+    sign * amplitude (:attr:`cc_maps` gives them as float32);
     centres (P, 2) px; initial_tracks, cut_shifts (P, F, 2) px (as in :func:`.fit.fit_tracks`);
     eval_data: evaluation ring vs the opposite half map; dose_per_frame (e/A^2) and pixel_size
     (A/px) convert a triplet in paper units to pixels (:class:`.units.MotionParams`).
     """
-    cc_maps: np.ndarray
+    cc: Blocks
     centres: np.ndarray
     initial_tracks: np.ndarray
     cut_shifts: np.ndarray
@@ -55,12 +60,17 @@ class TrainingMicrograph:
 
     @property
     def n_particles(self):
-        return self.cc_maps.shape[0]
+        return self.cc.q.shape[0]
+
+    @property
+    def cc_maps(self):
+        """(P, F, W, W) float32 CC maps (a new array each time)."""
+        return self.cc.values()
 
     @property
     def nbytes(self):
         """Bytes held: evaluation ring + CC maps + the small per-particle arrays."""
-        return int(self.eval_data.nbytes + self.cc_maps.nbytes + self.centres.nbytes
+        return int(self.eval_data.nbytes + self.cc.nbytes + self.centres.nbytes
                    + self.initial_tracks.nbytes + self.cut_shifts.nbytes)
 
     def align(self, triplet, backend=None, mode="gp"):
@@ -98,34 +108,32 @@ def _whitening_full(n, noise_power):
 
 
 def eval_ring_from_patches(patches, opposite_predictions, noise_power, damage, t_eval, k_max,
-                           sign=1):
+                           sign=1, bits=8):
     """:class:`EvalRingData` of patches (P, F, n, n) real vs sign * opposite predictions (P, n, n),
     both whitened by noise_power, damage (F, n, n) or None as per-frame weights; built one particle
-    at a time (no (P, F, n, n) complex array)."""
+    at a time (no (P, F, n, n) complex array); bits as :meth:`.tcc.EvalRingData.from_fourier`."""
     P, F, n = patches.shape[:3]
     white = _whitening_full(n, noise_power)
     parts = []
     for p in range(P):
         obs = np.fft.fft2(patches[p].astype(np.float64)) * white
         pred = sign * np.asarray(opposite_predictions[p]) * white
-        parts.append(EvalRingData.from_fourier(obs[None], pred[None], t_eval, k_max, damage))
-    first = parts[0]
-    return EvalRingData(obs=np.concatenate([d.obs for d in parts]),
-                        pred=np.concatenate([d.pred for d in parts]),
-                        ky=first.ky, kx=first.kx, weights=first.weights, box=n)
+        parts.append(EvalRingData.from_fourier(obs[None], pred[None], t_eval, k_max, damage, bits))
+    return EvalRingData.concatenate(parts)
 
 
 def build_training_micrograph(frames, centres, predictions, opposite_predictions, damage,
                               initial_tracks, t_align, t_eval, k_max, dose_per_frame, pixel_size,
                               window=8, invert="auto", cc_scale="likelihood", defects=None,
-                              noise_power=None, name=""):
+                              noise_power=None, name="", bits=8, cc_bits=16):
     """Read the F frames once and keep a :class:`TrainingMicrograph`.
 
     frames: iterable of gain-corrected (ny, nx) frames; centres (P, 2) px; predictions and
     opposite_predictions (P, n, n) fft2 of the own / opposite half map (core.predict);
     damage (F, n, n) or None; initial_tracks (P, F, 2) px (e.g. the MotionCorr global track);
     t_align, t_eval, k_max: px of the n-box (:func:`.tcc.split_threshold`); window: CC radius px;
-    invert, cc_scale, defects, noise_power as in :func:`.micrograph.align_micrograph`.
+    invert, cc_scale, defects, noise_power as in :func:`.micrograph.align_micrograph`; bits,
+    cc_bits: of the stored evaluation-ring products and CC maps (:mod:`.compact`).
     Raises MotionFitError for non-finite frames or when no signal is found.
     """
     centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
@@ -151,16 +159,16 @@ def build_training_micrograph(frames, centres, predictions, opposite_predictions
     amp = _amplitude(sign * cc, _auto_cc(circle, damage, noise, cc_scale), min(3, window))
     if not np.isfinite(amp) or amp <= 0:
         raise MotionFitError("no particle signal on the alignment circle (amplitude %g)" % amp)
-    cc *= np.float32(sign * amp)
+    cc = quantise(cc * np.float32(sign * amp), cc_bits, block_ndim=2)
     ring = eval_ring_from_patches(patches, opposite_predictions, noise, damage, t_eval, k_max,
-                                  sign)
-    return TrainingMicrograph(cc_maps=cc, centres=centres, initial_tracks=init, cut_shifts=cut,
+                                  sign, bits)
+    return TrainingMicrograph(cc=cc, centres=centres, initial_tracks=init, cut_shifts=cut,
                               eval_data=ring, dose_per_frame=float(dose_per_frame),
                               pixel_size=float(pixel_size), sign=sign, amplitude=amp, name=name)
 
 
 def simulated_training_micrograph(dataset, mic, t_align, t_eval, k_max, window=8, n=None,
-                                  invert="auto"):
+                                  invert="auto", bits=8):
     """:class:`TrainingMicrograph` of a simulated micrograph
     (:class:`~polishplugin.core.simulate.dataset.SimulatedMicrograph`; tests, benchmarks), set up as :func:`.micrograph.polish_simulated_micrograph` with its
     defaults: frames raw * gain, defects detected from the movie, the simulation's earlier global
@@ -185,4 +193,4 @@ def simulated_training_micrograph(dataset, mic, t_align, t_eval, k_max, window=8
     init = np.repeat(mic.global_track[None], len(mic.centres), axis=0)
     return build_training_micrograph(frames, mic.centres, own, opp, damage, init, t_align, t_eval,
                                      k_max, c.dose_per_frame, px, window=window, invert=invert,
-                                     defects=defects, name=mic.name)
+                                     defects=defects, name=mic.name, bits=bits)
