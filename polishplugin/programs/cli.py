@@ -2,6 +2,8 @@
 reported as one line naming the file and the problem (exit status 2) instead of a traceback."""
 import logging
 
+import numpy as np
+
 from ..io.errors import InputError
 
 log = logging.getLogger("polishplugin")
@@ -40,3 +42,11 @@ def check_reference_args(args, program):
     """Refuse a run that names neither a postprocess STAR nor both half maps."""
     if not args.postprocess and not (args.half1 and args.half2):
         raise SystemExit("%s: give --postprocess or both --half1 and --half2" % program)
+
+
+def auto_window(sigma_vel_px, n_frames, box):
+    """CC search radius (px) around the initial track when --window is 0: four prior standard
+    deviations of a random walk of sigma_vel px per frame over the frames plus 4 px, at least 4
+    and at most a quarter of the box. Polishing and training use the same rule, so training
+    aligns over the range that polishing will search."""
+    return max(4, min(box // 4, int(np.ceil(4 * sigma_vel_px * np.sqrt(n_frames))) + 4))

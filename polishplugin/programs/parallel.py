@@ -18,6 +18,9 @@ class _Serial:
     def gather(self, obj, root=0):
         return [obj]
 
+    def allgather(self, obj):
+        return [obj]
+
 
 def _under_mpirun():
     return any(v in os.environ for v in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK",
@@ -26,7 +29,8 @@ def _under_mpirun():
 
 def get_comm():
     """mpi4py's COMM_WORLD when started by an MPI launcher and mpi4py is installed, else a
-    one-process stand-in with the same few methods (rank, size, barrier, bcast, gather)."""
+    one-process stand-in with the same few methods (rank, size, barrier, bcast, gather,
+    allgather)."""
     if not _under_mpirun():
         return _Serial()
     try:
@@ -43,6 +47,18 @@ def get_comm():
 def my_share(items, comm):
     """Round-robin share of ``items`` for this rank (micrographs are similar in cost)."""
     return items[comm.rank::comm.size]
+
+
+def balanced_share(items, costs, comm):
+    """This rank's share of ``items`` with similar total ``costs`` per rank: largest first, each
+    to the rank with the least so far (deterministic, the same on every rank)."""
+    load = [0.0] * comm.size
+    owner = {}
+    for i in sorted(range(len(items)), key=lambda i: (-costs[i], i)):
+        r = min(range(comm.size), key=lambda r: (load[r], r))
+        owner[i] = r
+        load[r] += costs[i]
+    return [items[i] for i in range(len(items)) if owner[i] == comm.rank]
 
 
 def set_threads(threads):

@@ -28,7 +28,7 @@ from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, read_tracks_star, write_particles_star, write_star, \
     write_tracks_star
 from .parallel import get_comm, my_share, set_threads
-from .cli import add_movie_inputs, check_reference_args, run_program
+from .cli import add_movie_inputs, auto_window, check_reference_args, run_program
 from .micrographs import micrograph_defects
 
 log = logging.getLogger("polishplugin.polish")
@@ -165,8 +165,7 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
                                 mic.pre_exposure + first * mic.dose_per_frame, mic.voltage)
         sig_px = MotionParams(*sigmas).to_pixels(mic.dose_per_frame, px)
         init = mic.initial_tracks[:, first:last] if args.init == "motioncorr" else None
-        window = args.window or max(4, min(inputs.box // 4,
-                                           int(np.ceil(4 * sig_px[0] * np.sqrt(F))) + 4))
+        window = args.window or auto_window(sig_px[0], F, inputs.box)
         invert = {"auto": "auto", "yes": True, "no": False}[args.invert]
         res = align_micrograph(movie.iter_frames(first, last), mic.centres, preds, damage, sig_px,
                                init, window=window, mode=args.mode, invert=invert,

@@ -36,8 +36,8 @@ from ..io.atomic import atomic_text
 from ..io.errors import InputError
 from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, write_star
-from .parallel import set_threads
-from .cli import add_movie_inputs, check_reference_args, run_program
+from .parallel import get_comm, set_threads
+from .cli import add_movie_inputs, auto_window, check_reference_args, run_program
 from .micrographs import micrograph_defects
 
 log = logging.getLogger("polishplugin.train")
@@ -149,24 +149,25 @@ def load_training_micrograph(mic, inputs, projectors, split, window, args):
 
 class _Session:
     """Training data of the micrographs the current and later restarts need (each movie read
-    once), the record of every evaluation, and the memory held."""
+    once), the record of every evaluation, and the memory held.
 
-    def __init__(self, inputs, projectors, split, window, subsets, args):
+    Under MPI every micrograph of any subset belongs to one rank (balanced by particles), which
+    reads it and aligns it for every triplet; the sums of eq. 19 are gathered so that every rank
+    sees the same TCC and runs the same Nelder-Mead steps."""
+
+    def __init__(self, inputs, projectors, split, window, subsets, args, comm):
+        from .parallel import balanced_share
         self.inputs, self.projectors, self.split, self.window = inputs, projectors, split, window
         self.by_name = {m.name: m for m in inputs.micrographs}
-        self.subsets, self.args = subsets, args
+        self.subsets, self.args, self.comm = subsets, args, comm
+        names = sorted(set().union(*subsets))
+        self.mine = set(balanced_share(names, [len(self.by_name[n].centres) for n in names],
+                                       comm))
         self.held, self.failed, self.rows = {}, {}, []
         self.peak_bytes, self.read_seconds, self.restart = 0, 0.0, -1
 
-    def make_objective(self, seed):
-        from ..core.motion.train_data import make_align
-        from ..core.motion.training import make_tcc_objective
-        self.restart += 1
-        later = set().union(*self.subsets[self.restart:])
-        for name in list(self.held):
-            if name not in later:
-                del self.held[name]
-        for name in self.subsets[self.restart]:
+    def _load(self, names):
+        for name in names:
             if name in self.held or name in self.failed:
                 continue
             t0 = time.time()
@@ -181,17 +182,32 @@ class _Session:
                 log.error("%s skipped: %s", name, exc)
                 self.failed[name] = str(exc)
             self.read_seconds += time.time() - t0
+
+    def make_objective(self, seed):
+        from ..core.motion.train_data import make_align
+        from ..core.motion.training import make_tcc_objective
+        self.restart += 1
+        later = set().union(*self.subsets[self.restart:])
+        for name in list(self.held):
+            if name not in later:
+                del self.held[name]
+        self._load([n for n in self.subsets[self.restart] if n in self.mine])
         mics = [self.held[n] for n in self.subsets[self.restart] if n in self.held]
-        if not mics:
+        counts = self.comm.allgather((len(mics), sum(m.n_particles for m in mics),
+                                      sum(m.nbytes for m in self.held.values()), self.failed))
+        for c in counts:
+            self.failed.update(c[3])
+        n_mics, n_particles, held = (sum(c[i] for c in counts) for i in range(3))
+        if not n_mics:
             raise SystemExit("train: no usable micrograph in the subset of restart %d"
                              % self.restart)
-        held = sum(m.nbytes for m in self.held.values())
         self.peak_bytes = max(self.peak_bytes, held)
-        log.info("restart %d (seed %d): %d micrographs, %d particles; training data held: "
-                 "%.1f MB", self.restart, seed, len(mics), sum(m.n_particles for m in mics),
-                 held / 1e6)
+        if self.comm.rank == 0:
+            log.info("restart %d (seed %d): %d micrographs, %d particles on %d process(es); "
+                     "training data held: %.1f MB", self.restart, seed, n_mics, n_particles,
+                     self.comm.size, held / 1e6)
         objective = make_tcc_objective(make_align(mics, self.args.backend),
-                                       [m.eval_data for m in mics])
+                                       [m.eval_data for m in mics], reduce=self._reduce)
         restart, t_start = self.restart, time.time()
 
         def recorded(triplet):
@@ -201,11 +217,19 @@ class _Session:
             self.rows.append(dict(restart=restart, seed=seed, index=index,
                                   sigmas=[float(v) for v in triplet], tcc=float(value),
                                   seconds=time.time() - t0))
-            log.info("[restart %d] evaluation %d: s_vel %.4g s_div %.5g s_acc %.4g -> TCC %.8f "
-                     "(%.2f s, %.0f s in this restart)", restart, index, *triplet, value,
-                     time.time() - t0, time.time() - t_start)
+            if self.comm.rank == 0:
+                log.info("[restart %d] evaluation %d: s_vel %.4g s_div %.5g s_acc %.4g -> TCC "
+                         "%.8f (%.2f s, %.0f s in this restart)", restart, index, *triplet,
+                         value, time.time() - t0, time.time() - t_start)
             return value
         return recorded
+
+    def _reduce(self, sums):
+        """Sums of eq. 19 over all ranks, added in rank order (the same float everywhere)."""
+        total = np.zeros(3)
+        for part in self.comm.allgather(np.asarray(sums, dtype=np.float64)):
+            total += part
+        return total
 
 
 def write_trace(path, rows, n_simplex):
@@ -237,6 +261,9 @@ def run(args):
 
     check_args(args)
     set_threads(args.threads)
+    comm = get_comm()
+    if comm.rank != 0:      # every rank runs the same optimisation: one log is enough
+        logging.getLogger("polishplugin").setLevel(logging.WARNING)
     t_all = time.time()
     out = os.path.abspath(args.out)
     inputs = load_polish_inputs(args.particles, args.mics, args.postprocess, args.half1,
@@ -249,7 +276,7 @@ def run(args):
     first, last = frame_range(args, mic0.nframes)
     F = last - first
     sv_px = MotionParams(*args.start).to_pixels(mic0.dose_per_frame, inputs.pixel_size)[0]
-    window = args.window or max(4, min(inputs.box // 4, int(np.ceil(8 * sv_px * np.sqrt(F))) + 4))
+    window = args.window or auto_window(sv_px, F, inputs.box)
     bpp = bytes_per_particle(F, inputs.box, t_eval, k_max, 2 * window + 1)
     budget = args.memory_budget * 1e9 if args.memory_budget > 0 else None
     counts = {m.name: len(m.centres) for m in inputs.micrographs}
@@ -262,13 +289,16 @@ def run(args):
              t_eval, k_max, inputs.box, res, t_align, window, args.restarts,
              "/".join(str(sum(counts[n] for n in s)) for s in subsets), bpp / 1e6)
     projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask)
-    session = _Session(inputs, projectors, (t_align, t_eval, k_max), window, subsets, args)
+    session = _Session(inputs, projectors, (t_align, t_eval, k_max), window, subsets, args, comm)
     t_opt = time.time()
     start = tuple(args.start) if args.fit_acc else tuple(args.start[:2]) + (-1.0,)
     summary = train_with_restarts(session.make_objective, seeds, x0=start,
                                   fit_acc=args.fit_acc, max_evals=args.max_evals,
                                   xatol=args.xatol)
-    opt_seconds = time.time() - t_opt - session.read_seconds
+    read_seconds = max(comm.allgather(session.read_seconds))
+    opt_seconds = time.time() - t_opt - read_seconds
+    if comm.rank != 0:
+        return 0
     sigmas = summary.geo_mean if args.fit_acc else summary.geo_mean[:2] + (-1.0,)
     with atomic_text(os.path.join(out, OPT_PARAMS)) as fh:
         fh.write(format_opt_params(sigmas))
@@ -290,14 +320,15 @@ def run(args):
         "memory": {"peak_held_bytes": int(session.peak_bytes),
                    "estimate_bytes_per_particle": int(bpp)},
         "failed": session.failed, "n_evaluations": len(session.rows),
-        "seconds": {"read_and_build": round(session.read_seconds, 3),
+        "processes": comm.size,
+        "seconds": {"read_and_build": round(read_seconds, 3),
                     "optimise": round(opt_seconds, 3), "total": round(time.time() - t_all, 3)}}
     with atomic_text(os.path.join(out, "train.json")) as fh:
         json.dump(report, fh, indent=1)
     log.info("per-restart optima:\n%s", summary.report())
     log.info("sigmas (geometric mean over %d restarts): %s -> %s; peak training data %.1f MB; "
              "%.1f s reading, %.1f s optimising", args.restarts, format_opt_params(sigmas).strip(),
-             os.path.join(out, OPT_PARAMS), session.peak_bytes / 1e6, session.read_seconds,
+             os.path.join(out, OPT_PARAMS), session.peak_bytes / 1e6, read_seconds,
              opt_seconds)
     if not args.no_figures:
         from ..viewers.figures import train_figures

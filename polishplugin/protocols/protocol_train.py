@@ -59,7 +59,7 @@ class ProtPolishTrain(ProtPolishMovieBase):
         form.addLine("Frames")
         form.addParam("firstFrame", params.IntParam, default=1, label="first")
         form.addParam("lastFrame", params.IntParam, default=-1, label="last (-1: all)")
-        form.addParallelSection(threads=1, mpi=0)
+        form.addParallelSection(threads=1, mpi=1)
 
     # ----------------------------------------------------------------- steps
     def _insertAllSteps(self):
@@ -84,7 +84,7 @@ class ProtPolishTrain(ProtPolishMovieBase):
         return " ".join(args)
 
     def trainStep(self, args):
-        self.runProgram("train", args, numberOfThreads=self.numberOfThreads.get())
+        self.runProgram("train", args, numberOfMpi=self.numberOfMpi.get())
 
     def createOutputStep(self):
         with open(self._trainDir("train.json")) as fh:

@@ -1,6 +1,10 @@
 """The training program end to end on a tiny simulation: parseable RELION-style opt_params, a
 trace with every evaluation, per-restart subsets chosen as RELION does, bad input refused."""
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -75,3 +79,33 @@ def test_bad_arguments_are_refused_before_work(sim, tmp_path):
         train.main(["--particles", str(sim / "particles.star"), "--mics", "m.star",
                     "--out", str(tmp_path / "y")])
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None and not os.path.exists(
+    os.path.join(os.path.dirname(sys.executable), "mpirun")), reason="no MPI launcher")
+def test_mpi_training_follows_the_serial_optimisation(sim, tmp_path):
+    """Two ranks each hold half of the micrographs; the gathered TCC sums make every evaluation,
+    and so the whole Nelder-Mead path and the optimum, those of one process."""
+    pytest.importorskip("mpi4py")
+    mpirun = shutil.which("mpirun") or os.path.join(os.path.dirname(sys.executable), "mpirun")
+    serial, par = tmp_path / "serial", tmp_path / "mpi"
+    extra = ("--restarts", "1", "--no-figures")
+    assert train.main(_args(sim, serial, *extra)) == 0
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1")
+    cmd = [mpirun, "-np", "2", sys.executable, "-m", "polishplugin.programs.train"] + \
+        _args(sim, par, *extra)
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "on 2 process(es)" in res.stderr
+    a = read_star(serial / "trace.star")["evaluations"]
+    b = read_star(par / "trace.star")["evaluations"]
+    assert len(a) == len(b) > 10
+    np.testing.assert_allclose(b["rlnPolishTrainTcc"], a["rlnPolishTrainTcc"], rtol=1e-9)
+    report = json.loads((par / "train.json").read_text())
+    assert report["processes"] == 2
+    assert report["memory"]["peak_held_bytes"] == \
+        json.loads((serial / "train.json").read_text())["memory"]["peak_held_bytes"]
+    np.testing.assert_allclose(parse_opt_params((par / train.OPT_PARAMS).read_text()),
+                               parse_opt_params((serial / train.OPT_PARAMS).read_text()),
+                               rtol=1e-6)

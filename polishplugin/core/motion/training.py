@@ -60,18 +60,20 @@ def choose_subset(particles_per_micrograph, min_particles, rng=RELION_SEED, max_
     return chosen
 
 
-def make_tcc_objective(align, eval_data):
+def make_tcc_objective(align, eval_data, reduce=None):
     """objective(triplet) -> TCC over all micrographs (eq. 19).
 
     align(m, triplet) -> tracks (P_m, F, 2) of micrograph m aligned with that triplet (on the
     alignment circle, against the particles' own half maps); eval_data[m]: its
     :class:`.tcc.EvalRingData` (opposite-half predictions on the evaluation ring).
+    reduce(sums) -> sums over every process, when the micrographs are split between processes
+    (each holds its own; the sums of eq. 19 add); it must return the same value everywhere.
     """
     def objective(triplet):
         sums = np.zeros(3)
         for m, data in enumerate(eval_data):
             sums += tcc_sums(data, align(m, tuple(triplet)))
-        return tcc_from_sums(sums)
+        return tcc_from_sums(sums if reduce is None else reduce(sums))
     return objective
 
 
