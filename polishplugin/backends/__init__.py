@@ -6,7 +6,10 @@ Every backend is a module exposing ``NAME`` and the kernels
   per-(particle, frame) CC maps with its analytic gradient (seed zivanov2019 §2.1.3, "cubic
   interpolation ... ensures a continuous gradient"); see :mod:`.numpy_backend` for the layout;
 - ``interp_trilinear(volume, coords) -> values``: periodic trilinear interpolation of a 3D
-  (complex) array, the Fourier-slice sampling of :class:`polishplugin.core.projector.Projector`.
+  (complex) array, the Fourier-slice sampling of :class:`polishplugin.core.projector.Projector`;
+- ``ring_correlation(q, scale, offset, kx, ky, tracks, box) -> float``: the numerator of the TCC
+  (eq. 19) over compactly stored evaluation-ring products (:mod:`polishplugin.core.motion.tcc`),
+  the inner loop of motion-parameter training.
 
 ``numpy`` is the readable reference, ``numba`` the default (parallel CPU loops); the backends
 must agree to float tolerance.

@@ -113,3 +113,45 @@ def interp_trilinear(volume, coords):
     out = np.empty(coords.shape[1], dtype=volume.dtype)
     _interp_trilinear(volume, coords, out)
     return out
+
+
+@numba.njit(cache=True, parallel=True)
+def _ring_correlation(q, scale, offset, kx, ky, tracks, box, kmax):
+    P, F, M = q.shape[0], q.shape[1], q.shape[2]
+    w = 2.0 * np.pi / box
+    partial = np.zeros(P)
+    for p in numba.prange(P):
+        ex_re = np.empty(2 * kmax + 1)
+        ex_im = np.empty(2 * kmax + 1)
+        ey_re = np.empty(2 * kmax + 1)
+        ey_im = np.empty(2 * kmax + 1)
+        acc = 0.0
+        for f in range(F):
+            for j in range(2 * kmax + 1):
+                ax = w * tracks[p, f, 0] * (j - kmax)
+                ay = w * tracks[p, f, 1] * (j - kmax)
+                ex_re[j], ex_im[j] = np.cos(ax), np.sin(ax)
+                ey_re[j], ey_im[j] = np.cos(ay), np.sin(ay)
+            s, o = np.float64(scale[p, f]), np.float64(offset[p, f])
+            row = 0.0
+            for m in range(M):
+                a = kx[m] + kmax
+                b = ky[m] + kmax
+                c_re = ex_re[a] * ey_re[b] - ex_im[a] * ey_im[b]
+                c_im = ex_re[a] * ey_im[b] + ex_im[a] * ey_re[b]
+                row += (q[p, f, m, 0] * s + o) * c_re - (q[p, f, m, 1] * s + o) * c_im
+            acc += row
+        partial[p] = acc
+    return partial.sum()
+
+
+def ring_correlation(q, scale, offset, kx, ky, tracks, box):
+    """TCC numerator over stored ring products; see
+    :func:`polishplugin.backends.numpy_backend.ring_correlation`."""
+    kx = np.ascontiguousarray(kx, dtype=np.int64)
+    ky = np.ascontiguousarray(ky, dtype=np.int64)
+    kmax = int(max(np.abs(kx).max(), np.abs(ky).max()))
+    return float(_ring_correlation(np.ascontiguousarray(q), np.ascontiguousarray(scale),
+                                   np.ascontiguousarray(offset),
+                                   kx, ky, np.ascontiguousarray(tracks, dtype=np.float64),
+                                   float(box), kmax))

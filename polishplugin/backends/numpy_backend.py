@@ -56,3 +56,36 @@ def cc_interp(cc_maps, positions):
     gx = np.einsum("pfi,pfij,pfj->pf", wy, patch, dwx)
     gy = np.einsum("pfi,pfij,pfj->pf", dwy, patch, wx)
     return val, np.stack([gx, gy], axis=-1)
+
+
+_RING_CHUNK = 1 << 22   # particle-frame-pixels per vectorised chunk of ring_correlation
+
+
+def ring_correlation(q, scale, offset, kx, ky, tracks, box):
+    """Numerator of the TCC (eq. 19 of Zivanov 2019) over stored evaluation-ring products:
+    sum_{p,f,m} Re[Z_pfm exp(2 pi i (kx_m s_pf,x + ky_m s_pf,y) / box)], float64.
+
+    Z = offset_pf (1 + i) + scale_pf (q_pfm0 + i q_pfm1) are the products w X V* in block
+    floating point (:mod:`polishplugin.core.motion.compact`): q (P, F, M, 2) integers, scale and
+    offset (P, F) float32; kx, ky (M,) integer frequencies in px of the box; tracks (P, F, 2)
+    (x, y) shifts in px. The phase is separable, so it is gathered from 1-D tables per (p, f).
+    """
+    p, f, m = q.shape[:3]
+    kmax = int(max(np.abs(kx).max(), np.abs(ky).max()))
+    freqs = np.arange(-kmax, kmax + 1, dtype=np.float64)
+    ix, iy = kx + kmax, ky + kmax
+    w = 2.0 * np.pi / box
+    num = 0.0
+    step = max(1, _RING_CHUNK // max(1, f * m))
+    for p0 in range(0, p, step):
+        s = tracks[p0:p0 + step]
+        ex = np.exp(1j * w * s[..., 0, None] * freqs).astype(np.complex64)
+        ey = np.exp(1j * w * s[..., 1, None] * freqs).astype(np.complex64)
+        parts = q[p0:p0 + step].astype(np.float32) * scale[p0:p0 + step, :, None, None] \
+            + offset[p0:p0 + step, :, None, None]
+        prod = parts[..., 0].astype(np.complex64)
+        prod.imag = parts[..., 1]
+        prod *= ex[..., ix]
+        prod *= ey[..., iy]
+        num += prod.real.sum(dtype=np.float64)
+    return float(num)

@@ -207,7 +207,8 @@ class _Session:
                      "training data held: %.1f MB", self.restart, seed, n_mics, n_particles,
                      self.comm.size, held / 1e6)
         objective = make_tcc_objective(make_align(mics, self.args.backend),
-                                       [m.eval_data for m in mics], reduce=self._reduce)
+                                       [m.eval_data for m in mics], reduce=self._reduce,
+                                       backend=self.args.backend)
         restart, t_start = self.restart, time.time()
 
         def recorded(triplet):

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 
 from polishplugin.core import fourier
-from polishplugin.core.motion import tcc as tccmod
+from polishplugin.backends import numpy_backend
 from polishplugin.core.motion.compact import quantise
 from polishplugin.core.motion.tcc import (EvalRingData, alignment_circle_mask, bytes_per_particle,
                                           estimate_memory, evaluation_ring_mask, split_threshold,
-                                          tcc, tcc_sums)
+                                          tcc, tcc_from_sums, tcc_sums)
 
 
 def _smooth_images(rng, shape, n, sigma_k=0.25):
@@ -128,8 +128,10 @@ def test_tcc_matches_brute_force_with_weights_and_several_micrographs(monkeypatc
     assert tcc(datasets, tracks) == pytest.approx(expected, rel=1e-4)
     one = _brute_tcc(*brute_parts[0], 2.5, 6.0, weights)
     assert tcc(datasets[0], tracks[0]) == pytest.approx(one, rel=1e-4)
-    monkeypatch.setattr(tccmod, "_CHUNK_ELEMENTS", 1)      # one particle per chunk
-    assert tcc(datasets, tracks) == pytest.approx(expected, rel=1e-4)
+    monkeypatch.setattr(numpy_backend, "_RING_CHUNK", 1)       # one particle per chunk
+    for backend in ("numpy", "numba"):
+        sums = sum(tcc_sums(d, t, backend=backend) for d, t in zip(datasets, tracks))
+        assert tcc_from_sums(sums) == pytest.approx(expected, rel=1e-4)
     joined = EvalRingData.concatenate(datasets)
     assert tcc(joined, np.concatenate(tracks)) == pytest.approx(expected, rel=1e-4)
     with pytest.raises(ValueError):

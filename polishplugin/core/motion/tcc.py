@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...backends import get_backend
 from .compact import Blocks, block_bytes, concatenate, quantise
 
-_CHUNK_ELEMENTS = 1 << 22   # (particles x frames x ring pixels) per vectorised chunk of tcc_sums
 
 
 def split_threshold(k_max, align_frac=0.5, eval_frac=None):
@@ -193,33 +193,21 @@ def bytes_per_particle(n_frames, box, t_eval, k_max, window, bits=8, cc_bits=16)
         estimate_memory(0, n_frames, box, t_eval, k_max, window, bits, cc_bits)
 
 
-def tcc_sums(data, tracks):
+def tcc_sums(data, tracks, backend=None):
     """Per-micrograph sums of eq. 19: [sum w Re(X V_s*), sum w|X|^2, sum w|V_s|^2] (float64, (3,)).
 
     tracks (P, F, 2): (x, y) px position of each particle in each frame relative to its
-    prediction; V_s(k) = V(k) exp(-2 pi i <k, s>) (core.fourier convention).
+    prediction; V_s(k) = V(k) exp(-2 pi i <k, s>) (core.fourier convention), so
+    X V_s* = X V* exp(+2 pi i <k, s>) (the backend's ``ring_correlation``).
     Sums of several micrographs add; :func:`tcc_from_sums` turns them into the TCC.
     """
     tracks = np.asarray(tracks, dtype=np.float64)
-    p, f, m = data.blocks.q.shape[:3]
+    p, f = data.blocks.q.shape[:2]
     if tracks.shape != (p, f, 2):
         raise ValueError("tracks shape %s, expected %s" % (tracks.shape, (p, f, 2)))
-    kmax = int(max(np.abs(data.kx).max(), np.abs(data.ky).max()))
-    freqs = np.arange(-kmax, kmax + 1, dtype=np.float64)
-    ix = data.kx + kmax
-    iy = data.ky + kmax
-    scale = 2.0 * np.pi / data.box
-    num = 0.0
-    step = max(1, _CHUNK_ELEMENTS // max(1, f * m))
-    for p0 in range(0, p, step):
-        s = tracks[p0:p0 + step]
-        # w X V_s* = w X V* exp(+2 pi i <k, s>), separable in kx and ky: 1-D phase tables
-        ex = np.exp(1j * scale * s[..., 0, None] * freqs).astype(np.complex64)
-        ey = np.exp(1j * scale * s[..., 1, None] * freqs).astype(np.complex64)
-        prod = data.products(p0, p0 + step)
-        prod *= ex[..., ix]
-        prod *= ey[..., iy]
-        num += prod.real.sum(dtype=np.float64)
+    b = data.blocks
+    num = get_backend(backend).ring_correlation(b.q, b.scale, b.offset, data.kx, data.ky,
+                                                tracks, data.box)
     return np.array([num, data.x2, data.v2])
 
 

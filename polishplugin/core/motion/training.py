@@ -60,7 +60,7 @@ def choose_subset(particles_per_micrograph, min_particles, rng=RELION_SEED, max_
     return chosen
 
 
-def make_tcc_objective(align, eval_data, reduce=None):
+def make_tcc_objective(align, eval_data, reduce=None, backend=None):
     """objective(triplet) -> TCC over all micrographs (eq. 19).
 
     align(m, triplet) -> tracks (P_m, F, 2) of micrograph m aligned with that triplet (on the
@@ -68,11 +68,12 @@ def make_tcc_objective(align, eval_data, reduce=None):
     :class:`.tcc.EvalRingData` (opposite-half predictions on the evaluation ring).
     reduce(sums) -> sums over every process, when the micrographs are split between processes
     (each holds its own; the sums of eq. 19 add); it must return the same value everywhere.
+    backend: of :func:`.tcc.tcc_sums` (None: the default).
     """
     def objective(triplet):
         sums = np.zeros(3)
         for m, data in enumerate(eval_data):
-            sums += tcc_sums(data, align(m, tuple(triplet)))
+            sums += tcc_sums(data, align(m, tuple(triplet)), backend)
         return tcc_from_sums(sums if reduce is None else reduce(sums))
     return objective
 
