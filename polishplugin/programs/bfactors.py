@@ -57,7 +57,7 @@ from ..io.errors import InputError
 from ..io.star import StarTable, read_star, read_tracks_star, write_particles_star, write_star
 from .parallel import get_comm, my_share, set_threads
 from .polish import mic_stem, output_paths
-from .cli import add_movie_inputs, check_reference_args, run_program
+from .cli import add_movie_inputs, add_output_options, check_reference_args, run_program
 from .micrographs import micrograph_defects
 
 log = logging.getLogger("polishplugin.bfactors")
@@ -82,10 +82,7 @@ def build_parser():
     o.add_argument("--float16", action="store_true", help="write the stacks as float16")
     o.add_argument("--no-defects", action="store_true", help="do not fill hot/dead pixels")
     o.add_argument("--only-bfactors", action="store_true", help="fit and stop (no recombination)")
-    c = p.add_argument_group("compute")
-    c.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--no-figures", action="store_true")
+    add_output_options(p, backend=False)
     return p
 
 

@@ -44,6 +44,17 @@ def check_reference_args(args, program):
         raise SystemExit("%s: give --postprocess or both --half1 and --half2" % program)
 
 
+def add_output_options(parser, backend=True):
+    """--backend (kernels: numba | numpy | opencl), --threads, --out and --no-figures, the same
+    in every program."""
+    c = parser.add_argument_group("compute")
+    if backend:
+        c.add_argument("--backend", default=None, help="numba (default) | numpy | opencl")
+    c.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--no-figures", action="store_true")
+
+
 def auto_window(sigma_vel_px, n_frames, box):
     """CC search radius (px) around the initial track when --window is 0: four prior standard
     deviations of a random walk of sigma_vel px per frame over the frames plus 4 px, at least 4

@@ -28,7 +28,8 @@ from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, read_tracks_star, write_particles_star, write_star, \
     write_tracks_star
 from .parallel import get_comm, my_share, set_threads
-from .cli import add_movie_inputs, auto_window, check_reference_args, run_program
+from .cli import (add_movie_inputs, add_output_options, auto_window, check_reference_args,
+                  run_program)
 from .micrographs import micrograph_defects
 
 log = logging.getLogger("polishplugin.polish")
@@ -36,7 +37,6 @@ log = logging.getLogger("polishplugin.polish")
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    a = p.add_argument
     g = add_movie_inputs(p)
     g.add_argument("--allow-missing", action="store_true",
                    help="drop particles of micrographs absent from --mics (default: error)")
@@ -76,11 +76,7 @@ def build_parser():
                                         "all movies, added to what is found in each movie")
     f.add_argument("--no-defects", action="store_true",
                    help="do not detect hot/dead pixels from the movies")
-    c = p.add_argument_group("compute")
-    c.add_argument("--backend", default=None, help="numba (default) | numpy | opencl")
-    c.add_argument("--threads", type=int, default=1)
-    a("--out", required=True, help="output folder")
-    a("--no-figures", action="store_true")
+    add_output_options(p)
     return p
 
 

@@ -37,7 +37,8 @@ from ..io.errors import InputError
 from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, write_star
 from .parallel import get_comm, set_threads
-from .cli import add_movie_inputs, auto_window, check_reference_args, run_program
+from .cli import (add_movie_inputs, add_output_options, auto_window, check_reference_args,
+                  run_program)
 from .micrographs import micrograph_defects
 
 log = logging.getLogger("polishplugin.train")
@@ -48,7 +49,6 @@ OPT_PARAMS = "opt_params_all_groups.txt"
 def build_parser():
     from ..core.motion.training import RELION_SEED, RELION_START
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    a = p.add_argument
     g = add_movie_inputs(p)
     g.add_argument("--allow-missing", action="store_true")
     g.add_argument("--skip-outside", action="store_true")
@@ -82,11 +82,7 @@ def build_parser():
     f.add_argument("--invert", choices=["auto", "yes", "no"], default="auto")
     f.add_argument("--cc-scale", choices=["likelihood", "relion"], default="likelihood")
     f.add_argument("--no-defects", action="store_true")
-    c = p.add_argument_group("compute")
-    c.add_argument("--backend", default=None, help="numba (default) | numpy | opencl")
-    c.add_argument("--threads", type=int, default=1)
-    a("--out", required=True, help="output folder")
-    a("--no-figures", action="store_true")
+    add_output_options(p)
     return p
 
 
