@@ -25,20 +25,12 @@ class Blocks:
     def nbytes(self):
         return self.q.nbytes + self.scale.nbytes + self.offset.nbytes
 
-    @property
-    def bits(self):
-        return 8 * self.q.itemsize
-
     def values(self, start=0, stop=None):
         """float32 of blocks start:stop along the first axis."""
         q = self.q[start:stop]
         expand = (slice(None),) * self.scale.ndim + (None,) * (q.ndim - self.scale.ndim)
         return (q.astype(np.float32) * self.scale[start:stop][expand]
                 + self.offset[start:stop][expand])
-
-    def __getitem__(self, index):
-        """The blocks of ``index`` along the leading (non-block) axes."""
-        return Blocks(self.q[index], self.scale[index], self.offset[index])
 
 
 def block_bytes(block_size, bits):

@@ -164,13 +164,6 @@ class EvalRingData:
         """Bytes held by the arrays."""
         return self.blocks.nbytes + self.ky.nbytes + self.kx.nbytes
 
-    def products(self, start=0, stop=None):
-        """w X V* of particles start:stop, (P', F, M) complex64."""
-        parts = self.blocks.values(start, stop)
-        prod = parts[..., 0].astype(np.complex64)
-        prod.imag = parts[..., 1]
-        return prod
-
 
 def _abs2(z):
     return z.real.astype(np.float64) ** 2 + z.imag.astype(np.float64) ** 2
