@@ -2,8 +2,6 @@
 bad input refused before any work with the file and the problem named."""
 import os
 import shutil
-import subprocess
-import sys
 
 import mrcfile
 import numpy as np
@@ -11,6 +9,7 @@ import pytest
 
 from polishplugin.io.star import read_star, read_tracks_star, write_star
 from polishplugin.programs import polish, simulate
+from polishplugin.tests.mpi import needs_mpirun, run_under_mpirun
 
 
 @pytest.fixture(scope="module")
@@ -71,18 +70,11 @@ def test_failed_micrograph_is_reported_not_zeroed(sim, tmp_path):
     assert not any("sim_0001" in str(n) for n in parts["rlnMicrographName"])
 
 
-@pytest.mark.skipif(shutil.which("mpirun") is None and not os.path.exists(
-    os.path.join(os.path.dirname(sys.executable), "mpirun")), reason="no MPI launcher")
+@needs_mpirun
 def test_mpi_split_gives_the_same_tracks(sim, tmp_path):
-    pytest.importorskip("mpi4py")
-    mpirun = shutil.which("mpirun") or os.path.join(os.path.dirname(sys.executable), "mpirun")
     serial, par = tmp_path / "serial", tmp_path / "mpi"
     assert polish.main(_args(sim, serial)) == 0
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_rmaps_base_oversubscribe="1")
-    cmd = [mpirun, "-np", "2", sys.executable, "-m", "polishplugin.programs.polish"] + \
-        _args(sim, par)
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    res = run_under_mpirun("polish", _args(sim, par))
     assert res.returncode == 0, res.stderr[-2000:]
     assert "2 rank(s)" in res.stderr
     a = read_star(serial / "tracks_all.star")["tracks"]

@@ -1,10 +1,6 @@
 """The training program end to end on a tiny simulation: parseable RELION-style opt_params, a
 trace with every evaluation, per-restart subsets chosen as RELION does, bad input refused."""
 import json
-import os
-import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,6 +8,7 @@ import pytest
 from polishplugin.core.motion.training import choose_subset, parse_opt_params
 from polishplugin.io.star import read_star
 from polishplugin.programs import simulate, train
+from polishplugin.tests.mpi import needs_mpirun, run_under_mpirun
 
 
 @pytest.fixture(scope="module")
@@ -81,21 +78,14 @@ def test_bad_arguments_are_refused_before_work(sim, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.skipif(shutil.which("mpirun") is None and not os.path.exists(
-    os.path.join(os.path.dirname(sys.executable), "mpirun")), reason="no MPI launcher")
+@needs_mpirun
 def test_mpi_training_follows_the_serial_optimisation(sim, tmp_path):
     """Two ranks each hold half of the micrographs; the gathered TCC sums make every evaluation,
     and so the whole Nelder-Mead path and the optimum, those of one process."""
-    pytest.importorskip("mpi4py")
-    mpirun = shutil.which("mpirun") or os.path.join(os.path.dirname(sys.executable), "mpirun")
     serial, par = tmp_path / "serial", tmp_path / "mpi"
     extra = ("--restarts", "1", "--no-figures")
     assert train.main(_args(sim, serial, *extra)) == 0
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_rmaps_base_oversubscribe="1")
-    cmd = [mpirun, "-np", "2", sys.executable, "-m", "polishplugin.programs.train"] + \
-        _args(sim, par, *extra)
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    res = run_under_mpirun("train", _args(sim, par, *extra))
     assert res.returncode == 0, res.stderr[-2000:]
     assert "on 2 process(es)" in res.stderr
     a = read_star(serial / "trace.star")["evaluations"]
