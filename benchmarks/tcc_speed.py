@@ -13,9 +13,8 @@ import numpy as np
 from polishplugin.backends import get_backend
 from polishplugin.core.motion.compact import quantise
 from polishplugin.core.motion.tcc import _ring_pixels, _signed_freqs, split_threshold
+from train_memory import DATASETS
 
-DATASETS = (("ribosome", 360, 1.34, 16, 3.2), ("beta-galactosidase", 384, 0.637, 38, 3.0),
-            ("gamma-secretase", 180, 1.40, 20, 4.2))
 
 
 def main(argv=None):
@@ -29,7 +28,7 @@ def main(argv=None):
     print("| data set | ring pixels | particle-frames | numpy (ms) | numba, %d thread(s) (ms) | "
           "numpy / numba | ns per particle-frame-pixel (numba) |" % numba.get_num_threads())
     print("|---|---|---|---|---|---|---|")
-    for name, box, px, frames, res in DATASETS:
+    for name, box, px, frames, _, res in DATASETS:
         k_max = min(box // 2, box * px / res)
         idx = _ring_pixels(box, split_threshold(k_max)[1], k_max)[0]
         ky, kx = (k.ravel()[idx].astype(np.int32) for k in _signed_freqs(box))

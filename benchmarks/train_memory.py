@@ -16,7 +16,7 @@ import argparse
 
 import numpy as np
 
-from polishplugin.core.motion.compact import quantise
+from polishplugin.core.motion.compact import block_bytes, quantise
 from polishplugin.core.motion.tcc import (EvalRingData, bytes_per_particle, ring_pixel_count,
                                           split_threshold)
 from polishplugin.core.motion.training import RELION_START
@@ -47,7 +47,7 @@ def main(argv=None):
         m = ring_pixel_count(box, t_eval, k_max)
         old = 8 * m * (frames + 1) + 4 * frames * w * w
         new = bytes_per_particle(frames, box, t_eval, k_max, w)
-        ring = bytes_per_particle(frames, box, t_eval, k_max, 0, cc_bits=8) - 8 * frames
+        ring = frames * block_bytes(2 * m, 8)
         print("| %s | %d | %d | %d | %d | %.2f | %.2f | %.3f | %.2f |" % (
             name, box, frames, m, radius, old / 1e6, new / 1e6, new / RELION_BYTES, ring / new))
     name, box, px, frames, dose, res = DATASETS[0]
