@@ -111,6 +111,20 @@ def _resolve_sign(invert, cc_maps, radius):
     return forced
 
 
+def _particle_inputs(centres, predictions):
+    """centres as (P, 2) float64 and predictions as an array, checked to be (P, n, n) with P > 0
+    (MotionFitError without particles, ValueError on a shape mismatch)."""
+    centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+    predictions = np.asarray(predictions)
+    P = len(centres)
+    if P == 0:
+        raise MotionFitError("no particles in this micrograph")
+    n = predictions.shape[-1]
+    if predictions.shape != (P, n, n):
+        raise ValueError("predictions %s do not match %d particles" % (predictions.shape, P))
+    return centres, predictions
+
+
 def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tracks=None,
                      window=8, mode="gp", invert="auto", opposite_predictions=None, backend=None,
                      global_window=None, cc_scale="likelihood", n_frames=None, defects=None,
@@ -129,14 +143,8 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
     :mod:`.observation`; noise_power (nrings,): replaces the estimate from the patches.
     Raises MotionFitError without particles or with non-finite data.
     """
-    centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
-    predictions = np.asarray(predictions)
-    P = len(centres)
-    if P == 0:
-        raise MotionFitError("no particles in this micrograph")
-    n = predictions.shape[-1]
-    if predictions.shape != (P, n, n):
-        raise ValueError("predictions %s do not match %d particles" % (predictions.shape, P))
+    centres, predictions = _particle_inputs(centres, predictions)
+    P, n = predictions.shape[:2]
     if initial_tracks is not None:
         F = np.shape(initial_tracks)[1]
     elif damage is not None:

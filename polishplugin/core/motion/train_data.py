@@ -27,7 +27,7 @@ import numpy as np
 
 from ..fourier import ring_index
 from .fit import MotionFitError, fit_tracks
-from .micrograph import _amplitude, _auto_cc, _check_patches, _resolve_sign
+from .micrograph import _amplitude, _auto_cc, _check_patches, _particle_inputs, _resolve_sign
 from .observation import compute_cc_maps, estimate_noise_power
 from .patches import extract_patches
 from .compact import Blocks, quantise
@@ -136,15 +136,11 @@ def build_training_micrograph(frames, centres, predictions, opposite_predictions
     cc_bits: of the stored evaluation-ring products and CC maps (:mod:`.compact`).
     Raises MotionFitError for non-finite frames or when no signal is found.
     """
-    centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
-    predictions = np.asarray(predictions)
-    P = len(centres)
-    if P == 0:
-        raise MotionFitError("no particles in this micrograph")
-    n = predictions.shape[-1]
-    if predictions.shape != (P, n, n) or np.shape(opposite_predictions) != (P, n, n):
-        raise ValueError("predictions %s / %s do not match %d particles of box %d"
-                         % (predictions.shape, np.shape(opposite_predictions), P, n))
+    centres, predictions = _particle_inputs(centres, predictions)
+    P, n = predictions.shape[:2]
+    if np.shape(opposite_predictions) != (P, n, n):
+        raise ValueError("opposite predictions %s do not match %d particles of box %d"
+                         % (np.shape(opposite_predictions), P, n))
     init = np.asarray(initial_tracks, dtype=np.float64)
     if init.ndim != 3 or init.shape[0] != P or init.shape[2] != 2:
         raise ValueError("initial tracks %s do not match %d particles" % (init.shape, P))
