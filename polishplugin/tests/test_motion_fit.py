@@ -146,3 +146,61 @@ def test_prior_mean_initial_keeps_the_initial_track_without_data():
     np.testing.assert_allclose(np.diff(still, axis=1), 0.0, atol=1e-4)
     with pytest.raises(ValueError, match="prior_mean"):
         fit_tracks(flat, pos, sig, init, mode="gp", prior_mean="median")
+
+
+def _gaussian_posterior_mode(m, a, positions, sigmas_px):
+    """Mode of the Gaussian posterior of the tracks, built in track space without the GP basis.
+
+    Data: log p(X | s_pf) = CC_pf(s_pf) + const with CC_pf(s) = -(a/2)|s - m_pf|^2 (eq. 15: CC is
+    the log-likelihood on the whitened scale); prior: velocities v_f ~ N(0, Sigma_V) (eq. 2) and
+    accelerations v_f - v_{f-1} ~ N(0, sigma_A^2 I) (eq. 10), flat on the start positions. Minimises
+    a |s - m|^2 + sum_f v_f^T Sigma_V^-1 v_f + sigma_A^-2 sum_f |v_f - v_{f-1}|^2 per axis by one
+    linear solve over the P*F positions."""
+    from polishplugin.core.motion.prior import velocity_covariance
+    P, F = m.shape[:2]
+    sv, sd, sa = sigmas_px
+    prec = np.linalg.inv(velocity_covariance(positions, sv, sd))
+    n = P * F
+    idx = lambda p, f: p * F + f                                  # noqa: E731
+    D = np.zeros(((F - 1) * P, n))                               # velocities v_f = s_{f+1} - s_f
+    for f in range(F - 1):
+        for p in range(P):
+            D[f * P + p, idx(p, f + 1)] += 1.0
+            D[f * P + p, idx(p, f)] -= 1.0
+    Q = D.T @ np.kron(np.eye(F - 1), prec) @ D
+    if sa > 0 and F > 2:
+        A = np.zeros(((F - 2) * P, (F - 1) * P))                  # accelerations v_f - v_{f-1}
+        for f in range(F - 2):
+            for p in range(P):
+                A[f * P + p, (f + 1) * P + p] += 1.0
+                A[f * P + p, f * P + p] -= 1.0
+        Q += (D.T @ A.T @ A @ D) / sa ** 2
+    H = a * np.eye(n) + Q
+    out = np.empty_like(m)
+    for ax in range(2):
+        out[..., ax] = np.linalg.solve(H, a * m[..., ax].reshape(n)).reshape(P, F)
+    return out
+
+
+@pytest.mark.parametrize("sigma_acc", [-1.0, 0.2])
+def test_map_equals_closed_form_gaussian_posterior(sigma_acc):
+    """With quadratic CC maps (the Gaussian limit of eq. 15) the posterior is Gaussian and its mode
+    is one linear solve: the L-BFGS MAP of the full energy must equal it. This pins the absolute
+    weight of the data term against the prior (-2 CC against the doubled negative log prior): a
+    data term of -1 CC gives a different mode, which the last assertion shows the test detects."""
+    rng = np.random.default_rng(7)
+    P, F, W = 5, 9, 10
+    pos = rng.uniform(0, 800, size=(P, 2))
+    sig = (0.4, 300.0, sigma_acc)
+    m = np.cumsum(rng.normal(scale=0.6, size=(P, F, 2)), axis=1)
+    m -= m.mean(axis=(0, 1))
+    assert np.abs(m).max() < W - 3
+    a = 1.7                                                      # CC curvature per px^2
+    g = np.arange(2 * W + 1) - W
+    cc = -0.5 * a * ((g[None, None, None, :] - m[..., 0, None, None]) ** 2
+                     + (g[None, None, :, None] - m[..., 1, None, None]) ** 2)
+    res = fit_tracks(cc, pos, sig, initial_tracks=np.zeros((P, F, 2)), eps=1e-10)
+    want = _gaussian_posterior_mode(m, a, pos, sig)
+    assert np.abs(res.tracks - want).max() < 1e-4
+    half_weight = _gaussian_posterior_mode(m, a / 2, pos, sig)
+    assert np.abs(half_weight - want).max() > 100 * 1e-4

@@ -42,3 +42,16 @@ def test_single_particle_basis():
 def test_independent_particles_without_divergence():
     s = velocity_covariance([[0, 0], [0, 0]], 1.5, 0.0)
     np.testing.assert_allclose(s, 2.25 * np.eye(2))
+
+
+def test_to_pixels_matches_relion_unit_formulas():
+    """RELION 3.1 MotionEstimator::normalizeSigVel/Div/Acc (reference notes C3): s_vel_px =
+    dose_per_frame * s_vel / angpix, s_acc likewise, s_div_px = s_div / angpix, with angpix the
+    particles' (coordinate) pixel size. A dose per frame and pixel size away from 1 so that a
+    dropped or inverted factor cannot pass."""
+    dose, px = 1.73, 0.83
+    sv, sd, sa = MotionParams(0.6, 4000.0, 2.2).to_pixels(dose_per_frame=dose, pixel_size=px)
+    assert sv == pytest.approx(1.73 * 0.6 / 0.83, rel=1e-12)
+    assert sd == pytest.approx(4000.0 / 0.83, rel=1e-12)
+    assert sa == pytest.approx(1.73 * 2.2 / 0.83, rel=1e-12)
+    assert MotionParams(0.6, 4000.0, 0.0).to_pixels(dose, px)[2] < 0     # no acceleration term
