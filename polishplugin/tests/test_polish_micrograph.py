@@ -112,3 +112,37 @@ def test_fcc_half_plane_matches_full_plane_accumulator(n):
     full.add(np.fft.fft2(patches), preds, shifts)
     for a, b in ((half.num, full.num), (half.wobs, full.wobs), (half.wpred, full.wpred)):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * np.abs(b).max())
+
+
+def test_track_beyond_window_widens_it_instead_of_wrapping(caplog):
+    """Patches cut at the centres (zero initial tracks) and a 2 px CC window, for motion of up to
+    3.7 px: the fit reaches the window edge, where the bicubic read would wrap to the opposite
+    edge. It must be detected, logged, and refitted in a wider window, giving the tracks a wide
+    window gives."""
+    ds, mic = _noiseless(refined_position_sigma=0.0, global_track_noise=0.0)
+    assert np.abs(mic.positions - mic.centres[:, None, :]).max() > 3.0
+    with caplog.at_level("WARNING"):
+        res = polish_simulated_micrograph(ds, mic, init="zero", window=2, noiseless=True,
+                                          noise_level=1e-4)
+    assert "CC search window" in caplog.text
+    assert _errors(mic, res.tracks)[0] <= 0.05
+
+
+def test_outside_window_is_where_the_bicubic_read_wraps():
+    """Brute force: the same CC values inside a window of radius r and embedded in a larger
+    window with other values around it; the periodic bicubic read agrees between the two exactly
+    at the shifts outside_window() accepts, and differs at some it rejects."""
+    from polishplugin.backends import get_backend
+    from polishplugin.core.motion.micrograph import outside_window
+    be = get_backend("numpy")
+    rng = np.random.default_rng(1)
+    r, R = 4, 9
+    big = rng.normal(size=(1, 1, 2 * R + 1, 2 * R + 1))
+    small = big[:, :, R - r:R + r + 1, R - r:R + r + 1].copy()
+    s = rng.uniform(-r - 1, r + 1, size=(1, 4000, 2))
+    same = np.isclose(be.cc_interp(np.repeat(small, 4000, 1), s)[0],
+                      be.cc_interp(np.repeat(big, 4000, 1), s)[0], rtol=0, atol=1e-12)[0]
+    ok = np.array([outside_window(p, r) == 0 for p in s[0]])
+    assert np.all(same[ok]) and ok.sum() > 500
+    assert not np.all(same[~ok])
+    assert outside_window(s, r) == int((~ok).sum())

@@ -136,7 +136,8 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
     (:func:`polishplugin.core.predict.predict_particles`); damage (F, n, n) or None;
     sigmas_px: (sigma_vel, sigma_div, sigma_acc) from MotionParams.to_pixels; initial_tracks
     (P, F, 2) or None (global track estimated from the data in a ``global_window`` px radius,
-    default n//4); window: CC window radius px; mode: "gp" | "none" | "global" (fit_tracks);
+    default n//4); window: CC window radius px (doubled, up to the patch, while tracks reach
+    its edge; MotionFitError beyond); mode: "gp" | "none" | "global" (fit_tracks);
     invert: "auto" | True | False; opposite_predictions (P, n, n): FCC sums when given;
     n_frames: F when there are neither initial tracks nor damage filters to tell it; defects
     (ny, nx) bool: pixels to fill (see :func:`.patches.extract_patches`); cc_scale: see
@@ -195,13 +196,37 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
     if not np.isfinite(amp) or amp <= 0:
         raise MotionFitError("no particle signal found in the CC maps (amplitude %g)" % amp)
     log.info("signal amplitude %.4g x the predictions (sign %+d)", amp, sign)
-    fit = fit_tracks(cc * (sign * amp), centres, sigmas_px, init, cut, mode=mode, backend=backend,
-                     prior_mean=prior_mean)
+    radius = window
+    while True:
+        fit = fit_tracks(cc * (sign * amp), centres, sigmas_px, init, cut, mode=mode,
+                         backend=backend, prior_mean=prior_mean)
+        n_out = outside_window(fit.tracks - cut, radius)
+        if not n_out:
+            break
+        wider = min(2 * radius, (n - 1) // 2)
+        if wider <= radius:
+            raise MotionFitError(
+                "%d particle-frame positions left the CC search window (radius %d px, the most a "
+                "%d px patch allows): the motion is larger than the patches hold; start from "
+                "initial tracks closer to it (a global alignment)" % (n_out, radius, n))
+        log.warning("%d particle-frame positions reached the edge of the %d px CC search window; "
+                    "refitting in a %d px window", n_out, radius, wider)
+        radius = wider
+        cc = cc_maps_from_spectra(spectra, predictions, damage, radius, noise, cc_scale)
     result = MicrographAlignment(fit.tracks, init, fit, noise, sign, amp, cut)
     if opposite_predictions is not None:
         result.fcc = fcc_from_spectra(spectra, sign * np.asarray(opposite_predictions),
                                       fit.tracks - cut, power)
     return result
+
+
+def outside_window(shifts, radius):
+    """Number of shifts (..., 2) where the bicubic CC read (4 x 4 samples around the point, see
+    :mod:`polishplugin.backends.numpy_backend`) would leave a window of ``radius`` and wrap to its
+    opposite edge: the safe range is -(radius - 1) <= s < radius - 1 on both axes."""
+    s = np.asarray(shifts)
+    bad = (s < -(radius - 1)) | (s >= radius - 1)
+    return int(np.count_nonzero(bad.any(axis=-1)))
 
 
 def _check_patches(patches):
