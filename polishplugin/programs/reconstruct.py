@@ -29,7 +29,7 @@ import numpy as np
 from ..io.atomic import atomic_text
 from ..io.errors import InputError
 from ..io.star import StarTable, optics_of, read_particles_star, write_star
-from .cli import run_program
+from .cli import job_figures, run_program
 
 log = logging.getLogger("polishplugin.reconstruct")
 
@@ -202,9 +202,9 @@ def run(args):
              ", vs truth FSC 0.5 at %.2f A" % rep["resolution_truth_05"] if truth is not None
              else "", time.time() - t0)
     if not args.no_figures:
-        from ..viewers.figures import reconstruct_fsc_figure
-        from ..viewers.plots import save_figure
-        save_figure(reconstruct_fsc_figure(args.out), os.path.join(args.out, "fsc"))
+        figures = job_figures()
+        figures.plots.save_figure(figures.reconstruct_fsc_figure(args.out),
+                                  os.path.join(args.out, "fsc"))
     return summary
 
 

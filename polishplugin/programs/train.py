@@ -328,8 +328,7 @@ def run(args):
              os.path.join(out, OPT_PARAMS), session.peak_bytes / 1e6, read_seconds,
              opt_seconds)
     if not args.no_figures:
-        from ..viewers.figures import train_figures
-        train_figures(out, os.path.join(out, "figures"))
+        job_figures().train_figures(out, os.path.join(out, "figures"))
     return 0
 
 
