@@ -103,6 +103,16 @@ def _resolve(root, name):
     return name if os.path.isabs(name) or root is None else os.path.join(root, name)
 
 
+def _located(path, star, root):
+    """``path`` (named in ``star``) if it exists, else an InputError naming the folder tried."""
+    if not os.path.exists(path):
+        where = ("--root %s" % os.path.abspath(root)) if root is not None else \
+            "the current directory %s (no --root)" % os.getcwd()
+        raise InputError(path, "no such file; it is named in %s and was looked for relative to "
+                         "%s" % (star, where))
+    return path
+
+
 def _load_reference(postprocess, half1, half2, mask, root):
     fsc = res = None
     if postprocess:
@@ -231,12 +241,14 @@ def load_polish_inputs(particles_star, mics_star, postprocess=None, half1=None, 
 
     out = []
     for name in [n for n in known if n in set(names)]:
-        meta_path = _resolve(root, mics["rlnMicrographMetadata"][known[name]])
+        meta_path = _located(_resolve(root, mics["rlnMicrographMetadata"][known[name]]),
+                             mics_star, root)
         meta = read_micrograph_metadata(meta_path)
         g = meta.general
         check_numbers(meta_path, g, "metadata")
-        movie_path = _resolve(root, meta.movie_name)
-        gain = _resolve(root, meta.gain_name) if meta.gain_name else None
+        movie_path = _located(_resolve(root, meta.movie_name), meta_path, root)
+        gain = _located(_resolve(root, meta.gain_name), meta_path, root) if meta.gain_name \
+            else None
         with Movie(movie_path, gain=gain) as mov:
             nframes, shape = mov.nframes, mov.shape
             if gain:
