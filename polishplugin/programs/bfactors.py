@@ -41,7 +41,9 @@ Centring: a shiny particle is cut where the input particle was extracted (its co
 the refined centre plus origin / pixel size) and every frame is moved back by the particle's
 full sub-pixel track, so the refined centre sits exactly where it sat in the input image:
 angles, origins (A) and CTF stay valid unchanged, and coordinates are not touched.
-Micrographs whose shiny stack exists are skipped on a re-run (stacks are written atomically).
+Micrographs whose shiny stack exists are skipped on a re-run (stacks are written atomically); a
+re-run with other settings (settings.json) is refused unless --fresh. Particles are matched to
+their tracks by image name (refined centre without names), not by row.
 """
 import argparse
 import json

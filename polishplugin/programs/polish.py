@@ -10,7 +10,10 @@ Per micrograph (under --out): tracks/<mic>_tracks.star (RELION _tracks.star layo
 fcc/<mic>_FCC_{cc,w0,w1}.mrc (eq. 20 sums against the opposite half map, frames x rings),
 diag/<mic>.json (fit diagnostics). At the end: tracks_all.star (every particle and frame),
 particles.star (the particles of polished micrographs), failed.txt, logfile.pdf.
-Finished micrographs are skipped on a re-run (their tracks STAR is written last, atomically).
+Finished micrographs are skipped on a re-run (their tracks STAR is written last, atomically);
+settings.json records what defines the result, and a re-run with other settings is refused
+(--fresh starts afresh; see jobdir.py). A failed micrograph is listed in failed.txt and the exit
+status is 3 unless --allow-partial.
 """
 import argparse
 import hashlib

@@ -13,7 +13,9 @@ Writes (under --out): half1.mrc, half2.mrc; fsc.star (data_general: rlnFinalReso
 0.143 of the (masked) half maps, rlnImageSize, rlnImagePixelSize; data_fsc: rlnSpectralIndex,
 rlnResolution, rlnAngstromResolution, rlnFourierShellCorrelation (half maps) and, with --truth,
 rlnFscAgainstTruth = FSC(mean of the half maps, truth)); reconstruct.json with the
-resolutions (A): half maps at 0.143, vs truth at 0.5.
+resolutions (A): half maps at 0.143, vs truth at 0.5, and the NaN/infinite pixels filled
+(images without any finite pixel are left out). A non-finite FSC is an error, never a
+resolution.
 """
 import argparse
 import json
@@ -31,7 +33,7 @@ from ..io.errors import InputError
 from ..io.star import StarTable, optics_of, read_particles_star, write_star
 from ..core.defects import fill_nonfinite
 from ..io.polish_inputs import check_numbers
-from .cli import job_figures, run_program
+from .cli import at_least, job_figures, run_program
 
 log = logging.getLogger("polishplugin.reconstruct")
 
@@ -44,8 +46,9 @@ def build_parser():
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--mask", help="mask applied to both half maps before the FSC")
     p.add_argument("--truth", help="true volume: FSC of the reconstruction against it")
-    p.add_argument("--batch", type=int, default=256, help="images per back-projection batch")
-    p.add_argument("--pad", type=int, default=2, help="Fourier oversampling")
+    p.add_argument("--batch", type=at_least(1), default=256,
+                   help="images per back-projection batch")
+    p.add_argument("--pad", type=at_least(1), default=2, help="Fourier oversampling")
     p.add_argument("--no-ctf", action="store_true", help="ignore the CTF (CTF = 1)")
     p.add_argument("--no-figures", action="store_true")
     return p

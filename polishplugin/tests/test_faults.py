@@ -105,6 +105,30 @@ def test_mpi_error_outside_the_micrograph_handler_aborts_every_rank(project, tmp
     assert "[rank 1]" in res.stderr and "aborting all 2 ranks" in res.stderr
 
 
+def test_kill_9_then_rerun_gives_the_uninterrupted_tracks(project, tmp_path):
+    """kill -9 once the first micrograph is done (lock held, files half written), then a re-run:
+    the lock died with the process and the tracks are those of an uninterrupted run."""
+    import signal
+    import time
+    pol = tmp_path / "P"
+    cmd = [sys.executable, "-m", "polishplugin.programs.polish"] + _pol(project / "sim", pol)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        t0 = time.time()
+        while not list((pol / "tracks").rglob("*_tracks.star")) and time.time() - t0 < 120:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.02)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert polish.main(_pol(project / "sim", pol)) == 0
+    ours, theirs = _tracks(pol), _tracks(project / "P")
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        np.testing.assert_allclose(ours[k], theirs[k], rtol=1e-12, atol=1e-12)
+
+
 # ------------------------------------------------------------------ 2. outputs over inputs
 def test_output_folder_holding_the_inputs_is_refused(project, tmp_path, caplog):
     sim = _copy(project / "sim", tmp_path / "sim")
