@@ -439,13 +439,14 @@ def failed_path(out, name):
 def _finish(args, out, comm, t0, shiny):
     if comm.rank != 0:
         return 0
-    failed = []
+    failed, n_done = [], 1
     if shiny is not None:
         inputs, mics, box, scale = shiny
         done = [m for m in mics if os.path.exists(shiny_path(out, m.name))]
         optics, parts = shiny_table(inputs, done, out, args.root, box, scale)
         write_particles_star(os.path.join(out, "particles.star"), optics, parts)
         log.info("%d shiny particles of %d micrographs", len(parts), len(done))
+        n_done = len(done)
         failed = failure_list([m.name for m in mics],
                               lambda n: os.path.exists(shiny_path(out, n)),
                               lambda n: failed_path(out, n))
@@ -453,7 +454,7 @@ def _finish(args, out, comm, t0, shiny):
     if not args.no_figures and os.path.exists(os.path.join(out, "bfactors.json")):
         job_figures().bfactor_figures(out, os.path.join(out, "figures"))
     log.info("done in %.1f s -> %s", time.time() - t0, out)
-    return finish_status("bfactors", failed, args.allow_partial)
+    return finish_status("bfactors", failed, args.allow_partial, n_done)
 
 
 def main(argv=None):

@@ -139,11 +139,14 @@ def add_output_options(parser, backend=True):
     parser.add_argument("--no-figures", action="store_true")
 
 
-def finish_status(program, failed, allow_partial):
-    """Exit status of a job that ran: 0, or :data:`PARTIAL` when micrographs failed and the
-    user did not allow partial results (the failures are logged)."""
+def finish_status(program, failed, allow_partial, n_done=1):
+    """Exit status of a job that ran: 0; :data:`PARTIAL` when micrographs failed and the user
+    did not allow partial results; 1 when nothing succeeded (``n_done`` 0). Failures logged."""
     if not failed:
         return 0
+    if not n_done:
+        log.error("%s: every micrograph failed (see failed.txt)", program)
+        return 1
     if allow_partial:
         log.warning("%s: %d micrograph(s) failed (see failed.txt); partial results allowed",
                     program, len(failed))

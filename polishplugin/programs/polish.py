@@ -345,7 +345,7 @@ def polish_all(args, inputs, sigmas, out, comm):
     if not args.no_figures and n_ok:
         job_figures().polish_figures(out, os.path.join(out, "figures"))
     log.info("done: %d particles with tracks in %.1f s -> %s", n_ok, time.time() - t0, out)
-    return finish_status("polish", failed, args.allow_partial)
+    return finish_status("polish", failed, args.allow_partial, n_ok)
 
 
 def main(argv=None):

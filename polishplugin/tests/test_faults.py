@@ -85,6 +85,14 @@ def test_write_error_fails_only_its_micrograph(project, tmp_path):
     assert polish.main(_pol(project / "sim", pol, "--allow-partial")) == 0
 
 
+def test_job_where_every_micrograph_failed_is_an_error(project, tmp_path):
+    pol = _copy(project / "P", tmp_path / "P")
+    for i in range(3):
+        _sabotage_diag(pol, os.path.join("MotionCorr", "Movies", "sim_%04d" % i))
+    assert polish.main(_pol(project / "sim", pol, "--allow-partial")) == 1
+    assert len((pol / "failed.txt").read_text().splitlines()) == 3
+
+
 @needs_mpirun
 def test_mpi_write_error_fails_only_its_micrograph(project, tmp_path):
     pol = _copy(project / "P", tmp_path / "P")
