@@ -140,8 +140,19 @@ def check_args(args):
         raise SystemExit("polish: --last-frame must leave at least 2 frames")
 
 
-def check_sizes(args, inputs):
-    """Frame range, patch and window against the data (before any movie is read)."""
+def check_sizes(args, inputs, sigmas):
+    """Sigmas, frame range, patch and window against the data (before any movie is read)."""
+    from ..core.motion.units import MotionParams
+    for mic in inputs.micrographs:
+        px = MotionParams(*sigmas).to_pixels(mic.dose_per_frame, inputs.pixel_size)
+        for name, v, given in zip(("sigma_vel", "sigma_acc"), px[::2], sigmas[::2]):
+            with np.errstate(all="ignore"):
+                sq = np.float64(v) ** 2
+                bad = v > 0 and not (np.isfinite(sq) and np.isfinite(1.0 / sq))
+            if bad:
+                raise SystemExit("polish: %s %g (%g px per frame for %s) is beyond what the "
+                                 "prior can square in floating point" % (name, given, v,
+                                                                          mic.name))
     nframes = inputs.micrographs[0].nframes
     if args.first_frame + 1 > nframes or args.last_frame > nframes:
         raise SystemExit("polish: frames %d-%d asked of movies of %d frames"
@@ -313,7 +324,7 @@ def run(args):
                                  % (args.defect_mask.shape[1], args.defect_mask.shape[0],
                                     m.movie, m.shape[1], m.shape[0]))
     args.patch_px = args.patch or auto_patch(inputs)
-    check_sizes(args, inputs)
+    check_sizes(args, inputs, sigmas)
     with claim_output(comm, out, "polish", job_settings(args, inputs, sigmas),
                       input_paths(args, inputs), OUTPUTS, args.fresh):
         return polish_all(args, inputs, sigmas, out, comm)

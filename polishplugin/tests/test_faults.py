@@ -17,7 +17,7 @@ import pytest
 
 from polishplugin.core.fourier import resolution_at
 from polishplugin.io.star import read_star, read_tracks_star, write_star
-from polishplugin.programs import bfactors, polish, reconstruct, simulate
+from polishplugin.programs import bfactors, polish, reconstruct, simulate, train
 from polishplugin.programs.cli import PARTIAL
 from polishplugin.tests.mpi import needs_mpirun, run_under_mpirun
 
@@ -184,6 +184,18 @@ def test_second_writer_is_refused(project, tmp_path, caplog):
         assert bfactors.main(_bf(project / "sim", project / "P", pol)) == 2
     assert "another run" in caplog.text
     assert polish.main(_pol(project / "sim", pol)) == 0  # lock released: the folder is usable
+
+
+def test_train_claims_its_folder_like_polish(project, tmp_path, caplog):
+    sim = _copy(project / "sim", tmp_path / "sim")
+    assert train.main(_pol(sim, sim, "--restarts", "1")) == 2
+    assert "holds the input" in caplog.text
+    out = tmp_path / "T"
+    out.mkdir()
+    with open(out / ".lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert train.main(_pol(sim, out, "--restarts", "1")) == 2
+    assert "another run" in caplog.text and not (out / "settings.json").exists()
 
 
 def test_killed_run_leaves_no_part_files_after_the_next(project, tmp_path):
@@ -368,7 +380,10 @@ def test_bad_option_is_refused_by_the_parser(project, tmp_path, capsys, option, 
     (("--patch", "47"), "--patch must be 0"),
     (("--patch", "100000"), "--patch must be 0"),
     (("--first-frame", "8"), "frames 8--1 asked of movies of 8 frames"),
-    (("--last-frame", "20"), "asked of movies of 8 frames")])
+    (("--last-frame", "20"), "asked of movies of 8 frames"),
+    (("--sigma-vel", "1e300"), "sigma_vel 1e\\+300 .* beyond what the prior can square"),
+    (("--sigma-acc", "1e300"), "sigma_acc 1e\\+300"),
+    (("--sigma-vel", "1e-300"), "sigma_vel 1e-300")])
 def test_bad_size_is_refused_before_any_movie_is_read(project, tmp_path, extra, message):
     out = tmp_path / "P"
     with pytest.raises(SystemExit, match=message):
