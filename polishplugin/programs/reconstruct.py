@@ -61,19 +61,25 @@ def _location(name, root):
     return int(idx) - 1, path
 
 
+def _folder_tried(root):
+    return ("--root %s" % os.path.abspath(root)) if root is not None else \
+        "the current directory %s (no --root)" % os.getcwd()
+
+
 class StackReader:
     """Particle images by (index, path), stacks memory-mapped once each; NaN/infinite pixels are
     filled with the image's finite mean and counted (``nonfinite``: pixels); an image without
     any finite pixel is None (counted in ``empty``)."""
 
-    def __init__(self):
-        self._open = {}
+    def __init__(self, root=None):
+        self._open, self.root = {}, root
         self.nonfinite, self.empty = 0, 0
 
     def image(self, index, path):
         if path not in self._open:
             if not os.path.exists(path):
-                raise InputError(path, "particle stack not found")
+                raise InputError(path, "particle stack not found (image names are taken "
+                                 "relative to %s)" % _folder_tried(self.root))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 self._open[path] = mrcfile.mmap(path, mode="r", permissive=True)
@@ -141,7 +147,7 @@ def reconstruct_particles(particles_star, root=None, batch=256, pad=2, use_ctf=T
     angles, shifts, ctfs, half, px = particle_geometry(optics, parts, particles_star)
     if not set(np.unique(half)) <= {1, 2}:
         raise InputError(particles_star, "rlnRandomSubset must be 1 or 2")
-    reader = StackReader()
+    reader = StackReader(root)
     locs = [_location(nm, root) for nm in parts["rlnImageName"]]
     first = next((im for im in (reader.image(*loc) for loc in locs) if im is not None), None)
     if first is None:

@@ -416,3 +416,7 @@ def test_missing_file_message_names_the_folder_tried(project, tmp_path, caplog, 
     del args[i:i + 2]
     assert polish.main(args) == 2
     assert "relative to the current directory %s (no --root)" % tmp_path in caplog.text
+    caplog.clear()
+    assert reconstruct.main(["--particles", str(project / "B" / "particles.star"),
+                             "--out", str(tmp_path / "R"), "--no-figures"]) == 2
+    assert "relative to the current directory %s (no --root)" % tmp_path in caplog.text
