@@ -59,11 +59,11 @@ from ..io.errors import InputError
 from ..io.star import StarTable, read_star, read_tracks_star, write_particles_star, write_star
 from .cli import (add_movie_inputs, add_output_options, at_least, check_reference_args,
                   finish_status, job_figures, number, positive, run_program)
-from .jobdir import RECORD, claim_output, file_digest
+from .jobdir import RECORD, claim_output, file_digest, input_digests, input_paths
 from .micrographs import (failure_list, finite_frames, for_each_micrograph, micrograph_defects,
                           write_failure_list)
 from .parallel import get_comm, my_share, set_threads
-from .polish import input_digests, input_paths, mic_stem, output_paths, particle_names
+from .polish import mic_stem, output_paths, particle_names
 
 log = logging.getLogger("polishplugin.bfactors")
 

@@ -23,6 +23,8 @@ import os
 import shutil
 import socket
 
+import numpy as np
+
 from ..io.atomic import atomic_text
 from ..io.errors import InputError
 
@@ -41,6 +43,27 @@ def file_digest(path):
         for block in iter(lambda: fh.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def input_digests(args, inputs):
+    """Content digests of what a movie job (``args``, loaded ``inputs``) reads, whatever the
+    paths: the particles and micrographs STARs, the half maps, the mask and the reference's
+    resolution (the movies themselves are not read for this)."""
+    maps = {"half1": inputs.half1, "half2": inputs.half2, "mask": inputs.mask}
+    digests = {k: None if v is None else hashlib.sha256(np.ascontiguousarray(v)).hexdigest()
+               for k, v in maps.items()}
+    digests.update(particles=file_digest(args.particles), mics=file_digest(args.mics),
+                   resolution=inputs.resolution)
+    return digests
+
+
+def input_paths(args, inputs):
+    """Every input file of a movie job (what the output folder must not hold)."""
+    paths = [args.particles, args.mics, args.postprocess, args.half1, args.half2, args.mask,
+             getattr(args, "params_file", None), getattr(args, "defect_map", None)]
+    for m in inputs.micrographs:
+        paths += [m.movie, m.gain]
+    return [p for p in paths if p]
 
 
 def _inside(path, folder):

@@ -16,7 +16,6 @@ settings.json records what defines the result, and a re-run with other settings 
 status is 3 unless --allow-partial.
 """
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ from ..io.star import StarTable, read_tracks_star, write_particles_star, write_s
 from .parallel import get_comm, my_share, set_threads
 from .cli import (add_movie_inputs, add_output_options, at_least, auto_window,
                   check_reference_args, finish_status, job_figures, number, positive, run_program)
-from .jobdir import claim_output, file_digest
+from .jobdir import claim_output, file_digest, input_digests, input_paths
 from .micrographs import (failure_list, finite_frames, for_each_micrograph, micrograph_defects,
                           write_failure_list)
 
@@ -180,26 +179,6 @@ def job_settings(args, inputs, sigmas):
             "no_defects": args.no_defects, "defect_map": file_digest(args.defect_map),
             "allow_missing": args.allow_missing, "skip_outside": args.skip_outside,
             "inputs": input_digests(args, inputs)}
-
-
-def input_digests(args, inputs):
-    """Content digests of what a movie job reads (whatever the paths): the particles and
-    micrographs STARs, the half maps and the mask."""
-    maps = {"half1": inputs.half1, "half2": inputs.half2, "mask": inputs.mask}
-    digests = {k: None if v is None else hashlib.sha256(np.ascontiguousarray(v)).hexdigest()
-               for k, v in maps.items()}
-    digests.update(particles=file_digest(args.particles), mics=file_digest(args.mics),
-                   resolution=inputs.resolution)
-    return digests
-
-
-def input_paths(args, inputs):
-    """Every input file of a movie job (what the output folder must not hold)."""
-    paths = [args.particles, args.mics, args.postprocess, args.half1, args.half2, args.mask,
-             getattr(args, "params_file", None), getattr(args, "defect_map", None)]
-    for m in inputs.micrographs:
-        paths += [m.movie, m.gain]
-    return [p for p in paths if p]
 
 
 # ------------------------------------------------------------------------ one micrograph

@@ -37,10 +37,9 @@ from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, write_star
 from .cli import (add_movie_inputs, add_output_options, at_least, auto_window,
                   check_reference_args, finish_status, job_figures, number, positive, run_program)
-from .jobdir import claim_output
+from .jobdir import claim_output, input_digests, input_paths
 from .micrographs import finite_frames, micrograph_defects
 from .parallel import get_comm, set_threads
-from .polish import input_digests, input_paths
 
 log = logging.getLogger("polishplugin.train")
 
