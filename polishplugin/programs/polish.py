@@ -139,19 +139,20 @@ def check_args(args):
         raise SystemExit("polish: --last-frame must leave at least 2 frames")
 
 
+#: sigma_vel and sigma_acc in px per frame that the fit can weigh (far beyond any real motion)
+SIGMA_PX_RANGE = (1e-6, 1e6)
+
+
 def check_sizes(args, inputs, sigmas):
     """Sigmas, frame range, patch and window against the data (before any movie is read)."""
     from ..core.motion.units import MotionParams
     for mic in inputs.micrographs:
         px = MotionParams(*sigmas).to_pixels(mic.dose_per_frame, inputs.pixel_size)
         for name, v, given in zip(("sigma_vel", "sigma_acc"), px[::2], sigmas[::2]):
-            with np.errstate(all="ignore"):
-                sq = np.float64(v) ** 2
-                bad = v > 0 and not (np.isfinite(sq) and np.isfinite(1.0 / sq))
-            if bad:
-                raise SystemExit("polish: %s %g (%g px per frame for %s) is beyond what the "
-                                 "prior can square in floating point" % (name, given, v,
-                                                                          mic.name))
+            if v > 0 and not SIGMA_PX_RANGE[0] <= v <= SIGMA_PX_RANGE[1]:
+                raise SystemExit("polish: %s %g is %g px per frame for %s, outside the %g-%g "
+                                 "the fit can weigh (its 1/sigma^2 over- or underflows the "
+                                 "energy)" % ((name, given, v, mic.name) + SIGMA_PX_RANGE))
     nframes = inputs.micrographs[0].nframes
     if args.first_frame + 1 > nframes or args.last_frame > nframes:
         raise SystemExit("polish: frames %d-%d asked of movies of %d frames"

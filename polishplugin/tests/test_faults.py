@@ -381,9 +381,10 @@ def test_bad_option_is_refused_by_the_parser(project, tmp_path, capsys, option, 
     (("--patch", "100000"), "--patch must be 0"),
     (("--first-frame", "8"), "frames 8--1 asked of movies of 8 frames"),
     (("--last-frame", "20"), "asked of movies of 8 frames"),
-    (("--sigma-vel", "1e300"), "sigma_vel 1e\\+300 .* beyond what the prior can square"),
+    (("--sigma-vel", "1e300"), "sigma_vel 1e\\+300 is .* outside the 1e-06-1e\\+06"),
     (("--sigma-acc", "1e300"), "sigma_acc 1e\\+300"),
-    (("--sigma-vel", "1e-300"), "sigma_vel 1e-300")])
+    (("--sigma-vel", "1e-300"), "sigma_vel 1e-300"),
+    (("--sigma-acc", "1e-150"), "sigma_acc 1e-150")])
 def test_bad_size_is_refused_before_any_movie_is_read(project, tmp_path, extra, message):
     out = tmp_path / "P"
     with pytest.raises(SystemExit, match=message):
