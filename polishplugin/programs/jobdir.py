@@ -119,6 +119,16 @@ def _claim(out, program, settings, inputs, outputs, fresh):
         os.close(fd)
         raise InputError(out, "another run (%s) is writing into this folder; wait for it or "
                          "choose another --out" % holder)
+    try:
+        _settle(fd, out, program, settings, outputs, fresh)
+    except BaseException:
+        os.close(fd)  # releases the lock
+        raise
+    return JobFolder(out, fd)
+
+
+def _settle(fd, out, program, settings, outputs, fresh):
+    """Under the lock: the holder's name, the settings check, --fresh, .part files, record."""
     os.ftruncate(fd, 0)
     os.write(fd, ("%s pid %d on %s" % (program, os.getpid(), socket.gethostname())).encode())
     record = os.path.join(out, RECORD)
@@ -134,7 +144,6 @@ def _claim(out, program, settings, inputs, outputs, fresh):
     else:
         diff = ["no settings record for the results %s" % ", ".join(present)] if present else []
     if diff and not fresh:
-        os.close(fd)
         raise InputError(out, "holds results of other settings (%s): choose another --out, or "
                          "--fresh to discard them" % "; ".join(diff))
     if diff:
@@ -154,7 +163,6 @@ def _claim(out, program, settings, inputs, outputs, fresh):
         log.info("%s: removed %d temporary .part file(s) of an interrupted run", out, n_part)
     with atomic_text(record) as fh:
         json.dump(new, fh, indent=1, sort_keys=True)
-    return JobFolder(out, fd)
 
 
 def claim_output(comm, out, program, settings, inputs, outputs, fresh=False):
