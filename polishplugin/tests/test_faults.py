@@ -251,6 +251,48 @@ def test_nan_dose_in_the_metadata_is_refused(project, tmp_path, caplog):
     assert "rlnMicrographDoseRate" in caplog.text
 
 
+def _drop_mic_row(sim):
+    path = sim / "MotionCorr" / "corrected_micrographs.star"
+    path.write_text("\n".join(ln for ln in path.read_text().splitlines()
+                              if not ln.startswith("MotionCorr/Movies/sim_0002.mrc")) + "\n")
+
+
+def _no_particles(sim):
+    blocks = read_star(sim / "particles.star")
+    blocks["particles"] = blocks["particles"].take(np.arange(0))
+    write_star(sim / "particles.star", blocks)
+
+
+def _small_half_map(sim):
+    with mrcfile.new(sim / "half2_unfil.mrc", overwrite=True) as m:
+        m.set_data(np.zeros((32, 32, 32), dtype=np.float32))
+        m.voxel_size = 1.2
+
+
+def _small_gain(sim):
+    with mrcfile.new(sim / "gain.mrc", overwrite=True) as m:
+        m.set_data(np.ones((100, 100), dtype=np.float32))
+
+
+def _no_movie(sim):
+    os.remove(sim / "Movies" / "sim_0001.mrcs")
+
+
+@pytest.mark.parametrize("break_it,message", [
+    (_drop_mic_row, "not listed in"), (_no_particles, "no particles"),
+    (_small_half_map, "half map shape"), (_small_gain, "gain reference is 100x100"),
+    (_no_movie, "sim_0001.mrcs: no such file")])
+def test_inconsistent_project_is_refused_before_work(project, tmp_path, caplog, break_it,
+                                                     message):
+    """Some of the campaign's cases that were already handled well, kept from coming back."""
+    sim = _copy(project / "sim", tmp_path / "sim")
+    break_it(sim)
+    out = tmp_path / "P"
+    assert polish.main(_pol(sim, out)) == 2
+    assert message in caplog.text
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------ 6. NaN pixels
 def test_nan_region_in_a_frame_is_filled_and_counted(project, tmp_path):
     sim = _copy(project / "sim", tmp_path / "sim")
