@@ -117,7 +117,7 @@ def polished(polish_dir, mic, names):
     image name (``names``, rlnImageName) when both runs have them, else refined centre. A
     particle the polishing run did not track is refused."""
     paths = output_paths(polish_dir, mic.name)
-    if not (os.path.exists(paths["tracks"]) and os.path.exists(paths["diag"])):
+    if not (os.path.isfile(paths["tracks"]) and os.path.isfile(paths["diag"])):
         return None
     with open(paths["diag"]) as fh:
         diag = json.load(fh)
@@ -408,7 +408,7 @@ def weigh_and_recombine(args, inputs, work, out, comm):
     ox = np.asarray(inputs.particles.get("rlnOriginXAngst", np.zeros(len(inputs.particles))), float)
     oy = np.asarray(inputs.particles.get("rlnOriginYAngst", np.zeros(len(inputs.particles))), float)
     polished_of = {m.name: r for m, r in work}
-    todo = [m for m, _ in work if not os.path.exists(shiny_path(out, m.name))]
+    todo = [m for m, _ in work if not os.path.isfile(shiny_path(out, m.name))]
 
     def recombine(i, mic):
         t1 = time.time()
@@ -442,13 +442,13 @@ def _finish(args, out, comm, t0, shiny):
     failed, n_done = [], 1
     if shiny is not None:
         inputs, mics, box, scale = shiny
-        done = [m for m in mics if os.path.exists(shiny_path(out, m.name))]
+        done = [m for m in mics if os.path.isfile(shiny_path(out, m.name))]
         optics, parts = shiny_table(inputs, done, out, args.root, box, scale)
         write_particles_star(os.path.join(out, "particles.star"), optics, parts)
         log.info("%d shiny particles of %d micrographs", len(parts), len(done))
         n_done = len(done)
         failed = failure_list([m.name for m in mics],
-                              lambda n: os.path.exists(shiny_path(out, n)),
+                              lambda n: os.path.isfile(shiny_path(out, n)),
                               lambda n: failed_path(out, n))
         write_failure_list(out, failed)
     if not args.no_figures and os.path.exists(os.path.join(out, "bfactors.json")):

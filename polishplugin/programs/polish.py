@@ -260,7 +260,7 @@ def combine(out, inputs):
     keep = []
     for mic in inputs.micrographs:
         paths = output_paths(out, mic.name)
-        if not os.path.exists(paths["tracks"]):
+        if not os.path.isfile(paths["tracks"]):
             continue
         tracks = read_tracks_star(paths["tracks"])
         with open(paths["diag"]) as fh:
@@ -278,7 +278,7 @@ def combine(out, inputs):
     write_particles_star(os.path.join(out, "particles.star"), inputs.optics,
                          inputs.particles.take(np.sort(np.asarray(keep, dtype=int))))
     failed = failure_list([m.name for m in inputs.micrographs],
-                          lambda n: os.path.exists(output_paths(out, n)["tracks"]),
+                          lambda n: os.path.isfile(output_paths(out, n)["tracks"]),
                           lambda n: output_paths(out, n)["failed"])
     write_failure_list(out, failed)
     return len(keep), failed
@@ -314,7 +314,8 @@ def polish_all(args, inputs, sigmas, out, comm):
     """Polish the micrographs not done yet (this rank's share), then combine on rank 0."""
     from ..core.predict import make_projectors
     projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask)
-    todo = [m for m in inputs.micrographs if not os.path.exists(output_paths(out, m.name)["tracks"])]
+    todo = [m for m in inputs.micrographs
+            if not os.path.isfile(output_paths(out, m.name)["tracks"])]
     if comm.rank == 0:
         log.info("%d micrographs, %d to do (%d already done), %d particles; sigmas %s; %d rank(s)",
                  len(inputs.micrographs), len(todo), len(inputs.micrographs) - len(todo),

@@ -85,6 +85,16 @@ def test_write_error_fails_only_its_micrograph(project, tmp_path):
     assert polish.main(_pol(project / "sim", pol, "--allow-partial")) == 0
 
 
+def test_folder_in_place_of_a_result_is_not_taken_for_a_done_micrograph(project, tmp_path):
+    pol = _copy(project / "P", tmp_path / "P")
+    tracks = pol / "tracks" / (MIC1 + "_tracks.star")
+    os.remove(tracks)
+    tracks.mkdir()
+    assert polish.main(_pol(project / "sim", pol)) == PARTIAL
+    assert "sim_0001.mrc\tIsADirectoryError" in (pol / "failed.txt").read_text()
+    assert len(read_star(pol / "particles.star")["particles"]) == 12
+
+
 def test_job_where_every_micrograph_failed_is_an_error(project, tmp_path):
     pol = _copy(project / "P", tmp_path / "P")
     for i in range(3):
@@ -135,6 +145,18 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_tracks(project, tmp_path):
     assert ours.keys() == theirs.keys()
     for k in ours:
         np.testing.assert_allclose(ours[k], theirs[k], rtol=1e-12, atol=1e-12)
+
+
+@needs_mpirun
+def test_mpi_bfactors_write_error_fails_only_its_micrograph(project, tmp_path):
+    out = _copy(project / "B", tmp_path / "B")
+    stack = out / "Shiny" / (MIC1 + "_shiny.mrcs")
+    os.remove(stack)
+    stack.mkdir()
+    res = run_under_mpirun("bfactors", _bf(project / "sim", project / "P", out), timeout=180)
+    assert res.returncode == PARTIAL, res.stderr[-2000:]
+    assert "sim_0001" in (out / "failed.txt").read_text()
+    assert len(read_star(out / "particles.star")["particles"]) == 12
 
 
 # ------------------------------------------------------------------ 2. outputs over inputs
