@@ -220,6 +220,21 @@ def test_train_claims_its_folder_like_polish(project, tmp_path, caplog):
     assert "another run" in caplog.text and not (out / "settings.json").exists()
 
 
+def test_train_with_a_broken_movie_skips_it_and_says_so(project, tmp_path):
+    sim = _copy(project / "sim", tmp_path / "sim")
+    with mrcfile.open(sim / "Movies" / "sim_0001.mrcs", "r+") as m:
+        data = m.data.copy()
+        data[3] = np.inf
+        m.set_data(data)
+    args = _pol(sim, tmp_path / "T", "--restarts", "1", "--min-particles", "18",
+                "--max-evals", "8")
+    assert train.main(args) == PARTIAL
+    report = json.loads((tmp_path / "T" / "train.json").read_text())
+    assert list(report["failed"]) == ["MotionCorr/Movies/sim_0001.mrc"]
+    assert "NaN or infinite" in report["failed"]["MotionCorr/Movies/sim_0001.mrc"]
+    assert train.main(args + ["--allow-partial"]) == 0
+
+
 def test_killed_run_leaves_no_part_files_after_the_next(project, tmp_path):
     pol = _copy(project / "P", tmp_path / "P")
     part = pol / "tracks" / "MotionCorr" / ".sim_0001_tracks.star.x1y2.part"
