@@ -454,6 +454,13 @@ def test_bad_option_is_refused_by_the_parser(project, tmp_path, capsys, option, 
     assert not out.exists()
 
 
+def test_bad_backend_from_the_environment_is_refused(project, tmp_path, monkeypatch):
+    monkeypatch.setenv("POLISHPLUGIN_BACKEND", "cuda")
+    with pytest.raises(SystemExit, match="POLISHPLUGIN_BACKEND: unknown backend 'cuda'"):
+        polish.main(_pol(project / "sim", tmp_path / "P"))
+    assert not (tmp_path / "P").exists()
+
+
 @pytest.mark.parametrize("extra,message", [
     (("--window", "100000"), "--window 100000 does not fit"),
     (("--patch", "47"), "--patch must be 0"),
