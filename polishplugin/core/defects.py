@@ -84,3 +84,18 @@ def fill_defects(image, mask, value=None):
     good = out[..., ~mask]
     out[..., mask] = (good.mean(axis=-1) if good.size else 0.0)[..., None]
     return out
+
+
+#: a frame (or image) with more non-finite pixels than this fraction is broken, not defective
+MAX_NONFINITE_FRACTION = 0.05
+
+
+def fill_nonfinite(image):
+    """Set the NaN/infinite pixels of ``image`` (ny, nx; float, modified in place) to the mean of
+    its finite pixels (0 when none is finite), like :func:`fill_defects`; returns their
+    number. Non-finite pixels are defects: filled, never passed on to sums and FFTs."""
+    bad = ~np.isfinite(image)
+    n = int(bad.sum())
+    if n:
+        image[bad] = float(image[~bad].mean(dtype=np.float64)) if n < image.size else 0.0
+    return n

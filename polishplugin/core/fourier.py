@@ -109,8 +109,13 @@ def fsc(vol1, vol2, nrings=None):
 
 def resolution_at(curve, n, pixel_size, threshold=0.143):
     """Resolution (A) where a shell curve first drops below ``threshold`` (linear
-    interpolation between shells); Nyquist if it never does."""
+    interpolation between shells); Nyquist if it never does. A curve with NaN or infinite
+    values (maps with non-finite voxels) has no resolution: ValueError."""
     curve = np.asarray(curve)
+    if not np.all(np.isfinite(curve)):
+        raise ValueError("the FSC has NaN or infinite values at %d of %d shells (maps with "
+                         "non-finite voxels): no resolution"
+                         % (int(np.sum(~np.isfinite(curve))), len(curve)))
     for s in range(1, len(curve)):
         if curve[s] < threshold:
             c0, c1 = curve[s - 1], curve[s]

@@ -26,6 +26,21 @@ log = logging.getLogger(__name__)
 PARTICLE_LABELS = ("rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnAngleRot",
                    "rlnAngleTilt", "rlnAnglePsi", "rlnDefocusU", "rlnDefocusV")
 
+#: every numeric column the jobs use, checked (numbers, finite) before any work
+USED_NUMBERS = {
+    "particles": ("rlnCoordinateX", "rlnCoordinateY", "rlnAngleRot", "rlnAngleTilt",
+                  "rlnAnglePsi", "rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle",
+                  "rlnPhaseShift", "rlnOriginXAngst", "rlnOriginYAngst", "rlnRandomSubset"),
+    "optics": ("rlnImagePixelSize", "rlnImageSize", "rlnVoltage", "rlnSphericalAberration",
+               "rlnAmplitudeContrast"),
+    "metadata": ("rlnImageSizeZ", "rlnMicrographBinning", "rlnMicrographOriginalPixelSize",
+                 "rlnMicrographDoseRate", "rlnMicrographPreExposure", "rlnVoltage",
+                 "rlnMicrographStartFrame"),
+}
+#: of those, the ones that must be > 0
+POSITIVE = ("rlnImagePixelSize", "rlnImageSize", "rlnVoltage", "rlnMicrographBinning",
+            "rlnMicrographOriginalPixelSize", "rlnMicrographDoseRate")
+
 
 @dataclass
 class MicrographInput:
@@ -88,6 +103,16 @@ def _resolve(root, name):
     return name if os.path.isabs(name) or root is None else os.path.join(root, name)
 
 
+def _located(path, star, root):
+    """``path`` (named in ``star``) if it exists, else an InputError naming the folder tried."""
+    if not os.path.exists(path):
+        where = ("--root %s" % os.path.abspath(root)) if root is not None else \
+            "the current directory %s (no --root)" % os.getcwd()
+        raise InputError(path, "no such file; it is named in %s and was looked for relative to "
+                         "%s" % (star, where))
+    return path
+
+
 def _load_reference(postprocess, half1, half2, mask, root):
     fsc = res = None
     if postprocess:
@@ -124,14 +149,34 @@ def _load_reference(postprocess, half1, half2, mask, root):
     return h1, h2, m, px1, fsc, res
 
 
-def _check_finite(path, table, labels):
-    for lb in labels:
-        if lb in table:
-            v = np.asarray(table[lb])
-            if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
-                bad = int(np.flatnonzero(~np.isfinite(v))[0])
-                raise InputError(path, "column %s has NaN/infinite values (first at row %d)"
-                                 % (lb, bad + 1))
+def check_numbers(path, table, kind):
+    """Refuse a table (StarTable or dict of a data_general block) whose used numeric columns
+    (:data:`USED_NUMBERS` [kind]) hold text, NaN or infinities, or a value <= 0 where only a
+    positive one makes sense; the message names the column and the first bad row."""
+    what = {"particles": "particles", "optics": "optics groups", "metadata": "data_general"}
+    for lb in USED_NUMBERS[kind]:
+        if lb not in table:
+            continue
+        raw = np.atleast_1d(np.asarray(table[lb], dtype=object))
+        try:
+            v = raw.astype(np.float64)
+        except (TypeError, ValueError):
+            v = np.array([_to_float(x) for x in raw])
+        bad = ~np.isfinite(v)
+        problem = "NaN, infinite or non-numeric"
+        if not bad.any() and lb in POSITIVE:
+            bad, problem = v <= 0, "zero or negative"
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(path, "%s: column %s has %s values (first: %r in row %d of %d)"
+                             % (what[kind], lb, problem, raw[i], i + 1, len(raw)))
+
+
+def _to_float(x):
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return np.nan
 
 
 def load_polish_inputs(particles_star, mics_star, postprocess=None, half1=None, half2=None,
@@ -150,7 +195,9 @@ def load_polish_inputs(particles_star, mics_star, postprocess=None, half1=None, 
     if missing:
         raise InputError(particles_star, "particles lack %s (3D alignment, CTF and coordinates "
                          "are needed)" % ", ".join(missing))
-    _check_finite(particles_star, parts, PARTICLE_LABELS + ("rlnOriginXAngst", "rlnOriginYAngst"))
+    check_numbers(particles_star, parts, "particles")
+    if optics is not None:
+        check_numbers(particles_star, optics, "optics")
     pixel = optics_of(optics, parts, "rlnImagePixelSize").astype(float)
     if np.ptp(pixel) > 1e-4 * pixel[0]:
         raise InputError(particles_star, "optics groups with different pixel sizes (%s) are not "
@@ -194,11 +241,14 @@ def load_polish_inputs(particles_star, mics_star, postprocess=None, half1=None, 
 
     out = []
     for name in [n for n in known if n in set(names)]:
-        meta_path = _resolve(root, mics["rlnMicrographMetadata"][known[name]])
+        meta_path = _located(_resolve(root, mics["rlnMicrographMetadata"][known[name]]),
+                             mics_star, root)
         meta = read_micrograph_metadata(meta_path)
         g = meta.general
-        movie_path = _resolve(root, meta.movie_name)
-        gain = _resolve(root, meta.gain_name) if meta.gain_name else None
+        check_numbers(meta_path, g, "metadata")
+        movie_path = _located(_resolve(root, meta.movie_name), meta_path, root)
+        gain = _located(_resolve(root, meta.gain_name), meta_path, root) if meta.gain_name \
+            else None
         with Movie(movie_path, gain=gain) as mov:
             nframes, shape = mov.nframes, mov.shape
             if gain:

@@ -41,7 +41,9 @@ Centring: a shiny particle is cut where the input particle was extracted (its co
 the refined centre plus origin / pixel size) and every frame is moved back by the particle's
 full sub-pixel track, so the refined centre sits exactly where it sat in the input image:
 angles, origins (A) and CTF stay valid unchanged, and coordinates are not touched.
-Micrographs whose shiny stack exists are skipped on a re-run (stacks are written atomically).
+Micrographs whose shiny stack exists are skipped on a re-run (stacks are written atomically); a
+re-run with other settings (settings.json) is refused unless --fresh. Particles are matched to
+their tracks by image name (refined centre without names), not by row.
 """
 import argparse
 import json
@@ -55,10 +57,13 @@ import numpy as np
 from ..io.atomic import atomic_text
 from ..io.errors import InputError
 from ..io.star import StarTable, read_star, read_tracks_star, write_particles_star, write_star
+from .cli import (add_movie_inputs, add_output_options, at_least, check_reference_args,
+                  finish_status, job_figures, number, positive, run_program)
+from .jobdir import RECORD, claim_output, file_digest, input_digests, input_paths
+from .micrographs import (failure_list, finite_frames, for_each_micrograph, micrograph_defects,
+                          write_failure_list)
 from .parallel import get_comm, my_share, set_threads
-from .polish import mic_stem, output_paths
-from .cli import add_movie_inputs, add_output_options, check_reference_args, run_program
-from .micrographs import micrograph_defects
+from .polish import mic_stem, output_paths, particle_names
 
 log = logging.getLogger("polishplugin.bfactors")
 
@@ -71,13 +76,14 @@ def build_parser():
                          "corrected_micrographs.star given to the polishing")
     g.add_argument("--polish", required=True, help="output folder of the polishing program")
     f = p.add_argument_group("B-factor fit")
-    f.add_argument("--bfac-minres", type=float, default=20.0, help="lowest resolution fitted (A)")
-    f.add_argument("--bfac-maxres", type=float, default=-1.0,
+    f.add_argument("--bfac-minres", type=positive, default=20.0,
+                   help="lowest resolution fitted (A)")
+    f.add_argument("--bfac-maxres", type=number, default=-1.0,
                    help="highest resolution fitted (A); -1 = FSC 0.143 of the half maps")
     f.add_argument("--bfactors", help="reuse this bfactors.star instead of fitting")
     o = p.add_argument_group("shiny particles")
-    o.add_argument("--box", type=int, default=-1, help="box cut from the movies (px); -1 = input")
-    o.add_argument("--scale", type=int, default=-1, help="output box after Fourier rescaling; "
+    o.add_argument("--box", type=at_least(-1), default=-1, help="box cut from the movies (px); -1 = input")
+    o.add_argument("--scale", type=at_least(-1), default=-1, help="output box after Fourier rescaling; "
                                                          "-1 = --box")
     o.add_argument("--float16", action="store_true", help="write the stacks as float16")
     o.add_argument("--no-defects", action="store_true", help="do not fill hot/dead pixels")
@@ -92,6 +98,8 @@ def check_args(args):
         raise SystemExit("bfactors: --box must be even and >= 16")
     if args.scale != -1 and (args.scale < 16 or args.scale % 2):
         raise SystemExit("bfactors: --scale must be even and >= 16")
+    if args.bfac_maxres != -1 and args.bfac_maxres <= 0:
+        raise SystemExit("bfactors: --bfac-maxres must be -1 (auto) or a resolution > 0 A")
     if args.bfac_maxres != -1 and args.bfac_maxres >= args.bfac_minres:
         raise SystemExit("bfactors: --bfac-maxres must be finer (smaller) than --bfac-minres")
     if not os.path.isdir(args.polish):
@@ -103,18 +111,39 @@ def shiny_path(out, name):
 
 
 # ------------------------------------------------------------------------ polishing results
-def polished(polish_dir, mic):
-    """(tracks (P, F, 2) px, diag dict) of a micrograph polished under ``polish_dir``, or None.
-    The particles must be those of the polishing run (same rows of the particles table)."""
+def polished(polish_dir, mic, names):
+    """(tracks (P, F, 2) px, diag dict) of a micrograph polished under ``polish_dir``, or None;
+    the tracks in the order of ``mic``'s particles, matched to the polishing run's by identity:
+    image name (``names``, rlnImageName) when both runs have them, else refined centre. A
+    particle the polishing run did not track is refused."""
     paths = output_paths(polish_dir, mic.name)
-    if not (os.path.exists(paths["tracks"]) and os.path.exists(paths["diag"])):
+    if not (os.path.isfile(paths["tracks"]) and os.path.isfile(paths["diag"])):
         return None
     with open(paths["diag"]) as fh:
         diag = json.load(fh)
-    if list(diag["rows"]) != mic.index.tolist():
-        raise InputError(paths["diag"], "its particles (rows of the particles table) differ from "
-                         "those given here: give the particles STAR of the polishing run")
-    return read_tracks_star(paths["tracks"]) / diag["pixel_size"], diag
+    tracks = read_tracks_star(paths["tracks"]) / diag["pixel_size"]
+    order = match_particles(paths["diag"], diag, names, mic.centres)
+    return tracks[order], diag
+
+
+def match_particles(path, diag, names, centres):
+    """Index into the polishing run's particles (``diag``) of each particle given here."""
+    if names is not None and diag.get("images") is not None:
+        theirs, ours, what = diag["images"], names, "image"
+    else:
+        def key(c):
+            return "%.2f,%.2f" % tuple(c)
+        theirs, ours, what = [key(c) for c in diag["centres"]], [key(c) for c in centres], \
+            "centre"
+    index = {k: i for i, k in enumerate(theirs)}
+    if len(index) != len(theirs):
+        raise InputError(path, "the polishing run has particles with the same %s" % what)
+    missing = [k for k in ours if k not in index]
+    if missing:
+        raise InputError(path, "%d particle(s) given here were not tracked by the polishing run "
+                         "(first: %s %s): give the particles STAR of the polishing run"
+                         % (len(missing), what, missing[0]))
+    return np.array([index[k] for k in ours], dtype=int)
 
 
 def fcc_from_tracks(mic, inputs, tracks, sign, first, defects, n=None):
@@ -129,7 +158,7 @@ def fcc_from_tracks(mic, inputs, tracks, sign, first, defects, n=None):
     proj = make_projectors(inputs.half1, inputs.half2, inputs.mask)
     opp = predict_particles(proj, mic.angles, mic.half_sets, mic.ctfs, n, px, opposite=True)
     with Movie(mic.movie, gain=mic.gain) as movie:
-        patches, cut = extract_patches(movie.iter_frames(first, first + tracks.shape[1]),
+        patches, cut = extract_patches(finite_frames(movie, first, first + tracks.shape[1]),
                                        mic.centres, tracks, n, defects)
     return fcc_sums(patches, sign * opp, tracks - cut)
 
@@ -217,7 +246,7 @@ def shiny_micrograph(mic, tracks, weights, first, sign, box, scale, origins_px, 
     extract_at = mic.centres + origins_px
     acc = np.zeros((P, box, box))
     with Movie(mic.movie, gain=mic.gain) as movie:
-        for f, frame in enumerate(movie.iter_frames(first, first + F)):
+        for f, frame in enumerate(finite_frames(movie, first, first + F)):
             pt, cut = extract_patches([frame], extract_at, tracks[:, f:f + 1], patch, defects)
             acc += recombine_frames(pt, tracks[:, f:f + 1] - cut, weights[f:f + 1],
                                     out_box=box, dtype=np.float64)
@@ -312,6 +341,20 @@ def fit_or_read(args, inputs, work, out, comm):
     return b, c, fallback
 
 
+#: names written at the top of the output folder (what --fresh deletes)
+OUTPUTS = ("fcc", "Shiny", "failed", "figures", "bfactors.star", "bfactors.json", "fcc.mrc",
+           "fcc_model.mrc", "weights.mrc", "particles.star", "failed.txt", "logfile.pdf")
+
+
+def job_settings(args, inputs):
+    """What defines the B-factors and shiny particles (recorded in the output folder)."""
+    return {"box": args.box, "scale": args.scale, "float16": args.float16,
+            "bfac_minres": args.bfac_minres, "bfac_maxres": args.bfac_maxres,
+            "bfactors": file_digest(args.bfactors), "no_defects": args.no_defects,
+            "polish": file_digest(os.path.join(args.polish, RECORD)),
+            "inputs": input_digests(args, inputs)}
+
+
 def run(args):
     check_args(args)
     from ..io.polish_inputs import load_polish_inputs
@@ -321,13 +364,22 @@ def run(args):
     inputs = load_polish_inputs(args.particles, args.mics, args.postprocess, args.half1,
                                 args.half2, args.mask, root=args.root, allow_missing=True,
                                 skip_outside=True)
-    work = [(m, r) for m in inputs.micrographs for r in [polished(args.polish, m)] if r]
+    work = [(m, r) for m in inputs.micrographs
+            for r in [polished(args.polish, m, particle_names(inputs, m))] if r]
     if not work:
         raise InputError(args.polish, "no polished micrograph (tracks + diag) for these particles")
     if len({r[0].shape[1] for _, r in work}) > 1:
         raise InputError(args.polish, "polished micrographs have different frame counts")
+    with claim_output(comm, out, "bfactors", job_settings(args, inputs),
+                      input_paths(args, inputs) + [args.polish, args.bfactors], OUTPUTS,
+                      args.fresh):
+        return weigh_and_recombine(args, inputs, work, out, comm)
+
+
+def weigh_and_recombine(args, inputs, work, out, comm):
+    """Fit (or read) the B-factors, then recombine the micrographs without a shiny stack yet
+    (this rank's share); rank 0 writes particles.star and failed.txt."""
     if comm.rank == 0:
-        os.makedirs(out, exist_ok=True)
         log.info("%d of %d micrographs polished; %d rank(s)", len(work), len(inputs.micrographs),
                  comm.size)
     t0 = time.time()
@@ -355,38 +407,54 @@ def run(args):
         return exposure_weight_maps(doses, patch, px, mic.voltage, dtype=np.float64)
     ox = np.asarray(inputs.particles.get("rlnOriginXAngst", np.zeros(len(inputs.particles))), float)
     oy = np.asarray(inputs.particles.get("rlnOriginYAngst", np.zeros(len(inputs.particles))), float)
-    todo = [(m, r) for m, r in work if not os.path.exists(shiny_path(out, m.name))]
-    for i, (mic, (tracks, diag)) in enumerate(my_share(todo, comm)):
+    polished_of = {m.name: r for m, r in work}
+    todo = [m for m, _ in work if not os.path.isfile(shiny_path(out, m.name))]
+
+    def recombine(i, mic):
         t1 = time.time()
+        tracks, diag = polished_of[mic.name]
         first = diag["first_frame"] - 1
         defects = micrograph_defects(mic, first, first + tracks.shape[1], args.no_defects)
         origins = np.stack([ox[mic.index], oy[mic.index]], axis=1) / px
         imgs = shiny_micrograph(mic, tracks, weights_of(mic, first, tracks.shape[1]), first,
                                 diag["sign"], box, scale, origins, defects)
+        if not np.all(np.isfinite(imgs)):
+            raise ValueError("shiny particles with NaN or infinite pixels (not written)")
         path = shiny_path(out, mic.name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         write_mrc(path, imgs.astype(np.float16 if args.float16 else np.float32),
                   px * box / scale, stack=True)
         log.info("[rank %d] %s: %d shiny particles, %.1f s", comm.rank, mic.name, len(imgs),
                  time.time() - t1)
+    for_each_micrograph(my_share(todo, comm), recombine, lambda n: failed_path(out, n),
+                        comm.rank)
     comm.barrier()
     return _finish(args, out, comm, t0, (inputs, [m for m, _ in work], box, scale))
+
+
+def failed_path(out, name):
+    return os.path.join(out, "failed", mic_stem(name) + ".txt")
 
 
 def _finish(args, out, comm, t0, shiny):
     if comm.rank != 0:
         return 0
+    failed, n_done = [], 1
     if shiny is not None:
         inputs, mics, box, scale = shiny
-        done = [m for m in mics if os.path.exists(shiny_path(out, m.name))]
+        done = [m for m in mics if os.path.isfile(shiny_path(out, m.name))]
         optics, parts = shiny_table(inputs, done, out, args.root, box, scale)
         write_particles_star(os.path.join(out, "particles.star"), optics, parts)
         log.info("%d shiny particles of %d micrographs", len(parts), len(done))
+        n_done = len(done)
+        failed = failure_list([m.name for m in mics],
+                              lambda n: os.path.isfile(shiny_path(out, n)),
+                              lambda n: failed_path(out, n))
+        write_failure_list(out, failed)
     if not args.no_figures and os.path.exists(os.path.join(out, "bfactors.json")):
-        from ..viewers.figures import bfactor_figures
-        bfactor_figures(out, os.path.join(out, "figures"))
+        job_figures().bfactor_figures(out, os.path.join(out, "figures"))
     log.info("done in %.1f s -> %s", time.time() - t0, out)
-    return 0
+    return finish_status("bfactors", failed, args.allow_partial, n_done)
 
 
 def main(argv=None):

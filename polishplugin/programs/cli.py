@@ -1,6 +1,10 @@
-"""What every command-line program shares: logging to stderr with time stamps, and bad input
-reported as one line naming the file and the problem (exit status 2) instead of a traceback."""
+"""What every command-line program shares: logging to stderr with time stamps; bad input and bad
+options reported as one line naming the file or option and the problem (exit status 2) before
+any work; under MPI, an error on one rank aborts every rank with its reason instead of leaving
+the others waiting; figures drawn headless."""
+import argparse
 import logging
+import math
 
 import numpy as np
 
@@ -8,20 +12,86 @@ from ..io.errors import InputError
 
 log = logging.getLogger("polishplugin")
 
+#: exit status of a job that finished with some micrographs failed (see --allow-partial)
+PARTIAL = 3
+
 
 def run_program(build_parser, run, argv=None):
     """Parse ``argv`` with ``build_parser()``, call ``run(args)``; returns the exit status:
-    ``run``'s return value when it is an int, else 0; 2 on :class:`InputError`."""
+    ``run``'s return value when it is an int, else 0; 2 on :class:`InputError`. Under MPI with
+    several ranks any error (bad input included: a check that fails on one rank only would
+    leave the others at their next collective call forever) is logged with its rank and aborts
+    every rank (``MPI_Abort``)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    args = build_parser().parse_args(argv)
     try:
-        status = run(build_parser().parse_args(argv))
-    except InputError as exc:
-        log.error("bad input: %s", exc)
-        return 2
+        status = run(args)
+    except BaseException as exc:
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            raise
+        from .parallel import get_comm
+        comm = get_comm()
+        reason = exc.code if isinstance(exc, SystemExit) else "%s: %s" % (
+            "bad input" if isinstance(exc, InputError) else type(exc).__name__, exc)
+        if comm.size > 1:
+            log.error("[rank %d] %s; aborting all %d ranks", comm.rank, reason, comm.size,
+                      exc_info=not isinstance(exc, (InputError, SystemExit)))
+            comm.Abort(2 if isinstance(exc, (InputError, SystemExit)) else 1)
+        if isinstance(exc, InputError):
+            log.error("%s", reason)
+            return 2
+        raise
     return status if isinstance(status, int) else 0
 
 
+# ------------------------------------------------------------------------ option types
+def _number(text, kind):
+    try:
+        v = kind(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError("%r is not %s" % (text, "an integer" if kind is int
+                                                            else "a number"))
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError("%r is not a finite number" % text)
+    return v
+
+
+def number(text):
+    """argparse type: a finite float (NaN and infinities refused)."""
+    return _number(text, float)
+
+
+def positive(text):
+    """argparse type: a finite float > 0."""
+    v = _number(text, float)
+    if v <= 0:
+        raise argparse.ArgumentTypeError("%r must be > 0" % text)
+    return v
+
+
+def at_least(low):
+    """argparse type factory: an integer >= ``low``."""
+    def check(text):
+        v = _number(text, int)
+        if v < low:
+            raise argparse.ArgumentTypeError("%r must be an integer >= %d" % (text, low))
+        return v
+    check.__name__ = "integer >= %d" % low
+    return check
+
+
+def backend_name(text):
+    """argparse type: the name of an available compute backend."""
+    from ..backends import get_backend
+    try:
+        get_backend(text)
+    except (NotImplementedError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+    return text.strip().lower()
+
+
+# ------------------------------------------------------------------------ shared options
 def add_movie_inputs(parser, particles_help="particles STAR (3D alignment, CTF, coords)",
                      mics_help="corrected_micrographs.star of the motion correction (movies, "
                                "gain, dose, global shifts)"):
@@ -39,20 +109,60 @@ def add_movie_inputs(parser, particles_help="particles STAR (3D alignment, CTF, 
 
 
 def check_reference_args(args, program):
-    """Refuse a run that names neither a postprocess STAR nor both half maps."""
+    """Refuse a run that names neither a postprocess STAR nor both half maps, or whose kernels
+    backend (--backend, else POLISHPLUGIN_BACKEND) does not exist."""
     if not args.postprocess and not (args.half1 and args.half2):
         raise SystemExit("%s: give --postprocess or both --half1 and --half2" % program)
+    if getattr(args, "backend", "") is None:
+        from ..backends import get_backend
+        try:
+            get_backend(None)
+        except (NotImplementedError, ValueError) as exc:
+            raise SystemExit("%s: POLISHPLUGIN_BACKEND: %s" % (program, exc))
 
 
 def add_output_options(parser, backend=True):
-    """--backend (kernels: numba | numpy | opencl), --threads, --out and --no-figures, the same
-    in every program."""
+    """--backend (kernels: numba | numpy | opencl), --threads, --out, --fresh, --allow-partial
+    and --no-figures, the same in every movie program."""
     c = parser.add_argument_group("compute")
     if backend:
-        c.add_argument("--backend", default=None, help="numba (default) | numpy | opencl")
-    c.add_argument("--threads", type=int, default=1)
+        c.add_argument("--backend", default=None, type=backend_name,
+                       help="numba (default) | numpy | opencl")
+    c.add_argument("--threads", type=at_least(1), default=1)
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--fresh", action="store_true",
+                        help="discard what an earlier run with other settings left in --out "
+                             "(default: refuse to mix results of different settings)")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="exit 0 although some micrographs failed (they are listed in "
+                             "failed.txt); default: exit status %d" % PARTIAL)
     parser.add_argument("--no-figures", action="store_true")
+
+
+def finish_status(program, failed, allow_partial, n_done=1):
+    """Exit status of a job that ran: 0; :data:`PARTIAL` when micrographs failed and the user
+    did not allow partial results; 1 when nothing succeeded (``n_done`` 0). Failures logged."""
+    if not failed:
+        return 0
+    if not n_done:
+        log.error("%s: every micrograph failed (see failed.txt)", program)
+        return 1
+    if allow_partial:
+        log.warning("%s: %d micrograph(s) failed (see failed.txt); partial results allowed",
+                    program, len(failed))
+        return 0
+    log.error("%s: %d micrograph(s) failed (see failed.txt): exit status %d (--allow-partial "
+              "accepts partial results)", program, len(failed), PARTIAL)
+    return PARTIAL
+
+
+def job_figures():
+    """:mod:`polishplugin.figures.jobs` with matplotlib on the Agg backend: programs draw
+    without a display and never import a GUI toolkit."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from ..figures import jobs
+    return jobs
 
 
 def auto_window(sigma_vel_px, n_frames, box):

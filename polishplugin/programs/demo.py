@@ -53,7 +53,7 @@ def run(out, size="default", seed=2019):
     # pyworkflow reads the environment at import: import it only now
     from pyworkflow.project import Manager
     from polishplugin.protocols import ProtPolishBayesian, ProtPolishSimulate, ProtPolishTrain
-    from polishplugin.viewers import figures, plots
+    from polishplugin.figures import jobs as figures, plots
 
     name = "polishplugin_demo"
     proj_path = os.path.join(out, name)

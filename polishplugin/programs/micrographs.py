@@ -1,15 +1,45 @@
-"""Per-micrograph file work shared by the movie programs (polish, train, bfactors)."""
+"""Per-micrograph file work shared by the movie programs (polish, train, bfactors): defect masks,
+frames with non-finite pixels filled, and the loop over micrographs in which one failure fails
+only its micrograph."""
+import logging
+import os
+
 import numpy as np
 
-from ..core.defects import detect_defects
+from ..core.defects import MAX_NONFINITE_FRACTION, detect_defects, fill_nonfinite
+from ..io.atomic import atomic_text
+from ..io.errors import InputError
 from ..io.movies import Movie, read_gain
+
+log = logging.getLogger(__name__)
+
+
+def _check_nonfinite(path, what, n, size):
+    if n > MAX_NONFINITE_FRACTION * size:
+        raise InputError(path, "%s: %d of %d pixels are NaN or infinite (more than %g%%: "
+                         "broken data, not defects)" % (what, n, size,
+                                                        100 * MAX_NONFINITE_FRACTION))
+
+
+def finite_frames(movie, first, last, tally=None):
+    """Frames ``first`` .. ``last - 1`` of an open :class:`Movie` with NaN/infinite pixels filled
+    (:func:`polishplugin.core.defects.fill_nonfinite`), their number added to ``tally["nonfinite"]``;
+    a frame with more than :data:`MAX_NONFINITE_FRACTION` of them raises :class:`InputError`."""
+    for f, frame in enumerate(movie.iter_frames(first, last)):
+        n = fill_nonfinite(frame)
+        if n:
+            _check_nonfinite(movie.path, "frame %d" % (first + f + 1), n, frame.size)
+            if tally is not None:
+                tally["nonfinite"] = tally.get("nonfinite", 0) + n
+        yield frame
 
 
 def micrograph_defects(mic, first, last, disabled=False, extra=None, raw_sum=None):
     """Defect mask (ny, nx) of a micrograph for frames [first, last): hot and dead pixels found
-    from the raw counts (:func:`polishplugin.core.defects.detect_defects`), those its motion
-    correction listed and ``extra`` (a user's defect map). With ``disabled`` only the pixels of
-    zero gain, or None without a gain reference. ``raw_sum`` saves reading the movie again."""
+    from the raw counts (:func:`polishplugin.core.defects.detect_defects`), non-finite pixels,
+    those its motion correction listed and ``extra`` (a user's defect map). With ``disabled``
+    only the pixels of zero gain, or None without a gain reference. ``raw_sum`` (modified: its
+    non-finite pixels are filled) saves reading the movie again."""
     gain = read_gain(mic.gain) if mic.gain else None
     if disabled:
         return None if gain is None else gain == 0
@@ -17,9 +47,58 @@ def micrograph_defects(mic, first, last, disabled=False, extra=None, raw_sum=Non
         with Movie(mic.movie) as raw:  # raw counts: the Poisson test needs them
             raw_sum = raw.sum(first, last)
     known = np.zeros(mic.shape, dtype=bool) if extra is None else np.array(extra, dtype=bool)
+    nonfinite = ~np.isfinite(raw_sum)
+    if nonfinite.any():
+        _check_nonfinite(mic.movie, "sum of frames %d-%d" % (first + 1, last),
+                         int(nonfinite.sum()), raw_sum.size)
+        fill_nonfinite(raw_sum)
+        known |= nonfinite
     if len(mic.hot_pixels):
         hp = np.rint(mic.hot_pixels).astype(int)
         ok = (hp[:, 0] >= 0) & (hp[:, 1] >= 0) & (hp[:, 0] < mic.shape[1]) & \
             (hp[:, 1] < mic.shape[0])
         known[hp[ok, 1], hp[ok, 0]] = True
     return detect_defects(raw_sum, last - first, gain, known=known)
+
+
+def for_each_micrograph(mics, work, failed_path, rank=0):
+    """Call ``work(i, mic)`` for each of ``mics`` (this rank's share). Any exception of one
+    micrograph (bad data, a failed fit, a file that cannot be written) fails only that
+    micrograph: it is logged and its reason written to ``failed_path(mic.name)`` (removed when
+    the micrograph later succeeds). An error writing that reason propagates (and, under MPI,
+    aborts every rank: :func:`polishplugin.programs.cli.run_program`). Returns the names that
+    failed."""
+    failed = []
+    for i, mic in enumerate(mics):
+        path = failed_path(mic.name)
+        try:
+            work(i, mic)
+        except Exception as exc:
+            log.error("[rank %d] %s FAILED: %s: %s", rank, mic.name, type(exc).__name__, exc)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with atomic_text(path) as fh:
+                fh.write("%s: %s\n" % (type(exc).__name__, exc))
+            failed.append(mic.name)
+            continue
+        if os.path.exists(path):
+            os.remove(path)
+    return failed
+
+
+def failure_list(mics, done, failed_path):
+    """Lines 'micrograph<TAB>reason' of the micrographs not ``done(name)``: the reason recorded
+    by :func:`for_each_micrograph`, or 'not processed'."""
+    lines = []
+    for name in mics:
+        if done(name):
+            continue
+        p = failed_path(name)
+        lines.append("%s\t%s" % (name, open(p).read().strip() if os.path.exists(p)
+                                 else "not processed"))
+    return lines
+
+
+def write_failure_list(out, lines):
+    """``<out>/failed.txt`` (one line per failed micrograph; empty when none failed)."""
+    with atomic_text(os.path.join(out, "failed.txt")) as fh:
+        fh.write("\n".join(lines) + ("\n" if lines else ""))

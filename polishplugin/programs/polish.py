@@ -10,7 +10,10 @@ Per micrograph (under --out): tracks/<mic>_tracks.star (RELION _tracks.star layo
 fcc/<mic>_FCC_{cc,w0,w1}.mrc (eq. 20 sums against the opposite half map, frames x rings),
 diag/<mic>.json (fit diagnostics). At the end: tracks_all.star (every particle and frame),
 particles.star (the particles of polished micrographs), failed.txt, logfile.pdf.
-Finished micrographs are skipped on a re-run (their tracks STAR is written last, atomically).
+Finished micrographs are skipped on a re-run (their tracks STAR is written last, atomically);
+settings.json records what defines the result, and a re-run with other settings is refused
+(--fresh starts afresh; see jobdir.py). A failed micrograph is listed in failed.txt and the exit
+status is 3 unless --allow-partial.
 """
 import argparse
 import json
@@ -28,9 +31,11 @@ from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, read_tracks_star, write_particles_star, write_star, \
     write_tracks_star
 from .parallel import get_comm, my_share, set_threads
-from .cli import (add_movie_inputs, add_output_options, auto_window, check_reference_args,
-                  run_program)
-from .micrographs import micrograph_defects
+from .cli import (add_movie_inputs, add_output_options, at_least, auto_window,
+                  check_reference_args, finish_status, job_figures, number, positive, run_program)
+from .jobdir import claim_output, file_digest, input_digests, input_paths
+from .micrographs import (failure_list, finite_frames, for_each_micrograph, micrograph_defects,
+                          write_failure_list)
 
 log = logging.getLogger("polishplugin.polish")
 
@@ -43,19 +48,19 @@ def build_parser():
     g.add_argument("--skip-outside", action="store_true",
                    help="drop particles centred outside their micrograph (default: error)")
     m = p.add_argument_group("motion prior (paper units, Zivanov 2019 Table 2)")
-    m.add_argument("--sigma-vel", type=float, default=DEFAULT_SIGMA_VEL, help="A per e/A^2")
-    m.add_argument("--sigma-div", type=float, default=DEFAULT_SIGMA_DIV, help="A")
-    m.add_argument("--sigma-acc", type=float, default=DEFAULT_SIGMA_ACC,
+    m.add_argument("--sigma-vel", type=positive, default=DEFAULT_SIGMA_VEL, help="A per e/A^2")
+    m.add_argument("--sigma-div", type=positive, default=DEFAULT_SIGMA_DIV, help="A")
+    m.add_argument("--sigma-acc", type=number, default=DEFAULT_SIGMA_ACC,
                    help="A per e/A^2; <= 0 disables the acceleration term")
     m.add_argument("--params-file", help="RELION-style 'sigma_vel sigma_div sigma_acc' file "
                                          "(e.g. from the training program); overrides the three")
     f = p.add_argument_group("fit")
-    f.add_argument("--first-frame", type=int, default=1, help="1-based")
-    f.add_argument("--last-frame", type=int, default=-1, help="1-based, -1 = last")
-    f.add_argument("--patch", type=int, default=0,
+    f.add_argument("--first-frame", type=at_least(1), default=1, help="1-based")
+    f.add_argument("--last-frame", type=at_least(-1), default=-1, help="1-based, -1 = last")
+    f.add_argument("--patch", type=at_least(0), default=0,
                    help="patch cut around each particle (px); 0 = auto: the box plus the CTF "
                         "delocalisation at the reference's resolution, at most twice the box")
-    f.add_argument("--window", type=int, default=0,
+    f.add_argument("--window", type=at_least(0), default=0,
                    help="CC search radius (px) around the initial track; 0 = auto")
     f.add_argument("--mode", choices=["gp", "none", "global"], default="gp",
                    help="gp: the paper's prior; none: unregularised per particle; global: one "
@@ -88,6 +93,9 @@ def read_params_file(path):
         raise InputError(path, "cannot read three numbers: %s" % exc)
     if len(vals) < 2:
         raise InputError(path, "needs 'sigma_vel sigma_div [sigma_acc]'")
+    if not all(np.isfinite(vals)) or vals[0] <= 0 or vals[1] <= 0:
+        raise InputError(path, "sigma_vel and sigma_div must be positive and all three finite, "
+                         "found %s" % " ".join("%g" % v for v in vals))
     return vals[0], vals[1], vals[2] if len(vals) > 2 else -1.0
 
 
@@ -127,10 +135,51 @@ def output_paths(out, name):
 
 def check_args(args):
     check_reference_args(args, "polish")
-    if args.first_frame < 1:
-        raise SystemExit("polish: --first-frame must be >= 1")
     if args.last_frame != -1 and args.last_frame < args.first_frame + 1:
         raise SystemExit("polish: --last-frame must leave at least 2 frames")
+
+
+#: sigma_vel and sigma_acc in px per frame that the fit can weigh (far beyond any real motion)
+SIGMA_PX_RANGE = (1e-6, 1e6)
+
+
+def check_sizes(args, inputs, sigmas):
+    """Sigmas, frame range, patch and window against the data (before any movie is read)."""
+    from ..core.motion.units import MotionParams
+    for mic in inputs.micrographs:
+        px = MotionParams(*sigmas).to_pixels(mic.dose_per_frame, inputs.pixel_size)
+        for name, v, given in zip(("sigma_vel", "sigma_acc"), px[::2], sigmas[::2]):
+            if v > 0 and not SIGMA_PX_RANGE[0] <= v <= SIGMA_PX_RANGE[1]:
+                raise SystemExit("polish: %s %g is %g px per frame for %s, outside the %g-%g "
+                                 "the fit can weigh (its 1/sigma^2 over- or underflows the "
+                                 "energy)" % ((name, given, v, mic.name) + SIGMA_PX_RANGE))
+    nframes = inputs.micrographs[0].nframes
+    if args.first_frame + 1 > nframes or args.last_frame > nframes:
+        raise SystemExit("polish: frames %d-%d asked of movies of %d frames"
+                         % (args.first_frame, args.last_frame, nframes))
+    if args.patch and (args.patch % 2 or not inputs.box <= args.patch <= 4 * inputs.box):
+        raise SystemExit("polish: --patch must be 0 (auto) or even, from the box (%d) to 4 "
+                         "times it, got %d" % (inputs.box, args.patch))
+    n = args.patch_px
+    if args.window and args.window > n // 2 - 2:
+        raise SystemExit("polish: --window %d does not fit in patches of %d px (at most %d)"
+                         % (args.window, n, n // 2 - 2))
+
+
+#: names written at the top of the output folder (what --fresh deletes)
+OUTPUTS = ("tracks", "fcc", "diag", "failed", "figures", "tracks_all.star", "particles.star",
+           "failed.txt", "logfile.pdf")
+
+
+def job_settings(args, inputs, sigmas):
+    """What defines the polishing result (recorded in the output folder, see jobdir)."""
+    return {"sigmas": list(sigmas), "first_frame": args.first_frame,
+            "last_frame": args.last_frame, "patch_px": args.patch_px, "window": args.window,
+            "mode": args.mode, "init": args.init, "invert": args.invert,
+            "prior_mean": args.prior_mean, "cc_scale": args.cc_scale,
+            "no_defects": args.no_defects, "defect_map": file_digest(args.defect_map),
+            "allow_missing": args.allow_missing, "skip_outside": args.skip_outside,
+            "inputs": input_digests(args, inputs)}
 
 
 # ------------------------------------------------------------------------ one micrograph
@@ -151,6 +200,7 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
     px, n = inputs.pixel_size, args.patch_px
     with Movie(mic.movie) as raw:  # raw counts: the Poisson test of the defect search needs them
         raw_sum = raw.sum(first, last)
+    tally = {}
     defects = micrograph_defects(mic, first, last, args.no_defects, args.defect_mask, raw_sum)
     gain = read_gain(mic.gain) if mic.gain else None
     with Movie(mic.movie, gain=mic.gain) as movie:
@@ -163,7 +213,7 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
         init = mic.initial_tracks[:, first:last] if args.init == "motioncorr" else None
         window = args.window or auto_window(sig_px[0], F, inputs.box)
         invert = {"auto": "auto", "yes": True, "no": False}[args.invert]
-        res = align_micrograph(movie.iter_frames(first, last), mic.centres, preds, damage, sig_px,
+        res = align_micrograph(finite_frames(movie, first, last, tally), mic.centres, preds, damage, sig_px,
                                init, window=window, mode=args.mode, invert=invert,
                                opposite_predictions=opp, backend=args.backend, n_frames=F,
                                defects=defects, cc_scale=args.cc_scale,
@@ -171,7 +221,7 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
     for key, arr in (("cc", res.fcc.num), ("w0", res.fcc.wobs), ("w1", res.fcc.wpred)):
         os.makedirs(os.path.dirname(paths["fcc"][key]), exist_ok=True)
         write_mrc(paths["fcc"][key], arr.astype(np.float32), px)
-    from ..viewers.plots import binned
+    from ..core.binning import binned
     small, factor = binned(raw_sum * (gain if gain is not None else 1.0))
     os.makedirs(os.path.dirname(paths["sum"]), exist_ok=True)
     write_mrc(paths["sum"], small.astype(np.float32), px * factor)
@@ -181,48 +231,45 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
             "message": res.fit.message, "gp_dims": res.fit.n_dims, "sign": res.sign,
             "amplitude": res.amplitude, "window_px": window, "patch_px": n,
             "defect_pixels": int(defects.sum()) if defects is not None else 0,
+            "nonfinite_pixels": tally.get("nonfinite", 0),
             "sigmas": list(sigmas), "sigmas_px": list(sig_px), "mode": args.mode, "cc_scale": args.cc_scale, "prior_mean": args.prior_mean,
             "init": args.init, "seconds": round(time.time() - t0, 3),
-            "rows": mic.index.tolist(), "centres": mic.centres.tolist(), "initial_tracks_A": (res.initial_tracks * px).tolist()}
+            "rows": mic.index.tolist(), "images": particle_names(inputs, mic),
+            "centres": mic.centres.tolist(), "initial_tracks_A": (res.initial_tracks * px).tolist()}
     os.makedirs(os.path.dirname(paths["diag"]), exist_ok=True)
     with atomic_text(paths["diag"]) as fh:
         json.dump(diag, fh)
     os.makedirs(os.path.dirname(paths["tracks"]), exist_ok=True)
     write_tracks_star(paths["tracks"], res.tracks * px)  # written last: marks the micrograph done
-    if os.path.exists(paths["failed"]):
-        os.remove(paths["failed"])
     return diag
 
 
-def mark_failed(out, mic, exc):
-    p = output_paths(out, mic.name)["failed"]
-    os.makedirs(os.path.dirname(p), exist_ok=True)
-    with atomic_text(p) as fh:
-        fh.write("%s: %s\n" % (type(exc).__name__, exc))
+def particle_names(inputs, mic):
+    """rlnImageName of the micrograph's particles (their identity for later jobs), or None."""
+    if "rlnImageName" not in inputs.particles:
+        return None
+    return [str(inputs.particles["rlnImageName"][i]) for i in mic.index]
 
 
 # ------------------------------------------------------------------------ whole job
 def combine(out, inputs):
-    """tracks_all.star, particles.star of polished micrographs, failed.txt; returns counts."""
+    """tracks_all.star, particles.star of polished micrographs, failed.txt; returns the number
+    of particles with tracks and the failure lines."""
     rows = {k: [] for k in ("rlnMicrographName", "rlnImageName", "rlnMicrographFrameNumber",
                             "rlnOriginXAngst", "rlnOriginYAngst")}
-    keep, failed = [], []
-    images = inputs.particles["rlnImageName"] if "rlnImageName" in inputs.particles else None
+    keep = []
     for mic in inputs.micrographs:
         paths = output_paths(out, mic.name)
-        if not os.path.exists(paths["tracks"]):
-            reason = open(paths["failed"]).read().strip() if os.path.exists(paths["failed"]) \
-                else "not processed"
-            failed.append("%s\t%s" % (mic.name, reason))
+        if not os.path.isfile(paths["tracks"]):
             continue
         tracks = read_tracks_star(paths["tracks"])
         with open(paths["diag"]) as fh:
             first = json.load(fh)["first_frame"]
+        names = particle_names(inputs, mic)
         P, F = tracks.shape[:2]
         for p in range(P):
             rows["rlnMicrographName"] += [mic.name] * F
-            rows["rlnImageName"] += [str(images[mic.index[p]]) if images is not None
-                                     else "%d@%s" % (p + 1, mic.name)] * F
+            rows["rlnImageName"] += [names[p] if names else "%d@%s" % (p + 1, mic.name)] * F
             rows["rlnMicrographFrameNumber"] += list(range(first, first + F))
             rows["rlnOriginXAngst"] += tracks[p, :, 0].tolist()
             rows["rlnOriginYAngst"] += tracks[p, :, 1].tolist()
@@ -230,8 +277,10 @@ def combine(out, inputs):
     write_star(os.path.join(out, "tracks_all.star"), {"tracks": StarTable(rows)})
     write_particles_star(os.path.join(out, "particles.star"), inputs.optics,
                          inputs.particles.take(np.sort(np.asarray(keep, dtype=int))))
-    with atomic_text(os.path.join(out, "failed.txt")) as fh:
-        fh.write("\n".join(failed) + ("\n" if failed else ""))
+    failed = failure_list([m.name for m in inputs.micrographs],
+                          lambda n: os.path.isfile(output_paths(out, n)["tracks"]),
+                          lambda n: output_paths(out, n)["failed"])
+    write_failure_list(out, failed)
     return len(keep), failed
 
 
@@ -245,9 +294,6 @@ def run(args):
     inputs = load_polish_inputs(args.particles, args.mics, args.postprocess, args.half1,
                                 args.half2, args.mask, root=args.root,
                                 allow_missing=args.allow_missing, skip_outside=args.skip_outside)
-    if args.last_frame != -1 and args.last_frame > inputs.micrographs[0].nframes:
-        raise SystemExit("polish: --last-frame %d beyond the %d frames of the movies"
-                         % (args.last_frame, inputs.micrographs[0].nframes))
     args.defect_mask = None
     if args.defect_map:
         from ..io.movies import read_gain
@@ -258,41 +304,40 @@ def run(args):
                                  % (args.defect_mask.shape[1], args.defect_mask.shape[0],
                                     m.movie, m.shape[1], m.shape[0]))
     args.patch_px = args.patch or auto_patch(inputs)
+    check_sizes(args, inputs, sigmas)
+    with claim_output(comm, out, "polish", job_settings(args, inputs, sigmas),
+                      input_paths(args, inputs), OUTPUTS, args.fresh):
+        return polish_all(args, inputs, sigmas, out, comm)
+
+
+def polish_all(args, inputs, sigmas, out, comm):
+    """Polish the micrographs not done yet (this rank's share), then combine on rank 0."""
     from ..core.predict import make_projectors
     projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask)
-    todo = [m for m in inputs.micrographs if not os.path.exists(output_paths(out, m.name)["tracks"])]
+    todo = [m for m in inputs.micrographs
+            if not os.path.isfile(output_paths(out, m.name)["tracks"])]
     if comm.rank == 0:
-        os.makedirs(out, exist_ok=True)
         log.info("%d micrographs, %d to do (%d already done), %d particles; sigmas %s; %d rank(s)",
                  len(inputs.micrographs), len(todo), len(inputs.micrographs) - len(todo),
                  sum(len(m.centres) for m in inputs.micrographs), sigmas, comm.size)
     mine = my_share(todo, comm)
     t0 = time.time()
-    for i, mic in enumerate(mine):
-        try:
-            d = polish_one(mic, inputs, projectors, sigmas, args, out)
-            eta = (time.time() - t0) / (i + 1) * (len(mine) - i - 1)
-            log.info("[rank %d] %d/%d %s: %d particles, %d iterations%s, %.1f s (eta %.0f s)",
-                     comm.rank, i + 1, len(mine), mic.name, d["particles"], d["iterations"],
-                     "" if d["converged"] else " (NOT converged)", d["seconds"], eta)
-        except Exception as exc:  # one bad micrograph must not stop the others
-            from ..core.motion.fit import MotionFitError
-            if not isinstance(exc, (MotionFitError, InputError, ValueError)):
-                raise
-            log.error("[rank %d] %s FAILED: %s", comm.rank, mic.name, exc)
-            mark_failed(out, mic, exc)
+
+    def work(i, mic):
+        d = polish_one(mic, inputs, projectors, sigmas, args, out)
+        eta = (time.time() - t0) / (i + 1) * (len(mine) - i - 1)
+        log.info("[rank %d] %d/%d %s: %d particles, %d iterations%s, %.1f s (eta %.0f s)",
+                 comm.rank, i + 1, len(mine), mic.name, d["particles"], d["iterations"],
+                 "" if d["converged"] else " (NOT converged)", d["seconds"], eta)
+    for_each_micrograph(mine, work, lambda name: output_paths(out, name)["failed"], comm.rank)
     comm.barrier()
-    if comm.rank == 0:
-        n_ok, failed = combine(out, inputs)
-        if failed:
-            log.warning("%d micrograph(s) failed or were not processed (see failed.txt)",
-                        len(failed))
-        if not args.no_figures:
-            from ..viewers.figures import polish_figures
-            polish_figures(out, os.path.join(out, "figures"))
-        log.info("done: %d particles with tracks in %.1f s -> %s", n_ok, time.time() - t0, out)
-        return 0 if not failed or n_ok else 1
-    return 0
+    if comm.rank != 0:
+        return 0
+    n_ok, failed = combine(out, inputs)
+    if not args.no_figures and n_ok:
+        job_figures().polish_figures(out, os.path.join(out, "figures"))
+    log.info("done: %d particles with tracks in %.1f s -> %s", n_ok, time.time() - t0, out)
+    return finish_status("polish", failed, args.allow_partial, n_ok)
 
 
 def main(argv=None):

@@ -13,7 +13,9 @@ Writes (under --out): half1.mrc, half2.mrc; fsc.star (data_general: rlnFinalReso
 0.143 of the (masked) half maps, rlnImageSize, rlnImagePixelSize; data_fsc: rlnSpectralIndex,
 rlnResolution, rlnAngstromResolution, rlnFourierShellCorrelation (half maps) and, with --truth,
 rlnFscAgainstTruth = FSC(mean of the half maps, truth)); reconstruct.json with the
-resolutions (A): half maps at 0.143, vs truth at 0.5.
+resolutions (A): half maps at 0.143, vs truth at 0.5, and the NaN/infinite pixels filled
+(images without any finite pixel are left out). A non-finite FSC is an error, never a
+resolution.
 """
 import argparse
 import json
@@ -29,7 +31,9 @@ import numpy as np
 from ..io.atomic import atomic_text
 from ..io.errors import InputError
 from ..io.star import StarTable, optics_of, read_particles_star, write_star
-from .cli import run_program
+from ..core.defects import fill_nonfinite
+from ..io.polish_inputs import check_numbers
+from .cli import at_least, job_figures, run_program
 
 log = logging.getLogger("polishplugin.reconstruct")
 
@@ -42,8 +46,9 @@ def build_parser():
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--mask", help="mask applied to both half maps before the FSC")
     p.add_argument("--truth", help="true volume: FSC of the reconstruction against it")
-    p.add_argument("--batch", type=int, default=256, help="images per back-projection batch")
-    p.add_argument("--pad", type=int, default=2, help="Fourier oversampling")
+    p.add_argument("--batch", type=at_least(1), default=256,
+                   help="images per back-projection batch")
+    p.add_argument("--pad", type=at_least(1), default=2, help="Fourier oversampling")
     p.add_argument("--no-ctf", action="store_true", help="ignore the CTF (CTF = 1)")
     p.add_argument("--no-figures", action="store_true")
     return p
@@ -56,16 +61,25 @@ def _location(name, root):
     return int(idx) - 1, path
 
 
-class StackReader:
-    """Particle images by (index, path), stacks memory-mapped once each."""
+def _folder_tried(root):
+    return ("--root %s" % os.path.abspath(root)) if root is not None else \
+        "the current directory %s (no --root)" % os.getcwd()
 
-    def __init__(self):
-        self._open = {}
+
+class StackReader:
+    """Particle images by (index, path), stacks memory-mapped once each; NaN/infinite pixels are
+    filled with the image's finite mean and counted (``nonfinite``: pixels); an image without
+    any finite pixel is None (counted in ``empty``)."""
+
+    def __init__(self, root=None):
+        self._open, self.root = {}, root
+        self.nonfinite, self.empty = 0, 0
 
     def image(self, index, path):
         if path not in self._open:
             if not os.path.exists(path):
-                raise InputError(path, "particle stack not found")
+                raise InputError(path, "particle stack not found (image names are taken "
+                                 "relative to %s)" % _folder_tried(self.root))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 self._open[path] = mrcfile.mmap(path, mode="r", permissive=True)
@@ -75,7 +89,13 @@ class StackReader:
         if not 0 <= index < len(data):
             raise InputError(path, "image %d requested but the stack holds %d" % (index + 1,
                                                                                   len(data)))
-        return np.asarray(data[index], dtype=np.float64)
+        image = np.array(data[index], dtype=np.float64)
+        n = fill_nonfinite(image)
+        self.nonfinite += n
+        if n == image.size:
+            self.empty += 1
+            return None
+        return image
 
     def close(self):
         for m in self._open.values():
@@ -121,29 +141,46 @@ def reconstruct_particles(particles_star, root=None, batch=256, pad=2, use_ctf=T
     from ..core.geometry import euler_to_matrix
     from ..core.reconstruct import Backprojector, centered_fft
     optics, parts = read_particles_star(particles_star)
+    check_numbers(particles_star, parts, "particles")
+    if optics is not None:
+        check_numbers(particles_star, optics, "optics")
     angles, shifts, ctfs, half, px = particle_geometry(optics, parts, particles_star)
     if not set(np.unique(half)) <= {1, 2}:
         raise InputError(particles_star, "rlnRandomSubset must be 1 or 2")
-    reader = StackReader()
+    reader = StackReader(root)
     locs = [_location(nm, root) for nm in parts["rlnImageName"]]
-    n = reader.image(*locs[0]).shape[-1]
+    first = next((im for im in (reader.image(*loc) for loc in locs) if im is not None), None)
+    if first is None:
+        raise InputError(particles_star, "no particle image has a finite pixel")
+    n = first.shape[-1]
+    reader.nonfinite, reader.empty = 0, 0
     rots = euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
     halves, counts = [], []
     try:
         for h in (1, 2):
             bp = Backprojector(n, pad)
             idx = np.flatnonzero(half == h)
+            kept = 0
             for i0 in range(0, len(idx), batch):
                 sel = idx[i0:i0 + batch]
-                imgs = np.stack([reader.image(*locs[i]) for i in sel])
+                imgs = [reader.image(*locs[i]) for i in sel]
+                sel = sel[[im is not None for im in imgs]]
+                if not len(sel):
+                    continue
+                imgs = np.stack([im for im in imgs if im is not None])
+                kept += len(sel)
                 c = np.stack([ctf_2d(ctfs[i], n, px) for i in sel]) \
                     if (use_ctf and ctfs is not None) else None
                 bp.insert(centered_fft(imgs, shifts[sel]), rots[sel], c)
             halves.append(bp.reconstruct())
-            counts.append(len(idx))
+            counts.append(kept)
     finally:
         reader.close()
-    return halves[0], halves[1], px, counts
+    if reader.nonfinite:
+        log.warning("%d NaN/infinite pixels filled; %d image(s) without any finite pixel left "
+                    "out", reader.nonfinite, reader.empty)
+    return halves[0], halves[1], px, counts, {"nonfinite_pixels": reader.nonfinite,
+                                              "images_left_out": reader.empty}
 
 
 def fsc_report(half1, half2, px, mask=None, truth=None):
@@ -187,24 +224,28 @@ def write_outputs(out, half1, half2, px, rep, counts):
 def run(args):
     from ..io.mrc import read_mrc
     t0 = time.time()
-    h1, h2, px, counts = reconstruct_particles(args.particles, args.root, args.batch, args.pad,
-                                               not args.no_ctf)
+    h1, h2, px, counts, filled = reconstruct_particles(args.particles, args.root, args.batch,
+                                                       args.pad, not args.no_ctf)
     mask = read_mrc(args.mask)[0] if args.mask else None
     truth = read_mrc(args.truth)[0] if args.truth else None
     for name, vol in (("mask", mask), ("truth", truth)):
         if vol is not None and vol.shape != h1.shape:
             raise InputError(getattr(args, name), "shape %s differs from the reconstruction %s"
                              % (vol.shape, h1.shape))
-    rep = fsc_report(h1, h2, px, mask, truth)
+    try:
+        rep = fsc_report(h1, h2, px, mask, truth)
+    except ValueError as exc:
+        raise SystemExit("reconstruct: %s" % exc)
+    rep.update(filled)
     summary = write_outputs(os.path.abspath(args.out), h1, h2, px, rep, counts)
     log.info("%d + %d particles, box %d, %.3f A/px: half-map FSC 0.143 at %.2f A%s (%.1f s)",
              counts[0], counts[1], h1.shape[0], px, rep["resolution_0143"],
              ", vs truth FSC 0.5 at %.2f A" % rep["resolution_truth_05"] if truth is not None
              else "", time.time() - t0)
     if not args.no_figures:
-        from ..viewers.figures import reconstruct_fsc_figure
-        from ..viewers.plots import save_figure
-        save_figure(reconstruct_fsc_figure(args.out), os.path.join(args.out, "fsc"))
+        figures = job_figures()
+        figures.plots.save_figure(figures.reconstruct_fsc_figure(args.out),
+                                  os.path.join(args.out, "fsc"))
     return summary
 
 

@@ -304,8 +304,8 @@ def run(args):
                                 optics_table(c, with_image=False), StarTable(mic_rows))
     write_truth_json(out, ds, names, res)
     if not args.no_figures:
-        from ..viewers.figures import simulation_figures  # noqa: E402 (matplotlib only when needed)
-        simulation_figures(out, os.path.join(out, "figures"))
+        from .cli import job_figures
+        job_figures().simulation_figures(out, os.path.join(out, "figures"))
     log.info("simulated %d micrographs, %d particles in %.1f s -> %s", len(ds),
              len(parts["rlnImageName"]), time.time() - t0, out)
 

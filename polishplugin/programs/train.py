@@ -33,13 +33,13 @@ import time
 import numpy as np
 
 from ..io.atomic import atomic_text
-from ..io.errors import InputError
 from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, write_star
+from .cli import (add_movie_inputs, add_output_options, at_least, auto_window,
+                  check_reference_args, finish_status, job_figures, number, positive, run_program)
+from .jobdir import claim_output, input_digests, input_paths
+from .micrographs import finite_frames, micrograph_defects
 from .parallel import get_comm, set_threads
-from .cli import (add_movie_inputs, add_output_options, auto_window, check_reference_args,
-                  run_program)
-from .micrographs import micrograph_defects
 
 log = logging.getLogger("polishplugin.train")
 
@@ -53,32 +53,34 @@ def build_parser():
     g.add_argument("--allow-missing", action="store_true")
     g.add_argument("--skip-outside", action="store_true")
     t = p.add_argument_group("training")
-    t.add_argument("--min-particles", type=int, default=4000,
+    t.add_argument("--min-particles", type=at_least(2), default=4000,
                    help="particles per restart's subset (RELION --min_p)")
-    t.add_argument("--align-frac", type=float, default=0.5,
+    t.add_argument("--align-frac", type=number, default=0.5,
                    help="area fraction of the disc |k| <= k_max used to align (RELION "
                         "--align_frac); the rest is the evaluation ring")
-    t.add_argument("--eval-max-res", type=float, default=0.0,
+    t.add_argument("--eval-max-res", type=at_least_zero, default=0.0,
                    help="outer edge k_max of the evaluation ring in A (0: the half maps' FSC "
                         "0.143 resolution, as RELION's k_out)")
-    t.add_argument("--restarts", type=int, default=3,
+    t.add_argument("--restarts", type=at_least(1), default=3,
                    help="independent trainings, each on its own random subset")
     t.add_argument("--fit-acc", dest="fit_acc", action="store_true", default=True,
                    help="fit sigma_acc too (RELION --params3, default)")
     t.add_argument("--no-fit-acc", dest="fit_acc", action="store_false",
                    help="fit sigma_vel and sigma_div only, sigma_acc off (RELION --params2)")
-    t.add_argument("--start", type=float, nargs=3, default=list(RELION_START),
+    t.add_argument("--start", type=number, nargs=3, default=list(RELION_START),
                    metavar=("S_VEL", "S_DIV", "S_ACC"), help="starting triplet")
-    t.add_argument("--max-evals", type=int, default=100, help="per restart")
-    t.add_argument("--xatol", type=float, default=0.1, help="simplex size in log-sigma to stop")
-    t.add_argument("--memory-budget", type=float, default=0.0,
+    t.add_argument("--max-evals", type=at_least(1), default=100, help="per restart")
+    t.add_argument("--xatol", type=positive, default=0.1,
+                   help="simplex size in log-sigma to stop")
+    t.add_argument("--memory-budget", type=at_least_zero, default=0.0,
                    help="GB of training data per subset (0: no limit); micrographs that would "
                         "exceed it are skipped")
-    t.add_argument("--seed", type=int, default=RELION_SEED)
+    t.add_argument("--seed", type=at_least(0), default=RELION_SEED)
     f = p.add_argument_group("alignment")
-    f.add_argument("--first-frame", type=int, default=1, help="1-based")
-    f.add_argument("--last-frame", type=int, default=-1, help="1-based, -1 = last")
-    f.add_argument("--window", type=int, default=0, help="CC search radius (px); 0 = auto")
+    f.add_argument("--first-frame", type=at_least(1), default=1, help="1-based")
+    f.add_argument("--last-frame", type=at_least(-1), default=-1, help="1-based, -1 = last")
+    f.add_argument("--window", type=at_least(0), default=0,
+                   help="CC search radius (px); 0 = auto")
     f.add_argument("--invert", choices=["auto", "yes", "no"], default="auto")
     f.add_argument("--cc-scale", choices=["likelihood", "relion"], default="likelihood")
     f.add_argument("--no-defects", action="store_true")
@@ -86,12 +88,16 @@ def build_parser():
     return p
 
 
+def at_least_zero(text):
+    """argparse type: a finite float >= 0."""
+    v = number(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError("%r must be >= 0" % text)
+    return v
+
+
 def check_args(args):
     check_reference_args(args, "train")
-    if args.min_particles < 2:
-        raise SystemExit("train: --min-particles must be >= 2")
-    if args.restarts < 1:
-        raise SystemExit("train: --restarts must be >= 1")
     if not 0 < args.align_frac < 1:
         raise SystemExit("train: --align-frac must lie in (0, 1)")
     if args.first_frame < 1 or (args.last_frame != -1 and args.last_frame < args.first_frame + 2):
@@ -138,7 +144,7 @@ def load_training_micrograph(mic, inputs, projectors, split, window, args):
     invert = {"auto": "auto", "yes": True, "no": False}[args.invert]
     with Movie(mic.movie, gain=mic.gain) as movie:
         return build_training_micrograph(
-            movie.iter_frames(first, last), mic.centres, own, opp, damage,
+            finite_frames(movie, first, last), mic.centres, own, opp, damage,
             mic.initial_tracks[:, first:last], t_align, t_eval, k_max, mic.dose_per_frame, px,
             window=window, invert=invert, cc_scale=args.cc_scale, defects=defects, name=mic.name)
 
@@ -172,11 +178,8 @@ class _Session:
                                                            self.projectors, self.split,
                                                            self.window, self.args)
             except Exception as exc:   # one bad micrograph must not stop the training
-                from ..core.motion.fit import MotionFitError
-                if not isinstance(exc, (MotionFitError, InputError, ValueError)):
-                    raise
-                log.error("%s skipped: %s", name, exc)
-                self.failed[name] = str(exc)
+                log.error("%s skipped: %s: %s", name, type(exc).__name__, exc)
+                self.failed[name] = "%s: %s" % (type(exc).__name__, exc)
             self.read_seconds += time.time() - t0
 
     def make_objective(self, seed):
@@ -250,12 +253,6 @@ def _finite(v):
 
 
 def run(args):
-    from ..core.motion.tcc import bytes_per_particle, split_threshold
-    from ..core.motion.training import FLATNESS_FACTORS, choose_subset, format_opt_params, \
-        train_with_restarts
-    from ..core.motion.units import MotionParams
-    from ..core.predict import make_projectors
-
     check_args(args)
     set_threads(args.threads)
     comm = get_comm()
@@ -266,7 +263,39 @@ def run(args):
     inputs = load_polish_inputs(args.particles, args.mics, args.postprocess, args.half1,
                                 args.half2, args.mask, root=args.root,
                                 allow_missing=args.allow_missing, skip_outside=args.skip_outside)
-    os.makedirs(out, exist_ok=True)
+    nframes = inputs.micrographs[0].nframes
+    if args.first_frame + 2 > nframes or args.last_frame > nframes:
+        raise SystemExit("train: frames %d-%d asked of movies of %d frames (3 at least)"
+                         % (args.first_frame, args.last_frame, nframes))
+    if args.window and args.window > inputs.box // 2 - 2:
+        raise SystemExit("train: --window %d does not fit in the %d px box (at most %d)"
+                         % (args.window, inputs.box, inputs.box // 2 - 2))
+    with claim_output(comm, out, "train", job_settings(args, inputs), input_paths(args, inputs),
+                      OUTPUTS, args.fresh):
+        return train(args, inputs, out, comm, t_all)
+
+
+#: names written at the top of the output folder (what --fresh deletes)
+OUTPUTS = (OPT_PARAMS, "trace.star", "train.json", "figures", "logfile.pdf")
+
+
+def job_settings(args, inputs):
+    """What defines the training result (recorded in the output folder)."""
+    keys = ("min_particles", "align_frac", "eval_max_res", "restarts", "fit_acc", "start",
+            "max_evals", "xatol", "memory_budget", "seed", "first_frame", "last_frame",
+            "window", "invert", "cc_scale", "no_defects", "allow_missing", "skip_outside")
+    settings = {k: getattr(args, k) for k in keys}
+    settings["inputs"] = input_digests(args, inputs)
+    return settings
+
+
+def train(args, inputs, out, comm, t_all):
+    """Restarts of the TCC optimisation on their subsets; rank 0 writes the results."""
+    from ..core.motion.tcc import bytes_per_particle, split_threshold
+    from ..core.motion.training import FLATNESS_FACTORS, choose_subset, format_opt_params, \
+        train_with_restarts
+    from ..core.motion.units import MotionParams
+    from ..core.predict import make_projectors
     k_max, res = eval_k_max(inputs, args.eval_max_res)
     t_align, t_eval = split_threshold(k_max, args.align_frac)
     mic0 = inputs.micrographs[0]
@@ -328,9 +357,8 @@ def run(args):
              os.path.join(out, OPT_PARAMS), session.peak_bytes / 1e6, read_seconds,
              opt_seconds)
     if not args.no_figures:
-        from ..viewers.figures import train_figures
-        train_figures(out, os.path.join(out, "figures"))
-    return 0
+        job_figures().train_figures(out, os.path.join(out, "figures"))
+    return finish_status("train", sorted(session.failed), args.allow_partial)
 
 
 def main(argv=None):

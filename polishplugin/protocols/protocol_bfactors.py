@@ -69,7 +69,8 @@ class ProtPolishBFactors(ProtPolishBase):
                 "--bfac-minres %g --bfac-maxres %g" % (self.bfacMinRes.get(),
                                                        self.bfacMaxRes.get()),
                 "--box %d --scale %d" % (self.boxSize.get(), self.rescaledSize.get()),
-                "--threads %d" % self.numberOfThreads.get()]
+                "--threads %d" % self.numberOfThreads.get(),
+                "--allow-partial"]  # failed micrographs: listed in the summary
         if pol.inputMask.get() is not None:
             args.append("--mask %s" % os.path.abspath(pol.inputMask.get().getFileName()))
         if not pol.detectDefects.get():

@@ -73,7 +73,8 @@ class ProtPolishBayesian(ProtPolishMovieBase):
         args = self._inputArgs() + [
             "--out %s" % os.path.abspath(self._getExtraPath("polish")),
             "--first-frame %d --last-frame %d" % (self.firstFrame.get(), self.lastFrame.get()),
-            "--window %d" % self.window.get(), "--threads %d" % self.numberOfThreads.get()]
+            "--window %d" % self.window.get(), "--threads %d" % self.numberOfThreads.get(),
+            "--allow-partial"]  # failed micrographs: listed in the summary
         train = self.inputTraining.get()
         if train is not None:
             args.append("--params-file %s" % os.path.abspath(train.getOptParamsFile()))
@@ -95,7 +96,8 @@ class ProtPolishBayesian(ProtPolishMovieBase):
         args = self._inputArgs() + [
             "--polish %s" % os.path.abspath(self._getExtraPath("polish")),
             "--out %s" % os.path.abspath(self._getExtraPath("shiny")),
-            "--threads %d" % self.numberOfThreads.get()]
+            "--threads %d" % self.numberOfThreads.get(),
+            "--allow-partial"]  # failed micrographs: listed in the summary
         if not self.detectDefects.get():
             args.append("--no-defects")
         return " ".join(args)

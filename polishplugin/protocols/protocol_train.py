@@ -80,7 +80,8 @@ class ProtPolishTrain(ProtPolishMovieBase):
             "--eval-max-res %g --memory-budget %g" % (self.evalMaxRes.get(),
                                                       self.memoryBudget.get()),
             "--fit-acc" if self.fitAcc.get() else "--no-fit-acc",
-            "--threads %d" % self.numberOfThreads.get()]
+            "--threads %d" % self.numberOfThreads.get(),
+            "--allow-partial"]  # failed micrographs: listed in the summary
         return " ".join(args)
 
     def trainStep(self, args):

@@ -5,7 +5,7 @@ from pyworkflow.gui.plotter import Plotter
 from pyworkflow.viewer import DESKTOP_TKINTER, ProtocolViewer
 
 from ..protocols import ProtPolishBFactors
-from . import figures
+from ..figures import jobs as figures
 
 
 class ProtPolishBFactorsViewer(ProtocolViewer):

@@ -6,7 +6,7 @@ from pyworkflow.protocol.params import LabelParam
 from pyworkflow.viewer import DESKTOP_TKINTER, ProtocolViewer
 
 from ..protocols import ProtPolishTrain
-from . import figures
+from ..figures import jobs as figures
 
 
 class ProtPolishTrainViewer(ProtocolViewer):

@@ -13,21 +13,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
 
+from ..core.binning import binned  # noqa: E402
+
 
 def _display_range(image, lo=1.0, hi=99.0):
     finite = image[np.isfinite(image)]
     if finite.size == 0:
         return 0.0, 1.0
     return np.percentile(finite, lo), np.percentile(finite, hi)
-
-
-def binned(image, max_px=1024):
-    """Average-bin a large micrograph for display; returns (image, bin factor)."""
-    b = max(1, int(np.ceil(max(image.shape) / max_px)))
-    if b == 1:
-        return image, 1
-    ny, nx = (image.shape[0] // b) * b, (image.shape[1] // b) * b
-    return image[:ny, :nx].reshape(ny // b, b, nx // b, b).mean(axis=(1, 3)), b
 
 
 def tracks_figure(image, tracks, scale=20.0, title="", extra_tracks=None,
