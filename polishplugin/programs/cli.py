@@ -44,12 +44,26 @@ def check_reference_args(args, program):
         raise SystemExit("%s: give --postprocess or both --half1 and --half2" % program)
 
 
+def resolve_backend(name):
+    """The backend module for --backend ``name`` (None: env POLISHPLUGIN_BACKEND, else numba),
+    chosen once before any work; an unknown name or an unusable OpenCL is a one-line exit."""
+    from ..backends import BackendError, get_backend
+    try:
+        be = get_backend(name)
+    except (BackendError, ValueError) as exc:
+        raise SystemExit("backend: %s" % exc) from None
+    log.info("compute backend: %s", be.NAME)
+    return be
+
+
 def add_output_options(parser, backend=True):
-    """--backend (kernels: numba | numpy | opencl), --threads, --out and --no-figures, the same
-    in every program."""
+    """--backend (kernels: numba | numpy | opencl | auto), --threads, --out and --no-figures,
+    the same in every program."""
     c = parser.add_argument_group("compute")
     if backend:
-        c.add_argument("--backend", default=None, help="numba (default) | numpy | opencl")
+        c.add_argument("--backend", default=None,
+                       help="numba (default) | numpy | opencl | auto (OpenCL if a device is "
+                            "usable, else numba); default: env POLISHPLUGIN_BACKEND")
     c.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--no-figures", action="store_true")

@@ -29,7 +29,7 @@ from ..io.star import StarTable, read_tracks_star, write_particles_star, write_s
     write_tracks_star
 from .parallel import get_comm, my_share, set_threads
 from .cli import (add_movie_inputs, add_output_options, auto_window, check_reference_args,
-                  run_program)
+                  resolve_backend, run_program)
 from .micrographs import micrograph_defects
 
 log = logging.getLogger("polishplugin.polish")
@@ -237,6 +237,7 @@ def combine(out, inputs):
 
 def run(args):
     check_args(args)
+    args.backend = resolve_backend(args.backend)
     comm = get_comm()
     set_threads(args.threads)
     out = os.path.abspath(args.out)
@@ -259,7 +260,7 @@ def run(args):
                                     m.movie, m.shape[1], m.shape[0]))
     args.patch_px = args.patch or auto_patch(inputs)
     from ..core.predict import make_projectors
-    projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask)
+    projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask, backend=args.backend)
     todo = [m for m in inputs.micrographs if not os.path.exists(output_paths(out, m.name)["tracks"])]
     if comm.rank == 0:
         os.makedirs(out, exist_ok=True)

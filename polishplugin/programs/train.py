@@ -38,7 +38,7 @@ from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, write_star
 from .parallel import get_comm, set_threads
 from .cli import (add_movie_inputs, add_output_options, auto_window, check_reference_args,
-                  run_program)
+                  resolve_backend, run_program)
 from .micrographs import micrograph_defects
 
 log = logging.getLogger("polishplugin.train")
@@ -257,6 +257,7 @@ def run(args):
     from ..core.predict import make_projectors
 
     check_args(args)
+    args.backend = resolve_backend(args.backend)
     set_threads(args.threads)
     comm = get_comm()
     if comm.rank != 0:      # every rank runs the same optimisation: one log is enough
@@ -285,7 +286,7 @@ def run(args):
              "%s particles (%.2f MB per particle)", len(inputs.micrographs), sum(counts.values()),
              t_eval, k_max, inputs.box, res, t_align, window, args.restarts,
              "/".join(str(sum(counts[n] for n in s)) for s in subsets), bpp / 1e6)
-    projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask)
+    projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask, backend=args.backend)
     session = _Session(inputs, projectors, (t_align, t_eval, k_max), window, subsets, args, comm)
     t_opt = time.time()
     start = tuple(args.start) if args.fit_acc else tuple(args.start[:2]) + (-1.0,)

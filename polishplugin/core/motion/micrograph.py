@@ -318,7 +318,8 @@ def polish_simulated_micrograph(dataset, mic, sigmas=None, mode="gp", init="glob
                "none": lambda: None,
                "zero": lambda: np.zeros((len(centres), F, 2)),
                "truth": lambda: mic.positions - centres[:, None, :]}[init]()
-    projectors = make_projectors(dataset.half1, dataset.half2, dataset.mask, c.projector_pad)
+    projectors = make_projectors(dataset.half1, dataset.half2, dataset.mask, c.projector_pad,
+                                 backend)
     ctfs = [CtfParams(u, v, a, c.voltage, c.cs, c.amplitude_contrast)
             for u, v, a in zip(mic.defocus_u, mic.defocus_v, mic.defocus_angle)]
     preds = predict_particles(projectors, mic.angles, mic.half_set, ctfs, n, px)

@@ -1,0 +1,344 @@
+"""pyopencl implementation of the backend kernels (a GPU, or PoCL on the CPU).
+
+Same layout and results as :mod:`.numpy_backend`. Arithmetic is in double precision when the
+device has ``cl_khr_fp64`` (PoCL and data-centre GPUs do), else in single precision
+(:func:`configure` forces either); the tolerances against numpy are stated in the tests.
+
+Device: ``POLISHPLUGIN_OPENCL_DEVICE`` = ``"P:D"`` (platform and device index), ``"D"`` (index in
+the list of all devices, platforms in order) or a case-insensitive part of ``"platform: device"``
+name; unset: the first GPU, else the first device. Programs are built once per process and
+precision (and cached on disk by pyopencl across processes).
+
+Data stay on the device across calls: the constant operand of each kernel (the CC windows of a
+micrograph's fit, the projector's volume, the ring products of a training micrograph) is uploaded
+on first use and reused while that same array object is alive, so an L-BFGS iteration moves only
+the positions in and the values out. The arrays must not be modified in place while they are
+used (no caller does).
+"""
+import logging
+import os
+import weakref
+
+import numpy as np
+
+from . import BackendError
+from ..constants import OPENCL_DEVICE_VAR
+
+NAME = "opencl"
+log = logging.getLogger(__name__)
+
+_SOURCE = r"""
+#ifdef USE_FP64
+#pragma OPENCL EXTENSION cl_khr_fp64 : enable
+#endif
+
+inline int wrap(int i, int n) { int r = i % n; return r < 0 ? r + n : r; }
+
+/* Catmull-Rom weights and derivatives of the samples at -1, 0, 1, 2 for fraction t. */
+inline void cr_weights(REAL t, REAL *w, REAL *dw) {
+    REAL t2 = t * t, t3 = t2 * t;
+    w[0] = (-t3 + 2 * t2 - t) / 2;       dw[0] = (-3 * t2 + 4 * t - 1) / 2;
+    w[1] = (3 * t3 - 5 * t2 + 2) / 2;    dw[1] = (9 * t2 - 10 * t) / 2;
+    w[2] = (-3 * t3 + 4 * t2 + t) / 2;   dw[2] = (-9 * t2 + 8 * t + 1) / 2;
+    w[3] = (t3 - t2) / 2;                dw[3] = (3 * t2 - 2 * t) / 2;
+}
+
+/* One work-item per (particle, frame): bicubic CC and gradient (numpy_backend.cc_interp). */
+__kernel void cc_interp(__global const MAP_T *cc, __global const REAL *pos,
+                        __global REAL *val, __global REAL *grad, const int n, const int W) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    int c0 = W / 2;    /* "half" is an OpenCL type */
+    REAL u = pos[2 * i] + c0, v = pos[2 * i + 1] + c0;
+    REAL x0 = floor(u), y0 = floor(v);
+    REAL wx[4], dwx[4], wy[4], dwy[4];
+    cr_weights(u - x0, wx, dwx);
+    cr_weights(v - y0, wy, dwy);
+    int xi = (int)x0 - 1, yi = (int)y0 - 1;
+    __global const MAP_T *m = cc + (size_t)i * W * W;
+    REAL s = 0, sx = 0, sy = 0;
+    for (int a = 0; a < 4; a++) {
+        __global const MAP_T *row = m + wrap(yi + a, W) * W;
+        REAL r = 0, rx = 0;
+        for (int b = 0; b < 4; b++) {
+            REAL c = (REAL)row[wrap(xi + b, W)];
+            r += wx[b] * c;
+            rx += dwx[b] * c;
+        }
+        s += wy[a] * r;
+        sx += wy[a] * rx;
+        sy += dwy[a] * r;
+    }
+    val[i] = s;
+    grad[2 * i] = sx;
+    grad[2 * i + 1] = sy;
+}
+
+/* One work-item per point: periodic trilinear interpolation of a complex volume
+   (numpy_backend.interp_trilinear); vol and out are interleaved (re, im) pairs. */
+__kernel void interp_trilinear(__global const VOL_T *vol, __global const REAL *coords,
+                               __global VOL_T *out, const int M,
+                               const int nz, const int ny, const int nx) {
+    int m = get_global_id(0);
+    if (m >= M) return;
+    REAL z = coords[m], y = coords[M + m], x = coords[2 * M + m];
+    REAL z0 = floor(z), y0 = floor(y), x0 = floor(x);
+    REAL tz = z - z0, ty = y - y0, tx = x - x0;
+    int iz = wrap((int)z0, nz), iy = wrap((int)y0, ny), ix = wrap((int)x0, nx);
+    int jz = (iz + 1) % nz, jy = (iy + 1) % ny, jx = (ix + 1) % nx;
+    size_t sz = (size_t)ny * nx;
+    REAL w[8] = {(1 - tz) * (1 - ty) * (1 - tx), (1 - tz) * (1 - ty) * tx,
+                 (1 - tz) * ty * (1 - tx), (1 - tz) * ty * tx,
+                 tz * (1 - ty) * (1 - tx), tz * (1 - ty) * tx, tz * ty * (1 - tx), tz * ty * tx};
+    size_t k[8] = {iz * sz + iy * nx + ix, iz * sz + iy * nx + jx,
+                   iz * sz + jy * nx + ix, iz * sz + jy * nx + jx,
+                   jz * sz + iy * nx + ix, jz * sz + iy * nx + jx,
+                   jz * sz + jy * nx + ix, jz * sz + jy * nx + jx};
+    REAL re = 0, im = 0;
+    for (int c = 0; c < 8; c++) {
+        re += w[c] * (REAL)vol[2 * k[c]];
+        im += w[c] * (REAL)vol[2 * k[c] + 1];
+    }
+    out[2 * m] = (VOL_T)re;
+    out[2 * m + 1] = (VOL_T)im;
+}
+
+/* One work-group per (particle, frame) block: sum_m Re[Z_m exp(i w (kx_m sx + ky_m sy))]
+   (eq. 19 numerator, numpy_backend.ring_correlation); the phase is gathered from separable
+   cos/sin tables in local memory; partial sums per block go to out. */
+__kernel void ring_correlation(__global const Q_T *q, __global const float *scale,
+                               __global const float *offset, __global const int *kx,
+                               __global const int *ky, __global const REAL *tracks,
+                               const int M, const int kmax, const REAL w,
+                               __global REAL *out, __local REAL *tab, __local REAL *red) {
+    int b = get_group_id(0), l = get_local_id(0), L = get_local_size(0);
+    int nk = 2 * kmax + 1;
+    REAL sx = tracks[2 * b], sy = tracks[2 * b + 1];
+    for (int j = l; j < nk; j += L) {
+        REAL ax = w * sx * (j - kmax), ay = w * sy * (j - kmax);
+        tab[j] = cos(ax);          tab[nk + j] = sin(ax);
+        tab[2 * nk + j] = cos(ay); tab[3 * nk + j] = sin(ay);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    REAL s = scale[b], o = offset[b];
+    __global const Q_T *qb = q + (size_t)b * M * 2;
+    REAL acc = 0;
+    for (int m = l; m < M; m += L) {
+        int a = kx[m] + kmax, c = ky[m] + kmax;
+        REAL c_re = tab[a] * tab[2 * nk + c] - tab[nk + a] * tab[3 * nk + c];
+        REAL c_im = tab[a] * tab[3 * nk + c] + tab[nk + a] * tab[2 * nk + c];
+        acc += (qb[2 * m] * s + o) * c_re - (qb[2 * m + 1] * s + o) * c_im;
+    }
+    red[l] = acc;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int k = L / 2; k > 0; k /= 2) {
+        if (l < k) red[l] += red[l + k];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (l == 0) out[b] = red[0];
+}
+"""
+
+_RING_GROUP = 64      # work-items per (particle, frame) block of ring_correlation (power of 2)
+_C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double",
+            np.dtype(np.int8): "char", np.dtype(np.int16): "short", np.dtype(np.int32): "int"}
+
+
+def _cl():
+    try:
+        import pyopencl
+    except ImportError as exc:
+        raise BackendError("the OpenCL backend needs pyopencl (pip install "
+                           "'scipion-em-polishplugin[opencl]'): %s" % exc) from None
+    return pyopencl
+
+
+def list_devices():
+    """Every OpenCL device: ([(platform index, device index, "platform: device"), ...],
+    [pyopencl.Device, ...]); two empty lists without a platform."""
+    cl = _cl()
+    try:
+        platforms = cl.get_platforms()
+    except cl.Error:
+        platforms = []
+    out = []
+    for i, p in enumerate(platforms):
+        try:
+            devices = p.get_devices()
+        except cl.Error:
+            devices = []
+        out += [(i, j, "%s: %s" % (p.name.strip(), d.name.strip()), d)
+                for j, d in enumerate(devices)]
+    return [t[:3] for t in out], [t[3] for t in out]
+
+
+def select_device(spec=None):
+    """The OpenCL device named by ``spec`` (default: env POLISHPLUGIN_OPENCL_DEVICE); see the
+    module doc. Raises BackendError when there is none or nothing matches."""
+    spec = (os.environ.get(OPENCL_DEVICE_VAR, "") if spec is None else str(spec)).strip()
+    names, devices = list_devices()
+    if not devices:
+        raise BackendError("no OpenCL platform or device found (install a GPU driver's OpenCL "
+                           "ICD or pocl-binary-distribution)")
+    listing = "; ".join("%d:%d %s" % t for t in names)
+    if not spec:
+        cl = _cl()
+        gpus = [k for k, d in enumerate(devices) if d.type & cl.device_type.GPU]
+        return devices[gpus[0] if gpus else 0]
+    if ":" in spec and all(s.strip().isdigit() for s in spec.split(":", 1)):
+        pi, di = (int(s) for s in spec.split(":", 1))
+        for k, (i, j, _) in enumerate(names):
+            if (i, j) == (pi, di):
+                return devices[k]
+    elif spec.isdigit():
+        if int(spec) < len(devices):
+            return devices[int(spec)]
+    else:
+        for k, (_, _, name) in enumerate(names):
+            if spec.lower() in name.lower():
+                return devices[k]
+    raise BackendError("%s=%r matches no OpenCL device; available: %s"
+                       % (OPENCL_DEVICE_VAR, spec, listing))
+
+
+class _Device:
+    """Context, queue, built programs and device-resident arrays of one device."""
+
+    def __init__(self, device, fp64):
+        cl = _cl()
+        self.cl = cl
+        self.device = device
+        self.fp64 = bool(device.double_fp_config) if fp64 is None else bool(fp64)
+        if self.fp64 and not device.double_fp_config:
+            raise BackendError("OpenCL device %s has no double precision" % device.name)
+        self.real = np.float64 if self.fp64 else np.float32
+        self.ctx = cl.Context([device])
+        self.queue = cl.CommandQueue(self.ctx)
+        self._programs = {}
+        self._kernels = {}
+        self._resident = {}
+        log.info("OpenCL device: %s (%s precision)", self.name, "double" if self.fp64 else "single")
+
+    @property
+    def name(self):
+        return "%s: %s" % (self.device.platform.name.strip(), self.device.name.strip())
+
+    def kernel(self, name, **types):
+        """Kernel ``name`` built for the C types ``types`` (MAP_T, VOL_T, Q_T; the others keep
+        their defaults); each program is built once per process."""
+        t = dict(MAP_T="float", VOL_T="float", Q_T="char", REAL="double" if self.fp64 else "float")
+        t.update(types)
+        opts = tuple("-D%s=%s" % kv for kv in sorted(t.items())) + \
+            (("-DUSE_FP64",) if self.fp64 else ())
+        if opts not in self._programs:
+            self._programs[opts] = self.cl.Program(self.ctx, _SOURCE).build(options=list(opts))
+        if (name, opts) not in self._kernels:
+            self._kernels[name, opts] = getattr(self._programs[opts], name)
+        return self._kernels[name, opts]
+
+    def upload(self, a):
+        mf = self.cl.mem_flags
+        return self.cl.Buffer(self.ctx, mf.READ_ONLY | mf.COPY_HOST_PTR,
+                              hostbuf=np.ascontiguousarray(a))
+
+    def resident(self, key_obj, make):
+        """Device buffers made by ``make()`` (host arrays -> tuple of buffers) for the lifetime of
+        ``key_obj`` (an array object): uploaded once, reused by later calls with the same object."""
+        k = id(key_obj)
+        hit = self._resident.get(k)
+        if hit is not None and hit[0]() is key_obj:
+            return hit[1]
+        bufs = tuple(self.upload(a) for a in make())
+        ref = weakref.ref(key_obj, lambda _r, k=k, d=self._resident: d.pop(k, None))
+        self._resident[k] = (ref, bufs)
+        return bufs
+
+    def empty(self, shape, dtype):
+        nbytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        return self.cl.Buffer(self.ctx, self.cl.mem_flags.READ_WRITE, nbytes)
+
+    def read(self, buf, shape, dtype):
+        out = np.empty(shape, dtype)
+        self.cl.enqueue_copy(self.queue, out, buf)
+        return out
+
+
+_DEV = None
+
+
+def configure(device=None, fp64=None):
+    """(Re)open the backend on ``device`` (a spec as for POLISHPLUGIN_OPENCL_DEVICE; None: the
+    env variable) with double precision if ``fp64`` (None: when the device has it); returns the
+    device's "platform: device" name. Raises BackendError without a usable device."""
+    global _DEV
+    _DEV = _Device(select_device(device), fp64)
+    return _DEV.name
+
+
+def _dev():
+    if _DEV is None:
+        configure()
+    return _DEV
+
+
+def cc_interp(cc_maps, positions):
+    """Bicubic (Catmull-Rom) CC_{p,f}(s_{p,f}) and gradient (eq. 16 at fractional s); see
+    :func:`polishplugin.backends.numpy_backend.cc_interp`. The CC windows stay on the device
+    while ``cc_maps`` is alive."""
+    d = _dev()
+    arr = np.asarray(cc_maps)
+    P, F, W = arr.shape[:3]
+    mdt = np.dtype(np.float32) if arr.dtype == np.float32 else np.dtype(d.real)
+    (cc,) = d.resident(cc_maps, lambda: (arr.astype(mdt, copy=False),))
+    pos = d.upload(np.asarray(positions, dtype=d.real))
+    n = P * F
+    val, grad = d.empty(n, d.real), d.empty(2 * n, d.real)
+    d.kernel("cc_interp", MAP_T=_C_TYPES[mdt])(d.queue, (max(1, n),), None, cc, pos, val, grad,
+                                               np.int32(n), np.int32(W))
+    return (d.read(val, (P, F), d.real).astype(np.float64, copy=False),
+            d.read(grad, (P, F, 2), d.real).astype(np.float64, copy=False))
+
+
+def interp_trilinear(volume, coords):
+    """Periodic trilinear interpolation of a complex volume; see
+    :func:`polishplugin.backends.numpy_backend.interp_trilinear`. The volume stays on the device
+    while ``volume`` is alive."""
+    d = _dev()
+    vol = np.asarray(volume)
+    if vol.dtype == np.complex64:
+        rdt = np.dtype(np.float32)
+    elif vol.dtype == np.complex128 and d.fp64:
+        rdt = np.dtype(np.float64)
+    else:
+        raise ValueError("interp_trilinear on OpenCL takes a complex64 volume%s, got %s"
+                         % (" (or complex128)" if d.fp64 else "", vol.dtype))
+    (vbuf,) = d.resident(volume, lambda: (np.ascontiguousarray(vol).view(rdt),))
+    c = np.asarray(coords, dtype=d.real)
+    M = c.shape[1]
+    out = d.empty(2 * M, rdt)
+    nz, ny, nx = vol.shape
+    d.kernel("interp_trilinear", VOL_T=_C_TYPES[rdt])(
+        d.queue, (max(1, M),), None, vbuf, d.upload(c), out, np.int32(M), np.int32(nz),
+        np.int32(ny), np.int32(nx))
+    return d.read(out, (M, 2), rdt).view(vol.dtype).reshape(M)
+
+
+def ring_correlation(q, scale, offset, kx, ky, tracks, box):
+    """TCC numerator over stored ring products; see
+    :func:`polishplugin.backends.numpy_backend.ring_correlation`. The products and frequencies
+    stay on the device while ``q`` is alive."""
+    d = _dev()
+    qa = np.asarray(q)
+    P, F, M = qa.shape[:3]
+    kmax = int(max(np.abs(kx).max(), np.abs(ky).max()))
+    bufs = d.resident(q, lambda: (qa, np.asarray(scale, np.float32), np.asarray(offset, np.float32),
+                                  np.asarray(kx, np.int32), np.asarray(ky, np.int32)))
+    n = P * F
+    out = d.empty(n, d.real)
+    isz = np.dtype(d.real).itemsize
+    cl = d.cl
+    d.kernel("ring_correlation", Q_T=_C_TYPES[qa.dtype])(
+        d.queue, (max(1, n) * _RING_GROUP,), (_RING_GROUP,), *bufs, d.upload(np.asarray(tracks, dtype=d.real)), np.int32(M),
+        np.int32(kmax), d.real(2.0 * np.pi / box), out,
+        cl.LocalMemory(4 * (2 * kmax + 1) * isz), cl.LocalMemory(_RING_GROUP * isz))
+    return float(d.read(out, n, d.real).sum(dtype=np.float64))
