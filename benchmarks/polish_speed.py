@@ -13,7 +13,9 @@ VmHWM (= ru_maxrss) after resetting it with /proc/self/clear_refs just before th
 (resident set: numpy buffers, libraries and the movie pages read); "base" is VmRSS at that point.
 
     python benchmarks/polish_speed.py [--boxes 128 256 384] [--particles 40] [--frames 24]
-        [--configs numpy:1 numba:1 numba:2] [--patch-factor 1] [--profile BOX]   # --profile: cProfile, numba, 1 thread
+        [--configs numpy:1 numba:1 numba:2 opencl:2] [--patch-factor 1] [--profile BOX]   # --profile: cProfile, numba, 1 thread
+
+(opencl:T: the OpenCL backend, on PoCL's CPU device with T threads.)
 
 CPU-s per particle-frame = process CPU time of the micrograph / (particles x frames);
 RELION (relion_motion_refine) is quoted at 0.3-0.6 CPU-s per particle-frame.
@@ -217,7 +219,7 @@ def worker(args):
         compile_s = 0.0
     inp = dict(np.load(args.inputs))
     vol = _volume(min(args.box, 128))
-    inp["proj"] = make_projectors(vol, vol)
+    inp["proj"] = make_projectors(vol, vol, backend=args.backend)
     setup_s = time.perf_counter() - t0
     clock = _Clock()
     _install_clock(clock)
@@ -266,6 +268,8 @@ _ENV1 = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_TH
 
 def run_config(movie, inputs, box, backend, threads, profile=False):
     env = dict(os.environ, NUMBA_NUM_THREADS=str(max(threads, 1)), **_ENV1)
+    if backend == "opencl":     # PoCL's CPU device: this many threads
+        env.update(POCL_MAX_PTHREAD_COUNT=str(threads), POCL_CPU_MAX_CU_COUNT=str(threads))
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--movie", movie, "--inputs",
            inputs, "--boxes", str(box), "--backend", backend, "--threads", str(threads)]
     if profile:

@@ -45,7 +45,7 @@ inline void cr_weights(REAL t, REAL *w, REAL *dw) {
 
 /* One work-item per (particle, frame): bicubic CC and gradient (numpy_backend.cc_interp). */
 __kernel void cc_interp(__global const MAP_T *cc, __global const REAL *pos,
-                        __global REAL *val, __global REAL *grad, const int n, const int W) {
+                        __global REAL *out, const int n, const int W) {
     int i = get_global_id(0);
     if (i >= n) return;
     int c0 = W / 2;    /* "half" is an OpenCL type */
@@ -69,9 +69,9 @@ __kernel void cc_interp(__global const MAP_T *cc, __global const REAL *pos,
         sx += wy[a] * rx;
         sy += dwy[a] * r;
     }
-    val[i] = s;
-    grad[2 * i] = sx;
-    grad[2 * i + 1] = sy;
+    out[3 * i] = s;          /* value, d/dx, d/dy */
+    out[3 * i + 1] = sx;
+    out[3 * i + 2] = sy;
 }
 
 /* One work-item per point: periodic trilinear interpolation of a complex volume
@@ -292,11 +292,11 @@ def cc_interp(cc_maps, positions):
     (cc,) = d.resident(cc_maps, lambda: (arr.astype(mdt, copy=False),))
     pos = d.upload(np.asarray(positions, dtype=d.real))
     n = P * F
-    val, grad = d.empty(n, d.real), d.empty(2 * n, d.real)
-    d.kernel("cc_interp", MAP_T=_C_TYPES[mdt])(d.queue, (max(1, n),), None, cc, pos, val, grad,
+    out = d.empty(3 * n, d.real)
+    d.kernel("cc_interp", MAP_T=_C_TYPES[mdt])(d.queue, (max(1, n),), None, cc, pos, out,
                                                np.int32(n), np.int32(W))
-    return (d.read(val, (P, F), d.real).astype(np.float64, copy=False),
-            d.read(grad, (P, F, 2), d.real).astype(np.float64, copy=False))
+    res = d.read(out, (P, F, 3), d.real).astype(np.float64, copy=False)
+    return res[..., 0], res[..., 1:]
 
 
 def interp_trilinear(volume, coords):
