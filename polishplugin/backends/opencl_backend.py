@@ -139,7 +139,90 @@ __kernel void ring_correlation(__global const Q_T *q, __global const float *scal
 }
 """
 
+_SPECTRA_SOURCE = r"""
+#ifdef USE_FP64
+#pragma OPENCL EXTENSION cl_khr_fp64 : enable
+#endif
+/* Spectra X: (P, F, n, nh) interleaved (re, im) of type X_T; other complex operands interleaved
+   REAL. b = p F + f indexes a (particle, frame) half-plane of n nh pixels. */
+
+/* sum_p |X_pf(k)|^2: one work-item per (f, pixel). */
+__kernel void power_sums(__global const X_T *x, __global REAL *out, const int P, const int F,
+                         const int npix) {
+    int i = get_global_id(0);
+    if (i >= F * npix) return;
+    REAL acc = 0;
+    for (int p = 0; p < P; p++) {
+        size_t k = 2 * ((size_t)p * F * npix + i);
+        REAL re = x[k], im = x[k + 1];
+        acc += re * re + im * im;
+    }
+    out[i] = acc;
+}
+
+/* rows[b, s, kx] = sum_ky ey[s, ky] X_b(ky, kx) D_f(ky, kx) w_p(ky, kx): one work-item each. */
+__kernel void cc_rows(__global const X_T *x, __global const REAL *w, __global const REAL *dmg,
+                      __global const REAL *ey, __global REAL *rows, const int PF, const int F,
+                      const int n, const int nh, const int W, const int has_damage) {
+    int i = get_global_id(0);
+    if (i >= PF * W * nh) return;
+    int kx = i % nh, s = (i / nh) % W, b = i / (nh * W);
+    int p = b / F, f = b % F;
+    __global const X_T *xb = x + 2 * (size_t)b * n * nh;
+    __global const REAL *wp = w + 2 * (size_t)p * n * nh;
+    REAL re = 0, im = 0;
+    for (int ky = 0; ky < n; ky++) {
+        size_t k = (size_t)ky * nh + kx;
+        REAL xr = xb[2 * k], xi = xb[2 * k + 1];
+        REAL d = has_damage ? dmg[(size_t)f * n * nh + k] : 1;
+        REAL ar = (xr * wp[2 * k] - xi * wp[2 * k + 1]) * d;
+        REAL ai = (xr * wp[2 * k + 1] + xi * wp[2 * k]) * d;
+        REAL er = ey[2 * (s * n + ky)], ei = ey[2 * (s * n + ky) + 1];
+        re += er * ar - ei * ai;
+        im += er * ai + ei * ar;
+    }
+    rows[2 * (size_t)i] = re;
+    rows[2 * (size_t)i + 1] = im;
+}
+
+/* cc[b, s, t] = Re sum_kx rows[b, s, kx] ex[kx, t]: one work-item each. */
+__kernel void cc_cols(__global const REAL *rows, __global const REAL *ex, __global REAL *cc,
+                      const int PF, const int nh, const int W) {
+    int i = get_global_id(0);
+    if (i >= PF * W * W) return;
+    int t = i % W, bs = i / W;
+    __global const REAL *r = rows + 2 * (size_t)bs * nh;
+    REAL acc = 0;
+    for (int kx = 0; kx < nh; kx++)
+        acc += r[2 * kx] * ex[2 * (kx * W + t)] - r[2 * kx + 1] * ex[2 * (kx * W + t) + 1];
+    cc[i] = acc;
+}
+
+/* sum_p Re[X_pf(k) conj(V_p(k)) ey_pf(ky) ex_pf(kx)]: one work-item per (f, ky, kx). */
+__kernel void fcc_pixel_sums(__global const X_T *x, __global const REAL *v,
+                             __global const REAL *ey, __global const REAL *ex,
+                             __global REAL *out, const int P, const int F, const int n,
+                             const int nh) {
+    int i = get_global_id(0);
+    if (i >= F * n * nh) return;
+    int kx = i % nh, ky = (i / nh) % n, f = i / (n * nh);
+    size_t k = (size_t)ky * nh + kx;
+    REAL acc = 0;
+    for (int p = 0; p < P; p++) {
+        size_t xk = 2 * (((size_t)p * F + f) * n * nh + k), vk = 2 * ((size_t)p * n * nh + k);
+        REAL xr = x[xk], xi = x[xk + 1], vr = v[vk], vi = v[vk + 1];
+        REAL ar = xr * vr + xi * vi, ai = xi * vr - xr * vi;          /* X conj(V) */
+        size_t e = 2 * (((size_t)p * F + f) * n + ky), g = 2 * (((size_t)p * F + f) * nh + kx);
+        REAL cr = ey[e] * ex[g] - ey[e + 1] * ex[g + 1];
+        REAL ci = ey[e] * ex[g + 1] + ey[e + 1] * ex[g];
+        acc += ar * cr - ai * ci;
+    }
+    out[i] = acc;
+}
+"""
+
 _RING_GROUP = 64      # work-items per (particle, frame) block of ring_correlation (power of 2)
+_SPECTRA_KERNELS = ("power_sums", "cc_rows", "cc_cols", "fcc_pixel_sums")
 _C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double",
             np.dtype(np.int8): "char", np.dtype(np.int16): "short", np.dtype(np.int32): "int"}
 
@@ -216,6 +299,7 @@ class _Device:
         self.queue = cl.CommandQueue(self.ctx)
         self._programs = {}
         self._kernels = {}
+        self._ffts = {}
         self._resident = {}
         log.info("OpenCL device: %s (%s precision)", self.name, "double" if self.fp64 else "single")
 
@@ -226,14 +310,17 @@ class _Device:
     def kernel(self, name, **types):
         """Kernel ``name`` built for the C types ``types`` (MAP_T, VOL_T, Q_T; the others keep
         their defaults); each program is built once per process."""
-        t = dict(MAP_T="float", VOL_T="float", Q_T="char", REAL="double" if self.fp64 else "float")
+        t = dict(MAP_T="float", VOL_T="float", Q_T="char", X_T="float",
+                 REAL="double" if self.fp64 else "float")
         t.update(types)
+        source = _SPECTRA_SOURCE if name in _SPECTRA_KERNELS else _SOURCE
         opts = tuple("-D%s=%s" % kv for kv in sorted(t.items())) + \
             (("-DUSE_FP64",) if self.fp64 else ())
-        if opts not in self._programs:
-            self._programs[opts] = self.cl.Program(self.ctx, _SOURCE).build(options=list(opts))
+        if (source, opts) not in self._programs:
+            self._programs[source, opts] = self.cl.Program(self.ctx, source).build(
+                options=list(opts))
         if (name, opts) not in self._kernels:
-            self._kernels[name, opts] = getattr(self._programs[opts], name)
+            self._kernels[name, opts] = getattr(self._programs[source, opts], name)
         return self._kernels[name, opts]
 
     def upload(self, a):
@@ -252,6 +339,20 @@ class _Device:
         ref = weakref.ref(key_obj, lambda _r, k=k, d=self._resident: d.pop(k, None))
         self._resident[k] = (ref, bufs)
         return bufs
+
+    def rfft2(self, x, shape):
+        """Batched rfft2 on the device (pyvkfft) of the float32 buffer ``x`` holding real images
+        ``shape`` = (B, n, n); returns a new complex64 buffer (B, n, n//2 + 1)."""
+        import pyopencl.array as cla
+        from pyvkfft.opencl import VkFFTApp
+        B, n = shape[0], shape[-1]
+        if shape not in self._ffts:
+            self._ffts[shape] = VkFFTApp(shape, np.float32, queue=self.queue, ndim=2, r2c=True,
+                                         inplace=False)
+        src = cla.Array(self.queue, shape, np.float32, data=x)
+        dst = cla.empty(self.queue, (B, n, n // 2 + 1), np.complex64)
+        self._ffts[shape].fft(src, dst)
+        return dst.data
 
     def empty(self, shape, dtype):
         nbytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
@@ -342,3 +443,108 @@ def ring_correlation(q, scale, offset, kx, ky, tracks, box):
         np.int32(kmax), d.real(2.0 * np.pi / box), out,
         cl.LocalMemory(4 * (2 * kmax + 1) * isz), cl.LocalMemory(_RING_GROUP * isz))
     return float(d.read(out, n, d.real).sum(dtype=np.float64))
+
+
+# ------------------------------------------------------------------ spectra of a micrograph
+class DeviceSpectra:
+    """rfft2 half-planes (P, F, n, nh) of a micrograph's patches, held on the device."""
+
+    def __init__(self, buf, shape, dtype):
+        self.buf = buf
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+
+    def get(self):
+        """The spectra as a host array."""
+        return _dev().read(self.buf, self.shape, self.dtype)
+
+
+def _has_vkfft():
+    try:
+        import pyvkfft.opencl  # noqa: F401
+    except ImportError as exc:
+        if not getattr(_has_vkfft, "said", False):
+            log.warning("pyvkfft unavailable (%s): patch FFTs on the host", exc)
+            _has_vkfft.said = True
+        return False
+    return True
+
+
+def patch_spectra(patches, overwrite=False, workers=1):
+    """rfft2 half-planes of real patches (P, F, n, n), kept on the device (:class:`DeviceSpectra`):
+    float32 patches are uploaded particle by particle and transformed there by VkFFT (pyvkfft,
+    unnormalised like numpy); without pyvkfft, or for float64 patches, on the host (scipy) and
+    uploaded. ``overwrite`` and ``workers`` apply to the host transform."""
+    from ..core.motion.observation import patch_spectra as host_spectra
+    d = _dev()
+    patches = np.asarray(patches)
+    P, F, n = patches.shape[:3]
+    shape = (P, F, n, n // 2 + 1)
+    if patches.dtype == np.float32 and _has_vkfft():
+        x = d.empty(patches.shape, np.float32)
+        step = F * n * n * 4
+        for p in range(P):
+            d.cl.enqueue_copy(d.queue, x, np.ascontiguousarray(patches[p]), dst_offset=p * step)
+        return DeviceSpectra(d.rfft2(x, (P * F, n, n)), shape, np.complex64)
+    spectra = host_spectra(patches, overwrite=overwrite, workers=workers)
+    if spectra.dtype == np.complex128 and not d.fp64:
+        spectra = spectra.astype(np.complex64)
+    return DeviceSpectra(d.upload(spectra), shape, spectra.dtype)
+
+
+def _spectra(d, spectra):
+    """(buffer, C element type) of spectra given as DeviceSpectra or a host array."""
+    if not isinstance(spectra, DeviceSpectra):
+        a = np.asarray(spectra)
+        a = a.astype(np.complex64) if a.dtype == np.complex128 and not d.fp64 else a
+        spectra = DeviceSpectra(d.upload(a), a.shape, a.dtype)
+    return spectra.buf, _C_TYPES[np.dtype(np.finfo(spectra.dtype).dtype)]
+
+
+def _complex(d, a):
+    """Upload a complex array as interleaved REAL pairs."""
+    return d.upload(np.asarray(a, dtype=np.complex128 if d.fp64 else np.complex64))
+
+
+def power_sums(spectra):
+    """Sum over particles of |X|^2, (F, n, nh) float64; see
+    :func:`polishplugin.backends.numpy_backend.power_sums`."""
+    d = _dev()
+    P, F, n, nh = spectra.shape
+    x, xt = _spectra(d, spectra)
+    npix = n * nh
+    out = d.empty(F * npix, d.real)
+    d.kernel("power_sums", X_T=xt)(d.queue, (F * npix,), None, x, out, np.int32(P), np.int32(F),
+                                   np.int32(npix))
+    return d.read(out, (F, n, nh), d.real).astype(np.float64, copy=False)
+
+
+def cc_windows(spectra, weights, damage, ey, ex):
+    """CC windows (P, F, W, W) from the spectra as two small DFT products on the device; see
+    :func:`polishplugin.backends.numpy_backend.cc_windows`."""
+    d = _dev()
+    P, F, n, nh = spectra.shape
+    W = ey.shape[0]
+    x, xt = _spectra(d, spectra)
+    dmg = d.upload(np.asarray(damage, d.real)) if damage is not None else d.empty(1, d.real)
+    rows = d.empty(2 * P * F * W * nh, d.real)
+    d.kernel("cc_rows", X_T=xt)(d.queue, (P * F * W * nh,), None, x, _complex(d, weights), dmg,
+                                _complex(d, ey), rows, np.int32(P * F), np.int32(F), np.int32(n),
+                                np.int32(nh), np.int32(W), np.int32(damage is not None))
+    cc = d.empty(P * F * W * W, d.real)
+    d.kernel("cc_cols")(d.queue, (P * F * W * W,), None, rows, _complex(d, ex), cc,
+                        np.int32(P * F), np.int32(nh), np.int32(W))
+    return d.read(cc, (P, F, W, W), d.real).astype(np.finfo(spectra.dtype).dtype, copy=False)
+
+
+def fcc_pixel_sums(spectra, predictions, ey, ex):
+    """FCC numerator per half-plane pixel, (F, n, nh) float64, summed over particles on the
+    device; see :func:`polishplugin.backends.numpy_backend.fcc_pixel_sums`."""
+    d = _dev()
+    P, F, n, nh = spectra.shape
+    x, xt = _spectra(d, spectra)
+    out = d.empty(F * n * nh, d.real)
+    d.kernel("fcc_pixel_sums", X_T=xt)(d.queue, (F * n * nh,), None, x, _complex(d, predictions),
+                                       _complex(d, ey), _complex(d, ex), out, np.int32(P),
+                                       np.int32(F), np.int32(n), np.int32(nh))
+    return d.read(out, (F, n, nh), d.real).astype(np.float64, copy=False)

@@ -4,7 +4,8 @@ tolerances; device selection, the device-resident operands, and the errors witho
 
 Single-precision tolerances (relative to the operands' scale): cc_interp values and gradients
 2e-6 of max|CC|; interp_trilinear 2e-6 of max|volume|; ring_correlation 2e-6 of sum|Z|.
-Double precision: 1e-12 on the same scales.
+Double precision: 1e-12 on the same scales. The spectra kernels (float32 patches, complex64
+spectra from VkFFT in both modes) against numpy in float64: 2e-6 of the largest value.
 """
 import logging
 import os
@@ -148,3 +149,50 @@ def test_auto_prefers_opencl(caplog):
     with caplog.at_level(logging.WARNING):
         assert get_backend("auto").NAME == "opencl"
     assert "unavailable" not in caplog.text
+
+
+@pytest.mark.parametrize("n", [32, 33])
+def test_spectra_kernels_match_numpy_in_double(ocl, n):
+    """patch_spectra (VkFFT), ring power, CC windows and FCC sums of a micrograph, the spectra
+    kept on the device, against the numpy backend on float64 copies of the same patches."""
+    from polishplugin.core.motion import micrograph as mg
+    from polishplugin.core.motion import observation as ob
+    ref = get_backend("numpy")
+    rng = np.random.default_rng(n)
+    P, F = 3, 5
+    patches = rng.normal(size=(P, F, n, n)).astype(np.float32)
+    preds = np.fft.fft2(rng.normal(size=(P, n, n)))
+    damage = rng.uniform(0.2, 1.0, size=(F, n, n))
+    shifts = rng.normal(scale=2.0, size=(P, F, 2))
+    want = ref.patch_spectra(patches.astype(np.float64))
+    got = ocl.patch_spectra(patches)
+    assert got.shape == want.shape and isinstance(got, ocl.DeviceSpectra)
+    np.testing.assert_allclose(got.get(), want, rtol=0, atol=2e-6 * np.abs(want).max())
+    p_want, p_got = ob.ring_power(want, ref), ob.ring_power(got, ocl)
+    np.testing.assert_allclose(p_got, p_want, rtol=2e-6)
+    noise = ob.noise_power_from_spectra(want, p_want)
+    c_want = ob.cc_maps_from_spectra(want, preds, damage, 4, noise, backend=ref, dtype=np.float64)
+    c_got = ob.cc_maps_from_spectra(got, preds, damage, 4, noise, backend=ocl)
+    np.testing.assert_allclose(c_got, c_want, rtol=0, atol=2e-6 * np.abs(c_want).max())
+    c_none = ob.cc_maps_from_spectra(got, preds, None, 4, noise, backend=ocl)   # no damage
+    c_ref = ob.cc_maps_from_spectra(want, preds, None, 4, noise, backend=ref, dtype=np.float64)
+    np.testing.assert_allclose(c_none, c_ref, rtol=0, atol=2e-6 * np.abs(c_ref).max())
+    f_want = mg.fcc_from_spectra(want, preds, shifts, p_want, ref)
+    f_got = mg.fcc_from_spectra(got, preds, shifts, p_got, ocl)
+    np.testing.assert_allclose(f_got.num, f_want.num, rtol=0, atol=2e-6 * np.abs(f_want.num).max())
+    np.testing.assert_allclose(f_got.wpred, f_want.wpred, rtol=1e-12)
+
+
+def test_host_fft_when_pyvkfft_is_missing(monkeypatch, caplog):
+    """Without pyvkfft the patch FFTs run on the host (said once) and the results are the same."""
+    ocl = get_backend("opencl")
+    rng = np.random.default_rng(3)
+    patches = rng.normal(size=(2, 3, 16, 16)).astype(np.float32)
+    on_device = ocl.patch_spectra(patches).get()
+    monkeypatch.setitem(sys.modules, "pyvkfft.opencl", None)
+    monkeypatch.setattr(ocl._has_vkfft, "said", False, raising=False)
+    with caplog.at_level(logging.WARNING):
+        host = ocl.patch_spectra(patches).get()
+        ocl.patch_spectra(patches)
+    assert caplog.text.count("pyvkfft unavailable") == 1
+    np.testing.assert_allclose(host, on_device, rtol=0, atol=1e-5 * np.abs(host).max())
