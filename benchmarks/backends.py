@@ -119,11 +119,19 @@ def print_kernels(rows):
                      "%.2fx" % (ref[k] / x["call"]) if k in ref else "-"))
 
 
+MOTION = ("spectra", "noise", "cc maps", "fit", "fcc")   # the stages the backend runs
+
+
+def _motion(r):
+    return sum(r["stages"][s] for s in MOTION)
+
+
 def print_micrographs(rows):
     print("\n### Whole micrograph (polish_speed.py's per-micrograph work, %d frames)\n"
           % rows[0]["F"])
     print("| box | particles | backend | threads | wall s | CPU s | particle-frames/s | "
-          "fit s | cc maps s | vs numba:1 (wall) | max track diff vs numpy px |")
+          "motion s (spectra, noise, cc, fit, fcc) | motion vs numba:1 | wall vs numba:1 | "
+          "max track diff vs numpy px |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ref = [x for x in rows if x["box"] == r["box"] and x["backend"] == "numba"
@@ -131,9 +139,11 @@ def print_micrographs(rows):
         npy = [x for x in rows if x["box"] == r["box"] and x["backend"] == "numpy"]
         diff = float(np.abs(np.array(r["tracks"]) - np.array(npy[0]["tracks"])).max()) \
             if npy else float("nan")
-        print("| %d | %d | %s | %d | %.2f | %.2f | %.0f | %.2f | %.2f | %s | %.1e |"
+        print("| %d | %d | %s | %d | %.2f | %.2f | %.0f | %.2f (%s) | %s | %s | %.1e |"
               % (r["box"], r["P"], r["backend"], r["threads"], r["wall"], r["cpu"],
-                 r["P"] * r["F"] / r["wall"], r["stages"]["fit"], r["stages"]["cc maps"],
+                 r["P"] * r["F"] / r["wall"], _motion(r),
+                 ", ".join("%.2f" % r["stages"][s] for s in MOTION),
+                 "%.2fx" % (_motion(ref[0]) / _motion(r)) if ref else "-",
                  "%.2fx" % (ref[0]["wall"] / r["wall"]) if ref else "-", diff))
 
 
@@ -172,9 +182,11 @@ def main(argv=None):
         ref = [r for r in mrows if (r["backend"], r["threads"]) == ("numba", 1)]
         for r in [x for x in mrows if x["backend"] == "opencl"]:
             base = [x for x in ref if x["box"] == r["box"]][0]
-            print("GPU %s box %d: %.0f particle-frames/s, %.1fx numba on one core"
+            print("GPU %s box %d: %.0f particle-frames/s (motion stages %.0f), %.1fx numba on "
+                  "one core (motion stages %.1fx)"
                   % (gpu[0]["device"], r["box"], r["P"] * r["F"] / r["wall"],
-                     base["wall"] / r["wall"]))
+                     r["P"] * r["F"] / _motion(r), base["wall"] / r["wall"],
+                     _motion(base) / _motion(r)))
 
 
 if __name__ == "__main__":

@@ -190,10 +190,12 @@ def polish_micrograph(movie_path, inp, box, backend, clock, particles=None, mem=
     return res
 
 
-def _install_clock(clock):
+def _install_clock(clock, backend):
+    from polishplugin.backends import get_backend
     from polishplugin.core.motion import micrograph as mg
+    clock.wrap(get_backend(backend), "patch_spectra", "spectra")  # OpenCL: enqueued, finished later
     for name, stage in (("extract_patches", "patches"), ("estimate_noise_power", "noise"),
-                        ("compute_cc_maps", "cc maps"), ("patch_spectra", "spectra"),
+                        ("compute_cc_maps", "cc maps"),
                         ("ring_power", "noise"), ("noise_power_from_spectra", "noise"),
                         ("cc_maps_from_spectra", "cc maps"), ("fcc_from_spectra", "fcc"),
                         ("_auto_cc", "amplitude"),
@@ -222,7 +224,7 @@ def worker(args):
     inp["proj"] = make_projectors(vol, vol, backend=args.backend)
     setup_s = time.perf_counter() - t0
     clock = _Clock()
-    _install_clock(clock)
+    _install_clock(clock, args.backend)
     polish_micrograph(args.movie, inp, args.box, args.backend, clock, particles=4)  # warm-up
     clock.t = dict.fromkeys(STAGES, 0.0)
     reset = _reset_peak()

@@ -221,6 +221,7 @@ __kernel void fcc_pixel_sums(__global const X_T *x, __global const REAL *v,
 }
 """
 
+_FFT_CHUNK = 8        # particles per device FFT batch (one VkFFT plan per frames x patch size)
 _RING_GROUP = 64      # work-items per (particle, frame) block of ring_correlation (power of 2)
 _SPECTRA_KERNELS = ("power_sums", "cc_rows", "cc_cols", "fcc_pixel_sums")
 _C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double",
@@ -340,19 +341,34 @@ class _Device:
         self._resident[k] = (ref, bufs)
         return bufs
 
-    def rfft2(self, x, shape):
-        """Batched rfft2 on the device (pyvkfft) of the float32 buffer ``x`` holding real images
-        ``shape`` = (B, n, n); returns a new complex64 buffer (B, n, n//2 + 1)."""
+    def rfft2(self, patches):
+        """rfft2 half-planes of float32 patches (P, F, n, n) on the device (VkFFT), in a new
+        complex64 buffer (P, F, n, n//2 + 1). The transform runs on fixed chunks of _FFT_CHUNK
+        particles (the last one zero-padded), so that one VkFFT plan per (F, n) serves every
+        micrograph whatever its number of particles."""
         import pyopencl.array as cla
         from pyvkfft.opencl import VkFFTApp
-        B, n = shape[0], shape[-1]
-        if shape not in self._ffts:
-            self._ffts[shape] = VkFFTApp(shape, np.float32, queue=self.queue, ndim=2, r2c=True,
-                                         inplace=False)
-        src = cla.Array(self.queue, shape, np.float32, data=x)
-        dst = cla.empty(self.queue, (B, n, n // 2 + 1), np.complex64)
-        self._ffts[shape].fft(src, dst)
-        return dst.data
+        P, F, n = patches.shape[:3]
+        nh = n // 2 + 1
+        key = (F, n)
+        if key not in self._ffts:
+            shape = (_FFT_CHUNK * F, n, n)
+            self._ffts[key] = (VkFFTApp(shape, np.float32, queue=self.queue, ndim=2, r2c=True,
+                                        inplace=False),
+                               cla.empty(self.queue, shape, np.float32),
+                               cla.empty(self.queue, (_FFT_CHUNK * F, n, nh), np.complex64),
+                               np.empty((_FFT_CHUNK, F, n, n), np.float32))
+        app, src, dst, stage = self._ffts[key]
+        out = self.empty(P * F * n * nh, np.complex64)
+        for p0 in range(0, P, _FFT_CHUNK):
+            c = min(_FFT_CHUNK, P - p0)
+            stage[:c] = patches[p0:p0 + c]
+            stage[c:] = 0
+            self.cl.enqueue_copy(self.queue, src.data, stage)       # blocking: stage reusable
+            app.fft(src, dst)
+            self.cl.enqueue_copy(self.queue, out, dst.data, byte_count=c * F * n * nh * 8,
+                                 dst_offset=p0 * F * n * nh * 8)
+        return out
 
     def empty(self, shape, dtype):
         nbytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
@@ -472,7 +488,7 @@ def _has_vkfft():
 
 def patch_spectra(patches, overwrite=False, workers=1):
     """rfft2 half-planes of real patches (P, F, n, n), kept on the device (:class:`DeviceSpectra`):
-    float32 patches are uploaded particle by particle and transformed there by VkFFT (pyvkfft,
+    float32 patches are uploaded in chunks of particles and transformed there by VkFFT (pyvkfft,
     unnormalised like numpy); without pyvkfft, or for float64 patches, on the host (scipy) and
     uploaded. ``overwrite`` and ``workers`` apply to the host transform."""
     from ..core.motion.observation import patch_spectra as host_spectra
@@ -481,11 +497,7 @@ def patch_spectra(patches, overwrite=False, workers=1):
     P, F, n = patches.shape[:3]
     shape = (P, F, n, n // 2 + 1)
     if patches.dtype == np.float32 and _has_vkfft():
-        x = d.empty(patches.shape, np.float32)
-        step = F * n * n * 4
-        for p in range(P):
-            d.cl.enqueue_copy(d.queue, x, np.ascontiguousarray(patches[p]), dst_offset=p * step)
-        return DeviceSpectra(d.rfft2(x, (P * F, n, n)), shape, np.complex64)
+        return DeviceSpectra(d.rfft2(patches), shape, np.complex64)
     spectra = host_spectra(patches, overwrite=overwrite, workers=workers)
     if spectra.dtype == np.complex128 and not d.fp64:
         spectra = spectra.astype(np.complex64)

@@ -154,12 +154,14 @@ def test_auto_prefers_opencl(caplog):
 @pytest.mark.parametrize("n", [32, 33])
 def test_spectra_kernels_match_numpy_in_double(ocl, n):
     """patch_spectra (VkFFT), ring power, CC windows and FCC sums of a micrograph, the spectra
-    kept on the device, against the numpy backend on float64 copies of the same patches."""
+    kept on the device, against the numpy backend on float64 copies of the same patches
+    (11 particles: two device FFT chunks, the second zero-padded)."""
     from polishplugin.core.motion import micrograph as mg
     from polishplugin.core.motion import observation as ob
     ref = get_backend("numpy")
     rng = np.random.default_rng(n)
-    P, F = 3, 5
+    P, F = 11, 5
+    assert P > ocl._FFT_CHUNK
     patches = rng.normal(size=(P, F, n, n)).astype(np.float32)
     preds = np.fft.fft2(rng.normal(size=(P, n, n)))
     damage = rng.uniform(0.2, 1.0, size=(F, n, n))
