@@ -57,7 +57,8 @@ from ..io.errors import InputError
 from ..io.star import StarTable, read_star, read_tracks_star, write_particles_star, write_star
 from .parallel import get_comm, my_share, set_threads
 from .polish import mic_stem, output_paths
-from .cli import add_movie_inputs, add_output_options, check_reference_args, run_program
+from .cli import (add_movie_inputs, add_output_options, check_reference_args, resolve_backend,
+                  run_program)
 from .micrographs import micrograph_defects
 
 log = logging.getLogger("polishplugin.bfactors")
@@ -82,7 +83,7 @@ def build_parser():
     o.add_argument("--float16", action="store_true", help="write the stacks as float16")
     o.add_argument("--no-defects", action="store_true", help="do not fill hot/dead pixels")
     o.add_argument("--only-bfactors", action="store_true", help="fit and stop (no recombination)")
-    add_output_options(p, backend=False)
+    add_output_options(p)
     return p
 
 
@@ -117,21 +118,21 @@ def polished(polish_dir, mic):
     return read_tracks_star(paths["tracks"]) / diag["pixel_size"], diag
 
 
-def fcc_from_tracks(mic, inputs, tracks, sign, first, defects, n=None):
+def fcc_from_tracks(mic, inputs, tracks, sign, first, defects, n=None, backend=None):
     """Eq. 20 sums of one micrograph recomputed from its tracks: frames cut at the tracks in
     ``n`` px patches (the polishing run's; default the particle box), against the opposite half
-    map's prediction times the contrast ``sign``."""
+    map's prediction times the contrast ``sign``; kernels of ``backend``."""
     from ..core.motion.micrograph import fcc_sums
     from ..core.motion.patches import extract_patches
     from ..core.predict import make_projectors, predict_particles
     from ..io.movies import Movie
     n, px = n or inputs.box, inputs.pixel_size
-    proj = make_projectors(inputs.half1, inputs.half2, inputs.mask)
+    proj = make_projectors(inputs.half1, inputs.half2, inputs.mask, backend=backend)
     opp = predict_particles(proj, mic.angles, mic.half_sets, mic.ctfs, n, px, opposite=True)
     with Movie(mic.movie, gain=mic.gain) as movie:
         patches, cut = extract_patches(movie.iter_frames(first, first + tracks.shape[1]),
                                        mic.centres, tracks, n, defects)
-    return fcc_sums(patches, sign * opp, tracks - cut)
+    return fcc_sums(patches, sign * opp, tracks - cut, backend)
 
 
 def read_fcc(paths):
@@ -256,7 +257,7 @@ def gather_fcc(args, inputs, work, out, comm):
         first = diag["first_frame"] - 1
         defects = micrograph_defects(mic, first, first + diag["frames"], args.no_defects)
         acc = fcc_from_tracks(mic, inputs, tracks, diag["sign"], first, defects,
-                              diag.get("patch_px"))
+                              diag.get("patch_px"), args.backend)
         write_fcc(output_paths(out, mic.name)["fcc"], acc, inputs.pixel_size)
         log.info("[rank %d] FCC of %s recomputed from its tracks", comm.rank, mic.name)
     comm.barrier()
@@ -314,6 +315,7 @@ def fit_or_read(args, inputs, work, out, comm):
 
 def run(args):
     check_args(args)
+    args.backend = resolve_backend(args.backend)
     from ..io.polish_inputs import load_polish_inputs
     comm = get_comm()
     set_threads(args.threads)

@@ -56,14 +56,13 @@ def resolve_backend(name):
     return be
 
 
-def add_output_options(parser, backend=True):
+def add_output_options(parser):
     """--backend (kernels: numba | numpy | opencl | auto), --threads, --out and --no-figures,
     the same in every program."""
     c = parser.add_argument_group("compute")
-    if backend:
-        c.add_argument("--backend", default=None,
-                       help="numba (default) | numpy | opencl | auto (OpenCL if a device is "
-                            "usable, else numba); default: env POLISHPLUGIN_BACKEND")
+    c.add_argument("--backend", default=None,
+                   help="numba (default) | numpy | opencl | auto (OpenCL if a device is usable, "
+                        "else numba); default: env POLISHPLUGIN_BACKEND")
     c.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--no-figures", action="store_true")

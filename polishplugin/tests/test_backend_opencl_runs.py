@@ -57,7 +57,8 @@ def polished(sim, reference, precision, tmp_path_factory):
 
 def _polish(sim, d, be):
     assert polish.main(_inputs(sim) + ["--out", str(d / "pol"), "--backend", be]) == 0
-    assert bfactors.main(_inputs(sim) + ["--polish", str(d / "pol"), "--out", str(d / "bf")]) == 0
+    assert bfactors.main(_inputs(sim) + ["--polish", str(d / "pol"), "--out", str(d / "bf"),
+                                         "--backend", be]) == 0
     return d
 
 

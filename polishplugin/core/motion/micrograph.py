@@ -212,11 +212,12 @@ def _check_patches(patches):
         raise MotionFitError("frames contain NaN or infinite values under the particles")
 
 
-def fcc_sums(patches, predictions, shifts):
+def fcc_sums(patches, predictions, shifts, backend=None):
     """FCC sums (eq. 20) of patches (P, F, n, n) against predictions (P, n, n) (fft2 of real
     images) moved to ``shifts`` (P, F, 2); see :func:`fcc_from_spectra`."""
-    from .observation import patch_spectra
-    return fcc_from_spectra(patch_spectra(np.asarray(patches)), predictions, shifts)
+    be = get_backend(backend)
+    return fcc_from_spectra(be.patch_spectra(np.asarray(patches)), predictions, shifts,
+                            backend=be)
 
 
 def fcc_from_spectra(spectra, predictions, shifts, power=None, backend=None):
