@@ -111,8 +111,9 @@ def power_sums(spectra):
 def cc_windows(spectra, weights, damage, ey, ex):
     """CC windows (P, F, W, W) of eq. 15-16 (the spectra's real type) as two small DFT products,
     Re[ey (X_pf D_f w_p) ex], in the spectra's precision: weights (P, n, nh) complex (conjugated,
-    whitened predictions), damage (F, n, nh) real or None, ey (W, n) and ex (nh, W) the inverse-DFT
-    rows and Hermitian columns (:func:`polishplugin.core.motion.observation.cc_maps_from_spectra`)."""
+    whitened predictions), damage (F, n, nh) real or None, ey (W, n) and ex (nh, W) the
+    inverse-DFT rows and Hermitian columns
+    (:func:`polishplugin.core.motion.observation.cc_maps_from_spectra`)."""
     P, F = spectra.shape[:2]
     W = ey.shape[0]
     out = np.empty((P, F, W, W), dtype=np.finfo(spectra.dtype).dtype)

@@ -139,10 +139,7 @@ __kernel void ring_correlation(__global const Q_T *q, __global const float *scal
 }
 """
 
-_SPECTRA_SOURCE = r"""
-#ifdef USE_FP64
-#pragma OPENCL EXTENSION cl_khr_fp64 : enable
-#endif
+_SOURCE += r"""
 /* Spectra X: (P, F, n, nh) interleaved (re, im) of type X_T; other complex operands interleaved
    REAL. b = p F + f indexes a (particle, frame) half-plane of n nh pixels. */
 
@@ -223,7 +220,6 @@ __kernel void fcc_pixel_sums(__global const X_T *x, __global const REAL *v,
 
 _FFT_CHUNK = 8        # particles per device FFT batch (one VkFFT plan per frames x patch size)
 _RING_GROUP = 64      # work-items per (particle, frame) block of ring_correlation (power of 2)
-_SPECTRA_KERNELS = ("power_sums", "cc_rows", "cc_cols", "fcc_pixel_sums")
 _C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double",
             np.dtype(np.int8): "char", np.dtype(np.int16): "short", np.dtype(np.int32): "int"}
 
@@ -309,19 +305,17 @@ class _Device:
         return "%s: %s" % (self.device.platform.name.strip(), self.device.name.strip())
 
     def kernel(self, name, **types):
-        """Kernel ``name`` built for the C types ``types`` (MAP_T, VOL_T, Q_T; the others keep
-        their defaults); each program is built once per process."""
+        """Kernel ``name`` built for the C types ``types`` (MAP_T, VOL_T, Q_T, X_T; the others
+        keep their defaults); each program is built once per process."""
         t = dict(MAP_T="float", VOL_T="float", Q_T="char", X_T="float",
                  REAL="double" if self.fp64 else "float")
         t.update(types)
-        source = _SPECTRA_SOURCE if name in _SPECTRA_KERNELS else _SOURCE
         opts = tuple("-D%s=%s" % kv for kv in sorted(t.items())) + \
             (("-DUSE_FP64",) if self.fp64 else ())
-        if (source, opts) not in self._programs:
-            self._programs[source, opts] = self.cl.Program(self.ctx, source).build(
-                options=list(opts))
+        if opts not in self._programs:
+            self._programs[opts] = self.cl.Program(self.ctx, _SOURCE).build(options=list(opts))
         if (name, opts) not in self._kernels:
-            self._kernels[name, opts] = getattr(self._programs[source, opts], name)
+            self._kernels[name, opts] = getattr(self._programs[opts], name)
         return self._kernels[name, opts]
 
     def upload(self, a):
@@ -337,7 +331,10 @@ class _Device:
         if hit is not None and hit[0]() is key_obj:
             return hit[1]
         bufs = tuple(self.upload(a) for a in make())
-        ref = weakref.ref(key_obj, lambda _r, k=k, d=self._resident: d.pop(k, None))
+        try:
+            ref = weakref.ref(key_obj, lambda _r, k=k, d=self._resident: d.pop(k, None))
+        except TypeError:       # not an array (a list...): nothing to key on, upload each call
+            return bufs
         self._resident[k] = (ref, bufs)
         return bufs
 
@@ -455,7 +452,8 @@ def ring_correlation(q, scale, offset, kx, ky, tracks, box):
     isz = np.dtype(d.real).itemsize
     cl = d.cl
     d.kernel("ring_correlation", Q_T=_C_TYPES[qa.dtype])(
-        d.queue, (max(1, n) * _RING_GROUP,), (_RING_GROUP,), *bufs, d.upload(np.asarray(tracks, dtype=d.real)), np.int32(M),
+        d.queue, (max(1, n) * _RING_GROUP,), (_RING_GROUP,), *bufs,
+        d.upload(np.asarray(tracks, dtype=d.real)), np.int32(M),
         np.int32(kmax), d.real(2.0 * np.pi / box), out,
         cl.LocalMemory(4 * (2 * kmax + 1) * isz), cl.LocalMemory(_RING_GROUP * isz))
     return float(d.read(out, n, d.real).sum(dtype=np.float64))
