@@ -140,7 +140,8 @@ def load_training_micrograph(mic, inputs, projectors, split, window, args):
         return build_training_micrograph(
             movie.iter_frames(first, last), mic.centres, own, opp, damage,
             mic.initial_tracks[:, first:last], t_align, t_eval, k_max, mic.dose_per_frame, px,
-            window=window, invert=invert, cc_scale=args.cc_scale, defects=defects, name=mic.name)
+            window=window, invert=invert, cc_scale=args.cc_scale, defects=defects, name=mic.name,
+            backend=args.backend)
 
 
 class _Session:
