@@ -9,7 +9,12 @@ Every backend is a module exposing ``NAME`` and the kernels
   (complex) array, the Fourier-slice sampling of :class:`polishplugin.core.projector.Projector`;
 - ``ring_correlation(q, scale, offset, kx, ky, tracks, box) -> float``: the numerator of the TCC
   (eq. 19) over compactly stored evaluation-ring products (:mod:`polishplugin.core.motion.tcc`),
-  the inner loop of motion-parameter training.
+  the inner loop of motion-parameter training;
+- the spectra of a micrograph (:mod:`polishplugin.core.motion.observation`): ``patch_spectra``
+  (rfft2 of the patches; the other three take what it returns), ``power_sums`` (noise power),
+  ``cc_windows`` (eq. 15-16 on the search window), ``fcc_pixel_sums`` (eq. 20 numerator);
+- ``recombine_sum(frames, tracks, weights)``: the weighted, track-undone Fourier sum of shiny
+  particles (section 2.3, :mod:`polishplugin.core.dose.recombine`).
 
 ``numpy`` is the readable reference, ``numba`` the default (parallel CPU loops), ``opencl``
 (pyopencl: a GPU, or PoCL on the CPU) keeps each kernel's constant operand on the device; the

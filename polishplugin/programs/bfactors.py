@@ -206,7 +206,8 @@ def normalise_background(images, radius=BG_RADIUS):
     return (images - mean[..., None, None]) / np.maximum(std, 1e-12)[..., None, None]
 
 
-def shiny_micrograph(mic, tracks, weights, first, sign, box, scale, origins_px, defects):
+def shiny_micrograph(mic, tracks, weights, first, sign, box, scale, origins_px, defects,
+                     backend=None):
     """Shiny particles (P, scale, scale) of one micrograph: frame f is cut (patch of the size of
     ``weights``) at extraction position + track, moved back by the rest of the track, weighted
     by eq. 22 and summed; then contrast ``sign``, Fourier rescaling, background normalisation."""
@@ -221,7 +222,7 @@ def shiny_micrograph(mic, tracks, weights, first, sign, box, scale, origins_px, 
         for f, frame in enumerate(movie.iter_frames(first, first + F)):
             pt, cut = extract_patches([frame], extract_at, tracks[:, f:f + 1], patch, defects)
             acc += recombine_frames(pt, tracks[:, f:f + 1] - cut, weights[f:f + 1],
-                                    out_box=box, dtype=np.float64)
+                                    out_box=box, dtype=np.float64, backend=backend)
     acc *= sign
     if scale != box:
         acc = fourier_resize(acc, scale)
@@ -364,7 +365,7 @@ def run(args):
         defects = micrograph_defects(mic, first, first + tracks.shape[1], args.no_defects)
         origins = np.stack([ox[mic.index], oy[mic.index]], axis=1) / px
         imgs = shiny_micrograph(mic, tracks, weights_of(mic, first, tracks.shape[1]), first,
-                                diag["sign"], box, scale, origins, defects)
+                                diag["sign"], box, scale, origins, defects, args.backend)
         path = shiny_path(out, mic.name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         write_mrc(path, imgs.astype(np.float16 if args.float16 else np.float32),
