@@ -23,6 +23,8 @@ are computed from these spectra. The sums over particles run in the compute back
 import numpy as np
 import scipy.fft
 
+from ...backends import get_backend
+
 CC_SCALES = ("relion", "likelihood")
 
 
@@ -68,7 +70,6 @@ def patch_spectra(patches, overwrite=False, workers=1):
 def ring_power(spectra, backend=None):
     """Full-plane ring sums of |X|^2 per frame, (F, nrings) float64, from rfft2 half-planes
     (P, F, n, nh) with Hermitian multiplicities (rings of round(|k| n), up to the corner)."""
-    from ...backends import get_backend
     P, F, n = spectra.shape[:3]
     rings, mult = rfft_rings(n)
     nr = int(rings.max()) + 1
@@ -143,7 +144,6 @@ def compute_cc_maps(patches, predictions, damage, radius, noise_power=None,
     if n != n2:
         raise ValueError("patches must be square, got %s" % (patches.shape,))
     _check_cc_args(P, F, n, predictions, damage, radius)
-    from ...backends import get_backend
     be = get_backend(backend)
     spectra = be.patch_spectra(patches)
     if noise_power is None:
@@ -165,7 +165,6 @@ def cc_maps_from_spectra(spectra, predictions, damage, radius, noise_power,
                          cc_scale="likelihood", dtype=np.float32, backend=None):
     """CC maps (P, F, W, W) of :func:`compute_cc_maps` from the patches' rfft2 half-planes
     (P, F, n, nh) (the backend's ``patch_spectra``), computed in their precision."""
-    from ...backends import get_backend
     P, F, n = spectra.shape[:3]
     predictions = np.asarray(predictions)
     _check_cc_args(P, F, n, predictions, damage, radius)
