@@ -13,7 +13,9 @@ Data stay on the device across calls: the constant operand of each kernel (the C
 micrograph's fit, the projector's volume, the ring products of a training micrograph) is uploaded
 on first use and reused while that same array object is alive, so an L-BFGS iteration moves only
 the positions in and the values out. The arrays must not be modified in place while they are
-used (no caller does).
+used (no caller does). A micrograph's patch spectra are made on the device (VkFFT through
+pyvkfft; on the host without it) and stay there (:class:`DeviceSpectra`) for the noise power,
+the CC windows and the FCC sums; only those small results come back.
 """
 import logging
 import os
