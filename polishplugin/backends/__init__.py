@@ -9,34 +9,67 @@ Every backend is a module exposing ``NAME`` and the kernels
   (complex) array, the Fourier-slice sampling of :class:`polishplugin.core.projector.Projector`;
 - ``ring_correlation(q, scale, offset, kx, ky, tracks, box) -> float``: the numerator of the TCC
   (eq. 19) over compactly stored evaluation-ring products (:mod:`polishplugin.core.motion.tcc`),
-  the inner loop of motion-parameter training.
+  the inner loop of motion-parameter training;
+- the spectra of a micrograph (:mod:`polishplugin.core.motion.observation`): ``patch_spectra``
+  (rfft2 of the patches; the other three take what it returns), ``power_sums`` (noise power),
+  ``cc_windows`` (eq. 15-16 on the search window), ``fcc_pixel_sums`` (eq. 20 numerator);
+- ``recombine_sum(frames, tracks, weights)``: the weighted, track-undone Fourier sum of shiny
+  particles (section 2.3, :mod:`polishplugin.core.dose.recombine`).
 
-``numpy`` is the readable reference, ``numba`` the default (parallel CPU loops); the backends
-must agree to float tolerance.
+``numpy`` is the readable reference, ``numba`` the default (parallel CPU loops), ``opencl``
+(pyopencl: a GPU, or PoCL on the CPU) keeps each kernel's constant operand on the device; the
+backends must agree to float tolerance. ``auto`` is OpenCL when a device is usable, else numba
+(said once in the log).
 """
+import functools
 import importlib
+import logging
 import os
 
 from ..constants import BACKEND_VAR, DEFAULT_BACKEND
 
-_MODULES = {"numpy": "numpy_backend", "numba": "numba_backend"}
-_PLANNED = ("opencl",)
+log = logging.getLogger(__name__)
+
+_MODULES = {"numpy": "numpy_backend", "numba": "numba_backend", "opencl": "opencl_backend"}
+
+
+class BackendError(RuntimeError):
+    """The requested backend cannot run here (no pyopencl, no OpenCL platform or device)."""
 
 
 def available_backends():
     """Names accepted by :func:`get_backend`."""
-    return tuple(_MODULES)
+    return tuple(_MODULES) + ("auto",)
+
+
+@functools.lru_cache(maxsize=None)
+def _auto():
+    try:
+        return _load("opencl")
+    except BackendError as exc:
+        log.warning("backend auto: OpenCL unavailable (%s); using numba", exc)
+        return _load("numba")
+
+
+def _load(name):
+    module = importlib.import_module("." + _MODULES[name], __name__)
+    if name == "opencl":
+        module._dev()      # fail now (BackendError) rather than inside the first kernel
+    return module
 
 
 def get_backend(name=None):
-    """Return the backend module called ``name`` (None: env var POLISHPLUGIN_BACKEND, else numba)."""
+    """Return the backend module called ``name`` (None: env var POLISHPLUGIN_BACKEND, else numba;
+    a backend module is returned as it is). Raises ValueError for an unknown name and
+    BackendError when OpenCL is asked for and cannot run."""
+    if hasattr(name, "NAME"):
+        return name
     if name is None:
         name = os.environ.get(BACKEND_VAR) or DEFAULT_BACKEND
     name = name.strip().lower()
-    if name in _PLANNED:
-        raise NotImplementedError("backend %r is not implemented yet; available: %s"
-                                  % (name, ", ".join(available_backends())))
+    if name == "auto":
+        return _auto()
     if name not in _MODULES:
         raise ValueError("unknown backend %r; available: %s"
                          % (name, ", ".join(available_backends())))
-    return importlib.import_module("." + _MODULES[name], __name__)
+    return _load(name)

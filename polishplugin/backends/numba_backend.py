@@ -1,10 +1,14 @@
 """numba implementation of the backend kernels (parallel over particles or points, cached
 compilation).
 
-Same layout and results as :mod:`.numpy_backend` (float tolerance).
+Same layout and results as :mod:`.numpy_backend` (float tolerance). The spectra kernels and
+the recombination are numpy's (FFT- and BLAS-bound: a loop would not be faster).
 """
 import numba
 import numpy as np
+
+from .numpy_backend import (cc_windows, fcc_pixel_sums, patch_spectra, power_sums,  # noqa: F401
+                            recombine_sum)
 
 NAME = "numba"
 

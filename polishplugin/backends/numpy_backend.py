@@ -4,9 +4,16 @@ CC-map layout shared by all backends: ``cc_maps`` (P, F, W, W) holds, for partic
 CC_{p,f} on a window of integer shifts, row = y, column = x, with the zero shift at index W//2;
 positions (P, F, 2) are (x, y) shifts in pixels. Interpolation wraps periodically (indices modulo
 W), as RELION's ``Interpolation::cubicXY(..., wrap=true)`` does on its full CC maps.
+
+Spectra layout: ``patch_spectra`` returns the rfft2 half-planes (P, F, n, nh), nh = n//2 + 1, of
+a micrograph's patches; the other spectra kernels take what it returned (here the array itself;
+OpenCL keeps them on the device).
 """
 import numpy as np
 from scipy import ndimage
+
+from ..core.fourier import shift_phase
+from ..core.motion.observation import patch_spectra  # noqa: F401  (host rfft2, scipy.fft)
 
 NAME = "numpy"
 
@@ -89,3 +96,58 @@ def ring_correlation(q, scale, offset, kx, ky, tracks, box):
         prod *= ey[..., iy]
         num += prod.real.sum(dtype=np.float64)
     return float(num)
+
+
+def power_sums(spectra):
+    """Sum over particles of |X_pf(k)|^2 on the half-plane: (F, n, nh) float64 (the ring power
+    of :func:`polishplugin.core.motion.observation.ring_power` before binning)."""
+    P, F = spectra.shape[:2]
+    total = np.zeros((F,) + spectra.shape[2:])
+    for p in range(P):
+        x = spectra[p]
+        total += x.real ** 2 + x.imag ** 2
+    return total
+
+
+def cc_windows(spectra, weights, damage, ey, ex):
+    """CC windows (P, F, W, W) of eq. 15-16 (the spectra's real type) as two small DFT products,
+    Re[ey (X_pf D_f w_p) ex], in the spectra's precision: weights (P, n, nh) complex (conjugated,
+    whitened predictions), damage (F, n, nh) real or None, ey (W, n) and ex (nh, W) the
+    inverse-DFT rows and Hermitian columns
+    (:func:`polishplugin.core.motion.observation.cc_maps_from_spectra`)."""
+    P, F = spectra.shape[:2]
+    W = ey.shape[0]
+    out = np.empty((P, F, W, W), dtype=np.finfo(spectra.dtype).dtype)
+    for p in range(P):
+        prod = spectra[p] * weights[p] if damage is None else spectra[p] * damage * weights[p]
+        out[p] = np.matmul(np.matmul(ey, prod), ex).real
+    return out
+
+
+def fcc_pixel_sums(spectra, predictions, ey, ex):
+    """Sum over particles of Re[X_pf(k) conj(V_p(k)) ey_pf(ky) ex_pf(kx)] on the half-plane:
+    (F, n, nh) float64, the FCC numerator (eq. 20) before binning; predictions (P, n, nh) complex,
+    ey (P, F, n) and ex (P, F, nh) the shift phases
+    (:func:`polishplugin.core.motion.micrograph.fcc_from_spectra`), in the spectra's precision."""
+    P, F = spectra.shape[:2]
+    cdt = spectra.dtype
+    num = np.zeros((F,) + spectra.shape[2:])
+    for p in range(P):
+        prod = spectra[p] * np.conj(predictions[p]).astype(cdt)
+        prod *= ey[p, :, :, None].astype(cdt)
+        prod *= ex[p, :, None, :].astype(cdt)
+        num += prod.real
+    return num
+
+
+def recombine_sum(frames, tracks, weights):
+    """Y_p(k) = sum_f w_f(k) X_pf(k) exp(+2 pi i <t_pf, k>) (section 2.3 of Zivanov 2019), the
+    Fourier-space sum behind shiny particles: frames (P, F, n, n) real patches or their fft2,
+    tracks (P, F, 2) px, weights (F, n, n) on the fft2 grid; returns (P, n, n) complex128."""
+    P, F, n = frames.shape[:3]
+    complex_input = np.iscomplexobj(frames)
+    acc = np.zeros((P, n, n), dtype=np.complex128)
+    for f in range(F):
+        xf = frames[:, f] if complex_input else np.fft.fft2(frames[:, f])
+        acc += weights[f] * xf * shift_phase(n, n, -tracks[:, f, 0], -tracks[:, f, 1])
+    return acc

@@ -11,8 +11,9 @@ from .ctf import CtfParams, ctf_2d
 from .projector import Projector
 
 
-def make_projectors(half1, half2, mask=None, pad=2):
-    """{1: Projector, 2: Projector} of the (masked) half maps, padding ``pad`` (RELION --pad 2)."""
+def make_projectors(half1, half2, mask=None, pad=2, backend=None):
+    """{1: Projector, 2: Projector} of the (masked) half maps, padding ``pad`` (RELION --pad 2),
+    slices interpolated by ``backend`` (None: the default)."""
     h1, h2 = np.asarray(half1), np.asarray(half2)
     if h1.shape != h2.shape:
         raise ValueError("half maps differ in shape: %s vs %s" % (h1.shape, h2.shape))
@@ -21,7 +22,7 @@ def make_projectors(half1, half2, mask=None, pad=2):
         if m.shape != h1.shape:
             raise ValueError("mask %s does not match the half maps %s" % (m.shape, h1.shape))
         h1, h2 = h1 * m, h2 * m
-    return {1: Projector(h1, pad=pad), 2: Projector(h2, pad=pad)}
+    return {1: Projector(h1, pad=pad, backend=backend), 2: Projector(h2, pad=pad, backend=backend)}
 
 
 def _ctf_array(ctf, n, pixel_size):

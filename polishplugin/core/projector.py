@@ -55,9 +55,7 @@ class Projector:
         q = (a[:, 0, :, None, None] * kx + a[:, 1, :, None, None] * ky) * self.npad
         c = self.npad // 2
         coords = np.stack([q[:, 2] + c, q[:, 1] + c, q[:, 0] + c])  # array order (z, y, x)
-        be = self.backend if hasattr(self.backend, "interp_trilinear") else \
-            get_backend(self.backend)
-        vals = be.interp_trilinear(self._f3, coords.reshape(3, -1)).reshape(len(a), ny, nx)
+        vals = get_backend(self.backend).interp_trilinear(self._f3, coords.reshape(3, -1)).reshape(len(a), ny, nx)
         vals[:, np.hypot(ky, kx) > self.r_max] = 0.0
         return vals * shift_phase(ny, nx, nx // 2, ny // 2)
 

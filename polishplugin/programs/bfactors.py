@@ -58,7 +58,8 @@ from ..io.atomic import atomic_text
 from ..io.errors import InputError
 from ..io.star import StarTable, read_star, read_tracks_star, write_particles_star, write_star
 from .cli import (add_movie_inputs, add_output_options, at_least, check_reference_args,
-                  finish_status, job_figures, number, positive, run_program)
+                  finish_status, job_figures, number, positive, resolve_backend,
+                  run_program)
 from .jobdir import RECORD, claim_output, file_digest, input_digests, input_paths
 from .micrographs import (failure_list, finite_frames, for_each_micrograph, micrograph_defects,
                           write_failure_list)
@@ -88,7 +89,7 @@ def build_parser():
     o.add_argument("--float16", action="store_true", help="write the stacks as float16")
     o.add_argument("--no-defects", action="store_true", help="do not fill hot/dead pixels")
     o.add_argument("--only-bfactors", action="store_true", help="fit and stop (no recombination)")
-    add_output_options(p, backend=False)
+    add_output_options(p)
     return p
 
 
@@ -146,21 +147,21 @@ def match_particles(path, diag, names, centres):
     return np.array([index[k] for k in ours], dtype=int)
 
 
-def fcc_from_tracks(mic, inputs, tracks, sign, first, defects, n=None):
+def fcc_from_tracks(mic, inputs, tracks, sign, first, defects, n=None, backend=None):
     """Eq. 20 sums of one micrograph recomputed from its tracks: frames cut at the tracks in
     ``n`` px patches (the polishing run's; default the particle box), against the opposite half
-    map's prediction times the contrast ``sign``."""
+    map's prediction times the contrast ``sign``; kernels of ``backend``."""
     from ..core.motion.micrograph import fcc_sums
     from ..core.motion.patches import extract_patches
     from ..core.predict import make_projectors, predict_particles
     from ..io.movies import Movie
     n, px = n or inputs.box, inputs.pixel_size
-    proj = make_projectors(inputs.half1, inputs.half2, inputs.mask)
+    proj = make_projectors(inputs.half1, inputs.half2, inputs.mask, backend=backend)
     opp = predict_particles(proj, mic.angles, mic.half_sets, mic.ctfs, n, px, opposite=True)
     with Movie(mic.movie, gain=mic.gain) as movie:
         patches, cut = extract_patches(finite_frames(movie, first, first + tracks.shape[1]),
                                        mic.centres, tracks, n, defects)
-    return fcc_sums(patches, sign * opp, tracks - cut)
+    return fcc_sums(patches, sign * opp, tracks - cut, backend)
 
 
 def read_fcc(paths):
@@ -234,7 +235,8 @@ def normalise_background(images, radius=BG_RADIUS):
     return (images - mean[..., None, None]) / np.maximum(std, 1e-12)[..., None, None]
 
 
-def shiny_micrograph(mic, tracks, weights, first, sign, box, scale, origins_px, defects):
+def shiny_micrograph(mic, tracks, weights, first, sign, box, scale, origins_px, defects,
+                     backend=None):
     """Shiny particles (P, scale, scale) of one micrograph: frame f is cut (patch of the size of
     ``weights``) at extraction position + track, moved back by the rest of the track, weighted
     by eq. 22 and summed; then contrast ``sign``, Fourier rescaling, background normalisation."""
@@ -249,7 +251,7 @@ def shiny_micrograph(mic, tracks, weights, first, sign, box, scale, origins_px, 
         for f, frame in enumerate(finite_frames(movie, first, first + F)):
             pt, cut = extract_patches([frame], extract_at, tracks[:, f:f + 1], patch, defects)
             acc += recombine_frames(pt, tracks[:, f:f + 1] - cut, weights[f:f + 1],
-                                    out_box=box, dtype=np.float64)
+                                    out_box=box, dtype=np.float64, backend=backend)
     acc *= sign
     if scale != box:
         acc = fourier_resize(acc, scale)
@@ -285,7 +287,7 @@ def gather_fcc(args, inputs, work, out, comm):
         first = diag["first_frame"] - 1
         defects = micrograph_defects(mic, first, first + diag["frames"], args.no_defects)
         acc = fcc_from_tracks(mic, inputs, tracks, diag["sign"], first, defects,
-                              diag.get("patch_px"))
+                              diag.get("patch_px"), args.backend)
         write_fcc(output_paths(out, mic.name)["fcc"], acc, inputs.pixel_size)
         log.info("[rank %d] FCC of %s recomputed from its tracks", comm.rank, mic.name)
     comm.barrier()
@@ -357,6 +359,7 @@ def job_settings(args, inputs):
 
 def run(args):
     check_args(args)
+    args.backend = resolve_backend(args.backend)
     from ..io.polish_inputs import load_polish_inputs
     comm = get_comm()
     set_threads(args.threads)
@@ -417,7 +420,7 @@ def weigh_and_recombine(args, inputs, work, out, comm):
         defects = micrograph_defects(mic, first, first + tracks.shape[1], args.no_defects)
         origins = np.stack([ox[mic.index], oy[mic.index]], axis=1) / px
         imgs = shiny_micrograph(mic, tracks, weights_of(mic, first, tracks.shape[1]), first,
-                                diag["sign"], box, scale, origins, defects)
+                                diag["sign"], box, scale, origins, defects, args.backend)
         if not np.all(np.isfinite(imgs)):
             raise ValueError("shiny particles with NaN or infinite pixels (not written)")
         path = shiny_path(out, mic.name)

@@ -82,13 +82,14 @@ def at_least(low):
 
 
 def backend_name(text):
-    """argparse type: the name of an available compute backend."""
-    from ..backends import get_backend
-    try:
-        get_backend(text)
-    except (NotImplementedError, ValueError) as exc:
-        raise argparse.ArgumentTypeError(str(exc))
-    return text.strip().lower()
+    """argparse type: the name of a compute backend (whether OpenCL can run is checked by
+    :func:`resolve_backend`, before any work)."""
+    from ..backends import available_backends
+    name = text.strip().lower()
+    if name not in available_backends():
+        raise argparse.ArgumentTypeError("unknown backend %r; available: %s"
+                                         % (text, ", ".join(available_backends())))
+    return name
 
 
 # ------------------------------------------------------------------------ shared options
@@ -109,25 +110,30 @@ def add_movie_inputs(parser, particles_help="particles STAR (3D alignment, CTF, 
 
 
 def check_reference_args(args, program):
-    """Refuse a run that names neither a postprocess STAR nor both half maps, or whose kernels
-    backend (--backend, else POLISHPLUGIN_BACKEND) does not exist."""
+    """Refuse a run that names neither a postprocess STAR nor both half maps."""
     if not args.postprocess and not (args.half1 and args.half2):
         raise SystemExit("%s: give --postprocess or both --half1 and --half2" % program)
-    if getattr(args, "backend", "") is None:
-        from ..backends import get_backend
-        try:
-            get_backend(None)
-        except (NotImplementedError, ValueError) as exc:
-            raise SystemExit("%s: POLISHPLUGIN_BACKEND: %s" % (program, exc))
 
 
-def add_output_options(parser, backend=True):
-    """--backend (kernels: numba | numpy | opencl), --threads, --out, --fresh, --allow-partial
-    and --no-figures, the same in every movie program."""
+def resolve_backend(name):
+    """The backend module for --backend ``name`` (None: env POLISHPLUGIN_BACKEND, else numba),
+    chosen once before any work; an unknown name or an unusable OpenCL is a one-line exit."""
+    from ..backends import BackendError, get_backend
+    try:
+        be = get_backend(name)
+    except (BackendError, ValueError) as exc:
+        raise SystemExit("backend: %s" % exc) from None
+    log.info("compute backend: %s", be.NAME)
+    return be
+
+
+def add_output_options(parser):
+    """--backend (kernels: numba | numpy | opencl | auto), --threads, --out, --fresh,
+    --allow-partial and --no-figures, the same in every program."""
     c = parser.add_argument_group("compute")
-    if backend:
-        c.add_argument("--backend", default=None, type=backend_name,
-                       help="numba (default) | numpy | opencl")
+    c.add_argument("--backend", default=None, type=backend_name,
+                   help="numba (default) | numpy | opencl | auto (OpenCL if a device is usable, "
+                        "else numba); default: env POLISHPLUGIN_BACKEND")
     c.add_argument("--threads", type=at_least(1), default=1)
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--fresh", action="store_true",

@@ -32,7 +32,8 @@ from ..io.star import StarTable, read_tracks_star, write_particles_star, write_s
     write_tracks_star
 from .parallel import get_comm, my_share, set_threads
 from .cli import (add_movie_inputs, add_output_options, at_least, auto_window,
-                  check_reference_args, finish_status, job_figures, number, positive, run_program)
+                  check_reference_args, finish_status, job_figures, number, positive,
+                  resolve_backend, run_program)
 from .jobdir import claim_output, file_digest, input_digests, input_paths
 from .micrographs import (failure_list, finite_frames, for_each_micrograph, micrograph_defects,
                           write_failure_list)
@@ -286,6 +287,7 @@ def combine(out, inputs):
 
 def run(args):
     check_args(args)
+    args.backend = resolve_backend(args.backend)
     comm = get_comm()
     set_threads(args.threads)
     out = os.path.abspath(args.out)
@@ -313,7 +315,7 @@ def run(args):
 def polish_all(args, inputs, sigmas, out, comm):
     """Polish the micrographs not done yet (this rank's share), then combine on rank 0."""
     from ..core.predict import make_projectors
-    projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask)
+    projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask, backend=args.backend)
     todo = [m for m in inputs.micrographs
             if not os.path.isfile(output_paths(out, m.name)["tracks"])]
     if comm.rank == 0:

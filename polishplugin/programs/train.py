@@ -36,7 +36,8 @@ from ..io.atomic import atomic_text
 from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, write_star
 from .cli import (add_movie_inputs, add_output_options, at_least, auto_window,
-                  check_reference_args, finish_status, job_figures, number, positive, run_program)
+                  check_reference_args, finish_status, job_figures, number, positive,
+                  resolve_backend, run_program)
 from .jobdir import claim_output, input_digests, input_paths
 from .micrographs import finite_frames, micrograph_defects
 from .parallel import get_comm, set_threads
@@ -146,7 +147,8 @@ def load_training_micrograph(mic, inputs, projectors, split, window, args):
         return build_training_micrograph(
             finite_frames(movie, first, last), mic.centres, own, opp, damage,
             mic.initial_tracks[:, first:last], t_align, t_eval, k_max, mic.dose_per_frame, px,
-            window=window, invert=invert, cc_scale=args.cc_scale, defects=defects, name=mic.name)
+            window=window, invert=invert, cc_scale=args.cc_scale, defects=defects, name=mic.name,
+            backend=args.backend)
 
 
 class _Session:
@@ -254,6 +256,7 @@ def _finite(v):
 
 def run(args):
     check_args(args)
+    args.backend = resolve_backend(args.backend)
     set_threads(args.threads)
     comm = get_comm()
     if comm.rank != 0:      # every rank runs the same optimisation: one log is enough
@@ -314,7 +317,7 @@ def train(args, inputs, out, comm, t_all):
              "%s particles (%.2f MB per particle)", len(inputs.micrographs), sum(counts.values()),
              t_eval, k_max, inputs.box, res, t_align, window, args.restarts,
              "/".join(str(sum(counts[n] for n in s)) for s in subsets), bpp / 1e6)
-    projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask)
+    projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask, backend=args.backend)
     session = _Session(inputs, projectors, (t_align, t_eval, k_max), window, subsets, args, comm)
     t_opt = time.time()
     start = tuple(args.start) if args.fit_acc else tuple(args.start[:2]) + (-1.0,)

@@ -15,11 +15,15 @@ def test_plugin_discovered_with_protocols_and_viewers():
 def test_plugin_variables_and_citations(monkeypatch):
     import polishplugin
     from polishplugin import Plugin
-    from polishplugin.constants import BACKEND_VAR
+    from polishplugin.constants import BACKEND_VAR, OPENCL_DEVICE_VAR
     assert Plugin.getBackend() == "numba"
     assert Plugin.validateInstallation() == []
     env = Plugin.getEnviron()
     assert env[BACKEND_VAR] == "numba"
+    monkeypatch.setitem(Plugin._vars, BACKEND_VAR, "auto")
+    monkeypatch.setitem(Plugin._vars, OPENCL_DEVICE_VAR, "0:0")
+    env = Plugin.getEnviron()       # what the programs read (backends.get_backend, opencl)
+    assert env[BACKEND_VAR] == "auto" and env[OPENCL_DEVICE_VAR] == "0:0"
     monkeypatch.setitem(Plugin._vars, BACKEND_VAR, "cuda")
     with pytest.raises(ValueError, match="cuda"):
         Plugin.getBackend()

@@ -8,7 +8,8 @@ resampled by Fourier cropping/padding.
 """
 import numpy as np
 
-from ..fourier import crop_center, pad_center, shift_phase
+from ...backends import get_backend
+from ..fourier import crop_center, pad_center
 
 
 def fourier_resize(images, size):
@@ -23,7 +24,8 @@ def fourier_resize(images, size):
     return out * (size * size) / float(n * n)
 
 
-def recombine_frames(frames, tracks, weights, out_box=None, rescale=None, dtype=np.float32):
+def recombine_frames(frames, tracks, weights, out_box=None, rescale=None, dtype=np.float32,
+                     backend=None):
     """Weighted sum of aligned frames.
 
     frames: (P, F, n, n) or (F, n, n) real patches, or their fft2 (complex);
@@ -31,7 +33,8 @@ def recombine_frames(frames, tracks, weights, out_box=None, rescale=None, dtype=
     reference position (frame f is shifted by -track); weights: (F, n, n) maps on the fft2 grid
     (:func:`weights.weight_maps`; uniform 1/F gives a plain aligned average);
     out_box: crop the result to this centred box (pixels of the patch); rescale: then resample
-    the cropped box to this size (Fourier crop/pad); dtype: output type (e.g. np.float16).
+    the cropped box to this size (Fourier crop/pad); dtype: output type (e.g. np.float16);
+    backend: computes the weighted Fourier sum (its ``recombine_sum``).
     Returns (P, m, m) or (m, m).
     """
     frames = np.asarray(frames)
@@ -44,11 +47,7 @@ def recombine_frames(frames, tracks, weights, out_box=None, rescale=None, dtype=
         raise ValueError("tracks %s do not match frames %s" % (tracks.shape, frames.shape))
     if np.shape(weights) != (nf, n, n):
         raise ValueError("weights must be (%d, %d, %d), got %s" % (nf, n, n, np.shape(weights)))
-    complex_input = np.iscomplexobj(frames)
-    acc = np.zeros((p, n, n), dtype=np.complex128)
-    for f in range(nf):
-        xf = frames[:, f] if complex_input else np.fft.fft2(frames[:, f])
-        acc += weights[f] * xf * shift_phase(n, n, -tracks[:, f, 0], -tracks[:, f, 1])
+    acc = get_backend(backend).recombine_sum(frames, tracks, np.asarray(weights))
     out = np.fft.ifft2(acc).real
     if out_box is not None:
         out = crop_center(out, out_box, out_box)

@@ -80,7 +80,7 @@ def fit_tracks(cc_maps, positions, sigmas_px, initial_tracks=None, cut_shifts=No
         raise MotionFitError("no particles or frames to fit (CC maps of shape %s)" % (cc_maps.shape,))
     P, F = cc_maps.shape[:2]
     _check_finite("CC maps", cc_maps)
-    be = backend if hasattr(backend, "cc_interp") else get_backend(backend)
+    be = get_backend(backend)
     cut = None if cut_shifts is None else np.asarray(cut_shifts, dtype=np.float64)
     if initial_tracks is None:
         initial_tracks = np.repeat(global_track_from_cc(cc_maps)[None], P, axis=0)

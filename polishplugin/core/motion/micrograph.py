@@ -22,12 +22,13 @@ from typing import Optional
 
 import numpy as np
 
+from ...backends import get_backend
 from ..dose.fcc import FccAccumulator
 from ..fourier import ring_index
 from .fit import FitResult, MotionFitError, fit_tracks
 from .init import global_track_from_cc
 from .observation import (cc_maps_from_spectra, cc_scale_factor, compute_cc_maps,
-                          noise_power_from_spectra, patch_spectra, rfft_rings, ring_power)
+                          noise_power_from_spectra, rfft_rings, ring_power)
 from .patches import cut_positions, extract_patches
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,7 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
     """
     centres, predictions = _particle_inputs(centres, predictions)
     P, n = predictions.shape[:2]
+    backend = get_backend(backend)
     if initial_tracks is not None:
         F = np.shape(initial_tracks)[1]
     elif damage is not None:
@@ -165,7 +167,7 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
         big_q = cut_positions(centres, zeros)
         patches0, _ = _crop(big, big_q, big_q, n)
         cc_wide, _ = compute_cc_maps(patches0, predictions, damage, gw, noise_power=noise_power,
-                                     cc_scale=cc_scale)
+                                     cc_scale=cc_scale, backend=backend)
         sign = _resolve_sign(invert, cc_wide, gw)
         glob = global_track_from_cc(sign * cc_wide)
         init = glob[None] + big_cut
@@ -183,12 +185,13 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
         patches, cut = extract_patches(frames, centres, init, n, defects, padded=True)
         _check_patches(patches)
         sign = None
-    spectra = patch_spectra(patches, overwrite=True)       # the patches are not needed any more
+    spectra = backend.patch_spectra(patches, overwrite=True)  # the patches are not needed any more
     del patches
-    power = ring_power(spectra)
+    power = ring_power(spectra, backend)
     noise = noise_power_from_spectra(spectra, power) if noise_power is None \
         else np.asarray(noise_power)
-    cc = cc_maps_from_spectra(spectra, predictions, damage, window, noise, cc_scale)
+    cc = cc_maps_from_spectra(spectra, predictions, damage, window, noise, cc_scale,
+                              backend=backend)
     if sign is None:
         sign = _resolve_sign(invert, cc, min(3, window))
     auto = _auto_cc(predictions, damage, noise, cc_scale)
@@ -216,7 +219,7 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
     result = MicrographAlignment(fit.tracks, init, fit, noise, sign, amp, cut)
     if opposite_predictions is not None:
         result.fcc = fcc_from_spectra(spectra, sign * np.asarray(opposite_predictions),
-                                      fit.tracks - cut, power)
+                                      fit.tracks - cut, power, backend)
     return result
 
 
@@ -234,13 +237,15 @@ def _check_patches(patches):
         raise MotionFitError("frames contain NaN or infinite values under the particles")
 
 
-def fcc_sums(patches, predictions, shifts):
+def fcc_sums(patches, predictions, shifts, backend=None):
     """FCC sums (eq. 20) of patches (P, F, n, n) against predictions (P, n, n) (fft2 of real
     images) moved to ``shifts`` (P, F, 2); see :func:`fcc_from_spectra`."""
-    return fcc_from_spectra(patch_spectra(np.asarray(patches)), predictions, shifts)
+    be = get_backend(backend)
+    return fcc_from_spectra(be.patch_spectra(np.asarray(patches)), predictions, shifts,
+                            backend=be)
 
 
-def fcc_from_spectra(spectra, predictions, shifts, power=None):
+def fcc_from_spectra(spectra, predictions, shifts, power=None, backend=None):
     """FCC sums (eq. 20) from the patches' rfft2 half-planes (P, F, n, nh) against predictions
     (P, n, n) (fft2 of real images, so Hermitian) moved to ``shifts`` (P, F, 2).
 
@@ -249,6 +254,7 @@ def fcc_from_spectra(spectra, predictions, shifts, power=None):
     the even-n Nyquist column at -1/2, as on the fft2 grid; on the even-n Nyquist row ky = -1/2
     for both k and its partner, so the pair sums to 2 Re(X V* e^{2 pi i kx sx}) cos(pi sy));
     |V_s|^2 = |V|^2 does not depend on the shift; ``power`` (F, nrings): :func:`.observation.ring_power` of the spectra if known.
+    The sum over particles is the backend's ``fcc_pixel_sums``.
     """
     P, F, n = spectra.shape[:3]
     nh = n // 2 + 1
@@ -263,24 +269,18 @@ def fcc_from_spectra(spectra, predictions, shifts, power=None):
     shifts = np.asarray(shifts, dtype=np.float64)
     predictions = np.asarray(predictions)
     idx = (np.arange(F)[:, None] * nr + rk[None]).ravel()
-    num = np.zeros((F, keep.sum()))
-    wpred = np.zeros(keep.sum())
-    for p in range(P):
-        v = predictions[p, :, :nh]
-        # X conj(V e^{-2 pi i k.s}) = X conj(V) e^{+2 pi i ky sy} e^{+2 pi i kx sx}
-        ey = np.exp(2j * np.pi * shifts[p, :, 1, None] * ky).astype(cdt)     # (F, n)
-        if n % 2 == 0:
-            ey[:, n // 2] = ey[:, n // 2].real
-        ex = np.exp(2j * np.pi * shifts[p, :, 0, None] * kx).astype(cdt)     # (F, nh)
-        prod = spectra[p] * np.conj(v).astype(cdt)
-        prod *= ey[:, :, None]
-        prod *= ex[:, None, :]
-        num += prod.real[:, keep]
-        wpred += (v.real ** 2 + v.imag ** 2)[keep]
+    v = predictions[:, :, :nh]
+    wpred = (v.real ** 2 + v.imag ** 2).sum(axis=0)[keep]
+    # X conj(V e^{-2 pi i k.s}) = X conj(V) e^{+2 pi i ky sy} e^{+2 pi i kx sx}
+    ey = np.exp(2j * np.pi * shifts[..., 1, None] * ky).astype(cdt)          # (P, F, n)
+    if n % 2 == 0:
+        ey[..., n // 2] = ey[..., n // 2].real
+    ex = np.exp(2j * np.pi * shifts[..., 0, None] * kx).astype(cdt)          # (P, F, nh)
+    num = get_backend(backend).fcc_pixel_sums(spectra, v, ey, ex)[:, keep]
     acc.num += np.bincount(idx, (num * mk).ravel(), minlength=F * nr).reshape(F, nr)
     acc.wpred += np.bincount(rk, wpred * mk, minlength=nr)[None]
     if power is None:
-        power = ring_power(spectra)
+        power = ring_power(spectra, backend)
     acc.wobs += power[:, :nr]
     return acc
 
@@ -343,7 +343,8 @@ def polish_simulated_micrograph(dataset, mic, sigmas=None, mode="gp", init="glob
                "none": lambda: None,
                "zero": lambda: np.zeros((len(centres), F, 2)),
                "truth": lambda: mic.positions - centres[:, None, :]}[init]()
-    projectors = make_projectors(dataset.half1, dataset.half2, dataset.mask, c.projector_pad)
+    projectors = make_projectors(dataset.half1, dataset.half2, dataset.mask, c.projector_pad,
+                                 backend)
     ctfs = [CtfParams(u, v, a, c.voltage, c.cs, c.amplitude_contrast)
             for u, v, a in zip(mic.defocus_u, mic.defocus_v, mic.defocus_angle)]
     preds = predict_particles(projectors, mic.angles, mic.half_set, ctfs, n, px)

@@ -17,10 +17,13 @@ the same numbers as ``irfft2`` cropped to the window.
 
 Every patch is Fourier transformed once (:func:`patch_spectra`, rfft2 half-plane in the
 patches' precision: complex64 for float32 patches); the noise power, the CC maps and the FCC sums
-are computed from these spectra.
+are computed from these spectra. The sums over particles run in the compute backend
+(``backend``: :func:`polishplugin.backends.get_backend`), which may hold the spectra on a device.
 """
 import numpy as np
 import scipy.fft
+
+from ...backends import get_backend
 
 CC_SCALES = ("relion", "likelihood")
 
@@ -64,16 +67,13 @@ def patch_spectra(patches, overwrite=False, workers=1):
     return out
 
 
-def ring_power(spectra):
+def ring_power(spectra, backend=None):
     """Full-plane ring sums of |X|^2 per frame, (F, nrings) float64, from rfft2 half-planes
     (P, F, n, nh) with Hermitian multiplicities (rings of round(|k| n), up to the corner)."""
     P, F, n = spectra.shape[:3]
     rings, mult = rfft_rings(n)
     nr = int(rings.max()) + 1
-    total = np.zeros((F,) + rings.shape)
-    for p in range(P):
-        x = spectra[p]
-        total += x.real ** 2 + x.imag ** 2
+    total = get_backend(backend).power_sums(spectra)
     idx = (np.arange(F)[:, None] * nr + rings.ravel()[None]).ravel()
     return np.bincount(idx, (total * mult).ravel(), minlength=F * nr).reshape(F, nr)
 
@@ -133,7 +133,7 @@ def _window_dft(n, radius, dtype):
 
 
 def compute_cc_maps(patches, predictions, damage, radius, noise_power=None,
-                    cc_scale="likelihood", dtype=np.float32):
+                    cc_scale="likelihood", dtype=np.float32, backend=None):
     """CC maps (P, F, W, W), W = 2 radius + 1, of eq. 15-16 for all particles and frames.
 
     ``noise_power`` (nrings,) overrides the estimate from the patches; ``damage`` may be None
@@ -144,11 +144,12 @@ def compute_cc_maps(patches, predictions, damage, radius, noise_power=None,
     if n != n2:
         raise ValueError("patches must be square, got %s" % (patches.shape,))
     _check_cc_args(P, F, n, predictions, damage, radius)
-    spectra = patch_spectra(patches)
+    be = get_backend(backend)
+    spectra = be.patch_spectra(patches)
     if noise_power is None:
-        noise_power = noise_power_from_spectra(spectra)
+        noise_power = noise_power_from_spectra(spectra, ring_power(spectra, be))
     return cc_maps_from_spectra(spectra, predictions, damage, radius, noise_power, cc_scale,
-                                dtype), noise_power
+                                dtype, be), noise_power
 
 
 def _check_cc_args(P, F, n, predictions, damage, radius):
@@ -161,9 +162,9 @@ def _check_cc_args(P, F, n, predictions, damage, radius):
 
 
 def cc_maps_from_spectra(spectra, predictions, damage, radius, noise_power,
-                         cc_scale="likelihood", dtype=np.float32):
+                         cc_scale="likelihood", dtype=np.float32, backend=None):
     """CC maps (P, F, W, W) of :func:`compute_cc_maps` from the patches' rfft2 half-planes
-    (P, F, n, nh) (:func:`patch_spectra`), computed in their precision."""
+    (P, F, n, nh) (the backend's ``patch_spectra``), computed in their precision."""
     P, F, n = spectra.shape[:3]
     predictions = np.asarray(predictions)
     _check_cc_args(P, F, n, predictions, damage, radius)
@@ -173,9 +174,7 @@ def cc_maps_from_spectra(spectra, predictions, damage, radius, noise_power,
     filt2 = whitening_filter(n, noise_power) ** 2 * n * n * cc_scale_factor(n, cc_scale)
     dmg = None if damage is None else np.asarray(damage)[..., :nh].astype(rdt)
     ey, ex = _window_dft(n, radius, cdt)
-    out = np.empty((P, F, 2 * radius + 1, 2 * radius + 1), dtype=dtype)
+    weights = np.empty((P, n, nh), dtype=cdt)
     for p in range(P):
-        w = (np.conj(predictions[p, :, :nh]) * filt2).astype(cdt)
-        prod = spectra[p] * w if dmg is None else spectra[p] * dmg * w
-        out[p] = np.matmul(np.matmul(ey, prod), ex).real
-    return out
+        weights[p] = np.conj(predictions[p, :, :nh]) * filt2
+    return get_backend(backend).cc_windows(spectra, weights, dmg, ey, ex).astype(dtype, copy=False)

@@ -125,7 +125,7 @@ def eval_ring_from_patches(patches, opposite_predictions, noise_power, damage, t
 def build_training_micrograph(frames, centres, predictions, opposite_predictions, damage,
                               initial_tracks, t_align, t_eval, k_max, dose_per_frame, pixel_size,
                               window=8, invert="auto", cc_scale="likelihood", defects=None,
-                              noise_power=None, name="", bits=8, cc_bits=16):
+                              noise_power=None, name="", bits=8, cc_bits=16, backend=None):
     """Read the F frames once and keep a :class:`TrainingMicrograph`.
 
     frames: iterable of gain-corrected (ny, nx) frames; centres (P, 2) px; predictions and
@@ -133,7 +133,8 @@ def build_training_micrograph(frames, centres, predictions, opposite_predictions
     damage (F, n, n) or None; initial_tracks (P, F, 2) px (e.g. the MotionCorr global track);
     t_align, t_eval, k_max: px of the n-box (:func:`.tcc.split_threshold`); window: CC radius px;
     invert, cc_scale, defects, noise_power as in :func:`.micrograph.align_micrograph`; bits,
-    cc_bits: of the stored evaluation-ring products and CC maps (:mod:`.compact`).
+    cc_bits: of the stored evaluation-ring products and CC maps (:mod:`.compact`); backend: of
+    the CC maps.
     Raises MotionFitError for non-finite frames or when no signal is found.
     """
     centres, predictions = _particle_inputs(centres, predictions)
@@ -150,7 +151,8 @@ def build_training_micrograph(frames, centres, predictions, opposite_predictions
     _check_patches(patches)
     noise = estimate_noise_power(patches) if noise_power is None else np.asarray(noise_power)
     circle = predictions * alignment_circle_mask(n, t_align)
-    cc, _ = compute_cc_maps(patches, circle, damage, window, noise_power=noise, cc_scale=cc_scale)
+    cc, _ = compute_cc_maps(patches, circle, damage, window, noise_power=noise, cc_scale=cc_scale,
+                            backend=backend)
     sign = _resolve_sign(invert, cc, min(3, window))
     amp = _amplitude(sign * cc, _auto_cc(circle, damage, noise, cc_scale), min(3, window))
     if not np.isfinite(amp) or amp <= 0:
