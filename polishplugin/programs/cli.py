@@ -4,6 +4,7 @@ any work; under MPI, an error on one rank aborts every rank with its reason inst
 the others waiting; figures drawn headless."""
 import argparse
 import logging
+import os
 import math
 
 import numpy as np
@@ -119,10 +120,12 @@ def resolve_backend(name):
     """The backend module for --backend ``name`` (None: env POLISHPLUGIN_BACKEND, else numba),
     chosen once before any work; an unknown name or an unusable OpenCL is a one-line exit."""
     from ..backends import BackendError, get_backend
+    from ..constants import BACKEND_VAR
     try:
         be = get_backend(name)
     except (BackendError, ValueError) as exc:
-        raise SystemExit("backend: %s" % exc) from None
+        where = "backend" if name is not None or not os.environ.get(BACKEND_VAR) else BACKEND_VAR
+        raise SystemExit("%s: %s" % (where, exc)) from None
     log.info("compute backend: %s", be.NAME)
     return be
 

@@ -443,7 +443,7 @@ def test_bfactors_refuses_particles_the_polishing_did_not_track(project, tmp_pat
 @pytest.mark.parametrize("option,value", [
     ("--sigma-vel", "0"), ("--sigma-vel", "-1"), ("--sigma-vel", "nan"), ("--sigma-div", "inf"),
     ("--sigma-acc", "nan"), ("--window", "-1"), ("--patch", "-2"), ("--first-frame", "0"),
-    ("--last-frame", "1.5"), ("--backend", "opencl"), ("--backend", "cuda"),
+    ("--last-frame", "1.5"), ("--backend", "cuda"),
     ("--threads", "0")])
 def test_bad_option_is_refused_by_the_parser(project, tmp_path, capsys, option, value):
     out = tmp_path / "P"
