@@ -1,6 +1,9 @@
 """What every command-line program shares: logging to stderr with time stamps, and bad input
-reported as one line naming the file and the problem (exit status 2) instead of a traceback."""
+reported as one line naming the file and the problem (exit status 2) instead of a traceback.
+That line (or the reason of any other failure) is also written to the file named by
+``$POLISHPLUGIN_ERROR_FILE`` when set, so that the Scipion protocol shows it as its error."""
 import logging
+import os
 
 import numpy as np
 
@@ -8,17 +11,39 @@ from ..io.errors import InputError
 
 log = logging.getLogger("polishplugin")
 
+ERROR_FILE_VAR = "POLISHPLUGIN_ERROR_FILE"
+
+
+def report_error(message):
+    """Write the program's one-line error to ``$POLISHPLUGIN_ERROR_FILE`` (when set)."""
+    path = os.environ.get(ERROR_FILE_VAR)
+    if path:
+        from ..io.atomic import atomic_text
+        with atomic_text(path) as fh:  # several MPI ranks may report: the file stays whole
+            fh.write(" ".join(str(message).split()) + "\n")
+
 
 def run_program(build_parser, run, argv=None):
     """Parse ``argv`` with ``build_parser()``, call ``run(args)``; returns the exit status:
-    ``run``'s return value when it is an int, else 0; 2 on :class:`InputError`."""
+    ``run``'s return value when it is an int, else 0; 2 on :class:`InputError`. The reason of
+    a failure (bad input, a refused option, an unexpected exception) goes to
+    :func:`report_error` too."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     try:
         status = run(build_parser().parse_args(argv))
     except InputError as exc:
         log.error("bad input: %s", exc)
+        report_error("bad input: %s" % exc)
         return 2
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            report_error(exc.code if isinstance(exc.code, str) else
+                         "exit status %s (see the log)" % exc.code)
+        raise
+    except Exception as exc:
+        report_error("%s: %s" % (type(exc).__name__, exc))
+        raise
     return status if isinstance(status, int) else 0
 
 

@@ -29,7 +29,7 @@ from ..io.star import StarTable, read_tracks_star, write_particles_star, write_s
     write_tracks_star
 from .parallel import get_comm, my_share, set_threads
 from .cli import (add_movie_inputs, add_output_options, auto_window, check_reference_args,
-                  run_program)
+                  report_error, run_program)
 from .micrographs import micrograph_defects
 
 log = logging.getLogger("polishplugin.polish")
@@ -291,7 +291,11 @@ def run(args):
             from ..viewers.figures import polish_figures
             polish_figures(out, os.path.join(out, "figures"))
         log.info("done: %d particles with tracks in %.1f s -> %s", n_ok, time.time() - t0, out)
-        return 0 if not failed or n_ok else 1
+        if failed and not n_ok:
+            report_error("no micrograph could be polished (%d failed, see %s); first: %s"
+                         % (len(failed), os.path.join(out, "failed.txt"), failed[0]))
+            return 1
+        return 0
     return 0
 
 
