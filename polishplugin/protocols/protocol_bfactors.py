@@ -84,8 +84,9 @@ class ProtPolishBFactors(ProtPolishBase):
     def createOutputStep(self):
         from .outputs import shiny_particles
         pol = self.inputPolish.get()
-        out = shiny_particles(self, pol.inputParticles.get(), self._polishDir(), self._outDir(),
-                              self.boxSize.get(), self.rescaledSize.get())
+        out = shiny_particles(self, pol.inputParticles.get(), pol.convertedIds(),
+                              self._polishDir(), self._outDir(), self.boxSize.get(),
+                              self.rescaledSize.get())
         self._defineOutputs(outputParticles=out)
         self._defineTransformRelation(pol.inputParticles, out)
 

@@ -109,10 +109,11 @@ class ProtPolishBayesian(ProtPolishMovieBase):
         inp = self.inputParticles.get()
         polish_dir = self._getExtraPath("polish")
         if self.doShiny.get():
-            out = shiny_particles(self, inp, polish_dir, self._getExtraPath("shiny"))
+            out = shiny_particles(self, inp, self.convertedIds(), polish_dir,
+                                  self._getExtraPath("shiny"))
         else:
             rows = polished_rows(polish_dir, lambda m: output_paths(polish_dir, m)["tracks"])
-            ids = [p.getObjId() for p in inp.iterItems(orderBy="id")]
+            ids = self.convertedIds()
             keep = {ids[row]: v for row, v in rows.items()}
             out = self._createSetOfParticles()
             out.copyInfo(inp)

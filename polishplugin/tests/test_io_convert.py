@@ -95,3 +95,13 @@ def test_movies_round_trip(tmp_path):
         assert np.allclose(list(bx), xs) and np.allclose(list(by), ys)
         assert movie.getAlignment().getRange() == (1, 4)
     assert [m.getMicName() for m in back.iterItems(orderBy="id")] == ["mic0.mrc", "mic1.mrc"]
+
+
+def test_mic_key_meets_names_across_plugins():
+    from polishplugin.io.convert import mic_key
+    keys = {mic_key(n) for n in ("sim_0000.tiff", "sim_0000.mrc", "MotionCorr/job002/Movies/"
+                                 "sim_0000.mrc", "/data/sim_0000.mrc.bz2", "sim_0000")}
+    assert keys == {"sim_0000"}
+    assert mic_key("FoilHole_1_Data_2_3_20240101_120000.eer") == \
+        "FoilHole_1_Data_2_3_20240101_120000"
+    assert mic_key("grid1.5/mic_1.2.tif") == "mic_1.2"  # a numeric suffix is part of the name
