@@ -320,13 +320,15 @@ def movie_shifts(movie, nframes):
     return shifts
 
 
-def write_set_of_movies(movie_set, path, metadata_dir, pixel_size=None, no_alignment=False):
+def write_set_of_movies(movie_set, path, metadata_dir, pixel_size=None, no_alignment=False,
+                        only=None):
     """SetOfMovies with MovieAlignment -> corrected_micrographs.star + one metadata STAR per movie
     (written in ``metadata_dir``); returns the micrographs table.
 
     ``pixel_size``: the frames' pixel size (default :func:`movie_pixel_size`); shifts cover all
     frames (-9999 outside the aligned range, see :func:`movie_shifts`); ``no_alignment``: zero
-    shifts for movies without alignment (when the initial track comes from the data)."""
+    shifts for movies without alignment (when the initial track comes from the data); ``only``:
+    the micrograph names to write (default all)."""
     acq = movie_set.getAcquisition()
     pixel = pixel_size or movie_pixel_size(movie_set)
     gain = movie_set.getGain()
@@ -334,6 +336,8 @@ def write_set_of_movies(movie_set, path, metadata_dir, pixel_size=None, no_align
     os.makedirs(metadata_dir, exist_ok=True)
     names, metas = [], []
     for movie in movie_set.iterItems(orderBy="id"):
+        if only is not None and movie_mic_name(movie) not in only:
+            continue
         if no_alignment and movie.getAlignment() is None:
             shifts = np.zeros((nframes, 2))
         else:

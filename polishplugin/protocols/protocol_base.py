@@ -206,4 +206,34 @@ class ProtPolishMovieBase(ProtPolishBase):
             errors.append(self._unmatchedText(unmatched))
         elif not names:
             errors.append("No particle matches a movie.")
+        if not errors:
+            errors += self._programInputCheck(names)
         return errors
+
+    def _programInputCheck(self, names):
+        """The program's own input checks (files, frame counts, gain and map shapes, pixel
+        sizes, NaNs, centres inside the micrograph, dose) on the first movie with particles and
+        its particles, converted to a scratch folder as the run would convert them."""
+        import tempfile
+        from ..io import convert
+        from ..io.errors import InputError
+        from ..io.polish_inputs import load_polish_inputs
+        first = next(iter(sorted(names)))
+        mic = names[first]
+        sub = {i: n for i, n in names.items() if n == mic}
+        half1, half2 = self._halfMaps()
+        mask = self.inputMask.get()
+        with tempfile.TemporaryDirectory(prefix="polish_check_") as tmp:
+            try:
+                star = os.path.join(tmp, "corrected_micrographs.star")
+                convert.write_set_of_movies(self.inputMovies.get(), star,
+                                            os.path.join(tmp, "metadata"),
+                                            self._moviePixelSize(),
+                                            no_alignment=self._initFromData(), only={mic})
+                convert.write_set_of_particles(self.inputParticles.get(),
+                                               os.path.join(tmp, "particles.star"), sub)
+                load_polish_inputs(os.path.join(tmp, "particles.star"), star, None, half1, half2,
+                                   mask.getFileName() if mask is not None else None)
+            except (InputError, ValueError) as exc:
+                return ["Checking micrograph %s as the program will: %s" % (mic, exc)]
+        return []

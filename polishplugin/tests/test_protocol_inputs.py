@@ -39,7 +39,8 @@ class TestProtPolishInputs(BaseTest):
             getattr(prot, name).setExtended(attr)
         return prot
 
-    def _foreign_movies(self, first=1, sampling_factor=1.0, aligned=False, n_movies=None):
+    def _foreign_movies(self, first=1, sampling_factor=1.0, aligned=False, n_movies=None,
+                        gain=None):
         """A finished pwem ProtAlignMovies record whose outputMovies are laid out as
         scipion-em-motioncorr's ProtMotionCorrNewStreaming.createOutputStep leaves them (its
         binaries are absent here): the input movies' info with the binned sampling, micName the
@@ -54,6 +55,8 @@ class TestProtPolishInputs(BaseTest):
         out = prot._createSetOfMovies()
         out.copyInfo(inp)
         out.setSamplingRate(inp.getSamplingRate() * sampling_factor)
+        if gain:
+            out.setGain(gain)
         for i, movie in enumerate(inp.iterItems(orderBy="id")):
             if n_movies is not None and i >= n_movies:
                 break
@@ -123,6 +126,16 @@ class TestProtPolishInputs(BaseTest):
         errors = "\n".join(self._polish(mc).validate())
         self.assertIn("Aligned movies cannot be polished", errors)
         self.assertIn("_aligned_mic", errors)
+
+    def test_validate_runs_the_programs_input_checks(self):
+        """A gain reference of the wrong shape is refused by the form, as the program would."""
+        from polishplugin.io.movies import write_gain
+        gain = os.path.abspath(self.proj.getTmpPath("gain_small.mrc"))
+        write_gain(gain, np.ones((64, 64), np.float32))
+        mc = self._foreign_movies(gain=gain)
+        errors = "\n".join(self._polish(mc).validate())
+        self.assertIn("Checking micrograph sim_0000", errors)
+        self.assertIn("gain reference is 64x64", errors)
 
     def test_pwem_import_unmatched_particles_and_init_from_data(self):
         """pwem's ProtImportMovies (no alignment) with one of the two movies: validate names the
