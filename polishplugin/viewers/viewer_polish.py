@@ -1,5 +1,9 @@
 """Scipion viewer of ProtPolishBayesian: MAP tracks over each micrograph (motion scaled, start
-marked, initial tracks dashed), browsing micrograph by micrograph."""
+marked, initial tracks dashed), browsing micrograph by micrograph; and, when the run wrote shiny
+particles, the FCC with its fit, B_f and C_f per frame and the frame weights of that step
+(Zivanov 2019 Fig. 2 a-d)."""
+import os
+
 import pyworkflow.protocol.params as params
 from pyworkflow.gui.plotter import Plotter
 from pyworkflow.viewer import DESKTOP_TKINTER, ProtocolViewer
@@ -25,9 +29,24 @@ class ProtPolishBayesianViewer(ProtocolViewer):
                       label="Micrograph (1-%d)" % len(names))
         form.addParam("scale", params.FloatParam, default=20.0, label="Motion magnification")
         form.addParam("showTracks", params.LabelParam, label="Tracks over the micrograph")
+        form.addParam("showFcc", params.LabelParam, label="Shiny: FCC, fit and residual")
+        form.addParam("showBfactors", params.LabelParam, label="Shiny: B-factors and scales")
+        form.addParam("showWeights", params.LabelParam, label="Shiny: frame weights")
+
+    SHINY_FIGURES = {"showFcc": "fcc_fit", "showBfactors": "bfactors", "showWeights": "weights"}
 
     def _getVisualizeDict(self):
-        return {"showTracks": self._showTracks}
+        views = {key: (lambda param=None, k=key: self._showShiny(k)) for key in self.SHINY_FIGURES}
+        views["showTracks"] = self._showTracks
+        return views
+
+    def _showShiny(self, key):
+        """A figure of the run's shiny step (none when it wrote no shiny particles)."""
+        shiny = self.protocol._getExtraPath("shiny")
+        if not os.path.exists(os.path.join(shiny, "bfactors.json")):
+            return []
+        fig = dict(figures.bfactor_figure_list(shiny)).get(self.SHINY_FIGURES[key])
+        return [Plotter(figure=fig)] if fig is not None else []
 
     def _showTracks(self, param=None):
         names = figures.polished_micrographs(self._polishDir())
