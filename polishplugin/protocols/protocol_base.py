@@ -15,12 +15,14 @@ class ProgramError(Exception):
 class ProtPolishBase(EMProtocol):
     """Base class (no ``_label``: hidden from the GUI)."""
 
-    def runProgram(self, program, args, numberOfMpi=1, numberOfThreads=1):
+    def runProgram(self, program, args, numberOfMpi=1, numberOfThreads=1, tag=None):
         """Run ``python -m polishplugin.programs.<program> <args>`` in the run folder. When it
         fails, the reason it wrote to ``$POLISHPLUGIN_ERROR_FILE`` becomes the step's error
-        (Scipion shows it as the protocol's error message), not just the exit status."""
+        (Scipion shows it as the protocol's error message), not just the exit status. ``tag``
+        names the error file of one of several runs going on at once."""
         from ..programs.cli import ERROR_FILE_VAR
-        error_file = os.path.abspath(self._getLogsPath("%s_error.txt" % program))
+        error_file = os.path.abspath(self._getLogsPath(
+            "%s%s_error.txt" % (program, "_" + tag if tag else "")))
         if os.path.exists(error_file):
             os.remove(error_file)
         env = Plugin.getEnviron()
@@ -102,6 +104,10 @@ class ProtPolishMovieBase(ProtPolishBase):
         with open(path) as fh:
             return [int(v) for v in fh.read().split()]
 
+    def _allowUnmatched(self):
+        """Whether particles without a movie are left out rather than refused."""
+        return self.dropUnmatched.get()
+
     def _initFromData(self):
         """True when the initial tracks come from the data (the movies' alignment unused)."""
         return bool(self.getAttributeValue("initFromData", False))
@@ -121,11 +127,14 @@ class ProtPolishMovieBase(ProtPolishBase):
                   if h]
         return halves if len(halves) == 2 else (None, None)
 
-    def _inputArgs(self):
-        """The program arguments naming the converted inputs, half maps and mask."""
+    def _inputArgs(self, input_dir=None):
+        """The program arguments naming the converted inputs (in ``input_dir``, default
+        extra/input), half maps and mask."""
         half1, half2 = self._halfMaps()
-        args = ["--particles %s" % os.path.abspath(self._inputDir("particles.star")),
-                "--mics %s" % os.path.abspath(self._inputDir("corrected_micrographs.star")),
+        folder = input_dir or self._inputDir()
+        args = ["--particles %s" % os.path.abspath(os.path.join(folder, "particles.star")),
+                "--mics %s" % os.path.abspath(os.path.join(folder,
+                                                           "corrected_micrographs.star")),
                 "--half1 %s --half2 %s" % (os.path.abspath(half1), os.path.abspath(half2))]
         if self.inputMask.get() is not None:
             args.append("--mask %s" % os.path.abspath(self.inputMask.get().getFileName()))
@@ -202,7 +211,7 @@ class ProtPolishMovieBase(ProtPolishBase):
                 errors.append("The movies' alignment starts at frame %d: set the first frame "
                               "to %d or later." % (a0, a0))
         names, unmatched = match_particles_to_movies(parts, movies)
-        if unmatched and not self.dropUnmatched.get():
+        if unmatched and not self._allowUnmatched():
             errors.append(self._unmatchedText(unmatched))
         elif not names:
             errors.append("No particle matches a movie.")

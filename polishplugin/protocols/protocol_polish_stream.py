@@ -1,0 +1,207 @@
+"""Scipion protocol: Bayesian polishing in streaming, micrograph by micrograph as movies and
+particles arrive in open input sets.
+
+Built on pyworkflow's ``ProtStreamingBase`` (a generator step inserts one step per micrograph and
+a closing step), the engine scipion-em-motioncorr's current streaming protocol
+(``ProtMotionCorrNewStreaming``) uses; the older ``_stepsCheck`` pattern of pwem's
+``ProtProcessMovies`` re-reads the input on a timer inside the executor and is what pyworkflow
+keeps for legacy protocols.
+
+A micrograph is polished once its movie and its particles are present and its particle count was
+the same at two successive checks (or the particle set is closed); each runs the polish program
+on its own converted inputs (``extra/stream/<mic>/``) and appends its particles, with their
+tracks, to the open output set, closed when both inputs are closed and every micrograph is
+done. A micrograph the program cannot read or fit is listed in ``extra/failed_micrographs.txt``
+and skipped.
+"""
+import os
+import time
+
+from pyworkflow.object import Integer, Set, String
+from pyworkflow.protocol import ProtStreamingBase, STEPS_PARALLEL
+from pyworkflow.constants import BETA
+
+from .protocol_polish import ProtPolishBayesian
+
+
+def _fresh(pointer):
+    """A new view of the set a pointer holds, re-read from its sqlite (another process grows
+    it)."""
+    current = pointer.get()
+    fresh = type(current)(filename=current.getFileName())
+    fresh.loadAllProperties()
+    return fresh
+
+
+class ProtPolishStreaming(ProtPolishBayesian, ProtStreamingBase):
+    """Bayesian polishing (Zivanov et al. 2019) of micrographs as they arrive: tracks for the
+    particles of each new micrograph, appended to an open output set that closes when the
+    input movies and particles close."""
+    _label = "bayesian polishing (streaming)"
+    _devStatus = BETA
+    stepsExecutionMode = STEPS_PARALLEL
+    OUTPUT = "outputParticles"
+    _possibleOutputs = {OUTPUT: "SetOfParticles"}
+
+    def _defineParams(self, form):
+        self._definePolishParams(form, shiny=False)
+        self._defineStreamingParams(form)
+        form.addParallelSection(threads=3, mpi=0)
+
+    # ----------------------------------------------------------------- steps
+    def _insertAllSteps(self):
+        ProtStreamingBase._insertAllSteps(self)
+
+    def _stepsCheck(self):
+        ProtStreamingBase._stepsCheck(self)
+
+    def _streamDir(self, mic, *p):
+        from ..io.convert import mic_key
+        return self._getExtraPath("stream", mic_key(mic), *p)
+
+    def _outcome(self, mic):
+        """'done', 'failed' or None (not processed yet)."""
+        for outcome in ("done", "failed"):
+            if os.path.exists(self._streamDir(mic, outcome + ".txt")):
+                return outcome
+        return None
+
+    def _pending(self):
+        """({micrograph: sorted particle ids} of movies present, both inputs closed)."""
+        from ..io.convert import match_particles_to_movies
+        with self._lock:
+            movies, parts = _fresh(self.inputMovies), _fresh(self.inputParticles)
+            try:
+                closed = movies.isStreamClosed(), parts.isStreamClosed()
+                names, _ = match_particles_to_movies(parts, movies)
+            finally:
+                movies.close()
+                parts.close()
+        per_mic = {}
+        for pid, name in names.items():
+            per_mic.setdefault(name, []).append(pid)
+        return {k: sorted(v) for k, v in per_mic.items()}, closed
+
+    def stepsGeneratorStep(self):
+        """Insert one polishing step per micrograph whose particles have stopped arriving, then
+        the closing step once both inputs are closed and every micrograph has been seen."""
+        steps, seen, counts = [], set(), {}
+        while True:
+            per_mic, (movies_closed, parts_closed) = self._pending()
+            for mic, pids in sorted(per_mic.items()):
+                if mic in seen:
+                    continue
+                if self._outcome(mic):  # done in an earlier run of this protocol
+                    seen.add(mic)
+                    continue
+                if parts_closed or counts.get(mic) == len(pids):
+                    steps.append(self._insertFunctionStep(self.polishMicrographStep, mic, pids,
+                                                          prerequisites=[], needsGPU=False))
+                    seen.add(mic)
+                counts[mic] = len(pids)
+            if movies_closed and parts_closed and set(per_mic) <= seen:
+                self._insertFunctionStep(self.closeOutputStep, prerequisites=steps,
+                                         needsGPU=False)
+                return
+            time.sleep(max(1, self._getStreamingSleepOnWait()))
+
+    def polishMicrographStep(self, mic, pids):
+        """Convert one micrograph's movie and particles, polish them, append the tracks."""
+        from ..io import convert
+        from .protocol_base import ProgramError
+        folder = self._streamDir(mic)
+        os.makedirs(folder, exist_ok=True)
+        names = {pid: mic for pid in pids}
+        with self._lock:
+            movies, parts = _fresh(self.inputMovies), _fresh(self.inputParticles)
+            try:
+                convert.write_set_of_movies(
+                    movies, os.path.join(folder, "corrected_micrographs.star"),
+                    os.path.join(folder, "metadata"),
+                    self.moviePixelSize.get() or convert.movie_pixel_size(movies),
+                    no_alignment=self._initFromData(), only={mic})
+                convert.write_set_of_particles(parts, os.path.join(folder, "particles.star"),
+                                               names)
+            finally:
+                movies.close()
+                parts.close()
+        out = os.path.join(folder, "polish")
+        args = self._programArgs(input_dir=folder, out=out, threads=1) + " --no-figures"
+        try:
+            self.runProgram("polish", args, tag=os.path.basename(folder))
+        except ProgramError as exc:
+            self.error("micrograph %s skipped: %s" % (mic, exc))
+            with open(os.path.join(folder, "failed.txt"), "w") as fh:
+                fh.write("%s\n" % exc)
+            return
+        self._appendTracks(mic, pids, out)
+        with open(os.path.join(folder, "done.txt"), "w") as fh:
+            fh.write("%d particles\n" % len(pids))
+
+    def _appendTracks(self, mic, pids, polish_dir):
+        from pwem.objects import SetOfParticles
+        from ..programs.polish import output_paths
+        from .outputs import polished_rows
+        rows = polished_rows(polish_dir, lambda m: output_paths(polish_dir, m)["tracks"])
+        with self._lock:
+            parts = _fresh(self.inputParticles)
+            path = self._getPath("particles.sqlite")
+            if self.hasAttribute(self.OUTPUT):
+                out = SetOfParticles(filename=path)
+                out.loadAllProperties()
+                out.enableAppend()
+            else:
+                out = self._createSetOfParticles()
+                out.copyInfo(parts)
+                out.setStreamState(Set.STREAM_OPEN)
+            for row, (index, tracks) in sorted(rows.items()):
+                p = parts[pids[row]].clone()
+                p._polishTracks = String(tracks)
+                p._polishTrackIndex = Integer(index)
+                out.append(p)
+            parts.close()
+            first = not self.hasAttribute(self.OUTPUT)
+            self._updateOutputSet(self.OUTPUT, out, Set.STREAM_OPEN)
+            if first:
+                self._defineTransformRelation(self.inputParticles, out)
+
+    def closeOutputStep(self):
+        failed = ["%s\t%s" % (d, open(self._getExtraPath("stream", d, "failed.txt")).read()
+                              .strip())
+                  for d in sorted(os.listdir(self._getExtraPath("stream")))
+                  if os.path.exists(self._getExtraPath("stream", d, "failed.txt"))] \
+            if os.path.exists(self._getExtraPath("stream")) else []
+        with open(self._getExtraPath("failed_micrographs.txt"), "w") as fh:
+            fh.write("".join(line + "\n" for line in failed))
+        if not self.hasAttribute(self.OUTPUT):
+            raise Exception("no micrograph could be polished (%d failed, see %s)"
+                            % (len(failed), self._getExtraPath("failed_micrographs.txt")))
+        with self._lock:
+            self._closeOutputSet()
+
+    # ----------------------------------------------------------------- info
+    def _allowUnmatched(self):
+        return True  # particles of movies still to come wait for them
+
+    def _validate(self):
+        errors = []
+        self._validateThreads(errors)
+        movies, parts = self.inputMovies.get(), self.inputParticles.get()
+        if movies is not None and parts is not None and (movies.getSize() == 0 or
+                                                          parts.getSize() == 0):
+            return errors + [e for e in self._validateReference()]
+        return errors + ProtPolishBayesian._validate(self)
+
+    def _validateReference(self):
+        return ["The reference volume has no half maps: each particle is aligned against "
+                "the half map of its own half-set."] if None in self._halfMaps() else []
+
+    def _summary(self):
+        lines = []
+        if self.hasAttribute(self.OUTPUT):
+            lines.append("%d particles polished so far (sigmas %s)"
+                         % (getattr(self, self.OUTPUT).getSize(), self._sigmaText()))
+        failed = self._getExtraPath("failed_micrographs.txt")
+        if os.path.exists(failed) and open(failed).read().strip():
+            lines.append("SKIPPED micrographs: see %s" % failed)
+        return lines or ["No micrograph polished yet."]
