@@ -320,6 +320,17 @@ def movie_shifts(movie, nframes):
     return shifts
 
 
+def relion_local_motion(movie):
+    """(motion model (idx, coeffs) or None, hot pixels (N, 2) or None) that scipion-em-relion's
+    motion correction attaches to a movie (``_rlnMotionModelCoeff``, ``_rlnHotPixels``: JSON
+    lists, read the same way by its Bayesian polishing)."""
+    import json
+    coeffs = json.loads(movie.getAttributeValue("_rlnMotionModelCoeff", "[]") or "[]")
+    hot = json.loads(movie.getAttributeValue("_rlnHotPixels", "[]") or "[]")
+    model = (np.arange(len(coeffs)), np.asarray(coeffs, dtype=np.float64)) if coeffs else None
+    return model, (np.asarray(hot, dtype=np.float64).reshape(-1, 2) if hot else None)
+
+
 def write_set_of_movies(movie_set, path, metadata_dir, pixel_size=None, no_alignment=False,
                         only=None):
     """SetOfMovies with MovieAlignment -> corrected_micrographs.star + one metadata STAR per movie
@@ -342,6 +353,9 @@ def write_set_of_movies(movie_set, path, metadata_dir, pixel_size=None, no_align
             shifts = np.zeros((nframes, 2))
         else:
             shifts = movie_shifts(movie, nframes)
+        model, hot = relion_local_motion(movie)
+        align = movie.getAlignment()
+        start = max(int(align.getRange()[0] or 1), 1) if align is not None else 1
         mic = movie_mic_name(movie)
         meta = os.path.join(metadata_dir, mic_key(mic) + ".star")
         general = {"rlnImageSizeX": nx, "rlnImageSizeY": ny, "rlnImageSizeZ": nframes,
@@ -351,8 +365,8 @@ def write_set_of_movies(movie_set, path, metadata_dir, pixel_size=None, no_align
         general.update({"rlnMicrographBinning": 1.0, "rlnMicrographOriginalPixelSize": pixel,
                         "rlnMicrographDoseRate": acq.getDosePerFrame() or 0.0,
                         "rlnMicrographPreExposure": acq.getDoseInitial() or 0.0,
-                        "rlnVoltage": acq.getVoltage(), "rlnMicrographStartFrame": 1})
-        write_micrograph_metadata(meta, general, shifts)
+                        "rlnVoltage": acq.getVoltage(), "rlnMicrographStartFrame": start})
+        write_micrograph_metadata(meta, general, shifts, model, hot)
         names.append(mic)
         metas.append(meta)
     optics = StarTable({

@@ -3,9 +3,11 @@ MotionCorr job's alignment, pwem's own movie import, movie sets laid out as othe
 corrections leave them (micName of the movie file, frames 2-N aligned, binned sampling, aligned
 movies), particles matched to movies across naming schemes, and a program's error reaching the
 protocol's error message."""
+import json
 import os
 
 import numpy as np
+from pyworkflow.object import String
 from pyworkflow.protocol import STATUS_FINISHED
 from pyworkflow.tests import BaseTest, setupTestProject
 
@@ -17,6 +19,8 @@ from polishplugin.protocols import (ProtPolishBayesian, ProtPolishImportMovies,
 SIM = dict(numberOfMicrographs=2, micrographSize=384, numberOfFrames=8, particlesPerMicrograph=6,
            boxSize=48, pixelSize=1.5, snr=0.2, sigmaVel=0.8, stageDrift=8.0, seed=11,
            writeTiff=False)  # MRC movies: their headers hold the frames' pixel size
+COEFFS = [0.0] * 36
+COEFFS[0], COEFFS[18] = 0.02, -0.01  # terms z of x and y: a uniform drift, px per frame
 
 
 class TestProtPolishInputs(BaseTest):
@@ -68,6 +72,9 @@ class TestProtPolishInputs(BaseTest):
                                                  .replace(".mrc", "_aligned_mic_Stk.mrc")))
                 xs, ys = [0.0] * n, [0.0] * n
             m.setMicName(os.path.basename(m.getFileName()))
+            # what scipion-em-relion's motion correction adds: local model and hot pixels
+            m._rlnMotionModelCoeff = String(json.dumps(COEFFS))
+            m._rlnHotPixels = String(json.dumps([[10.0, 20.0], [100.0, 7.0]]))
             m.setAlignment(MovieAlignment(first=first, last=n, xshifts=list(xs[first - 1:]),
                                           yshifts=list(ys[first - 1:])))
             out.append(m)
@@ -120,6 +127,10 @@ class TestProtPolishInputs(BaseTest):
         xs = list(mc.outputMovies.getFirstItem().getAlignment().getShifts()[0])
         self.assertTrue(np.allclose(meta.shifts[1:, 0], xs))
         self.assertAlmostEqual(float(meta.general["rlnMicrographOriginalPixelSize"]), 1.5)
+        self.assertEqual(int(meta.general["rlnMicrographStartFrame"]), 2)
+        self.assertEqual(list(meta.frames), list(range(1, 9)))
+        self.assertTrue(np.allclose(meta.motion_model[1], COEFFS))
+        self.assertTrue(np.allclose(meta.hot_pixels, [[10, 20], [100, 7]]))
 
     def test_aligned_movies_refused(self):
         mc = self._foreign_movies(aligned=True)
