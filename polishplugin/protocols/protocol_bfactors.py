@@ -96,6 +96,8 @@ class ProtPolishBFactors(ProtPolishBase):
         if pol is None:
             return ["A Bayesian polishing run is needed."]
         errors = []
+        if os.path.isdir(pol._getExtraPath("stream")):
+            return ["B-factor weighting of a streaming polishing run is not supported yet."]
         if not os.path.isdir(self._polishDir("tracks")):
             errors.append("The polishing run has no tracks yet (run it first).")
         if None in pol._halfMaps():

@@ -137,3 +137,16 @@ class TestProtPolishStreaming(BaseTest):
                                    if s.funcName.get() == "polishMicrographStep")
         names = [os.path.basename(m.getFileName()) for m in self.sim.outputMovies]
         self.assertEqual(mics, collections.Counter(names + ["corrupt_0002.mrc"]))
+
+        # the polishing viewer browses the micrographs polished in streaming
+        import matplotlib.image
+        from polishplugin.viewers import ProtPolishBayesianViewer
+        viewer = ProtPolishBayesianViewer(project=self.proj, protocol=prot)
+        viewer.setProtocol(prot)
+        self.assertEqual(len(viewer._micrographs()), 2)
+        viewer.micrograph.set(2)
+        (view,) = viewer._showTracks()
+        path = self.proj.getTmpPath("stream_tracks.png")
+        view.savefig(path)
+        view.close()
+        self.assertGreater(float(matplotlib.image.imread(path)[..., :3].std()), 0.02)

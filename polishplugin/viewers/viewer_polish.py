@@ -18,12 +18,20 @@ class ProtPolishBayesianViewer(ProtocolViewer):
     _targets = [ProtPolishBayesian]
     _environments = [DESKTOP_TKINTER]
 
-    def _polishDir(self):
-        return self.protocol._getExtraPath("polish")
+    def _polishDirs(self):
+        """The polish program's output folders: one, or one per micrograph in streaming."""
+        stream = self.protocol._getExtraPath("stream")
+        if os.path.isdir(stream):
+            return [os.path.join(stream, d, "polish") for d in sorted(os.listdir(stream))]
+        return [self.protocol._getExtraPath("polish")]
+
+    def _micrographs(self):
+        """[(polish folder, micrograph name)] with finished tracks."""
+        return [(d, name) for d in self._polishDirs() for name in figures.polished_micrographs(d)]
 
     def _defineParams(self, form):
         form.addSection(label="Visualization")
-        names = figures.polished_micrographs(self._polishDir()) if self.protocol else []
+        names = self._micrographs() if self.protocol else []
         form.addParam("micrograph", params.IntParam, default=1,
                       validators=[params.Range(1, max(len(names), 1))],
                       label="Micrograph (1-%d)" % len(names))
@@ -49,9 +57,8 @@ class ProtPolishBayesianViewer(ProtocolViewer):
         return [Plotter(figure=fig)] if fig is not None else []
 
     def _showTracks(self, param=None):
-        names = figures.polished_micrographs(self._polishDir())
+        names = self._micrographs()
         if not names:
             return []
-        name = names[min(self.micrograph.get(), len(names)) - 1]
-        return [Plotter(figure=figures.polish_tracks_figure(self._polishDir(), name,
-                                                            self.scale.get()))]
+        folder, name = names[min(self.micrograph.get(), len(names)) - 1]
+        return [Plotter(figure=figures.polish_tracks_figure(folder, name, self.scale.get()))]
