@@ -11,12 +11,14 @@ A micrograph is polished once its movie and its particles are present and its pa
 the same at two successive checks (or the particle set is closed); each runs the polish program
 on its own converted inputs (``extra/stream/<mic>/``) and appends its particles, with their
 tracks, to the open output set, closed when both inputs are closed and every micrograph is
-done. A micrograph the program cannot read or fit is listed in ``extra/failed_micrographs.txt``
-and skipped.
+done. With the per-frame B-factors of an earlier run (a fixed table, not refitted), each
+micrograph's shiny particles are written too and are the output's images. A micrograph the
+programs cannot read or fit is listed in ``extra/failed_micrographs.txt`` and skipped.
 """
 import os
 import time
 
+import pyworkflow.protocol.params as params
 from pyworkflow.object import Integer, Set, String
 from pyworkflow.protocol import ProtStreamingBase, STEPS_PARALLEL
 from pyworkflow.constants import BETA
@@ -45,6 +47,14 @@ class ProtPolishStreaming(ProtPolishBayesian, ProtStreamingBase):
 
     def _defineParams(self, form):
         self._definePolishParams(form, shiny=False)
+        form.addSection(label="Shiny particles")
+        form.addParam("inputBfactors", params.PointerParam, allowsNull=True,
+                      pointerClass="ProtPolishBayesian,ProtPolishBFactors",
+                      label="B-factors of an earlier run (optional)",
+                      help="A finished polishing run with shiny particles, or a B-factor "
+                           "weighting run: its per-frame B-factors (a fixed table, not refitted "
+                           "as the stream grows) weight the frames of each new micrograph, and "
+                           "the output particles are then shiny ones. Empty: tracks only.")
         self._defineStreamingParams(form)
         form.addParallelSection(threads=3, mpi=0)
 
@@ -134,15 +144,43 @@ class ProtPolishStreaming(ProtPolishBayesian, ProtStreamingBase):
             with open(os.path.join(folder, "failed.txt"), "w") as fh:
                 fh.write("%s\n" % exc)
             return
-        self._appendTracks(mic, pids, out)
+        shiny = None
+        if self._bfactorsTable():
+            shiny = os.path.join(folder, "shiny")
+            args = " ".join(self._inputArgs(folder) + [
+                "--polish %s" % os.path.abspath(out), "--out %s" % os.path.abspath(shiny),
+                "--bfactors %s" % os.path.abspath(self._bfactorsTable()), "--threads 1",
+                "--no-figures"] + ([] if self.detectDefects.get() else ["--no-defects"]))
+            try:
+                self.runProgram("bfactors", args, tag=os.path.basename(folder))
+            except ProgramError as exc:
+                self.error("micrograph %s skipped: %s" % (mic, exc))
+                with open(os.path.join(folder, "failed.txt"), "w") as fh:
+                    fh.write("%s\n" % exc)
+                return
+        self._appendTracks(mic, pids, out, shiny)
         with open(os.path.join(folder, "done.txt"), "w") as fh:
             fh.write("%d particles\n" % len(pids))
 
-    def _appendTracks(self, mic, pids, polish_dir):
+    def _bfactorsTable(self):
+        """bfactors.star of the run chosen for shiny particles, or None."""
+        run = self.inputBfactors.get()
+        if run is None:
+            return None
+        if isinstance(run, ProtPolishBayesian):
+            return run._getExtraPath("shiny", "bfactors.star")
+        return run._outDir("bfactors.star")
+
+    def _appendTracks(self, mic, pids, polish_dir, shiny_dir=None):
+        """Append the micrograph's particles with their tracks (and, with ``shiny_dir``, their
+        shiny images) to the open output set."""
         from pwem.objects import SetOfParticles
+        from ..programs.bfactors import shiny_path
         from ..programs.polish import output_paths
         from .outputs import polished_rows
         rows = polished_rows(polish_dir, lambda m: output_paths(polish_dir, m)["tracks"])
+        stacks = polished_rows(polish_dir, lambda m: shiny_path(shiny_dir, m)) \
+            if shiny_dir else {}
         with self._lock:
             parts = _fresh(self.inputParticles)
             path = self._getPath("particles.sqlite")
@@ -156,6 +194,9 @@ class ProtPolishStreaming(ProtPolishBayesian, ProtStreamingBase):
                 out.setStreamState(Set.STREAM_OPEN)
             for row, (index, tracks) in sorted(rows.items()):
                 p = parts[pids[row]].clone()
+                if shiny_dir:
+                    index_in_stack, stack = stacks[row]
+                    p.setLocation((index_in_stack + 1, stack))
                 p._polishTracks = String(tracks)
                 p._polishTrackIndex = Integer(index)
                 out.append(p)
@@ -186,6 +227,10 @@ class ProtPolishStreaming(ProtPolishBayesian, ProtStreamingBase):
     def _validate(self):
         errors = []
         self._validateThreads(errors)
+        table = self._bfactorsTable()
+        if table and not os.path.exists(table):
+            errors.append("The chosen run has no B-factor table (%s): run it first, with shiny "
+                          "particles." % table)
         movies, parts = self.inputMovies.get(), self.inputParticles.get()
         if movies is not None and parts is not None and (movies.getSize() == 0 or
                                                           parts.getSize() == 0):

@@ -13,7 +13,7 @@ from pyworkflow.protocol import STATUS_FINISHED
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from polishplugin.io.star import read_tracks_star
-from polishplugin.protocols import ProtPolishSimulate, ProtPolishStreaming
+from polishplugin.protocols import ProtPolishBayesian, ProtPolishSimulate, ProtPolishStreaming
 
 SIM = dict(numberOfMicrographs=2, micrographSize=384, numberOfFrames=8, particlesPerMicrograph=6,
            boxSize=48, pixelSize=1.5, snr=0.2, sigmaVel=0.8, stageDrift=8.0, seed=5,
@@ -27,6 +27,13 @@ class TestProtPolishStreaming(BaseTest):
         setupTestProject(cls)
         cls.sim = cls.newProtocol(ProtPolishSimulate, **SIM)
         cls.launchProtocol(cls.sim)
+        # an earlier, non-streaming run whose B-factor table weights the stream's frames
+        cls.batch = cls.newProtocol(ProtPolishBayesian, sigmaVel=0.8, sigmaDiv=5000, sigmaAcc=2)
+        for name, attr in (("inputMovies", "outputMovies"), ("inputParticles", "outputParticles"),
+                           ("inputVolume", "outputVolume"), ("inputMask", "outputMask")):
+            getattr(cls.batch, name).set(cls.sim)
+            getattr(cls.batch, name).setExtended(attr)
+        cls.launchProtocol(cls.batch)
 
     def _acquisition(self, first_movies, first_parts):
         """A finished record of pwem's ProtAlignMovies whose outputs, open sets of movies (with
@@ -96,6 +103,7 @@ class TestProtPolishStreaming(BaseTest):
         acq = self._acquisition(*self._mic_items(0))
         prot = self.newProtocol(ProtPolishStreaming, sigmaVel=0.8, sigmaDiv=5000, sigmaAcc=2,
                                 numberOfThreads=3, streamingSleepOnWait=1)
+        prot.inputBfactors.set(self.batch)
         for name, src, attr in (("inputMovies", acq, "outputMovies"),
                                 ("inputParticles", acq, "outputParticles"),
                                 ("inputVolume", self.sim, "outputVolume"),
@@ -129,6 +137,13 @@ class TestProtPolishStreaming(BaseTest):
         self.assertTrue(all(t.shape == (8, 2) and np.all(np.isfinite(t)) for t in tracks))
         self.assertEqual({os.path.basename(p._polishTracks.get()) for p in prot.outputParticles},
                          {"sim_0000_tracks.star", "sim_0001_tracks.star"})
+        # shiny images weighted with the earlier run's B-factors
+        from polishplugin.io.mrc import read_mrc
+        for p in prot.outputParticles:
+            self.assertTrue(p.getFileName().endswith("_shiny.mrcs"), p.getFileName())
+            image = read_mrc(p.getFileName())[0][p.getIndex() - 1]
+            self.assertEqual(image.shape, (48, 48))
+            self.assertTrue(np.isfinite(image).all() and image.std() > 0)
         with open(prot._getExtraPath("failed_micrographs.txt")) as fh:
             failed = fh.read().splitlines()
         self.assertEqual(len(failed), 1)
