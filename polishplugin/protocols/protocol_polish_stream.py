@@ -55,6 +55,19 @@ class ProtPolishStreaming(ProtPolishBayesian, ProtStreamingBase):
                            "weighting run: its per-frame B-factors (a fixed table, not refitted "
                            "as the stream grows) weight the frames of each new micrograph, and "
                            "the output particles are then shiny ones. Empty: tracks only.")
+        form.addSection(label="Training in the stream")
+        form.addParam("trainFirst", params.IntParam, default=0,
+                      label="Train on the first N particles (0: no)",
+                      help="When no training run or sigmas file is given: train the sigmas on "
+                           "the micrographs that bring the first N particles of the stream, "
+                           "then polish every micrograph with them.")
+        form.addParam("trainRestarts", params.IntParam, default=3, condition="trainFirst > 0",
+                      expertLevel=params.LEVEL_ADVANCED, label="Training restarts")
+        form.addParam("trainMaxEvals", params.IntParam, default=100, condition="trainFirst > 0",
+                      expertLevel=params.LEVEL_ADVANCED, label="TCC evaluations per restart")
+        form.addParam("trainEvalMaxRes", params.FloatParam, default=0.0,
+                      condition="trainFirst > 0", expertLevel=params.LEVEL_ADVANCED,
+                      label="Highest resolution of the TCC (A, 0: auto)")
         self._defineStreamingParams(form)
         form.addParallelSection(threads=3, mpi=0)
 
@@ -92,36 +105,58 @@ class ProtPolishStreaming(ProtPolishBayesian, ProtStreamingBase):
             per_mic.setdefault(name, []).append(pid)
         return {k: sorted(v) for k, v in per_mic.items()}, closed
 
+    def _trainInStream(self):
+        """Whether the sigmas are trained on the stream's first particles (and not yet)."""
+        return (self.trainFirst.get() > 0 and self.inputTraining.get() is None and
+                not self.paramsFile.get())
+
+    def _streamParamsFile(self):
+        return self._getExtraPath("stream_train", "train", "opt_params_all_groups.txt")
+
     def stepsGeneratorStep(self):
-        """Insert one polishing step per micrograph whose particles have stopped arriving, then
-        the closing step once both inputs are closed and every micrograph has been seen."""
-        steps, seen, counts = [], set(), {}
+        """Insert one polishing step per micrograph whose particles have stopped arriving (after
+        a training step on the first micrographs, when asked), then the closing step once both
+        inputs are closed and every micrograph has been seen."""
+        steps, seen, counts, pool = [], set(), {}, {}
+        train = self._trainInStream() and not os.path.exists(self._streamParamsFile())
+        after = []  # prerequisites of the polishing steps: the training step, when there is one
         while True:
             per_mic, (movies_closed, parts_closed) = self._pending()
+            ready = []
             for mic, pids in sorted(per_mic.items()):
-                if mic in seen:
+                if mic in seen or mic in pool:
                     continue
                 if self._outcome(mic):  # done in an earlier run of this protocol
                     seen.add(mic)
                     continue
                 if parts_closed or counts.get(mic) == len(pids):
-                    steps.append(self._insertFunctionStep(self.polishMicrographStep, mic, pids,
-                                                          prerequisites=[], needsGPU=False))
-                    seen.add(mic)
+                    ready.append(mic)
                 counts[mic] = len(pids)
+            if train:
+                pool.update({mic: per_mic[mic] for mic in ready})
+                n = sum(len(v) for v in pool.values())
+                if n >= self.trainFirst.get() or (movies_closed and parts_closed and pool):
+                    after = [self._insertFunctionStep(self.trainStreamStep, pool,
+                                                      prerequisites=[], needsGPU=False)]
+                    ready, train = sorted(pool), False
+                    pool = {}
+                else:
+                    ready = []
+            for mic in ready:
+                steps.append(self._insertFunctionStep(self.polishMicrographStep, mic,
+                                                      per_mic[mic], prerequisites=after,
+                                                      needsGPU=False))
+                seen.add(mic)
             if movies_closed and parts_closed and set(per_mic) <= seen:
                 self._insertFunctionStep(self.closeOutputStep, prerequisites=steps,
                                          needsGPU=False)
                 return
             time.sleep(max(1, self._getStreamingSleepOnWait()))
 
-    def polishMicrographStep(self, mic, pids):
-        """Convert one micrograph's movie and particles, polish them, append the tracks."""
+    def _convertMicrographs(self, folder, names):
+        """Write the movies and particles of ``names`` ({particle id: micrograph}) as RELION
+        files in ``folder``."""
         from ..io import convert
-        from .protocol_base import ProgramError
-        folder = self._streamDir(mic)
-        os.makedirs(folder, exist_ok=True)
-        names = {pid: mic for pid in pids}
         with self._lock:
             movies, parts = _fresh(self.inputMovies), _fresh(self.inputParticles)
             try:
@@ -129,14 +164,36 @@ class ProtPolishStreaming(ProtPolishBayesian, ProtStreamingBase):
                     movies, os.path.join(folder, "corrected_micrographs.star"),
                     os.path.join(folder, "metadata"),
                     self.moviePixelSize.get() or convert.movie_pixel_size(movies),
-                    no_alignment=self._initFromData(), only={mic})
+                    no_alignment=self._initFromData(), only=set(names.values()))
                 convert.write_set_of_particles(parts, os.path.join(folder, "particles.star"),
                                                names)
             finally:
                 movies.close()
                 parts.close()
+
+    def trainStreamStep(self, pool):
+        """Train the sigmas on the micrographs of ``pool`` ({micrograph: particle ids})."""
+        folder = self._getExtraPath("stream_train")
+        os.makedirs(folder, exist_ok=True)
+        self._convertMicrographs(folder, {pid: mic for mic, pids in pool.items() for pid in pids})
+        args = self._inputArgs(folder) + [
+            "--out %s" % os.path.abspath(os.path.join(folder, "train")),
+            "--first-frame %d --last-frame %d" % (self.firstFrame.get(), self.lastFrame.get()),
+            "--min-particles %d --restarts %d --max-evals %d --eval-max-res %g --threads 1"
+            % (self.trainFirst.get(), self.trainRestarts.get(), self.trainMaxEvals.get(),
+               self.trainEvalMaxRes.get())]
+        self.runProgram("train", " ".join(args))
+
+    def polishMicrographStep(self, mic, pids):
+        """Convert one micrograph's movie and particles, polish them, append the tracks."""
+        from .protocol_base import ProgramError
+        folder = self._streamDir(mic)
+        os.makedirs(folder, exist_ok=True)
+        self._convertMicrographs(folder, {pid: mic for pid in pids})
         out = os.path.join(folder, "polish")
         args = self._programArgs(input_dir=folder, out=out, threads=1) + " --no-figures"
+        if self.trainFirst.get() > 0 and os.path.exists(self._streamParamsFile()):
+            args += " --params-file %s" % os.path.abspath(self._streamParamsFile())
         try:
             self.runProgram("polish", args, tag=os.path.basename(folder))
         except ProgramError as exc:

@@ -165,3 +165,32 @@ class TestProtPolishStreaming(BaseTest):
         view.savefig(path)
         view.close()
         self.assertGreater(float(matplotlib.image.imread(path)[..., :3].std()), 0.02)
+
+    def test_training_on_the_first_particles(self):
+        """Sigmas trained on the micrographs of the first 10 particles, then every micrograph
+        polished with them (inputs already closed: the whole acquisition is in)."""
+        (m0, p0), (m1, p1) = self._mic_items(0), self._mic_items(1)
+        acq = self._acquisition(m0 + m1, p0 + p1)
+        self._grow(acq.outputMovies, [], close=True)
+        self._grow(acq.outputParticles, [], close=True)
+        prot = self.newProtocol(ProtPolishStreaming, numberOfThreads=3, streamingSleepOnWait=1,
+                                trainFirst=10, trainRestarts=2, trainMaxEvals=20,
+                                trainEvalMaxRes=7.0)
+        for name, src, attr in (("inputMovies", acq, "outputMovies"),
+                                ("inputParticles", acq, "outputParticles"),
+                                ("inputVolume", self.sim, "outputVolume"),
+                                ("inputMask", self.sim, "outputMask")):
+            getattr(prot, name).set(src)
+            getattr(prot, name).setExtended(attr)
+        self.launchProtocol(prot)
+        self.assertSetSize(prot.outputParticles, 12)
+        with open(prot._getExtraPath("stream_train", "train", "opt_params_all_groups.txt")) as fh:
+            trained = [float(v) for v in fh.read().split()[:3]]
+        diags = [os.path.join(root, f) for root, _, files in
+                 os.walk(prot._getExtraPath("stream")) for f in files if f.endswith(".json")]
+        self.assertEqual(len(diags), 2)
+        for path in diags:
+            with open(path) as fh:
+                self.assertTrue(np.allclose(json.load(fh)["sigmas"][:3], trained, rtol=1e-6))
+        steps = collections.Counter(s.funcName.get() for s in prot.loadSteps())
+        self.assertEqual((steps["trainStreamStep"], steps["polishMicrographStep"]), (1, 2))
