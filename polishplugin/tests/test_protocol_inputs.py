@@ -110,6 +110,30 @@ class TestProtPolishInputs(BaseTest):
         prot = self._polish(imp)
         self.launchProtocol(prot)
         self._check_tracks(prot, 12, 8)
+        self._mpi_gives_the_same_tracks(imp, prot)
+
+    def _mpi_gives_the_same_tracks(self, imp, serial):
+        """The form's MPI: 2 ranks (micrographs split over them) give the serial tracks."""
+        import importlib.util
+        from unittest import mock
+        from polishplugin.tests.mpi import MPIRUN
+        if not os.path.exists(MPIRUN) or importlib.util.find_spec("mpi4py") is None:
+            return  # no MPI launcher: the serial run above is all that can be checked
+        env = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+               "OMPI_MCA_rmaps_base_oversubscribe": "1",
+               "PATH": os.path.dirname(MPIRUN) + os.pathsep + os.environ["PATH"]}
+        prot = self._polish(imp, numberOfMpi=2)
+        with mock.patch.dict(os.environ, env):
+            self.launchProtocol(prot)
+        with open(prot._getLogsPath("run.stdout")) as fh:
+            self.assertIn("mpirun -np 2", fh.read())
+        a = {p.getObjId(): read_tracks_star(p._polishTracks.get())[p._polishTrackIndex.get()]
+             for p in serial.outputParticles}
+        b = {p.getObjId(): read_tracks_star(p._polishTracks.get())[p._polishTrackIndex.get()]
+             for p in prot.outputParticles}
+        self.assertEqual(sorted(a), sorted(b))
+        for k in a:  # equal up to float32 FFT rounding carried by L-BFGS (as the program test)
+            self.assertTrue(np.allclose(a[k], b[k], atol=1e-3), (k, np.abs(a[k] - b[k]).max()))
 
     def test_foreign_alignment_names_frame_subset_binning(self):
         """motioncorr-like movies: micName 'sim_0000.mrc' against the particles'
