@@ -282,16 +282,21 @@ def aligned_movie_reason(movie):
 
 
 def movie_pixel_size(movie_set):
-    """Pixel size (A) of the movies' frames as stored: the header of the first movie when it
-    holds one (MRC), else the set's sampling rate. A motion correction that bins its micrographs
-    may give its output movies the binned sampling although their frames are the raw ones."""
+    """Pixel size (A) of the movies' frames: the set's sampling rate, unless it is an integer
+    multiple (2x, 3x, ...) of the pixel size in the first movie's header (MRC): a motion
+    correction that bins its micrographs may label its output movies with the binned size
+    although their frames are the raw ones. A header that disagrees otherwise (often 1.0 or 0
+    when unset) is not trusted."""
     from .movies import Movie
+    sampling = float(movie_set.getSamplingRate())
     first = movie_set.getFirstItem()
     if first is not None and os.path.exists(first.getFileName()):
         with Movie(first.getFileName()) as mov:
-            if mov.pixel_size > 0:
-                return float(mov.pixel_size)
-    return float(movie_set.getSamplingRate())
+            header = float(mov.pixel_size)
+        factor = sampling / header if header > 0 else 0.0
+        if round(factor) >= 2 and abs(factor - round(factor)) < 0.01 * factor:
+            return header
+    return sampling
 
 
 def _movie_dims(path):

@@ -60,10 +60,10 @@ class ProtPolishMovieBase(ProtPolishBase):
                       allowsNull=True, label="Mask (optional)")
         form.addParam("moviePixelSize", params.FloatParam, default=0.0,
                       expertLevel=params.LEVEL_ADVANCED, label="Movie pixel size (A)",
-                      help="Pixel size of the movies' frames; 0 = from the movie files' headers "
-                           "(MRC), else the movie set's. A motion correction that bins its "
-                           "micrographs may label its output movies with the binned size "
-                           "although their frames are the raw ones.")
+                      help="Pixel size of the movies' frames; 0 = the movie set's, or the "
+                           "movie files' header (MRC) when the set's is a multiple of it: a "
+                           "motion correction that bins its micrographs may label its output "
+                           "movies with the binned size although their frames are the raw ones.")
         form.addParam("dropUnmatched", params.BooleanParam, default=False,
                       expertLevel=params.LEVEL_ADVANCED,
                       label="Leave out particles without a movie?",
@@ -86,7 +86,7 @@ class ProtPolishMovieBase(ProtPolishBase):
         os.makedirs(self._inputDir("metadata"), exist_ok=True)
         movies, parts = self.inputMovies.get(), self.inputParticles.get()
         names, unmatched = convert.match_particles_to_movies(parts, movies)
-        if unmatched and not self.dropUnmatched.get():
+        if unmatched and not self._allowUnmatched():
             raise ValueError(self._unmatchedText(unmatched))
         convert.write_set_of_movies(movies, self._inputDir("corrected_micrographs.star"),
                                     self._inputDir("metadata"), self._moviePixelSize(),

@@ -105,3 +105,18 @@ def test_mic_key_meets_names_across_plugins():
     assert mic_key("FoilHole_1_Data_2_3_20240101_120000.eer") == \
         "FoilHole_1_Data_2_3_20240101_120000"
     assert mic_key("grid1.5/mic_1.2.tif") == "mic_1.2"  # a numeric suffix is part of the name
+
+
+def test_movie_pixel_size_trusts_the_header_only_for_a_binned_label(tmp_path):
+    """A set labelled 2x the MRC header (binned motion correction) -> the header; a header that
+    disagrees otherwise (unset 1.0) -> the set's sampling."""
+    from pwem.objects import Movie, SetOfMovies
+    from polishplugin.io.convert import movie_pixel_size
+    from polishplugin.io.movies import write_movie_mrc
+    path = str(tmp_path / "m.mrc")
+    write_movie_mrc(path, np.zeros((3, 8, 8), np.float32), 1.0)
+    for sampling, expected in ((2.0, 1.0), (3.0, 1.0), (0.83, 0.83), (1.5, 1.5), (1.0, 1.0)):
+        movies = SetOfMovies(filename=str(tmp_path / ("movies%g.sqlite" % sampling)))
+        movies.setSamplingRate(sampling)
+        movies.append(Movie(location=path))
+        assert movie_pixel_size(movies) == pytest.approx(expected), sampling
