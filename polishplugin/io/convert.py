@@ -236,9 +236,10 @@ def match_particles_to_movies(part_set, movie_set):
     """Pair each particle with its movie; returns ``(names, unmatched)``.
 
     ``names``: {particle id: the movie's :func:`movie_mic_name`}; ``unmatched``: [(particle id,
-    what it had)] for particles no movie claims. Tried in order: the coordinate's micName
-    without folders and extensions (:func:`mic_key`), its micId (the particle's when the
-    coordinate has none) as a movie id, the particle's stack file name (RELION's and Scipion's
+    what it had)] for particles no movie claims. The coordinate's micName without folders and
+    extensions (:func:`mic_key`) decides when there is one (a name that meets no movie leaves
+    the particle unmatched); without a micName, its micId (the particle's when the coordinate
+    has none) as a movie id, then the particle's stack file name (RELION's and Scipion's
     extraction name stacks after their micrograph).
     """
     by_key, by_id = {}, {}
@@ -252,12 +253,13 @@ def match_particles_to_movies(part_set, movie_set):
         mic_name = coord.getMicName() if coord is not None else None
         mic_id = (coord.getMicId() if coord is not None else None) or part.getMicId()
         stack = mic_key(part.getFileName() or "")
-        name = by_key.get(mic_key(mic_name)) if mic_name else None
-        if name is None and mic_id is not None:
-            name = by_id.get(int(mic_id))
-        if name is None:
-            name = by_key.get(stack) or next(
-                (v for k, v in by_key.items() if stack.startswith(k + "_")), None)
+        if mic_name:
+            name = by_key.get(mic_key(mic_name))
+        else:
+            name = by_id.get(int(mic_id)) if mic_id is not None else None
+            if name is None:
+                name = by_key.get(stack) or next(
+                    (v for k, v in by_key.items() if stack.startswith(k + "_")), None)
         if name is None:
             unmatched.append((part.getObjId(), "micName %s, micId %s, stack %s"
                               % (mic_name, mic_id, part.getFileName())))

@@ -68,8 +68,9 @@ class ProtPolishMovieBase(ProtPolishBase):
                       expertLevel=params.LEVEL_ADVANCED,
                       label="Leave out particles without a movie?",
                       help="Particles are paired with movies by micrograph name (without folders "
-                           "and extensions), then micrograph id, then stack name. By default a "
-                           "particle without a movie is an error listed by the form's check.")
+                           "and extensions); particles without a micrograph name by micrograph "
+                           "id, then stack name. By default a particle without a movie is an "
+                           "error listed by the form's check.")
 
     def _insertConvertStep(self):
         ids = [self.inputMovies.get().getObjId(), self.inputParticles.get().getObjId(),

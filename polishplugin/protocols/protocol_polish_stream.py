@@ -13,7 +13,8 @@ on its own converted inputs (``extra/stream/<mic>/``) and appends its particles,
 tracks, to the open output set, closed when both inputs are closed and every micrograph is
 done. With the per-frame B-factors of an earlier run (a fixed table, not refitted), each
 micrograph's shiny particles are written too and are the output's images. A micrograph the
-programs cannot read or fit is listed in ``extra/failed_micrographs.txt`` and skipped.
+programs cannot read or fit is listed in ``extra/failed_micrographs.txt`` and skipped; particles
+whose movie never came, in ``extra/unmatched_particles.txt``.
 """
 import os
 import time
@@ -90,13 +91,14 @@ class ProtPolishStreaming(ProtPolishBayesian, ProtStreamingBase):
         return None
 
     def _pending(self):
-        """({micrograph: sorted particle ids} of movies present, both inputs closed)."""
+        """({micrograph: sorted particle ids} of movies present, both inputs closed); the
+        particles no movie claims are kept in ``self._unmatched``."""
         from ..io.convert import match_particles_to_movies
         with self._lock:
             movies, parts = _fresh(self.inputMovies), _fresh(self.inputParticles)
             try:
                 closed = movies.isStreamClosed(), parts.isStreamClosed()
-                names, _ = match_particles_to_movies(parts, movies)
+                names, self._unmatched = match_particles_to_movies(parts, movies)
             finally:
                 movies.close()
                 parts.close()
@@ -148,6 +150,8 @@ class ProtPolishStreaming(ProtPolishBayesian, ProtStreamingBase):
                                                       needsGPU=False))
                 seen.add(mic)
             if movies_closed and parts_closed and set(per_mic) <= seen:
+                with open(self._getExtraPath("unmatched_particles.txt"), "w") as fh:
+                    fh.write("".join("%d\t%s\n" % u for u in self._unmatched))
                 self._insertFunctionStep(self.closeOutputStep, prerequisites=steps,
                                          needsGPU=False)
                 return
@@ -306,4 +310,8 @@ class ProtPolishStreaming(ProtPolishBayesian, ProtStreamingBase):
         failed = self._getExtraPath("failed_micrographs.txt")
         if os.path.exists(failed) and open(failed).read().strip():
             lines.append("SKIPPED micrographs: see %s" % failed)
+        unmatched = self._getExtraPath("unmatched_particles.txt")
+        if os.path.exists(unmatched) and open(unmatched).read().strip():
+            lines.append("%d particles never met their movie: see %s"
+                         % (len(open(unmatched).read().splitlines()), unmatched))
         return lines or ["No micrograph polished yet."]

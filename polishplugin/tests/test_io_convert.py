@@ -120,3 +120,32 @@ def test_movie_pixel_size_trusts_the_header_only_for_a_binned_label(tmp_path):
         movies.setSamplingRate(sampling)
         movies.append(Movie(location=path))
         assert movie_pixel_size(movies) == pytest.approx(expected), sampling
+
+
+def test_particles_meet_movies_by_name_then_id_then_stack(tmp_path):
+    from pwem.objects import Coordinate, Movie, Particle, SetOfMovies, SetOfParticles
+    from polishplugin.io.convert import match_particles_to_movies
+    movies = SetOfMovies(filename=str(tmp_path / "movies.sqlite"))
+    for i, name in enumerate(("sim_0000.tiff", "sim_0001.tiff"), 1):
+        m = Movie(location="/data/" + name)
+        m.setObjId(i)
+        m.setMicName(name)
+        movies.append(m)
+    parts = SetOfParticles(filename=str(tmp_path / "parts.sqlite"))
+    cases = [("MotionCorr/job002/Movies/sim_0001.mrc", None, "x.mrcs"),  # name -> sim_0001
+             ("other_0009.mrc", 1, "Extract/sim_0000.mrcs"),  # a name meeting no movie: none
+             ("", 2, "x.mrcs"),                               # no name: micId 2 -> sim_0001
+             ("", 7, "Extract/job3/sim_0000_particles.mrcs")]  # no name, no id: stack
+    for i, (name, mic_id, stack) in enumerate(cases, 1):
+        p = Particle(location=(1, stack))
+        p.setObjId(i)
+        c = Coordinate()
+        c.setPosition(10, 10)
+        c.setMicName(name)
+        if mic_id is not None:
+            c.setMicId(mic_id)
+        p.setCoordinate(c)
+        parts.append(p)
+    names, unmatched = match_particles_to_movies(parts, movies)
+    assert names == {1: "sim_0001.tiff", 3: "sim_0001.tiff", 4: "sim_0000.tiff"}
+    assert [u[0] for u in unmatched] == [2]

@@ -123,6 +123,9 @@ class TestProtPolishStreaming(BaseTest):
         for items in (self._mic_items(1), self._mic_items(0, corrupt="corrupt_0002.mrc")):
             self._grow(acq.outputMovies, items[0])
             self._grow(acq.outputParticles, items[1])
+        orphan = self._mic_items(0)[1][0]  # a particle whose movie never comes
+        orphan.getCoordinate().setMicName("never_0003.mrc")
+        self._grow(acq.outputParticles, [orphan])
         self._grow(acq.outputMovies, [], close=True)
         self._grow(acq.outputParticles, [], close=True)
 
@@ -148,6 +151,11 @@ class TestProtPolishStreaming(BaseTest):
             failed = fh.read().splitlines()
         self.assertEqual(len(failed), 1)
         self.assertTrue(failed[0].startswith("corrupt_0002\t"), failed)
+        with open(prot._getExtraPath("unmatched_particles.txt")) as fh:
+            unmatched = fh.read().splitlines()
+        self.assertEqual(len(unmatched), 1)
+        self.assertIn("micName never_0003.mrc", unmatched[0])
+        self.assertIn("1 particles never met their movie", "\n".join(prot.summary()))
         mics = collections.Counter(json.loads(s.argsStr.get())[0] for s in prot.loadSteps()
                                    if s.funcName.get() == "polishMicrographStep")
         names = [os.path.basename(m.getFileName()) for m in self.sim.outputMovies]
