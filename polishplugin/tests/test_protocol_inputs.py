@@ -48,8 +48,10 @@ class TestProtPolishInputs(BaseTest):
         """A finished pwem ProtAlignMovies record whose outputMovies are laid out as
         scipion-em-motioncorr's ProtMotionCorrNewStreaming.createOutputStep leaves them (its
         binaries are absent here): the input movies' info with the binned sampling, micName the
-        movie's file name, a MovieAlignment of frames first..N holding those frames' shifts, the
-        gain kept; ``aligned``: the movie saved as aligned frames with zero shifts."""
+        movie's file name, a MovieAlignment of frames first..N holding those frames' shifts as
+        motioncorr's own log parser reads them from a MotionCor2 log (when the plugin is
+        installed: the 'test' extra), the gain kept; ``aligned``: the movie saved as aligned
+        frames with zero shifts."""
         from pwem.objects import MovieAlignment
         from pwem.protocols import ProtAlignMovies
         prot = self.newProtocol(ProtAlignMovies)
@@ -67,6 +69,9 @@ class TestProtPolishInputs(BaseTest):
             m = movie.clone()
             xs, ys = movie.getAlignment().getShifts()
             n = len(xs)
+            xs, ys = _motioncor_log_shifts(prot._getExtraPath("%d-Full.log" % i), first,
+                                           xs[first - 1:], ys[first - 1:])
+            xs, ys = [0.0] * (first - 1) + xs, [0.0] * (first - 1) + ys
             if aligned:
                 m.setFileName(prot._getExtraPath(os.path.basename(movie.getFileName())
                                                  .replace(".mrc", "_aligned_mic_Stk.mrc")))
@@ -204,3 +209,19 @@ class TestProtPolishInputs(BaseTest):
         self.assertTrue(prot.isFailed())
         message = prot.getErrorMessage()
         self.assertIn("polish failed: bad input: %s: cannot read three numbers" % bad, message)
+
+
+def _motioncor_log_shifts(path, first, xs, ys):
+    """Write the shifts of frames first.. as a MotionCor2 '-Full.log' and read them back as
+    scipion-em-motioncorr does (relative to the first aligned frame); without the plugin, the
+    same re-referencing here."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as fh:
+        fh.write("# full-frame alignment shift\n# Frame     x Shift     y Shift\n")
+        for f, (x, y) in enumerate(zip(xs, ys), first):
+            fh.write("%6d %11.4f %11.4f\n" % (f, x, y))
+    try:
+        from motioncorr.convert import parseMovieAlignment2
+    except ImportError:
+        return [x - xs[0] for x in xs], [y - ys[0] for y in ys]
+    return parseMovieAlignment2(path)
