@@ -47,3 +47,12 @@ def test_logo_and_every_protocols_citations_resolve():
         keys = protocols[name]()._citations()
         assert keys and set(keys) <= set(refs), name
     assert "Nelder1965" in protocols["ProtPolishTrain"]()._citations()
+
+
+def test_streaming_protocol_is_seen_as_streaming():
+    """pyworkflow schedules a protocol on open inputs only when it works in streaming."""
+    from polishplugin.protocols import ProtPolishBayesian, ProtPolishStreaming
+    assert ProtPolishStreaming.worksInStreaming()
+    assert not ProtPolishBayesian.worksInStreaming()
+    from pyworkflow.protocol import STEPS_PARALLEL
+    assert ProtPolishStreaming().stepsExecutionMode == STEPS_PARALLEL
