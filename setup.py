@@ -22,7 +22,7 @@ setup(
     python_requires=">=3.10,<3.13",
     packages=find_packages(exclude=["benchmarks"]),
     include_package_data=True,
-    package_data={"polishplugin": ["protocols.conf", "*.png"],
+    package_data={"polishplugin": ["protocols.conf", "*.png", "config/*.conf"],
                   "polishplugin.tests": ["data/*"]},
     install_requires=[
         "scipion-pyworkflow>=3.11",
