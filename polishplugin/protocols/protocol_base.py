@@ -8,14 +8,34 @@ from pwem.protocols import EMProtocol
 from .. import Plugin
 
 
+class ProgramError(Exception):
+    """A program of ours failed; the message is its own one-line reason."""
+
+
 class ProtPolishBase(EMProtocol):
     """Base class (no ``_label``: hidden from the GUI)."""
 
-    def runProgram(self, program, args, numberOfMpi=1, numberOfThreads=1):
-        """Run ``python -m polishplugin.programs.<program> <args>`` in the run folder."""
-        self.runJob(Plugin.getPython(), "-m polishplugin.programs.%s %s" % (program, args),
-                    env=Plugin.getEnviron(), numberOfMpi=numberOfMpi,
-                    numberOfThreads=numberOfThreads)
+    def runProgram(self, program, args, numberOfMpi=1, numberOfThreads=1, tag=None):
+        """Run ``python -m polishplugin.programs.<program> <args>`` in the run folder. When it
+        fails, the reason it wrote to ``$POLISHPLUGIN_ERROR_FILE`` becomes the step's error
+        (Scipion shows it as the protocol's error message), not just the exit status. ``tag``
+        names the error file of one of several runs going on at once."""
+        from ..programs.cli import ERROR_FILE_VAR
+        error_file = os.path.abspath(self._getLogsPath(
+            "%s%s_error.txt" % (program, "_" + tag if tag else "")))
+        if os.path.exists(error_file):
+            os.remove(error_file)
+        env = Plugin.getEnviron()
+        env[ERROR_FILE_VAR] = error_file
+        try:
+            self.runJob(Plugin.getPython(), "-m polishplugin.programs.%s %s" % (program, args),
+                        env=env, numberOfMpi=numberOfMpi, numberOfThreads=numberOfThreads)
+        except Exception as exc:
+            if not os.path.exists(error_file):
+                raise
+            with open(error_file) as fh:
+                reason = fh.read().strip()
+            raise ProgramError("%s failed: %s" % (program, reason)) from exc
 
 
 class ProtPolishMovieBase(ProtPolishBase):
@@ -38,6 +58,19 @@ class ProtPolishMovieBase(ProtPolishBase):
                            "against the map of its own half-set.")
         form.addParam("inputMask", params.PointerParam, pointerClass="VolumeMask",
                       allowsNull=True, label="Mask (optional)")
+        form.addParam("moviePixelSize", params.FloatParam, default=0.0,
+                      expertLevel=params.LEVEL_ADVANCED, label="Movie pixel size (A)",
+                      help="Pixel size of the movies' frames; 0 = the movie set's, or the "
+                           "movie files' header (MRC) when the set's is a multiple of it: a "
+                           "motion correction that bins its micrographs may label its output "
+                           "movies with the binned size although their frames are the raw ones.")
+        form.addParam("dropUnmatched", params.BooleanParam, default=False,
+                      expertLevel=params.LEVEL_ADVANCED,
+                      label="Leave out particles without a movie?",
+                      help="Particles are paired with movies by micrograph name (without folders "
+                           "and extensions); particles without a micrograph name by micrograph "
+                           "id, then stack name. By default a particle without a movie is an "
+                           "error listed by the form's check.")
 
     def _insertConvertStep(self):
         ids = [self.inputMovies.get().getObjId(), self.inputParticles.get().getObjId(),
@@ -48,13 +81,46 @@ class ProtPolishMovieBase(ProtPolishBase):
         return self._getExtraPath("input", *p)
 
     def convertInputStep(self, movId, partId, volId):
-        """Movies -> corrected_micrographs.star + metadata STARs; particles -> particles.star."""
+        """Movies -> corrected_micrographs.star + metadata STARs; particles -> particles.star,
+        named after the movie each particle was matched to."""
         from ..io import convert
         os.makedirs(self._inputDir("metadata"), exist_ok=True)
-        convert.write_set_of_movies(self.inputMovies.get(),
-                                    self._inputDir("corrected_micrographs.star"),
-                                    self._inputDir("metadata"))
-        convert.write_set_of_particles(self.inputParticles.get(), self._inputDir("particles.star"))
+        movies, parts = self.inputMovies.get(), self.inputParticles.get()
+        names, unmatched = convert.match_particles_to_movies(parts, movies)
+        if unmatched and not self._allowUnmatched():
+            raise ValueError(self._unmatchedText(unmatched))
+        convert.write_set_of_movies(movies, self._inputDir("corrected_micrographs.star"),
+                                    self._inputDir("metadata"), self._moviePixelSize(),
+                                    no_alignment=self._initFromData())
+        convert.write_set_of_particles(parts, self._inputDir("particles.star"), names)
+        with open(self._inputDir("particle_ids.txt"), "w") as fh:
+            fh.write("\n".join(str(i) for i in sorted(names)) + "\n")
+
+    def convertedIds(self):
+        """Ids of the input particles in the rows of the converted particles.star (all of them,
+        in id order, for runs converted before unmatched particles could be left out)."""
+        path = self._inputDir("particle_ids.txt")
+        if not os.path.exists(path):
+            return [p.getObjId() for p in self.inputParticles.get().iterItems(orderBy="id")]
+        with open(path) as fh:
+            return [int(v) for v in fh.read().split()]
+
+    def _allowUnmatched(self):
+        """Whether particles without a movie are left out rather than refused."""
+        return self.dropUnmatched.get()
+
+    def _initFromData(self):
+        """True when the initial tracks come from the data (the movies' alignment unused)."""
+        return bool(self.getAttributeValue("initFromData", False))
+
+    def _moviePixelSize(self):
+        from ..io.convert import movie_pixel_size
+        return self.moviePixelSize.get() or movie_pixel_size(self.inputMovies.get())
+
+    @staticmethod
+    def _unmatchedText(unmatched):
+        return ("%d particle(s) match no movie (by micrograph name, id or stack name), e.g. %s"
+                % (len(unmatched), "; ".join("particle %d (%s)" % u for u in unmatched[:5])))
 
     def _halfMaps(self):
         vol = self.inputVolume.get()
@@ -62,11 +128,14 @@ class ProtPolishMovieBase(ProtPolishBase):
                   if h]
         return halves if len(halves) == 2 else (None, None)
 
-    def _inputArgs(self):
-        """The program arguments naming the converted inputs, half maps and mask."""
+    def _inputArgs(self, input_dir=None):
+        """The program arguments naming the converted inputs (in ``input_dir``, default
+        extra/input), half maps and mask."""
         half1, half2 = self._halfMaps()
-        args = ["--particles %s" % os.path.abspath(self._inputDir("particles.star")),
-                "--mics %s" % os.path.abspath(self._inputDir("corrected_micrographs.star")),
+        folder = input_dir or self._inputDir()
+        args = ["--particles %s" % os.path.abspath(os.path.join(folder, "particles.star")),
+                "--mics %s" % os.path.abspath(os.path.join(folder,
+                                                           "corrected_micrographs.star")),
                 "--half1 %s --half2 %s" % (os.path.abspath(half1), os.path.abspath(half2))]
         if self.inputMask.get() is not None:
             args.append("--mask %s" % os.path.abspath(self.inputMask.get().getFileName()))
@@ -90,10 +159,14 @@ class ProtPolishMovieBase(ProtPolishBase):
         if first is not None and (first.getCoordinate() is None or
                                   first.getCoordinate().getX() is None):
             errors.append("The particles have no coordinates on the micrographs.")
-        pm, pp, pv = movies.getSamplingRate(), parts.getSamplingRate(), vol.getSamplingRate()
+        movie_errors = self._validateMovies(movies, parts, first_frame)
+        errors += movie_errors
+        pp, pv = parts.getSamplingRate(), vol.getSamplingRate()
+        pm = pp if movie_errors else self._moviePixelSize()  # reads a movie's header
         if abs(pm - pp) > 1e-3 * pp:
-            errors.append("Pixel sizes differ: movies %.4f A, particles %.4f A (re-extract the "
-                          "particles at the movies' pixel size)." % (pm, pp))
+            errors.append("Pixel sizes differ: movie frames %.4f A, particles %.4f A (re-extract "
+                          "the particles at the movies' pixel size, or give the frames' real "
+                          "pixel size under 'Movie pixel size')." % (pm, pp))
         if abs(pv - pp) > 1e-3 * pp:
             errors.append("Pixel sizes differ: reference %.4f A, particles %.4f A." % (pv, pp))
         dims = movies.getDim()
@@ -105,3 +178,72 @@ class ProtPolishMovieBase(ProtPolishBase):
         if not (movies.getAcquisition().getDosePerFrame() or 0) > 0:
             errors.append("The movies' acquisition has no dose per frame.")
         return errors
+
+    def _validateMovies(self, movies, parts, first_frame):
+        """What the conversion or the program would refuse about the movies: files, alignment,
+        aligned (motion-corrected) movies, the frame range of the alignment, unmatched
+        particles."""
+        from ..io.convert import aligned_movie_reason, match_particles_to_movies
+        errors = []
+        missing = [m.getFileName() for m in movies.iterItems() if not
+                   os.path.exists(m.getFileName())]
+        if missing:
+            errors.append("%d movie file(s) missing, e.g. %s" % (len(missing), missing[0]))
+        gain = movies.getGain()
+        if gain and not os.path.exists(gain):
+            errors.append("Gain reference missing: %s" % gain)
+        first = movies.getFirstItem()
+        if first is None:
+            return errors + ["The movie set is empty."]
+        aligned = [r for r in map(aligned_movie_reason, movies.iterItems()) if r]
+        if aligned:
+            errors.append("Aligned movies cannot be polished (%s): polishing needs the raw "
+                          "movies with the alignment of their motion correction (run it "
+                          "without saving aligned movies)." % aligned[0])
+        align = first.getAlignment()
+        if align is None and not self._initFromData():
+            errors.append("The movies have no alignment (global shifts): import them with "
+                          "their motion correction ('import movies with alignment') or "
+                          "estimate the initial track from the data.")
+        elif align is not None and not self._initFromData():
+            a0 = max(int(align.getRange()[0] or 1), 1)
+            nframes = (movies.getDim() or (0, 0, 0))[2]
+            if len(align.getShifts()[0]) != nframes and first_frame < a0:
+                errors.append("The movies' alignment starts at frame %d: set the first frame "
+                              "to %d or later." % (a0, a0))
+        names, unmatched = match_particles_to_movies(parts, movies)
+        if unmatched and not self._allowUnmatched():
+            errors.append(self._unmatchedText(unmatched))
+        elif not names:
+            errors.append("No particle matches a movie.")
+        if not errors:
+            errors += self._programInputCheck(names)
+        return errors
+
+    def _programInputCheck(self, names):
+        """The program's own input checks (files, frame counts, gain and map shapes, pixel
+        sizes, NaNs, centres inside the micrograph, dose) on the first movie with particles and
+        its particles, converted to a scratch folder as the run would convert them."""
+        import tempfile
+        from ..io import convert
+        from ..io.errors import InputError
+        from ..io.polish_inputs import load_polish_inputs
+        first = next(iter(sorted(names)))
+        mic = names[first]
+        sub = {i: n for i, n in names.items() if n == mic}
+        half1, half2 = self._halfMaps()
+        mask = self.inputMask.get()
+        with tempfile.TemporaryDirectory(prefix="polish_check_") as tmp:
+            try:
+                star = os.path.join(tmp, "corrected_micrographs.star")
+                convert.write_set_of_movies(self.inputMovies.get(), star,
+                                            os.path.join(tmp, "metadata"),
+                                            self._moviePixelSize(),
+                                            no_alignment=self._initFromData(), only={mic})
+                convert.write_set_of_particles(self.inputParticles.get(),
+                                               os.path.join(tmp, "particles.star"), sub)
+                load_polish_inputs(os.path.join(tmp, "particles.star"), star, None, half1, half2,
+                                   mask.getFileName() if mask is not None else None)
+            except (InputError, ValueError) as exc:
+                return ["Checking micrograph %s as the program will: %s" % (mic, exc)]
+        return []

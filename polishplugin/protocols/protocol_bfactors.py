@@ -85,8 +85,9 @@ class ProtPolishBFactors(ProtPolishBase):
     def createOutputStep(self):
         from .outputs import shiny_particles
         pol = self.inputPolish.get()
-        out = shiny_particles(self, pol.inputParticles.get(), self._polishDir(), self._outDir(),
-                              self.boxSize.get(), self.rescaledSize.get())
+        out = shiny_particles(self, pol.inputParticles.get(), pol.convertedIds(),
+                              self._polishDir(), self._outDir(), self.boxSize.get(),
+                              self.rescaledSize.get())
         self._defineOutputs(outputParticles=out)
         self._defineTransformRelation(pol.inputParticles, out)
 
@@ -96,6 +97,8 @@ class ProtPolishBFactors(ProtPolishBase):
         if pol is None:
             return ["A Bayesian polishing run is needed."]
         errors = []
+        if os.path.isdir(pol._getExtraPath("stream")):
+            return ["B-factor weighting of a streaming polishing run is not supported yet."]
         if not os.path.isdir(self._polishDir("tracks")):
             errors.append("The polishing run has no tracks yet (run it first).")
         if None in pol._halfMaps():

@@ -23,6 +23,11 @@ class ProtPolishBayesian(ProtPolishMovieBase):
     _possibleOutputs = {"outputParticles": "SetOfParticles"}
 
     def _defineParams(self, form):
+        self._definePolishParams(form)
+        form.addParallelSection(threads=1, mpi=1)
+
+    def _definePolishParams(self, form, shiny=True):
+        """Inputs, motion and (with ``shiny``) shiny-particle sections."""
         form.addSection(label="Input")
         self._defineInputParams(form)
         form.addSection(label="Motion")
@@ -52,6 +57,8 @@ class ProtPolishBayesian(ProtPolishMovieBase):
                       expertLevel=params.LEVEL_ADVANCED, label="Detect hot/dead pixels?",
                       help="Find hot and dead pixels from the movies themselves and keep them "
                            "out of the fit.")
+        if not shiny:
+            return
         form.addSection(label="Shiny particles")
         form.addParam("doShiny", params.BooleanParam, default=True,
                       label="Write shiny particles?",
@@ -59,7 +66,6 @@ class ProtPolishBayesian(ProtPolishMovieBase):
                            "their frames along the tracks with those weights (eq. 20-22); the "
                            "output particles are then the shiny ones. The 'B-factor weighting' "
                            "protocol can redo this later with other settings.")
-        form.addParallelSection(threads=1, mpi=1)
 
     # ----------------------------------------------------------------- steps
     def _insertAllSteps(self):
@@ -69,11 +75,14 @@ class ProtPolishBayesian(ProtPolishMovieBase):
             self._insertFunctionStep(self.shinyStep, self._shinyArgs(), needsGPU=False)
         self._insertFunctionStep(self.createOutputStep, needsGPU=False)
 
-    def _programArgs(self):
-        args = self._inputArgs() + [
-            "--out %s" % os.path.abspath(self._getExtraPath("polish")),
+    def _programArgs(self, input_dir=None, out=None, threads=None):
+        """Arguments of the polish program (inputs in ``input_dir``, outputs in ``out``;
+        default extra/input and extra/polish with the form's threads)."""
+        args = self._inputArgs(input_dir) + [
+            "--out %s" % os.path.abspath(out or self._getExtraPath("polish")),
             "--first-frame %d --last-frame %d" % (self.firstFrame.get(), self.lastFrame.get()),
-            "--window %d" % self.window.get(), "--threads %d" % self.numberOfThreads.get(),
+            "--window %d" % self.window.get(),
+            "--threads %d" % (threads or self.numberOfThreads.get()),
             "--allow-partial"]  # failed micrographs: listed in the summary
         train = self.inputTraining.get()
         if train is not None:
@@ -111,10 +120,11 @@ class ProtPolishBayesian(ProtPolishMovieBase):
         inp = self.inputParticles.get()
         polish_dir = self._getExtraPath("polish")
         if self.doShiny.get():
-            out = shiny_particles(self, inp, polish_dir, self._getExtraPath("shiny"))
+            out = shiny_particles(self, inp, self.convertedIds(), polish_dir,
+                                  self._getExtraPath("shiny"))
         else:
             rows = polished_rows(polish_dir, lambda m: output_paths(polish_dir, m)["tracks"])
-            ids = [p.getObjId() for p in inp.iterItems(orderBy="id")]
+            ids = self.convertedIds()
             keep = {ids[row]: v for row, v in rows.items()}
             out = self._createSetOfParticles()
             out.copyInfo(inp)

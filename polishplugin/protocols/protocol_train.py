@@ -124,3 +124,6 @@ class ProtPolishTrain(ProtPolishMovieBase):
         return ["The motion-prior parameters were trained by maximising the thick-cylinder "
                 "correlation [Zivanov2019] with Nelder-Mead over %d random subsets of %d "
                 "particles." % (self.restarts.get(), self.minParticles.get())]
+
+    def _citations(self):
+        return ["Zivanov2019", "Nelder1965"]

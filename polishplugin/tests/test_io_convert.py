@@ -95,3 +95,57 @@ def test_movies_round_trip(tmp_path):
         assert np.allclose(list(bx), xs) and np.allclose(list(by), ys)
         assert movie.getAlignment().getRange() == (1, 4)
     assert [m.getMicName() for m in back.iterItems(orderBy="id")] == ["mic0.mrc", "mic1.mrc"]
+
+
+def test_mic_key_meets_names_across_plugins():
+    from polishplugin.io.convert import mic_key
+    keys = {mic_key(n) for n in ("sim_0000.tiff", "sim_0000.mrc", "MotionCorr/job002/Movies/"
+                                 "sim_0000.mrc", "/data/sim_0000.mrc.bz2", "sim_0000")}
+    assert keys == {"sim_0000"}
+    assert mic_key("FoilHole_1_Data_2_3_20240101_120000.eer") == \
+        "FoilHole_1_Data_2_3_20240101_120000"
+    assert mic_key("grid1.5/mic_1.2.tif") == "mic_1.2"  # a numeric suffix is part of the name
+
+
+def test_movie_pixel_size_trusts_the_header_only_for_a_binned_label(tmp_path):
+    """A set labelled 2x the MRC header (binned motion correction) -> the header; a header that
+    disagrees otherwise (unset 1.0) -> the set's sampling."""
+    from pwem.objects import Movie, SetOfMovies
+    from polishplugin.io.convert import movie_pixel_size
+    from polishplugin.io.movies import write_movie_mrc
+    path = str(tmp_path / "m.mrc")
+    write_movie_mrc(path, np.zeros((3, 8, 8), np.float32), 1.0)
+    for sampling, expected in ((2.0, 1.0), (3.0, 1.0), (0.83, 0.83), (1.5, 1.5), (1.0, 1.0)):
+        movies = SetOfMovies(filename=str(tmp_path / ("movies%g.sqlite" % sampling)))
+        movies.setSamplingRate(sampling)
+        movies.append(Movie(location=path))
+        assert movie_pixel_size(movies) == pytest.approx(expected), sampling
+
+
+def test_particles_meet_movies_by_name_then_id_then_stack(tmp_path):
+    from pwem.objects import Coordinate, Movie, Particle, SetOfMovies, SetOfParticles
+    from polishplugin.io.convert import match_particles_to_movies
+    movies = SetOfMovies(filename=str(tmp_path / "movies.sqlite"))
+    for i, name in enumerate(("sim_0000.tiff", "sim_0001.tiff"), 1):
+        m = Movie(location="/data/" + name)
+        m.setObjId(i)
+        m.setMicName(name)
+        movies.append(m)
+    parts = SetOfParticles(filename=str(tmp_path / "parts.sqlite"))
+    cases = [("MotionCorr/job002/Movies/sim_0001.mrc", None, "x.mrcs"),  # name -> sim_0001
+             ("other_0009.mrc", 1, "Extract/sim_0000.mrcs"),  # a name meeting no movie: none
+             ("", 2, "x.mrcs"),                               # no name: micId 2 -> sim_0001
+             ("", 7, "Extract/job3/sim_0000_particles.mrcs")]  # no name, no id: stack
+    for i, (name, mic_id, stack) in enumerate(cases, 1):
+        p = Particle(location=(1, stack))
+        p.setObjId(i)
+        c = Coordinate()
+        c.setPosition(10, 10)
+        c.setMicName(name)
+        if mic_id is not None:
+            c.setMicId(mic_id)
+        p.setCoordinate(c)
+        parts.append(p)
+    names, unmatched = match_particles_to_movies(parts, movies)
+    assert names == {1: "sim_0001.tiff", 3: "sim_0001.tiff", 4: "sim_0000.tiff"}
+    assert [u[0] for u in unmatched] == [2]

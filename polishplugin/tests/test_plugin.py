@@ -33,3 +33,30 @@ def test_plugin_variables_and_citations(monkeypatch):
                 "Romano2017"):
         assert key in refs and refs[key]["doi"].startswith("http")
     assert polishplugin._references == ["Zivanov2019"]
+
+
+def test_logo_and_every_protocols_citations_resolve():
+    """The logo Scipion shows is shipped, and each protocol cites keys of bibtex.py."""
+    import os
+    import matplotlib.image
+    import polishplugin
+    from pwem import Domain
+    from pyworkflow.utils import parseBibTex
+    logo = os.path.join(os.path.dirname(polishplugin.__file__), polishplugin._logo)
+    assert matplotlib.image.imread(logo).shape[:2] == (128, 128)
+    refs = parseBibTex(__import__("polishplugin.bibtex", fromlist=["x"]).__doc__)
+    protocols = Domain.getProtocols()
+    for name in ("ProtPolishSimulate", "ProtPolishImportMovies", "ProtPolishTrain",
+                 "ProtPolishBayesian", "ProtPolishStreaming", "ProtPolishBFactors"):
+        keys = protocols[name]()._citations()
+        assert keys and set(keys) <= set(refs), name
+    assert "Nelder1965" in protocols["ProtPolishTrain"]()._citations()
+
+
+def test_streaming_protocol_is_seen_as_streaming():
+    """pyworkflow schedules a protocol on open inputs only when it works in streaming."""
+    from polishplugin.protocols import ProtPolishBayesian, ProtPolishStreaming
+    assert ProtPolishStreaming.worksInStreaming()
+    assert not ProtPolishBayesian.worksInStreaming()
+    from pyworkflow.protocol import STEPS_PARALLEL
+    assert ProtPolishStreaming().stepsExecutionMode == STEPS_PARALLEL

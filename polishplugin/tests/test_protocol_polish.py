@@ -67,6 +67,17 @@ class TestProtPolishBayesian(BaseTest):
         with open(prot._getExtraPath("polish", "failed.txt")) as fh:
             self.assertEqual(fh.read().strip(), "")
         self.assertTrue(os.path.exists(prot._getExtraPath("polish", "logfile.pdf")))
+        # the viewer shows the shiny step's FCC fit, B-factors and weights (Fig. 2 a-d)
+        import matplotlib.image
+        from polishplugin.viewers import ProtPolishBayesianViewer
+        viewer = ProtPolishBayesianViewer(project=self.proj, protocol=prot)
+        viewer.setProtocol(prot)
+        for key in ("showFcc", "showBfactors", "showWeights"):
+            (view,) = viewer._getVisualizeDict()[key]()
+            path = os.path.join(self.proj.getTmpPath(), "polish_%s.png" % key)
+            view.savefig(path)
+            view.close()
+            self.assertGreater(float(matplotlib.image.imread(path)[..., :3].std()), 0.02, key)
 
     def test_validate_rejects_missing_half_maps_and_bad_frames(self):
         prot = self._polish(lastFrame=2)
@@ -87,6 +98,7 @@ class TestProtPolishBayesian(BaseTest):
         viewer = ProtPolishBayesianViewer(project=self.proj, protocol=prot)
         viewer.setProtocol(prot)
         viewer.micrograph.set(2)
+        self.assertEqual(viewer._getVisualizeDict()["showFcc"](), [])  # no shiny step
         (view,) = viewer._showTracks()
         path = os.path.join(self.proj.getTmpPath(), "polish_tracks.png")
         view.savefig(path)

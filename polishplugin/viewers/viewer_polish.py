@@ -1,5 +1,9 @@
 """Scipion viewer of ProtPolishBayesian: MAP tracks over each micrograph (motion scaled, start
-marked, initial tracks dashed), browsing micrograph by micrograph."""
+marked, initial tracks dashed), browsing micrograph by micrograph; and, when the run wrote shiny
+particles, the FCC with its fit, B_f and C_f per frame and the frame weights of that step
+(Zivanov 2019 Fig. 2 a-d)."""
+import os
+
 import pyworkflow.protocol.params as params
 from pyworkflow.gui.plotter import Plotter
 from pyworkflow.viewer import DESKTOP_TKINTER, ProtocolViewer
@@ -14,25 +18,47 @@ class ProtPolishBayesianViewer(ProtocolViewer):
     _targets = [ProtPolishBayesian]
     _environments = [DESKTOP_TKINTER]
 
-    def _polishDir(self):
-        return self.protocol._getExtraPath("polish")
+    def _polishDirs(self):
+        """The polish program's output folders: one, or one per micrograph in streaming."""
+        stream = self.protocol._getExtraPath("stream")
+        if os.path.isdir(stream):
+            return [os.path.join(stream, d, "polish") for d in sorted(os.listdir(stream))]
+        return [self.protocol._getExtraPath("polish")]
+
+    def _micrographs(self):
+        """[(polish folder, micrograph name)] with finished tracks."""
+        return [(d, name) for d in self._polishDirs() for name in figures.polished_micrographs(d)]
 
     def _defineParams(self, form):
         form.addSection(label="Visualization")
-        names = figures.polished_micrographs(self._polishDir()) if self.protocol else []
+        names = self._micrographs() if self.protocol else []
         form.addParam("micrograph", params.IntParam, default=1,
                       validators=[params.Range(1, max(len(names), 1))],
                       label="Micrograph (1-%d)" % len(names))
         form.addParam("scale", params.FloatParam, default=20.0, label="Motion magnification")
         form.addParam("showTracks", params.LabelParam, label="Tracks over the micrograph")
+        form.addParam("showFcc", params.LabelParam, label="Shiny: FCC, fit and residual")
+        form.addParam("showBfactors", params.LabelParam, label="Shiny: B-factors and scales")
+        form.addParam("showWeights", params.LabelParam, label="Shiny: frame weights")
+
+    SHINY_FIGURES = {"showFcc": "fcc_fit", "showBfactors": "bfactors", "showWeights": "weights"}
 
     def _getVisualizeDict(self):
-        return {"showTracks": self._showTracks}
+        views = {key: (lambda param=None, k=key: self._showShiny(k)) for key in self.SHINY_FIGURES}
+        views["showTracks"] = self._showTracks
+        return views
+
+    def _showShiny(self, key):
+        """A figure of the run's shiny step (none when it wrote no shiny particles)."""
+        shiny = self.protocol._getExtraPath("shiny")
+        if not os.path.exists(os.path.join(shiny, "bfactors.json")):
+            return []
+        fig = dict(figures.bfactor_figure_list(shiny)).get(self.SHINY_FIGURES[key])
+        return [Plotter(figure=fig)] if fig is not None else []
 
     def _showTracks(self, param=None):
-        names = figures.polished_micrographs(self._polishDir())
+        names = self._micrographs()
         if not names:
             return []
-        name = names[min(self.micrograph.get(), len(names)) - 1]
-        return [Plotter(figure=figures.polish_tracks_figure(self._polishDir(), name,
-                                                            self.scale.get()))]
+        folder, name = names[min(self.micrograph.get(), len(names)) - 1]
+        return [Plotter(figure=figures.polish_tracks_figure(folder, name, self.scale.get()))]

@@ -1,0 +1,115 @@
+"""Workflow with other groups' plugins (scipion-em-relion, its binaries absent): simulated
+imports -> our training -> polishing with the trained sigmas -> B-factor weighting; RELION's 3D
+auto-refine form accepts our shiny particles (validate: only the missing RELION installation is
+reported) and its convert step writes them with CTF, angles, origins, half-sets and pixel size
+intact; the viewers of each of our protocols render headless from that project."""
+import os
+import shutil
+import unittest
+
+import numpy as np
+from pyworkflow.tests import BaseTest, setupTestProject
+
+from polishplugin.io.convert import matrix_to_relion
+from polishplugin.io.star import read_particles_star
+from polishplugin.protocols import (ProtPolishBayesian, ProtPolishBFactors, ProtPolishSimulate,
+                                    ProtPolishTrain)
+
+try:
+    import relion.protocols as relion_protocols
+except ImportError:  # the test extra not installed
+    relion_protocols = None
+
+SIM = dict(numberOfMicrographs=3, micrographSize=320, numberOfFrames=8, particlesPerMicrograph=6,
+           boxSize=48, pixelSize=1.5, snr=0.5, seed=7)
+
+
+@unittest.skipIf(relion_protocols is None, "scipion-em-relion not installed (the 'test' extra)")
+class TestWorkflowWithRelion(BaseTest):
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        cls.sim = cls.newProtocol(ProtPolishSimulate, **SIM)
+        cls.launchProtocol(cls.sim)
+        inputs = (("inputMovies", "outputMovies"), ("inputParticles", "outputParticles"),
+                  ("inputVolume", "outputVolume"), ("inputMask", "outputMask"))
+        cls.train = cls.newProtocol(ProtPolishTrain, minParticles=10, restarts=2,
+                                    evalMaxRes=7.0, maxEvals=20)
+        cls.polish = cls.newProtocol(ProtPolishBayesian, doShiny=False)
+        for prot in (cls.train, cls.polish):
+            for name, out in inputs:
+                getattr(prot, name).set(cls.sim)
+                getattr(prot, name).setExtended(out)
+        cls.launchProtocol(cls.train)
+        cls.polish.inputTraining.set(cls.train)
+        cls.launchProtocol(cls.polish)
+        cls.bfac = cls.newProtocol(ProtPolishBFactors)
+        cls.bfac.inputPolish.set(cls.polish)
+        cls.launchProtocol(cls.bfac)
+
+    def test_relion_refine_accepts_shiny_particles(self):
+        shiny = self.bfac.outputParticles
+        self.assertSetSize(shiny, 18)
+        refine = self.newProtocol(relion_protocols.ProtRelionRefine3D, numberOfMpi=3,
+                                  doGpu=False)
+        refine.inputParticles.set(self.bfac)
+        refine.inputParticles.setExtended("outputParticles")
+        refine.referenceVolume.set(self.sim)
+        refine.referenceVolume.setExtended("outputVolume")
+        import relion
+        # the only errors: RELION's binaries are not installed
+        self.assertEqual(refine.validate(), relion.Plugin.validateInstallation())
+
+        # its convert step, run in this process as the protocol would
+        self.proj.saveProtocol(refine)
+        for folder in (refine._getExtraPath(), refine._getTmpPath()):
+            os.makedirs(folder, exist_ok=True)
+        if shutil.which("relion_image_handler") is None:
+            refine.referenceVolume.set(None)  # converting the reference needs a RELION binary
+        refine._initialize()
+        refine.convertInputStep(shiny.getObjId(), True)
+        optics, parts = read_particles_star(refine._getFileName("input_star"))
+        self.assertEqual(len(parts), 18)
+        self.assertAlmostEqual(float(optics["rlnImagePixelSize"][0]), shiny.getSamplingRate())
+        self.assertEqual(int(optics["rlnImageSize"][0]), 48)
+        px = shiny.getSamplingRate()
+        for i, p in enumerate(shiny.iterItems(orderBy="id")):
+            ctf = p.getCTF()
+            self.assertAlmostEqual(float(parts["rlnDefocusU"][i]), ctf.getDefocusU(), places=2)
+            self.assertAlmostEqual(float(parts["rlnDefocusV"][i]), ctf.getDefocusV(), places=2)
+            angles, origin = matrix_to_relion(p.getTransform().getMatrix(), px)
+            got = [float(parts[k][i]) for k in ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")]
+            rot_ours = _rotation(angles)
+            self.assertTrue(np.allclose(_rotation(got), rot_ours, atol=1e-4), (got, angles))
+            self.assertAlmostEqual(float(parts["rlnOriginXAngst"][i]), origin[0], places=3)
+            self.assertAlmostEqual(float(parts["rlnOriginYAngst"][i]), origin[1], places=3)
+            self.assertEqual(int(parts["rlnRandomSubset"][i]), p._rlnRandomSubset.get())
+            self.assertIn("shiny", str(parts["rlnImageName"][i]))
+
+    def test_viewers_render_headless(self):
+        import matplotlib.image
+        from polishplugin import viewers
+        for prot, viewer_class in ((self.sim, viewers.ProtPolishSimulateViewer),
+                                   (self.train, viewers.ProtPolishTrainViewer),
+                                   (self.polish, viewers.ProtPolishBayesianViewer),
+                                   (self.bfac, viewers.ProtPolishBFactorsViewer)):
+            viewer = viewer_class(project=self.proj, protocol=prot)
+            viewer.setProtocol(prot)
+            for key, show in viewer._getVisualizeDict().items():
+                views = show()
+                optional = key == "showFsc" or (prot is self.polish and key != "showTracks")
+                if optional and not views:  # no reconstruction / no shiny step in this run
+                    continue
+                self.assertTrue(views, "%s %s shows nothing" % (viewer_class.__name__, key))
+                for j, view in enumerate(views):
+                    path = self.proj.getTmpPath("%s_%s_%d.png" % (viewer_class.__name__, key, j))
+                    view.savefig(path)
+                    view.close()
+                    img = matplotlib.image.imread(path)
+                    self.assertGreater(float(img[..., :3].std()), 0.02, (viewer_class, key))
+
+
+def _rotation(angles_deg):
+    """RELION's Euler (rot, tilt, psi) ZYZ matrix: equal matrices for equivalent triples."""
+    from pwem.convert.transformations import euler_matrix
+    return euler_matrix(*np.deg2rad(angles_deg), axes="szyz")[:3, :3]
