@@ -195,7 +195,8 @@ class TestProtPolishStreaming(BaseTest):
         with open(prot._getExtraPath("stream_train", "train", "opt_params_all_groups.txt")) as fh:
             trained = [float(v) for v in fh.read().split()[:3]]
         diags = [os.path.join(root, f) for root, _, files in
-                 os.walk(prot._getExtraPath("stream")) for f in files if f.endswith(".json")]
+                 os.walk(prot._getExtraPath("stream")) for f in files
+                 if f.endswith(".json") and "diag" in root.split(os.sep)]
         self.assertEqual(len(diags), 2)
         for path in diags:
             with open(path) as fh:
