@@ -41,7 +41,7 @@ def _problem(seed=0):
 
 def _build(frames, centres, pred, opp, damage, init, noise, **kw):
     return build_training_micrograph(iter(frames), centres, pred, opp, damage, init, T_ALIGN,
-                                     T_EVAL, K_MAX, DOSE, PX, window=W, noise_power=noise, **kw)
+                                     T_EVAL, K_MAX, DOSE, PX, **{"window": W, "noise_power": noise, **kw})
 
 
 def test_cc_maps_are_the_alignment_circle_cc_by_brute_force():
@@ -116,16 +116,29 @@ def test_align_reproduces_the_polishing_fit():
     """align(m, triplet) + cut equals align_micrograph on the same frames with the predictions
     restricted to the alignment circle (an independent path through sign, amplitude and fit)."""
     frames, centres, pred, opp, damage, init, noise = _problem(2)
-    m = _build(frames, centres, pred, opp, damage, init, noise)
+    w = 2 * W          # wide enough that no track reaches the window edge at either triplet
+    m = _build(frames, centres, pred, opp, damage, init, noise, window=w)
     align = make_align([m])
     circle = alignment_circle_mask(N, T_ALIGN)
     for triplet in [(0.5, 3000.0, 2.0), (2.0, 300.0, -1.0)]:
         sig_px = MotionParams(*triplet).to_pixels(DOSE, PX)
         ref = align_micrograph(iter(frames), centres, pred * circle, damage, sig_px, init,
-                               window=W, noise_power=noise)
+                               window=w, noise_power=noise)
         # 16-bit CC maps (compact.py) move the fitted tracks by < 1e-3 px
         np.testing.assert_allclose(align(0, triplet) + m.cut_shifts, ref.tracks, atol=1e-3)
         assert ref.amplitude == pytest.approx(m.amplitude, rel=1e-5)
+
+
+def test_align_refuses_tracks_that_leave_the_stored_window(caplog):
+    """In a 3 px window the weak-prior triplet moves tracks to the window's edge, where the
+    bicubic read would wrap to the opposite edge: training keeps the initial tracks there (with a
+    warning), while polishing widens its window (test_polish_micrograph)."""
+    frames, centres, pred, opp, damage, init, noise = _problem(2)
+    m = _build(frames, centres, pred, opp, damage, init, noise)
+    with caplog.at_level("WARNING"):
+        tracks = m.align((2.0, 300.0, -1.0))
+    assert "left the 3 px CC window" in caplog.text
+    np.testing.assert_allclose(tracks, m.initial_tracks - m.cut_shifts)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,8 @@ import numpy as np
 
 from ..fourier import ring_index
 from .fit import MotionFitError, fit_tracks
-from .micrograph import _amplitude, _auto_cc, _check_patches, _particle_inputs, _resolve_sign
+from .micrograph import (_amplitude, _auto_cc, _check_patches, _particle_inputs, _resolve_sign,
+                         outside_window)
 from .observation import compute_cc_maps, estimate_noise_power
 from .patches import extract_patches
 from .compact import Blocks, quantise
@@ -76,11 +77,16 @@ class TrainingMicrograph:
     def align(self, triplet, backend=None, mode="gp"):
         """Tracks (P, F, 2) relative to the patches (fit - cut) after fitting the stored CC maps
         with ``triplet`` = (sigma_vel, sigma_div, sigma_acc) in paper units (eq. 17-18). A fit that
-        fails (MotionFitError, e.g. diverging at an extreme triplet) keeps the initial tracks."""
+        fails (MotionFitError, e.g. diverging at an extreme triplet, or tracks leaving the stored
+        CC window, which would be read from its opposite edge) keeps the initial tracks."""
         sig_px = MotionParams(*triplet).to_pixels(self.dose_per_frame, self.pixel_size)
         try:
             tracks = fit_tracks(self.cc_maps, self.centres, sig_px, self.initial_tracks,
                                 self.cut_shifts, mode=mode, backend=backend).tracks
+            n_out = outside_window(tracks - self.cut_shifts, self.cc_maps.shape[-1] // 2)
+            if n_out:  # the bicubic read wrapped to the window's opposite edge: not a fit
+                raise MotionFitError("%d particle-frame positions left the %d px CC window"
+                                     % (n_out, self.cc_maps.shape[-1] // 2))
         except MotionFitError as exc:
             log.warning("%s: fit failed at %s (%s); initial tracks kept", self.name, triplet, exc)
             tracks = self.initial_tracks
