@@ -30,6 +30,34 @@ def _cut(frame, x, y, n, fill):
     return out
 
 
+def _cut_into(out, frame, x, y, n, fill):
+    """:func:`_cut` written into ``out`` (n, n) without a temporary window."""
+    ny, nx = frame.shape
+    x0, y0 = x - n // 2, y - n // 2
+    if x0 >= 0 and y0 >= 0 and x0 + n <= nx and y0 + n <= ny:
+        out[...] = frame[y0:y0 + n, x0:x0 + n]
+        return
+    out[...] = fill
+    ya, xa = max(y0, 0), max(x0, 0)
+    yb, xb = min(y0 + n, ny), min(x0 + n, nx)
+    if ya < yb and xa < xb:
+        out[ya - y0:yb - y0, xa - x0:xb - x0] = frame[ya:yb, xa:xb]
+
+
+def _window_counts(mask, x, y, n):
+    """Number of True pixels of ``mask`` (ny, nx) in the n x n windows centred (pixel n//2) at the
+    integer positions (x, y) (arrays of one shape), from a summed-area table: the patches
+    without a defect need no defect cut."""
+    ny, nx = mask.shape
+    sat = np.zeros((ny + 1, nx + 1), dtype=np.int64)
+    np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1, out=sat[1:, 1:])
+    x0 = np.clip(x - n // 2, 0, nx)
+    y0 = np.clip(y - n // 2, 0, ny)
+    x1 = np.clip(x - n // 2 + n, 0, nx)
+    y1 = np.clip(y - n // 2 + n, 0, ny)
+    return sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0]
+
+
 def extract_patches(frames, centres, tracks, n, defects=None, padded=False):
     """Patches (P, F, n, n) float32 and cut shifts (P, F, 2) float64.
 
@@ -53,6 +81,10 @@ def extract_patches(frames, centres, tracks, n, defects=None, padded=False):
         defects = np.asarray(defects, dtype=bool)
         bad_idx = np.flatnonzero(defects)
         n_good = defects.size - bad_idx.size
+        if not bad_idx.size:
+            bad_idx = None
+        else:
+            counts = _window_counts(defects, q[:, :, 0], q[:, :, 1], n)
     nf = 0
     for f, frame in enumerate(frames):
         if f >= F:
@@ -66,8 +98,8 @@ def extract_patches(frames, centres, tracks, n, defects=None, padded=False):
             fill = float(frame.mean(dtype=np.float64))
         for p in range(P):
             x, y = q[p, f, 0], q[p, f, 1]
-            patches[p, f] = _cut(frame, x, y, n, fill)
-            if bad_idx is not None and bad_idx.size:
+            _cut_into(patches[p, f], frame, x, y, n, fill)
+            if bad_idx is not None and counts[p, f]:
                 patches[p, f][_cut(defects, x, y, n, False)] = fill
         nf += 1
     if nf != F:
