@@ -35,3 +35,19 @@ def test_patches_with_defects_and_edges_match_naive_cut():
     want = _naive_patches(frames, centres, tracks, n, defects)
     np.testing.assert_array_equal(got, want)
     assert np.all(np.abs(cut - tracks) <= 0.5)
+
+
+def test_projector_transform_matches_shifted_fftn():
+    import scipy.fft
+
+    from polishplugin.core.projector import _centred_fft3
+    rng = np.random.default_rng(5)
+    for n, npad in ((12, 24), (11, 22), (10, 21), (7, 14)):
+        v = rng.normal(size=(n,) * 3).astype(np.float32)
+        big = np.zeros((npad,) * 3, np.float32)
+        o = npad // 2 - n // 2
+        big[o:o + n, o:o + n, o:o + n] = v
+        want = np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(big.astype(np.float64))))
+        got = _centred_fft3(v, npad)
+        assert got.dtype == np.complex64 and got.shape == want.shape
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
