@@ -51,3 +51,16 @@ def test_projector_transform_matches_shifted_fftn():
         got = _centred_fft3(v, npad)
         assert got.dtype == np.complex64 and got.shape == want.shape
         assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def test_ctf_on_cached_grid_matches_chi_definition():
+    from polishplugin.core.ctf import CtfParams, ctf_2d, ctf_chi
+    from polishplugin.core.fourier import freq_grid
+    for p, n, ny, px in ((CtfParams(15000, 14000, 33.0), 64, None, 1.1),
+                         (CtfParams(8000, 9500, -70.0, 200.0, 0.01, 0.07, 40.0, 60.0), 48, 40,
+                          0.8)):
+        ky, kx = freq_grid(ny or n, n, px)
+        want = -np.sin(ctf_chi(p, ky, kx)) * np.exp(-p.bfactor * (kx ** 2 + ky ** 2) / 4.0)
+        for _ in range(2):                       # the second call reads the cached grid
+            got = ctf_2d(p, n, px, ny)
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
