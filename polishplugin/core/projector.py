@@ -72,19 +72,34 @@ class Projector:
             np.float32)
         self._f3 = _centred_fft3(corrected, self.npad)
 
-    def _slice(self, mats, ny, nx):
-        """Sample the padded transform on the central slices A^T (kx, ky, 0) of an (ny, nx) grid."""
+    def _slice(self, mats, ny, nx, chunk=16):
+        """Sample the padded transform on the central slices A^T (kx, ky, 0) of an (ny, nx) grid.
+
+        Only the frequencies |k| <= r_max are interpolated (the others are zero), ``chunk``
+        orientations at a time so that the coordinates stay small."""
         ky, kx = freq_grid(ny, nx)
         a = np.asarray(mats)
-        # (K, 3 [x, y, z]) components of A^T (kx, ky, 0) for every grid point
-        q = (a[:, 0, :, None, None] * kx + a[:, 1, :, None, None] * ky) * self.npad
+        inside = np.flatnonzero(np.hypot(ky, kx).ravel() <= self.r_max)
+        kxi, kyi = kx.ravel()[inside], ky.ravel()[inside]
         c = self.npad // 2
-        coords = np.stack([q[:, 2] + c, q[:, 1] + c, q[:, 0] + c])  # array order (z, y, x)
         be = self.backend if hasattr(self.backend, "interp_trilinear") else \
             get_backend(self.backend)
-        vals = be.interp_trilinear(self._f3, coords.reshape(3, -1)).reshape(len(a), ny, nx)
-        vals[:, np.hypot(ky, kx) > self.r_max] = 0.0
-        return vals * shift_phase(ny, nx, nx // 2, ny // 2)
+        out = np.zeros((len(a), ny * nx), dtype=np.complex128)
+        for k0 in range(0, len(a), chunk):
+            b = a[k0:k0 + chunk]
+            coords = np.empty((3, len(b), inside.size))
+            for j in range(3):  # component x, y, z of A^T (kx, ky, 0) -> array order (z, y, x)
+                q = (b[:, 0, j, None] * kxi + b[:, 1, j, None] * kyi) * self.npad
+                np.add(q, c, out=coords[2 - j])
+            vals = be.interp_trilinear(self._f3, coords.reshape(3, -1))
+            out[k0:k0 + len(b), inside] = vals.reshape(len(b), inside.size)
+        out = out.reshape(len(a), ny, nx)
+        if ny % 2 or nx % 2:
+            return out * shift_phase(ny, nx, nx // 2, ny // 2)
+        # even box: the shift by (nx/2, ny/2) is the real sign (-1)^(iy + ix)
+        out[:, 1::2, ::2] *= -1.0
+        out[:, ::2, 1::2] *= -1.0
+        return out
 
     def project(self, rot, tilt, psi, shape=None):
         """2D Fourier transform (unshifted fft2 layout, complex128) of the projection at RELION Euler
