@@ -12,7 +12,6 @@ issues #484/#561: hot pixels hidden by the first motion correction come back oth
 import logging
 
 import numpy as np
-from scipy import ndimage
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +26,28 @@ def _tile_stat(image, tile, func):
             vals[i, j] = func(image[i * tile:(i + 1) * tile, j * tile:(j + 1) * tile])
     if ty == 1 and tx == 1:
         return np.full(image.shape, vals[0, 0])
-    yc = (np.arange(ny) + 0.5) / tile - 0.5
-    xc = (np.arange(nx) + 0.5) / tile - 0.5
-    yy, xx = np.meshgrid(np.clip(yc, 0, ty - 1), np.clip(xc, 0, tx - 1), indexing="ij")
-    return ndimage.map_coordinates(vals, [yy, xx], order=1, mode="nearest")
+    # bilinear interpolation is separable: rows then columns, as two small matrix products
+    wy = _linear_weights((np.arange(ny) + 0.5) / tile - 0.5, ty)
+    wx = _linear_weights((np.arange(nx) + 0.5) / tile - 0.5, tx)
+    bad = ~np.isfinite(vals)
+    out = wy @ np.where(bad, 0.0, vals) @ wx.T
+    if bad.any():  # NaN where a missing tile value has weight, as a direct interpolation
+        out[(wy @ bad @ wx.T) > 0] = np.nan
+    return out
+
+
+def _linear_weights(coords, size):
+    """(len(coords), size) weights of linear interpolation at ``coords`` (clipped to
+    [0, size - 1], i.e. ndimage's order=1, mode="nearest") of ``size`` samples."""
+    c = np.clip(coords, 0, size - 1)
+    i0 = np.minimum(np.floor(c).astype(int), size - 1)
+    i1 = np.minimum(i0 + 1, size - 1)
+    t = c - i0
+    w = np.zeros((len(c), size))
+    rows = np.arange(len(c))
+    w[rows, i0] += 1.0 - t
+    w[rows, i1] += t
+    return w
 
 
 def _mad(a):

@@ -64,3 +64,27 @@ def test_ctf_on_cached_grid_matches_chi_definition():
         for _ in range(2):                       # the second call reads the cached grid
             got = ctf_2d(p, n, px, ny)
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+
+
+def test_tile_interpolation_matches_map_coordinates():
+    from scipy import ndimage
+
+    from polishplugin.core.defects import _tile_stat
+    rng = np.random.default_rng(9)
+    img = rng.normal(10, 2, (100, 75))
+    img[:20, :20] = np.nan                      # one tile without a value
+    for tile in (16, 25, 40):
+        ny, nx = img.shape
+        ty, tx = -(-ny // tile), -(-nx // tile)
+        vals = np.array([[np.nanmedian(img[i * tile:(i + 1) * tile, j * tile:(j + 1) * tile])
+                          if tile > 20 or (i, j) != (0, 0) else np.nan for j in range(tx)]
+                         for i in range(ty)])
+        yc = np.clip((np.arange(ny) + 0.5) / tile - 0.5, 0, ty - 1)
+        xc = np.clip((np.arange(nx) + 0.5) / tile - 0.5, 0, tx - 1)
+        yy, xx = np.meshgrid(yc, xc, indexing="ij")
+        want = ndimage.map_coordinates(vals, [yy, xx], order=1, mode="nearest")
+        got = _tile_stat(img, tile, lambda b: np.nanmedian(b) if np.isfinite(b).any()
+                         else np.nan)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        ok = ~np.isnan(want)
+        np.testing.assert_allclose(got[ok], want[ok], rtol=1e-12)
