@@ -6,7 +6,9 @@ timed: movie sum, defect search, predictions (own + opposite halves), damage fil
 (time spent inside the movie's frame iterator), patch extraction, the finite check, patch spectra,
 noise power, CC maps, sign/amplitude, MAP fit, FCC sums. Projector setup (once per job) is
 reported separately. Times are process CPU seconds (``time.process_time``, user + sys; the machine
-is shared, so wall time means little), one thread (numba and BLAS).
+is shared, so wall time means little), one thread (numba and BLAS); user and system time are
+also printed apart: system time is mostly first-touch page faults of the large patch/spectra
+buffers and varies several-fold with the machine's memory load.
 
 Project (not timed; takes minutes)::
 
@@ -35,7 +37,14 @@ STAGES = ("movie sum", "defects", "predictions", "damage", "frame read", "patche
           "finite check", "spectra", "noise", "cc maps", "amplitude", "fit", "fcc")
 
 
+def cpu():
+    """(user, system) CPU seconds of this process."""
+    t = os.times()
+    return np.array([t.user, t.system])
+
+
 class Clock:
+    """CPU seconds (user, system) per stage."""
     def __init__(self):
         self.t = {}
 
@@ -43,22 +52,22 @@ class Clock:
         self.t[name] = self.t.get(name, 0.0) + dt
 
     def run(self, name, func, *a, **k):
-        t0 = time.process_time()
+        t0 = cpu()
         out = func(*a, **k)
-        self.add(name, time.process_time() - t0)
+        self.add(name, cpu() - t0)
         return out
 
 
 def timed_frames(frames, clock):
     it = iter(frames)
     while True:
-        t0 = time.process_time()
+        t0 = cpu()
         try:
             f = next(it)
         except StopIteration:
             return
         finally:
-            clock.add("frame read", time.process_time() - t0)
+            clock.add("frame read", cpu() - t0)
         yield f
 
 
@@ -100,9 +109,9 @@ def polish_stages(mic, inputs, projectors, n, clock, sigmas=None, backend=None):
     centres = np.asarray(mic.centres, dtype=np.float64)
     with Movie(mic.movie, gain=mic.gain) as movie:
         frames = timed_frames(finite_frames(movie, 0, F), clock)
-        t0 = time.process_time()
+        t0 = cpu()
         patches, cut = extract_patches(frames, centres, init, n, defects, padded=True)
-        clock.add("patches", time.process_time() - t0 - clock.t["frame read"])
+        clock.add("patches", cpu() - t0 - clock.t["frame read"])
     clock.run("finite check", M._check_patches, patches)
     spectra = clock.run("spectra", patch_spectra, patches, overwrite=True)
     del patches
@@ -138,9 +147,9 @@ def main(argv=None):
     inputs = load_polish_inputs("particles.star", "MotionCorr/corrected_micrographs.star",
                                 "postprocess.star")
     n = auto_patch(inputs)
-    t0 = time.process_time()
+    t0 = cpu()
     projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask)
-    t_proj = time.process_time() - t0
+    t_proj = cpu() - t0
     # warm-up (numba compilation / cache load, FFT plans): 4 particles of the first micrograph
     import dataclasses
     m0 = inputs.micrographs[0]
@@ -157,15 +166,17 @@ def main(argv=None):
         clocks.append(c)
         pf += len(mic.centres) * mic.nframes
     nm = len(clocks)
-    print("patch %d px, %d micrographs, %d particle-frames; projector setup %.2f CPU-s per job"
-          % (n, nm, pf, t_proj))
-    print("%-13s %12s %14s" % ("stage", "CPU-s / mic", "ms / part-fr"))
-    total = 0.0
+    print("patch %d px, %d micrographs, %d particle-frames; projector setup per job: %.2f CPU-s "
+          "(%.2f user + %.2f sys)" % (n, nm, pf, t_proj.sum(), t_proj[0], t_proj[1]))
+    print("%-13s %12s %14s %10s %10s" % ("stage", "CPU-s / mic", "ms / part-fr", "user s", "sys s"))
+    total = np.zeros(2)
     for s in STAGES:
-        v = sum(c.t.get(s, 0.0) for c in clocks)
+        v = sum((c.t.get(s, np.zeros(2)) for c in clocks), np.zeros(2))
         total += v
-        print("%-13s %12.3f %14.3f" % (s, v / nm, 1e3 * v / pf))
-    print("%-13s %12.3f %14.3f" % ("total", total / nm, 1e3 * total / pf))
+        print("%-13s %12.3f %14.3f %10.3f %10.3f" % (s, v.sum() / nm, 1e3 * v.sum() / pf,
+                                                    v[0] / nm, v[1] / nm))
+    print("%-13s %12.3f %14.3f %10.3f %10.3f" % ("total", total.sum() / nm, 1e3 * total.sum() / pf,
+                                                total[0] / nm, total[1] / nm))
     if a.save:
         np.savez(a.save, **tracks)
     if a.compare:
