@@ -16,14 +16,16 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def _tile_stat(image, tile, func):
-    """func over (tile x tile) blocks, bilinearly interpolated back to the image grid."""
+def _tile_stat(image, tile, func, vals=None):
+    """func over (tile x tile) blocks, bilinearly interpolated back to the image grid. ``vals``
+    (ty, tx): values already known (NaN: compute with func)."""
     ny, nx = image.shape
     ty, tx = max(1, int(np.ceil(ny / tile))), max(1, int(np.ceil(nx / tile)))
-    vals = np.empty((ty, tx))
+    vals = np.full((ty, tx), np.nan) if vals is None else np.array(vals, dtype=np.float64)
     for i in range(ty):
         for j in range(tx):
-            vals[i, j] = func(image[i * tile:(i + 1) * tile, j * tile:(j + 1) * tile])
+            if np.isnan(vals[i, j]):
+                vals[i, j] = func(image[i * tile:(i + 1) * tile, j * tile:(j + 1) * tile])
     if ty == 1 and tx == 1:
         return np.full(image.shape, vals[0, 0])
     # bilinear interpolation is separable: rows then columns, as two small matrix products
@@ -50,6 +52,27 @@ def _linear_weights(coords, size):
     return w
 
 
+def _full_tile_median_mad(image, tile):
+    """Median and 1.4826 MAD of every full (tile x tile) block without NaN, all blocks at once
+    (the same numbers as :func:`numpy.nanmedian` and :func:`_mad` per block); NaN for the
+    other blocks. Returns two (ty, tx) arrays."""
+    ny, nx = image.shape
+    ty, tx = max(1, int(np.ceil(ny / tile))), max(1, int(np.ceil(nx / tile)))
+    med = np.full((ty, tx), np.nan)
+    mad = np.full((ty, tx), np.nan)
+    fy, fx = ny // tile, nx // tile
+    if fy and fx:
+        blocks = image[:fy * tile, :fx * tile].reshape(fy, tile, fx, tile).swapaxes(1, 2) \
+            .reshape(fy, fx, tile * tile)
+        ok = np.isfinite(blocks).all(axis=-1)
+        b = blocks[ok]
+        if len(b):
+            m = np.median(b, axis=-1)
+            med[:fy, :fx][ok] = m
+            mad[:fy, :fx][ok] = 1.4826 * np.median(np.abs(b - m[:, None]), axis=-1)
+    return med, mad
+
+
 def _mad(a):
     a = a[np.isfinite(a)]
     return 1.4826 * float(np.median(np.abs(a - np.median(a)))) if a.size else 0.0
@@ -72,9 +95,12 @@ def detect_defects(frame_sum, nframes, gain=None, z=7.0, tile=128, known=None):
         raise ValueError("gain %s does not match the frames %s" % (g.shape, raw.shape))
     zero_gain = ~(g > 0)
     corrected = np.where(zero_gain, np.nan, raw * g)
-    mu = _tile_stat(corrected, tile, lambda b: np.nanmedian(b) if np.isfinite(b).any() else np.nan)
+    med, mad = _full_tile_median_mad(corrected, tile)      # the clean full tiles at once
+    mu = _tile_stat(corrected, tile, lambda b: np.nanmedian(b) if np.isfinite(b).any() else np.nan,
+                    med)
     mu = np.where(np.isfinite(mu), mu, np.nanmedian(corrected))
-    spread = np.maximum(_tile_stat(corrected, tile, _mad), np.sqrt(np.maximum(mu * g, 1e-12)))
+    spread = np.maximum(_tile_stat(corrected, tile, _mad, mad),
+                        np.sqrt(np.maximum(mu * g, 1e-12)))
     with np.errstate(invalid="ignore"):
         dev = (corrected - mu) / spread
         outlier = np.abs(dev) > z
