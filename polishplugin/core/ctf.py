@@ -5,6 +5,7 @@ with dz(theta) = -(U+V)/2 - (U-V)/2 * cos(2(theta - angle)) (underfocus positive
 RELION STAR files), so that CTF(0) = Q0 > 0 and zeros lie where chi is a multiple of pi.
 """
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -42,12 +43,42 @@ def ctf_chi(p, ky, kx):
             - np.deg2rad(p.phase_shift) - k3)
 
 
+@lru_cache(maxsize=8)
+def _ctf_grid(ny, nx, pixel_size):
+    """|k|^2, cos 2 theta and sin 2 theta (theta = atan2(ky, kx)) on the fft2 grid, read-only:
+    chi of any CTF on this grid is then a few multiply-adds (cos 2(theta - a) expanded)."""
+    ky, kx = freq_grid(ny, nx, pixel_size)
+    k2 = ky ** 2 + kx ** 2
+    theta = np.arctan2(ky, kx)
+    out = (k2, np.cos(2.0 * theta), np.sin(2.0 * theta))
+    for a in out:
+        a.setflags(write=False)
+    return out
+
+
 def ctf_2d(p, n, pixel_size, ny=None):
-    """CTF on the unshifted fft2 grid of an (ny or n, n) box with the given pixel size (A)."""
-    ky, kx = freq_grid(ny or n, n, pixel_size)
-    c = -np.sin(ctf_chi(p, ky, kx))
+    """CTF on the unshifted fft2 grid of an (ny or n, n) box with the given pixel size (A).
+
+    Same function as ``-sin(ctf_chi(p, ky, kx))`` (times the B-factor envelope), evaluated on a
+    cached grid with cos 2(theta - a) = cos 2theta cos 2a + sin 2theta sin 2a (float rounding)."""
+    k2, c2, s2 = _ctf_grid(int(ny or n), int(n), float(pixel_size))
+    lam = electron_wavelength(p.voltage)
+    a = 2.0 * np.deg2rad(p.defocus_angle)
+    half_sum = -0.5 * (p.defocus_u + p.defocus_v)
+    half_diff = -0.5 * (p.defocus_u - p.defocus_v)
+    q0 = p.amplitude_contrast
+    const = -np.deg2rad(p.phase_shift) - np.arctan(q0 / np.sqrt(1.0 - q0 * q0))
+    # chi = pi lam dz k2 + (pi/2) Cs lam^3 k2^2 + const, dz = half_sum + half_diff cos 2(theta - a)
+    pl = np.pi * lam
+    dzk = c2 * (pl * half_diff * np.cos(a))
+    dzk += s2 * (pl * half_diff * np.sin(a))
+    dzk += pl * half_sum + 0.5 * np.pi * p.cs * 1e7 * lam ** 3 * k2
+    dzk *= k2
+    dzk += const
+    c = np.sin(dzk, out=dzk)
+    np.negative(c, out=c)
     if p.bfactor:
-        c = c * np.exp(-p.bfactor * (kx ** 2 + ky ** 2) / 4.0)
+        c *= np.exp(-p.bfactor * k2 / 4.0)
     return c
 
 

@@ -12,25 +12,65 @@ issues #484/#561: hot pixels hidden by the first motion correction come back oth
 import logging
 
 import numpy as np
-from scipy import ndimage
 
 log = logging.getLogger(__name__)
 
 
-def _tile_stat(image, tile, func):
-    """func over (tile x tile) blocks, bilinearly interpolated back to the image grid."""
+def _tile_stat(image, tile, func, vals=None):
+    """func over (tile x tile) blocks, bilinearly interpolated back to the image grid. ``vals``
+    (ty, tx): values already known (NaN: compute with func)."""
     ny, nx = image.shape
     ty, tx = max(1, int(np.ceil(ny / tile))), max(1, int(np.ceil(nx / tile)))
-    vals = np.empty((ty, tx))
+    vals = np.full((ty, tx), np.nan) if vals is None else np.array(vals, dtype=np.float64)
     for i in range(ty):
         for j in range(tx):
-            vals[i, j] = func(image[i * tile:(i + 1) * tile, j * tile:(j + 1) * tile])
+            if np.isnan(vals[i, j]):
+                vals[i, j] = func(image[i * tile:(i + 1) * tile, j * tile:(j + 1) * tile])
     if ty == 1 and tx == 1:
         return np.full(image.shape, vals[0, 0])
-    yc = (np.arange(ny) + 0.5) / tile - 0.5
-    xc = (np.arange(nx) + 0.5) / tile - 0.5
-    yy, xx = np.meshgrid(np.clip(yc, 0, ty - 1), np.clip(xc, 0, tx - 1), indexing="ij")
-    return ndimage.map_coordinates(vals, [yy, xx], order=1, mode="nearest")
+    # bilinear interpolation is separable: rows then columns, as two small matrix products
+    wy = _linear_weights((np.arange(ny) + 0.5) / tile - 0.5, ty)
+    wx = _linear_weights((np.arange(nx) + 0.5) / tile - 0.5, tx)
+    bad = ~np.isfinite(vals)
+    out = wy @ np.where(bad, 0.0, vals) @ wx.T
+    if bad.any():  # NaN where a missing tile value has weight, as a direct interpolation
+        out[(wy @ bad @ wx.T) > 0] = np.nan
+    return out
+
+
+def _linear_weights(coords, size):
+    """(len(coords), size) weights of linear interpolation at ``coords`` (clipped to
+    [0, size - 1], i.e. ndimage's order=1, mode="nearest") of ``size`` samples."""
+    c = np.clip(coords, 0, size - 1)
+    i0 = np.minimum(np.floor(c).astype(int), size - 1)
+    i1 = np.minimum(i0 + 1, size - 1)
+    t = c - i0
+    w = np.zeros((len(c), size))
+    rows = np.arange(len(c))
+    w[rows, i0] += 1.0 - t
+    w[rows, i1] += t
+    return w
+
+
+def _full_tile_median_mad(image, tile):
+    """Median and 1.4826 MAD of every full (tile x tile) block without NaN, all blocks at once
+    (the same numbers as :func:`numpy.nanmedian` and :func:`_mad` per block); NaN for the
+    other blocks. Returns two (ty, tx) arrays."""
+    ny, nx = image.shape
+    ty, tx = max(1, int(np.ceil(ny / tile))), max(1, int(np.ceil(nx / tile)))
+    med = np.full((ty, tx), np.nan)
+    mad = np.full((ty, tx), np.nan)
+    fy, fx = ny // tile, nx // tile
+    if fy and fx:
+        blocks = image[:fy * tile, :fx * tile].reshape(fy, tile, fx, tile).swapaxes(1, 2) \
+            .reshape(fy, fx, tile * tile)
+        ok = np.isfinite(blocks).all(axis=-1)
+        b = blocks[ok]
+        if len(b):
+            m = np.median(b, axis=-1)
+            med[:fy, :fx][ok] = m
+            mad[:fy, :fx][ok] = 1.4826 * np.median(np.abs(b - m[:, None]), axis=-1)
+    return med, mad
 
 
 def _mad(a):
@@ -55,9 +95,12 @@ def detect_defects(frame_sum, nframes, gain=None, z=7.0, tile=128, known=None):
         raise ValueError("gain %s does not match the frames %s" % (g.shape, raw.shape))
     zero_gain = ~(g > 0)
     corrected = np.where(zero_gain, np.nan, raw * g)
-    mu = _tile_stat(corrected, tile, lambda b: np.nanmedian(b) if np.isfinite(b).any() else np.nan)
+    med, mad = _full_tile_median_mad(corrected, tile)      # the clean full tiles at once
+    mu = _tile_stat(corrected, tile, lambda b: np.nanmedian(b) if np.isfinite(b).any() else np.nan,
+                    med)
     mu = np.where(np.isfinite(mu), mu, np.nanmedian(corrected))
-    spread = np.maximum(_tile_stat(corrected, tile, _mad), np.sqrt(np.maximum(mu * g, 1e-12)))
+    spread = np.maximum(_tile_stat(corrected, tile, _mad, mad),
+                        np.sqrt(np.maximum(mu * g, 1e-12)))
     with np.errstate(invalid="ignore"):
         dev = (corrected - mu) / spread
         outlier = np.abs(dev) > z

@@ -34,11 +34,12 @@ def _ctf_array(ctf, n, pixel_size):
     return a
 
 
-def predict_particles(projectors, angles, half_sets, ctfs, n, pixel_size, opposite=False):
+def predict_particles(projectors, angles, half_sets, ctfs, n, pixel_size, opposite=False,
+                      chunk=8):
     """Predictions (P, n, n) complex128: fft2 (unshifted layout) of the projection of each particle's
     half map (``opposite``: the other half) at ``angles`` (P, 3) (rot, tilt, psi, radians), times its
     CTF (CtfParams or an (n, n) array in the same layout); the particle centre is at pixel n//2.
-    ``n`` may exceed the map box (zero-padded projection)."""
+    ``n`` may exceed the map box (zero-padded projection); ``chunk``: particles projected at once."""
     angles = np.atleast_2d(np.asarray(angles, dtype=np.float64))
     half_sets = np.asarray(half_sets).astype(int).ravel()
     P = len(angles)
@@ -46,13 +47,15 @@ def predict_particles(projectors, angles, half_sets, ctfs, n, pixel_size, opposi
         raise ValueError("%d angles, %d half sets and %d CTFs" % (P, len(half_sets), len(ctfs)))
     if not np.all(np.isin(half_sets, (1, 2))):
         raise ValueError("half sets must be 1 or 2, got %s" % np.unique(half_sets))
-    out = np.zeros((P, n, n), dtype=np.complex128)
+    out = np.empty((P, n, n), dtype=np.complex128)
     use = 3 - half_sets if opposite else half_sets
     for h in (1, 2):
         idx = np.flatnonzero(use == h)
-        if idx.size:
-            out[idx] = projectors[h].project_many(angles[idx], shape=(n, n))
-    for p in range(P):
-        out[p] *= _ctf_array(ctfs[p], n, pixel_size)
+        # a few particles at a time: the projections stay small (no particle-sized temporary)
+        for k0 in range(0, idx.size, chunk):
+            ids = idx[k0:k0 + chunk]
+            proj = projectors[h].project_many(angles[ids], shape=(n, n))
+            for j, p in enumerate(ids):
+                np.multiply(proj[j], _ctf_array(ctfs[p], n, pixel_size), out=out[p])
     return out
 

@@ -22,6 +22,35 @@ def _gridding_correction(npad, n):
     return s[:, None, None] * s[None, :, None] * s[None, None, :]
 
 
+def _centred_fft3(vol, npad):
+    """fftshift(fftn(ifftshift(pad(vol)))) as complex64: ``vol`` (n^3, centre voxel n//2) zero-padded
+    to npad^3 (centre at npad//2), transformed with its centre voxel at the origin, zero frequency
+    put at index npad//2. The volume is written straight into the wrapped layout (no ifftshift
+    copy) and, for even npad, the output fftshift is a sign (-1)^(x+y+z) of the input voxels (a
+    shift by npad/2 in Fourier space), so the only padded-size arrays are the input and output."""
+    n = vol.shape[0]
+    idx = (np.arange(n) - n // 2) % npad                      # wrapped position of voxel k
+    big = np.zeros((npad,) * 3, dtype=np.float32)
+    if npad % 2 == 0:
+        s = np.where(idx % 2 == 0, 1.0, -1.0).astype(np.float32)
+        vol = vol * s[:, None, None] * s[None, :, None] * s[None, None, :]
+    big[np.ix_(idx, idx, idx)] = vol
+    if npad % 2:
+        return np.fft.fftshift(scipy.fft.fftn(big)).astype(np.complex64, copy=False)
+    # real input: half the transform (rfftn), the other half by Hermitian symmetry
+    # f[k] = conj(f[-k mod npad]), written with slices (index -k of 1..npad-1 is npad-k)
+    h = npad // 2
+    r = scipy.fft.rfftn(big)
+    del big
+    f = np.empty((npad,) * 3, dtype=np.complex64)
+    f[..., :h + 1] = r
+    src = r[..., h - 1:0:-1]                                   # kx = npad - (h+1 .. npad-1)
+    for dz, sz in ((slice(0, 1), slice(0, 1)), (slice(1, None), slice(None, 0, -1))):
+        for dy, sy in ((slice(0, 1), slice(0, 1)), (slice(1, None), slice(None, 0, -1))):
+            np.conjugate(src[sz, sy], out=f[dz, dy, h + 1:])
+    return f
+
+
 class Projector:
     """Precomputed padded 3D Fourier transform of ``volume`` (n^3, centre voxel n//2).
 
@@ -39,25 +68,37 @@ class Projector:
         self.npad = self.pad * self.n
         self.r_max = float(r_max)
         self.backend = backend
-        corrected = volume.astype(np.float32) / _gridding_correction(self.npad, self.n)
-        big = np.zeros((self.npad,) * 3, dtype=np.float32)
-        o = self.npad // 2 - self.n // 2
-        big[o:o + self.n, o:o + self.n, o:o + self.n] = corrected
-        # centre voxel to the origin, transform, then put zero frequency at index npad//2
-        f = scipy.fft.fftn(np.fft.ifftshift(big))
-        self._f3 = np.fft.fftshift(f).astype(np.complex64)
+        corrected = (volume.astype(np.float32) / _gridding_correction(self.npad, self.n)).astype(
+            np.float32)
+        self._f3 = _centred_fft3(corrected, self.npad)
 
-    def _slice(self, mats, ny, nx):
-        """Sample the padded transform on the central slices A^T (kx, ky, 0) of an (ny, nx) grid."""
+    def _slice(self, mats, ny, nx, chunk=16):
+        """Sample the padded transform on the central slices A^T (kx, ky, 0) of an (ny, nx) grid.
+
+        Only the frequencies |k| <= r_max are interpolated (the others are zero), ``chunk``
+        orientations at a time so that the coordinates stay small."""
         ky, kx = freq_grid(ny, nx)
         a = np.asarray(mats)
-        # (K, 3 [x, y, z]) components of A^T (kx, ky, 0) for every grid point
-        q = (a[:, 0, :, None, None] * kx + a[:, 1, :, None, None] * ky) * self.npad
+        inside = np.flatnonzero(np.hypot(ky, kx).ravel() <= self.r_max)
+        kxi, kyi = kx.ravel()[inside], ky.ravel()[inside]
         c = self.npad // 2
-        coords = np.stack([q[:, 2] + c, q[:, 1] + c, q[:, 0] + c])  # array order (z, y, x)
-        vals = get_backend(self.backend).interp_trilinear(self._f3, coords.reshape(3, -1)).reshape(len(a), ny, nx)
-        vals[:, np.hypot(ky, kx) > self.r_max] = 0.0
-        return vals * shift_phase(ny, nx, nx // 2, ny // 2)
+        be = get_backend(self.backend)
+        out = np.zeros((len(a), ny * nx), dtype=np.complex128)
+        for k0 in range(0, len(a), chunk):
+            b = a[k0:k0 + chunk]
+            coords = np.empty((3, len(b), inside.size))
+            for j in range(3):  # component x, y, z of A^T (kx, ky, 0) -> array order (z, y, x)
+                q = (b[:, 0, j, None] * kxi + b[:, 1, j, None] * kyi) * self.npad
+                np.add(q, c, out=coords[2 - j])
+            vals = be.interp_trilinear(self._f3, coords.reshape(3, -1))
+            out[k0:k0 + len(b), inside] = vals.reshape(len(b), inside.size)
+        out = out.reshape(len(a), ny, nx)
+        if ny % 2 or nx % 2:
+            return out * shift_phase(ny, nx, nx // 2, ny // 2)
+        # even box: the shift by (nx/2, ny/2) is the real sign (-1)^(iy + ix)
+        out[:, 1::2, ::2] *= -1.0
+        out[:, ::2, 1::2] *= -1.0
+        return out
 
     def project(self, rot, tilt, psi, shape=None):
         """2D Fourier transform (unshifted fft2 layout, complex128) of the projection at RELION Euler

@@ -18,16 +18,19 @@ def cut_positions(centres, tracks):
     return np.rint(c + np.asarray(tracks, dtype=np.float64)).astype(np.int64)
 
 
-def _cut(frame, x, y, n, fill):
-    """n x n window with pixel (n//2, n//2) at (x, y); outside the frame: ``fill``."""
+def _cut_into(out, frame, x, y, n, fill):
+    """Write into ``out`` (n, n) the window of ``frame`` with pixel (n//2, n//2) at (x, y);
+    outside the frame: ``fill``."""
     ny, nx = frame.shape
     x0, y0 = x - n // 2, y - n // 2
-    out = np.full((n, n), fill, dtype=np.float32 if frame.dtype != bool else bool)
+    if x0 >= 0 and y0 >= 0 and x0 + n <= nx and y0 + n <= ny:
+        out[...] = frame[y0:y0 + n, x0:x0 + n]
+        return
+    out[...] = fill
     ya, xa = max(y0, 0), max(x0, 0)
     yb, xb = min(y0 + n, ny), min(x0 + n, nx)
     if ya < yb and xa < xb:
         out[ya - y0:yb - y0, xa - x0:xb - x0] = frame[ya:yb, xa:xb]
-    return out
 
 
 def extract_patches(frames, centres, tracks, n, defects=None, padded=False):
@@ -53,6 +56,10 @@ def extract_patches(frames, centres, tracks, n, defects=None, padded=False):
         defects = np.asarray(defects, dtype=bool)
         bad_idx = np.flatnonzero(defects)
         n_good = defects.size - bad_idx.size
+        if not bad_idx.size:
+            bad_idx = None
+        else:
+            work = np.empty(defects.shape, dtype=np.float32)   # the frame with defects filled
     nf = 0
     for f, frame in enumerate(frames):
         if f >= F:
@@ -62,13 +69,14 @@ def extract_patches(frames, centres, tracks, n, defects=None, padded=False):
             # mean of the good pixels (float64 sums), written into the defects of each patch
             fill = (float(frame.sum(dtype=np.float64)) - float(
                 frame.ravel()[bad_idx].sum(dtype=np.float64))) / n_good if n_good else 0.0
+            # filled once per frame (not per patch), in a buffer reused for every frame
+            np.copyto(work, frame)
+            work.ravel()[bad_idx] = fill
+            frame = work
         else:
             fill = float(frame.mean(dtype=np.float64))
         for p in range(P):
-            x, y = q[p, f, 0], q[p, f, 1]
-            patches[p, f] = _cut(frame, x, y, n, fill)
-            if bad_idx is not None and bad_idx.size:
-                patches[p, f][_cut(defects, x, y, n, False)] = fill
+            _cut_into(patches[p, f], frame, q[p, f, 0], q[p, f, 1], n, fill)
         nf += 1
     if nf != F:
         raise ValueError("%d frames for tracks of %d frames" % (nf, F))

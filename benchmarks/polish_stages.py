@@ -1,0 +1,190 @@
+"""CPU time of each stage of polishing one micrograph, on a simulated project (issue 14).
+
+The stages are those of ``programs/polish.py`` ``polish_one`` with MotionCorr initial tracks (the
+default), called one by one in the same order and with the same arguments, so that each can be
+timed: movie sum, defect search, predictions (own + opposite halves), damage filters, frame read
+(time spent inside the movie's frame iterator), patch extraction, the finite check, patch spectra,
+noise power, CC maps, sign/amplitude, MAP fit, FCC sums. Projector setup (once per job) is
+reported separately. Times are process CPU seconds (``time.process_time``, user + sys; the machine
+is shared, so wall time means little), one thread (numba and BLAS); user and system time are
+also printed apart: system time is mostly first-touch page faults of the large patch/spectra
+buffers and varies several-fold with the machine's memory load.
+
+Project (not timed; takes minutes)::
+
+    python -m polishplugin.programs.simulate --out sim --micrographs 2 --mic-size 2048 --frames 32 \
+        --particles 60 --box 160 --pixel-size 1.0 --snr 0.035 --no-figures
+
+Run from the project folder::
+
+    python benchmarks/polish_stages.py --project sim [--save tracks.npz] [--compare old.npz]
+
+``--save`` writes the fitted tracks of every micrograph; ``--compare`` prints the largest track
+difference (px) against a file saved before a change.
+"""
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import numpy as np  # noqa: E402
+
+STAGES = ("movie sum", "defects", "predictions", "damage", "frame read", "patches",
+          "finite check", "spectra", "noise", "cc maps", "amplitude", "fit", "fcc")
+
+
+def cpu():
+    """(user, system) CPU seconds of this process."""
+    t = os.times()
+    return np.array([t.user, t.system])
+
+
+class Clock:
+    """CPU seconds (user, system) per stage."""
+    def __init__(self):
+        self.t = {}
+
+    def add(self, name, dt):
+        self.t[name] = self.t.get(name, 0.0) + dt
+
+    def run(self, name, func, *a, **k):
+        t0 = cpu()
+        out = func(*a, **k)
+        self.add(name, cpu() - t0)
+        return out
+
+
+def timed_frames(frames, clock):
+    it = iter(frames)
+    while True:
+        t0 = cpu()
+        try:
+            f = next(it)
+        except StopIteration:
+            return
+        finally:
+            clock.add("frame read", cpu() - t0)
+        yield f
+
+
+def polish_stages(mic, inputs, projectors, n, clock, sigmas=None, backend=None):
+    """The work of polish_one (init motioncorr, all frames), stage by stage; returns the tracks."""
+    from polishplugin.core.motion import micrograph as M
+    from polishplugin.core.motion.fit import fit_tracks
+    from polishplugin.core.motion.observation import (cc_maps_from_spectra,
+                                                      noise_power_from_spectra, patch_spectra,
+                                                      ring_power)
+    from polishplugin.core.motion.patches import damage_filters, extract_patches
+    from polishplugin.core.motion.units import MotionParams
+    from polishplugin.core.predict import predict_particles
+    from polishplugin.io.movies import Movie
+    from polishplugin.programs.cli import auto_window
+    from polishplugin.programs.micrographs import finite_frames, micrograph_defects
+
+    from polishplugin.programs.polish import (DEFAULT_SIGMA_ACC, DEFAULT_SIGMA_DIV,
+                                              DEFAULT_SIGMA_VEL)
+    if sigmas is None:
+        sigmas = (DEFAULT_SIGMA_VEL, DEFAULT_SIGMA_DIV, DEFAULT_SIGMA_ACC)
+    F = mic.nframes
+    px = inputs.pixel_size
+
+    def movie_sum():
+        with Movie(mic.movie) as raw:
+            return raw.sum(0, F)
+    raw_sum = clock.run("movie sum", movie_sum)
+    defects = clock.run("defects", micrograph_defects, mic, 0, F, False, None, raw_sum)
+    preds = clock.run("predictions", predict_particles, projectors, mic.angles, mic.half_sets,
+                      mic.ctfs, n, px)
+    opp = clock.run("predictions", predict_particles, projectors, mic.angles, mic.half_sets,
+                    mic.ctfs, n, px, opposite=True)
+    damage = clock.run("damage", damage_filters, n, px, F, mic.dose_per_frame, mic.pre_exposure,
+                       mic.voltage)
+    sig_px = MotionParams(*sigmas).to_pixels(mic.dose_per_frame, px)
+    window = auto_window(sig_px[0], F, inputs.box)
+    init = np.asarray(mic.initial_tracks[:, :F], dtype=np.float64)
+    centres = np.asarray(mic.centres, dtype=np.float64)
+    with Movie(mic.movie, gain=mic.gain) as movie:
+        frames = timed_frames(finite_frames(movie, 0, F), clock)
+        t0 = cpu()
+        patches, cut = extract_patches(frames, centres, init, n, defects, padded=True)
+        clock.add("patches", cpu() - t0 - clock.t["frame read"])
+    clock.run("finite check", M._check_patches, patches)
+    spectra = clock.run("spectra", patch_spectra, patches, overwrite=True)
+    del patches
+    power = clock.run("noise", ring_power, spectra)
+    noise = clock.run("noise", noise_power_from_spectra, spectra, power)
+    cc = clock.run("cc maps", cc_maps_from_spectra, spectra, preds, damage, window, noise,
+                   "likelihood")
+
+    def amplitude():
+        sign = M._resolve_sign("auto", cc, min(3, window))
+        auto = M._auto_cc(preds, damage, noise, "likelihood")
+        return sign, M._amplitude(sign * cc, auto, min(3, window))
+    sign, amp = clock.run("amplitude", amplitude)
+    fit = clock.run("fit", fit_tracks, cc * (sign * amp), centres, sig_px, init, cut, mode="gp",
+                    backend=backend, prior_mean="zero")
+    clock.run("fcc", M.fcc_from_spectra, spectra, sign * opp, fit.tracks - cut, power)
+    return fit.tracks
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--project", default=".", help="simulated project folder")
+    ap.add_argument("--save", help="write the tracks (npz)")
+    ap.add_argument("--compare", help="tracks (npz) of an earlier run: print the max difference")
+    ap.add_argument("--backend", default=None)
+    a = ap.parse_args(argv)
+    os.chdir(a.project)
+    from polishplugin.programs.parallel import set_threads
+    set_threads(1)
+    from polishplugin.io.polish_inputs import load_polish_inputs
+    from polishplugin.programs.polish import auto_patch
+    from polishplugin.core.predict import make_projectors
+    inputs = load_polish_inputs("particles.star", "MotionCorr/corrected_micrographs.star",
+                                "postprocess.star")
+    n = auto_patch(inputs)
+    t0 = cpu()
+    projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask)
+    t_proj = cpu() - t0
+    # warm-up (numba compilation / cache load, FFT plans): 4 particles of the first micrograph
+    import dataclasses
+    m0 = inputs.micrographs[0]
+    warm = dataclasses.replace(m0, centres=m0.centres[:4], angles=m0.angles[:4],
+                               half_sets=m0.half_sets[:4], index=m0.index[:4], ctfs=m0.ctfs[:4])
+    polish_stages(warm, inputs, projectors, n, Clock(), backend=a.backend)
+
+    tracks = {}
+    clocks = []
+    pf = 0
+    for mic in inputs.micrographs:
+        c = Clock()
+        tracks[mic.name] = polish_stages(mic, inputs, projectors, n, c, backend=a.backend)
+        clocks.append(c)
+        pf += len(mic.centres) * mic.nframes
+    nm = len(clocks)
+    print("patch %d px, %d micrographs, %d particle-frames; projector setup per job: %.2f CPU-s "
+          "(%.2f user + %.2f sys)" % (n, nm, pf, t_proj.sum(), t_proj[0], t_proj[1]))
+    print("%-13s %12s %14s %10s %10s" % ("stage", "CPU-s / mic", "ms / part-fr", "user s", "sys s"))
+    total = np.zeros(2)
+    for s in STAGES:
+        v = sum((c.t.get(s, np.zeros(2)) for c in clocks), np.zeros(2))
+        total += v
+        print("%-13s %12.3f %14.3f %10.3f %10.3f" % (s, v.sum() / nm, 1e3 * v.sum() / pf,
+                                                    v[0] / nm, v[1] / nm))
+    print("%-13s %12.3f %14.3f %10.3f %10.3f" % ("total", total.sum() / nm, 1e3 * total.sum() / pf,
+                                                total[0] / nm, total[1] / nm))
+    if a.save:
+        np.savez(a.save, **tracks)
+    if a.compare:
+        old = np.load(a.compare)
+        d = max(float(np.max(np.abs(old[k] - tracks[k]))) for k in tracks)
+        print("max track difference vs %s: %.3g px" % (a.compare, d))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
