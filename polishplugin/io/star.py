@@ -363,8 +363,9 @@ def _legacy_optics(path, parts):
 def _box_from_stack(path, parts):
     """Box size from the header of the first particle's stack, or None if it cannot be read."""
     from .mrc import read_mrc_header
+    from .paths import star_path
     stack = str(parts["rlnImageName"][0]).split("@")[-1]
-    stack = stack if os.path.isabs(stack) else os.path.join(os.path.dirname(path), stack)
+    stack = star_path(stack, path)
     try:
         return read_mrc_header(stack).nx
     except InputError as exc:

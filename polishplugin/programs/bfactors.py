@@ -33,7 +33,8 @@ Outputs (under --out):
                   diag JSON is applied), normalised as RELION's extraction (zero mean, unit
                   standard deviation outside a circle of 0.75 x half the box).
   particles.star  the input particles of the recombined micrographs, rlnImageName pointing to the
-                  shiny stacks (relative to --root, or absolute without it), optics updated
+                  shiny stacks (relative to the project folder --root or the current one, as
+                  RELION writes them; absolute when outside it), optics updated
                   (rlnImageSize = --scale, rlnImagePixelSize = px * box / scale).
   logfile.pdf, figures/   FCC, fit, residual, B_f and C_f per frame, weights (paper Fig. 2 a-d).
 
@@ -54,6 +55,7 @@ import numpy as np
 
 from ..io.atomic import atomic_text
 from ..io.errors import InputError
+from ..io.paths import project_relative
 from ..io.star import StarTable, read_star, read_tracks_star, write_particles_star, write_star
 from .parallel import get_comm, my_share, set_threads
 from .polish import mic_stem, output_paths
@@ -231,9 +233,7 @@ def shiny_table(inputs, done, out, root, box, scale):
     """(optics, particles) of the shiny particles of the micrographs in ``done``."""
     rows, names = [], []
     for mic in done:
-        rel = os.path.abspath(shiny_path(out, mic.name))
-        if root is not None:
-            rel = os.path.relpath(rel, os.path.abspath(root))
+        rel = project_relative(shiny_path(out, mic.name), root)
         rows.extend(mic.index.tolist())
         names.extend("%06d@%s" % (i + 1, rel) for i in range(len(mic.index)))
     parts = inputs.particles.take(np.asarray(rows, dtype=int)).copy()
