@@ -23,7 +23,9 @@ Outputs (under --out):
   bfactors.star   data_perframe_bfactors in RELION's numbers: rlnMovieFrameNumber (0-based, of
                   the polished frame range), rlnBfactorUsedForSharpening (RELION's B =
                   our B * ((box + 2) / box)^2, see core/dose/bfactors.py), rlnFittedIntercept-
-                  GuinierPlot (= C_f); read back by RELION and by --bfactors.
+                  GuinierPlot (= C_f); read back by RELION and by --bfactors
+                  (relion_motion_refine --bfactors on it gives our shiny particles:
+                  tests/test_relion_polish.py).
   bfactors.json   the same fit in our convention: B_f in A^2 as the amplitude factor
                   exp(B_f s^2 / 4) (B < 0 = decay, max B = 0), C_f = ln(scale) (0 for the best
                   frame), D_kappa, fitted rings, box, pixel size, resolution limits, first frame.
