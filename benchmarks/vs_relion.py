@@ -143,7 +143,8 @@ def run_snr(a, snr, work):
         r.update(errors(tracks_of(os.path.join(project, folder), mics), truth))
         r.update(cost)
         r["cpu_ms_per_pf"] = 1e3 * cost["cpu_s"] / n_pf
-        r["train_cpu_s"] = train
+        r["train_cpu_s"] = train and train["cpu_s"]
+        r["train_rss_mb"] = train and train["rss_mb"]
         rows.append(r)
 
     inp = load_polish_inputs(*(os.path.join(project, LAYOUT[k]) for k in
@@ -169,7 +170,7 @@ def run_snr(a, snr, work):
                                            "opt_params_all_groups.txt"))
     add("RELION trained", rel_trained, "MotionRefine/job023",
         relion_motion(project, "MotionRefine/job023", T, "--params_file",
-                      "MotionRefine/job022/opt_params_all_groups.txt"), tr["cpu_s"])
+                      "MotionRefine/job022/opt_params_all_groups.txt"), tr)
     rel_recomb = relion_motion(project, "MotionRefine/job021", T, *sigmas_args(true, True),
                                "--combine_frames", "--only_do_unfinished")
     # ours
@@ -185,7 +186,7 @@ def run_snr(a, snr, work):
     our_trained = read_params(os.path.join(project, "Train/job033", "opt_params_all_groups.txt"))
     add("ours trained", our_trained, "Polish/job034",
         ours(project, "polish", "Polish/job034", T, "--params-file",
-             "Train/job033/opt_params_all_groups.txt"), otr["cpu_s"])
+             "Train/job033/opt_params_all_groups.txt"), otr)
     our_recomb = ours(project, "bfactors", "Polish/job035", T, "--polish", "Polish/job031")
 
     vol, _ = read_mrc(os.path.join(project, "truth", "volume.mrc"))
@@ -206,20 +207,20 @@ def fmt(v, f="%.3f"):
     return "-" if v is None else f % v
 
 
-def print_tables(res, a):
+def print_tables(res):
     for r in res:
         print("\n### SNR %g: %d particles, %d particle-frames\n" % (r["snr"], r["particles"],
                                                                    r["particle_frames"]))
         print("| method | sigmas vel/div/acc | RMS (A) | shape (A) | global track (A) | CPU s | "
-              "CPU ms / particle-frame | wall s | peak RSS MB | training CPU s |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              "CPU ms / particle-frame | wall s | peak RSS MB | training CPU s | training peak RSS MB |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for x in r["rows"]:
             sig = "-" if x["sigmas"] is None else "%g/%g/%g" % tuple(x["sigmas"])
-            print("| %s | %s | %.3f | %.3f | %.3f | %s | %s | %s | %s | %s |" % (
+            print("| %s | %s | %.3f | %.3f | %.3f | %s | %s | %s | %s | %s | %s |" % (
                 x["method"], sig, x["rms_A"], x["shape_A"], x["global_A"],
                 fmt(x.get("cpu_s"), "%.1f"), fmt(x.get("cpu_ms_per_pf"), "%.2f"),
                 fmt(x.get("wall_s"), "%.1f"), fmt(x.get("rss_mb"), "%.0f"),
-                fmt(x.get("train_cpu_s"), "%.1f")))
+                fmt(x.get("train_cpu_s"), "%.1f"), fmt(x.get("train_rss_mb"), "%.0f")))
         print("\n| particles reconstructed by relion_reconstruct | half-map FSC 0.143 (A) | "
               "FSC 0.5 vs truth (A) | recombination CPU s | peak RSS MB |")
         print("|---|---|---|---|---|")
@@ -255,14 +256,17 @@ def main():
             raise SystemExit("vs_relion: %s not found (apt-get install -y relion time)" % prog)
     work = os.path.abspath(a.work)
     os.makedirs(work, exist_ok=True)
-    res = [run_snr(a, snr, work) for snr in a.snrs]
-    with open(os.path.join(work, "results.json"), "w") as fh:
-        json.dump({"args": vars(a), "results": res}, fh, indent=1)
+    res = []
+    for snr in a.snrs:   # results kept after each SNR
+        res.append(run_snr(a, snr, work))
+        with open(os.path.join(work, "results.json"), "w") as fh:
+            json.dump({"args": vars(a), "results": res}, fh, indent=1)
+        print_tables(res[-1:])
     print("\n%d micrographs %d^2 x %d frames, %d particles each, box %d at %.2f A/px, true sigmas "
           "%g/%g/%g, %d thread(s) each, our training %d restart(s) of <= %d evaluations"
           % (a.micrographs, a.size, a.frames, a.particles, a.box, a.pixel_size, a.sigma_vel,
              a.sigma_div, a.sigma_acc, a.threads, a.restarts, a.max_evals))
-    print_tables(res, a)
+    print_tables(res)
 
 
 if __name__ == "__main__":
