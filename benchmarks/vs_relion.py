@@ -37,7 +37,7 @@ sys.path.insert(0, ROOT)
 from polishplugin.core import fourier  # noqa: E402
 from polishplugin.io.mrc import read_mrc  # noqa: E402
 from polishplugin.io.polish_inputs import load_polish_inputs  # noqa: E402
-from polishplugin.io.star import read_tracks_star  # noqa: E402
+from polishplugin.io.star import read_star, read_tracks_star  # noqa: E402
 from polishplugin.programs.simulate import LAYOUT  # noqa: E402
 
 GUI_DEFAULTS = (0.2, 5000.0, 2.0)   # RELION's GUI and tutorial defaults = ours
@@ -205,10 +205,16 @@ def run_snr(a, snr, work):
                                                        "relion", vol, mask, px),
              "ours shiny (true sigmas)": reconstruct(project, "Polish/job035/particles.star",
                                                      "ours", vol, mask, px)}
+    bf = {}
+    for who, path in (("relion", "MotionRefine/job021/bfactors.star"),
+                      ("ours", "Polish/job035/bfactors.star")):
+        t = read_star(os.path.join(project, path))["perframe_bfactors"]
+        bf[who] = {"B": [float(v) for v in t["rlnBfactorUsedForSharpening"]],
+                   "C": [float(v) for v in t["rlnFittedInterceptGuinierPlot"]]}
     shiny["RELION shiny (true sigmas)"]["recombine"] = rel_recomb
     shiny["ours shiny (true sigmas)"]["recombine"] = our_recomb
     return {"snr": snr, "particles": n_parts, "particle_frames": n_pf, "rows": rows,
-            "shiny": shiny, "half_map_fsc_0143_A": truth_info["half_map_fsc_0143_A"]}
+            "shiny": shiny, "bfactors": bf, "half_map_fsc_0143_A": truth_info["half_map_fsc_0143_A"]}
 
 
 def fmt(v, f="%.3f"):
@@ -237,6 +243,12 @@ def print_tables(res):
             print("| %s | %.2f | %.2f | %s | %s |" % (k, s["half_fsc_0143_A"], s["truth_fsc_05_A"],
                                                       fmt(rc and rc["cpu_s"], "%.1f"),
                                                       fmt(rc and rc["rss_mb"], "%.0f")))
+        b = r["bfactors"]
+        br, bo = np.asarray(b["relion"]["B"]), np.asarray(b["ours"]["B"])
+        print("\nPer-frame B (A^2, bfactors.star, each from its own tracks' FCC): RELION %s; ours %s;"
+              " correlation %.2f, RMS difference %.0f A^2" % (
+                  " ".join("%.0f" % v for v in br), " ".join("%.0f" % v for v in bo),
+                  np.corrcoef(br, bo)[0, 1], np.sqrt(np.mean((br - bo) ** 2))))
 
 
 def main():
