@@ -68,16 +68,27 @@ def relion_motion(project, job, threads, *extra, log="run"):
     cmd = ["relion_motion_refine", "--i", LAYOUT["particles"], "--f", LAYOUT["postprocess"],
            "--corr_mic", LAYOUT["mics"], "--first_frame", "1", "--last_frame", "-1",
            "--o", job + "/", "--j", str(threads)] + [str(e) for e in extra]
-    os.makedirs(os.path.join(project, job), exist_ok=True)
-    return timed(cmd, project, os.path.join(project, job, log + ".log"))
+    folder, log = os.path.join(project, job), os.path.join(project, job, log + ".log")
+    if not os.path.exists(log + ".cost.json"):   # a fresh run: no outputs of an earlier one
+        if extra and "--combine_frames" in extra:
+            for f in glob.glob(os.path.join(folder, "**", "*shiny*"), recursive=True) + \
+                    glob.glob(os.path.join(folder, "bfactors.star")):
+                os.remove(f)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder, exist_ok=True)
+    return timed(cmd, project, log)
 
 
 def ours(project, program, job, threads, *extra):
     cmd = [sys.executable, "-m", "polishplugin.programs." + program, "--particles",
            LAYOUT["particles"], "--mics", LAYOUT["mics"], "--postprocess", LAYOUT["postprocess"],
            "--out", job, "--threads", str(threads), "--no-figures"] + [str(e) for e in extra]
+    log = os.path.join(project, job + ".log")
+    if not os.path.exists(log + ".cost.json"):   # a fresh run (polish skips finished micrographs)
+        shutil.rmtree(os.path.join(project, job), ignore_errors=True)
     os.makedirs(os.path.join(project, job), exist_ok=True)
-    return timed(cmd, project, os.path.join(project, job + ".log"))
+    return timed(cmd, project, log)
 
 
 def sigmas_args(s, relion):
