@@ -17,8 +17,8 @@ VmHWM (= ru_maxrss) after resetting it with /proc/self/clear_refs just before th
 
 (opencl:T: the OpenCL backend, on PoCL's CPU device with T threads.)
 
-CPU-s per particle-frame = process CPU time of the micrograph / (particles x frames);
-RELION (relion_motion_refine) is quoted at 0.3-0.6 CPU-s per particle-frame.
+CPU-s per particle-frame = process CPU time of the micrograph / (particles x frames). For the
+comparison with RELION, measured side by side, see benchmarks/vs_relion.py.
 """
 import argparse
 import json
@@ -33,7 +33,6 @@ import numpy as np
 MIC_SIZE = {128: 2048, 256: 4096, 384: 4096}
 PIXEL = 1.0          # A/px
 DOSE = 1.0           # e/A^2 per frame = e/px per frame at 1 A/px
-RELION = (0.3, 0.6)  # CPU-s per particle-frame
 STAGES = ("movie sum", "defects", "predictions", "damage", "frame read", "patches", "spectra",
           "noise", "cc maps", "amplitude", "fit", "fcc")
 
@@ -290,16 +289,16 @@ def print_tables(rows, cold):
           "%s)\n" % (rows[0]["F"], cold, ", ".join(sorted({"%.2f s" % r["compile_s"] for r in rows
                                                             if r["backend"] == "numba"}))))
     print("| box | micrograph | particles | backend | threads | wall s | CPU s | "
-          "particle-frames/s/core | CPU-s/particle-frame | RELION 0.3-0.6 / ours | "
+          "particle-frames/s/core | CPU-s/particle-frame | "
           "peak RSS MB (base) | align peak MB | fit iters |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         pf = r["P"] * r["F"]
         cps = r["cpu"] / pf
-        print("| %d | %d^2 | %d | %s | %d | %.2f | %.2f | %.1f | %.4f | %.0f-%.0fx | %.0f (%.0f) | %.0f | %d |"
+        print("| %d | %d^2 | %d | %s | %d | %.2f | %.2f | %.1f | %.4f | %.0f (%.0f) | %.0f | %d |"
               % (r["box"], MIC_SIZE.get(r["box"], 4096), r["P"], r["backend"], r["threads"],
-                 r["wall"], r["cpu"], pf / (r["wall"] * r["threads"]), cps, RELION[0] / cps,
-                 RELION[1] / cps, r["peak_mb"], r["base_mb"], r["align_peak_mb"], r["iterations"]))
+                 r["wall"], r["cpu"], pf / (r["wall"] * r["threads"]), cps, r["peak_mb"],
+                 r["base_mb"], r["align_peak_mb"], r["iterations"]))
     print("\n### Wall time per stage, ms per particle-frame (before the optimisation the patch FFTs "
           "are inside noise, cc maps and fcc)\n")
     print("| box | backend | threads | " + " | ".join(STAGES) + " |")

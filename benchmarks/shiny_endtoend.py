@@ -56,7 +56,7 @@ def variant_stacks(work, sim, inputs, tracks_of, weights, name):
 def recon(star, root, out, sim):
     return reconstruct.run(reconstruct.build_parser().parse_args(
         ["--particles", star, "--root", root, "--out", out, "--mask",
-         os.path.join(sim, "mask.mrc"), "--truth", os.path.join(sim, "truth", "volume.mrc"),
+         simulate.project_files(sim)["mask"], "--truth", os.path.join(sim, "truth", "volume.mrc"),
          "--no-figures"]))
 
 
@@ -83,9 +83,9 @@ def main():
                    str(a.box), "--pixel-size", str(a.pixel_size), "--snr", str(a.snr),
                    "--sigma-vel", str(a.sigma_vel), "--drift", str(a.drift), "--seed",
                    str(a.seed), "--no-figures"])
-    common = ["--particles", os.path.join(sim, "particles.star"), "--mics",
-              os.path.join(sim, "MotionCorr", "corrected_micrographs.star"), "--postprocess",
-              os.path.join(sim, "postprocess.star"), "--root", sim]
+    files = simulate.project_files(sim)
+    common = ["--particles", files["particles"], "--mics", files["mics"], "--postprocess",
+              files["postprocess"], "--root", sim]
     t1 = time.time()
     assert polish.main(common + ["--out", pol, "--sigma-vel", str(a.sigma_vel),
                                  "--no-figures"]) == 0
@@ -116,7 +116,7 @@ def main():
         return np.zeros((len(mic.centres), F, 2)), -1
 
     rows = [("(a) no alignment, plain sum", variant_stacks(work, sim, inputs, none_, uniform, "a")),
-            ("(b) global track, dose-weighted (Extract/)", os.path.join(sim, "particles.star")),
+            ("(b) global track, dose-weighted (Extract/)", files["particles"]),
             ("(c) shiny: MAP tracks + fitted B weights", os.path.join(bf, "particles.star")),
             ("(d) global track + fitted B weights",
              variant_stacks(work, sim, inputs, global_, fitted, "d")),
@@ -130,7 +130,7 @@ def main():
         r = recon(star, sim, os.path.join(work, "rec_" + label[1]), sim)
         results[label] = r
         print("| %s | %.2f | %.2f |" % (label, r["resolution_0143"], r["resolution_truth_05"]))
-    _, parts = read_particles_star(os.path.join(sim, "particles.star"))
+    _, parts = read_particles_star(files["particles"])
     truth = json.load(open(os.path.join(sim, "truth", "truth.json")))
     print("\n%d micrographs x %d particles (%d), %d frames, box %d at %.2f A/px, SNR %g, "
           "sigma_vel %g, drift %g A; reference half maps FSC 0.143 at %.2f A"

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..core import fourier
 from ..io.mrc import read_mrc
+from ..programs.simulate import project_files
 from . import plots
 
 
@@ -28,7 +29,7 @@ def simulated_tracks_figure(sim_dir, name, scale=20.0):
     """True tracks over the motion-corrected sum (positions minus the earlier global alignment),
     motion magnified ``scale`` times."""
     t = _truth(sim_dir, name)
-    image, _ = read_mrc(os.path.join(sim_dir, "MotionCorr", "Movies", name + ".mrc"))
+    image, _ = read_mrc(os.path.join(project_files(sim_dir)["mic_dir"], name + ".mrc"))
     tracks = t["positions"] - t["global_track"][None]
     return plots.tracks_figure(image, tracks, scale=scale, labels=("true tracks", ""),
                                title="%s: true particle tracks" % name)
@@ -48,8 +49,8 @@ def simulated_global_figure(sim_dir, name):
 def simulated_volume_figures(sim_dir):
     """Central slices of the truth and of half map 1, and the half-map FSC curves."""
     truth, px = read_mrc(os.path.join(sim_dir, "truth", "volume.mrc"))
-    h1, _ = read_mrc(os.path.join(sim_dir, "half1_unfil.mrc"))
-    h2, _ = read_mrc(os.path.join(sim_dir, "half2_unfil.mrc"))
+    h1, _ = read_mrc(project_files(sim_dir)["half1"])
+    h2, _ = read_mrc(project_files(sim_dir)["half2"])
     return [("truth_slices", plots.slices_figure(truth, "True volume: central slices")),
             ("half1_slices", plots.slices_figure(h1, "Half map 1: central slices")),
             ("half_map_fsc", plots.fsc_figure(

@@ -4,6 +4,15 @@ optional gain reference multiplied in; writers for test and simulated movies and
 Only one frame is ever held in memory besides what the caller keeps (cf. RELION PR #1365, where
 loading whole movies cost 37.5 GiB per K3 micrograph). TIFF compression: tifffile 2023.9.26 reads
 and writes deflate (zlib) on its own; LZW, the usual EPU choice, needs the ``imagecodecs`` package.
+
+Orientation (RELION's, pinned against ``relion_image_handler`` 3.1.3 by
+``tests/test_relion_oracle.py::test_movie_frames_equal_relions`` and ``::test_gain_as_relion_applies_it``):
+RELION reads a TIFF (movie or gain reference, any sample format, compressed or not) with its rows
+in the opposite order to the file's, i.e. TIFF row 0 becomes image row ny-1, while MRC/MRCS data
+keep the file's row order. All our arrays are in RELION's (= MRC's) orientation, so TIFF pages are
+reversed along y on reading and writing; coordinates, gain, defects and hot pixels then line up as
+they do in RELION. The gain is multiplied into each frame (RELION's motion correction and polishing,
+and ``relion_image_handler --multiply``).
 """
 import logging
 import os
@@ -25,6 +34,11 @@ _TIFF_COMPRESSION = {None: None, "none": None, "deflate": "zlib", "zlib": "zlib"
 
 def _is_tiff(path):
     return os.fspath(path).lower().endswith(TIFF_SUFFIXES)
+
+
+def _tiff_page(page):
+    """One TIFF page as an array in RELION's orientation: the file's rows reversed."""
+    return page.asarray()[::-1]
 
 
 class _Complaints(logging.Handler):
@@ -76,12 +90,13 @@ def _tiff_frames(path):
 
 
 def read_gain(path):
-    """Gain reference (MRC or TIFF) as a float32 (y, x) array."""
+    """Gain reference (MRC or TIFF) as a float32 (y, x) array in RELION's orientation (a TIFF's rows
+    reversed, see the module docstring)."""
     path = os.fspath(path)
     if _is_tiff(path):
         tif, pages = _tiff_frames(path)
         with tif:
-            gain = pages[0].asarray().astype(np.float32)
+            gain = _tiff_page(pages[0]).astype(np.float32)
     else:
         gain, _ = read_mrc(path)
     if gain.ndim != 2:
@@ -91,7 +106,8 @@ def read_gain(path):
 
 
 class Movie:
-    """Lazy movie: ``frame(i)`` reads one (y, x) float32 frame, times the gain when one is given.
+    """Lazy movie: ``frame(i)`` reads one (y, x) float32 frame, times the gain when one is given,
+    both in RELION's orientation (a TIFF's rows reversed, see the module docstring).
 
     ``gain`` is a path (MRC/TIFF) or an array; ``pixel_size`` (A) overrides the file's (TIFF files
     carry none). Use as a context manager or call :meth:`close`.
@@ -135,7 +151,7 @@ class Movie:
             raise IndexError("%s: frame %d out of range 0..%d" % (self.path, i, self.nframes - 1))
         try:
             if self._tif is not None:
-                data = self._pages[i].asarray()
+                data = _tiff_page(self._pages[i])
             else:
                 data = self._mrc.data[i] if self._mrc.data.ndim == 3 else self._mrc.data
         except Exception as exc:
@@ -196,7 +212,9 @@ def write_movie_mrc(path, frames, pixel_size):
 
 
 def write_movie_tiff(path, counts, compression="deflate"):
-    """Write integer counts (frame, y, x; uint8 or uint16) as a multi-page TIFF, atomically.
+    """Write integer counts (frame, y, x; uint8 or uint16, RELION's orientation) as a multi-page
+    TIFF whose rows are stored in the opposite order, so RELION and :class:`Movie` read ``counts``
+    back (module docstring), atomically.
 
     ``compression``: 'deflate' (zlib, built into tifffile), None, or 'lzw' (needs imagecodecs).
     """
@@ -215,14 +233,15 @@ def write_movie_tiff(path, counts, compression="deflate"):
     with atomic_path(path) as tmp:
         with tifffile.TiffWriter(tmp) as tif:
             for frame in counts:
-                tif.write(frame, compression=codec, photometric="minisblack", metadata=None)
+                tif.write(frame[::-1], compression=codec, photometric="minisblack", metadata=None)
 
 
 def write_gain(path, gain):
-    """Write a gain reference (float32 (y, x)) as MRC, or as TIFF when the name ends in .tif(f)."""
+    """Write a gain reference (float32 (y, x)) as MRC, or as TIFF (rows stored reversed, as RELION
+    reads them) when the name ends in .tif(f)."""
     gain = np.asarray(gain, dtype=np.float32)
     if _is_tiff(path):
         with atomic_path(path) as tmp:
-            tifffile.imwrite(tmp, gain, photometric="minisblack", metadata=None)
+            tifffile.imwrite(tmp, gain[::-1], photometric="minisblack", metadata=None)
     else:
         write_mrc(path, gain, 1.0)

@@ -19,6 +19,7 @@ from .errors import InputError
 from .motioncorr import read_corrected_micrographs, read_micrograph_metadata
 from .movies import Movie
 from .mrc import read_mrc, read_mrc_header
+from .paths import star_path
 from .star import optics_of, read_particles_star, read_postprocess
 
 log = logging.getLogger(__name__)
@@ -98,18 +99,15 @@ class PolishInputs:
     resolution: Optional[float] = None        # A, FSC = 0.143
 
 
-def _resolve(root, name):
-    name = str(name)
-    return name if os.path.isabs(name) or root is None else os.path.join(root, name)
-
-
-def _located(path, star, root):
-    """``path`` (named in ``star``) if it exists, else an InputError naming the folder tried."""
+def _located(name, star, root):
+    """The file ``name`` written in ``star`` (:func:`polishplugin.io.paths.star_path`: project-
+    relative, else beside the STAR file), or an InputError naming the folders tried."""
+    path = star_path(name, star, root)
     if not os.path.exists(path):
         where = ("--root %s" % os.path.abspath(root)) if root is not None else \
             "the current directory %s (no --root)" % os.getcwd()
         raise InputError(path, "no such file; it is named in %s and was looked for relative to "
-                         "%s" % (star, where))
+                         "%s and to that STAR file's folder" % (star, where))
     return path
 
 
@@ -117,11 +115,10 @@ def _load_reference(postprocess, half1, half2, mask, root):
     fsc = res = None
     if postprocess:
         pp = read_postprocess(postprocess)
-        base = root if root is not None else os.path.dirname(os.path.abspath(postprocess))
-        half1 = half1 or _resolve(base, pp["half1"])
-        half2 = half2 or _resolve(base, pp["half2"])
+        half1 = half1 or star_path(pp["half1"], postprocess, root)
+        half2 = half2 or star_path(pp["half2"], postprocess, root)
         if mask is None and pp["mask"]:
-            mask = _resolve(base, pp["mask"])
+            mask = star_path(pp["mask"], postprocess, root)
         fsc = np.asarray(pp["fsc"]["rlnFourierShellCorrelationCorrected"], dtype=np.float64)
         res = pp["final_resolution"]
     if not half1 or not half2:
@@ -183,8 +180,9 @@ def load_polish_inputs(particles_star, mics_star, postprocess=None, half1=None, 
                        mask=None, root=None, allow_missing=False, skip_outside=False):
     """Read and check everything a movie-level job needs; see :class:`PolishInputs`.
 
-    Paths inside the STAR files are relative to ``root`` (default: the current directory, as in
-    a RELION project). ``allow_missing``: drop (with a warning) particles whose micrograph is not
+    Paths inside the STAR files are relative to the project directory ``root`` (default: the
+    current directory, where RELION runs), falling back to the STAR file's folder
+    (:func:`polishplugin.io.paths.star_path`). ``allow_missing``: drop (with a warning) particles whose micrograph is not
     in ``mics_star`` instead of failing; ``skip_outside``: drop particles whose centre lies
     outside their micrograph instead of failing.
     """
@@ -241,14 +239,12 @@ def load_polish_inputs(particles_star, mics_star, postprocess=None, half1=None, 
 
     out = []
     for name in [n for n in known if n in set(names)]:
-        meta_path = _located(_resolve(root, mics["rlnMicrographMetadata"][known[name]]),
-                             mics_star, root)
+        meta_path = _located(mics["rlnMicrographMetadata"][known[name]], mics_star, root)
         meta = read_micrograph_metadata(meta_path)
         g = meta.general
         check_numbers(meta_path, g, "metadata")
-        movie_path = _located(_resolve(root, meta.movie_name), meta_path, root)
-        gain = _located(_resolve(root, meta.gain_name), meta_path, root) if meta.gain_name \
-            else None
+        movie_path = _located(meta.movie_name, meta_path, root)
+        gain = _located(meta.gain_name, meta_path, root) if meta.gain_name else None
         with Movie(movie_path, gain=gain) as mov:
             nframes, shape = mov.nframes, mov.shape
             if gain:

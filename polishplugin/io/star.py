@@ -8,7 +8,8 @@ its first blank line; its writer prints floats as %0.6f (1.4e-5 becomes 0.000014
 labels of a table without rows. The small line parser below has none of these problems, and the
 tests check that emtable (hence scipion-em-relion) reads what we write.
 
-Labels are stored without the leading underscore (``rlnCoordinateX``), as emtable does.
+Labels are stored without the leading underscore (``rlnCoordinateX``), as emtable does. Paths
+inside STAR files are project-relative, as RELION writes them (``polishplugin.io.paths``).
 """
 import difflib
 import logging
@@ -363,8 +364,9 @@ def _legacy_optics(path, parts):
 def _box_from_stack(path, parts):
     """Box size from the header of the first particle's stack, or None if it cannot be read."""
     from .mrc import read_mrc_header
+    from .paths import star_path
     stack = str(parts["rlnImageName"][0]).split("@")[-1]
-    stack = stack if os.path.isabs(stack) else os.path.join(os.path.dirname(path), stack)
+    stack = star_path(stack, path)
     try:
         return read_mrc_header(stack).nx
     except InputError as exc:
@@ -470,7 +472,10 @@ def write_postprocess(path, half1, half2, final_resolution, fsc, mask=None, bfac
 def write_tracks_star(path, tracks_A):
     """Per-particle tracks (P, F, 2) in A, in the layout of RELION's ``_tracks.star``:
     data_general (rlnParticleNumber = P), then data_0 .. data_{P-1}, each a loop of
-    rlnOriginXAngst rlnOriginYAngst per frame."""
+    rlnOriginXAngst rlnOriginYAngst per frame. Value convention = RELION's (the particle's
+    displacement in frame f, in the particles' row order of its micrograph): pinned by
+    ``tests/test_relion_polish.py`` (relion_motion_refine's tracks agree with ours and the truth,
+    and its --combine_frames on our tracks and bfactors.star gives our shiny particles)."""
     tracks = np.asarray(tracks_A, dtype=np.float64)
     if tracks.ndim != 3 or tracks.shape[2] != 2:
         raise ValueError("tracks must have shape (particles, frames, 2), got %s" % (tracks.shape,))

@@ -23,7 +23,9 @@ Outputs (under --out):
   bfactors.star   data_perframe_bfactors in RELION's numbers: rlnMovieFrameNumber (0-based, of
                   the polished frame range), rlnBfactorUsedForSharpening (RELION's B =
                   our B * ((box + 2) / box)^2, see core/dose/bfactors.py), rlnFittedIntercept-
-                  GuinierPlot (= C_f); read back by RELION and by --bfactors.
+                  GuinierPlot (= C_f); read back by RELION and by --bfactors
+                  (relion_motion_refine --bfactors on it gives our shiny particles:
+                  tests/test_relion_polish.py).
   bfactors.json   the same fit in our convention: B_f in A^2 as the amplitude factor
                   exp(B_f s^2 / 4) (B < 0 = decay, max B = 0), C_f = ln(scale) (0 for the best
                   frame), D_kappa, fitted rings, box, pixel size, resolution limits, first frame.
@@ -33,7 +35,8 @@ Outputs (under --out):
                   diag JSON is applied), normalised as RELION's extraction (zero mean, unit
                   standard deviation outside a circle of 0.75 x half the box).
   particles.star  the input particles of the recombined micrographs, rlnImageName pointing to the
-                  shiny stacks (relative to --root, or absolute without it), optics updated
+                  shiny stacks (relative to the project folder --root or the current one, as
+                  RELION writes them; absolute when outside it), optics updated
                   (rlnImageSize = --scale, rlnImagePixelSize = px * box / scale).
   logfile.pdf, figures/   FCC, fit, residual, B_f and C_f per frame, weights (paper Fig. 2 a-d).
 
@@ -56,6 +59,7 @@ import numpy as np
 
 from ..io.atomic import atomic_text
 from ..io.errors import InputError
+from ..io.paths import project_relative
 from ..io.star import StarTable, read_star, read_tracks_star, write_particles_star, write_star
 from .cli import (add_movie_inputs, add_output_options, at_least, check_reference_args,
                   finish_status, job_figures, number, positive, resolve_backend,
@@ -262,9 +266,7 @@ def shiny_table(inputs, done, out, root, box, scale):
     """(optics, particles) of the shiny particles of the micrographs in ``done``."""
     rows, names = [], []
     for mic in done:
-        rel = os.path.abspath(shiny_path(out, mic.name))
-        if root is not None:
-            rel = os.path.relpath(rel, os.path.abspath(root))
+        rel = project_relative(shiny_path(out, mic.name), root)
         rows.extend(mic.index.tolist())
         names.extend("%06d@%s" % (i + 1, rel) for i in range(len(mic.index)))
     parts = inputs.particles.take(np.asarray(rows, dtype=int)).copy()

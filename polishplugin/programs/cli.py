@@ -126,7 +126,8 @@ def add_movie_inputs(parser, particles_help="particles STAR (3D alignment, CTF, 
     g.add_argument("--half2")
     g.add_argument("--mask")
     g.add_argument("--root", default=None,
-                   help="folder the STAR paths are relative to (default: current directory)")
+                   help="project folder the STAR paths are relative to, as RELION writes them "
+                        "(default: current directory; else each STAR file's folder is tried)")
     return g
 
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..io.atomic import atomic_text
 from ..io.errors import InputError
+from ..io.paths import star_path
 from ..io.star import StarTable, optics_of, read_particles_star, write_star
 from ..core.defects import fill_nonfinite
 from ..io.polish_inputs import check_numbers
@@ -41,8 +42,8 @@ log = logging.getLogger("polishplugin.reconstruct")
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--particles", required=True, help="particles STAR with alignment and CTF")
-    p.add_argument("--root", default=None, help="folder the image paths are relative to "
-                                                "(default: current directory)")
+    p.add_argument("--root", default=None, help="project folder the image paths are relative "
+                   "to (default: current directory; else the STAR file's folder is tried)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--mask", help="mask applied to both half maps before the FSC")
     p.add_argument("--truth", help="true volume: FSC of the reconstruction against it")
@@ -54,11 +55,9 @@ def build_parser():
     return p
 
 
-def _location(name, root):
+def _location(name, star_file, root):
     idx, path = str(name).split("@", 1)
-    if not (os.path.isabs(path) or root is None):
-        path = os.path.join(root, path)
-    return int(idx) - 1, path
+    return int(idx) - 1, star_path(path, star_file, root)
 
 
 def _folder_tried(root):
@@ -148,7 +147,7 @@ def reconstruct_particles(particles_star, root=None, batch=256, pad=2, use_ctf=T
     if not set(np.unique(half)) <= {1, 2}:
         raise InputError(particles_star, "rlnRandomSubset must be 1 or 2")
     reader = StackReader(root)
-    locs = [_location(nm, root) for nm in parts["rlnImageName"]]
+    locs = [_location(nm, particles_star, root) for nm in parts["rlnImageName"]]
     first = next((im for im in (reader.image(*loc) for loc in locs) if im is not None), None)
     if first is None:
         raise InputError(particles_star, "no particle image has a finite pixel")

@@ -2,15 +2,18 @@
 
     python -m polishplugin.programs.simulate --out sim [--micrographs 4 --frames 24 ...]
 
-Writes (paths relative to --out):
-  Movies/<mic>.tiff|.mrcs, gain.mrc          raw counts (+ gain reference: multiply)
-  MotionCorr/corrected_micrographs.star      + MotionCorr/Movies/<mic>.star (metadata with the
-                                             earlier, noisy global shifts) and <mic>.mrc sums
-  Extract/<mic>.mrcs, particles.star         particles cut from the dose-weighted sums, with
-                                             angles, origins, CTF, half-sets, optics (RELION 3.1)
-  half1_unfil.mrc, half2_unfil.mrc, mask.mrc, postprocess.star, reference.mrc (their mean)
+Writes a RELION project (--out is the project directory; every path inside a STAR file is relative
+to it, as RELION writes them; TIFFs in RELION's orientation, see polishplugin/io/movies.py):
+  Movies/<mic>.tiff|.mrcs, Movies/gain.mrc                raw counts (+ gain reference: multiply)
+  MotionCorr/job002/corrected_micrographs.star            + MotionCorr/job002/Movies/<mic>.star
+                                  (metadata with the earlier, noisy global shifts) and <mic>.mrc sums
+  Extract/job007/Movies/<mic>.mrcs                        particles cut from the dose-weighted sums
+  Refine3D/job010/run_data.star   particles with angles, origins, CTF, half-sets, optics (RELION 3.1)
+  Refine3D/job010/run_half{1,2}_class001_unfil.mrc, run_class001.mrc (their mean)
+  MaskCreate/job011/mask.mrc, PostProcess/job012/postprocess.star
   truth/volume.mrc, truth/<mic>.npz, truth/tracks/<mic>_tracks.star, truth/truth.json
   figures/*.png|pdf, logfile.pdf
+(``project_files`` gives these paths.)
 
 Finished micrographs are skipped when the program is run again (resumable); every file is
 written atomically.
@@ -37,6 +40,22 @@ from ..io.star import StarTable, write_particles_star, write_postprocess, write_
 from .cli import run_program
 
 log = logging.getLogger("polishplugin.simulate")
+
+
+#: the project's files (relative to the project directory), in RELION's job-folder layout
+LAYOUT = {"movies": "Movies", "gain": "Movies/gain.mrc",
+          "mics": "MotionCorr/job002/corrected_micrographs.star",
+          "mic_dir": "MotionCorr/job002/Movies", "extract_dir": "Extract/job007/Movies",
+          "particles": "Refine3D/job010/run_data.star",
+          "half1": "Refine3D/job010/run_half1_class001_unfil.mrc",
+          "half2": "Refine3D/job010/run_half2_class001_unfil.mrc",
+          "reference": "Refine3D/job010/run_class001.mrc", "mask": "MaskCreate/job011/mask.mrc",
+          "postprocess": "PostProcess/job012/postprocess.star", "truth": "truth"}
+
+
+def project_files(out):
+    """Absolute paths of a simulated project's files (keys of :data:`LAYOUT`)."""
+    return {k: os.path.join(os.path.abspath(out), v) for k, v in LAYOUT.items()}
 
 
 def build_parser():
@@ -153,12 +172,13 @@ def extract_particles(micrograph, coords, box, invert=True):
 
 
 def micrograph_paths(out, name, tiff):
-    return {"movie": os.path.join(out, "Movies", name + (".tiff" if tiff else ".mrcs")),
-            "metadata": os.path.join(out, "MotionCorr", "Movies", name + ".star"),
-            "sum": os.path.join(out, "MotionCorr", "Movies", name + ".mrc"),
-            "stack": os.path.join(out, "Extract", name + ".mrcs"),
-            "truth": os.path.join(out, "truth", name + ".npz"),
-            "tracks": os.path.join(out, "truth", "tracks", name + "_tracks.star")}
+    f = project_files(out)
+    return {"movie": os.path.join(f["movies"], name + (".tiff" if tiff else ".mrcs")),
+            "metadata": os.path.join(f["mic_dir"], name + ".star"),
+            "sum": os.path.join(f["mic_dir"], name + ".mrc"),
+            "stack": os.path.join(f["extract_dir"], name + ".mrcs"),
+            "truth": os.path.join(f["truth"], name + ".npz"),
+            "tracks": os.path.join(f["truth"], "tracks", name + "_tracks.star")}
 
 
 def write_micrograph(out, ds, mic, tiff):
@@ -178,7 +198,7 @@ def write_micrograph(out, ds, mic, tiff):
                "rlnMicrographDoseRate": c.dose_per_frame,
                "rlnMicrographPreExposure": c.pre_exposure, "rlnVoltage": c.voltage}
     if mic.gain is not None:
-        general["rlnMicrographGainName"] = "gain.mrc"
+        general["rlnMicrographGainName"] = LAYOUT["gain"]
     # MotionCor convention: the shift that aligns frame f is minus the content's displacement
     write_micrograph_metadata(paths["metadata"], general, -mic.global_track)
     total = aligned_sum(mic.frames, mic.gain, mic.global_track, c.pixel_size, c.dose_per_frame,
@@ -231,11 +251,12 @@ def optics_table(c, with_image=True):
 # ------------------------------------------------------------------------ whole data set
 def write_reference(out, ds):
     c = ds.config
-    for name, vol in (("half1_unfil.mrc", ds.half1), ("half2_unfil.mrc", ds.half2),
-                      ("reference.mrc", 0.5 * (ds.half1 + ds.half2)),
-                      ("mask.mrc", ds.mask), (os.path.join("truth", "volume.mrc"), ds.volume)):
-        os.makedirs(os.path.dirname(os.path.join(out, name)), exist_ok=True)
-        write_mrc(os.path.join(out, name), vol.astype(np.float32), c.pixel_size)
+    f = project_files(out)
+    for path, vol in ((f["half1"], ds.half1), (f["half2"], ds.half2),
+                      (f["reference"], 0.5 * (ds.half1 + ds.half2)),
+                      (f["mask"], ds.mask), (os.path.join(f["truth"], "volume.mrc"), ds.volume)):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_mrc(path, vol.astype(np.float32), c.pixel_size)
     curve = fourier.fsc(ds.half1 * ds.mask, ds.half2 * ds.mask)
     res = fourier.resolution_at(curve, c.box, c.pixel_size)
     shells = np.arange(len(curve))
@@ -243,8 +264,9 @@ def write_reference(out, ds):
            "rlnResolution": shells / (c.box * c.pixel_size),
            "rlnAngstromResolution": np.where(shells > 0, c.box * c.pixel_size / np.maximum(shells, 1), 999.0),
            "rlnFourierShellCorrelationCorrected": curve}
-    write_postprocess(os.path.join(out, "postprocess.star"), "half1_unfil.mrc", "half2_unfil.mrc",
-                      res, fsc, mask="mask.mrc")
+    os.makedirs(os.path.dirname(f["postprocess"]), exist_ok=True)
+    write_postprocess(f["postprocess"], LAYOUT["half1"], LAYOUT["half2"], res, fsc,
+                      mask=LAYOUT["mask"])
     return curve, res
 
 
@@ -272,7 +294,8 @@ def run(args):
     curve, res = write_reference(out, ds)
     log.info("reference: %d^3 at %.3f A/px, half-map FSC 0.143 at %.2f A", c.box, c.pixel_size, res)
     if ds.detector.gain is not None:
-        write_gain(os.path.join(out, "gain.mrc"), ds.detector.gain.astype(np.float32))
+        os.makedirs(os.path.join(out, LAYOUT["movies"]), exist_ok=True)
+        write_gain(project_files(out)["gain"], ds.detector.gain.astype(np.float32))
     rows, mic_rows = [], {"rlnMicrographName": [], "rlnMicrographMetadata": [],
                           "rlnOpticsGroup": []}
     names = []
@@ -299,9 +322,10 @@ def run(args):
         if first is None:
             first = (mic, paths)
     parts = {k: np.concatenate([np.asarray(r[k]) for r in rows]) for k in rows[0]}
-    write_particles_star(os.path.join(out, "particles.star"), optics_table(c), StarTable(parts))
-    write_corrected_micrographs(os.path.join(out, "MotionCorr", "corrected_micrographs.star"),
-                                optics_table(c, with_image=False), StarTable(mic_rows))
+    files = project_files(out)
+    write_particles_star(files["particles"], optics_table(c), StarTable(parts))
+    write_corrected_micrographs(files["mics"], optics_table(c, with_image=False),
+                                StarTable(mic_rows))
     write_truth_json(out, ds, names, res)
     if not args.no_figures:
         from .cli import job_figures

@@ -19,17 +19,16 @@ def simulated_dataset_outputs(protocol, sim_dir):
     global alignment), particles (alignment, CTF, coordinates, half-sets), the reference volume
     with its half maps, the mask and the true volume."""
     from pwem.objects import VolumeMask
+    from ..programs.simulate import project_files
+    f = project_files(sim_dir)
     movies = protocol._createSetOfMovies()
-    convert.read_set_of_movies(os.path.join(sim_dir, "MotionCorr", "corrected_micrographs.star"),
+    convert.read_set_of_movies(f["mics"],
                                movies, root=sim_dir)
     particles = protocol._createSetOfParticles()
-    convert.read_set_of_particles(os.path.join(sim_dir, "particles.star"), particles, root=sim_dir)
+    convert.read_set_of_particles(f["particles"], particles, root=sim_dir)
     px = particles.getSamplingRate()
-    half1 = os.path.join(sim_dir, "half1_unfil.mrc")
-    half2 = os.path.join(sim_dir, "half2_unfil.mrc")
-    ref = os.path.join(sim_dir, "reference.mrc")
-    volume = volume_with_halves(protocol, ref, px, half1, half2)
-    mask = VolumeMask(location=os.path.join(sim_dir, "mask.mrc"))
+    volume = volume_with_halves(protocol, f["reference"], px, f["half1"], f["half2"])
+    mask = VolumeMask(location=f["mask"])
     mask.setSamplingRate(px)
     truth = volume_with_halves(protocol, os.path.join(sim_dir, "truth", "volume.mrc"), px)
     return {"outputMovies": movies, "outputParticles": particles, "outputVolume": volume,

@@ -37,9 +37,9 @@ def job(tmp_path_factory):
 
 
 def _inputs(sim):
-    return ["--particles", str(sim / "particles.star"),
-            "--mics", str(sim / "MotionCorr" / "corrected_micrographs.star"),
-            "--postprocess", str(sim / "postprocess.star"), "--root", str(sim)]
+    return ["--particles", simulate.project_files(sim)["particles"],
+            "--mics", simulate.project_files(sim)["mics"],
+            "--postprocess", simulate.project_files(sim)["postprocess"], "--root", str(sim)]
 
 
 def _stacks(out):
@@ -59,7 +59,7 @@ def test_outputs_relion_numbers_weights_and_star(job):
     np.testing.assert_allclose(w.sum(axis=0), 1.0, atol=1e-5)
     assert (out / "logfile.pdf").exists() and (out / "figures" / "fcc_fit.png").exists()
     # particles: the input rows with their alignment and CTF, images in the shiny stacks
-    _, orig = read_particles_star(job / "sim" / "particles.star")
+    _, orig = read_particles_star(simulate.project_files(job / "sim")["particles"])
     optics, parts = read_particles_star(out / "particles.star")
     assert len(parts) == 12 and int(optics["rlnImageSize"][0]) == BOX
     for lb in ("rlnAngleRot", "rlnAnglePsi", "rlnOriginXAngst", "rlnOriginYAngst", "rlnDefocusU"):
@@ -77,15 +77,15 @@ def test_recombination_geometry_matches_the_extraction(job):
     """Global tracks and uniform weights reproduce the simulator's independently extracted,
     globally aligned particles (same centre, same contrast)."""
     sim = job / "sim"
-    inp = load_polish_inputs(*[str(sim / p) for p in ("particles.star", "MotionCorr/"
-                               "corrected_micrographs.star", "postprocess.star")], root=str(sim))
+    f = simulate.project_files(sim)
+    inp = load_polish_inputs(f["particles"], f["mics"], f["postprocess"], root=str(sim))
     mic = inp.micrographs[0]
     origins = np.stack([np.asarray(inp.particles[k])[mic.index] for k in
                         ("rlnOriginXAngst", "rlnOriginYAngst")], axis=1) / 1.5
     uniform = np.full((6, 64, 64), 1.0 / 6)
     shiny = bfactors.shiny_micrograph(mic, mic.initial_tracks, uniform, 0, -1, BOX, BOX, origins,
                                       None)
-    ref = read_mrc(sim / "Extract" / "sim_0000.mrcs")[0]
+    ref = read_mrc(sim / simulate.LAYOUT["extract_dir"] / "sim_0000.mrcs")[0]
     for a, b in zip(shiny, ref):
         cc = np.fft.ifft2(np.fft.fft2(a) * np.conj(np.fft.fft2(b))).real
         assert np.unravel_index(cc.argmax(), cc.shape) == (0, 0)
@@ -114,7 +114,7 @@ def test_resume_and_reuse_of_bfactors_star(job, tmp_path):
 def test_fcc_recomputed_from_tracks_when_missing(job, tmp_path):
     pol = tmp_path / "pol"
     shutil.copytree(job / "pol", pol)
-    stem = "MotionCorr/Movies/sim_0001"
+    stem = simulate.LAYOUT["mic_dir"] + "/sim_0001"
     for k in ("cc", "w0", "w1"):
         os.remove(pol / "fcc" / ("%s_FCC_%s.mrc" % (stem, k)))
     out = tmp_path / "bf"

@@ -23,9 +23,9 @@ def sim(tmp_path_factory):
 
 
 def _args(sim, out, *extra):
-    return ["--particles", str(sim / "particles.star"),
-            "--mics", str(sim / "MotionCorr" / "corrected_micrographs.star"),
-            "--postprocess", str(sim / "postprocess.star"), "--root", str(sim),
+    f = simulate.project_files(sim)
+    return ["--particles", f["particles"], "--mics", f["mics"],
+            "--postprocess", f["postprocess"], "--root", str(sim),
             "--out", str(out), "--no-figures"] + list(extra)
 
 
@@ -64,7 +64,7 @@ def test_failed_micrograph_is_reported_not_zeroed(sim, tmp_path):
     out = tmp_path / "pol"
     assert polish.main(_args(s, out)) == PARTIAL  # some micrographs failed: not a success
     assert polish.main(_args(s, out, "--allow-partial")) == 0
-    assert not (out / "tracks" / "MotionCorr" / "Movies" / "sim_0001_tracks.star").exists()
+    assert not (out / "tracks" / simulate.LAYOUT["mic_dir"] / "sim_0001_tracks.star").exists()
     failed = (out / "failed.txt").read_text()
     assert "sim_0001" in failed and "NaN" in failed
     parts = read_star(out / "particles.star")["particles"]
@@ -98,8 +98,8 @@ def test_bad_inputs_are_refused_before_work(sim, tmp_path, caplog):
     out = tmp_path / "pol"
     # missing half map
     s = _copy(sim, tmp_path)
-    os.remove(s / "half2_unfil.mrc")
-    _expect_bad_input(_args(s, out), caplog, "half2_unfil.mrc")
+    os.remove(simulate.project_files(s)["half2"])
+    _expect_bad_input(_args(s, out), caplog, "run_half2_class001_unfil.mrc")
     assert not (out / "tracks").exists()
     # truncated movie
     s2 = tmp_path / "s2"
@@ -111,7 +111,7 @@ def test_bad_inputs_are_refused_before_work(sim, tmp_path, caplog):
     # frame count disagreeing with the metadata
     s3 = tmp_path / "s3"
     shutil.copytree(sim, s3)
-    meta = s3 / "MotionCorr" / "Movies" / "sim_0002.star"
+    meta = s3 / simulate.LAYOUT["mic_dir"] / "sim_0002.star"
     blocks = read_star(meta)
     blocks["general"]["rlnImageSizeZ"] = [7]
     write_star(meta, blocks)
@@ -120,22 +120,23 @@ def test_bad_inputs_are_refused_before_work(sim, tmp_path, caplog):
     # particle outside its micrograph, and NaN angles
     s4 = tmp_path / "s4"
     shutil.copytree(sim, s4)
-    blocks = read_star(s4 / "particles.star")
+    star4 = simulate.project_files(s4)["particles"]
+    blocks = read_star(star4)
     blocks["particles"]["rlnCoordinateX"][0] = 5000.0
-    write_star(s4 / "particles.star", blocks)
+    write_star(star4, blocks)
     caplog.clear()
-    _expect_bad_input(_args(s4, out), caplog, "particles.star", "outside")
+    _expect_bad_input(_args(s4, out), caplog, "run_data.star", "outside")
     assert polish.main(_args(s4, tmp_path / "skip", "--skip-outside")) == 0
     blocks["particles"]["rlnCoordinateX"][0] = 100.0
     blocks["particles"]["rlnAngleTilt"][1] = np.nan
-    write_star(s4 / "particles.star", blocks)
+    write_star(star4, blocks)
     caplog.clear()
     _expect_bad_input(_args(s4, out), caplog, "rlnAngleTilt", "NaN")
     # pixel size of the reference disagreeing with the particles
     s5 = tmp_path / "s5"
     shutil.copytree(sim, s5)
-    for h in ("half1_unfil.mrc", "half2_unfil.mrc"):
-        with mrcfile.open(s5 / h, "r+") as m:
+    for h in ("half1", "half2"):
+        with mrcfile.open(simulate.project_files(s5)[h], "r+") as m:
             m.voxel_size = 2.0
     caplog.clear()
     _expect_bad_input(_args(s5, out), caplog, "pixel size", "2.0000", "1.5000")

@@ -1,6 +1,7 @@
 """The reconstruct program on RELION files: particles projected from a known volume with known
 angles, origins and CTFs come back as that volume; a flipped origin convention would not."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -76,5 +77,8 @@ def test_known_particles_give_back_the_volume(data, tmp_path):
 
 
 def test_missing_stack_is_a_clear_error(data, tmp_path):
-    assert reconstruct.main(["--particles", str(data / "particles.star"), "--root",
+    """Neither in the project (--root) nor beside the STAR file (the fallback): refused."""
+    moved = tmp_path / "moved.star"
+    shutil.copy(data / "particles.star", moved)
+    assert reconstruct.main(["--particles", str(moved), "--root",
                              str(tmp_path), "--out", str(tmp_path / "o")]) == 2

@@ -21,9 +21,9 @@ def sim(tmp_path_factory):
 
 
 def _args(sim, out, *extra):
-    return ["--particles", str(sim / "particles.star"),
-            "--mics", str(sim / "MotionCorr" / "corrected_micrographs.star"),
-            "--postprocess", str(sim / "postprocess.star"), "--root", str(sim),
+    return ["--particles", simulate.project_files(sim)["particles"],
+            "--mics", simulate.project_files(sim)["mics"],
+            "--postprocess", simulate.project_files(sim)["postprocess"], "--root", str(sim),
             "--out", str(out), "--min-particles", "10", "--restarts", "2", "--max-evals", "10",
             "--eval-max-res", "7"] + list(extra)
 
@@ -74,7 +74,7 @@ def test_bad_arguments_are_refused_before_work(sim, tmp_path, capsys):
         train.main(_args(sim, tmp_path / "x", "--min-particles", "1"))
     assert "--min-particles: '1' must be an integer >= 2" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="postprocess"):
-        train.main(["--particles", str(sim / "particles.star"), "--mics", "m.star",
+        train.main(["--particles", simulate.project_files(sim)["particles"], "--mics", "m.star",
                     "--out", str(tmp_path / "y")])
     assert not (tmp_path / "x").exists()
 
