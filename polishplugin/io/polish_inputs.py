@@ -115,10 +115,11 @@ def _load_reference(postprocess, half1, half2, mask, root):
     fsc = res = None
     if postprocess:
         pp = read_postprocess(postprocess)
-        half1 = half1 or star_path(pp["half1"], postprocess, root)
-        half2 = half2 or star_path(pp["half2"], postprocess, root)
+        # a missing map's message names the folders tried, as for the movies (_located)
+        half1 = half1 or _located(pp["half1"], postprocess, root)
+        half2 = half2 or _located(pp["half2"], postprocess, root)
         if mask is None and pp["mask"]:
-            mask = star_path(pp["mask"], postprocess, root)
+            mask = _located(pp["mask"], postprocess, root)
         fsc = np.asarray(pp["fsc"]["rlnFourierShellCorrelationCorrected"], dtype=np.float64)
         res = pp["final_resolution"]
     if not half1 or not half2:
