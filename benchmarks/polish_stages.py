@@ -144,8 +144,8 @@ def main(argv=None):
     from polishplugin.io.polish_inputs import load_polish_inputs
     from polishplugin.programs.polish import auto_patch
     from polishplugin.core.predict import make_projectors
-    inputs = load_polish_inputs("particles.star", "MotionCorr/corrected_micrographs.star",
-                                "postprocess.star")
+    from polishplugin.programs.simulate import LAYOUT
+    inputs = load_polish_inputs(LAYOUT["particles"], LAYOUT["mics"], LAYOUT["postprocess"])
     n = auto_patch(inputs)
     t0 = cpu()
     projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask)

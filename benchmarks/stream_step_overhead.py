@@ -15,6 +15,8 @@ import sys
 import tempfile
 import time
 
+from polishplugin.programs.simulate import LAYOUT
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -31,8 +33,8 @@ def main():
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.time()
             subprocess.run([py, "-m", "polishplugin.programs.polish", "--particles",
-                            "particles.star", "--mics", "MotionCorr/corrected_micrographs.star",
-                            "--postprocess", "postprocess.star", "--out", "out%d" % i,
+                            LAYOUT["particles"], "--mics", LAYOUT["mics"],
+                            "--postprocess", LAYOUT["postprocess"], "--out", "out%d" % i,
                             "--threads", "1", "--no-figures"],
                            cwd=os.path.join(tmp, "sim"), check=True, capture_output=True)
             wall = time.time() - t0

@@ -27,9 +27,9 @@ def sim(tmp_path_factory):
 
 
 def _inputs(sim):
-    return ["--particles", str(sim / "particles.star"),
-            "--mics", str(sim / "MotionCorr" / "corrected_micrographs.star"),
-            "--postprocess", str(sim / "postprocess.star"), "--root", str(sim), "--no-figures"]
+    f = simulate.project_files(sim)
+    return ["--particles", f["particles"], "--mics", f["mics"],
+            "--postprocess", f["postprocess"], "--root", str(sim), "--no-figures"]
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["fp64", "fp32"])

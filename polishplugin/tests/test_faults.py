@@ -21,7 +21,8 @@ from polishplugin.programs import bfactors, polish, reconstruct, simulate, train
 from polishplugin.programs.cli import PARTIAL
 from polishplugin.tests.mpi import needs_mpirun, run_under_mpirun
 
-MIC1 = os.path.join("MotionCorr", "Movies", "sim_0001")  # rank 1's micrograph under 2 ranks
+LAYOUT = simulate.LAYOUT
+MIC1 = os.path.join(LAYOUT["mic_dir"], "sim_0001")  # rank 1's micrograph under 2 ranks
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +39,9 @@ def project(tmp_path_factory):
 
 
 def _inputs(sim):
-    return ["--particles", str(sim / "particles.star"),
-            "--mics", str(sim / "MotionCorr" / "corrected_micrographs.star"),
-            "--postprocess", str(sim / "postprocess.star"), "--root", str(sim), "--no-figures"]
+    f = simulate.project_files(sim)
+    return ["--particles", f["particles"], "--mics", f["mics"],
+            "--postprocess", f["postprocess"], "--root", str(sim), "--no-figures"]
 
 
 def _pol(sim, out, *extra):
@@ -98,7 +99,7 @@ def test_folder_in_place_of_a_result_is_not_taken_for_a_done_micrograph(project,
 def test_job_where_every_micrograph_failed_is_an_error(project, tmp_path):
     pol = _copy(project / "P", tmp_path / "P")
     for i in range(3):
-        _sabotage_diag(pol, os.path.join("MotionCorr", "Movies", "sim_%04d" % i))
+        _sabotage_diag(pol, os.path.join(LAYOUT["mic_dir"], "sim_%04d" % i))
     assert polish.main(_pol(project / "sim", pol, "--allow-partial")) == 1
     assert len((pol / "failed.txt").read_text().splitlines()) == 3
 
@@ -115,8 +116,8 @@ def test_mpi_write_error_fails_only_its_micrograph(project, tmp_path):
 @needs_mpirun
 def test_mpi_error_outside_the_micrograph_handler_aborts_every_rank(project, tmp_path):
     pol = _copy(project / "P", tmp_path / "P")
-    os.remove(pol / "tracks" / "MotionCorr" / "Movies" / "sim_0000_tracks.star")  # rank 0's
-    _sabotage_diag(pol)                                                             # rank 1's
+    os.remove(pol / "tracks" / LAYOUT["mic_dir"] / "sim_0000_tracks.star")  # rank 0's
+    _sabotage_diag(pol)                                                      # rank 1's
     (pol / "failed").write_text("a file where the failure records go\n")
     res = run_under_mpirun("polish", _pol(project / "sim", pol), timeout=180)  # no hang
     assert res.returncode != 0
@@ -162,11 +163,12 @@ def test_mpi_bfactors_write_error_fails_only_its_micrograph(project, tmp_path):
 # ------------------------------------------------------------------ 2. outputs over inputs
 def test_output_folder_holding_the_inputs_is_refused(project, tmp_path, caplog):
     sim = _copy(project / "sim", tmp_path / "sim")
-    before = _digest(sim / "particles.star")
+    before = _digest(sim / LAYOUT["particles"])
     assert polish.main(_pol(sim, sim)) == 2
-    assert "holds the input" in caplog.text and "particles.star" in caplog.text
+    assert "holds the input" in caplog.text
+    assert os.path.basename(LAYOUT["particles"]) in caplog.text
     assert bfactors.main(_bf(sim, project / "P", sim)) == 2
-    assert _digest(sim / "particles.star") == before
+    assert _digest(sim / LAYOUT["particles"]) == before
     assert not (sim / "tracks").exists() and not (sim / "Shiny").exists()
     pol = _copy(project / "P", tmp_path / "P")
     before = _digest(pol / "particles.star")
@@ -222,7 +224,7 @@ def test_train_claims_its_folder_like_polish(project, tmp_path, caplog):
 
 def test_train_with_a_broken_movie_skips_it_and_says_so(project, tmp_path):
     sim = _copy(project / "sim", tmp_path / "sim")
-    with mrcfile.open(sim / "Movies" / "sim_0001.mrcs", "r+") as m:
+    with mrcfile.open(sim / LAYOUT["movies"] / "sim_0001.mrcs", "r+") as m:
         data = m.data.copy()
         data[3] = np.inf
         m.set_data(data)
@@ -230,14 +232,14 @@ def test_train_with_a_broken_movie_skips_it_and_says_so(project, tmp_path):
                 "--max-evals", "8")
     assert train.main(args) == PARTIAL
     report = json.loads((tmp_path / "T" / "train.json").read_text())
-    assert list(report["failed"]) == ["MotionCorr/Movies/sim_0001.mrc"]
-    assert "NaN or infinite" in report["failed"]["MotionCorr/Movies/sim_0001.mrc"]
+    assert list(report["failed"]) == [MIC1 + ".mrc"]
+    assert "NaN or infinite" in report["failed"][MIC1 + ".mrc"]
     assert train.main(args + ["--allow-partial"]) == 0
 
 
 def test_killed_run_leaves_no_part_files_after_the_next(project, tmp_path):
     pol = _copy(project / "P", tmp_path / "P")
-    part = pol / "tracks" / "MotionCorr" / ".sim_0001_tracks.star.x1y2.part"
+    part = pol / "tracks" / LAYOUT["mic_dir"] / ".sim_0001_tracks.star.x1y2.part"
     part.write_text("half a file")
     assert polish.main(_pol(project / "sim", pol)) == 0
     assert not part.exists()
@@ -264,14 +266,14 @@ def test_bfactors_resume_with_another_scale_never_mixes_sizes(project, tmp_path,
                                          ("optics", "rlnAmplitudeContrast")])
 def test_nan_in_a_used_column_is_refused_before_work(project, tmp_path, caplog, block, label):
     sim = _copy(project / "sim", tmp_path / "sim")
-    blocks = read_star(sim / "particles.star")
+    blocks = read_star(sim / LAYOUT["particles"])
     table = blocks[block]
     if label not in table:
         table[label] = np.zeros(len(table))
     values = np.asarray(table[label], dtype=float).copy()
     values[-1] = np.nan
     table[label] = values
-    write_star(sim / "particles.star", blocks)
+    write_star(sim / LAYOUT["particles"], blocks)
     out = tmp_path / "P"
     assert polish.main(_pol(sim, out)) == 2
     assert "column %s has NaN" % label in caplog.text
@@ -289,30 +291,32 @@ def test_nan_dose_in_the_metadata_is_refused(project, tmp_path, caplog):
 
 
 def _drop_mic_row(sim):
-    path = sim / "MotionCorr" / "corrected_micrographs.star"
+    path = sim / LAYOUT["mics"]
+    row = LAYOUT["mic_dir"] + "/sim_0002.mrc"
+    assert row in path.read_text()
     path.write_text("\n".join(ln for ln in path.read_text().splitlines()
-                              if not ln.startswith("MotionCorr/Movies/sim_0002.mrc")) + "\n")
+                              if not ln.startswith(row)) + "\n")
 
 
 def _no_particles(sim):
-    blocks = read_star(sim / "particles.star")
+    blocks = read_star(sim / LAYOUT["particles"])
     blocks["particles"] = blocks["particles"].take(np.arange(0))
-    write_star(sim / "particles.star", blocks)
+    write_star(sim / LAYOUT["particles"], blocks)
 
 
 def _small_half_map(sim):
-    with mrcfile.new(sim / "half2_unfil.mrc", overwrite=True) as m:
+    with mrcfile.new(sim / LAYOUT["half2"], overwrite=True) as m:
         m.set_data(np.zeros((32, 32, 32), dtype=np.float32))
         m.voxel_size = 1.2
 
 
 def _small_gain(sim):
-    with mrcfile.new(sim / "gain.mrc", overwrite=True) as m:
+    with mrcfile.new(sim / LAYOUT["gain"], overwrite=True) as m:
         m.set_data(np.ones((100, 100), dtype=np.float32))
 
 
 def _no_movie(sim):
-    os.remove(sim / "Movies" / "sim_0001.mrcs")
+    os.remove(sim / LAYOUT["movies"] / "sim_0001.mrcs")
 
 
 @pytest.mark.parametrize("break_it,message", [
@@ -333,7 +337,7 @@ def test_inconsistent_project_is_refused_before_work(project, tmp_path, caplog, 
 # ------------------------------------------------------------------ 6. NaN pixels
 def test_nan_region_in_a_frame_is_filled_and_counted(project, tmp_path):
     sim = _copy(project / "sim", tmp_path / "sim")
-    with mrcfile.open(sim / "Movies" / "sim_0001.mrcs", "r+") as m:
+    with mrcfile.open(sim / LAYOUT["movies"] / "sim_0001.mrcs", "r+") as m:
         data = m.data.copy()
         data[2, 100:120, 100:120] = np.nan
         m.set_data(data)
@@ -347,6 +351,21 @@ def test_nan_region_in_a_frame_is_filled_and_counted(project, tmp_path):
         assert np.all(np.isfinite(mrcfile.open(stack).data)), stack
 
 
+def _rename_images(src, dst, root, rename):
+    """Copy the particles STAR ``src`` to ``dst`` with each image's stack (resolved against the
+    project folder ``root``; it must be in the bfactors run's folder ``project / "B"``) renamed
+    to ``rename(its path in that folder)``."""
+    blocks = read_star(src)
+    names = []
+    for name in blocks["particles"]["rlnImageName"]:
+        i, path = str(name).split("@")
+        path = os.path.relpath(os.path.join(root, path), root.parent / "B")
+        assert not path.startswith(os.pardir), name
+        names.append("%s@%s" % (i, rename(path)))
+    blocks["particles"]["rlnImageName"] = np.asarray(names, dtype=object)
+    write_star(dst, blocks)
+
+
 def test_nan_image_is_left_out_of_the_reconstruction(project, tmp_path):
     def run(folder, root, out):
         return reconstruct.main(["--particles", str(folder / "particles.star"), "--root",
@@ -354,8 +373,12 @@ def test_nan_image_is_left_out_of_the_reconstruction(project, tmp_path):
     clean = tmp_path / "clean"
     assert run(project / "B", project / "sim", clean) == 0
     res_clean = json.loads((clean / "reconstruct.json").read_text())["resolution_0143"]
-    bad = _copy(project / "B", tmp_path / "B")  # image names are relative to the sim folder
+    bad = _copy(project / "B", tmp_path / "B")
     (tmp_path / "sim").mkdir()
+    # the copy's images, named relative to an empty project folder (bfactors wrote them absolute:
+    # its --out is outside the project)
+    _rename_images(bad / "particles.star", bad / "particles.star", project / "sim",
+                   lambda p: os.path.relpath(bad / p, tmp_path / "sim"))
     stack = sorted((bad / "Shiny").rglob("*.mrcs"))[0]
     with mrcfile.open(stack, "r+") as m:
         data = m.data.copy()
@@ -399,13 +422,13 @@ def test_programs_run_with_figures_on_a_python_without_tk(project, tmp_path):
 # ------------------------------------------------------------------ 8. particle identities
 def test_bfactors_matches_particles_by_identity_not_row(project, tmp_path):
     sim = _copy(project / "sim", tmp_path / "sim")
-    blocks = read_star(sim / "particles.star")
+    blocks = read_star(sim / LAYOUT["particles"])
     parts = blocks["particles"]
     rows = np.flatnonzero([MIC1 in str(n) for n in parts["rlnMicrographName"]])
     order = np.arange(len(parts))
     order[rows[0]], order[rows[1]] = rows[1], rows[0]
     blocks["particles"] = parts.take(order)
-    write_star(sim / "particles.star", blocks)
+    write_star(sim / LAYOUT["particles"], blocks)
     out = tmp_path / "B"
     assert bfactors.main(_bf(sim, project / "P", out)) == 0
 
@@ -426,7 +449,7 @@ def test_bfactors_matches_particles_by_identity_not_row(project, tmp_path):
 
 def test_bfactors_refuses_particles_the_polishing_did_not_track(project, tmp_path, caplog):
     sim = _copy(project / "sim", tmp_path / "sim")
-    blocks = read_star(sim / "particles.star")
+    blocks = read_star(sim / LAYOUT["particles"])
     parts = blocks["particles"]
     x = np.asarray(parts["rlnCoordinateX"], dtype=float).copy()
     names = [str(n) for n in parts["rlnImageName"]]
@@ -434,7 +457,7 @@ def test_bfactors_refuses_particles_the_polishing_did_not_track(project, tmp_pat
     x[0] += 3
     parts["rlnImageName"] = np.asarray(names, dtype=object)
     parts["rlnCoordinateX"] = x
-    write_star(sim / "particles.star", blocks)
+    write_star(sim / LAYOUT["particles"], blocks)
     assert bfactors.main(_bf(sim, project / "P", tmp_path / "B")) == 2
     assert "not tracked by the polishing run" in caplog.text
 
@@ -504,6 +527,9 @@ def test_missing_file_message_names_the_folder_tried(project, tmp_path, caplog, 
     assert polish.main(args) == 2
     assert "relative to the current directory %s (no --root)" % tmp_path in caplog.text
     caplog.clear()
-    assert reconstruct.main(["--particles", str(project / "B" / "particles.star"),
+    star = tmp_path / "particles.star"  # the shiny particles named relative to the project
+    _rename_images(project / "B" / "particles.star", star, project / "sim",
+                   lambda p: os.path.relpath(project / "B" / p, project / "sim"))
+    assert reconstruct.main(["--particles", str(star),
                              "--out", str(tmp_path / "R"), "--no-figures"]) == 2
     assert "relative to the current directory %s (no --root)" % tmp_path in caplog.text

@@ -39,7 +39,7 @@ def test_train_writes_params_trace_and_report(sim, tmp_path):
                                rtol=1e-5)
     np.testing.assert_allclose(report["spread"], optima.max(0) / optima.min(0), rtol=1e-9)
     # subsets as RELION chooses them, one seed per restart
-    counts = {"MotionCorr/Movies/sim_%04d.mrc" % i: 6 for i in range(4)}
+    counts = {simulate.LAYOUT["mic_dir"] + "/sim_%04d.mrc" % i: 6 for i in range(4)}
     names = {n.split("/")[-1]: n for r in report["restarts"] for n in r["micrographs"]}
     for r, seed in zip(report["restarts"], (23, 24)):
         assert r["seed"] == seed and r["particles"] >= 10

@@ -13,6 +13,7 @@ from pyworkflow.tests import BaseTest, setupTestProject
 
 from polishplugin.io.motioncorr import read_micrograph_metadata
 from polishplugin.io.star import read_tracks_star
+from polishplugin.programs.simulate import LAYOUT
 from polishplugin.protocols import (ProtPolishBayesian, ProtPolishImportMovies,
                                     ProtPolishSimulate)
 
@@ -100,7 +101,7 @@ class TestProtPolishInputs(BaseTest):
 
     # ------------------------------------------------------------------ tests
     def test_import_relion_motioncorr_job_then_polish(self):
-        star = self.sim._getExtraPath("MotionCorr", "corrected_micrographs.star")
+        star = self.sim._getExtraPath(LAYOUT["mics"])
         imp = self.newProtocol(ProtPolishImportMovies, starFile=os.path.abspath(star))
         self.launchProtocol(imp)
         movies, sim_movies = imp.outputMovies, self.sim.outputMovies
@@ -142,7 +143,8 @@ class TestProtPolishInputs(BaseTest):
 
     def test_foreign_alignment_names_frame_subset_binning(self):
         """motioncorr-like movies: micName 'sim_0000.mrc' against the particles'
-        'MotionCorr/Movies/sim_0000.mrc', frames 2-8 aligned (7 shifts), sampling labelled x2."""
+        'MotionCorr/job002/Movies/sim_0000.mrc', frames 2-8 aligned (7 shifts), sampling
+        labelled x2."""
         mc = self._foreign_movies(first=2, sampling_factor=2.0)
         errors = "\n".join(self._polish(mc).validate())
         self.assertIn("alignment starts at frame 2", errors)
