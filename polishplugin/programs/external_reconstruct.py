@@ -9,7 +9,8 @@ RELION appends the STAR it wrote (data_external_reconstruct_general, data_extern
 as the last argument; paths in it are relative to the directory RELION runs in. Reads B
 (data_real + i data_imag) and K (weight) on the padded half grid, tau^2, the gold-standard FSC,
 rlnTau2FudgeFactor, rlnPaddingFactor, rlnOriginalImageSize and rlnCurrentImageSize; writes the
-real-space map at the original box to rlnExtReconsResult. Modes:
+real-space map at the original box to rlnExtReconsResult. The division by K + tau^-2 goes
+through iterative gridding weights as RELION's default (--skip-gridding: voxel by voxel). Modes:
   tikhonov  x = B / (K + tau^-2)                                   (= RELION's own M-step)
   red       x = (B + lambda f(x~) tau^-2) / (K + tau^-2), x~ = B / K, lambda = --lambda
   cw-red    red with lambda from the half-map FSC = 0.143 resolution: 0 worse than --cw-low A,
@@ -50,6 +51,9 @@ def build_parser():
     p.add_argument("--cw-high", type=float, default=HIGH_A,
                    help="cw-red: lambda = 1 at or better (A)")
     p.add_argument("--angpix", type=float, help="pixel size (A) when the STAR has no rlnPixelSize")
+    p.add_argument("--skip-gridding", action="store_true",
+                   help="divide by K + tau^-2 voxel by voxel (RELION's --skip_gridding) instead "
+                        "of through iterative gridding weights")
     return p
 
 
@@ -118,7 +122,7 @@ def run(args):
         denoiser = get_denoiser(args.denoiser, tv_weight=args.tv_weight)
     vol, _ = regularised_map(data, weight, job.tau2, job.ori, job.pad, job.current, job.fudge,
                              mode="tikhonov" if denoiser is None else "red",
-                             denoiser=denoiser, lam=lam)
+                             denoiser=denoiser, lam=lam, gridding=not args.skip_gridding)
     write_mrc(job.result, vol.astype(np.float32), job.pixel_size or 1.0)
     log.info("%s (lambda %.3f): wrote %s", args.mode, lam, os.path.abspath(job.result))
 

@@ -9,6 +9,7 @@ image sizes. Only |q| < pad * current_size / 2 is used (what RELION itself reads
 import numpy as np
 
 from ..reconstruct import Backprojector
+from .gridding import gridding_weights
 from .mstep import half_grid_radius, map_update, prior_precision, unregularised
 from .relion_grid import half_to_map, map_to_half
 
@@ -30,10 +31,12 @@ def completed_sums(data, weight, ori, pad):
 
 
 def regularised_map(data, weight, tau2, ori, pad, current_size, fudge=1.0, mode="tikhonov",
-                    denoiser=None, lam=1.0):
+                    denoiser=None, lam=1.0, gridding=True):
     """Real-space map (ori^3) of eq. 11 (``mode`` "tikhonov") or eq. 17 (``mode`` "red": prior
     mean lam * f(x~), f = ``denoiser`` on the real-space map of x~ = B / K).
 
+    ``gridding``: divide by K + tau^-2 through RELION's iterative gridding weights
+    (:mod:`.gridding`, RELION's default) rather than voxel by voxel (RELION's --skip_gridding).
     Returns (map, x~ map or None)."""
     if mode not in MODES:
         raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
@@ -51,5 +54,13 @@ def regularised_map(data, weight, tau2, ori, pad, current_size, fudge=1.0, mode=
         xt_map = half_to_map(unregularised(b, k), ori, pad)
         if lam > 0:
             prior_mean = lam * map_to_half(denoiser(xt_map), pad)
-    f = np.where(inside, map_update(b, k, precision, prior_mean), 0.0)
+    if gridding:
+        finite = np.isfinite(precision)
+        p = np.where(finite, precision, 0.0)
+        v = gridding_weights(k + p, inside & finite, ori, pad)
+        num = b if prior_mean is None else b + p * prior_mean
+        f = np.where(finite, num * v, 0.0 if prior_mean is None else prior_mean)
+        f = np.where(inside, f, 0.0)
+    else:
+        f = np.where(inside, map_update(b, k, precision, prior_mean), 0.0)
     return half_to_map(f, ori, pad), xt_map
