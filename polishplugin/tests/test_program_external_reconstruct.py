@@ -19,7 +19,7 @@ from polishplugin.core.refine.update import completed_sums
 from polishplugin.core.simulate.particles import simulate_particles
 from polishplugin.core.simulate.volumes import lowpass, pseudo_protein
 from polishplugin.io.mrc import read_mrc, write_mrc
-from polishplugin.io.star import StarTable, write_particles_star
+from polishplugin.io.particle_set import write_particle_set
 from polishplugin.programs import external_reconstruct as prog
 
 FIXTURE = Path(__file__).parent / "data" / "external_reconstruct_relion.star"
@@ -159,20 +159,7 @@ def test_relion_refine_runs_with_our_program(tmp_path):
     vol = pseudo_protein(n, px, rng)
     start = lowpass(vol, 30.0, px)
     write_mrc(tmp_path / "ref.mrc", start, px)
-    ps = simulate_particles(vol, count, px, snr=1.0, rng=rng)
-    write_mrc(tmp_path / "stack.mrcs", ps.images, px)
-    deg = np.rad2deg(ps.angles)
-    parts = {"rlnImageName": ["%06d@stack.mrcs" % (i + 1) for i in range(count)],
-             "rlnAngleRot": deg[:, 0], "rlnAngleTilt": deg[:, 1], "rlnAnglePsi": deg[:, 2],
-             "rlnOriginXAngst": ps.origins_A[:, 0], "rlnOriginYAngst": ps.origins_A[:, 1],
-             "rlnDefocusU": ps.defocus, "rlnDefocusV": ps.defocus,
-             "rlnDefocusAngle": np.zeros(count), "rlnRandomSubset": ps.half_sets,
-             "rlnOpticsGroup": np.ones(count, int)}
-    optics = StarTable({"rlnOpticsGroupName": ["g1"], "rlnOpticsGroup": [1],
-                        "rlnVoltage": [300.0], "rlnSphericalAberration": [2.7],
-                        "rlnAmplitudeContrast": [0.1], "rlnImagePixelSize": [px],
-                        "rlnImageSize": [n], "rlnImageDimensionality": [2]})
-    write_particles_star(tmp_path / "particles.star", optics, StarTable(parts))
+    write_particle_set(tmp_path, simulate_particles(vol, count, px, snr=1.0, rng=rng), px)
     hook = tmp_path / "hook.sh"
     hook.write_text("#!/bin/sh\nexec %s -m polishplugin.programs.external_reconstruct "
                     "--mode cw-red --angpix %g \"$@\"\n" % (sys.executable, px))
