@@ -1,5 +1,5 @@
 """RELION 3.1's auto-refine with its own M-step, with its own relion_external_reconstruct, and
-with our program as the external reconstruction (tikhonov, cw-red with the TV denoiser), on one
+with our program as the external reconstruction (tikhonov; red and cw-red with the TV denoiser), on one
 simulated particle set with known truth; then our Tikhonov M-step against
 relion_external_reconstruct on every STAR RELION wrote during our run.
 
@@ -8,7 +8,7 @@ of the final map against the truth, iterations, wall time; and the agreement tab
 difference inside a sphere of a quarter box, and over the box).
 
     python benchmarks/refine_hook_vs_relion.py --out /tmp/hookbench [--box 24] [--px 5]
-        [--count 120] [--snr 1.0] [--seed 1] [--ranks 3]
+        [--count 120] [--snr 1.0] [--seed 1] [--ranks 3] [--runs relion ours_tikhonov ...]
 """
 import argparse
 import glob
@@ -30,6 +30,10 @@ from polishplugin.io.particle_set import write_particle_set
 from polishplugin.programs.external_reconstruct import Job
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNS = [("relion", None, False), ("relion_extrec", None, True),
+        ("ours_tikhonov", "--mode tikhonov", True),
+        ("ours_red_tv", "--mode red --denoiser tv --lambda 1", True),
+        ("ours_cwred_tv", "--mode cw-red --denoiser tv --angpix PX", True)]
 
 
 def refine(folder, name, args, hook=None, external=True):
@@ -52,7 +56,8 @@ def refine(folder, name, args, hook=None, external=True):
            "--healpix_order", "1", "--auto_local_healpix_order", "3", "--offset_range", "2",
            "--offset_step", "2", "--sym", "C1", "--pad", "2", "--ctf", "--flatten_solvent",
            "--zero_mask", "--firstiter_cc", "--j", "1", "--dont_combine_weights_via_disc",
-           "--pool", "10"] + (["--external_reconstruct"] if external else [])
+           "--pool", "10", "--random_seed", str(args.seed)]
+    cmd += ["--external_reconstruct"] if external else []
     t0 = time.time()
     res = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True)
     wall = time.time() - t0
@@ -94,6 +99,7 @@ def main():
     p.add_argument("--snr", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--ranks", type=int, default=3)
+    p.add_argument("--runs", nargs="+", choices=[r[0] for r in RUNS], default=[r[0] for r in RUNS])
     args = p.parse_args()
     if not shutil.which("relion_refine_mpi"):
         raise SystemExit("needs RELION (relion_refine_mpi)")
@@ -105,26 +111,28 @@ def main():
     write_mrc(os.path.join(folder, "ref.mrc"), start, args.px)
     write_particle_set(folder, simulate_particles(truth, args.count, args.px, args.snr, rng),
                        args.px)
-    runs = [("relion", None, False), ("relion_extrec", None, True),
-            ("ours_tikhonov", "--mode tikhonov", True),
-            ("ours_cwred_tv", "--mode cw-red --denoiser tv --angpix %g" % args.px, True)]
+    runs = [(name, hook and hook.replace("PX", "%g" % args.px), ext)
+            for name, hook, ext in RUNS if name in args.runs]
     print("| M-step | RELION half-map res (A) | vs truth FSC 0.5 (A) | vs truth 0.143 (A) "
-          "| iterations | wall (s) |\n|---|---|---|---|---|---|")
-    print("| start (30 A low-pass of the truth) | | %.1f | %.1f | | |"
+          "| mean FSC vs truth, 30-12 A | iterations | wall (s) |\n|---|---|---|---|---|---|---|")
+    band = slice(int(args.box * args.px / 30.0) + 1, int(args.box * args.px / 12.0) + 1)
+    print("| start (30 A low-pass of the truth) | | %.1f | %.1f | %.2f | | |"
           % (resolution_at(fsc(start, truth), args.box, args.px, 0.5),
-             resolution_at(fsc(start, truth), args.box, args.px, 0.143)))
+             resolution_at(fsc(start, truth), args.box, args.px, 0.143),
+             fsc(start, truth)[band].mean()))
     outs = {}
     for name, hook, ext in runs:
         out, half, iters, wall = refine(folder, name, args, hook, ext)
         outs[name] = out
         final = read_mrc(os.path.join(out, "run_class001.mrc"))[0]
         c = fsc(final, truth)
-        print("| %s | %.1f | %.1f | %.1f | %d | %.0f |" % (
+        print("| %s | %.1f | %.1f | %.1f | %.2f | %d | %.0f |" % (
             name, half, resolution_at(c, args.box, args.px, 0.5),
-            resolution_at(c, args.box, args.px, 0.143), iters, wall), flush=True)
+            resolution_at(c, args.box, args.px, 0.143), c[band].mean(), iters, wall), flush=True)
     print("\n| STAR | gridding | rel. diff inside r < box/4 | rel. diff, box |\n|---|---|---|---|")
-    for row in agreement(outs["ours_tikhonov"]):
-        print("| %s | %s | %.4f | %.4f |" % row)
+    if "ours_tikhonov" in outs:
+        for row in agreement(outs["ours_tikhonov"]):
+            print("| %s | %s | %.4f | %.4f |" % row)
 
 
 if __name__ == "__main__":

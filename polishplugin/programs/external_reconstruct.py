@@ -78,7 +78,8 @@ class Job:
             raise InputError(path, "only 3D references are supported (rlnReferenceDimensionality "
                              "= %d)" % int(g["rlnReferenceDimensionality"][0]))
         if self.pad < 1 or abs(self.pad - round(self.pad)) > 1e-6:
-            raise InputError(path, "rlnPaddingFactor must be a whole number >= 1, got %g" % self.pad)
+            raise InputError(path, "rlnPaddingFactor must be a whole number >= 1, got %g"
+                             % self.pad)
         if self.fudge <= 0:
             raise InputError(path, "rlnTau2FudgeFactor must be positive, got %g" % self.fudge)
         if not 0 < self.current <= self.ori:
@@ -104,7 +105,8 @@ class Job:
 def run(args):
     job = Job(args.star, args.angpix)
     if args.mode == "cw-red" and job.pixel_size is None:
-        raise InputError(args.star, "mode cw-red needs the pixel size: no rlnPixelSize, give --angpix")
+        raise InputError(args.star,
+                         "mode cw-red needs the pixel size: no rlnPixelSize, give --angpix")
     if not 0 < args.cw_high < args.cw_low:
         raise InputError(args.star, "--cw-high (%g) must be below --cw-low (%g)"
                          % (args.cw_high, args.cw_low))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from polishplugin.core.fourier import fsc, resolution_at
+from polishplugin.core.fourier import fsc
 from polishplugin.core.geometry import euler_to_matrix
 from polishplugin.core.reconstruct import Backprojector, centered_fft
 from polishplugin.core.refine.mstep import tau2_from_fsc
@@ -83,8 +83,8 @@ def _relerr(a, b, radius=None):
     """|a - b| / |b| over the box, or inside a sphere of ``radius`` voxels about the centre."""
     if radius is not None:
         c = np.arange(a.shape[0]) - a.shape[0] // 2
-        inside = np.sqrt(c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None, :] ** 2) < radius
-        a, b = a[inside], b[inside]
+        r = np.sqrt(c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None, :] ** 2)
+        a, b = a[r < radius], b[r < radius]
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
@@ -152,8 +152,10 @@ def _relion_mpirun():
                     reason="RELION (relion_refine_mpi) or mpirun not installed")
 def test_relion_refine_runs_with_our_program(tmp_path):
     """relion_refine_mpi auto-refine of 120 particles (box 24, 5 A/px) from a 30 A low-pass of the
-    truth, every M-step done by our program (cw-red): it converges and the final map is closer to
-    the truth than the start (FSC 0.5 resolution against the truth)."""
+    truth, every M-step done by our program (cw-red): it converges and the final map has gained
+    the truth's detail beyond the start's 30 A (mean FSC against the truth over shells 5-10,
+    30-12 A: 0.06 for the start; 0.29-0.64 for our runs and 0.22-0.64 for RELION's own, which
+    vary from run to run at this size)."""
     rng = np.random.default_rng(1)
     n, px, count = 24, 5.0, 120
     vol = pseudo_protein(n, px, rng)
@@ -176,12 +178,11 @@ def test_relion_refine_runs_with_our_program(tmp_path):
            "--auto_local_healpix_order", "3", "--offset_range", "2", "--offset_step", "2",
            "--sym", "C1", "--pad", "2", "--external_reconstruct", "--ctf", "--flatten_solvent",
            "--zero_mask", "--firstiter_cc", "--j", "1", "--dont_combine_weights_via_disc",
-           "--pool", "10"]
+           "--pool", "10", "--random_seed", "1"]
     res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     calls = re.findall(r"system call for external reconstruction: (\S+)", res.stdout)
     assert len(calls) >= 4 and set(calls) == {str(hook)}
     final = read_mrc(tmp_path / "out" / "run_class001.mrc")[0]
-    before = resolution_at(fsc(start, vol), n, px, 0.5)
-    after = resolution_at(fsc(final, vol), n, px, 0.5)
-    assert after < before - 2.0, (before, after)
+    before, after = fsc(start, vol)[5:11].mean(), fsc(final, vol)[5:11].mean()
+    assert after > before + 0.1, (before, after)

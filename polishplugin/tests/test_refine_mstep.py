@@ -81,7 +81,8 @@ def test_updates_equal_least_squares_of_the_explicit_model(with_prior_mean):
     rows, cols, vals, rhs = [], [], [], []
     sel = np.hypot(kx, ky) <= r_max
     for i in range(count):
-        q = np.rint(np.einsum("ja,jk->ka", rots[i][:2], np.stack([kx[sel], ky[sel]]))).astype(int) % n
+        q = np.rint(np.einsum("ja,jk->ka", rots[i][:2], np.stack([kx[sel], ky[sel]])))
+        q = q.astype(int) % n
         col = np.ravel_multi_index((q[:, 2], q[:, 1], q[:, 0]), (n,) * 3)
         w = np.sqrt(inv_s2[i][sel])
         rows.append(len(rhs) + np.arange(sel.sum()))
@@ -143,7 +144,8 @@ def test_tau2_from_fsc_against_brute_force_shell_means():
     shells = half_grid_shells(size, pad)
     kz = np.fft.fftfreq(size) * size
     for s in range(len(fsc) - 1):
-        vals = [weight[i, j, x] for i in range(size) for j in range(size) for x in range(size // 2 + 1)
+        vals = [weight[i, j, x]
+                for i in range(size) for j in range(size) for x in range(size // 2 + 1)
                 if np.sqrt(kz[i] ** 2 + kz[j] ** 2 + x ** 2) < size // 2 and shells[i, j, x] == s]
         f = min(max(fsc[s], 0.001), 0.999)
         assert tau2[s] == pytest.approx(f / (1 - f) / (pad ** 3 * np.mean(vals)), rel=1e-12)
@@ -163,7 +165,8 @@ def test_shells_round_halves_up_like_relion():
     assert shells[0, 0, 1] == 1 and shells[0, 0, 2] == 1 and shells[0, 0, 3] == 2
 
 
-@pytest.mark.parametrize("res, lam", [(20.0, 0.0), (10.0, 0.0), (7.25, 0.5), (4.5, 1.0), (3.0, 1.0)])
+@pytest.mark.parametrize("res, lam",
+                         [(20.0, 0.0), (10.0, 0.0), (7.25, 0.5), (4.5, 1.0), (3.0, 1.0)])
 def test_cw_red_lambda_schedule(res, lam):
     assert cw_red_lambda(res) == pytest.approx(lam)
 

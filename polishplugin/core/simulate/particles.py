@@ -16,7 +16,7 @@ from ..projector import Projector
 class ParticleSet:
     images: np.ndarray        # (N, n, n) float32
     angles: np.ndarray        # (N, 3) RELION rot, tilt, psi in radians
-    origins_A: np.ndarray     # (N, 2) RELION rlnOriginX/YAngst: particle centre = image centre - origin
+    origins_A: np.ndarray     # (N, 2) rlnOriginX/YAngst: particle centre = image centre - origin
     defocus: np.ndarray       # (N,) A, defocus U = V, angle 0
     half_sets: np.ndarray     # (N,) 1 or 2
     noise_sigma: float        # per-pixel standard deviation of the added noise
