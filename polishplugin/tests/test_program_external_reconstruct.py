@@ -186,3 +186,18 @@ def test_relion_refine_runs_with_our_program(tmp_path):
     final = read_mrc(tmp_path / "out" / "run_class001.mrc")[0]
     before, after = fsc(start, vol)[5:11].mean(), fsc(final, vol)[5:11].mean()
     assert after > before + 0.1, (before, after)
+
+
+def test_tau2_fudge_factor_is_honoured(fixture_job):
+    """tau^-2 = 1 / (pad^3 fudge tau^2): fudge 2 with tau^2 halved is the same map, fudge 2 alone
+    is not."""
+    d, text, _ = fixture_job
+    job = prog.Job(d / "ours.star")
+    base = _ours(d, "--skip-gridding")
+    fudged = text.replace("_rlnTau2FudgeFactor                        1.000000",
+                          "_rlnTau2FudgeFactor                        2.000000")
+    (d / "fudge.star").write_text(_with_tau2(_retarget(fudged, d, d / "ours.mrc"), job.tau2 / 2))
+    np.testing.assert_allclose(_ours(d, "--skip-gridding", star="fudge.star"), base,
+                               rtol=1e-5, atol=1e-6 * np.abs(base).max())
+    (d / "fudge2.star").write_text(_with_tau2(_retarget(fudged, d, d / "ours.mrc"), job.tau2))
+    assert _relerr(_ours(d, "--skip-gridding", star="fudge2.star"), base) > 1e-3
