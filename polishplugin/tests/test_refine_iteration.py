@@ -50,7 +50,7 @@ def test_sharp_posteriors_give_the_known_pose_backprojection(case):
 
 
 def test_flat_posteriors_accumulate_the_expectation(case):
-    """Tempered likelihoods (noise power taken 1e4 x larger): B = sum_g w_g H_g^* y, pose by pose."""
+    """Tempered likelihoods (noise power 1e4 x larger): B = sum_g w_g H_g^* y, pose by pose."""
     proj, angles, trans, _, _, ctfs, images, inv_s2 = case
     y = centered_fft(images[:2])
     em = Backprojector(N, 2)
