@@ -61,6 +61,8 @@ def refine(folder, name, args, hook=None, external=True):
     t0 = time.time()
     res = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True)
     wall = time.time() - t0
+    with open(os.path.join(folder, name + ".log"), "w") as fh:
+        fh.write(res.stdout + res.stderr)
     if res.returncode:
         raise SystemExit("%s failed:\n%s" % (name, res.stdout[-3000:] + res.stderr[-3000:]))
     half = float(re.findall(r"Final resolution \(without masking\) is: (\S+)", res.stdout)[-1])
