@@ -36,6 +36,7 @@ setup(
         "imagecodecs>=2024.1",  # LZW codec for TIFF (what EPU writes); tifffile alone has only zlib
         "gemmi>=0.6",         # atomic models -> electron scattering density
         "emtable>=0.0.14",    # Scipion's own STAR reader/writer (comes with scipion-em)
+        "scikit-image>=0.21",  # TV denoiser for RED refinement (also pulled in by scipion-em)
     ],
     extras_require={
         # pyvkfft builds from source: needs Debian's opencl-headers + ocl-icd-opencl-dev and
@@ -51,6 +52,7 @@ setup(
         "console_scripts": [
             "pp_simulate = polishplugin.programs.simulate:main",
             "pp_demo = polishplugin.programs.demo:main",
+            "pp_external_reconstruct = polishplugin.programs.external_reconstruct:main",
         ],
     },
 )

@@ -75,7 +75,9 @@ def run(out, size="default", seed=2019):
     links = (("inputMovies", "outputMovies"), ("inputParticles", "outputParticles"),
              ("inputVolume", "outputVolume"), ("inputMask", "outputMask"))
     train = project.newProtocol(ProtPolishTrain, objLabel="train motion parameters",
-                                minParticles=SIZES[size]["particlesPerMicrograph"] * 3,
+                                # half the micrographs (at least one): the tiny set has two
+                                minParticles=SIZES[size]["particlesPerMicrograph"]
+                                * max(1, SIZES[size]["numberOfMicrographs"] // 2),
                                 restarts=2, maxEvals=40, evalMaxRes=6.0)
     polish = project.newProtocol(ProtPolishBayesian, objLabel="bayesian polishing",
                                  numberOfThreads=2)
