@@ -176,3 +176,30 @@ def test_relion_refine_reads_our_shiny_particles(project):
     curve = fourier.fsc(rec * mask, truth * mask)
     print("relion_refine map FSC vs truth, shells 1-8: %s" % np.round(curve[1:9], 2))
     assert curve[1:5].mean() > 0.5
+
+
+def test_per_frame_bfactors_agree_with_relions_fit_of_the_same_fcc(project):
+    """relion_motion_refine --combine_frames fits its per-frame B-factors and scales from our FCC
+    sums (copied under its names, with our tracks): on the same sums its B_f and ours
+    (Shiny/job015/bfactors.star) share sign, units and frame order: both fall with the dose and
+    they correlate. What this pins is the convention, not the fit's quality: on these 36
+    particles ours is the noisier of the two (measured: correlation 0.73, RELION -46 .. -343,
+    ours -5 .. -664 A^2 over 12 frames); a sign or frame-order slip gives a negative
+    correlation."""
+    job = project / "MotionRefine" / "job017" / "Movies"
+    job.mkdir(parents=True)
+    stem = project / "Polish" / "job014"
+    for m in MICS:
+        for pattern in (m + "_tracks.star",) + tuple("%s_FCC_%s.mrc" % (m, k)
+                                                     for k in ("cc", "w0", "w1")):
+            shutil.copy(glob.glob(str(stem / "**" / pattern), recursive=True)[0], job)
+    _relion_motion(project, "MotionRefine/job017", "--combine_frames", "--only_do_unfinished")
+    theirs = read_star(project / "MotionRefine" / "job017" / "bfactors.star")["perframe_bfactors"]
+    ours = read_star(project / "Shiny" / "job015" / "bfactors.star")["perframe_bfactors"]
+    b_r = np.asarray(theirs["rlnBfactorUsedForSharpening"], dtype=float)
+    b_o = np.asarray(ours["rlnBfactorUsedForSharpening"], dtype=float)
+    print("per-frame B, RELION: %s\nours:   %s" % (np.round(b_r), np.round(b_o)))
+    assert len(b_r) == len(b_o) == 12
+    frames = np.arange(12)
+    assert np.polyfit(frames, b_r, 1)[0] < 0 and np.polyfit(frames, b_o, 1)[0] < 0
+    assert np.corrcoef(b_r, b_o)[0, 1] > 0.5
