@@ -29,6 +29,20 @@ def report_error(message):
             fh.write(" ".join(str(message).split()) + "\n")
 
 
+def no_hugepage_advice():
+    """Stop numpy advising transparent huge pages for its large arrays, unless the user set
+    NUMPY_MADVISE_HUGEPAGE. The movie programs allocate and first touch hundreds of MB of
+    patches per micrograph; with THP in "madvise" mode each of those faults may compact memory,
+    and system time then exceeded user time (BENCHMARKS.md, "Huge-page advice")."""
+    if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
+        return
+    try:
+        from numpy.core.multiarray import _set_madvise_hugepage
+    except ImportError:           # numpy without the switch: nothing to do
+        return
+    _set_madvise_hugepage(False)
+
+
 def run_program(build_parser, run, argv=None):
     """Parse ``argv`` with ``build_parser()``, call ``run(args)``; returns the exit status:
     ``run``'s return value when it is an int, else 0; 2 on :class:`InputError`. Under MPI with
@@ -38,6 +52,7 @@ def run_program(build_parser, run, argv=None):
     unexpected exception) goes to :func:`report_error` too."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    no_hugepage_advice()
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
