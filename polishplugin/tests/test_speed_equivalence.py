@@ -38,8 +38,6 @@ def test_patches_with_defects_and_edges_match_naive_cut():
 
 
 def test_projector_transform_matches_shifted_fftn():
-    import scipy.fft
-
     from polishplugin.core.projector import _centred_fft3
     rng = np.random.default_rng(5)
     for n, npad in ((12, 24), (11, 22), (10, 21), (7, 14)):
