@@ -146,3 +146,15 @@ def test_outside_window_is_where_the_bicubic_read_wraps():
     assert np.all(same[ok]) and ok.sum() > 500
     assert not np.all(same[~ok])
     assert outside_window(s, r) == int((~ok).sum())
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_patch_pixel_is_refused(bad):
+    """One NaN or infinite pixel anywhere in the patch stack is refused; the largest finite
+    float32 values everywhere are not."""
+    from polishplugin.core.motion.micrograph import _check_patches
+    big = np.full((3, 4, 16, 16), np.finfo(np.float32).max, dtype=np.float32)
+    _check_patches(big)
+    big[2, 3, 15, 7] = bad
+    with pytest.raises(MotionFitError, match="NaN or infinite"):
+        _check_patches(big)
