@@ -14,6 +14,17 @@ from ..programs.simulate import project_files
 from . import plots
 
 
+
+def _save_all(figs, fig_dir, job_dir):
+    """Each (base name, figure) of ``figs`` as PNG + PDF under ``fig_dir``, all of them joined
+    into ``<job_dir>/logfile.pdf`` (none without figures); returns the paths written."""
+    written = []
+    for base, fig in figs:
+        written += plots.save_figure(fig, os.path.join(fig_dir, base), close=False)
+    if figs:
+        plots.save_pdf_log([fig for _, fig in figs], os.path.join(job_dir, "logfile.pdf"))
+    return written
+
 def simulation_info(sim_dir):
     """truth/truth.json of a simulated data set (config, sigmas, micrograph names)."""
     with open(os.path.join(sim_dir, "truth", "truth.json")) as fh:
@@ -67,11 +78,7 @@ def simulation_figures(sim_dir, fig_dir, micrographs=1):
         figs.append(("%s_tracks" % name, simulated_tracks_figure(sim_dir, name)))
         figs.append(("%s_global" % name, simulated_global_figure(sim_dir, name)))
     figs += simulated_volume_figures(sim_dir)
-    written = []
-    for base, fig in figs:
-        written += plots.save_figure(fig, os.path.join(fig_dir, base), close=False)
-    plots.save_pdf_log([fig for _, fig in figs], os.path.join(sim_dir, "logfile.pdf"))
-    return written
+    return _save_all(figs, fig_dir, sim_dir)
 
 
 # ------------------------------------------------------------------------ polishing
@@ -111,12 +118,7 @@ def polish_figures(polish_dir, fig_dir, micrographs=3):
     figs = [("polished_%s_tracks" % os.path.splitext(os.path.basename(n))[0],
              polish_tracks_figure(polish_dir, n))
             for n in polished_micrographs(polish_dir)[:micrographs]]
-    written = []
-    for base, fig in figs:
-        written += plots.save_figure(fig, os.path.join(fig_dir, base), close=False)
-    if figs:
-        plots.save_pdf_log([fig for _, fig in figs], os.path.join(polish_dir, "logfile.pdf"))
-    return written
+    return _save_all(figs, fig_dir, polish_dir)
 
 
 def _true_tracks_for(polish_dir, sim_dir, name):
@@ -194,11 +196,7 @@ def bfactor_figure_list(bfac_dir):
 def bfactor_figures(bfac_dir, fig_dir):
     """PNG + PDF of :func:`bfactor_figure_list` and ``<bfac_dir>/logfile.pdf``; paths written."""
     figs = bfactor_figure_list(bfac_dir)
-    written = []
-    for base, fig in figs:
-        written += plots.save_figure(fig, os.path.join(fig_dir, base), close=False)
-    plots.save_pdf_log([fig for _, fig in figs], os.path.join(bfac_dir, "logfile.pdf"))
-    return written
+    return _save_all(figs, fig_dir, bfac_dir)
 
 
 def reconstruct_fsc_figure(recon_dir):
@@ -276,8 +274,4 @@ def train_figures(train_dir, fig_dir):
     figs = [("train_tcc", train_tcc_figure(train_dir)), ("train_path", train_path_figure(train_dir)),
             ("train_slices", train_slices_figure(train_dir)),
             ("train_optima", train_optima_figure(train_dir))]
-    written = []
-    for base, fig in figs:
-        written += plots.save_figure(fig, os.path.join(fig_dir, base), close=False)
-    plots.save_pdf_log([fig for _, fig in figs], os.path.join(train_dir, "logfile.pdf"))
-    return written
+    return _save_all(figs, fig_dir, train_dir)

@@ -190,7 +190,6 @@ class ProtPolishStreaming(ProtPolishBayesian, ProtStreamingBase):
 
     def polishMicrographStep(self, mic, pids):
         """Convert one micrograph's movie and particles, polish them, append the tracks."""
-        from .protocol_base import ProgramError
         folder = self._streamDir(mic)
         os.makedirs(folder, exist_ok=True)
         self._convertMicrographs(folder, {pid: mic for pid in pids})
@@ -198,12 +197,7 @@ class ProtPolishStreaming(ProtPolishBayesian, ProtStreamingBase):
         args = self._programArgs(input_dir=folder, out=out, threads=1) + " --no-figures"
         if self.trainFirst.get() > 0 and os.path.exists(self._streamParamsFile()):
             args += " --params-file %s" % os.path.abspath(self._streamParamsFile())
-        try:
-            self.runProgram("polish", args, tag=os.path.basename(folder))
-        except ProgramError as exc:
-            self.error("micrograph %s skipped: %s" % (mic, exc))
-            with open(os.path.join(folder, "failed.txt"), "w") as fh:
-                fh.write("%s\n" % exc)
+        if not self._runOrSkip("polish", args, mic, folder):
             return
         shiny = None
         if self._bfactorsTable():
@@ -212,16 +206,25 @@ class ProtPolishStreaming(ProtPolishBayesian, ProtStreamingBase):
                 "--polish %s" % os.path.abspath(out), "--out %s" % os.path.abspath(shiny),
                 "--bfactors %s" % os.path.abspath(self._bfactorsTable()), "--threads 1",
                 "--no-figures"] + ([] if self.detectDefects.get() else ["--no-defects"]))
-            try:
-                self.runProgram("bfactors", args, tag=os.path.basename(folder))
-            except ProgramError as exc:
-                self.error("micrograph %s skipped: %s" % (mic, exc))
-                with open(os.path.join(folder, "failed.txt"), "w") as fh:
-                    fh.write("%s\n" % exc)
+            if not self._runOrSkip("bfactors", args, mic, folder):
                 return
         self._appendTracks(mic, pids, out, shiny)
         with open(os.path.join(folder, "done.txt"), "w") as fh:
             fh.write("%d particles\n" % len(pids))
+
+    def _runOrSkip(self, program, args, mic, folder):
+        """Run ``program`` for one micrograph of the stream; on failure log it, leave its reason
+        in ``<folder>/failed.txt`` (the micrograph is skipped, the stream goes on) and return
+        False."""
+        from .protocol_base import ProgramError
+        try:
+            self.runProgram(program, args, tag=os.path.basename(folder))
+        except ProgramError as exc:
+            self.error("micrograph %s skipped: %s" % (mic, exc))
+            with open(os.path.join(folder, "failed.txt"), "w") as fh:
+                fh.write("%s\n" % exc)
+            return False
+        return True
 
     def _bfactorsTable(self):
         """bfactors.star of the run chosen for shiny particles, or None."""
