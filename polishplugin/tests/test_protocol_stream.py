@@ -35,6 +35,16 @@ class TestProtPolishStreaming(BaseTest):
             getattr(cls.batch, name).setExtended(attr)
         cls.launchProtocol(cls.batch)
 
+    def _link(self, prot, acq):
+        """Inputs of ``prot``: the acquisition's movies and particles, the simulation's volume
+        and mask."""
+        for name, src, attr in (("inputMovies", acq, "outputMovies"),
+                                ("inputParticles", acq, "outputParticles"),
+                                ("inputVolume", self.sim, "outputVolume"),
+                                ("inputMask", self.sim, "outputMask")):
+            getattr(prot, name).set(src)
+            getattr(prot, name).setExtended(attr)
+
     def _acquisition(self, first_movies, first_parts):
         """A finished record of pwem's ProtAlignMovies whose outputs, open sets of movies (with
         alignment) and particles starting with the given items, this test grows as an
@@ -104,12 +114,7 @@ class TestProtPolishStreaming(BaseTest):
         prot = self.newProtocol(ProtPolishStreaming, sigmaVel=0.8, sigmaDiv=5000, sigmaAcc=2,
                                 numberOfThreads=3, streamingSleepOnWait=1)
         prot.inputBfactors.set(self.batch)
-        for name, src, attr in (("inputMovies", acq, "outputMovies"),
-                                ("inputParticles", acq, "outputParticles"),
-                                ("inputVolume", self.sim, "outputVolume"),
-                                ("inputMask", self.sim, "outputMask")):
-            getattr(prot, name).set(src)
-            getattr(prot, name).setExtended(attr)
+        self._link(prot, acq)
         self.proj.launchProtocol(prot, wait=False)
 
         t0 = time.time()
@@ -184,12 +189,7 @@ class TestProtPolishStreaming(BaseTest):
         prot = self.newProtocol(ProtPolishStreaming, numberOfThreads=3, streamingSleepOnWait=1,
                                 trainFirst=10, trainRestarts=2, trainMaxEvals=20,
                                 trainEvalMaxRes=7.0)
-        for name, src, attr in (("inputMovies", acq, "outputMovies"),
-                                ("inputParticles", acq, "outputParticles"),
-                                ("inputVolume", self.sim, "outputVolume"),
-                                ("inputMask", self.sim, "outputMask")):
-            getattr(prot, name).set(src)
-            getattr(prot, name).setExtended(attr)
+        self._link(prot, acq)
         self.launchProtocol(prot)
         self.assertSetSize(prot.outputParticles, 12)
         with open(prot._getExtraPath("stream_train", "train", "opt_params_all_groups.txt")) as fh:
