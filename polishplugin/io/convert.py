@@ -71,7 +71,7 @@ def particles_to_tables(part_set, mic_names=None):
     particles have coordinates, rlnRandomSubset when they carry ``_rlnRandomSubset``.
     ``mic_names`` ({particle id: movie's micrograph name}, from
     :func:`match_particles_to_movies`): the rlnMicrographName written; particles it lacks are
-    left out.
+    left out (and not read: the others are fetched by id).
     """
     import pwem
     box = part_set.getXDim() or _box_of(part_set.getFirstItem())
@@ -82,9 +82,9 @@ def particles_to_tables(part_set, mic_names=None):
     def put(label, value):
         cols.setdefault(label, []).append(value)
 
-    for part in part_set.iterItems(orderBy="id"):
-        if mic_names is not None and part.getObjId() not in mic_names:
-            continue
+    items = part_set.iterItems(orderBy="id") if mic_names is None else \
+        iter_by_ids(part_set, mic_names)
+    for part in items:
         acq = part.getAcquisition()
         pixel = part.getSamplingRate()
         key = (acq.getVoltage(), acq.getSphericalAberration(), acq.getAmplitudeContrast(), pixel)
@@ -232,40 +232,70 @@ def movie_mic_name(movie):
     return movie.getMicName() or os.path.basename(movie.getFileName())
 
 
-def match_particles_to_movies(part_set, movie_set):
-    """Pair each particle with its movie; returns ``(names, unmatched)``.
+class MovieMatcher:
+    """Pairs particles with movies, fed incrementally (a stream adds movies and particles as they
+    arrive: each is looked at once, never the whole sets again).
 
-    ``names``: {particle id: the movie's :func:`movie_mic_name`}; ``unmatched``: [(particle id,
-    what it had)] for particles no movie claims. The coordinate's micName without folders and
-    extensions (:func:`mic_key`) decides when there is one (a name that meets no movie leaves
-    the particle unmatched); without a micName, its micId (the particle's when the coordinate
-    has none) as a movie id, then the particle's stack file name (RELION's and Scipion's
-    extraction name stacks after their micrograph).
+    The coordinate's micName without folders and extensions (:func:`mic_key`) decides when there
+    is one (a name that meets no movie leaves the particle unmatched); without a micName, its
+    micId (the particle's when the coordinate has none) as a movie id, then the particle's stack
+    file name (RELION's and Scipion's extraction name stacks after their micrograph).
     """
-    by_key, by_id = {}, {}
-    for movie in movie_set.iterItems(orderBy="id"):
-        name = movie_mic_name(movie)
-        by_key.setdefault(mic_key(name), name)
-        by_id[movie.getObjId()] = name
-    names, unmatched = {}, []
-    for part in part_set.iterItems(orderBy="id"):
-        coord = part.getCoordinate()
-        mic_name = coord.getMicName() if coord is not None else None
-        mic_id = (coord.getMicId() if coord is not None else None) or part.getMicId()
-        stack = mic_key(part.getFileName() or "")
-        if mic_name:
-            name = by_key.get(mic_key(mic_name))
-        else:
-            name = by_id.get(int(mic_id)) if mic_id is not None else None
+
+    def __init__(self):
+        self.by_key, self.by_id, self.movie_ids = {}, {}, {}
+
+    def add_movies(self, movies):
+        """Index movies (pwem Movie objects); returns the micrograph names added."""
+        added = []
+        for movie in movies:
+            name = movie_mic_name(movie)
+            if self.by_key.setdefault(mic_key(name), name) == name:
+                self.movie_ids.setdefault(name, movie.getObjId())
+            self.by_id[movie.getObjId()] = name
+            added.append(name)
+        return added
+
+    def match(self, particles):
+        """``(names, unmatched)`` of ``particles`` against the movies added so far: ``names``
+        {particle id: the movie's :func:`movie_mic_name`}, ``unmatched`` [(particle id, what it
+        had)] for particles no movie claims."""
+        names, unmatched = {}, []
+        for part in particles:
+            coord = part.getCoordinate()
+            mic_name = coord.getMicName() if coord is not None else None
+            mic_id = (coord.getMicId() if coord is not None else None) or part.getMicId()
+            stack = mic_key(part.getFileName() or "")
+            if mic_name:
+                name = self.by_key.get(mic_key(mic_name))
+            else:
+                name = self.by_id.get(int(mic_id)) if mic_id is not None else None
+                if name is None:
+                    name = self.by_key.get(stack) or next(
+                        (v for k, v in self.by_key.items() if stack.startswith(k + "_")), None)
             if name is None:
-                name = by_key.get(stack) or next(
-                    (v for k, v in by_key.items() if stack.startswith(k + "_")), None)
-        if name is None:
-            unmatched.append((part.getObjId(), "micName %s, micId %s, stack %s"
-                              % (mic_name, mic_id, part.getFileName())))
-        else:
-            names[part.getObjId()] = name
-    return names, unmatched
+                unmatched.append((part.getObjId(), "micName %s, micId %s, stack %s"
+                                  % (mic_name, mic_id, part.getFileName())))
+            else:
+                names[part.getObjId()] = name
+        return names, unmatched
+
+
+def match_particles_to_movies(part_set, movie_set):
+    """Pair each particle of ``part_set`` with its movie in ``movie_set`` (see
+    :class:`MovieMatcher`); returns ``(names, unmatched)``."""
+    matcher = MovieMatcher()
+    matcher.add_movies(movie_set.iterItems(orderBy="id"))
+    return matcher.match(part_set.iterItems(orderBy="id"))
+
+
+def iter_by_ids(item_set, ids, chunk=500):
+    """Items of ``item_set`` with the given object ids, in id order, fetched by id (chunks of
+    ``chunk``) rather than by scanning the whole set."""
+    ids = sorted(int(i) for i in ids)
+    for start in range(0, len(ids), chunk):
+        where = "id IN (%s)" % ",".join(str(i) for i in ids[start:start + chunk])
+        yield from item_set.iterItems(orderBy="id", where=where)
 
 
 def aligned_movie_reason(movie):
@@ -346,16 +376,15 @@ def write_set_of_movies(movie_set, path, metadata_dir, pixel_size=None, no_align
     ``pixel_size``: the frames' pixel size (default :func:`movie_pixel_size`); shifts cover all
     frames (-9999 outside the aligned range, see :func:`movie_shifts`); ``no_alignment``: zero
     shifts for movies without alignment (when the initial track comes from the data); ``only``:
-    the micrograph names to write (default all)."""
+    the ids of the movies to write (fetched by id; default all)."""
     acq = movie_set.getAcquisition()
     pixel = pixel_size or movie_pixel_size(movie_set)
     gain = movie_set.getGain()
     nx, ny, nframes = movie_set.getDim() or _movie_dims(movie_set.getFirstItem().getFileName())
     os.makedirs(metadata_dir, exist_ok=True)
     names, metas = [], []
-    for movie in movie_set.iterItems(orderBy="id"):
-        if only is not None and movie_mic_name(movie) not in only:
-            continue
+    movies = movie_set.iterItems(orderBy="id") if only is None else iter_by_ids(movie_set, only)
+    for movie in movies:
         if no_alignment and movie.getAlignment() is None:
             shifts = np.zeros((nframes, 2))
         else:

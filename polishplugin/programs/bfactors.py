@@ -79,7 +79,10 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     g = add_movie_inputs(p, "particles STAR given to the polishing",
                          "corrected_micrographs.star given to the polishing")
-    g.add_argument("--polish", required=True, help="output folder of the polishing program")
+    g.add_argument("--polish", required=True,
+                   help="output folder of the polishing program, or a text file listing such "
+                        "folders one a line (each micrograph is taken from the first that "
+                        "tracked it: the per-micrograph folders of a streaming run)")
     f = p.add_argument_group("B-factor fit")
     f.add_argument("--bfac-minres", type=positive, default=20.0,
                    help="lowest resolution fitted (A)")
@@ -107,8 +110,29 @@ def check_args(args):
         raise SystemExit("bfactors: --bfac-maxres must be -1 (auto) or a resolution > 0 A")
     if args.bfac_maxres != -1 and args.bfac_maxres >= args.bfac_minres:
         raise SystemExit("bfactors: --bfac-maxres must be finer (smaller) than --bfac-minres")
-    if not os.path.isdir(args.polish):
-        raise SystemExit("bfactors: polishing folder not found: %s" % args.polish)
+    args.polish_dirs = polish_folders(args.polish)
+    missing = [d for d in args.polish_dirs if not os.path.isdir(d)]
+    if missing or not args.polish_dirs:
+        raise SystemExit("bfactors: polishing folder not found: %s"
+                         % (missing[0] if missing else args.polish))
+
+
+def polish_folders(arg):
+    """The polishing folders ``--polish`` names: itself, or those its lines list (relative
+    ones to the list's folder)."""
+    if not os.path.isfile(arg):
+        return [arg]
+    with open(arg) as fh:
+        lines = [line.strip() for line in fh if line.strip()]
+    return [os.path.join(os.path.dirname(os.path.abspath(arg)), d) for d in lines]
+
+
+def polish_dir_of(args, name):
+    """The polishing folder holding micrograph ``name``'s tracks (the first one when none)."""
+    for d in args.polish_dirs:
+        if os.path.isfile(output_paths(d, name)["tracks"]):
+            return d
+    return args.polish_dirs[0]
 
 
 def shiny_path(out, name):
@@ -282,7 +306,8 @@ def shiny_table(inputs, done, out, root, box, scale):
 def gather_fcc(args, inputs, work, out, comm):
     """Sum the FCC of all polished micrographs (recomputing missing ones on this rank's share)."""
     missing = [m for m, (tr, dg) in work if not all(
-        os.path.exists(p) for p in output_paths(args.polish, m.name)["fcc"].values())]
+        os.path.exists(p) for p in output_paths(polish_dir_of(args, m.name), m.name)["fcc"]
+        .values())]
     for mic in my_share([m for m in missing if not all(
             os.path.exists(p) for p in output_paths(out, m.name)["fcc"].values())], comm):
         tracks, diag = dict((m.name, v) for m, v in work)[mic.name]
@@ -296,7 +321,8 @@ def gather_fcc(args, inputs, work, out, comm):
     total = None
     names = {m.name for m in missing}
     for mic, _ in work:
-        acc = read_fcc(output_paths(out if mic.name in names else args.polish, mic.name)["fcc"])
+        acc = read_fcc(output_paths(out if mic.name in names else
+                                    polish_dir_of(args, mic.name), mic.name)["fcc"])
         total = acc if total is None else total.merge(acc)
     return total, len(missing)
 
@@ -355,7 +381,8 @@ def job_settings(args, inputs):
     return {"box": args.box, "scale": args.scale, "float16": args.float16,
             "bfac_minres": args.bfac_minres, "bfac_maxres": args.bfac_maxres,
             "bfactors": file_digest(args.bfactors), "no_defects": args.no_defects,
-            "polish": file_digest(os.path.join(args.polish, RECORD)),
+            "polish": [file_digest(os.path.join(d, RECORD)) for d in args.polish_dirs]
+            if os.path.isfile(args.polish) else file_digest(os.path.join(args.polish, RECORD)),
             "inputs": input_digests(args, inputs)}
 
 
@@ -370,13 +397,14 @@ def run(args):
                                 args.half2, args.mask, root=args.root, allow_missing=True,
                                 skip_outside=True)
     work = [(m, r) for m in inputs.micrographs
-            for r in [polished(args.polish, m, particle_names(inputs, m))] if r]
+            for r in [polished(polish_dir_of(args, m.name), m, particle_names(inputs, m))] if r]
     if not work:
         raise InputError(args.polish, "no polished micrograph (tracks + diag) for these particles")
     if len({r[0].shape[1] for _, r in work}) > 1:
         raise InputError(args.polish, "polished micrographs have different frame counts")
     with claim_output(comm, out, "bfactors", job_settings(args, inputs),
-                      input_paths(args, inputs) + [args.polish, args.bfactors], OUTPUTS,
+                      input_paths(args, inputs) + [args.polish, args.bfactors] +
+                      args.polish_dirs, OUTPUTS,
                       args.fresh):
         return weigh_and_recombine(args, inputs, work, out, comm)
 

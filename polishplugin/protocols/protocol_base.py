@@ -231,6 +231,8 @@ class ProtPolishMovieBase(ProtPolishBase):
         first = next(iter(sorted(names)))
         mic = names[first]
         sub = {i: n for i, n in names.items() if n == mic}
+        movie_id = next(m.getObjId() for m in self.inputMovies.get().iterItems()
+                        if convert.movie_mic_name(m) == mic)
         half1, half2 = self._halfMaps()
         mask = self.inputMask.get()
         with tempfile.TemporaryDirectory(prefix="polish_check_") as tmp:
@@ -239,7 +241,7 @@ class ProtPolishMovieBase(ProtPolishBase):
                 convert.write_set_of_movies(self.inputMovies.get(), star,
                                             os.path.join(tmp, "metadata"),
                                             self._moviePixelSize(),
-                                            no_alignment=self._initFromData(), only={mic})
+                                            no_alignment=self._initFromData(), only={movie_id})
                 convert.write_set_of_particles(self.inputParticles.get(),
                                                os.path.join(tmp, "particles.star"), sub)
                 load_polish_inputs(os.path.join(tmp, "particles.star"), star, None, half1, half2,

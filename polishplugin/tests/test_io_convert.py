@@ -149,3 +149,34 @@ def test_particles_meet_movies_by_name_then_id_then_stack(tmp_path):
     names, unmatched = match_particles_to_movies(parts, movies)
     assert names == {1: "sim_0001.tiff", 3: "sim_0001.tiff", 4: "sim_0000.tiff"}
     assert [u[0] for u in unmatched] == [2]
+
+
+def test_matcher_fed_incrementally_and_items_fetched_by_id(tmp_path):
+    """A stream feeds the matcher movie by movie: a particle whose movie comes later matches
+    once it is added, as a whole-set match would; items are fetched by id in id order."""
+    from pwem.objects import Coordinate, Movie, Particle, SetOfMovies, SetOfParticles
+    from polishplugin.io.convert import MovieMatcher, iter_by_ids, match_particles_to_movies
+    movies = SetOfMovies(filename=str(tmp_path / "movies.sqlite"))
+    parts = SetOfParticles(filename=str(tmp_path / "parts.sqlite"))
+    for i in range(1, 4):
+        m = Movie(location="/data/mic_%d.tiff" % i)
+        m.setMicName("mic_%d.tiff" % i)
+        movies.append(m)
+        for _ in range(2):
+            p = Particle(location=(1, "x.mrcs"))
+            c = Coordinate()
+            c.setPosition(10, 10)
+            c.setMicName("Movies/mic_%d.mrc" % i)
+            p.setCoordinate(c)
+            parts.append(p)
+    matcher = MovieMatcher()
+    assert matcher.add_movies(iter_by_ids(movies, [1, 2])) == ["mic_1.tiff", "mic_2.tiff"]
+    names, unmatched = matcher.match(parts.iterItems())
+    assert [u[0] for u in unmatched] == [5, 6]
+    assert matcher.movie_ids == {"mic_1.tiff": 1, "mic_2.tiff": 2}
+    matcher.add_movies(movies.iterItems(where="id > 2"))
+    late, unmatched = matcher.match(iter_by_ids(parts, [u[0] for u in unmatched]))
+    assert unmatched == [] and late == {5: "mic_3.tiff", 6: "mic_3.tiff"}
+    names.update(late)
+    assert (names, []) == match_particles_to_movies(parts, movies)
+    assert [p.getObjId() for p in iter_by_ids(parts, [6, 1, 3], chunk=2)] == [1, 3, 6]

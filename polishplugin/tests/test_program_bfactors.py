@@ -128,6 +128,30 @@ def test_fcc_recomputed_from_tracks_when_missing(job, tmp_path):
     assert not _stacks(out)
 
 
+def test_polishing_folders_listed_in_a_file(job, tmp_path):
+    """--polish as a list of folders (a streaming run's, one per micrograph): each micrograph is
+    taken from the folder that tracked it; the fit equals the one on the single folder."""
+    parts = [tmp_path / "a", tmp_path / "b"]
+    for d in parts:
+        shutil.copytree(job / "pol", d)
+    for path in (job / "pol").rglob("*"):  # sim_0000 in a only, the others in b only
+        rel = path.relative_to(job / "pol")
+        if path.is_file() and rel.parts[0] in ("tracks", "fcc", "diag"):
+            os.remove((parts[1] if "sim_0000" in path.name else parts[0]) / rel)
+    listing = tmp_path / "folders.txt"
+    listing.write_text("a\nb\n")  # relative to the list's folder
+    out = tmp_path / "bf"
+    assert bfactors.main(_inputs(job / "sim") + ["--polish", str(listing), "--out", str(out),
+                                                 "--only-bfactors", "--no-figures"]) == 0
+    assert not (out / "fcc").exists()  # every FCC sum found in its folder, none recomputed
+    with open(out / "bfactors.json") as fh, open(job / "bf" / "bfactors.json") as gh:
+        np.testing.assert_allclose(json.load(fh)["bfactors_A2"], json.load(gh)["bfactors_A2"],
+                                   rtol=1e-9)
+    listing.write_text("a\nmissing\n")
+    with pytest.raises(SystemExit, match="missing"):
+        bfactors.main(_inputs(job / "sim") + ["--polish", str(listing), "--out", str(out)])
+
+
 def test_bad_arguments_are_refused(job, tmp_path):
     args = _inputs(job / "sim") + ["--polish", str(job / "pol"), "--out", str(tmp_path / "x")]
     with pytest.raises(SystemExit, match="finer"):
