@@ -1,7 +1,9 @@
 """Headless streaming test: a simulated acquisition grows open sets of movies and particles
-while ProtPolishStreaming runs; each micrograph is polished exactly once, the output grows while
-the stream is open, a corrupt movie is listed and skipped, and the protocol finishes when the
-inputs close."""
+while ProtPolishStreaming runs; each particle is polished exactly once (a particle arriving after
+its micrograph was polished in a late pass of its own), the output grows while the stream is
+open, the running B-factor table is fitted on the first micrograph and refitted when the next is
+polished, a corrupt movie is listed and skipped, and the protocol finishes when the inputs
+close."""
 import collections
 import json
 import os
@@ -12,7 +14,7 @@ from pyworkflow.object import Set
 from pyworkflow.protocol import STATUS_FINISHED
 from pyworkflow.tests import BaseTest, setupTestProject
 
-from polishplugin.io.star import read_tracks_star
+from polishplugin.io.star import read_star, read_tracks_star
 from polishplugin.protocols import ProtPolishBayesian, ProtPolishSimulate, ProtPolishStreaming
 
 SIM = dict(numberOfMicrographs=2, micrographSize=384, numberOfFrames=8, particlesPerMicrograph=6,
@@ -110,21 +112,23 @@ class TestProtPolishStreaming(BaseTest):
         return size, is_open
 
     def test_stream(self):
-        acq = self._acquisition(*self._mic_items(0))
+        movie0, parts0 = self._mic_items(0)
+        acq = self._acquisition(movie0, parts0[:5])  # the 6th particle comes late
         prot = self.newProtocol(ProtPolishStreaming, sigmaVel=0.8, sigmaDiv=5000, sigmaAcc=2,
-                                numberOfThreads=3, streamingSleepOnWait=1)
-        prot.inputBfactors.set(self.batch)
+                                numberOfThreads=3, streamingSleepOnWait=1,
+                                bfactorSource=2, bfacFirst=1, bfacEvery=1)
         self._link(prot, acq)
         self.proj.launchProtocol(prot, wait=False)
 
         t0 = time.time()
-        while self._output(prot)[0] < 6:  # the first micrograph while the stream is open
+        while self._output(prot)[0] < 5:  # the first micrograph while the stream is open
             self.assertLess(time.time() - t0, TIMEOUT, "no output while the stream is open")
             self.proj._updateProtocol(prot)
             self.assertFalse(prot.isFailed(), prot.getErrorMessage())
             time.sleep(2)
-        self.assertEqual(self._output(prot), (6, True))
+        self.assertEqual(self._output(prot), (5, True))
 
+        self._grow(acq.outputParticles, parts0[5:])  # after its micrograph was polished
         for items in (self._mic_items(1), self._mic_items(0, corrupt="corrupt_0002.mrc")):
             self._grow(acq.outputMovies, items[0])
             self._grow(acq.outputParticles, items[1])
@@ -145,13 +149,50 @@ class TestProtPolishStreaming(BaseTest):
         self.assertTrue(all(t.shape == (8, 2) and np.all(np.isfinite(t)) for t in tracks))
         self.assertEqual({os.path.basename(p._polishTracks.get()) for p in prot.outputParticles},
                          {"sim_0000_tracks.star", "sim_0001_tracks.star"})
-        # shiny images weighted with the earlier run's B-factors
+        # every particle once: the input's (micrograph, position), none twice, none lost
+        from polishplugin.io.convert import mic_key
+
+        def where(p):
+            c = p.getCoordinate()
+            return mic_key(c.getMicName()), c.getX(), c.getY()
+        expected = sorted(where(p) for p in self.sim.outputParticles)
+        self.assertEqual(sorted(where(p) for p in prot.outputParticles), expected)
+        passes = {}
+        for key in os.listdir(prot._getExtraPath("stream")):
+            with open(prot._getExtraPath("stream", key, "pass.json")) as fh:
+                info = json.load(fh)
+            passes.setdefault(mic_key(info["micrograph"]), []).append(
+                info["particles"])
+        names = [mic_key(m.getFileName()) for m in self.sim.outputMovies]
+        self.assertEqual(sorted(passes), sorted(names + ["corrupt_0002"]))
+        self.assertEqual(sorted(len(p) for p in passes[names[0]]), [1, 5])  # a late pass
+        self.assertEqual([len(p) for p in passes[names[1]]], [6])
+        ids = [i for mic in passes.values() for p in mic for i in p]
+        self.assertEqual(len(ids), len(set(ids)))
+        # running B-factor table: fitted on the first micrograph, refitted on both when the
+        # second was polished; shiny images, each particle naming its table
         from polishplugin.io.mrc import read_mrc
+        tables = {}
         for p in prot.outputParticles:
             self.assertTrue(p.getFileName().endswith("_shiny.mrcs"), p.getFileName())
-            image = read_mrc(p.getFileName())[0][p.getIndex() - 1]
+            stack = read_mrc(p.getFileName())[0]  # one image (a late pass): 2D
+            image = stack.reshape(-1, *stack.shape[-2:])[p.getIndex() - 1]
             self.assertEqual(image.shape, (48, 48))
             self.assertTrue(np.isfinite(image).all() and image.std() > 0)
+            table = os.path.relpath(p._polishBfactorTable.get(), prot._getExtraPath())
+            tables.setdefault(where(p)[0], set()).add(table)
+        fit = "bfactor_tables/%03d/fit/bfactors.star"
+        self.assertEqual(tables[names[1]], {fit % 2})
+        self.assertIn(fit % 1, tables[names[0]])
+        for version, n in ((1, 1), (2, 2)):
+            with open(prot._getExtraPath("bfactor_tables", "%03d" % version,
+                                         "polish_folders.txt")) as fh:
+                self.assertEqual(len(fh.read().split()), n)
+        b1, b2 = (read_star(prot._getExtraPath(fit % v))["perframe_bfactors"]
+                  ["rlnBfactorUsedForSharpening"] for v in (1, 2))
+        self.assertEqual(len(b1), 8)
+        self.assertFalse(np.allclose(np.asarray(b1, float), np.asarray(b2, float)))
+        self.assertIn("2 fit(s), the last on 2 micrographs", "\n".join(prot.summary()))
         with open(prot._getExtraPath("failed_micrographs.txt")) as fh:
             failed = fh.read().splitlines()
         self.assertEqual(len(failed), 1)
@@ -161,34 +202,38 @@ class TestProtPolishStreaming(BaseTest):
         self.assertEqual(len(unmatched), 1)
         self.assertIn("micName never_0003.mrc", unmatched[0])
         self.assertIn("1 particles never met their movie", "\n".join(prot.summary()))
-        mics = collections.Counter(json.loads(s.argsStr.get())[0] for s in prot.loadSteps()
-                                   if s.funcName.get() == "polishMicrographStep")
-        names = [os.path.basename(m.getFileName()) for m in self.sim.outputMovies]
-        self.assertEqual(mics, collections.Counter(names + ["corrupt_0002.mrc"]))
+        steps = collections.Counter(json.loads(s.argsStr.get())[0] for s in prot.loadSteps()
+                                    if s.funcName.get() == "polishMicrographStep")
+        self.assertEqual(set(steps.values()), {1})  # one step per pass
+        self.assertEqual(len(steps), 4)
 
         # the polishing viewer browses the micrographs polished in streaming
         import matplotlib.image
         from polishplugin.viewers import ProtPolishBayesianViewer
         viewer = ProtPolishBayesianViewer(project=self.proj, protocol=prot)
         viewer.setProtocol(prot)
-        self.assertEqual(len(viewer._micrographs()), 2)
-        viewer.micrograph.set(2)
-        (view,) = viewer._showTracks()
-        path = self.proj.getTmpPath("stream_tracks.png")
-        view.savefig(path)
-        view.close()
-        self.assertGreater(float(matplotlib.image.imread(path)[..., :3].std()), 0.02)
+        self.assertEqual(len(viewer._micrographs()), 3)  # 2 micrographs, one late pass
+        viewer.micrograph.set(3)
+        for name, show in (("tracks", viewer._showTracks),
+                           ("fcc", lambda: viewer._showShiny("showFcc"))):  # newest table
+            (view,) = show()
+            path = self.proj.getTmpPath("stream_%s.png" % name)
+            view.savefig(path)
+            view.close()
+            self.assertGreater(float(matplotlib.image.imread(path)[..., :3].std()), 0.02)
 
     def test_training_on_the_first_particles(self):
         """Sigmas trained on the micrographs of the first 10 particles, then every micrograph
-        polished with them (inputs already closed: the whole acquisition is in)."""
+        polished with them and weighted with the fixed B-factor table of an earlier run (inputs
+        already closed: the whole acquisition is in)."""
         (m0, p0), (m1, p1) = self._mic_items(0), self._mic_items(1)
         acq = self._acquisition(m0 + m1, p0 + p1)
         self._grow(acq.outputMovies, [], close=True)
         self._grow(acq.outputParticles, [], close=True)
         prot = self.newProtocol(ProtPolishStreaming, numberOfThreads=3, streamingSleepOnWait=1,
                                 trainFirst=10, trainRestarts=2, trainMaxEvals=20,
-                                trainEvalMaxRes=7.0)
+                                trainEvalMaxRes=7.0, bfactorSource=1)
+        prot.inputBfactors.set(self.batch)
         self._link(prot, acq)
         self.launchProtocol(prot)
         self.assertSetSize(prot.outputParticles, 12)
@@ -203,3 +248,7 @@ class TestProtPolishStreaming(BaseTest):
                 self.assertTrue(np.allclose(json.load(fh)["sigmas"][:3], trained, rtol=1e-6))
         steps = collections.Counter(s.funcName.get() for s in prot.loadSteps())
         self.assertEqual((steps["trainStreamStep"], steps["polishMicrographStep"]), (1, 2))
+        table = os.path.abspath(self.batch._getExtraPath("shiny", "bfactors.star"))
+        for p in prot.outputParticles:
+            self.assertEqual(p._polishBfactorTable.get(), table)
+            self.assertTrue(p.getFileName().endswith("_shiny.mrcs"), p.getFileName())

@@ -1,7 +1,8 @@
 """Scipion viewer of ProtPolishBayesian: MAP tracks over each micrograph (motion scaled, start
-marked, initial tracks dashed), browsing micrograph by micrograph; and, when the run wrote shiny
-particles, the FCC with its fit, B_f and C_f per frame and the frame weights of that step
-(Zivanov 2019 Fig. 2 a-d)."""
+marked, initial tracks dashed), browsing micrograph by micrograph (in streaming, pass by pass: a
+late pass shows its own particles); and, when the run wrote shiny particles, the FCC with its
+fit, B_f and C_f per frame and the frame weights of that step, or of the newest running table in
+streaming (Zivanov 2019 Fig. 2 a-d)."""
 import os
 
 import pyworkflow.protocol.params as params
@@ -48,9 +49,18 @@ class ProtPolishBayesianViewer(ProtocolViewer):
         views["showTracks"] = self._showTracks
         return views
 
+    def _shinyDir(self):
+        """Where the run's B-factor fit is: its shiny step, or in streaming the newest fit of
+        the running table."""
+        tables = self.protocol._getExtraPath("bfactor_tables")
+        fits = [os.path.join(tables, d, "fit") for d in sorted(os.listdir(tables))] \
+            if os.path.isdir(tables) else []
+        fits = [d for d in fits if os.path.exists(os.path.join(d, "bfactors.json"))]
+        return fits[-1] if fits else self.protocol._getExtraPath("shiny")
+
     def _showShiny(self, key):
-        """A figure of the run's shiny step (none when it wrote no shiny particles)."""
-        shiny = self.protocol._getExtraPath("shiny")
+        """A figure of the run's B-factor fit (none when it wrote no shiny particles)."""
+        shiny = self._shinyDir()
         if not os.path.exists(os.path.join(shiny, "bfactors.json")):
             return []
         fig = dict(figures.bfactor_figure_list(shiny)).get(self.SHINY_FIGURES[key])
