@@ -97,8 +97,12 @@ class ProtPolishBFactors(ProtPolishBase):
         if pol is None:
             return ["A Bayesian polishing run is needed."]
         errors = []
-        if os.path.isdir(pol._getExtraPath("stream")):
-            return ["B-factor weighting of a streaming polishing run is not supported yet."]
+        from .protocol_polish_stream import ProtPolishStreaming
+        if isinstance(pol, ProtPolishStreaming):
+            return ["%s is a streaming polishing run: it weights its micrographs itself as they "
+                    "arrive (its 'Per-frame B-factors': fixed, or running, refitted in the "
+                    "stream). This protocol re-weights a non-streaming polishing run."
+                    % pol.getObjLabel()]
         if not os.path.isdir(self._polishDir("tracks")):
             errors.append("The polishing run has no tracks yet (run it first).")
         if None in pol._halfMaps():

@@ -102,8 +102,9 @@ class ProtPolishStreaming(ProtPolishBayesian, ProtStreamingBase):
                       condition="bfactorSource == %d" % FIXED_BFACTORS,
                       pointerClass="ProtPolishBayesian,ProtPolishBFactors",
                       label="B-factors of an earlier run",
-                      help="A finished polishing run with shiny particles, or a B-factor "
-                           "weighting run: its per-frame B-factors.")
+                      help="A finished polishing run with shiny particles, a B-factor "
+                           "weighting run, or a streaming run with a running table (its newest "
+                           "one): its per-frame B-factors.")
         form.addParam("bfacFirst", params.IntParam, default=5,
                       condition="bfactorSource == %d" % RUNNING_BFACTORS,
                       label="First fit after K micrographs",
@@ -415,11 +416,25 @@ class ProtPolishStreaming(ProtPolishBayesian, ProtStreamingBase):
             return False
         return True
 
+    def newestTableDir(self):
+        """The folder of the newest running B-factor fit (bfactors.star, .json, FCC), or
+        None."""
+        tables = self._getExtraPath("bfactor_tables")
+        fits = [os.path.join(tables, d, "fit") for d in sorted(os.listdir(tables))] \
+            if os.path.isdir(tables) else []
+        fits = [d for d in fits if os.path.exists(os.path.join(d, "bfactors.star"))]
+        return fits[-1] if fits else None
+
     def _bfactorsTable(self):
-        """bfactors.star of the run chosen for a fixed table, or None."""
+        """bfactors.star of the run chosen for a fixed table (a streaming run's: its newest
+        running table), or None."""
         run = self.inputBfactors.get()
         if run is None or self.bfactorSource.get() != FIXED_BFACTORS:
             return None
+        if isinstance(run, ProtPolishStreaming):
+            fit = run.newestTableDir()
+            return os.path.join(fit, "bfactors.star") if fit else \
+                run._getExtraPath("bfactor_tables")
         if isinstance(run, ProtPolishBayesian):
             return run._getExtraPath("shiny", "bfactors.star")
         return run._outDir("bfactors.star")
@@ -507,14 +522,12 @@ class ProtPolishStreaming(ProtPolishBayesian, ProtStreamingBase):
         if self.hasAttribute(self.OUTPUT):
             lines.append("%d particles polished so far (sigmas %s)"
                          % (getattr(self, self.OUTPUT).getSize(), self._sigmaText()))
-        tables = self._getExtraPath("bfactor_tables")
-        if self._running() and os.path.isdir(tables):
-            fits = [d for d in sorted(os.listdir(tables))
-                    if os.path.exists(os.path.join(tables, d, "fit", "bfactors.star"))]
-            if fits:
-                with open(os.path.join(tables, fits[-1], "polish_folders.txt")) as fh:
-                    lines.append("running B-factor table: %d fit(s), the last on %d "
-                                 "micrographs" % (len(fits), len(fh.read().split())))
+        newest = self.newestTableDir()
+        if newest:
+            with open(os.path.join(os.path.dirname(newest), "polish_folders.txt")) as fh:
+                lines.append("running B-factor table: %d fit(s), the last on %d micrographs"
+                             % (int(os.path.basename(os.path.dirname(newest))),
+                                len(fh.read().split())))
         failed = self._getExtraPath("failed_micrographs.txt")
         if os.path.exists(failed) and open(failed).read().strip():
             lines.append("SKIPPED micrographs: see %s" % failed)

@@ -66,6 +66,16 @@ class TestProtPolishBFactors(BaseTest):
             (view,) = viewer._getVisualizeDict()[key]()
             view.close()
 
+    def test_validate_refuses_a_streaming_run(self):
+        from polishplugin.protocols import ProtPolishStreaming
+        stream = self.newProtocol(ProtPolishStreaming)
+        self.proj.saveProtocol(stream)
+        prot = self.newProtocol(ProtPolishBFactors)
+        prot.inputPolish.set(stream)
+        errors = "\n".join(prot.validate())
+        self.assertIn("is a streaming polishing run", errors)
+        self.assertIn("running, refitted in the stream", errors)
+
     def test_validate_rejects_bad_limits(self):
         prot = self._bfactors(bfacMaxRes=30.0, boxSize=15)
         errors = "\n".join(prot.validate())

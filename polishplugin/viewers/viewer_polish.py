@@ -52,11 +52,8 @@ class ProtPolishBayesianViewer(ProtocolViewer):
     def _shinyDir(self):
         """Where the run's B-factor fit is: its shiny step, or in streaming the newest fit of
         the running table."""
-        tables = self.protocol._getExtraPath("bfactor_tables")
-        fits = [os.path.join(tables, d, "fit") for d in sorted(os.listdir(tables))] \
-            if os.path.isdir(tables) else []
-        fits = [d for d in fits if os.path.exists(os.path.join(d, "bfactors.json"))]
-        return fits[-1] if fits else self.protocol._getExtraPath("shiny")
+        newest = getattr(self.protocol, "newestTableDir", lambda: None)()
+        return newest or self.protocol._getExtraPath("shiny")
 
     def _showShiny(self, key):
         """A figure of the run's B-factor fit (none when it wrote no shiny particles)."""
