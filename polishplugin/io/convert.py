@@ -314,11 +314,17 @@ def aligned_movie_reason(movie):
 
 
 def movie_pixel_size(movie_set):
-    """Pixel size (A) of the movies' frames: the set's sampling rate, unless it is an integer
-    multiple (2x, 3x, ...) of the pixel size in the first movie's header (MRC): a motion
-    correction that bins its micrographs may label its output movies with the binned size
-    although their frames are the raw ones. A header that disagrees otherwise (often 1.0 or 0
-    when unset) is not trusted."""
+    """Pixel size (A) of the movies' frames (see :func:`movie_pixel_source`)."""
+    return movie_pixel_source(movie_set)[0]
+
+
+def movie_pixel_source(movie_set):
+    """(pixel size (A) of the movies' frames, where it came from). The set's sampling rate,
+    unless it is an integer multiple (2x, 3x, ...) of the pixel size in the first movie's header
+    (MRC): a motion correction that bins its micrographs may label its output movies with the
+    binned size although their frames are the raw ones. A header that disagrees otherwise
+    (often 1.0 or 0 when unset) is not trusted; TIFF files carry no pixel size, so for them the
+    set's sampling is all there is."""
     from .movies import Movie
     sampling = float(movie_set.getSamplingRate())
     first = movie_set.getFirstItem()
@@ -327,8 +333,10 @@ def movie_pixel_size(movie_set):
             header = float(mov.pixel_size)
         factor = sampling / header if header > 0 else 0.0
         if round(factor) >= 2 and abs(factor - round(factor)) < 0.01 * factor:
-            return header
-    return sampling
+            return header, "the movie header (the set is labelled %dx it)" % round(factor)
+        if os.path.splitext(first.getFileName())[1].lower() in (".tif", ".tiff"):
+            return sampling, "the movie set's sampling: TIFF movies carry no pixel size"
+    return sampling, "the movie set's sampling"
 
 
 def _movie_dims(path):

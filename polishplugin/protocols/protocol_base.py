@@ -60,10 +60,12 @@ class ProtPolishMovieBase(ProtPolishBase):
                       allowsNull=True, label="Mask (optional)")
         form.addParam("moviePixelSize", params.FloatParam, default=0.0,
                       expertLevel=params.LEVEL_ADVANCED, label="Movie pixel size (A)",
-                      help="Pixel size of the movies' frames; 0 = the movie set's, or the "
-                           "movie files' header (MRC) when the set's is a multiple of it: a "
-                           "motion correction that bins its micrographs may label its output "
-                           "movies with the binned size although their frames are the raw ones.")
+                      help="Pixel size of the movies' frames, overriding the files'; 0 = the "
+                           "movie set's, or the movie files' header (MRC) when the set's is a "
+                           "multiple of it: a motion correction that bins its micrographs may "
+                           "label its output movies with the binned size although their frames "
+                           "are the raw ones. TIFF movies carry no pixel size: binned TIFF "
+                           "movies need it here.")
         form.addParam("dropUnmatched", params.BooleanParam, default=False,
                       expertLevel=params.LEVEL_ADVANCED,
                       label="Leave out particles without a movie?",
@@ -114,8 +116,15 @@ class ProtPolishMovieBase(ProtPolishBase):
         return bool(self.getAttributeValue("initFromData", False))
 
     def _moviePixelSize(self):
-        from ..io.convert import movie_pixel_size
-        return self.moviePixelSize.get() or movie_pixel_size(self.inputMovies.get())
+        return self._moviePixelSource()[0]
+
+    def _moviePixelSource(self):
+        """(pixel size of the movies' frames, where it came from): the form's override, else
+        the files' (:func:`~polishplugin.io.convert.movie_pixel_source`)."""
+        from ..io.convert import movie_pixel_source
+        if self.moviePixelSize.get():
+            return self.moviePixelSize.get(), "the form's 'Movie pixel size'"
+        return movie_pixel_source(self.inputMovies.get())
 
     @staticmethod
     def _unmatchedText(unmatched):
@@ -159,14 +168,14 @@ class ProtPolishMovieBase(ProtPolishBase):
         if first is not None and (first.getCoordinate() is None or
                                   first.getCoordinate().getX() is None):
             errors.append("The particles have no coordinates on the micrographs.")
-        movie_errors = self._validateMovies(movies, parts, first_frame)
+        movie_errors, names = self._validateMovies(movies, parts, first_frame)
         errors += movie_errors
         pp, pv = parts.getSamplingRate(), vol.getSamplingRate()
-        pm = pp if movie_errors else self._moviePixelSize()  # reads a movie's header
+        pm, source = (pp, "") if movie_errors else self._moviePixelSource()  # reads a header
         if abs(pm - pp) > 1e-3 * pp:
-            errors.append("Pixel sizes differ: movie frames %.4f A, particles %.4f A (re-extract "
-                          "the particles at the movies' pixel size, or give the frames' real "
-                          "pixel size under 'Movie pixel size')." % (pm, pp))
+            errors.append("Pixel sizes differ: movie frames %.4f A (from %s), particles %.4f A "
+                          "(re-extract the particles at the movies' pixel size, or give the "
+                          "frames' real pixel size under 'Movie pixel size')." % (pm, source, pp))
         if abs(pv - pp) > 1e-3 * pp:
             errors.append("Pixel sizes differ: reference %.4f A, particles %.4f A." % (pv, pp))
         dims = movies.getDim()
@@ -177,12 +186,14 @@ class ProtPolishMovieBase(ProtPolishBase):
                           % (first_frame, last, nframes))
         if not (movies.getAcquisition().getDosePerFrame() or 0) > 0:
             errors.append("The movies' acquisition has no dose per frame.")
+        if not errors:
+            errors += self._programInputCheck(names)
         return errors
 
     def _validateMovies(self, movies, parts, first_frame):
-        """What the conversion or the program would refuse about the movies: files, alignment,
-        aligned (motion-corrected) movies, the frame range of the alignment, unmatched
-        particles."""
+        """(errors, {particle id: movie name}): what the conversion or the program would
+        refuse about the movies: files, alignment, aligned (motion-corrected) movies, the frame
+        range of the alignment, unmatched particles."""
         from ..io.convert import aligned_movie_reason, match_particles_to_movies
         errors = []
         missing = [m.getFileName() for m in movies.iterItems() if not
@@ -194,7 +205,7 @@ class ProtPolishMovieBase(ProtPolishBase):
             errors.append("Gain reference missing: %s" % gain)
         first = movies.getFirstItem()
         if first is None:
-            return errors + ["The movie set is empty."]
+            return errors + ["The movie set is empty."], {}
         aligned = [r for r in map(aligned_movie_reason, movies.iterItems()) if r]
         if aligned:
             errors.append("Aligned movies cannot be polished (%s): polishing needs the raw "
@@ -216,9 +227,7 @@ class ProtPolishMovieBase(ProtPolishBase):
             errors.append(self._unmatchedText(unmatched))
         elif not names:
             errors.append("No particle matches a movie.")
-        if not errors:
-            errors += self._programInputCheck(names)
-        return errors
+        return errors, names
 
     def _programInputCheck(self, names):
         """The program's own input checks (files, frame counts, gain and map shapes, pixel

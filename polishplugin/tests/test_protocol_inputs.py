@@ -45,14 +45,14 @@ class TestProtPolishInputs(BaseTest):
         return prot
 
     def _foreign_movies(self, first=1, sampling_factor=1.0, aligned=False, n_movies=None,
-                        gain=None):
+                        gain=None, tiff=False):
         """A finished pwem ProtAlignMovies record whose outputMovies are laid out as
         scipion-em-motioncorr's ProtMotionCorrNewStreaming.createOutputStep leaves them (its
         binaries are absent here): the input movies' info with the binned sampling, micName the
         movie's file name, a MovieAlignment of frames first..N holding those frames' shifts as
         motioncorr's own log parser reads them from a MotionCor2 log (when the plugin is
         installed: the 'test' extra), the gain kept; ``aligned``: the movie saved as aligned
-        frames with zero shifts."""
+        frames with zero shifts; ``tiff``: the movies as TIFF files (counts)."""
         from pwem.objects import MovieAlignment
         from pwem.protocols import ProtAlignMovies
         prot = self.newProtocol(ProtAlignMovies)
@@ -77,6 +77,13 @@ class TestProtPolishInputs(BaseTest):
                 m.setFileName(prot._getExtraPath(os.path.basename(movie.getFileName())
                                                  .replace(".mrc", "_aligned_mic_Stk.mrc")))
                 xs, ys = [0.0] * n, [0.0] * n
+            if tiff:
+                from polishplugin.io.movies import Movie, write_movie_tiff
+                path = prot._getExtraPath(os.path.basename(movie.getFileName()) + ".tiff")
+                with Movie(movie.getFileName()) as mov:
+                    frames = np.stack([mov.frame(f) for f in range(mov.nframes)])
+                write_movie_tiff(path, np.clip(np.rint(frames), 0, 65535).astype(np.uint16))
+                m.setFileName(path)
             m.setMicName(os.path.basename(m.getFileName()))
             # what scipion-em-relion's motion correction adds: local model and hot pixels
             m._rlnMotionModelCoeff = String(json.dumps(COEFFS))
@@ -162,6 +169,18 @@ class TestProtPolishInputs(BaseTest):
         self.assertEqual(list(meta.frames), list(range(1, 9)))
         self.assertTrue(np.allclose(meta.motion_model[1], COEFFS))
         self.assertTrue(np.allclose(meta.hot_pixels, [[10, 20], [100, 7]]))
+
+    def test_binned_tiff_movies_take_the_pixel_size_from_the_form(self):
+        """TIFF movies labelled with the binned sampling: no header to correct it, so validate
+        says where the frames' pixel size came from; the form's value overrides it."""
+        mc = self._foreign_movies(sampling_factor=2.0, tiff=True, n_movies=1)
+        errors = "\n".join(self._polish(mc, dropUnmatched=True).validate())
+        self.assertIn("movie frames 3.0000 A (from the movie set's sampling: TIFF movies carry "
+                      "no pixel size)", errors)
+        self.assertIn("'Movie pixel size'", errors)
+        self.assertEqual(self._polish(mc, dropUnmatched=True, moviePixelSize=1.5).validate(), [])
+        mrc = self._foreign_movies(sampling_factor=2.0, n_movies=1)  # MRC: the header's
+        self.assertEqual(self._polish(mrc, dropUnmatched=True).validate(), [])
 
     def test_aligned_movies_refused(self):
         mc = self._foreign_movies(aligned=True)
