@@ -1,8 +1,11 @@
-"""Workflow with other groups' plugins (scipion-em-relion, its binaries absent): simulated
-imports -> our training -> polishing with the trained sigmas -> B-factor weighting; RELION's 3D
-auto-refine form accepts our shiny particles (validate: only the missing RELION installation is
-reported) and its convert step writes them with CTF, angles, origins, half-sets and pixel size
-intact; the viewers of each of our protocols render headless from that project."""
+"""Workflow with other groups' plugins (scipion-em-relion, its binaries absent), from imports as
+a facility user would start: a simulated RELION project's files imported (movies with their
+MotionCorr alignment by our import, particles by pwem's import through scipion-em-relion's
+reader, the refinement's map with half maps and the mask by pwem's imports) -> our training ->
+polishing with the trained sigmas -> B-factor weighting; RELION's 3D auto-refine form accepts our
+shiny particles (validate: only the missing RELION installation is reported) and its convert step
+writes them with CTF, angles, origins, half-sets and pixel size intact; the viewers of each of
+our protocols render headless from that project."""
 import os
 import shutil
 import unittest
@@ -12,8 +15,9 @@ from pyworkflow.tests import BaseTest, setupTestProject
 
 from polishplugin.io.convert import matrix_to_relion
 from polishplugin.io.star import read_particles_star
-from polishplugin.protocols import (ProtPolishBayesian, ProtPolishBFactors, ProtPolishSimulate,
-                                    ProtPolishTrain)
+from polishplugin.programs.simulate import LAYOUT
+from polishplugin.protocols import (ProtPolishBayesian, ProtPolishBFactors,
+                                    ProtPolishImportMovies, ProtPolishSimulate, ProtPolishTrain)
 
 try:
     import relion.protocols as relion_protocols
@@ -31,14 +35,13 @@ class TestWorkflowWithRelion(BaseTest):
         setupTestProject(cls)
         cls.sim = cls.newProtocol(ProtPolishSimulate, **SIM)
         cls.launchProtocol(cls.sim)
-        inputs = (("inputMovies", "outputMovies"), ("inputParticles", "outputParticles"),
-                  ("inputVolume", "outputVolume"), ("inputMask", "outputMask"))
+        cls.imports = cls._imports()
         cls.train = cls.newProtocol(ProtPolishTrain, minParticles=10, restarts=2,
                                     evalMaxRes=7.0, maxEvals=20)
         cls.polish = cls.newProtocol(ProtPolishBayesian, doShiny=False)
         for prot in (cls.train, cls.polish):
-            for name, out in inputs:
-                getattr(prot, name).set(cls.sim)
+            for name, (src, out) in cls.imports.items():
+                getattr(prot, name).set(src)
                 getattr(prot, name).setExtended(out)
         cls.launchProtocol(cls.train)
         cls.polish.inputTraining.set(cls.train)
@@ -47,6 +50,34 @@ class TestWorkflowWithRelion(BaseTest):
         cls.bfac.inputPolish.set(cls.polish)
         cls.launchProtocol(cls.bfac)
 
+    @classmethod
+    def _imports(cls):
+        """The simulated RELION project's files through import protocols: {input: (protocol,
+        output)}."""
+        from pwem.protocols import ProtImportMask, ProtImportParticles, ProtImportVolumes
+        f = {k: os.path.abspath(cls.sim._getExtraPath(v)) for k, v in LAYOUT.items()}
+        movies = cls.newProtocol(ProtPolishImportMovies, starFile=f["mics"])
+        parts = cls.newProtocol(ProtImportParticles,
+                                importFrom=ProtImportParticles.IMPORT_FROM_RELION,
+                                starFile=f["particles"], samplingRate=1.5)
+        vol = cls.newProtocol(ProtImportVolumes, filesPath=f["reference"], samplingRate=1.5,
+                              setHalfMaps=True, half1map=f["half1"], half2map=f["half2"])
+        mask = cls.newProtocol(ProtImportMask, maskPath=f["mask"], samplingRate=1.5)
+        for prot in (movies, parts, vol, mask):
+            cls.launchProtocol(prot)
+        return {"inputMovies": (movies, "outputMovies"),
+                "inputParticles": (parts, "outputParticles"),
+                "inputVolume": (vol, "outputVolume"), "inputMask": (mask, "outputMask")}
+
+    def test_imported_inputs_carry_what_polishing_needs(self):
+        """The particles pwem/RELION imported keep micrograph names, half-sets and alignment;
+        polishing tracked every one of them."""
+        parts = self.imports["inputParticles"][0].outputParticles
+        self.assertSetSize(parts, 18)
+        self.assertEqual(sorted({p._rlnRandomSubset.get() for p in parts}), [1, 2])
+        self.assertSetSize(self.polish.outputParticles, 18)
+        self.assertEqual(self.polish.validate(), [])
+
     def test_relion_refine_accepts_shiny_particles(self):
         shiny = self.bfac.outputParticles
         self.assertSetSize(shiny, 18)
@@ -54,7 +85,7 @@ class TestWorkflowWithRelion(BaseTest):
                                   doGpu=False)
         refine.inputParticles.set(self.bfac)
         refine.inputParticles.setExtended("outputParticles")
-        refine.referenceVolume.set(self.sim)
+        refine.referenceVolume.set(self.imports["inputVolume"][0])
         refine.referenceVolume.setExtended("outputVolume")
         import relion
         # the only errors: RELION's binaries are not installed
