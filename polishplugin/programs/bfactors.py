@@ -328,11 +328,21 @@ def gather_fcc(args, inputs, work, out, comm):
 
 
 def fit_or_read(args, inputs, work, out, comm):
-    """(B_f, C_f) of the job: fitted on rank 0 (files written) or read; broadcast to all."""
+    """(B_f, C_f, exposure-filter fallback) of the job: fitted on rank 0 (files written) or
+    read (a table whose fit fell back to the exposure filter, said by the bfactors.json beside
+    it, is read back as that fallback); broadcast to all."""
     from ..core.dose.bfactors import fit_bfactors
     if args.bfactors:
         b, c = read_bfactors(args.bfactors, inputs.box)
-        return b, c, False
+        info = os.path.join(os.path.dirname(os.path.abspath(args.bfactors)), "bfactors.json")
+        fallback = False
+        if os.path.exists(info):
+            with open(info) as fh:
+                fallback = "weights" in json.load(fh)
+        if fallback:
+            log.warning("%s was fitted to an FCC without signal: the frames are weighted with the "
+                        "exposure filter, as that fit was", args.bfactors)
+        return b, c, fallback
     total, n_missing = gather_fcc(args, inputs, work, out, comm)
     fit = None
     if comm.rank == 0:

@@ -212,3 +212,12 @@ def test_uninformative_fcc_falls_back_to_exposure_weights(job, tmp_path, caplog)
     info = json.loads((tmp_path / "bf" / "bfactors.json").read_text())
     assert info["weights"].startswith("exposure filter")
     assert len(_stacks(tmp_path / "bf")) == 2
+    # that table reused (a streaming run's fixed or running table): the same fallback
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert bfactors.main(inputs + ["--polish", str(tmp_path / "pol"), "--out",
+                                       str(tmp_path / "reuse"), "--no-figures", "--bfactors",
+                                       str(tmp_path / "bf" / "bfactors.star")]) == 0
+    assert "weighted with the exposure filter" in caplog.text
+    for a, b in zip(_stacks(tmp_path / "bf"), _stacks(tmp_path / "reuse")):
+        np.testing.assert_allclose(read_mrc(b)[0], read_mrc(a)[0], atol=1e-5)
