@@ -193,6 +193,12 @@ class TestProtPolishStreaming(BaseTest):
         self.assertEqual(len(b1), 8)
         self.assertFalse(np.allclose(np.asarray(b1, float), np.asarray(b2, float)))
         self.assertIn("2 fit(s), the last on 2 micrographs", "\n".join(prot.summary()))
+        # this run's newest table as another stream's fixed one
+        other = self.newProtocol(ProtPolishStreaming, bfactorSource=1)
+        other.inputBfactors.set(prot)
+        self.assertEqual(other._bfactorsTable(), prot._getExtraPath(fit % 2))
+        other.inputBfactors.set(self.newProtocol(ProtPolishStreaming))  # no table yet
+        self.assertIn("has no B-factor table", "\n".join(other.validate()))
         with open(prot._getExtraPath("failed_micrographs.txt")) as fh:
             failed = fh.read().splitlines()
         self.assertEqual(len(failed), 1)
