@@ -74,6 +74,7 @@ def measure(n_mics, repeats):
 
     class Holder:
         proj = Manager().createProject("stream_check_%d" % n_mics)
+    os.chdir(Holder.proj.getPath())   # protocols write relative to the project folder
     res = {"check": [], "rematch": [], "convert": [], "scan": []}
     for r in range(repeats):
         with tempfile.TemporaryDirectory(prefix="stream_check_") as tmp:
