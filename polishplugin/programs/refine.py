@@ -82,7 +82,7 @@ def build_parser():
                    help="A (default 0.8 of the box): solvent sphere, angular step needed")
     s.add_argument("--healpix-order", type=at_least(0), default=1,
                    help="first HEALPix order (global search; 1 = 30 degrees)")
-    s.add_argument("--local-order", type=at_least(1), default=2,
+    s.add_argument("--local-order", type=at_least(1), default=3,
                    help="from this order on: local searches around each particle's pose")
     s.add_argument("--max-order", type=at_least(0), default=4, help="finest HEALPix order")
     s.add_argument("--local-steps", type=positive, default=2.0,

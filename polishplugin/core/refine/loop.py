@@ -63,7 +63,7 @@ class Settings:
     ini_high: float = 30.0           # A: low-pass of the starting map
     particle_diameter: float = 0.0   # A; 0: 0.8 of the box
     healpix_order: int = 1           # first (global) order
-    local_order: int = 2             # from this order on: local searches
+    local_order: int = 3             # from this order on: local searches
     max_order: int = 4
     local_steps: float = 2.0         # local search half-width in angular steps
     offset_range: float = 3.0        # px
