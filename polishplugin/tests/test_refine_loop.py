@@ -112,3 +112,25 @@ def test_tikhonov_loop_improves_the_map_from_a_lowpassed_start(case):
     assert got > start + 0.2, (start, got)
     assert final.history[-1]["resolution"] < 20.0
     assert all(r["cpu_s"] > 0 for r in final.history)
+
+
+def test_cw_red_lambda_follows_the_resolution_and_changes_the_map(case):
+    """One M-step under CW-RED (TV denoiser) with thresholds around the current resolution:
+    lambda is the schedule's value at the recorded resolution, and the map differs from the
+    Tikhonov map of the same iteration."""
+    from polishplugin.core.refine.confidence import cw_red_lambda
+    from polishplugin.core.refine.denoisers import get_denoiser
+    truth, ps, parts = case
+    base = dict(healpix_order=1, local_order=5, ini_high=15.0)
+    tik = loop.Settings(**base)
+    state = loop.initial_state(parts, truth, tik)
+    cw = loop.Settings(mode="cw-red", denoiser=get_denoiser("tv"), cw_low=40.0, cw_high=8.0,
+                       **base)
+    a, rec_a = loop.iterate(state, parts, tik)
+    b, rec_b = loop.iterate(state, parts, cw)
+    assert rec_a["lambda"] == 0.0
+    assert rec_b["resolution"] == pytest.approx(rec_a["resolution"])   # same E-step
+    assert 0.0 < rec_b["lambda"] <= 1.0
+    assert rec_b["lambda"] == pytest.approx(cw_red_lambda(rec_b["resolution"], 40.0, 8.0))
+    diff = np.linalg.norm(b.refs - a.refs) / np.linalg.norm(a.refs)
+    assert diff > 1e-3
