@@ -8,13 +8,14 @@ Per run: FSC of the final map against the truth at 0.5 and 0.143, mean FSC vs tr
 program reports, the median angular error of the particles against their true poses, the
 iterations and the CPU seconds (this process's children: every MPI rank and thread).
 
-    python benchmarks/refine_vs_relion.py --out /tmp/rvr [--structures 5me2 pseudo]
+    python benchmarks/refine_vs_relion.py --out /tmp/rvr [--structures 2xhe pseudo]
         [--snrs 0.05 0.01 0.0028] [--box 64] [--px 2.0] [--count 2000] [--ranks 3]
         [--runs relion tikhonov red cw-red] [--max-iter 25]
 
 Prints one markdown table row per run (flushed as each run ends) and writes results.json.
 """
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -109,8 +110,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", required=True)
     p.add_argument("--structures", nargs="+", default=["2xhe", "pseudo"],
-                   help="atomic models in ../shared/data/models without internal symmetry (the
-                        angular error is measured against one frame), or pseudo")
+                   help="atomic models in ../shared/data/models without internal symmetry (the "
+                        "angular error is measured against one frame), or pseudo")
     p.add_argument("--snrs", nargs="+", type=float, default=[0.05, 0.01, 0.0028])
     p.add_argument("--box", type=int, default=64)
     p.add_argument("--px", type=float, default=2.0)
@@ -144,7 +145,10 @@ def main():
             write_mrc(os.path.join(folder, "truth.mrc"), truth, args.px)
             write_mrc(os.path.join(folder, "ref.mrc"), start, args.px)
             ps = simulate_particles(truth, args.count, args.px, snr, rng)
-            write_particle_set(folder, ps, args.px)
+            # both programs start blind: no angles, no origins in the STAR
+            write_particle_set(folder, dataclasses.replace(
+                ps, angles=np.zeros_like(ps.angles), origins_A=np.zeros_like(ps.origins_A)),
+                args.px)
             c0 = fsc(start, truth)
             print("| %s | %g | start (30 A low-pass) | %.1f | %.1f | %.3f | | | | |"
                   % (name, snr, resolution_at(c0, args.box, args.px, 0.5),
