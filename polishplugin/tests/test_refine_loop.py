@@ -102,7 +102,7 @@ def test_local_search_refines_perturbed_poses(case):
 
 def test_tikhonov_loop_improves_the_map_from_a_lowpassed_start(case):
     truth, ps, parts = case
-    st = loop.Settings(max_iter=4, max_order=2)
+    st = loop.Settings(max_iter=4, max_order=2, local_order=2)
     state = loop.initial_state(parts, truth, st)
     band = slice(int(N * PX / 30.0) + 1, int(N * PX / 12.0) + 1)     # 30 .. 12 A
     start = fsc(lowpass(truth, 30.0, PX), truth)[band].mean()
@@ -121,7 +121,7 @@ def test_cw_red_lambda_follows_the_resolution_and_changes_the_map(case):
     from polishplugin.core.refine.confidence import cw_red_lambda
     from polishplugin.core.refine.denoisers import get_denoiser
     truth, ps, parts = case
-    base = dict(healpix_order=1, local_order=5, ini_high=15.0)
+    base = dict(healpix_order=0, local_order=5, ini_high=15.0)
     tik = loop.Settings(**base)
     state = loop.initial_state(parts, truth, tik)
     cw = loop.Settings(mode="cw-red", denoiser=get_denoiser("tv"), cw_low=40.0, cw_high=8.0,
