@@ -10,6 +10,8 @@ HealpixSampling), kept simple:
   offset (the images are re-centred on it, so the grid stays centred on 0);
 - coarse to fine: :func:`next_order` decides when the order goes up (resolution stalled, or the
   angular step coarser than one resolution element at the particle radius)."""
+import functools
+
 import healpy
 import numpy as np
 
@@ -21,10 +23,20 @@ def angular_step(order):
     return 60.0 / 2 ** int(order)
 
 
-def directions(order):
-    """(rot, tilt) radians of the 12 * 4^order HEALPix pixel centres (NESTED numbering)."""
+@functools.lru_cache(maxsize=8)
+def _healpix(order):
     nside = 2 ** int(order)
     tilt, rot = healpy.pix2ang(nside, np.arange(12 * nside * nside), nest=True)
+    vectors = direction_vectors(rot, tilt)
+    for a in (rot, tilt, vectors):
+        a.flags.writeable = False
+    return rot, tilt, vectors
+
+
+def directions(order):
+    """(rot, tilt) radians of the 12 * 4^order HEALPix pixel centres (NESTED numbering;
+    read-only arrays, cached per order)."""
+    rot, tilt, _ = _healpix(order)
     return rot, tilt
 
 
@@ -54,8 +66,8 @@ def local_orientations(order, previous, steps=2.0):
     directions within ``steps`` angular steps of the previous direction and psi within
     ``steps`` steps of the previous psi (on a psi grid through the previous psi)."""
     step = np.deg2rad(angular_step(order))
-    rot, tilt = directions(order)
-    cos_dist = direction_vectors(rot, tilt) @ direction_vectors(previous[0], previous[1])
+    rot, tilt, vectors = _healpix(order)
+    cos_dist = vectors @ direction_vectors(previous[0], previous[1])
     near = np.flatnonzero(cos_dist >= np.cos(steps * step))
     k = int(np.floor(steps))
     psi = previous[2] + step * np.arange(-k, k + 1)
