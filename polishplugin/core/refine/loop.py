@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, asdict
 
 import numpy as np
 
+from ..fourier import fsc as fsc_curve
 from ..fourier import ring_average, ring_index, shift_phase
 from ..geometry import euler_to_matrix
 from ..projector import Projector
@@ -37,11 +38,10 @@ from .confidence import cw_red_lambda, nominal_resolution
 from .estep import centred_projections, log_likelihoods, pose_posteriors
 from .mstep import backproject, tau2_from_fsc
 from .relion_grid import half_to_map
-from .sampling import (angular_distance, angular_step, local_orientations, needed_step,
-                       next_order, orientation_grid, translation_grid)
+from .sampling import (angular_distance, angular_step, local_orientations, next_order,
+                       orientation_grid, translation_grid)
 from .update import completed_sums, regularised_map
 
-from ..fourier import fsc as fsc_curve
 
 MODES = ("tikhonov", "red", "cw-red")
 MASS = 0.999            # posterior mass kept per image (significant poses) ...
