@@ -56,6 +56,7 @@ setup(
             "pp_simulate = polishplugin.programs.simulate:main",
             "pp_demo = polishplugin.programs.demo:main",
             "pp_external_reconstruct = polishplugin.programs.external_reconstruct:main",
+            "pp_refine = polishplugin.programs.refine:main",
         ],
     },
 )

@@ -9,6 +9,8 @@ real space (multiplication by the blob's transform). The estimate is then (B + t
 Where the data are dense this equals 1 / (K + tau^-2); where they are sparse it smooths the
 density and keeps isolated, barely sampled voxels from dominating the map.
 """
+import functools
+
 import numpy as np
 from scipy.special import iv, jv
 
@@ -27,12 +29,21 @@ def blob_transform(w, radius=BLOB_RADIUS, alpha=BLOB_ALPHA):
     return val / (iv(1.5, alpha) / alpha ** 1.5)
 
 
+@functools.lru_cache(maxsize=4)
+def _blob_kernel(size, ori_pad):
+    """The blob's transform on the full size^3 real-space grid (read-only, cached: a refinement
+    divides with the same grid every iteration and the Bessel functions cost ~0.5 s a call)."""
+    k = np.fft.fftfreq(size) * size
+    r = np.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2)
+    kernel = blob_transform(r / ori_pad)
+    kernel.flags.writeable = False
+    return kernel
+
+
 def gridding_weights(weight, inside, ori, pad, iterations=ITERATIONS):
     """Weights v on the half grid (0 outside ``inside``) for K + tau^-2 = ``weight``."""
     size = weight.shape[0]
-    k = np.fft.fftfreq(size) * size
-    r = np.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2)
-    kernel = blob_transform(r / (ori * pad))
+    kernel = _blob_kernel(size, float(ori * pad))
     w = np.where(inside, weight, 0.0)
     v = inside.astype(np.float64)
     for _ in range(iterations):

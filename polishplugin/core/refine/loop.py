@@ -1,0 +1,431 @@
+"""Gold-standard 3D auto-refinement (Scheres & Chen 2012; Kimanius et al. 2021, eq. 5-17): two
+independent half-sets, each refined against its own reference; per iteration
+
+1. E-step (eq. 5, 8) at the current image size: images and references Fourier-cropped to what the
+   resolution needs; poses from :mod:`.sampling` (a global HEALPix grid, then local searches
+   around each particle's previous pose); translations around the previous offset. The first
+   iteration scores by normalised cross-correlation and assigns the best pose (RELION's
+   --firstiter_cc: the starting map's grey scale is unknown); later iterations marginalise over
+   the poses (log-sum-exp), keeping the most probable poses that hold 99.9 % of each image's
+   posterior mass;
+2. M-step: B and K (eq. 9) back-projected with the posterior weights, the CTF and sigma^-2; the
+   gold-standard FSC of the two halves' unregularised maps B / K; tau^2 from it (eq. 12); the
+   update (eq. 11 Tikhonov, or eq. 17 RED with lambda fixed or from the resolution, CW-RED);
+3. noise: sigma^2 per ring = mean over particles of |y - c P x|^2 at the best pose (new maps);
+4. sampling: the HEALPix order goes up when the resolution stalls or the step is coarser than
+   one resolution element at the particle radius (:func:`.sampling.next_order`); the offset step
+   halves with it; converged when the resolution has not improved for 2 iterations and the order
+   no longer needs to go up. The final map joins both halves' B and K (tau^2 from the FSC of the
+   full set, 2 FSC / (1 + FSC)).
+
+Fourier transforms are numpy's (unnormalised) centred ones
+(:func:`~polishplugin.core.reconstruct.centered_fft`); sigma^2 is E|noise|^2 per Fourier pixel,
+and the log-likelihood -sum |r|^2 / (2 sigma^2) over the full grid counts each Friedel pair once.
+"""
+import json
+import time
+from dataclasses import dataclass, field, asdict
+
+import numpy as np
+
+from ..fourier import fsc as fsc_curve
+from ..fourier import ring_average, ring_index, shift_phase
+from ..geometry import euler_to_matrix
+from ..projector import Projector
+from ..reconstruct import Backprojector, centered_fft
+from ..simulate.volumes import lowpass
+from .confidence import cw_red_lambda, nominal_resolution
+from .estep import centred_projections, log_likelihoods, pose_posteriors
+from .mstep import backproject, tau2_from_fsc
+from .relion_grid import half_to_map
+from .sampling import (angular_distance, angular_step, local_orientations, next_order,
+                       orientation_grid, translation_grid)
+from .update import completed_sums, regularised_map
+
+
+MODES = ("tikhonov", "red", "cw-red")
+MASS = 0.999            # posterior mass kept per image (significant poses) ...
+MAX_POSES = 100         # ... at most this many poses per image
+IMPROVE = 0.01          # a resolution better by this fraction counts as progress
+STALL_CONVERGED = 2     # iterations without progress at the final sampling
+
+
+@dataclass
+class Settings:
+    """What defines a refinement (all but ``denoiser`` go into the settings record)."""
+    mode: str = "tikhonov"
+    denoiser: object = None          # callable volume -> volume (red / cw-red)
+    lam: float = 1.0                 # lambda of mode red
+    cw_low: float = 10.0
+    cw_high: float = 4.5
+    pad: int = 2
+    tau2_fudge: float = 1.0
+    ini_high: float = 30.0           # A: low-pass of the starting map
+    particle_diameter: float = 0.0   # A; 0: 0.8 of the box
+    healpix_order: int = 1           # first (global) order
+    local_order: int = 3             # from this order on: local searches
+    max_order: int = 4
+    local_steps: float = 2.0         # local search half-width in angular steps
+    offset_range: float = 3.0        # px
+    offset_step: float = 1.0         # px
+    size_margin: int = 5             # shells beyond the resolution kept in the current size
+    max_iter: int = 25
+    batch: int = 16
+
+    def record(self):
+        d = asdict(self)
+        d.pop("denoiser")
+        return d
+
+
+@dataclass
+class Particles:
+    """The data: images (N, n, n), CTFs (N, n, n) on the fft2 grid or None, half-sets (N,) of 1/2."""
+    images: np.ndarray
+    ctfs: object
+    half_sets: np.ndarray
+    pixel_size: float
+
+    @property
+    def n(self):
+        return self.images.shape[-1]
+
+
+@dataclass
+class State:
+    """Everything the next iteration needs (saved after every iteration; a rerun resumes)."""
+    iteration: int
+    refs: np.ndarray                 # (2, n, n, n) the halves' current references
+    angles: np.ndarray               # (N, 3) radians
+    shifts: np.ndarray               # (N, 2) px: particle centre - image centre
+    maxprob: np.ndarray              # (N,)
+    sigma2: np.ndarray               # (n//2 + 1,) E|noise|^2 per ring
+    order: int
+    offset_range: float
+    offset_step: float
+    current_size: int
+    stall: int = 0
+    best_resolution: float = np.inf
+    fsc: np.ndarray = None
+    finished: bool = False
+    final_map: np.ndarray = None
+    history: list = field(default_factory=list)
+
+    def save(self, path_or_file):
+        arrays = {k: v for k, v in asdict(self).items()
+                  if isinstance(v, np.ndarray)}
+        scalars = {k: v for k, v in asdict(self).items()
+                   if not isinstance(v, np.ndarray) and k != "history" and v is not None}
+        np.savez(path_or_file, meta=json.dumps({"scalars": scalars, "history": self.history}),
+                 **arrays)
+
+    @classmethod
+    def load(cls, path):
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            arrays = {k: z[k] for k in z.files if k != "meta"}
+        return cls(history=meta["history"], **meta["scalars"], **arrays)
+
+
+# ------------------------------------------------------------------------------- helpers
+def crop_index(n, m):
+    """Indices of the fft layout of an n box that hold the frequencies of an m box."""
+    return np.r_[0:(m + 1) // 2, n - m // 2:n]
+
+
+def crop2(arr, n, m):
+    """Fourier crop of (..., n, n) fft-layout arrays to (..., m, m) (same values)."""
+    idx = crop_index(n, m)
+    return arr[..., idx, :][..., idx]
+
+
+def fourier_crop_volume(vol, m):
+    """Volume (m^3, centre m//2) whose centred transform holds the same values as ``vol``'s at
+    the m^3 lowest frequencies (so its projections are the Fourier crops of ``vol``'s)."""
+    n = vol.shape[0]
+    if m == n:
+        return np.asarray(vol, np.float64)
+    idx = crop_index(n, m)
+    f = np.fft.fftn(np.fft.ifftshift(vol))[np.ix_(idx, idx, idx)]
+    return np.fft.fftshift(np.fft.ifftn(f).real)
+
+
+def sphere_mask(n, radius, edge=3.0):
+    """Soft spherical mask (1 inside ``radius`` px, raised cosine over ``edge`` px)."""
+    c = np.arange(n) - n // 2
+    r = np.sqrt(c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None, :] ** 2)
+    return np.where(r < radius, 1.0, np.where(r > radius + edge, 0.0,
+                    0.5 + 0.5 * np.cos(np.pi * (r - radius) / edge)))
+
+
+def image_size_for(resolution_A, n, pixel_size, margin):
+    """Even image size that holds the shells up to ``resolution_A`` plus ``margin`` shells."""
+    shell = n * pixel_size / resolution_A
+    return int(min(n, 2 * int(np.ceil(shell + margin))))
+
+
+def inverse_sigma2(sigma2, n, m):
+    """sigma^-2 / 2 on the (n, n) fft grid for rings 1 .. m/2 - 1 (0 elsewhere: DC, beyond)."""
+    rings = ring_index(n)
+    use = (rings >= 1) & (rings < m // 2)
+    s = np.asarray(sigma2, np.float64)[np.minimum(rings, len(sigma2) - 1)]
+    return np.where(use & (s > 0), 0.5 / np.where(s > 0, s, 1.0), 0.0)
+
+
+def initial_sigma2(images):
+    """RELION's starting noise spectrum: mean power of the images minus the power of their mean,
+    per ring (numpy's unnormalised transform)."""
+    n = images.shape[-1]
+    rings = ring_index(n)
+    power = np.zeros(n // 2 + 1)
+    mean = np.zeros((n, n), np.complex128)
+    for i0 in range(0, len(images), 256):
+        f = np.fft.fft2(images[i0:i0 + 256].astype(np.float64))
+        power += ring_average((np.abs(f) ** 2).sum(axis=0), rings, n // 2 + 1)
+        mean += f.sum(axis=0)
+    mean /= len(images)
+    return power / len(images) - ring_average(np.abs(mean) ** 2, rings, n // 2 + 1)
+
+
+def significant(weights, mass=MASS, max_poses=MAX_POSES):
+    """Keep, per image (rows of (N, P)), the most probable poses that hold ``mass`` of the
+    posterior (at most ``max_poses``), renormalised."""
+    w = np.asarray(weights, np.float64)
+    order = np.argsort(-w, axis=1)
+    sw = np.take_along_axis(w, order, axis=1)
+    keep_sorted = np.cumsum(sw, axis=1) - sw < mass * sw.sum(axis=1, keepdims=True)
+    keep_sorted[:, max_poses:] = False
+    keep = np.zeros_like(keep_sorted)
+    np.put_along_axis(keep, order, keep_sorted, axis=1)
+    out = np.where(keep, w, 0.0)
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def cross_correlations(images_fft, ctfs, projections, translations, inv_sigma2):
+    """(N, O, T) normalised cross-correlation Re sum s y* c P e_t / sqrt(sum s c^2 |P|^2) (the
+    first iteration's score: independent of the reference's grey scale)."""
+    y = np.asarray(images_fft)
+    n = y.shape[-1]
+    s = np.broadcast_to(np.asarray(inv_sigma2, np.float64), y.shape)
+    c = np.ones(y.shape) if ctfs is None else np.asarray(ctfs, np.float64)
+    e = shift_phase(n, n, translations[:, 0], translations[:, 1])
+    cross = np.einsum("nij,oij,tij->not", np.conj(y) * s * c, projections, e, optimize=True).real
+    pp = np.einsum("nij,oij->no", s * c * c, np.abs(projections) ** 2)
+    return cross / np.sqrt(np.maximum(pp, 1e-300))[:, :, None]
+
+
+# ------------------------------------------------------------------------------- the loop
+def initial_state(particles, reference, settings, angles=None, shifts=None):
+    """Iteration 0: both halves start from ``reference`` low-passed at ``ini_high``."""
+    n, px = particles.n, particles.pixel_size
+    start = lowpass(np.asarray(reference, np.float64), settings.ini_high, px)
+    count = len(particles.images)
+    return State(
+        iteration=0, refs=np.stack([start, start]).astype(np.float32),
+        angles=np.zeros((count, 3)) if angles is None else np.asarray(angles, float),
+        shifts=np.zeros((count, 2)) if shifts is None else np.asarray(shifts, float),
+        maxprob=np.zeros(count), sigma2=initial_sigma2(particles.images),
+        order=settings.healpix_order, offset_range=settings.offset_range,
+        offset_step=settings.offset_step,
+        current_size=image_size_for(settings.ini_high, n, px, settings.size_margin))
+
+
+def _particle_radius_px(settings, n, px):
+    d = settings.particle_diameter if settings.particle_diameter > 0 else 0.8 * n * px
+    return min(0.5 * d / px, n / 2.0 - 1)
+
+
+def _estep_half(ref, idx, particles, state, settings, inv_s2, first, bp):
+    """E-step over the particles ``idx`` of one half against ``ref`` (masked); adds them to
+    ``bp``. Returns (angles, shifts, maxprob) at the best pose of each."""
+    n, m = particles.n, state.current_size
+    proj = Projector(fourier_crop_volume(ref, m), pad=settings.pad)
+    trans = translation_grid(state.offset_range, state.offset_step)
+    trans_m = trans * (m / n)
+    s_m = crop2(inv_s2, n, m)
+    local = state.order >= settings.local_order and not first
+    grid = None if local else orientation_grid(state.order)
+    grid_p = None if local else centred_projections(proj, grid)
+    angles, shifts = state.angles[idx].copy(), state.shifts[idx].copy()
+    maxprob = np.zeros(len(idx))
+    pending = []
+
+    def flush():
+        if pending:
+            imgs, rots, ctfs, w = (np.concatenate(x) for x in zip(*pending))
+            backproject(bp, imgs, rots, ctfs, inv_s2, w)
+            pending.clear()
+
+    for b0 in range(0, len(idx), settings.batch):
+        sel = idx[b0:b0 + settings.batch]
+        y = centered_fft(particles.images[sel].astype(np.float64))
+        c = None if particles.ctfs is None else np.asarray(particles.ctfs[sel], np.float64)
+        prev = state.shifts[sel]
+        yc = crop2(y, n, m) * shift_phase(m, m, -prev[:, 0] * m / n, -prev[:, 1] * m / n)
+        cc = None if c is None else crop2(c, n, m)
+        for j, i in enumerate(sel):
+            cj = None if cc is None else cc[j:j + 1]
+            if local:
+                oris = local_orientations(state.order, state.angles[i], settings.local_steps)
+                p = centred_projections(proj, oris)
+                score = log_likelihoods(yc[j:j + 1], cj, p, trans_m, s_m)
+            else:
+                oris = grid
+                if j == 0:   # batch scores over the shared grid
+                    batch_scores = (cross_correlations if first else log_likelihoods)(
+                        yc, cc, grid_p, trans_m, s_m)
+                score = batch_scores[j:j + 1]
+            flat = score.reshape(1, -1)
+            if first:
+                w = np.zeros_like(flat)
+                w[0, flat.argmax()] = 1.0
+            else:
+                w, _ = pose_posteriors(flat)
+                w = significant(w)
+            best = int(w.argmax())
+            o_best, t_best = divmod(best, len(trans))
+            k = b0 + j
+            angles[k] = oris[o_best]
+            shifts[k] = prev[j] + trans[t_best]
+            maxprob[k] = w[0, best]
+            nz = np.flatnonzero(w[0])
+            o, t = np.divmod(nz, len(trans))
+            total = prev[j] + trans[t]
+            moved = y[j] * shift_phase(n, n, -total[:, 0], -total[:, 1])
+            rots = euler_to_matrix(oris[o, 0], oris[o, 1], oris[o, 2])
+            ctf = None if c is None else np.broadcast_to(c[j], moved.shape)
+            pending.append((moved, rots, np.ones(moved.shape) if ctf is None else ctf, w[0, nz]))
+            if sum(len(p[0]) for p in pending) >= 256:
+                flush()
+    flush()
+    return angles, shifts, maxprob
+
+
+def _residual_power(ref, idx, particles, angles, shifts, pad):
+    """Sum over particles of |y - c P e_t|^2 per ring (full box) at the given poses."""
+    n = particles.n
+    rings = ring_index(n)
+    proj = Projector(np.asarray(ref, np.float64), pad=pad)
+    total = np.zeros(n // 2 + 1)
+    for b0 in range(0, len(idx), 64):
+        sel = idx[b0:b0 + 64]
+        y = centered_fft(particles.images[sel].astype(np.float64))
+        p = centred_projections(proj, angles[sel])
+        pred = p * shift_phase(n, n, shifts[sel, 0], shifts[sel, 1])
+        if particles.ctfs is not None:
+            pred = pred * particles.ctfs[sel]
+        total += ring_average((np.abs(y - pred) ** 2).sum(axis=0), rings, n // 2 + 1)
+    return total
+
+
+def _unregularised_map(bp, n, pad):
+    b, k = completed_sums(bp.data, bp.weight, n, pad)
+    eps = 1e-3 * k[k > 0].mean() if np.any(k > 0) else 1.0
+    x = np.where(k > 0, b / (k + eps), 0.0)
+    return half_to_map(x, n, pad)
+
+
+def _lambda(settings, resolution):
+    if settings.mode == "tikhonov":
+        return 0.0
+    if settings.mode == "red":
+        return settings.lam
+    return cw_red_lambda(resolution, settings.cw_low, settings.cw_high)
+
+
+def _update(bp_data, bp_weight, fsc, n, settings, current, lam):
+    """Eq. 11 / 17 on the sums; the map in the images' grey scale."""
+    b, k = completed_sums(bp_data, bp_weight, n, settings.pad)
+    tau2 = tau2_from_fsc(fsc, k, settings.pad, r_max=settings.pad * current / 2.0)
+    red = settings.mode != "tikhonov" and lam > 0
+    vol, _ = regularised_map(bp_data, bp_weight, tau2, n, settings.pad, current,
+                             settings.tau2_fudge, mode="red" if red else "tikhonov",
+                             denoiser=settings.denoiser, lam=lam if red else 1.0)
+    # numpy's image transforms are n^2 x RELION's, which half_to_map assumes
+    return vol / float(n) ** 2
+
+
+def iterate(state, particles, settings, mask=None):
+    """One iteration (E-step, M-step, noise, sampling); returns the new :class:`State` and a
+    dict of this iteration's record. ``mask``: solvent mask of the references (default: a soft
+    sphere of the particle diameter)."""
+    t_cpu, t_wall = time.process_time(), time.time()
+    n, px = particles.n, particles.pixel_size
+    if settings.mode not in MODES:
+        raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), settings.mode))
+    if settings.mode != "tikhonov" and settings.denoiser is None:
+        raise ValueError("mode %s needs a denoiser" % settings.mode)
+    radius = _particle_radius_px(settings, n, px)
+    sphere = sphere_mask(n, radius)
+    solvent = sphere if mask is None else mask
+    first = state.iteration == 0
+    m = state.current_size
+    inv_s2 = inverse_sigma2(state.sigma2, n, m)
+    angles, shifts, maxprob = state.angles.copy(), state.shifts.copy(), state.maxprob.copy()
+    bps = []
+    for h in (1, 2):
+        idx = np.flatnonzero(particles.half_sets == h)
+        bp = Backprojector(n, settings.pad, r_max=min(n // 2 - 1, m // 2))
+        a, s, p = _estep_half(state.refs[h - 1] * solvent, idx, particles, state, settings,
+                              inv_s2, first, bp)
+        angles[idx], shifts[idx], maxprob[idx] = a, s, p
+        bps.append(bp)
+    # gold-standard FSC of the unregularised halves, beyond the current size 0
+    fsc = fsc_curve(_unregularised_map(bps[0], n, settings.pad) * sphere,
+                    _unregularised_map(bps[1], n, settings.pad) * sphere)
+    fsc[m // 2:] = 0.0
+    resolution = nominal_resolution(fsc, n, px)
+    lam = _lambda(settings, resolution)
+    refs = np.stack([_update(bp.data, bp.weight, fsc, n, settings, m, lam) for bp in bps])
+    # noise from the residuals at the best poses under the new references
+    resid = sum(_residual_power(refs[h - 1] * solvent, np.flatnonzero(particles.half_sets == h),
+                                particles, angles, shifts, settings.pad) for h in (1, 2))
+    sigma2 = state.sigma2.copy()
+    inside = np.arange(len(sigma2)) < m // 2
+    sigma2[inside] = (resid / len(particles.images))[inside]
+    # sampling and convergence
+    change = float(np.mean(angular_distance(state.angles, angles)))
+    offset_change = float(np.mean(np.hypot(*(shifts - state.shifts).T))) * px
+    improved = resolution < state.best_resolution * (1 - IMPROVE)
+    stall = 0 if improved else state.stall + 1
+    best = min(resolution, state.best_resolution)
+    order = state.order if first else next_order(state.order, settings.max_order, stall >= 1,
+                                                 resolution, radius * px)
+    rng_, step = state.offset_range, state.offset_step
+    if order > state.order:
+        step = state.offset_step / 2.0
+        rng_ = max(state.offset_range / 2.0, 1.5 * step)
+    converged = (not first and order == state.order and stall >= STALL_CONVERGED)
+    finished = converged or state.iteration + 1 >= settings.max_iter
+    record = {"iteration": state.iteration + 1, "healpix_order": state.order,
+              "angular_step": angular_step(state.order),
+              "local": bool(state.order >= settings.local_order and not first),
+              "current_size": m, "offset_range": state.offset_range,
+              "offset_step": state.offset_step, "resolution": resolution, "lambda": lam,
+              "angular_change": change, "offset_change_A": offset_change,
+              "mean_maxprob": float(maxprob.mean()), "converged": bool(converged)}
+    final_map = None
+    if finished:
+        full = 2 * fsc / (1 + np.maximum(fsc, 0.0))
+        final_map = _update(bps[0].data + bps[1].data, bps[0].weight + bps[1].weight, full, n,
+                            settings, m, lam).astype(np.float32)
+    new = State(iteration=state.iteration + 1, refs=refs.astype(np.float32), angles=angles,
+                shifts=shifts, maxprob=maxprob, sigma2=sigma2, order=order, offset_range=rng_,
+                offset_step=step,
+                current_size=image_size_for(best, n, px, settings.size_margin),
+                stall=0 if order > state.order else stall, best_resolution=best, fsc=fsc,
+                finished=finished, final_map=final_map, history=list(state.history))
+    record["cpu_s"] = time.process_time() - t_cpu
+    record["wall_s"] = time.time() - t_wall
+    new.history.append(record)
+    return new, record
+
+
+def refine(particles, state, settings, mask=None, after_iteration=None):
+    """Iterate from ``state`` until finished; ``after_iteration(state, record)`` is called after
+    each iteration (saving, logging). Returns the final state."""
+    while not state.finished:
+        state, record = iterate(state, particles, settings, mask)
+        if after_iteration is not None:
+            after_iteration(state, record)
+    return state

@@ -1,0 +1,157 @@
+"""The refine program (programs/refine.py) on a tiny simulated RELION project: its outputs, a
+resumed run equal to an uninterrupted one, one-line errors on bad input, and RELION's
+relion_reconstruct reading the refined particles STAR."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from polishplugin.core.fourier import fsc
+from polishplugin.core.refine.sampling import angular_distance
+from polishplugin.core.simulate.particles import simulate_particles
+from polishplugin.core.simulate.volumes import lowpass, pseudo_protein
+from polishplugin.io.mrc import read_mrc, write_mrc
+from polishplugin.io.particle_set import write_particle_set
+from polishplugin.io.star import read_particles_star, read_star, write_particles_star
+from polishplugin.programs import refine
+from polishplugin.tests.relion import needs_relion, run_relion
+
+N, PX, COUNT = 20, 6.0, 60
+FAST = ["--max-iter", "3", "--healpix-order", "1", "--local-order", "2", "--max-order", "2"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("refine_project")
+    rng = np.random.default_rng(3)
+    truth = pseudo_protein(N, PX, rng)
+    ps = simulate_particles(truth, COUNT, PX, 2.0, rng)
+    write_particle_set(str(folder), ps, PX)
+    write_mrc(str(folder / "ref.mrc"), lowpass(truth, 30.0, PX), PX)
+    write_mrc(str(folder / "truth.mrc"), truth, PX)
+    return folder, truth, ps
+
+
+def _run(folder, out, *extra):
+    old = os.getcwd()
+    os.chdir(folder)
+    try:
+        return refine.main(["--particles", "particles.star", "--ref", "ref.mrc", "--out", out]
+                           + FAST + list(extra))
+    finally:
+        os.chdir(old)
+
+
+@pytest.fixture(scope="module")
+def full_run(project):
+    folder, truth, ps = project
+    assert _run(folder, "full") == 0
+    return folder / "full"
+
+
+def test_outputs(project, full_run):
+    folder, truth, ps = project
+    for name in refine.OUTPUTS:
+        assert (full_run / name).exists(), name
+    final, px = read_mrc(str(full_run / "map.mrc"))
+    assert final.shape == (N, N, N) and px == pytest.approx(PX)
+    band = slice(int(N * PX / 30.0) + 1, int(N * PX / 14.0) + 1)
+    assert fsc(final, truth)[band].mean() > fsc(lowpass(truth, 30.0, PX), truth)[band].mean()
+    blocks = read_star(str(full_run / "fsc.star"))
+    assert len(blocks["fsc"]["rlnFourierShellCorrelation"]) == N // 2 + 1
+    assert 2 * PX <= float(blocks["general"]["rlnFinalResolution"][0]) < 40.0
+    its = read_star(str(full_run / "iterations.star"))["iterations"]
+    assert list(its["rlnCurrentIteration"]) == [1, 2, 3]
+    summary = json.load(open(full_run / "refine.json"))
+    assert summary["finished"] and len(summary["iterations"]) == 3
+    assert summary["cpu_s_total"] > 0
+    optics, parts = read_particles_star(str(full_run / "particles.star"))
+    assert len(parts) == COUNT
+    angles = np.deg2rad(np.stack([parts[k] for k in ("rlnAngleRot", "rlnAngleTilt",
+                                                     "rlnAnglePsi")], axis=1))
+    # the refined angles are not the input (true) ones copied, but close to most of them
+    err = angular_distance(angles, ps.angles)
+    assert np.median(err) > 1e-3
+    assert np.median(err) < 30.0
+
+
+def test_resume_continues_and_gives_the_same_result(project, full_run):
+    """A run stopped after iteration 2 (its state and settings record copied) continues with
+    iteration 3 and ends where the uninterrupted run ended."""
+    folder, _, _ = project
+    part = folder / "part"
+    (part / "state").mkdir(parents=True)
+    shutil.copy(full_run / "settings.json", part / "settings.json")
+    shutil.copy(full_run / "state" / "iter_002.npz", part / "state" / "iter_002.npz")
+    assert _run(folder, "part") == 0
+    summary = json.load(open(part / "refine.json"))
+    assert [r["iteration"] for r in summary["iterations"]] == [1, 2, 3]
+    a, _ = read_mrc(str(full_run / "map.mrc"))
+    b, _ = read_mrc(str(part / "map.mrc"))
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * np.abs(a).max())
+    pa = read_particles_star(str(full_run / "particles.star"))[1]
+    pb = read_particles_star(str(part / "particles.star"))[1]
+    np.testing.assert_allclose(pb["rlnAngleRot"], pa["rlnAngleRot"], atol=1e-6)
+    # other settings in the same folder are refused
+    assert _run(folder, "part", "--tau2-fudge", "2") == 2
+
+
+def _error(monkeypatch, tmp_path, folder, *extra, out="bad"):
+    err = tmp_path / "error.txt"
+    monkeypatch.setenv("POLISHPLUGIN_ERROR_FILE", str(err))
+    status = _run(folder, str(tmp_path / out), *extra)
+    return status, err.read_text() if err.exists() else ""
+
+
+def test_bad_inputs_are_refused_with_a_reason(project, tmp_path, monkeypatch):
+    folder, truth, ps = project
+    write_mrc(str(tmp_path / "small.mrc"), truth[:16, :16, :16], PX)
+    status, msg = _error(monkeypatch, tmp_path, folder, "--ref", str(tmp_path / "small.mrc"))
+    assert status == 2 and "box is 20" in msg
+    write_mrc(str(tmp_path / "px.mrc"), truth, 2 * PX)
+    status, msg = _error(monkeypatch, tmp_path, folder, "--ref", str(tmp_path / "px.mrc"))
+    assert status == 2 and "pixel size" in msg
+    write_mrc(str(tmp_path / "mask.mrc"), 2.0 * np.ones((N,) * 3, np.float32), PX)
+    status, msg = _error(monkeypatch, tmp_path, folder, "--mask", str(tmp_path / "mask.mrc"))
+    assert status == 2 and "[0, 1]" in msg
+    with pytest.raises(SystemExit):
+        _error(monkeypatch, tmp_path, folder, "--mode", "red", "--lambda", "2")
+
+
+@pytest.mark.filterwarnings("ignore:Data array contains NaN")
+def test_nan_images_and_an_empty_half_set_are_refused(project, tmp_path, monkeypatch):
+    folder, truth, ps = project
+    bad = tmp_path / "nan"
+    bad.mkdir()
+    images = ps.images.copy()
+    images[7, 3, 4] = np.nan
+    write_mrc(str(bad / "stack.mrcs"), images, PX)
+    shutil.copy(folder / "particles.star", bad / "particles.star")
+    shutil.copy(folder / "ref.mrc", bad / "ref.mrc")
+    status, msg = _error(monkeypatch, tmp_path, bad)
+    assert status == 2 and "NaN" in msg and "particle 8" in msg
+    optics, parts = read_particles_star(str(folder / "particles.star"))
+    parts["rlnRandomSubset"] = np.ones(len(parts), int)
+    one = tmp_path / "one"
+    one.mkdir()
+    write_particles_star(str(one / "particles.star"), optics, parts)
+    shutil.copy(folder / "stack.mrcs", one / "stack.mrcs")
+    shutil.copy(folder / "ref.mrc", one / "ref.mrc")
+    status, msg = _error(monkeypatch, tmp_path, one)
+    assert status == 2 and "half-set 2 is empty" in msg
+
+
+@needs_relion
+def test_relion_reconstruct_reads_the_refined_particles(project, full_run):
+    folder, truth, _ = project
+    run_relion("relion_reconstruct", ["--i", "full/particles.star", "--o", "full/relion.mrc",
+                                      "--ctf"], cwd=str(folder))
+    theirs, _ = read_mrc(str(folder / "full" / "relion.mrc"))
+    ours, _ = read_mrc(str(full_run / "map.mrc"))
+    assert theirs.shape == ours.shape
+    band = slice(1, int(N * PX / 20.0) + 1)
+    # RELION's reconstruction from our angles and origins agrees with our map and the truth
+    assert fsc(theirs, ours)[band].mean() > 0.8
+    assert fsc(theirs, truth)[band].mean() > 0.6

@@ -1,0 +1,136 @@
+"""The auto-refinement engine (core/refine/sampling.py, loop.py) on tiny simulated cases with
+known poses: the sampling grids, pose recovery by the global and the local E-step, and the
+Tikhonov loop improving the map against the truth from a 30 A low-pass."""
+import numpy as np
+import pytest
+
+from polishplugin.core.ctf import CtfParams, ctf_2d
+from polishplugin.core.fourier import fsc
+from polishplugin.core.refine import loop
+from polishplugin.core.refine.sampling import (angular_distance, angular_step, direction_vectors,
+                                               directions, local_orientations, next_order,
+                                               orientation_grid, translation_grid)
+from polishplugin.core.simulate.particles import simulate_particles
+from polishplugin.core.simulate.volumes import lowpass, pseudo_protein
+
+N, PX = 24, 5.0
+
+
+def test_healpix_grid_sizes_and_spacing():
+    for order in (0, 1, 2):
+        grid = orientation_grid(order)
+        assert len(grid) == 12 * 4 ** order * 6 * 2 ** order
+        v = direction_vectors(*directions(order))
+        cos = v @ v.T
+        np.fill_diagonal(cos, -1.0)
+        nearest = np.rad2deg(np.arccos(cos.max(axis=1)))
+        # neighbouring directions lie about one angular step apart
+        assert 0.5 * angular_step(order) < np.median(nearest) < 1.5 * angular_step(order)
+
+
+def test_local_orientations_stay_near_the_previous_pose():
+    prev = np.array([0.7, 1.1, -2.0])
+    local = local_orientations(3, prev, steps=2.0)
+    dist = angular_distance(local, np.broadcast_to(prev, local.shape))
+    step = angular_step(3)
+    assert len(local) > 20
+    assert dist.max() < 2 * 2.0 * step + 1e-6       # direction and psi each within 2 steps
+    assert dist.min() < step                         # a grid pose near the previous one
+
+
+def test_translation_grid_and_angular_distance():
+    t = translation_grid(2.0, 1.0)
+    assert len(t) == 13 and np.all(np.hypot(*t.T) <= 2.0 + 1e-9)
+    a = np.array([0.3, 0.9, 1.2])
+    b = a + np.array([0.0, 0.0, np.deg2rad(10.0)])   # 10 degrees of psi
+    assert angular_distance(a, b) == pytest.approx(10.0, abs=1e-6)
+    assert angular_distance(a, a) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_order_goes_up_when_stalled_or_too_coarse():
+    assert next_order(1, 4, stalled=True, resolution_A=30.0, radius_A=40.0) == 2
+    assert next_order(1, 4, stalled=False, resolution_A=5.0, radius_A=40.0) == 2   # 30 > 7 deg
+    assert next_order(2, 4, stalled=False, resolution_A=30.0, radius_A=40.0) == 2
+    assert next_order(4, 4, stalled=True, resolution_A=5.0, radius_A=40.0) == 4
+
+
+@pytest.fixture(scope="module")
+def case():
+    rng = np.random.default_rng(0)
+    truth = pseudo_protein(N, PX, rng)
+    ps = simulate_particles(truth, 100, PX, 1.0, rng)
+    ctfs = np.stack([ctf_2d(CtfParams(d, d, 0.0), N, PX) for d in ps.defocus]).astype(np.float32)
+    return truth, ps, loop.Particles(ps.images, ctfs, ps.half_sets, PX)
+
+
+def _errors(state, ps):
+    return angular_distance(state.angles, ps.angles)
+
+
+def test_global_estep_finds_the_true_poses(case):
+    """One marginalising iteration against the truth at order 2 (15 degrees): the best pose of
+    most particles lies within a grid step of the truth, the offsets within a pixel."""
+    truth, ps, parts = case
+    st = loop.Settings(healpix_order=2, local_order=5, ini_high=10.0)
+    state = loop.initial_state(parts, truth, st)
+    state.iteration = 1                       # past the CC iteration: marginalise
+    new, record = loop.iterate(state, parts, st)
+    err = _errors(new, ps)
+    assert np.median(err) < angular_step(2)
+    assert np.mean(err < 2 * angular_step(2)) > 0.85
+    shift_err = np.hypot(*(new.shifts + ps.origins_A / PX).T)
+    assert np.median(shift_err) < 0.75
+    assert record["resolution"] < 15.0
+
+
+def test_local_search_refines_perturbed_poses(case):
+    """Local search at order 3 (7.5 degrees) around poses ~12 degrees off the truth brings them
+    to about the grid step."""
+    truth, ps, parts = case
+    rng = np.random.default_rng(1)
+    start = ps.angles + np.deg2rad(rng.normal(0.0, 8.0, ps.angles.shape))
+    st = loop.Settings(healpix_order=3, local_order=3, ini_high=10.0)
+    state = loop.initial_state(parts, truth, st, angles=start, shifts=-ps.origins_A / PX)
+    state.iteration = 1
+    new, record = loop.iterate(state, parts, st)
+    assert record["local"]
+    before, after = _errors(state, ps), _errors(new, ps)
+    assert np.median(before) > 9.0
+    assert np.median(after) < 0.6 * np.median(before)
+    assert np.median(after) < angular_step(3)
+
+
+def test_tikhonov_loop_improves_the_map_from_a_lowpassed_start(case):
+    truth, ps, parts = case
+    st = loop.Settings(max_iter=4, max_order=2, local_order=2)
+    state = loop.initial_state(parts, truth, st)
+    band = slice(int(N * PX / 30.0) + 1, int(N * PX / 12.0) + 1)     # 30 .. 12 A
+    start = fsc(lowpass(truth, 30.0, PX), truth)[band].mean()
+    final = loop.refine(parts, state, st)
+    assert final.finished and len(final.history) == 4
+    got = fsc(final.final_map, truth)[band].mean()
+    assert got > start + 0.2, (start, got)
+    assert final.history[-1]["resolution"] < 20.0
+    assert all(r["cpu_s"] > 0 for r in final.history)
+
+
+def test_cw_red_lambda_follows_the_resolution_and_changes_the_map(case):
+    """One M-step under CW-RED (TV denoiser) with thresholds around the current resolution:
+    lambda is the schedule's value at the recorded resolution, and the map differs from the
+    Tikhonov map of the same iteration."""
+    from polishplugin.core.refine.confidence import cw_red_lambda
+    from polishplugin.core.refine.denoisers import get_denoiser
+    truth, ps, parts = case
+    base = dict(healpix_order=0, local_order=5, ini_high=15.0)
+    tik = loop.Settings(**base)
+    state = loop.initial_state(parts, truth, tik)
+    cw = loop.Settings(mode="cw-red", denoiser=get_denoiser("tv"), cw_low=40.0, cw_high=8.0,
+                       **base)
+    a, rec_a = loop.iterate(state, parts, tik)
+    b, rec_b = loop.iterate(state, parts, cw)
+    assert rec_a["lambda"] == 0.0
+    assert rec_b["resolution"] == pytest.approx(rec_a["resolution"])   # same E-step
+    assert 0.0 < rec_b["lambda"] <= 1.0
+    assert rec_b["lambda"] == pytest.approx(cw_red_lambda(rec_b["resolution"], 40.0, 8.0))
+    diff = np.linalg.norm(b.refs - a.refs) / np.linalg.norm(a.refs)
+    assert diff > 1e-3
