@@ -159,3 +159,153 @@ def ring_correlation(q, scale, offset, kx, ky, tracks, box):
                                    np.ascontiguousarray(offset),
                                    kx, ky, np.ascontiguousarray(tracks, dtype=np.float64),
                                    float(box), kmax))
+
+
+# --- refinement kernels ----------------------------------------------------------------------
+
+@numba.njit(cache=True, parallel=True)
+def _slice_extract(vol, rots, kxy, scale, origin, out):
+    nz, ny, nx = vol.shape
+    O, M = out.shape
+    for task in numba.prange(O * ((M + 255) // 256)):       # (orientation, block of pixels)
+        o = task // ((M + 255) // 256)
+        m0 = (task % ((M + 255) // 256)) * 256
+        for m in range(m0, min(M, m0 + 256)):
+            kx, ky = kxy[m, 0], kxy[m, 1]
+            x = origin + scale * (kx * rots[o, 0, 0] + ky * rots[o, 1, 0])
+            y = origin + scale * (kx * rots[o, 0, 1] + ky * rots[o, 1, 1])
+            z = origin + scale * (kx * rots[o, 0, 2] + ky * rots[o, 1, 2])
+            z0, y0, x0 = np.floor(z), np.floor(y), np.floor(x)
+            tz, ty, tx = z - z0, y - y0, x - x0
+            iz, iy, ix = int(z0) % nz, int(y0) % ny, int(x0) % nx
+            jz, jy, jx = (iz + 1) % nz, (iy + 1) % ny, (ix + 1) % nx
+            a = np.complex128(vol[iz, iy, ix]) * (1 - tx) + np.complex128(vol[iz, iy, jx]) * tx
+            b = np.complex128(vol[iz, jy, ix]) * (1 - tx) + np.complex128(vol[iz, jy, jx]) * tx
+            c = np.complex128(vol[jz, iy, ix]) * (1 - tx) + np.complex128(vol[jz, iy, jx]) * tx
+            d = np.complex128(vol[jz, jy, ix]) * (1 - tx) + np.complex128(vol[jz, jy, jx]) * tx
+            out[o, m] = (a * (1 - ty) + b * ty) * (1 - tz) + (c * (1 - ty) + d * ty) * tz
+
+
+def slice_extract(volume, rots, kxy, scale, origin):
+    """Fourier slices by trilinear interpolation (parallel over orientations and pixel blocks);
+    see :func:`polishplugin.backends.numpy_backend.slice_extract`."""
+    rots = np.ascontiguousarray(rots, dtype=np.float64)
+    kxy = np.ascontiguousarray(kxy, dtype=np.float64)
+    out = np.empty((len(rots), len(kxy)), dtype=np.complex128)
+    _slice_extract(np.ascontiguousarray(volume), rots, kxy, float(scale), float(origin), out)
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def _backproject(data, weight, rots, kxy, values, weights, scale):
+    s, sh = data.shape[0], data.shape[2]
+    B, M = values.shape
+    P = B * M
+    q = np.empty((P, 3))
+    plane = np.empty(P, dtype=np.int64)
+    flip = np.empty(P, dtype=np.bool_)
+    for b in numba.prange(B):                 # slice coordinates, Friedel-flipped to x >= 0
+        for m in range(M):
+            kx, ky = kxy[m, 0], kxy[m, 1]
+            x = scale * (kx * rots[b, 0, 0] + ky * rots[b, 1, 0])
+            y = scale * (kx * rots[b, 0, 1] + ky * rots[b, 1, 1])
+            z = scale * (kx * rots[b, 0, 2] + ky * rots[b, 1, 2])
+            p = b * M + m
+            flip[p] = x < 0
+            if x < 0:
+                x, y, z = -x, -y, -z
+            q[p, 0], q[p, 1], q[p, 2] = x, y, z
+            plane[p] = int(np.floor(z)) % s
+    # bucket the points by their lower z plane (counting sort) so that each output plane is
+    # written by one thread: plane z gets the dz = 0 part of bucket z and the dz = 1 part of
+    # bucket z - 1
+    start = np.zeros(s + 1, dtype=np.int64)
+    for p in range(P):
+        start[plane[p] + 1] += 1
+    for z in range(s):
+        start[z + 1] += start[z]
+    fill = start[:s].copy()
+    order = np.empty(P, dtype=np.int64)
+    for p in range(P):
+        order[fill[plane[p]]] = p
+        fill[plane[p]] += 1
+    for z in numba.prange(s):
+        for dz in range(2):
+            src = (z - dz) % s
+            for k in range(start[src], start[src + 1]):
+                p = order[k]
+                b, m = p // M, p % M
+                v = np.conj(values[b, m]) if flip[p] else values[b, m]
+                w = weights[b, m]
+                x, y, zz = q[p, 0], q[p, 1], q[p, 2]
+                fx, fy, fz = np.floor(x), np.floor(y), np.floor(zz)
+                tx, ty, tz = x - fx, y - fy, zz - fz
+                wz = tz if dz == 1 else 1.0 - tz
+                ix = int(fx)
+                for dy in range(2):
+                    iy = (int(fy) + dy) % s
+                    wzy = wz * (ty if dy == 1 else 1.0 - ty)
+                    t0 = wzy * (1.0 - tx)
+                    t1 = wzy * tx
+                    data[z, iy, ix] += t0 * v
+                    weight[z, iy, ix] += t0 * w
+                    if ix + 1 < sh:
+                        data[z, iy, ix + 1] += t1 * v
+                        weight[z, iy, ix + 1] += t1 * w
+
+
+def backproject_slices(data, weight, rots, kxy, values, weights, scale):
+    """Trilinear spreading into the half grid, in place (each z plane written by one thread);
+    see :func:`polishplugin.backends.numpy_backend.backproject_slices`."""
+    if not (data.flags.c_contiguous and weight.flags.c_contiguous):
+        raise ValueError("backproject_slices accumulates in place: data and weight must be "
+                         "C-contiguous")
+    _backproject(data, weight, np.ascontiguousarray(rots, dtype=np.float64),
+                 np.ascontiguousarray(kxy, dtype=np.float64),
+                 np.ascontiguousarray(values, dtype=np.complex128),
+                 np.ascontiguousarray(weights, dtype=np.float64), float(scale))
+
+
+_ORIENT_BLOCK = 16    # orientations per task of estep_scores (the a e_t products are reused)
+
+
+@numba.njit(cache=True, parallel=True, fastmath=True)
+def _estep_scores(ar, ai, b, pr, pi, er, ei, out):
+    N, M = ar.shape
+    O, T = pr.shape[0], er.shape[0]
+    nob = (O + _ORIENT_BLOCK - 1) // _ORIENT_BLOCK
+    for task in numba.prange(N * nob):
+        n = task // nob
+        o0 = (task % nob) * _ORIENT_BLOCK
+        o1 = min(O, o0 + _ORIENT_BLOCK)
+        # the translation phase once per (image, translation): g_t = a e_t (Re, -Im)
+        gr = np.empty((T, M))
+        gi = np.empty((T, M))
+        for t in range(T):
+            for m in range(M):
+                gr[t, m] = ar[n, m] * er[t, m] - ai[n, m] * ei[t, m]
+                gi[t, m] = -(ar[n, m] * ei[t, m] + ai[n, m] * er[t, m])
+        for o in range(o0, o1):
+            power = 0.0
+            for m in range(M):
+                power += b[n, m] * (pr[o, m] * pr[o, m] + pi[o, m] * pi[o, m])
+            for t in range(T):
+                acc = 0.0
+                for m in range(M):
+                    acc += gr[t, m] * pr[o, m] + gi[t, m] * pi[o, m]
+                out[n, o, t] = 2.0 * acc - power
+
+
+def estep_scores(a, b, projections, phases):
+    """E-step scores (parallel over images x blocks of orientations, the phase product a e_t
+    made once per task); see :func:`polishplugin.backends.numpy_backend.estep_scores`."""
+    a = np.asarray(a)
+    p = np.asarray(projections)
+    e = np.asarray(phases)
+    out = np.empty((a.shape[0], p.shape[0], e.shape[0]))
+    c = np.ascontiguousarray
+    _estep_scores(c(a.real, dtype=np.float64), c(a.imag, dtype=np.float64),
+                  c(b, dtype=np.float64), c(p.real, dtype=np.float64),
+                  c(p.imag, dtype=np.float64), c(e.real, dtype=np.float64),
+                  c(e.imag, dtype=np.float64), out)
+    return out
