@@ -9,6 +9,7 @@ import numpy as np
 
 from .numpy_backend import (cc_windows, fcc_pixel_sums, patch_spectra, power_sums,  # noqa: F401
                             recombine_sum)
+from .numpy_backend import check_slice_radius
 
 NAME = "numba"
 
@@ -198,7 +199,7 @@ def slice_extract(volume, rots, kxy, scale, origin):
 
 @numba.njit(cache=True, parallel=True)
 def _backproject(data, weight, rots, kxy, values, weights, scale):
-    s, sh = data.shape[0], data.shape[2]
+    s = data.shape[0]
     B, M = values.shape
     P = B * M
     q = np.empty((P, 3))
@@ -249,9 +250,8 @@ def _backproject(data, weight, rots, kxy, values, weights, scale):
                     t1 = wzy * tx
                     data[z, iy, ix] += t0 * v
                     weight[z, iy, ix] += t0 * w
-                    if ix + 1 < sh:
-                        data[z, iy, ix + 1] += t1 * v
-                        weight[z, iy, ix + 1] += t1 * w
+                    data[z, iy, ix + 1] += t1 * v
+                    weight[z, iy, ix + 1] += t1 * w
 
 
 def backproject_slices(data, weight, rots, kxy, values, weights, scale):
@@ -260,6 +260,7 @@ def backproject_slices(data, weight, rots, kxy, values, weights, scale):
     if not (data.flags.c_contiguous and weight.flags.c_contiguous):
         raise ValueError("backproject_slices accumulates in place: data and weight must be "
                          "C-contiguous")
+    check_slice_radius(data, kxy, scale)
     _backproject(data, weight, np.ascontiguousarray(rots, dtype=np.float64),
                  np.ascontiguousarray(kxy, dtype=np.float64),
                  np.ascontiguousarray(values, dtype=np.complex128),

@@ -166,6 +166,16 @@ def slice_coords(rots, kxy, scale):
                              np.asarray(rots, dtype=np.float64)[:, :2, :])
 
 
+def check_slice_radius(data, kxy, scale):
+    """ValueError unless every slice point scale |k| lies inside the half grid's sphere (s/2)."""
+    s = data.shape[0]
+    if data.shape != (s, s, s // 2 + 1):
+        raise ValueError("half grid must be (s, s, s//2 + 1), got %s" % (data.shape,))
+    r = scale * np.sqrt(np.max(np.sum(np.square(kxy), axis=1), initial=0.0))
+    if r >= s / 2:
+        raise ValueError("slice radius %g voxels reaches the edge of the %d grid" % (r, s))
+
+
 def _slice_extract_via(interp, volume, rots, kxy, scale, origin):
     """:func:`slice_extract` through a ``interp_trilinear`` kernel, in blocks of orientations."""
     rots = np.asarray(rots, dtype=np.float64)
@@ -196,6 +206,7 @@ def backproject_slices(data, weight, rots, kxy, values, weights, scale):
 
     data (s, s, s//2 + 1) complex128 and weight (same shape) float64; rots (B, 3, 3); kxy (M, 2);
     values (B, M) complex; weights (B, M) real. Pixels must satisfy scale |k| < s/2."""
+    check_slice_radius(data, kxy, scale)
     s, sh = data.shape[0], data.shape[2]
     rots = np.asarray(rots, dtype=np.float64)
     values = np.asarray(values)
