@@ -9,7 +9,7 @@ import numpy as np
 
 from .numpy_backend import (cc_windows, fcc_pixel_sums, patch_spectra, power_sums,  # noqa: F401
                             recombine_sum)
-from .numpy_backend import check_slice_radius
+from .numpy_backend import check_half_grid
 
 NAME = "numba"
 
@@ -203,8 +203,8 @@ def _backproject(data, weight, rots, kxy, values, weights, scale):
     B, M = values.shape
     P = B * M
     q = np.empty((P, 3))
+    v = np.empty(P, dtype=np.complex128)
     plane = np.empty(P, dtype=np.int64)
-    flip = np.empty(P, dtype=np.bool_)
     for b in numba.prange(B):                 # slice coordinates, Friedel-flipped to x >= 0
         for m in range(M):
             kx, ky = kxy[m, 0], kxy[m, 1]
@@ -212,55 +212,57 @@ def _backproject(data, weight, rots, kxy, values, weights, scale):
             y = scale * (kx * rots[b, 0, 1] + ky * rots[b, 1, 1])
             z = scale * (kx * rots[b, 0, 2] + ky * rots[b, 1, 2])
             p = b * M + m
-            flip[p] = x < 0
             if x < 0:
                 x, y, z = -x, -y, -z
+                v[p] = np.conj(values[b, m])
+            else:
+                v[p] = values[b, m]
             q[p, 0], q[p, 1], q[p, 2] = x, y, z
             plane[p] = int(np.floor(z)) % s
-    # bucket the points by their lower z plane (counting sort) so that each output plane is
-    # written by one thread: plane z gets the dz = 0 part of bucket z and the dz = 1 part of
-    # bucket z - 1
+    # bucket the points by their lower z plane (counting sort, copying them into bucket order so
+    # that the spreading reads memory in sequence): plane z gets the dz = 0 part of bucket z and
+    # the dz = 1 part of bucket z - 1, so each output plane is written by one thread
     start = np.zeros(s + 1, dtype=np.int64)
     for p in range(P):
         start[plane[p] + 1] += 1
     for z in range(s):
         start[z + 1] += start[z]
     fill = start[:s].copy()
-    order = np.empty(P, dtype=np.int64)
+    sq = np.empty((P, 3))
+    sv = np.empty(P, dtype=np.complex128)
+    sw = np.empty(P)
     for p in range(P):
-        order[fill[plane[p]]] = p
+        k = fill[plane[p]]
         fill[plane[p]] += 1
+        sq[k, 0], sq[k, 1], sq[k, 2] = q[p, 0], q[p, 1], q[p, 2]
+        sv[k] = v[p]
+        sw[k] = weights[p // M, p % M]
     for z in numba.prange(s):
         for dz in range(2):
             src = (z - dz) % s
             for k in range(start[src], start[src + 1]):
-                p = order[k]
-                b, m = p // M, p % M
-                v = np.conj(values[b, m]) if flip[p] else values[b, m]
-                w = weights[b, m]
-                x, y, zz = q[p, 0], q[p, 1], q[p, 2]
-                fx, fy, fz = np.floor(x), np.floor(y), np.floor(zz)
-                tx, ty, tz = x - fx, y - fy, zz - fz
+                x, y, zz = sq[k, 0], sq[k, 1], sq[k, 2]
+                fx, fy = np.floor(x), np.floor(y)
+                tx, ty = x - fx, y - fy
+                tz = zz - np.floor(zz)
                 wz = tz if dz == 1 else 1.0 - tz
                 ix = int(fx)
+                val, w = sv[k], sw[k]
                 for dy in range(2):
                     iy = (int(fy) + dy) % s
                     wzy = wz * (ty if dy == 1 else 1.0 - ty)
                     t0 = wzy * (1.0 - tx)
                     t1 = wzy * tx
-                    data[z, iy, ix] += t0 * v
+                    data[z, iy, ix] += t0 * val
                     weight[z, iy, ix] += t0 * w
-                    data[z, iy, ix + 1] += t1 * v
+                    data[z, iy, ix + 1] += t1 * val
                     weight[z, iy, ix + 1] += t1 * w
 
 
 def backproject_slices(data, weight, rots, kxy, values, weights, scale):
     """Trilinear spreading into the half grid, in place (each z plane written by one thread);
     see :func:`polishplugin.backends.numpy_backend.backproject_slices`."""
-    if not (data.flags.c_contiguous and weight.flags.c_contiguous):
-        raise ValueError("backproject_slices accumulates in place: data and weight must be "
-                         "C-contiguous")
-    check_slice_radius(data, kxy, scale)
+    check_half_grid(data, weight, kxy, scale)
     _backproject(data, weight, np.ascontiguousarray(rots, dtype=np.float64),
                  np.ascontiguousarray(kxy, dtype=np.float64),
                  np.ascontiguousarray(values, dtype=np.complex128),
@@ -290,7 +292,21 @@ def _estep_scores(ar, ai, b, pr, pi, er, ei, out):
             power = 0.0
             for m in range(M):
                 power += b[n, m] * (pr[o, m] * pr[o, m] + pi[o, m] * pi[o, m])
-            for t in range(T):
+            t = 0
+            while t + 4 <= T:            # four translations per pass over P_o (register reuse)
+                c0 = c1 = c2 = c3 = 0.0
+                for m in range(M):
+                    xr, xi = pr[o, m], pi[o, m]
+                    c0 += gr[t, m] * xr + gi[t, m] * xi
+                    c1 += gr[t + 1, m] * xr + gi[t + 1, m] * xi
+                    c2 += gr[t + 2, m] * xr + gi[t + 2, m] * xi
+                    c3 += gr[t + 3, m] * xr + gi[t + 3, m] * xi
+                out[n, o, t] = 2.0 * c0 - power
+                out[n, o, t + 1] = 2.0 * c1 - power
+                out[n, o, t + 2] = 2.0 * c2 - power
+                out[n, o, t + 3] = 2.0 * c3 - power
+                t += 4
+            for t in range(t, T):
                 acc = 0.0
                 for m in range(M):
                     acc += gr[t, m] * pr[o, m] + gi[t, m] * pi[o, m]

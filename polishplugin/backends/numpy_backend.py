@@ -166,11 +166,15 @@ def slice_coords(rots, kxy, scale):
                              np.asarray(rots, dtype=np.float64)[:, :2, :])
 
 
-def check_slice_radius(data, kxy, scale):
-    """ValueError unless every slice point scale |k| lies inside the half grid's sphere (s/2)."""
+def check_half_grid(data, weight, kxy, scale):
+    """ValueError unless data and weight are C-contiguous (s, s, s//2 + 1) grids (accumulated in
+    place) and every slice point scale |k| lies inside the grid's sphere (radius s/2)."""
     s = data.shape[0]
-    if data.shape != (s, s, s // 2 + 1):
-        raise ValueError("half grid must be (s, s, s//2 + 1), got %s" % (data.shape,))
+    if data.shape != (s, s, s // 2 + 1) or weight.shape != data.shape:
+        raise ValueError("data %s and weight %s must both be (s, s, s//2 + 1)"
+                         % (data.shape, weight.shape))
+    if not (data.flags.c_contiguous and weight.flags.c_contiguous):
+        raise ValueError("data and weight are accumulated in place: they must be C-contiguous")
     r = scale * np.sqrt(np.max(np.sum(np.square(kxy), axis=1), initial=0.0))
     if r >= s / 2:
         raise ValueError("slice radius %g voxels reaches the edge of the %d grid" % (r, s))
@@ -206,7 +210,7 @@ def backproject_slices(data, weight, rots, kxy, values, weights, scale):
 
     data (s, s, s//2 + 1) complex128 and weight (same shape) float64; rots (B, 3, 3); kxy (M, 2);
     values (B, M) complex; weights (B, M) real. Pixels must satisfy scale |k| < s/2."""
-    check_slice_radius(data, kxy, scale)
+    check_half_grid(data, weight, kxy, scale)
     s, sh = data.shape[0], data.shape[2]
     rots = np.asarray(rots, dtype=np.float64)
     values = np.asarray(values)
@@ -223,21 +227,16 @@ def backproject_slices(data, weight, rots, kxy, values, weights, scale):
         v = np.where(flip, np.conj(v), v)
         base = np.floor(q).astype(np.int64)
         frac = q - base
-        idx, t = [], []
         for dz in (0, 1):
             for dy in (0, 1):
                 for dx in (0, 1):
-                    t.append(np.where(dx, frac[:, 0], 1 - frac[:, 0])
-                             * np.where(dy, frac[:, 1], 1 - frac[:, 1])
-                             * np.where(dz, frac[:, 2], 1 - frac[:, 2]))
-                    idx.append((((base[:, 2] + dz) % s) * s + (base[:, 1] + dy) % s) * sh
-                               + base[:, 0] + dx)
-        idx, t = np.concatenate(idx), np.concatenate(t)
-        tv = t * np.tile(v, 8)
-        n = flat_w.size
-        flat_d.real += np.bincount(idx, tv.real, minlength=n)
-        flat_d.imag += np.bincount(idx, tv.imag, minlength=n)
-        flat_w += np.bincount(idx, t * np.tile(w, 8), minlength=n)
+                    t = (np.where(dx, frac[:, 0], 1 - frac[:, 0])
+                         * np.where(dy, frac[:, 1], 1 - frac[:, 1])
+                         * np.where(dz, frac[:, 2], 1 - frac[:, 2]))
+                    idx = (((base[:, 2] + dz) % s) * s + (base[:, 1] + dy) % s) * sh \
+                        + base[:, 0] + dx
+                    np.add.at(flat_d, idx, t * v)
+                    np.add.at(flat_w, idx, t * w)
 
 
 _SCORE_BLOCK = 1 << 21   # elements of the (images x translations, pixels) phase-product block
