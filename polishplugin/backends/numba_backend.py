@@ -1,14 +1,16 @@
 """numba implementation of the backend kernels (parallel over particles or points, cached
 compilation).
 
-Same layout and results as :mod:`.numpy_backend` (float tolerance). The spectra kernels and
-the recombination are numpy's (FFT- and BLAS-bound: a loop would not be faster).
+Same layout and results as :mod:`.numpy_backend` (float tolerance). The spectra kernels, the
+recombination and the E-step scores are numpy's (FFT- and BLAS-bound: a loop is not faster; a
+numba loop kernel for ``estep_scores``, four translations per pass over a projection, ran 0.55x
+the speed of the BLAS product at box 96, BENCHMARKS.md).
 """
 import numba
 import numpy as np
 
-from .numpy_backend import (cc_windows, fcc_pixel_sums, patch_spectra, power_sums,  # noqa: F401
-                            recombine_sum)
+from .numpy_backend import (cc_windows, estep_scores, fcc_pixel_sums,  # noqa: F401
+                            patch_spectra, power_sums, recombine_sum)
 from .numpy_backend import check_half_grid
 
 NAME = "numba"
@@ -267,62 +269,3 @@ def backproject_slices(data, weight, rots, kxy, values, weights, scale):
                  np.ascontiguousarray(kxy, dtype=np.float64),
                  np.ascontiguousarray(values, dtype=np.complex128),
                  np.ascontiguousarray(weights, dtype=np.float64), float(scale))
-
-
-_ORIENT_BLOCK = 16    # orientations per task of estep_scores (the a e_t products are reused)
-
-
-@numba.njit(cache=True, parallel=True, fastmath=True)
-def _estep_scores(ar, ai, b, pr, pi, er, ei, out):
-    N, M = ar.shape
-    O, T = pr.shape[0], er.shape[0]
-    nob = (O + _ORIENT_BLOCK - 1) // _ORIENT_BLOCK
-    for task in numba.prange(N * nob):
-        n = task // nob
-        o0 = (task % nob) * _ORIENT_BLOCK
-        o1 = min(O, o0 + _ORIENT_BLOCK)
-        # the translation phase once per (image, translation): g_t = a e_t (Re, -Im)
-        gr = np.empty((T, M))
-        gi = np.empty((T, M))
-        for t in range(T):
-            for m in range(M):
-                gr[t, m] = ar[n, m] * er[t, m] - ai[n, m] * ei[t, m]
-                gi[t, m] = -(ar[n, m] * ei[t, m] + ai[n, m] * er[t, m])
-        for o in range(o0, o1):
-            power = 0.0
-            for m in range(M):
-                power += b[n, m] * (pr[o, m] * pr[o, m] + pi[o, m] * pi[o, m])
-            t = 0
-            while t + 4 <= T:            # four translations per pass over P_o (register reuse)
-                c0 = c1 = c2 = c3 = 0.0
-                for m in range(M):
-                    xr, xi = pr[o, m], pi[o, m]
-                    c0 += gr[t, m] * xr + gi[t, m] * xi
-                    c1 += gr[t + 1, m] * xr + gi[t + 1, m] * xi
-                    c2 += gr[t + 2, m] * xr + gi[t + 2, m] * xi
-                    c3 += gr[t + 3, m] * xr + gi[t + 3, m] * xi
-                out[n, o, t] = 2.0 * c0 - power
-                out[n, o, t + 1] = 2.0 * c1 - power
-                out[n, o, t + 2] = 2.0 * c2 - power
-                out[n, o, t + 3] = 2.0 * c3 - power
-                t += 4
-            for t in range(t, T):
-                acc = 0.0
-                for m in range(M):
-                    acc += gr[t, m] * pr[o, m] + gi[t, m] * pi[o, m]
-                out[n, o, t] = 2.0 * acc - power
-
-
-def estep_scores(a, b, projections, phases):
-    """E-step scores (parallel over images x blocks of orientations, the phase product a e_t
-    made once per task); see :func:`polishplugin.backends.numpy_backend.estep_scores`."""
-    a = np.asarray(a)
-    p = np.asarray(projections)
-    e = np.asarray(phases)
-    out = np.empty((a.shape[0], p.shape[0], e.shape[0]))
-    c = np.ascontiguousarray
-    _estep_scores(c(a.real, dtype=np.float64), c(a.imag, dtype=np.float64),
-                  c(b, dtype=np.float64), c(p.real, dtype=np.float64),
-                  c(p.imag, dtype=np.float64), c(e.real, dtype=np.float64),
-                  c(e.imag, dtype=np.float64), out)
-    return out

@@ -638,9 +638,10 @@ def recombine_sum(frames, tracks, weights):
 
 
 # refinement kernels: the slices through this backend's interp_trilinear (the padded transform
-# stays on the device); back-projection and E-step scoring are numba's (no OpenCL kernels yet)
-from .numba_backend import backproject_slices, estep_scores  # noqa: E402,F401
-from .numpy_backend import _slice_extract_via  # noqa: E402
+# stays on the device); back-projection is numba's and E-step scoring numpy's BLAS product on the
+# host (no OpenCL kernels yet)
+from .numba_backend import backproject_slices  # noqa: E402,F401
+from .numpy_backend import _slice_extract_via, estep_scores  # noqa: E402,F401
 
 
 def slice_extract(volume, rots, kxy, scale, origin):

@@ -10,6 +10,7 @@ from .estep import PRUNE, centred_projections, log_likelihoods, pose_posteriors
 
 
 _POSE_POINTS = 1 << 20     # pose x pixel values per back-projection call
+_ORIENTATIONS = 256        # orientations projected and scored at a time
 
 
 def expectation_step(bp, projector, images_fft, ctfs, inv_sigma2, angles, translations,
@@ -18,9 +19,11 @@ def expectation_step(bp, projector, images_fft, ctfs, inv_sigma2, angles, transl
     weighted by their pose posteriors over ``angles`` (O, 3) x ``translations`` (T, 2).
 
     images_fft (N, n, n) centred transforms; ctfs (N, n, n) or None; inv_sigma2 (n, n) or
-    (N, n, n). Each significant pose g = (o, t) of image i adds w_g s c y_i e_t^* (the particle
-    moved from centre + t back to the centre) and w_g s c^2 at orientation o (eq. 9, as
-    :func:`.mstep.backproject`), all images' poses in blocks through ``bp``'s backend.
+    (N, n, n). The reference is projected and scored ``_ORIENTATIONS`` orientations at a time
+    (the (O, n, n) projections are never all in memory). Each significant pose g = (o, t) of
+    image i adds w_g s c y_i e_t^* (the particle moved from centre + t back to the centre) and
+    w_g s c^2 at orientation o (eq. 9, as :func:`.mstep.backproject`), all images' poses in
+    blocks through ``bp``'s backend.
     ``backend``: the E-step scoring backend (None: the default).
     Returns (weights (N, O, T), log marginal likelihoods (N,))."""
     images_fft = np.asarray(images_fft)
@@ -30,8 +33,11 @@ def expectation_step(bp, projector, images_fft, ctfs, inv_sigma2, angles, transl
     s2 = np.broadcast_to(np.asarray(inv_sigma2, dtype=np.float64), images_fft.shape)
     if np.any(s2 < 0):
         raise ValueError("inverse noise powers must be non-negative")
-    ll = log_likelihoods(images_fft, ctfs, centred_projections(projector, angles),
-                         translations, inv_sigma2, backend=backend)
+    ll = np.empty((N, len(angles), len(translations)))
+    for o0 in range(0, len(angles), _ORIENTATIONS):   # projections of a block at a time
+        ll[:, o0:o0 + _ORIENTATIONS] = log_likelihoods(
+            images_fft, ctfs, centred_projections(projector, angles[o0:o0 + _ORIENTATIONS]),
+            translations, inv_sigma2, backend=backend)
     w, log_marginal = pose_posteriors(ll, log_prior, prune)
     rots = euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
     sel = bp.pixels
