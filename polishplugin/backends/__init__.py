@@ -15,6 +15,11 @@ Every backend is a module exposing ``NAME`` and the kernels
   ``cc_windows`` (eq. 15-16 on the search window), ``fcc_pixel_sums`` (eq. 20 numerator);
 - ``recombine_sum(frames, tracks, weights)``: the weighted, track-undone Fourier sum of shiny
   particles (section 2.3, :mod:`polishplugin.core.dose.recombine`).
+- refinement (:mod:`polishplugin.core.refine`): ``slice_extract(volume, rots, kxy, scale,
+  origin)`` (Fourier slices of the projector), ``backproject_slices(data, weight, rots, kxy,
+  values, weights, scale)`` (trilinear spreading into the back-projector's half grid, in place)
+  and ``estep_scores(a, b, projections, phases)`` (the pose-dependent part of the E-step
+  log-likelihoods for images x orientations x translations); see :mod:`.numpy_backend`.
 
 ``numpy`` is the readable reference, ``numba`` the default (parallel CPU loops), ``opencl``
 (pyopencl: a GPU, or PoCL on the CPU) keeps each kernel's constant operand on the device; the

@@ -151,3 +151,118 @@ def recombine_sum(frames, tracks, weights):
         xf = frames[:, f] if complex_input else np.fft.fft2(frames[:, f])
         acc += weights[f] * xf * shift_phase(n, n, -tracks[:, f, 0], -tracks[:, f, 1])
     return acc
+
+
+# --- refinement kernels (Fourier-slice projection, back-projection, E-step scoring) ---------
+
+_POINTS = 1 << 20     # slice points (orientations x pixels) per vectorised block
+
+
+def slice_coords(rots, kxy, scale):
+    """Grid coordinates (x, y, z) = scale (kx A_0 + ky A_1) of pixels ``kxy`` (M, 2) on the
+    central slices of rotations ``rots`` (O, 3, 3) (the rows A_0, A_1 of RELION's matrix A):
+    returns (O, M, 3)."""
+    return scale * np.einsum("mj,ojc->omc", np.asarray(kxy, dtype=np.float64),
+                             np.asarray(rots, dtype=np.float64)[:, :2, :])
+
+
+def check_half_grid(data, weight, kxy, scale):
+    """ValueError unless data and weight are C-contiguous (s, s, s//2 + 1) grids (accumulated in
+    place) and every slice point scale |k| lies inside the grid's sphere (radius s/2)."""
+    s = data.shape[0]
+    if data.shape != (s, s, s // 2 + 1) or weight.shape != data.shape:
+        raise ValueError("data %s and weight %s must both be (s, s, s//2 + 1)"
+                         % (data.shape, weight.shape))
+    if not (data.flags.c_contiguous and weight.flags.c_contiguous):
+        raise ValueError("data and weight are accumulated in place: they must be C-contiguous")
+    r = scale * np.sqrt(np.max(np.sum(np.square(kxy), axis=1), initial=0.0))
+    if r >= s / 2:
+        raise ValueError("slice radius %g voxels reaches the edge of the %d grid" % (r, s))
+
+
+def _slice_extract_via(interp, volume, rots, kxy, scale, origin):
+    """:func:`slice_extract` through a ``interp_trilinear`` kernel, in blocks of orientations."""
+    rots = np.asarray(rots, dtype=np.float64)
+    M = len(kxy)
+    out = np.empty((len(rots), M), dtype=np.complex128)
+    step = max(1, _POINTS // max(M, 1))
+    for o0 in range(0, len(rots), step):
+        q = slice_coords(rots[o0:o0 + step], kxy, scale) + origin      # (b, M, 3) x, y, z
+        coords = np.ascontiguousarray(q.reshape(-1, 3)[:, ::-1].T)      # (3, b M) z, y, x
+        out[o0:o0 + step] = interp(volume, coords).reshape(-1, M)
+    return out
+
+
+def slice_extract(volume, rots, kxy, scale, origin):
+    """Fourier slices of a full periodic 3D transform ``volume`` (nz, ny, nx), array order (z, y,
+    x), by trilinear interpolation at ``origin + scale (kx A_0 + ky A_1)`` (central-slice theorem,
+    :mod:`polishplugin.core.geometry`): rots (O, 3, 3), kxy (M, 2) frequencies (kx, ky); returns
+    (O, M) complex128. The projection operator of :class:`polishplugin.core.projector.Projector`."""
+    return _slice_extract_via(interp_trilinear, volume, rots, kxy, scale, origin)
+
+
+def backproject_slices(data, weight, rots, kxy, values, weights, scale):
+    """Spread 2D Fourier values into a half 3D grid (in place), the adjoint of slice extraction:
+    pixel m of slice b sits at q = scale (kx A_0 + ky A_1) of rots[b]; where q_x < 0 it is moved
+    to -q with its conjugate value (Friedel mate, the grid holds x >= 0 only); each of the 8
+    neighbours g of q gets t_g values[b, m] in ``data`` and t_g weights[b, m] in ``weight``
+    (trilinear t, z and y periodic, origin at index 0).
+
+    data (s, s, s//2 + 1) complex128 and weight (same shape) float64; rots (B, 3, 3); kxy (M, 2);
+    values (B, M) complex; weights (B, M) real. Pixels must satisfy scale |k| < s/2."""
+    check_half_grid(data, weight, kxy, scale)
+    s, sh = data.shape[0], data.shape[2]
+    rots = np.asarray(rots, dtype=np.float64)
+    values = np.asarray(values)
+    weights = np.asarray(weights, dtype=np.float64)
+    M = len(kxy)
+    step = max(1, _POINTS // max(M, 1))
+    flat_d, flat_w = data.reshape(-1), weight.reshape(-1)
+    for b0 in range(0, len(rots), step):
+        q = slice_coords(rots[b0:b0 + step], kxy, scale).reshape(-1, 3)
+        v = values[b0:b0 + step].ravel()
+        w = weights[b0:b0 + step].ravel()
+        flip = q[:, 0] < 0
+        q[flip] *= -1.0
+        v = np.where(flip, np.conj(v), v)
+        base = np.floor(q).astype(np.int64)
+        frac = q - base
+        for dz in (0, 1):
+            for dy in (0, 1):
+                for dx in (0, 1):
+                    t = (np.where(dx, frac[:, 0], 1 - frac[:, 0])
+                         * np.where(dy, frac[:, 1], 1 - frac[:, 1])
+                         * np.where(dz, frac[:, 2], 1 - frac[:, 2]))
+                    idx = (((base[:, 2] + dz) % s) * s + (base[:, 1] + dy) % s) * sh \
+                        + base[:, 0] + dx
+                    np.add.at(flat_d, idx, t * v)
+                    np.add.at(flat_w, idx, t * w)
+
+
+_SCORE_BLOCK = 1 << 21   # elements of the (images x translations, pixels) phase-product block
+
+
+def estep_scores(a, b, projections, phases):
+    """E-step scores out[n, o, t] = 2 Re sum_m a[n,m] P[o,m] e[t,m] - sum_m b[n,m] |P[o,m]|^2
+    (the pose-dependent part of eq. 5 of Kimanius 2021 with a = sigma^-2 c conj(y), b = sigma^-2
+    c^2): a (N, M) complex, b (N, M) real, projections (O, M) complex, phases (T, M) complex;
+    returns (N, O, T) float64.
+
+    Factorised: the phase is applied once per image and translation (a e_t), then the cross term
+    of all orientations is one real matrix product [Re, -Im](a e) [Re; Im] P^T, blocked over
+    images so that the (images x translations, pixels) products stay small."""
+    a = np.asarray(a)
+    p = np.asarray(projections)
+    e = np.asarray(phases)
+    N, M = a.shape
+    O, T = len(p), len(e)
+    out = np.empty((N, O, T))
+    pr = np.concatenate([p.real, p.imag], axis=1).T          # (2M, O): [Re P; Im P]
+    pp = np.asarray(b, dtype=np.float64) @ (p.real ** 2 + p.imag ** 2).T   # (N, O)
+    nb = max(1, _SCORE_BLOCK // max(1, T * M))
+    for n0 in range(0, N, nb):
+        ae = a[n0:n0 + nb, None, :] * e[None]                  # (nb, T, M)
+        g = np.concatenate([ae.real, -ae.imag], axis=2).reshape(-1, 2 * M)
+        cross = (g @ pr).reshape(-1, T, O)                      # Re sum a e P
+        out[n0:n0 + nb] = 2.0 * cross.transpose(0, 2, 1) - pp[n0:n0 + nb, :, None]
+    return out

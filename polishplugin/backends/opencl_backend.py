@@ -635,3 +635,16 @@ def recombine_sum(frames, tracks, weights):
                               np.int32(F), np.int32(n))
     res = d.read(out, (P, n, n, 2), d.real).astype(np.float64)
     return res[..., 0] + 1j * res[..., 1]
+
+
+# refinement kernels: the slices through this backend's interp_trilinear (the padded transform
+# stays on the device); back-projection is numba's and E-step scoring numpy's BLAS product on the
+# host (no OpenCL kernels yet)
+from .numba_backend import backproject_slices  # noqa: E402,F401
+from .numpy_backend import _slice_extract_via, estep_scores  # noqa: E402,F401
+
+
+def slice_extract(volume, rots, kxy, scale, origin):
+    """Fourier slices through :func:`interp_trilinear` on the device; see
+    :func:`polishplugin.backends.numpy_backend.slice_extract`."""
+    return _slice_extract_via(interp_trilinear, volume, rots, kxy, scale, origin)

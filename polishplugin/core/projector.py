@@ -13,6 +13,8 @@ from ..backends import get_backend
 from .fourier import freq_grid, shift_phase
 from .geometry import euler_to_matrix
 
+_SLICE_POINTS = 1 << 21     # slice pixels per backend call
+
 
 def _gridding_correction(npad, n):
     """sinc^2(x / npad) sinc^2(y / npad) sinc^2(z / npad) on an n^3 box centred at n//2: the real-space
@@ -72,26 +74,30 @@ class Projector:
             np.float32)
         self._f3 = _centred_fft3(corrected, self.npad)
 
-    def _slice(self, mats, ny, nx, chunk=16):
-        """Sample the padded transform on the central slices A^T (kx, ky, 0) of an (ny, nx) grid.
-
-        Only the frequencies |k| <= r_max are interpolated (the others are zero), ``chunk``
-        orientations at a time so that the coordinates stay small."""
+    def _slice(self, mats, ny, nx):
+        """Sample the padded transform on the central slices A^T (kx, ky, 0) of an (ny, nx) grid
+        (the backend's ``slice_extract``); only the frequencies |k| <= r_max are non-zero. The
+        transform of the real volume is Hermitian, so one pixel of each Friedel pair (k, -k) is
+        interpolated and the other is its conjugate (pixels of an even Nyquist row or column,
+        which have no Friedel mate on the grid, are interpolated)."""
         ky, kx = freq_grid(ny, nx)
+        iy, ix = np.divmod(np.arange(ny * nx), nx)
+        inside = np.hypot(ky, kx).ravel() <= self.r_max
+        kxf, kyf = kx.ravel(), ky.ravel()
+        nyquist = ((ny % 2 == 0) & (iy == ny // 2)) | ((nx % 2 == 0) & (ix == nx // 2))
+        first = (kxf > 0) | ((kxf == 0) & (kyf >= 0))
+        sampled = np.flatnonzero(inside & (first | nyquist))
+        mirrored = np.flatnonzero(inside & ~first & ~nyquist)
+        mates = ((-iy[mirrored]) % ny) * nx + (-ix[mirrored]) % nx
+        kxy = np.stack([kxf[sampled], kyf[sampled]], axis=1)
         a = np.asarray(mats)
-        inside = np.flatnonzero(np.hypot(ky, kx).ravel() <= self.r_max)
-        kxi, kyi = kx.ravel()[inside], ky.ravel()[inside]
-        c = self.npad // 2
-        be = get_backend(self.backend)
         out = np.zeros((len(a), ny * nx), dtype=np.complex128)
-        for k0 in range(0, len(a), chunk):
-            b = a[k0:k0 + chunk]
-            coords = np.empty((3, len(b), inside.size))
-            for j in range(3):  # component x, y, z of A^T (kx, ky, 0) -> array order (z, y, x)
-                q = (b[:, 0, j, None] * kxi + b[:, 1, j, None] * kyi) * self.npad
-                np.add(q, c, out=coords[2 - j])
-            vals = be.interp_trilinear(self._f3, coords.reshape(3, -1))
-            out[k0:k0 + len(b), inside] = vals.reshape(len(b), inside.size)
+        be = get_backend(self.backend)
+        step = max(1, _SLICE_POINTS // max(1, len(kxy)))      # bounds the (orientations, M) block
+        for k0 in range(0, len(a), step):
+            out[k0:k0 + step, sampled] = be.slice_extract(self._f3, a[k0:k0 + step], kxy,
+                                                          self.npad, self.npad // 2)
+        out[:, mirrored] = np.conj(out[:, mates])
         out = out.reshape(len(a), ny, nx)
         if ny % 2 or nx % 2:
             return out * shift_phase(ny, nx, nx // 2, ny // 2)

@@ -17,6 +17,7 @@ micrographs are combined with :meth:`Backprojector.merge`.
 """
 import numpy as np
 
+from ..backends import get_backend
 from .fourier import fsc, resolution_at, shift_phase
 from .geometry import euler_to_matrix
 
@@ -38,10 +39,13 @@ def _crop3(vol, n):
 
 
 class Backprojector:
-    """Accumulates D and W on a half (pad n)^3 Fourier grid (z, y, x >= 0)."""
+    """Accumulates D and W on a half (pad n)^3 Fourier grid (z, y, x >= 0). ``backend``: the
+    compute backend of the spreading (:func:`polishplugin.backends.get_backend`; None: the
+    default)."""
 
-    def __init__(self, n, pad=2, r_max=None):
+    def __init__(self, n, pad=2, r_max=None, backend=None):
         self.n, self.pad = int(n), int(pad)
+        self.backend = backend
         self.size = self.pad * self.n
         self.r_max = self.n // 2 - 1 if r_max is None else float(r_max)
         if self.r_max > self.n // 2 - 1:
@@ -56,37 +60,29 @@ class Backprojector:
         self._k2 = np.stack([kx.ravel()[self._sel], ky.ravel()[self._sel]], axis=1)  # (M, 2)
         self._dc = np.where(self._sel == 0, 0.5, 1.0)
 
+    @property
+    def pixels(self):
+        """Flat fft2 indices (M,) of the image pixels that are inserted (half plane, |k| <=
+        r_max), the columns of :meth:`add`."""
+        return self._sel
+
+    def add(self, values, weights, rots):
+        """Spread values (B, M) and weights (B, M) of the :attr:`pixels` of B slices at
+        rotations ``rots`` (B, 3, 3) into D and W (the DC pixel is halved here)."""
+        get_backend(self.backend).backproject_slices(
+            self.data, self.weight, np.asarray(rots, dtype=np.float64), self._k2,
+            np.asarray(values) * self._dc, np.asarray(weights, dtype=np.float64) * self._dc,
+            self.pad)
+
     def insert(self, images_fft, rots, ctfs=None):
         """Add images: ``images_fft`` (B, n, n) from :func:`centered_fft`, ``rots`` (B, 3, 3)
         RELION matrices A, ``ctfs`` (B, n, n) on the fft2 grid or None (CTF = 1)."""
-        images_fft = np.asarray(images_fft).reshape(len(rots), -1)
-        x = images_fft[:, self._sel] * self._dc
+        x = np.asarray(images_fft).reshape(len(rots), -1)[:, self._sel]
         if ctfs is None:
-            v, w = x, np.broadcast_to(self._dc, x.shape)
+            self.add(x, np.ones(x.shape), rots)
         else:
             c = np.asarray(ctfs, dtype=np.float64).reshape(len(rots), -1)[:, self._sel]
-            v, w = c * x, c * c * self._dc
-        rows = np.asarray(rots, dtype=np.float64)[:, :2, :]                   # (B, 2, 3)
-        coords = self.pad * np.einsum("mj,bjc->bmc", self._k2, rows)          # (B, M, 3) x,y,z
-        flip = coords[..., 0] < 0
-        coords[flip] *= -1.0
-        v = np.where(flip, np.conj(v), v).ravel()
-        w = w.ravel()
-        coords = coords.reshape(-1, 3)
-        base = np.floor(coords).astype(np.int64)
-        frac = coords - base
-        s, sh = self.size, self.size // 2 + 1
-        flat_d, flat_w = self.data.reshape(-1), self.weight.reshape(-1)
-        for dz in (0, 1):
-            for dy in (0, 1):
-                for dx in (0, 1):
-                    t = (np.where(dx, frac[:, 0], 1 - frac[:, 0])
-                         * np.where(dy, frac[:, 1], 1 - frac[:, 1])
-                         * np.where(dz, frac[:, 2], 1 - frac[:, 2]))
-                    idx = (((base[:, 2] + dz) % s) * s + (base[:, 1] + dy) % s) * sh \
-                        + base[:, 0] + dx
-                    np.add.at(flat_d, idx, t * v)
-                    np.add.at(flat_w, idx, t * w)
+            self.add(c * x, c * c, rots)
 
     def merge(self, other):
         """Add another accumulator's sums (same n and pad)."""

@@ -11,6 +11,7 @@ the prediction is c P_o exp(-2 pi i k.t) in the image's centred transform.
 """
 import numpy as np
 
+from ...backends import get_backend
 from ..fourier import shift_phase
 
 PRUNE = 1e-8    # weights below this fraction of an image's largest weight are dropped
@@ -23,24 +24,57 @@ def centred_projections(projector, angles):
     return projector.project_many(angles) * shift_phase(n, n, -(n // 2), -(n // 2))
 
 
-def log_likelihoods(images_fft, ctfs, projections, translations, inv_sigma2):
+def score_pixels(n, used):
+    """The Fourier pixels an E-step sums over, Friedel pairs folded (a transform of a real image
+    is Hermitian, so pixel -k repeats pixel k): ``used`` (n*n,) bool marks pixels with a non-zero
+    sigma^-2. Returns (columns, mates): flat indices of one pixel per pair (kx > 0, or kx = 0
+    and ky >= 0; the DC pixel is its own mate) and of the pixels without a true Friedel mate (the
+    Nyquist row and column of an even box, mate -1), and each column's mate (M,)."""
+    iy, ix = np.divmod(np.arange(n * n), n)
+    ky, kx = np.fft.fftfreq(n)[iy], np.fft.fftfreq(n)[ix]
+    mate = ((-iy) % n) * n + (-ix) % n
+    nyquist = (n % 2 == 0) & ((iy == n // 2) | (ix == n // 2))
+    rep = ~nyquist & ((kx > 0) | ((kx == 0) & (ky >= 0))) & (used | used[mate])
+    single = nyquist & used
+    cols = np.concatenate([np.flatnonzero(rep), np.flatnonzero(single)])
+    mates = np.where(rep[cols], mate[cols], -1)
+    return cols, mates
+
+
+def log_likelihoods(images_fft, ctfs, projections, translations, inv_sigma2, backend=None):
     """(N, O, T) log-likelihoods of eq. 5 (without the constant).
 
     images_fft (N, n, n) centred transforms of the images; ctfs (N, n, n) or None; projections
-    (O, n, n) centred transforms of the reference at O orientations; translations (T, 2) x, y in
-    pixels; inv_sigma2 (N, n, n) or (n, n): sigma^-2 per Fourier pixel (0 outside the used radius).
-    Computed as -sum s |y|^2 + 2 Re sum s conj(y) c P e_t - sum s c^2 |P|^2 (e_t the shift phase).
+    (O, n, n) centred transforms of the reference at O orientations (of a real map: Hermitian);
+    translations (T, 2) x, y in pixels; inv_sigma2 (N, n, n) or (n, n): sigma^-2 per Fourier
+    pixel (0 outside the used radius; those pixels are skipped).
+    Computed as -sum s |y|^2 + 2 Re sum s conj(y) c P e_t - sum s c^2 |P|^2 (e_t the shift
+    phase) by the backend's ``estep_scores`` over one pixel of each Friedel pair (the pair's
+    terms summed into a = s c conj(y) and b = s c^2, :func:`score_pixels`); ``backend`` as
+    :func:`polishplugin.backends.get_backend`.
     """
     y = np.asarray(images_fft)
-    n = y.shape[-1]
-    s = np.broadcast_to(np.asarray(inv_sigma2, dtype=np.float64), y.shape)
-    c = np.ones(y.shape) if ctfs is None else np.asarray(ctfs, dtype=np.float64)
-    p = np.asarray(projections)
-    e = shift_phase(n, n, np.asarray(translations)[:, 0], np.asarray(translations)[:, 1])
-    yy = np.einsum("nij,nij->n", s, np.abs(y) ** 2)
-    cross = np.einsum("nij,oij,tij->not", np.conj(y) * s * c, p, e, optimize=True).real
-    pp = np.einsum("nij,oij->no", s * c * c, np.abs(p) ** 2)
-    return -yy[:, None, None] + 2.0 * cross - pp[:, :, None]
+    N, n = len(y), y.shape[-1]
+    s = np.broadcast_to(np.asarray(inv_sigma2, dtype=np.float64), y.shape).reshape(N, -1)
+    yf = y.reshape(N, -1)
+    a = s * np.conj(yf)
+    b = s
+    if ctfs is not None:
+        c = np.broadcast_to(np.asarray(ctfs, dtype=np.float64), y.shape).reshape(N, -1)
+        a, b = a * c, s * c * c
+    cols, mates = score_pixels(n, np.any(s != 0, axis=0))
+    paired = mates >= 0
+    folded = paired & (mates != cols)            # the DC pixel is its own mate: counted once
+    a_cols, b_cols = a[:, cols], b[:, cols]
+    a_cols[:, folded] += np.conj(a[:, mates[folded]])
+    b_cols[:, folded] += b[:, mates[folded]]
+    t = np.asarray(translations, dtype=np.float64)
+    e = shift_phase(n, n, t[:, 0], t[:, 1]).reshape(len(t), -1)[:, cols]
+    p = np.asarray(projections).reshape(-1, n * n)[:, cols]
+    yy = np.einsum("nm,nm->n", s, yf.real ** 2 + yf.imag ** 2)
+    out = get_backend(backend).estep_scores(a_cols, b_cols, p, e)
+    out -= yy[:, None, None]
+    return out
 
 
 def pose_posteriors(loglik, log_prior=None, prune=PRUNE):
