@@ -211,15 +211,12 @@ class ProtPolishRefine(ProtPolishBase):
                 box = read_mrc_header(parts.getFirstItem().getFileName()).nx
             except InputError as exc:
                 errors.append("Particle images: %s" % exc)
-        halves = {}
-        for p in parts.iterItems():
-            if p.hasAttribute("_rlnRandomSubset"):
-                h = p._rlnRandomSubset.get()
-                halves[h] = halves.get(h, 0) + 1
-        if halves and (set(halves) - {1, 2} or len(halves) < 2):
-            errors.append("Half-sets (_rlnRandomSubset) %s: gold-standard refinement needs "
-                          "particles in half-sets 1 and 2, and no others."
-                          % ", ".join("%s: %d" % kv for kv in sorted(halves.items())))
+        if parts.getFirstItem().hasAttribute("_rlnRandomSubset"):
+            halves = sorted(int(h) for h in parts.getUniqueValues("_rlnRandomSubset"))
+            if halves != [1, 2]:
+                errors.append("The particles' half-sets (_rlnRandomSubset) are %s: gold-standard "
+                              "refinement needs particles in half-sets 1 and 2, and no others."
+                              % halves)
         maps = [("Starting map", vol), ("Mask", self.inputMask.get()),
                 ("True map", self.inputTruthVolume.get())]
         for name, obj in maps:
@@ -264,16 +261,22 @@ class ProtPolishRefine(ProtPolishBase):
 
     def _summary(self):
         import json
-        if not self.hasAttribute("outputVolume"):
+        path = self._refineDir("refine.json")
+        if not os.path.exists(path):
             return ["Outputs not ready yet."]
-        with open(self._refineDir("refine.json")) as fh:
+        with open(path) as fh:
             info = json.load(fh)
         its = info["iterations"]
+        lines = ["lambda per iteration: %s" % " ".join("%.2f" % r["lambda"] for r in its),
+                 "CPU time %.0f s" % info["cpu_s_total"]]
+        if not self.hasAttribute("outputVolume"):
+            last = its[-1] if its else {"iteration": 0, "resolution": float("nan")}
+            return ["%s: iteration %d done, resolution %.2f A" % (
+                self._modeText(), last["iteration"], last["resolution"])] + lines
         return ["%s: %d particles, %d iterations (%s), resolution %.2f A (half-map FSC 0.143)"
                 % (self._modeText(), self.outputParticles.getSize(), len(its),
-                   "converged" if info["converged"] else "maximum reached", info["resolution"]),
-                "lambda per iteration: %s" % " ".join("%.2f" % r["lambda"] for r in its),
-                "CPU time %.0f s" % info["cpu_s_total"]]
+                   "converged" if info["converged"] else "maximum reached",
+                   info["resolution"])] + lines
 
     def _methods(self):
         return ["Particles were refined by gold-standard 3D auto-refinement [Scheres2012] with "

@@ -199,12 +199,36 @@ class TestProtPolishRefine(BaseTest):
         self.assertEqual(len(errs), COUNT)
         self.assertLess(np.median(errs), 30.0)
 
-    def test_validate_refuses_other_pixel_size_and_box(self):
+    def test_validate_refuses_what_the_program_would(self):
         prot = self._refine(start="other", **REFINE)
         errors = "\n".join(prot.validate())
         self.assertIn("Pixel sizes differ: starting map 10.0000 A, particles 5.0000 A", errors)
         self.assertIn("Starting map is 20 x 20 x 20, the particles' box is 24", errors)
         self.assertEqual(self._refine(**REFINE).validate(), [])
+        # particles without CTF, all in half-set 1 (a 10-particle import of the same stack)
+        from pwem.protocols import ProtImportParticles
+        from pwem.objects import SetOfParticles
+        from polishplugin.io.convert import tables_to_particles
+        folder = os.path.abspath(self.proj.getTmpPath("sim"))
+        optics, table = read_particles_star(os.path.join(folder, "particles.star"))
+        table = table.take(np.arange(10))
+        for label in ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle"):
+            del table[label]
+        table["rlnRandomSubset"] = np.ones(10, int)
+        sqlite = os.path.join(folder, "no_ctf.sqlite")
+        parts = SetOfParticles(filename=sqlite)
+        tables_to_particles(optics, table, parts, root=folder)
+        parts.write()
+        parts.close()
+        imp = self.newProtocol(ProtImportParticles, sqliteFile=sqlite, samplingRate=PX,
+                               importFrom=ProtImportParticles.IMPORT_FROM_SCIPION)
+        self.launchProtocol(imp)
+        prot = self._refine(**REFINE)
+        prot.inputParticles.set(imp)
+        prot.inputParticles.setExtended("outputParticles")
+        errors = "\n".join(prot.validate())
+        self.assertIn("The particles have no CTF", errors)
+        self.assertIn("half-sets (_rlnRandomSubset) are [1]", errors)
         bad = self._refine(**dict(REFINE, cwLow=5.0, healpixOrder=3))
         errors = "\n".join(bad.validate())
         self.assertIn("CW-RED", errors)
