@@ -77,11 +77,11 @@ class ProtPolishRefine(ProtPolishBase):
         form.addParam("lam", params.FloatParam, default=1.0, condition="mode==%d" % MODE_RED,
                       validators=[params.Range(0.0, 1.0)], label="Lambda",
                       help="Weight of the denoiser's prior mean (eq. 17), in [0, 1].")
-        form.addLine("CW-RED lambda thresholds (A)", condition="mode==%d" % MODE_CWRED)
-        form.addParam("cwLow", params.FloatParam, default=LOW_A, condition="mode==%d" % MODE_CWRED,
-                      label="lambda 0 at or worse than")
-        form.addParam("cwHigh", params.FloatParam, default=HIGH_A,
-                      condition="mode==%d" % MODE_CWRED, label="lambda 1 at or better than")
+        line = form.addLine("CW-RED lambda thresholds (A)", condition="mode==%d" % MODE_CWRED,
+                            help="lambda = 0 at or worse than the first resolution, 1 at or "
+                                 "better than the second, linear in between (section 4.3).")
+        line.addParam("cwLow", params.FloatParam, default=LOW_A, label="lambda 0 at")
+        line.addParam("cwHigh", params.FloatParam, default=HIGH_A, label="lambda 1 at")
         form.addParam("tau2Fudge", params.FloatParam, default=1.0, validators=[params.Positive],
                       label="tau^2 fudge factor",
                       help="Multiplies the signal power of eq. 12 (RELION's --tau2_fudge).")
