@@ -275,3 +275,78 @@ def train_figures(train_dir, fig_dir):
             ("train_slices", train_slices_figure(train_dir)),
             ("train_optima", train_optima_figure(train_dir))]
     return _save_all(figs, fig_dir, train_dir)
+
+
+# ------------------------------------------------------------------ denoiser-regularised refinement
+def refine_result(refine_dir):
+    """(refine.json as a dict, iterations.star rows as a StarTable) of a refine program folder."""
+    from ..io.star import read_star
+    with open(os.path.join(refine_dir, "refine.json")) as fh:
+        summary = json.load(fh)
+    return summary, read_star(os.path.join(refine_dir, "iterations.star"))["iterations"]
+
+
+def refine_fsc_figure(refine_dir, truth=None):
+    """Gold-standard FSC of the last iteration's half maps (and of the masked half maps when the
+    run had a mask); with ``truth`` (a map) also the final map and half map 1 against it."""
+    from ..io.star import read_star
+    blocks = read_star(os.path.join(refine_dir, "fsc.star"))
+    t, g = blocks["fsc"], blocks["general"]
+    box, px = int(g["rlnImageSize"][0]), float(g["rlnImagePixelSize"][0])
+    curves = [np.asarray(t["rlnFourierShellCorrelation"], float)]
+    labels = ["half maps (0.143: %.2f A)" % float(g["rlnFinalResolution"][0])]
+    if "rlnFourierShellCorrelationMaskedMaps" in t:
+        c = np.asarray(t["rlnFourierShellCorrelationMaskedMaps"], float)
+        curves.append(c)
+        labels.append("masked half maps (0.143: %.2f A)" % fourier.resolution_at(c, box, px))
+    if truth is not None:
+        final, _ = read_mrc(os.path.join(refine_dir, "map.mrc"))
+        half1, _ = read_mrc(os.path.join(refine_dir, "half1.mrc"))
+        for vol, name in ((final, "final map"), (half1, "half map 1")):
+            c = fourier.fsc(vol, truth)
+            curves.append(c)
+            labels.append("%s vs truth (0.5: %.2f A)" % (name, fourier.resolution_at(c, box, px,
+                                                                                      0.5)))
+    return plots.fsc_figure(curves, labels, box, px, title="FSC after iteration %d"
+                            % int(g["rlnCurrentIteration"][0]))
+
+
+def refine_history_figure(refine_dir):
+    summary, its = refine_result(refine_dir)
+    mode = summary["settings"].get("mode", "")
+    return plots.refine_history_figure(
+        its["rlnCurrentIteration"], np.asarray(its["rlnCurrentResolution"], float),
+        np.asarray(its["rlnPpLambda"], float), its["rlnHealpixOrder"],
+        title="Refinement (%s)%s" % (mode, ", converged" if summary["converged"] else ""))
+
+
+def refine_slices_figure(refine_dir, start=None):
+    """Central slices of the starting map as refinement starts from it (low-passed at the run's
+    initial resolution), half map 1 and the final map."""
+    from ..core.simulate.volumes import lowpass
+    summary, _ = refine_result(refine_dir)
+    vols, labels = [], []
+    if start is not None:
+        s = summary["settings"]
+        px = read_mrc(os.path.join(refine_dir, "map.mrc"))[1]
+        vols.append(lowpass(start, float(s["ini_high"]), px))
+        labels.append("start (low-pass %g A)" % float(s["ini_high"]))
+    for name, label in (("half1.mrc", "half map 1"), ("map.mrc", "final map")):
+        vols.append(read_mrc(os.path.join(refine_dir, name))[0])
+        labels.append(label)
+    return plots.slices_grid_figure(vols, labels, title="Before and after refinement")
+
+
+def refine_angular_errors(refine_dir, true_angles):
+    """Per-particle angle (degrees) between the refined orientation in particles.star and
+    ``true_angles`` ((N, 3) RELION Euler angles in radians, one row per particle of the file;
+    rows with NaN, particles without a known truth, are left out)."""
+    from ..core.refine.sampling import angular_distance
+    from ..io.star import read_particles_star
+    _, parts = read_particles_star(os.path.join(refine_dir, "particles.star"))
+    refined = np.deg2rad(np.stack([np.asarray(parts[k], float) for k in
+                                   ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")], axis=1))
+    true_angles = np.asarray(true_angles, float)
+    known = np.all(np.isfinite(true_angles), axis=1)
+    return angular_distance(refined[known], true_angles[known])
+

@@ -279,3 +279,62 @@ def restart_optima_figure(optima, geo_mean, spread, n_fit=3, title="Optimum of e
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def refine_history_figure(iterations, resolution_A, lambdas, orders=None,
+                          title="Refinement per iteration"):
+    """Half-map resolution (A) and the RED weight lambda per iteration; the HEALPix order, when
+    given, annotated at each point."""
+    fig, (ax_r, ax_l) = plt.subplots(1, 2, figsize=(10, 4))
+    it = np.asarray(iterations)
+    ax_r.plot(it, resolution_A, "o-", color="tab:blue")
+    if orders is not None:
+        for x, y, o in zip(it, resolution_A, orders):
+            ax_r.annotate("%d" % o, (x, y), textcoords="offset points", xytext=(0, 6),
+                          ha="center", fontsize=7, color="gray")
+    ax_r.set_ylabel("resolution (A, half-map FSC 0.143)" +
+                    ("; HEALPix order above" if orders is not None else ""))
+    ax_r.invert_yaxis()
+    ax_l.plot(it, lambdas, "s-", color="tab:red")
+    ax_l.set_ylim(-0.05, 1.05)
+    ax_l.set_ylabel("lambda (weight of the denoiser, eq. 17)")
+    for ax in (ax_r, ax_l):
+        ax.set_xlabel("iteration")
+        ax.set_xticks(it)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def slices_grid_figure(volumes, labels, title="Central slices"):
+    """One row per volume: its three central orthogonal slices, each row scaled on its own."""
+    fig, axes = plt.subplots(len(volumes), 3, figsize=(8, 2.7 * len(volumes)), squeeze=False)
+    for row, (v, lab) in zip(axes, zip(volumes, labels)):
+        v = np.asarray(v)
+        c = v.shape[0] // 2
+        lo, hi = _display_range(v, 0.5, 99.5)
+        for ax, sl, name in zip(row, (v[c], v[:, c], v[:, :, c]), ("z", "y", "x")):
+            ax.imshow(sl, cmap="gray", origin="lower", vmin=lo, vmax=hi)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title("%s (%s = %d)" % (lab, name, c) if name == "z" else "%s = %d" % (name, c),
+                         fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def angular_error_figure(errors_deg, title="Angular error"):
+    """Histogram of per-particle orientation errors (degrees) with the median marked."""
+    err = np.asarray(errors_deg, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.hist(err, bins=np.linspace(0.0, 180.0, 61), color="tab:blue")
+    med = float(np.median(err))
+    ax.axvline(med, color="tab:red", ls="--", label="median %.1f deg" % med)
+    ax.set_xlabel("angle between refined and true orientation (deg)")
+    ax.set_ylabel("particles")
+    ax.set_title("%s (%d particles; %.0f%% within 10 deg)"
+                 % (title, len(err), 100.0 * np.mean(err <= 10.0)))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -6,3 +6,4 @@ from .protocol_polish import ProtPolishBayesian  # noqa: F401
 from .protocol_polish_stream import ProtPolishStreaming  # noqa: F401
 from .protocol_bfactors import ProtPolishBFactors  # noqa: F401
 from .protocol_train import ProtPolishTrain  # noqa: F401
+from .protocol_refine import ProtPolishRefine  # noqa: F401

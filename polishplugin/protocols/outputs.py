@@ -86,3 +86,46 @@ def shiny_particles(protocol, inp, ids, polish_dir, shiny_dir, box=-1, size=-1):
         out.append(p)
     out.setDim((size, size, 1))
     return out
+
+
+def refined_particles(protocol, inp, ids, star_path):
+    """The input particles ``inp`` with the refined alignment of the refine program's
+    particles.star (row r: particle ``ids[r]``): a projection Transform per particle (origins
+    in A converted to pixels of the set), ``_rlnRandomSubset`` and
+    ``_rlnMaxValueProbDistribution``; CTF, acquisition and image locations kept."""
+    from pwem.objects import Transform
+    from pyworkflow.object import Float, Integer
+    from ..io.star import read_particles_star
+    _, parts = read_particles_star(star_path)
+    if len(parts) != len(ids):
+        raise ValueError("%s has %d particles, %d were converted" % (star_path, len(parts),
+                                                                     len(ids)))
+    row_of = {pid: r for r, pid in enumerate(ids)}
+    px = inp.getSamplingRate()
+    out = protocol._createSetOfParticles()
+    out.copyInfo(inp)
+    out.setAlignmentProj()
+    for item in inp.iterItems(orderBy="id"):
+        r = row_of.get(item.getObjId())
+        if r is None:
+            continue
+        p = item.clone()
+        angles = [float(parts[k][r]) for k in ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")]
+        origin = (float(parts["rlnOriginXAngst"][r]), float(parts["rlnOriginYAngst"][r]))
+        p.setTransform(Transform(convert.relion_to_matrix(angles, origin, px)))
+        p._rlnRandomSubset = Integer(int(parts["rlnRandomSubset"][r]))
+        p._rlnMaxValueProbDistribution = Float(float(parts["rlnMaxValueProbDistribution"][r]))
+        out.append(p)
+    return out
+
+
+def refinement_fsc(fsc_star, label=""):
+    """pwem FSC of the half maps from the refine program's fsc.star (x: 1/A, as RELION's
+    rlnResolution)."""
+    from pwem.objects import FSC
+    from ..io.star import read_star
+    table = read_star(fsc_star)["fsc"]
+    fsc = FSC(objLabel=label)
+    fsc.setData([float(v) for v in table["rlnResolution"]],
+                [float(v) for v in table["rlnFourierShellCorrelation"]])
+    return fsc

@@ -37,6 +37,23 @@ class ProtPolishBase(EMProtocol):
                 reason = fh.read().strip()
             raise ProgramError("%s failed: %s" % (program, reason)) from exc
 
+    def _inputDir(self, *p):
+        """extra/input: the inputs converted to RELION files."""
+        return self._getExtraPath("input", *p)
+
+    def _writeConvertedIds(self, ids):
+        with open(self._inputDir("particle_ids.txt"), "w") as fh:
+            fh.write("\n".join(str(i) for i in ids) + "\n")
+
+    def convertedIds(self):
+        """Ids of the input particles in the rows of the converted particles.star (all of them,
+        in id order, for runs converted before unmatched particles could be left out)."""
+        path = self._inputDir("particle_ids.txt")
+        if not os.path.exists(path):
+            return [p.getObjId() for p in self.inputParticles.get().iterItems(orderBy="id")]
+        with open(path) as fh:
+            return [int(v) for v in fh.read().split()]
+
 
 class ProtPolishMovieBase(ProtPolishBase):
     """Base of the protocols that read movies with their particles and half maps (training,
@@ -79,9 +96,6 @@ class ProtPolishMovieBase(ProtPolishBase):
                self.inputVolume.get().getObjId()]
         self._insertFunctionStep(self.convertInputStep, *ids, needsGPU=False)
 
-    def _inputDir(self, *p):
-        return self._getExtraPath("input", *p)
-
     def convertInputStep(self, movId, partId, volId):
         """Movies -> corrected_micrographs.star + metadata STARs; particles -> particles.star,
         named after the movie each particle was matched to."""
@@ -95,17 +109,7 @@ class ProtPolishMovieBase(ProtPolishBase):
                                     self._inputDir("metadata"), self._moviePixelSize(),
                                     no_alignment=self._initFromData())
         convert.write_set_of_particles(parts, self._inputDir("particles.star"), names)
-        with open(self._inputDir("particle_ids.txt"), "w") as fh:
-            fh.write("\n".join(str(i) for i in sorted(names)) + "\n")
-
-    def convertedIds(self):
-        """Ids of the input particles in the rows of the converted particles.star (all of them,
-        in id order, for runs converted before unmatched particles could be left out)."""
-        path = self._inputDir("particle_ids.txt")
-        if not os.path.exists(path):
-            return [p.getObjId() for p in self.inputParticles.get().iterItems(orderBy="id")]
-        with open(path) as fh:
-            return [int(v) for v in fh.read().split()]
+        self._writeConvertedIds(sorted(names))
 
     def _allowUnmatched(self):
         """Whether particles without a movie are left out rather than refused."""

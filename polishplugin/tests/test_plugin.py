@@ -47,7 +47,8 @@ def test_logo_and_every_protocols_citations_resolve():
     refs = parseBibTex(__import__("polishplugin.bibtex", fromlist=["x"]).__doc__)
     protocols = Domain.getProtocols()
     for name in ("ProtPolishSimulate", "ProtPolishImportMovies", "ProtPolishTrain",
-                 "ProtPolishBayesian", "ProtPolishStreaming", "ProtPolishBFactors"):
+                 "ProtPolishBayesian", "ProtPolishStreaming", "ProtPolishBFactors",
+                 "ProtPolishRefine"):
         keys = protocols[name]()._citations()
         assert keys and set(keys) <= set(refs), name
     assert "Nelder1965" in protocols["ProtPolishTrain"]()._citations()

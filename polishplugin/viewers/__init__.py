@@ -3,3 +3,4 @@ from .viewer_simulate import ProtPolishSimulateViewer  # noqa: F401
 from .viewer_polish import ProtPolishBayesianViewer  # noqa: F401
 from .viewer_bfactors import ProtPolishBFactorsViewer  # noqa: F401
 from .viewer_train import ProtPolishTrainViewer  # noqa: F401
+from .viewer_refine import ProtPolishRefineViewer  # noqa: F401
