@@ -34,7 +34,7 @@ def test_tv_brings_a_noisy_map_closer_to_the_truth(noisy):
 
 
 def test_unknown_denoiser_and_bad_weight_are_refused():
-    with pytest.raises(ValueError, match="available: identity, tv"):
-        get_denoiser("unet")
+    with pytest.raises(ValueError, match="available: identity, tv, unet"):
+        get_denoiser("bm4d")
     with pytest.raises(ValueError, match="positive"):
         get_denoiser("tv", tv_weight=0.0)
