@@ -22,12 +22,15 @@ def _gridding_correction(npad, n):
     return s[:, None, None] * s[None, :, None] * s[None, None, :]
 
 
-def _centred_fft3(vol, npad):
+def _centred_fft3(vol, npad, keep=None):
     """fftshift(fftn(ifftshift(pad(vol)))) as complex64: ``vol`` (n^3, centre voxel n//2) zero-padded
     to npad^3 (centre at npad//2), transformed with its centre voxel at the origin, zero frequency
     put at index npad//2. The volume is written straight into the wrapped layout (no ifftshift
     copy) and, for even npad, the output fftshift is a sign (-1)^(x+y+z) of the input voxels (a
-    shift by npad/2 in Fourier space), so the only padded-size arrays are the input and output."""
+    shift by npad/2 in Fourier space), so the only padded-size arrays are the input and output.
+    ``keep`` (even npad only): return just the cube of frequencies -keep..keep on each axis
+    ((2 keep + 1)^3, zero frequency at index keep), read from the half transform without making
+    the padded-size output."""
     n = vol.shape[0]
     idx = (np.arange(n) - n // 2) % npad                      # wrapped position of voxel k
     big = np.zeros((npad,) * 3, dtype=np.float32)
@@ -42,6 +45,13 @@ def _centred_fft3(vol, npad):
     h = npad // 2
     r = scipy.fft.rfftn(big)
     del big
+    if keep is not None and keep < h:
+        i = np.arange(h - keep, h + keep + 1)
+        neg = (-i) % npad
+        f = np.empty((i.size,) * 3, dtype=np.complex64)
+        f[..., :keep + 1] = r[np.ix_(i, i, i[:keep + 1])]
+        f[..., keep + 1:] = np.conj(r[np.ix_(neg, neg, npad - i[keep + 1:])])
+        return f
     f = np.empty((npad,) * 3, dtype=np.complex64)
     f[..., :h + 1] = r
     src = r[..., h - 1:0:-1]                                   # kx = npad - (h+1 .. npad-1)
@@ -55,8 +65,9 @@ class Projector:
     """Precomputed padded 3D Fourier transform of ``volume`` (n^3, centre voxel n//2).
 
     ``r_max`` (cycles per px of the n box, default Nyquist 0.5) bounds the slice: frequencies with
-    |k| > r_max are zero, as in RELION's projector. ``backend``: the compute backend of the slice
-    interpolation (:func:`polishplugin.backends.get_backend`; None: the default).
+    |k| > r_max are zero, as in RELION's projector; only the padded transform's frequencies up to
+    r_max (plus the interpolation's neighbours) are kept (less memory when r_max < 0.5).
+    ``backend``: the compute backend of the slice interpolation (:func:`polishplugin.backends.get_backend`; None: the default).
     """
 
     def __init__(self, volume, pad=2, r_max=0.5, backend=None):
@@ -70,7 +81,10 @@ class Projector:
         self.backend = backend
         corrected = (volume.astype(np.float32) / _gridding_correction(self.npad, self.n)).astype(
             np.float32)
-        self._f3 = _centred_fft3(corrected, self.npad)
+        keep = int(np.ceil(self.r_max * self.npad)) + 2
+        self._centre = min(keep, self.npad // 2) if self.npad % 2 == 0 else self.npad // 2
+        self._f3 = _centred_fft3(corrected, self.npad,
+                                 keep if self.npad % 2 == 0 and keep < self.npad // 2 else None)
 
     def _slice(self, mats, ny, nx, chunk=16):
         """Sample the padded transform on the central slices A^T (kx, ky, 0) of an (ny, nx) grid.
@@ -81,7 +95,7 @@ class Projector:
         a = np.asarray(mats)
         inside = np.flatnonzero(np.hypot(ky, kx).ravel() <= self.r_max)
         kxi, kyi = kx.ravel()[inside], ky.ravel()[inside]
-        c = self.npad // 2
+        c = self._centre
         be = get_backend(self.backend)
         out = np.zeros((len(a), ny * nx), dtype=np.complex128)
         for k0 in range(0, len(a), chunk):
