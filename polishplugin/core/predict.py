@@ -26,13 +26,14 @@ def make_projectors(half1, half2, mask=None, pad=2, backend=None, r_max=0.5):
     return {h: Projector(v, pad=pad, r_max=r_max, backend=backend) for h, v in ((1, h1), (2, h2))}
 
 
-def _ctf_array(ctf, n, pixel_size):
+def _ctf_array(ctf, n, pixel_size, crop=None):
+    from .motion.observation import crop_plane
     if isinstance(ctf, CtfParams):
-        return ctf_2d(ctf, n, pixel_size)
+        return ctf_2d(ctf, n, pixel_size, crop=crop)
     a = np.asarray(ctf)
     if a.shape != (n, n):
         raise ValueError("CTF array of shape %s, expected (%d, %d)" % (a.shape, n, n))
-    return a
+    return a if crop is None else crop_plane(a, crop)
 
 
 def predict_particles(projectors, angles, half_sets, ctfs, n, pixel_size, opposite=False,
@@ -43,7 +44,6 @@ def predict_particles(projectors, angles, half_sets, ctfs, n, pixel_size, opposi
     ``n`` may exceed the map box (zero-padded projection); ``chunk``: particles projected at once;
     ``crop``: keep only the frequencies of a crop x crop grid
     (:func:`polishplugin.core.motion.observation.crop_plane`), (P, crop, crop)."""
-    from .motion.observation import crop_plane
     m = n if crop is None else int(crop)
     angles = np.atleast_2d(np.asarray(angles, dtype=np.float64))
     half_sets = np.asarray(half_sets).astype(int).ravel()
@@ -59,9 +59,8 @@ def predict_particles(projectors, angles, half_sets, ctfs, n, pixel_size, opposi
         # a few particles at a time: the projections stay small (no particle-sized temporary)
         for k0 in range(0, idx.size, chunk):
             ids = idx[k0:k0 + chunk]
-            proj = projectors[h].project_many(angles[ids], shape=(n, n))
+            proj = projectors[h].project_many(angles[ids], shape=(n, n), crop=m)
             for j, p in enumerate(ids):
-                np.multiply(crop_plane(proj[j], m), crop_plane(_ctf_array(ctfs[p], n, pixel_size), m),
-                            out=out[p])
+                np.multiply(proj[j], _ctf_array(ctfs[p], n, pixel_size, m), out=out[p])
     return out
 

@@ -32,6 +32,8 @@ def _centred_fft3(vol, npad, keep=None):
     ((2 keep + 1)^3, zero frequency at index keep), read from the half transform without making
     the padded-size output."""
     n = vol.shape[0]
+    if keep is not None and keep < npad // 2:
+        return _cropped_fft3(vol, npad, keep)
     idx = (np.arange(n) - n // 2) % npad                      # wrapped position of voxel k
     big = np.zeros((npad,) * 3, dtype=np.float32)
     if npad % 2 == 0:
@@ -45,19 +47,31 @@ def _centred_fft3(vol, npad, keep=None):
     h = npad // 2
     r = scipy.fft.rfftn(big)
     del big
-    if keep is not None and keep < h:
-        i = np.arange(h - keep, h + keep + 1)
-        neg = (-i) % npad
-        f = np.empty((i.size,) * 3, dtype=np.complex64)
-        f[..., :keep + 1] = r[np.ix_(i, i, i[:keep + 1])]
-        f[..., keep + 1:] = np.conj(r[np.ix_(neg, neg, npad - i[keep + 1:])])
-        return f
     f = np.empty((npad,) * 3, dtype=np.complex64)
     f[..., :h + 1] = r
     src = r[..., h - 1:0:-1]                                   # kx = npad - (h+1 .. npad-1)
     for dz, sz in ((slice(0, 1), slice(0, 1)), (slice(1, None), slice(None, 0, -1))):
         for dy, sy in ((slice(0, 1), slice(0, 1)), (slice(1, None), slice(None, 0, -1))):
             np.conjugate(src[sz, sy], out=f[dz, dy, h + 1:])
+    return f
+
+
+def _cropped_fft3(vol, npad, keep):
+    """The cube of frequencies -keep..keep of :func:`_centred_fft3` ((2 keep + 1)^3 complex64,
+    zero frequency at index keep), one axis at a time: each 1D transform of the zero-padded
+    length npad keeps only the frequencies needed (x: 0..keep, the rest by Hermitian symmetry),
+    and the centre voxel n//2 is moved to the origin by the phase exp(2 pi i k (n//2) / npad).
+    Never makes a padded-size array."""
+    n = vol.shape[0]
+    k = np.arange(-keep, keep + 1)
+    phase = np.exp(2j * np.pi * k * (n // 2) / npad).astype(np.complex64)
+    a = scipy.fft.rfft(vol.astype(np.float32, copy=False), n=npad, axis=2)[..., :keep + 1]
+    a = a * phase[keep:]
+    a = scipy.fft.fft(a, n=npad, axis=1)[:, k % npad] * phase[None, :, None]
+    a = scipy.fft.fft(a, n=npad, axis=0)[k % npad] * phase[:, None, None]
+    f = np.empty((2 * keep + 1,) * 3, dtype=np.complex64)
+    f[..., keep:] = a
+    f[..., :keep] = np.conj(a[::-1, ::-1, keep:0:-1])        # F(-k) = conj F(k), real volume
     return f
 
 
@@ -86,12 +100,20 @@ class Projector:
         self._f3 = _centred_fft3(corrected, self.npad,
                                  keep if self.npad % 2 == 0 and keep < self.npad // 2 else None)
 
-    def _slice(self, mats, ny, nx, chunk=16):
-        """Sample the padded transform on the central slices A^T (kx, ky, 0) of an (ny, nx) grid.
+    def _slice(self, mats, ny, nx, chunk=16, crop=None):
+        """Sample the padded transform on the central slices A^T (kx, ky, 0) of an (ny, nx) grid
+        (``crop``: only its frequencies of a crop x crop grid, even square boxes).
 
         Only the frequencies |k| <= r_max are interpolated (the others are zero), ``chunk``
         orientations at a time so that the coordinates stay small."""
         ky, kx = freq_grid(ny, nx)
+        if crop is not None and crop < nx:
+            if ny != nx or nx % 2 or crop % 2:
+                raise ValueError("crop needs even square boxes, got %dx%d, crop %d"
+                                 % (ny, nx, crop))
+            keep = np.r_[0:crop // 2, nx - crop // 2:nx]
+            ky, kx = ky[np.ix_(keep, keep)], kx[np.ix_(keep, keep)]
+            ny = nx = crop   # kept indices have the parity of their place: same sign pattern
         a = np.asarray(mats)
         inside = np.flatnonzero(np.hypot(ky, kx).ravel() <= self.r_max)
         kxi, kyi = kx.ravel()[inside], ky.ravel()[inside]
@@ -120,9 +142,11 @@ class Projector:
         with the volume centre at (ny//2, nx//2). A box larger than n gives the zero-padded projection."""
         return self.project_many(np.array([[rot, tilt, psi]]), shape)[0]
 
-    def project_many(self, angles, shape=None):
-        """Projections for an array (K, 3) of (rot, tilt, psi) in radians; returns (K, ny, nx)."""
+    def project_many(self, angles, shape=None, crop=None):
+        """Projections for an array (K, 3) of (rot, tilt, psi) in radians; returns (K, ny, nx),
+        or (K, crop, crop): only the frequencies of a crop x crop grid (even square boxes,
+        :func:`polishplugin.core.motion.observation.crop_plane`)."""
         angles = np.atleast_2d(np.asarray(angles, dtype=np.float64))
         ny, nx = (self.n, self.n) if shape is None else shape
         mats = euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
-        return self._slice(mats, ny, nx)
+        return self._slice(mats, ny, nx, crop=crop)

@@ -85,3 +85,18 @@ def test_projector_cut_to_r_max_gives_the_same_slices():
     inside = k <= r_max
     assert np.allclose(got[:, inside], full[:, inside], rtol=1e-5, atol=1e-6 * np.abs(full).max())
     assert np.all(got[:, ~inside] == 0)
+
+
+def test_cropped_predictions_equal_the_cropped_full_ones():
+    from polishplugin.core.ctf import CtfParams
+    from polishplugin.core.predict import make_projectors, predict_particles
+    rng = np.random.default_rng(4)
+    h1, h2 = rng.normal(size=(2, 20, 20, 20))
+    proj = make_projectors(h1, h2, r_max=0.3)
+    ang = rng.uniform(0, np.pi, size=(3, 3))
+    ctfs = [CtfParams(15000.0 + 1000 * i, 14000.0, 30.0 * i, 300.0, 2.7, 0.1) for i in range(3)]
+    full = predict_particles(proj, ang, [1, 2, 1], ctfs, 32, 1.1)
+    got = predict_particles(proj, ang, [1, 2, 1], ctfs, 32, 1.1, crop=22)
+    assert got.shape == (3, 22, 22)
+    assert np.allclose(got, ob.crop_plane(full, 22), rtol=1e-12, atol=1e-12 * np.abs(full).max())
+    assert not np.allclose(got, full[:, :22, :22])

@@ -134,7 +134,7 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
                      window=8, mode="gp", invert="auto", opposite_predictions=None, backend=None,
                      global_window=None, cc_scale="likelihood", n_frames=None, defects=None,
                      noise_power=None, prior_mean="zero", max_ring=None, patch_size=None,
-                     workers=1):
+                     workers=1, spectra_buffer=None):
     """Motion of the particles of one micrograph.
 
     frames: sequence/iterable of F gain-corrected, defect-filled (ny, nx) frames (read once);
@@ -152,7 +152,8 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
     Nyquist); the spectra are kept only on the m x m grid that holds it
     (:func:`.observation.crop_size`), one rfft2 per particle-frame as the frames are read.
     patch_size: n when ``predictions`` (and ``damage``) are already cut to that grid;
-    workers: threads of the transforms.
+    workers: threads of the transforms; spectra_buffer: complex64 array reused for the spectra
+    (see :func:`.patches.extract_spectra`).
     Raises MotionFitError without particles or with non-finite data.
     """
     centres, predictions = _particle_inputs(centres, predictions)
@@ -208,7 +209,7 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
         if not np.all(np.isfinite(init)):
             raise MotionFitError("initial tracks contain NaN or infinite values")
         spectra, cut = extract_spectra(frames, centres, init, n, m, defects, workers,
-                                       check=_check_patches)
+                                       check=_check_patches, out=spectra_buffer)
         sign = None
     power = ring_power(spectra, backend)
     noise = noise_power_from_spectra(spectra, power) if noise_power is None \
