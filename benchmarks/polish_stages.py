@@ -159,7 +159,8 @@ def main(argv=None):
     max_ring = data_max_ring(argparse.Namespace(patch_px=n, data_resolution=a.data_resolution),
                              inputs)
     t0 = cpu()
-    projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask)
+    projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask,
+                                 r_max=0.5 if max_ring is None else (max_ring + 1.0) / n)
     t_proj = cpu() - t0
     # warm-up (numba compilation / cache load, FFT plans): 4 particles of the first micrograph
     import dataclasses

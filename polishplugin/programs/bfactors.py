@@ -257,7 +257,7 @@ def shiny_micrograph(mic, tracks, weights, first, sign, box, scale, origins_px, 
     patch = weights.shape[-1]
     extract_at = mic.centres + origins_px
     shiny = ShinySum(P, patch, workers)
-    with Movie(mic.movie, gain=mic.gain) as movie:
+    with Movie(mic.movie, gain=mic.gain, workers=workers) as movie:
         for f, frame in enumerate(finite_frames(movie, first, first + F)):
             pt, cut = extract_patches([frame], extract_at, tracks[:, f:f + 1], patch, defects)
             shiny.add(pt[:, 0], tracks[:, f] - cut[:, 0], weights[f])
@@ -425,7 +425,8 @@ def weigh_and_recombine(args, inputs, work, out, comm):
         t1 = time.time()
         tracks, diag = polished_of[mic.name]
         first = diag["first_frame"] - 1
-        defects = micrograph_defects(mic, first, first + tracks.shape[1], args.no_defects)
+        defects = micrograph_defects(mic, first, first + tracks.shape[1], args.no_defects,
+                                     workers=max(1, args.threads or 1))
         origins = np.stack([ox[mic.index], oy[mic.index]], axis=1) / px
         imgs = shiny_micrograph(mic, tracks, weights_of(mic, first, tracks.shape[1]), first,
                                 diag["sign"], box, scale, origins, defects,

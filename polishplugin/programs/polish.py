@@ -228,12 +228,13 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
     last = mic.nframes if args.last_frame == -1 else min(args.last_frame, mic.nframes)
     F = last - first
     px, n = inputs.pixel_size, args.patch_px
-    with Movie(mic.movie) as raw:  # raw counts: the Poisson test of the defect search needs them
+    threads = max(1, args.threads or 1)
+    with Movie(mic.movie, workers=threads) as raw:  # raw counts: the defect search needs them
         raw_sum = raw.sum(first, last)
     tally = {}
     defects = micrograph_defects(mic, first, last, args.no_defects, args.defect_mask, raw_sum)
     gain = read_gain(mic.gain) if mic.gain else None
-    with Movie(mic.movie, gain=mic.gain) as movie:
+    with Movie(mic.movie, gain=mic.gain, workers=threads) as movie:
         m = crop_size(n, args.max_ring)     # the Fourier grid the spectra are kept on
         preds = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px, crop=m)
         opp = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px,
@@ -250,7 +251,7 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
                                opposite_predictions=opp, backend=args.backend, n_frames=F,
                                defects=defects, cc_scale=args.cc_scale,
                                prior_mean=args.prior_mean, max_ring=args.max_ring,
-                               patch_size=n, workers=max(1, args.threads or 1),
+                               patch_size=n, workers=threads,
                                spectra_buffer=spectra_buffer(len(mic.centres) * F * m
                                                              * (m // 2 + 1)))
     for key, arr in (("cc", res.fcc.num), ("w0", res.fcc.wobs), ("w1", res.fcc.wpred)):
