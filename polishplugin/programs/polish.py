@@ -234,7 +234,11 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
     tally = {}
     defects = micrograph_defects(mic, first, last, args.no_defects, args.defect_mask, raw_sum)
     gain = read_gain(mic.gain) if mic.gain else None
-    with Movie(mic.movie, gain=mic.gain, workers=threads) as movie:
+    # the diagnostic sum now, so that the full-size sum is not held through the alignment
+    from ..core.binning import binned
+    small, factor = binned(raw_sum * (gain if gain is not None else 1.0))
+    del raw_sum
+    with Movie(mic.movie, gain=gain, workers=threads) as movie:
         m = crop_size(n, args.max_ring)     # the Fourier grid the spectra are kept on
         preds = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px, crop=m)
         opp = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px,
@@ -257,8 +261,6 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
     for key, arr in (("cc", res.fcc.num), ("w0", res.fcc.wobs), ("w1", res.fcc.wpred)):
         os.makedirs(os.path.dirname(paths["fcc"][key]), exist_ok=True)
         write_mrc(paths["fcc"][key], arr.astype(np.float32), px)
-    from ..core.binning import binned
-    small, factor = binned(raw_sum * (gain if gain is not None else 1.0))
     os.makedirs(os.path.dirname(paths["sum"]), exist_ok=True)
     write_mrc(paths["sum"], small.astype(np.float32), px * factor)
     diag = {"micrograph": mic.name, "particles": int(len(mic.centres)), "frames": F,
