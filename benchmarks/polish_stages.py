@@ -3,21 +3,21 @@
 The stages are those of ``programs/polish.py`` ``polish_one`` with MotionCorr initial tracks (the
 default), called one by one in the same order and with the same arguments, so that each can be
 timed: movie sum, defect search, predictions (own + opposite halves), damage filters, frame read
-(time spent inside the movie's frame iterator), patch extraction, the finite check, patch spectra,
-noise power, CC maps, sign/amplitude, MAP fit, FCC sums. Projector setup (once per job) is
-reported separately. Times are process CPU seconds (``time.process_time``, user + sys; the machine
-is shared, so wall time means little), one thread (numba and BLAS); user and system time are
-also printed apart: system time is mostly first-touch page faults of the large patch/spectra
-buffers and varies several-fold with the machine's memory load.
+(time spent inside the movie's frame iterator), patch extraction with one cropped transform per
+particle-frame, noise power, CC maps, sign/amplitude, MAP fit, FCC sums. Projector setup (once per
+job) is reported separately. Times are process CPU seconds (``os.times``, user + sys; the machine
+is shared, so wall time means little), one thread (numba and BLAS), huge-page advice off as in
+the programs.
 
-Project (not timed; takes minutes)::
+Project (not timed; takes minutes): the one ``benchmarks/vs_relion.py --speed`` simulates, or::
 
-    python -m polishplugin.programs.simulate --out sim --micrographs 2 --mic-size 2048 --frames 32 \
-        --particles 60 --box 160 --pixel-size 1.0 --snr 0.035 --no-figures
+    python -m polishplugin.programs.simulate --out sim --micrographs 4 --mic-size 2048 --frames 32 \
+        --particles 60 --box 160 --pixel-size 1.2 --snr 0.035 --tiff --no-figures
 
 Run from the project folder::
 
     python benchmarks/polish_stages.py --project sim [--save tracks.npz] [--compare old.npz]
+        [--data-resolution A]
 
 ``--save`` writes the fitted tracks of every micrograph; ``--compare`` prints the largest track
 difference (px) against a file saved before a change.
