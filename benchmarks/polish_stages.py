@@ -3,21 +3,21 @@
 The stages are those of ``programs/polish.py`` ``polish_one`` with MotionCorr initial tracks (the
 default), called one by one in the same order and with the same arguments, so that each can be
 timed: movie sum, defect search, predictions (own + opposite halves), damage filters, frame read
-(time spent inside the movie's frame iterator), patch extraction, the finite check, patch spectra,
-noise power, CC maps, sign/amplitude, MAP fit, FCC sums. Projector setup (once per job) is
-reported separately. Times are process CPU seconds (``time.process_time``, user + sys; the machine
-is shared, so wall time means little), one thread (numba and BLAS); user and system time are
-also printed apart: system time is mostly first-touch page faults of the large patch/spectra
-buffers and varies several-fold with the machine's memory load.
+(time spent inside the movie's frame iterator), patch extraction with one cropped transform per
+particle-frame, noise power, CC maps, sign/amplitude, MAP fit, FCC sums. Projector setup (once per
+job) is reported separately. Times are process CPU seconds (``os.times``, user + sys; the machine
+is shared, so wall time means little), one thread (numba and BLAS), huge-page advice off as in
+the programs.
 
-Project (not timed; takes minutes)::
+Project (not timed; takes minutes): the one ``benchmarks/vs_relion.py --speed`` simulates, or::
 
-    python -m polishplugin.programs.simulate --out sim --micrographs 2 --mic-size 2048 --frames 32 \
-        --particles 60 --box 160 --pixel-size 1.0 --snr 0.035 --no-figures
+    python -m polishplugin.programs.simulate --out sim --micrographs 4 --mic-size 2048 --frames 32 \
+        --particles 60 --box 160 --pixel-size 1.2 --snr 0.035 --tiff --no-figures
 
 Run from the project folder::
 
     python benchmarks/polish_stages.py --project sim [--save tracks.npz] [--compare old.npz]
+        [--data-resolution A]
 
 ``--save`` writes the fitted tracks of every micrograph; ``--compare`` prints the largest track
 difference (px) against a file saved before a change.
@@ -32,8 +32,8 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-STAGES = ("movie sum", "defects", "predictions", "damage", "frame read", "patches",
-          "finite check", "spectra", "noise", "cc maps", "amplitude", "fit", "fcc")
+STAGES = ("movie sum", "defects", "predictions", "damage", "frame read", "patches+spectra",
+          "noise", "cc maps", "amplitude", "fit", "fcc")
 
 
 def cpu():
@@ -57,6 +57,11 @@ class Clock:
         return out
 
 
+def peak_rss_mb():
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def timed_frames(frames, clock):
     it = iter(frames)
     while True:
@@ -70,14 +75,14 @@ def timed_frames(frames, clock):
         yield f
 
 
-def polish_stages(mic, inputs, projectors, n, clock, sigmas=None, backend=None):
+def polish_stages(mic, inputs, projectors, n, clock, sigmas=None, backend=None, max_ring=None):
     """The work of polish_one (init motioncorr, all frames), stage by stage; returns the tracks."""
     from polishplugin.core.motion import micrograph as M
     from polishplugin.core.motion.fit import fit_tracks
-    from polishplugin.core.motion.observation import (cc_maps_from_spectra,
-                                                      noise_power_from_spectra, patch_spectra,
+    from polishplugin.core.motion.observation import (cc_maps_from_spectra, crop_plane,
+                                                      crop_size, noise_power_from_spectra,
                                                       ring_power)
-    from polishplugin.core.motion.patches import damage_filters, extract_patches
+    from polishplugin.core.motion.patches import damage_filters, extract_spectra
     from polishplugin.core.motion.units import MotionParams
     from polishplugin.core.predict import predict_particles
     from polishplugin.io.movies import Movie
@@ -90,6 +95,7 @@ def polish_stages(mic, inputs, projectors, n, clock, sigmas=None, backend=None):
         sigmas = (DEFAULT_SIGMA_VEL, DEFAULT_SIGMA_DIV, DEFAULT_SIGMA_ACC)
     F = mic.nframes
     px = inputs.pixel_size
+    m = crop_size(n, max_ring)
 
     def movie_sum():
         with Movie(mic.movie) as raw:
@@ -97,11 +103,11 @@ def polish_stages(mic, inputs, projectors, n, clock, sigmas=None, backend=None):
     raw_sum = clock.run("movie sum", movie_sum)
     defects = clock.run("defects", micrograph_defects, mic, 0, F, False, None, raw_sum)
     preds = clock.run("predictions", predict_particles, projectors, mic.angles, mic.half_sets,
-                      mic.ctfs, n, px)
+                      mic.ctfs, n, px, crop=m)
     opp = clock.run("predictions", predict_particles, projectors, mic.angles, mic.half_sets,
-                    mic.ctfs, n, px, opposite=True)
-    damage = clock.run("damage", damage_filters, n, px, F, mic.dose_per_frame, mic.pre_exposure,
-                       mic.voltage)
+                    mic.ctfs, n, px, opposite=True, crop=m)
+    damage = clock.run("damage", lambda: crop_plane(damage_filters(
+        n, px, F, mic.dose_per_frame, mic.pre_exposure, mic.voltage), m))
     sig_px = MotionParams(*sigmas).to_pixels(mic.dose_per_frame, px)
     window = auto_window(sig_px[0], F, inputs.box)
     init = np.asarray(mic.initial_tracks[:, :F], dtype=np.float64)
@@ -109,24 +115,24 @@ def polish_stages(mic, inputs, projectors, n, clock, sigmas=None, backend=None):
     with Movie(mic.movie, gain=mic.gain) as movie:
         frames = timed_frames(finite_frames(movie, 0, F), clock)
         t0 = cpu()
-        patches, cut = extract_patches(frames, centres, init, n, defects, padded=True)
-        clock.add("patches", cpu() - t0 - clock.t["frame read"])
-    clock.run("finite check", M._check_patches, patches)
-    spectra = clock.run("spectra", patch_spectra, patches, overwrite=True)
-    del patches
+        read0 = clock.t.get("frame read", np.zeros(2)).copy()
+        spectra, cut = extract_spectra(frames, centres, init, n, m, defects,
+                                       check=M._check_patches)
+        clock.add("patches+spectra", cpu() - t0 - (clock.t["frame read"] - read0))
     power = clock.run("noise", ring_power, spectra)
     noise = clock.run("noise", noise_power_from_spectra, spectra, power)
     cc = clock.run("cc maps", cc_maps_from_spectra, spectra, preds, damage, window, noise,
-                   "likelihood")
+                   "likelihood", n=n, max_ring=max_ring)
 
     def amplitude():
         sign = M._resolve_sign("auto", cc, min(3, window))
-        auto = M._auto_cc(preds, damage, noise, "likelihood")
+        auto = M._auto_cc(preds, damage, noise, "likelihood", max_ring, n)
         return sign, M._amplitude(sign * cc, auto, min(3, window))
     sign, amp = clock.run("amplitude", amplitude)
     fit = clock.run("fit", fit_tracks, cc * (sign * amp), centres, sig_px, init, cut, mode="gp",
                     backend=backend, prior_mean="zero")
-    clock.run("fcc", M.fcc_from_spectra, spectra, sign * opp, fit.tracks - cut, power)
+    clock.run("fcc", M.fcc_from_spectra, spectra, sign * opp, fit.tracks - cut, power,
+              n=n, max_ring=max_ring)
     return fit.tracks
 
 
@@ -136,37 +142,46 @@ def main(argv=None):
     ap.add_argument("--save", help="write the tracks (npz)")
     ap.add_argument("--compare", help="tracks (npz) of an earlier run: print the max difference")
     ap.add_argument("--backend", default=None)
+    ap.add_argument("--data-resolution", type=float, default=0.0,
+                    help="as polish's option (0: the reference's resolution, < 0: Nyquist)")
     a = ap.parse_args(argv)
     os.chdir(a.project)
+    from polishplugin.programs.cli import no_hugepage_advice
+    no_hugepage_advice()   # as the programs do
     from polishplugin.programs.parallel import set_threads
     set_threads(1)
     from polishplugin.io.polish_inputs import load_polish_inputs
-    from polishplugin.programs.polish import auto_patch
+    from polishplugin.programs.polish import auto_patch, data_max_ring
     from polishplugin.core.predict import make_projectors
     from polishplugin.programs.simulate import LAYOUT
     inputs = load_polish_inputs(LAYOUT["particles"], LAYOUT["mics"], LAYOUT["postprocess"])
     n = auto_patch(inputs)
+    max_ring = data_max_ring(argparse.Namespace(patch_px=n, data_resolution=a.data_resolution),
+                             inputs)
     t0 = cpu()
-    projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask)
+    projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask,
+                                 r_max=0.5 if max_ring is None else (max_ring + 1.0) / n)
     t_proj = cpu() - t0
     # warm-up (numba compilation / cache load, FFT plans): 4 particles of the first micrograph
     import dataclasses
     m0 = inputs.micrographs[0]
     warm = dataclasses.replace(m0, centres=m0.centres[:4], angles=m0.angles[:4],
                                half_sets=m0.half_sets[:4], index=m0.index[:4], ctfs=m0.ctfs[:4])
-    polish_stages(warm, inputs, projectors, n, Clock(), backend=a.backend)
+    polish_stages(warm, inputs, projectors, n, Clock(), backend=a.backend, max_ring=max_ring)
 
     tracks = {}
     clocks = []
     pf = 0
     for mic in inputs.micrographs:
         c = Clock()
-        tracks[mic.name] = polish_stages(mic, inputs, projectors, n, c, backend=a.backend)
+        tracks[mic.name] = polish_stages(mic, inputs, projectors, n, c, backend=a.backend,
+                                         max_ring=max_ring)
         clocks.append(c)
         pf += len(mic.centres) * mic.nframes
     nm = len(clocks)
-    print("patch %d px, %d micrographs, %d particle-frames; projector setup per job: %.2f CPU-s "
-          "(%.2f user + %.2f sys)" % (n, nm, pf, t_proj.sum(), t_proj[0], t_proj[1]))
+    print("patch %d px, data term up to ring %s, %d micrographs, %d particle-frames; projector "
+          "setup per job: %.2f CPU-s (%.2f user + %.2f sys); peak RSS %.0f MB"
+          % (n, max_ring, nm, pf, t_proj.sum(), t_proj[0], t_proj[1], peak_rss_mb()))
     print("%-13s %12s %14s %10s %10s" % ("stage", "CPU-s / mic", "ms / part-fr", "user s", "sys s"))
     total = np.zeros(2)
     for s in STAGES:

@@ -1,7 +1,7 @@
 """Side by side with relion_motion_refine (RELION 3.1.3, the reference implementation): issue 9.
 
     python benchmarks/vs_relion.py --work /tmp/vsr [--micrographs 8 --size 2048 --frames 32
-        --particles 50 --box 160 --snrs 0.007 0.035 --threads 2]
+        --particles 50 --box 160 --snrs 0.007 0.035 --threads 2] [--speed --speed-threads 1 2]
 
 For each particle SNR it simulates a RELION project (TIFF movies + gain, job folders, refined
 centres found from the data, true sigmas --sigma-vel/--sigma-div/--sigma-acc) and runs, in the
@@ -142,14 +142,7 @@ def reconstruct(project, star, tag, truth, mask, px):
 def run_snr(a, snr, work):
     project = os.path.join(work, "snr_%g" % snr)
     true = (a.sigma_vel, a.sigma_div, a.sigma_acc)
-    if not os.path.exists(os.path.join(project, "truth", "truth.json")):
-        cmd = [sys.executable, "-m", "polishplugin.programs.simulate", "--out", project,
-               "--micrographs", a.micrographs, "--mic-size", a.size, "--frames", a.frames,
-               "--particles", a.particles, "--box", a.box, "--pixel-size", a.pixel_size,
-               "--snr", snr, "--sigma-vel", true[0], "--sigma-div", true[1], "--sigma-acc",
-               true[2], "--seed", a.seed, "--tiff", "--no-figures"]
-        subprocess.run([str(c) for c in cmd], check=True, env=dict(os.environ, PYTHONPATH=ROOT),
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    simulate(a, snr, project)
     truth_info = json.load(open(os.path.join(project, "truth", "truth.json")))
     mics = truth_info["micrographs"]
     truth = tracks_of(os.path.join(project, "truth"), mics)
@@ -228,6 +221,53 @@ def run_snr(a, snr, work):
             "shiny": shiny, "bfactors": bf, "half_map_fsc_0143_A": truth_info["half_map_fsc_0143_A"]}
 
 
+def run_speed(a, snr, work):
+    """Speed side by side (--speed): for each thread count, RELION's motion estimation and our
+    polish with the true sigmas, then each one's recombination (shiny particles) from those
+    tracks, one process after the other; CPU, wall, peak RSS and track errors."""
+    project = os.path.join(work, "snr_%g" % snr)
+    simulate(a, snr, project)
+    true = (a.sigma_vel, a.sigma_div, a.sigma_acc)
+    mics = json.load(open(os.path.join(project, "truth", "truth.json")))["micrographs"]
+    truth = tracks_of(os.path.join(project, "truth"), mics)
+    n_pf = sum(len(t) for t in truth) * a.frames
+    rows = []
+    for T in a.speed_threads:
+        rj, oj = "MotionRefine/speed_t%d" % T, "Polish/speed_t%d" % T
+        cost = {"relion motion": relion_motion(project, rj, T, *sigmas_args(true, True)),
+                "ours motion": ours(project, "polish", oj, T, *sigmas_args(true, False))}
+        cost["relion recombination"] = relion_motion(
+            project, rj, T, *sigmas_args(true, True), "--combine_frames", "--only_do_unfinished",
+            log="recombine")
+        cost["ours recombination"] = ours(project, "bfactors", oj + "_shiny", T, "--polish", oj)
+        err = {"relion": errors(tracks_of(os.path.join(project, rj), mics), truth),
+               "ours": errors(tracks_of(os.path.join(project, oj), mics), truth)}
+        for k, c in cost.items():
+            r = dict(c, step=k, threads=T, cpu_ms_per_pf=1e3 * c["cpu_s"] / n_pf)
+            r.update(err[k.split()[0]] if k.endswith("motion") else {})
+            rows.append(r)
+    print("\n| step | threads | CPU s | CPU ms / particle-frame | wall s | peak RSS MB | RMS (A) "
+          "| shape (A) |\n|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print("| %s | %d | %.1f | %.2f | %.1f | %.0f | %s | %s |" % (
+            r["step"], r["threads"], r["cpu_s"], r["cpu_ms_per_pf"], r["wall_s"], r["rss_mb"],
+            fmt(r.get("rms_A")), fmt(r.get("shape_A"))))
+    return {"snr": snr, "particle_frames": n_pf, "speed": rows}
+
+
+def simulate(a, snr, project):
+    """The simulated RELION project of one SNR (kept when it exists)."""
+    if os.path.exists(os.path.join(project, "truth", "truth.json")):
+        return
+    cmd = [sys.executable, "-m", "polishplugin.programs.simulate", "--out", project,
+           "--micrographs", a.micrographs, "--mic-size", a.size, "--frames", a.frames,
+           "--particles", a.particles, "--box", a.box, "--pixel-size", a.pixel_size,
+           "--snr", snr, "--sigma-vel", a.sigma_vel, "--sigma-div", a.sigma_div, "--sigma-acc",
+           a.sigma_acc, "--seed", a.seed, "--tiff", "--no-figures"]
+    subprocess.run([str(c) for c in cmd], check=True, env=dict(os.environ, PYTHONPATH=ROOT),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def fmt(v, f="%.3f"):
     return "-" if v is None else f % v
 
@@ -281,12 +321,21 @@ def main():
                    help="our training's restarts (RELION runs one Nelder-Mead)")
     p.add_argument("--max-evals", type=int, default=40,
                    help="our training's evaluations per restart")
+    p.add_argument("--speed", action="store_true",
+                   help="only the speed side by side: motion estimation and recombination of "
+                        "both with the true sigmas, for each of --speed-threads")
+    p.add_argument("--speed-threads", type=int, nargs="+", default=[1, 2])
     a = p.parse_args()
     for prog in ("relion_motion_refine", "relion_reconstruct", "/usr/bin/time"):
         if shutil.which(prog) is None:
             raise SystemExit("vs_relion: %s not found (apt-get install -y relion time)" % prog)
     work = os.path.abspath(a.work)
     os.makedirs(work, exist_ok=True)
+    if a.speed:
+        res = [run_speed(a, snr, work) for snr in a.snrs]
+        with open(os.path.join(work, "speed.json"), "w") as fh:
+            json.dump({"args": vars(a), "results": res}, fh, indent=1)
+        return
     res = []
     for snr in a.snrs:   # results kept after each SNR
         res.append(run_snr(a, snr, work))

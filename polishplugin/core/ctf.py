@@ -44,10 +44,15 @@ def ctf_chi(p, ky, kx):
 
 
 @lru_cache(maxsize=8)
-def _ctf_grid(ny, nx, pixel_size):
+def _ctf_grid(ny, nx, pixel_size, crop=None):
     """|k|^2, cos 2 theta and sin 2 theta (theta = atan2(ky, kx)) on the fft2 grid, read-only:
-    chi of any CTF on this grid is then a few multiply-adds (cos 2(theta - a) expanded)."""
+    chi of any CTF on this grid is then a few multiply-adds (cos 2(theta - a) expanded).
+    ``crop``: only the frequencies of a crop x crop grid (square boxes; indices 0..crop/2-1 and
+    -crop/2..-1 of each axis)."""
     ky, kx = freq_grid(ny, nx, pixel_size)
+    if crop is not None and crop < nx:
+        keep = np.r_[0:crop // 2, nx - crop // 2:nx]
+        ky, kx = ky[np.ix_(keep, keep)], kx[np.ix_(keep, keep)]
     k2 = ky ** 2 + kx ** 2
     theta = np.arctan2(ky, kx)
     out = (k2, np.cos(2.0 * theta), np.sin(2.0 * theta))
@@ -56,12 +61,14 @@ def _ctf_grid(ny, nx, pixel_size):
     return out
 
 
-def ctf_2d(p, n, pixel_size, ny=None):
-    """CTF on the unshifted fft2 grid of an (ny or n, n) box with the given pixel size (A).
+def ctf_2d(p, n, pixel_size, ny=None, crop=None):
+    """CTF on the unshifted fft2 grid of an (ny or n, n) box with the given pixel size (A);
+    ``crop``: only on the frequencies of a crop x crop grid (square boxes).
 
     Same function as ``-sin(ctf_chi(p, ky, kx))`` (times the B-factor envelope), evaluated on a
     cached grid with cos 2(theta - a) = cos 2theta cos 2a + sin 2theta sin 2a (float rounding)."""
-    k2, c2, s2 = _ctf_grid(int(ny or n), int(n), float(pixel_size))
+    k2, c2, s2 = _ctf_grid(int(ny or n), int(n), float(pixel_size),
+                           None if crop is None or crop >= n else int(crop))
     lam = electron_wavelength(p.voltage)
     a = 2.0 * np.deg2rad(p.defocus_angle)
     half_sum = -0.5 * (p.defocus_u + p.defocus_v)

@@ -16,28 +16,6 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def _tile_stat(image, tile, func, vals=None):
-    """func over (tile x tile) blocks, bilinearly interpolated back to the image grid. ``vals``
-    (ty, tx): values already known (NaN: compute with func)."""
-    ny, nx = image.shape
-    ty, tx = max(1, int(np.ceil(ny / tile))), max(1, int(np.ceil(nx / tile)))
-    vals = np.full((ty, tx), np.nan) if vals is None else np.array(vals, dtype=np.float64)
-    for i in range(ty):
-        for j in range(tx):
-            if np.isnan(vals[i, j]):
-                vals[i, j] = func(image[i * tile:(i + 1) * tile, j * tile:(j + 1) * tile])
-    if ty == 1 and tx == 1:
-        return np.full(image.shape, vals[0, 0])
-    # bilinear interpolation is separable: rows then columns, as two small matrix products
-    wy = _linear_weights((np.arange(ny) + 0.5) / tile - 0.5, ty)
-    wx = _linear_weights((np.arange(nx) + 0.5) / tile - 0.5, tx)
-    bad = ~np.isfinite(vals)
-    out = wy @ np.where(bad, 0.0, vals) @ wx.T
-    if bad.any():  # NaN where a missing tile value has weight, as a direct interpolation
-        out[(wy @ bad @ wx.T) > 0] = np.nan
-    return out
-
-
 def _linear_weights(coords, size):
     """(len(coords), size) weights of linear interpolation at ``coords`` (clipped to
     [0, size - 1], i.e. ndimage's order=1, mode="nearest") of ``size`` samples."""
@@ -78,40 +56,108 @@ def _mad(a):
     return 1.4826 * float(np.median(np.abs(a - np.median(a)))) if a.size else 0.0
 
 
-def detect_defects(frame_sum, nframes, gain=None, z=7.0, tile=128, known=None):
+def _corrected(raw, g):
+    """Gain-corrected counts (float64) of a block of rows, NaN where the gain is not positive."""
+    raw = np.asarray(raw, dtype=np.float64)
+    if g is None:
+        return raw.copy()
+    g = np.asarray(g, dtype=np.float64)
+    return np.where(g > 0, raw * g, np.nan)
+
+
+def _tile_values(raw, g, tile):
+    """Median and 1.4826 MAD of the gain-corrected counts of every (tile x tile) block, NaN-aware
+    (blocks with defects or at the edges by :func:`numpy.nanmedian` and :func:`_mad`), one row
+    of tiles at a time (no full-size temporaries). Returns two (ty, tx) arrays."""
+    ny, nx = raw.shape
+    ty, tx = max(1, int(np.ceil(ny / tile))), max(1, int(np.ceil(nx / tile)))
+    med = np.empty((ty, tx))
+    mad = np.empty((ty, tx))
+    for i in range(ty):
+        rows = slice(i * tile, min((i + 1) * tile, ny))
+        c = _corrected(raw[rows], None if g is None else g[rows])
+        m, d = _full_tile_median_mad(c, tile) if c.shape[0] == tile else \
+            (np.full((1, tx), np.nan), np.full((1, tx), np.nan))
+        for j in range(tx):
+            if np.isnan(m[0, j]):
+                b = c[:, j * tile:(j + 1) * tile]
+                m[0, j] = np.nanmedian(b) if np.isfinite(b).any() else np.nan
+                d[0, j] = _mad(b)
+        med[i], mad[i] = m[0], d[0]
+    return med, mad
+
+
+def detect_defects(frame_sum, nframes, gain=None, z=7.0, tile=128, known=None, strip=256):
     """Bool mask (ny, nx) of hot, cold and dead pixels from the raw count sum over ``nframes``.
 
     frame_sum (ny, nx): raw counts summed over the frames; gain (ny, nx) or None: gain reference
     (multiply raw by it, 0 = dead); z: threshold in robust standard deviations; tile: size of the
     blocks of the local median/MAD; known: an existing defect map to merge (OR) with the result.
+    The pixel tests run ``strip`` rows at a time (memory: a few strips, not images, of float64).
     """
-    raw = np.asarray(frame_sum, dtype=np.float64)
+    raw = np.asarray(frame_sum)
     if raw.ndim != 2:
         raise ValueError("frame_sum must be 2D, got shape %s" % (raw.shape,))
     if nframes < 1:
         raise ValueError("nframes must be >= 1, got %d" % nframes)
-    g = np.ones_like(raw) if gain is None else np.asarray(gain, dtype=np.float64)
-    if g.shape != raw.shape:
+    g = None if gain is None else np.asarray(gain)
+    if g is not None and g.shape != raw.shape:
         raise ValueError("gain %s does not match the frames %s" % (g.shape, raw.shape))
-    zero_gain = ~(g > 0)
-    corrected = np.where(zero_gain, np.nan, raw * g)
-    med, mad = _full_tile_median_mad(corrected, tile)      # the clean full tiles at once
-    mu = _tile_stat(corrected, tile, lambda b: np.nanmedian(b) if np.isfinite(b).any() else np.nan,
-                    med)
-    mu = np.where(np.isfinite(mu), mu, np.nanmedian(corrected))
-    spread = np.maximum(_tile_stat(corrected, tile, _mad, mad),
-                        np.sqrt(np.maximum(mu * g, 1e-12)))
-    with np.errstate(invalid="ignore"):
-        dev = (corrected - mu) / spread
-        outlier = np.abs(dev) > z
-        expected_raw = mu / np.where(zero_gain, 1.0, g)
-        dead = (raw == 0) & (expected_raw > 0.5 * z * z)
-    mask = zero_gain | np.nan_to_num(outlier, nan=False) | dead
-    log.info("defects: %d hot, %d cold, %d dead of %d pixels", int(np.sum(dev > z)),
-             int(np.sum((dev < -z) & ~dead)), int(np.sum(dead | zero_gain)), raw.size)
+    ny, nx = raw.shape
+    med, mad = _tile_values(raw, g, tile)
+    ty, tx = med.shape
+    if ty == 1 and tx == 1:
+        wy, wx = np.ones((ny, 1)), np.ones((nx, 1))
+    else:   # bilinear interpolation of the tile values: separable, two small matrix products
+        wy = _linear_weights((np.arange(ny) + 0.5) / tile - 0.5, ty)
+        wx = _linear_weights((np.arange(nx) + 0.5) / tile - 0.5, tx)
+    fallback = None
+    mask = np.zeros(raw.shape, dtype=bool)
+    counts = np.zeros(3, dtype=np.int64)   # hot, cold, dead
+    for y0 in range(0, ny, strip):
+        rows = slice(y0, min(y0 + strip, ny))
+        gs = np.ones((rows.stop - y0, nx)) if g is None else np.asarray(g[rows], dtype=np.float64)
+        rs = np.asarray(raw[rows], dtype=np.float64)
+        zero_gain = ~(gs > 0)
+        corrected = np.where(zero_gain, np.nan, rs * gs)
+        mu = _interp_rows(med, wy[rows], wx)
+        if not np.isfinite(mu).all():
+            if fallback is None:
+                fallback = _global_median(raw, g, tile)
+            mu = np.where(np.isfinite(mu), mu, fallback)
+        spread = np.maximum(_interp_rows(mad, wy[rows], wx), np.sqrt(np.maximum(mu * gs, 1e-12)))
+        with np.errstate(invalid="ignore"):
+            dev = (corrected - mu) / spread
+            outlier = np.abs(dev) > z
+            expected_raw = mu / np.where(zero_gain, 1.0, gs)
+            dead = (rs == 0) & (expected_raw > 0.5 * z * z)
+            counts += (int(np.sum(dev > z)), int(np.sum((dev < -z) & ~dead)),
+                       int(np.sum(dead | zero_gain)))
+        mask[rows] = zero_gain | np.nan_to_num(outlier, nan=False) | dead
+    log.info("defects: %d hot, %d cold, %d dead of %d pixels", counts[0], counts[1], counts[2],
+             raw.size)
     if known is not None:
         mask |= np.asarray(known, dtype=bool)
     return mask
+
+
+def _interp_rows(vals, wy, wx):
+    """Rows ``wy`` of the bilinear interpolation of tile values (NaN where a missing value has
+    weight)."""
+    bad = ~np.isfinite(vals)
+    out = wy @ np.where(bad, 0.0, vals) @ wx.T
+    if bad.any():
+        out[(wy @ bad @ wx.T) > 0] = np.nan
+    return out
+
+
+def _global_median(raw, g, tile):
+    """Median of all gain-corrected counts (the fallback where no tile has a value)."""
+    parts = [c[np.isfinite(c)] for c in
+             (_corrected(raw[y:y + tile], None if g is None else g[y:y + tile])
+              for y in range(0, raw.shape[0], tile))]
+    allv = np.concatenate(parts)
+    return float(np.median(allv)) if allv.size else np.nan
 
 
 def fill_defects(image, mask, value=None):

@@ -11,9 +11,10 @@ from .ctf import CtfParams, ctf_2d
 from .projector import Projector
 
 
-def make_projectors(half1, half2, mask=None, pad=2, backend=None):
+def make_projectors(half1, half2, mask=None, pad=2, backend=None, r_max=0.5):
     """{1: Projector, 2: Projector} of the (masked) half maps, padding ``pad`` (RELION --pad 2),
-    slices interpolated by ``backend`` (None: the default)."""
+    slices interpolated by ``backend`` (None: the default), frequencies up to ``r_max`` cycles
+    per px (default Nyquist)."""
     h1, h2 = np.asarray(half1), np.asarray(half2)
     if h1.shape != h2.shape:
         raise ValueError("half maps differ in shape: %s vs %s" % (h1.shape, h2.shape))
@@ -22,24 +23,28 @@ def make_projectors(half1, half2, mask=None, pad=2, backend=None):
         if m.shape != h1.shape:
             raise ValueError("mask %s does not match the half maps %s" % (m.shape, h1.shape))
         h1, h2 = h1 * m, h2 * m
-    return {1: Projector(h1, pad=pad, backend=backend), 2: Projector(h2, pad=pad, backend=backend)}
+    return {h: Projector(v, pad=pad, r_max=r_max, backend=backend) for h, v in ((1, h1), (2, h2))}
 
 
-def _ctf_array(ctf, n, pixel_size):
+def _ctf_array(ctf, n, pixel_size, crop=None):
+    from .motion.observation import crop_plane
     if isinstance(ctf, CtfParams):
-        return ctf_2d(ctf, n, pixel_size)
+        return ctf_2d(ctf, n, pixel_size, crop=crop)
     a = np.asarray(ctf)
     if a.shape != (n, n):
         raise ValueError("CTF array of shape %s, expected (%d, %d)" % (a.shape, n, n))
-    return a
+    return a if crop is None else crop_plane(a, crop)
 
 
 def predict_particles(projectors, angles, half_sets, ctfs, n, pixel_size, opposite=False,
-                      chunk=8):
+                      chunk=8, crop=None):
     """Predictions (P, n, n) complex128: fft2 (unshifted layout) of the projection of each particle's
     half map (``opposite``: the other half) at ``angles`` (P, 3) (rot, tilt, psi, radians), times its
     CTF (CtfParams or an (n, n) array in the same layout); the particle centre is at pixel n//2.
-    ``n`` may exceed the map box (zero-padded projection); ``chunk``: particles projected at once."""
+    ``n`` may exceed the map box (zero-padded projection); ``chunk``: particles projected at once;
+    ``crop``: keep only the frequencies of a crop x crop grid
+    (:func:`polishplugin.core.motion.observation.crop_plane`), (P, crop, crop)."""
+    m = n if crop is None else int(crop)
     angles = np.atleast_2d(np.asarray(angles, dtype=np.float64))
     half_sets = np.asarray(half_sets).astype(int).ravel()
     P = len(angles)
@@ -47,15 +52,15 @@ def predict_particles(projectors, angles, half_sets, ctfs, n, pixel_size, opposi
         raise ValueError("%d angles, %d half sets and %d CTFs" % (P, len(half_sets), len(ctfs)))
     if not np.all(np.isin(half_sets, (1, 2))):
         raise ValueError("half sets must be 1 or 2, got %s" % np.unique(half_sets))
-    out = np.empty((P, n, n), dtype=np.complex128)
+    out = np.empty((P, m, m), dtype=np.complex128)
     use = 3 - half_sets if opposite else half_sets
     for h in (1, 2):
         idx = np.flatnonzero(use == h)
         # a few particles at a time: the projections stay small (no particle-sized temporary)
         for k0 in range(0, idx.size, chunk):
             ids = idx[k0:k0 + chunk]
-            proj = projectors[h].project_many(angles[ids], shape=(n, n))
+            proj = projectors[h].project_many(angles[ids], shape=(n, n), crop=m)
             for j, p in enumerate(ids):
-                np.multiply(proj[j], _ctf_array(ctfs[p], n, pixel_size), out=out[p])
+                np.multiply(proj[j], _ctf_array(ctfs[p], n, pixel_size, m), out=out[p])
     return out
 

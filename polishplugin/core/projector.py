@@ -24,13 +24,18 @@ def _gridding_correction(npad, n):
     return s[:, None, None] * s[None, :, None] * s[None, None, :]
 
 
-def _centred_fft3(vol, npad):
+def _centred_fft3(vol, npad, keep=None):
     """fftshift(fftn(ifftshift(pad(vol)))) as complex64: ``vol`` (n^3, centre voxel n//2) zero-padded
     to npad^3 (centre at npad//2), transformed with its centre voxel at the origin, zero frequency
     put at index npad//2. The volume is written straight into the wrapped layout (no ifftshift
     copy) and, for even npad, the output fftshift is a sign (-1)^(x+y+z) of the input voxels (a
-    shift by npad/2 in Fourier space), so the only padded-size arrays are the input and output."""
+    shift by npad/2 in Fourier space), so the only padded-size arrays are the input and output.
+    ``keep`` (even npad only): return just the cube of frequencies -keep..keep on each axis
+    ((2 keep + 1)^3, zero frequency at index keep), read from the half transform without making
+    the padded-size output."""
     n = vol.shape[0]
+    if keep is not None and keep < npad // 2:
+        return _cropped_fft3(vol, npad, keep)
     idx = (np.arange(n) - n // 2) % npad                      # wrapped position of voxel k
     big = np.zeros((npad,) * 3, dtype=np.float32)
     if npad % 2 == 0:
@@ -53,12 +58,32 @@ def _centred_fft3(vol, npad):
     return f
 
 
+def _cropped_fft3(vol, npad, keep):
+    """The cube of frequencies -keep..keep of :func:`_centred_fft3` ((2 keep + 1)^3 complex64,
+    zero frequency at index keep), one axis at a time: each 1D transform of the zero-padded
+    length npad keeps only the frequencies needed (x: 0..keep, the rest by Hermitian symmetry),
+    and the centre voxel n//2 is moved to the origin by the phase exp(2 pi i k (n//2) / npad).
+    Never makes a padded-size array."""
+    n = vol.shape[0]
+    k = np.arange(-keep, keep + 1)
+    phase = np.exp(2j * np.pi * k * (n // 2) / npad).astype(np.complex64)
+    a = scipy.fft.rfft(vol.astype(np.float32, copy=False), n=npad, axis=2)[..., :keep + 1]
+    a = a * phase[keep:]
+    a = scipy.fft.fft(a, n=npad, axis=1)[:, k % npad] * phase[None, :, None]
+    a = scipy.fft.fft(a, n=npad, axis=0)[k % npad] * phase[:, None, None]
+    f = np.empty((2 * keep + 1,) * 3, dtype=np.complex64)
+    f[..., keep:] = a
+    f[..., :keep] = np.conj(a[::-1, ::-1, keep:0:-1])        # F(-k) = conj F(k), real volume
+    return f
+
+
 class Projector:
     """Precomputed padded 3D Fourier transform of ``volume`` (n^3, centre voxel n//2).
 
     ``r_max`` (cycles per px of the n box, default Nyquist 0.5) bounds the slice: frequencies with
-    |k| > r_max are zero, as in RELION's projector. ``backend``: the compute backend of the slice
-    interpolation (:func:`polishplugin.backends.get_backend`; None: the default).
+    |k| > r_max are zero, as in RELION's projector; only the padded transform's frequencies up to
+    r_max (plus the interpolation's neighbours) are kept (less memory when r_max < 0.5).
+    ``backend``: the compute backend of the slice interpolation (:func:`polishplugin.backends.get_backend`; None: the default).
     """
 
     def __init__(self, volume, pad=2, r_max=0.5, backend=None):
@@ -72,15 +97,26 @@ class Projector:
         self.backend = backend
         corrected = (volume.astype(np.float32) / _gridding_correction(self.npad, self.n)).astype(
             np.float32)
-        self._f3 = _centred_fft3(corrected, self.npad)
+        keep = int(np.ceil(self.r_max * self.npad)) + 2
+        self._centre = min(keep, self.npad // 2) if self.npad % 2 == 0 else self.npad // 2
+        self._f3 = _centred_fft3(corrected, self.npad,
+                                 keep if self.npad % 2 == 0 and keep < self.npad // 2 else None)
 
-    def _slice(self, mats, ny, nx):
+    def _slice(self, mats, ny, nx, crop=None):
         """Sample the padded transform on the central slices A^T (kx, ky, 0) of an (ny, nx) grid
-        (the backend's ``slice_extract``); only the frequencies |k| <= r_max are non-zero. The
-        transform of the real volume is Hermitian, so one pixel of each Friedel pair (k, -k) is
-        interpolated and the other is its conjugate (pixels of an even Nyquist row or column,
-        which have no Friedel mate on the grid, are interpolated)."""
+        (the backend's ``slice_extract``; ``crop``: only its frequencies of a crop x crop grid,
+        even square boxes); only the frequencies |k| <= r_max are non-zero. The transform of the
+        real volume is Hermitian, so one pixel of each Friedel pair (k, -k) is interpolated and
+        the other is its conjugate (pixels of an even Nyquist row or column, which have no
+        Friedel mate on the grid, are interpolated)."""
         ky, kx = freq_grid(ny, nx)
+        if crop is not None and crop < nx:
+            if ny != nx or nx % 2 or crop % 2:
+                raise ValueError("crop needs even square boxes, got %dx%d, crop %d"
+                                 % (ny, nx, crop))
+            keep = np.r_[0:crop // 2, nx - crop // 2:nx]
+            ky, kx = ky[np.ix_(keep, keep)], kx[np.ix_(keep, keep)]
+            ny = nx = crop   # kept indices have the parity of their place: same sign pattern
         iy, ix = np.divmod(np.arange(ny * nx), nx)
         inside = np.hypot(ky, kx).ravel() <= self.r_max
         kxf, kyf = kx.ravel(), ky.ravel()
@@ -96,7 +132,7 @@ class Projector:
         step = max(1, _SLICE_POINTS // max(1, len(kxy)))      # bounds the (orientations, M) block
         for k0 in range(0, len(a), step):
             out[k0:k0 + step, sampled] = be.slice_extract(self._f3, a[k0:k0 + step], kxy,
-                                                          self.npad, self.npad // 2)
+                                                          self.npad, self._centre)
         out[:, mirrored] = np.conj(out[:, mates])
         out = out.reshape(len(a), ny, nx)
         if ny % 2 or nx % 2:
@@ -112,9 +148,11 @@ class Projector:
         with the volume centre at (ny//2, nx//2). A box larger than n gives the zero-padded projection."""
         return self.project_many(np.array([[rot, tilt, psi]]), shape)[0]
 
-    def project_many(self, angles, shape=None):
-        """Projections for an array (K, 3) of (rot, tilt, psi) in radians; returns (K, ny, nx)."""
+    def project_many(self, angles, shape=None, crop=None):
+        """Projections for an array (K, 3) of (rot, tilt, psi) in radians; returns (K, ny, nx),
+        or (K, crop, crop): only the frequencies of a crop x crop grid (even square boxes,
+        :func:`polishplugin.core.motion.observation.crop_plane`)."""
         angles = np.atleast_2d(np.asarray(angles, dtype=np.float64))
         ny, nx = (self.n, self.n) if shape is None else shape
         mats = euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
-        return self._slice(mats, ny, nx)
+        return self._slice(mats, ny, nx, crop=crop)

@@ -36,9 +36,10 @@ def _is_tiff(path):
     return os.fspath(path).lower().endswith(TIFF_SUFFIXES)
 
 
-def _tiff_page(page):
-    """One TIFF page as an array in RELION's orientation: the file's rows reversed."""
-    return page.asarray()[::-1]
+def _tiff_page(page, workers=1):
+    """One TIFF page as an array in RELION's orientation: the file's rows reversed; its strips
+    or tiles decoded by ``workers`` threads."""
+    return page.asarray(maxworkers=max(1, int(workers)))[::-1]
 
 
 class _Complaints(logging.Handler):
@@ -110,11 +111,13 @@ class Movie:
     both in RELION's orientation (a TIFF's rows reversed, see the module docstring).
 
     ``gain`` is a path (MRC/TIFF) or an array; ``pixel_size`` (A) overrides the file's (TIFF files
-    carry none). Use as a context manager or call :meth:`close`.
+    carry none). ``workers``: threads that decode a compressed TIFF frame. Use as a context
+    manager or call :meth:`close`.
     """
 
-    def __init__(self, path, gain=None, pixel_size=None):
+    def __init__(self, path, gain=None, pixel_size=None, workers=1):
         self.path = os.fspath(path)
+        self.workers = workers
         if _is_tiff(self.path):
             self._tif, self._pages = _tiff_frames(self.path)
             self._mrc = None
@@ -151,7 +154,7 @@ class Movie:
             raise IndexError("%s: frame %d out of range 0..%d" % (self.path, i, self.nframes - 1))
         try:
             if self._tif is not None:
-                data = _tiff_page(self._pages[i])
+                data = _tiff_page(self._pages[i], self.workers)
             else:
                 data = self._mrc.data[i] if self._mrc.data.ndim == 3 else self._mrc.data
         except Exception as exc:

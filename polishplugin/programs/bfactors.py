@@ -175,21 +175,27 @@ def match_particles(path, diag, names, centres):
     return np.array([index[k] for k in ours], dtype=int)
 
 
-def fcc_from_tracks(mic, inputs, tracks, sign, first, defects, n=None, backend=None):
+def fcc_from_tracks(mic, inputs, tracks, sign, first, defects, n=None, backend=None,
+                    max_ring=None):
     """Eq. 20 sums of one micrograph recomputed from its tracks: frames cut at the tracks in
     ``n`` px patches (the polishing run's; default the particle box), against the opposite half
-    map's prediction times the contrast ``sign``; kernels of ``backend``."""
-    from ..core.motion.micrograph import fcc_sums
-    from ..core.motion.patches import extract_patches
+    map's prediction times the contrast ``sign``, rings up to ``max_ring`` (the polishing run's;
+    default Nyquist); kernels of ``backend``."""
+    from ..core.motion.micrograph import fcc_from_spectra
+    from ..core.motion.observation import crop_size
+    from ..core.motion.patches import extract_spectra
     from ..core.predict import make_projectors, predict_particles
     from ..io.movies import Movie
     n, px = n or inputs.box, inputs.pixel_size
-    proj = make_projectors(inputs.half1, inputs.half2, inputs.mask, backend=backend)
-    opp = predict_particles(proj, mic.angles, mic.half_sets, mic.ctfs, n, px, opposite=True)
+    m = crop_size(n, max_ring)
+    r_max = 0.5 if max_ring is None else min(0.5, (max_ring + 1.0) / n)
+    proj = make_projectors(inputs.half1, inputs.half2, inputs.mask, backend=backend, r_max=r_max)
+    opp = predict_particles(proj, mic.angles, mic.half_sets, mic.ctfs, n, px, opposite=True,
+                            crop=m)
     with Movie(mic.movie, gain=mic.gain) as movie:
-        patches, cut = extract_patches(finite_frames(movie, first, first + tracks.shape[1]),
-                                       mic.centres, tracks, n, defects)
-    return fcc_sums(patches, sign * opp, tracks - cut, backend)
+        spectra, cut = extract_spectra(finite_frames(movie, first, first + tracks.shape[1]),
+                                       mic.centres, tracks, n, m, defects)
+    return fcc_from_spectra(spectra, sign * opp, tracks - cut, None, backend, n, max_ring)
 
 
 def read_fcc(paths):
@@ -264,22 +270,22 @@ def normalise_background(images, radius=BG_RADIUS):
 
 
 def shiny_micrograph(mic, tracks, weights, first, sign, box, scale, origins_px, defects,
-                     backend=None):
+                     workers=1):
     """Shiny particles (P, scale, scale) of one micrograph: frame f is cut (patch of the size of
     ``weights``) at extraction position + track, moved back by the rest of the track, weighted
     by eq. 22 and summed; then contrast ``sign``, Fourier rescaling, background normalisation."""
-    from ..core.dose.recombine import fourier_resize, recombine_frames
+    from ..core.dose.recombine import ShinySum, fourier_resize
     from ..core.motion.patches import extract_patches
     from ..io.movies import Movie
     P, F = tracks.shape[:2]
     patch = weights.shape[-1]
     extract_at = mic.centres + origins_px
-    acc = np.zeros((P, box, box))
-    with Movie(mic.movie, gain=mic.gain) as movie:
+    shiny = ShinySum(P, patch, workers)
+    with Movie(mic.movie, gain=mic.gain, workers=workers) as movie:
         for f, frame in enumerate(finite_frames(movie, first, first + F)):
             pt, cut = extract_patches([frame], extract_at, tracks[:, f:f + 1], patch, defects)
-            acc += recombine_frames(pt, tracks[:, f:f + 1] - cut, weights[f:f + 1],
-                                    out_box=box, dtype=np.float64, backend=backend)
+            shiny.add(pt[:, 0], tracks[:, f] - cut[:, 0], weights[f])
+    acc = shiny.images(box)     # one inverse transform per particle, not per particle-frame
     acc *= sign
     if scale != box:
         acc = fourier_resize(acc, scale)
@@ -314,7 +320,7 @@ def gather_fcc(args, inputs, work, out, comm):
         first = diag["first_frame"] - 1
         defects = micrograph_defects(mic, first, first + diag["frames"], args.no_defects)
         acc = fcc_from_tracks(mic, inputs, tracks, diag["sign"], first, defects,
-                              diag.get("patch_px"), args.backend)
+                              diag.get("patch_px"), args.backend, diag.get("max_ring"))
         write_fcc(output_paths(out, mic.name)["fcc"], acc, inputs.pixel_size)
         log.info("[rank %d] FCC of %s recomputed from its tracks", comm.rank, mic.name)
     comm.barrier()
@@ -457,10 +463,12 @@ def weigh_and_recombine(args, inputs, work, out, comm):
         t1 = time.time()
         tracks, diag = polished_of[mic.name]
         first = diag["first_frame"] - 1
-        defects = micrograph_defects(mic, first, first + tracks.shape[1], args.no_defects)
+        defects = micrograph_defects(mic, first, first + tracks.shape[1], args.no_defects,
+                                     workers=max(1, args.threads or 1))
         origins = np.stack([ox[mic.index], oy[mic.index]], axis=1) / px
         imgs = shiny_micrograph(mic, tracks, weights_of(mic, first, tracks.shape[1]), first,
-                                diag["sign"], box, scale, origins, defects, args.backend)
+                                diag["sign"], box, scale, origins, defects,
+                                max(1, args.threads or 1))
         if not np.all(np.isfinite(imgs)):
             raise ValueError("shiny particles with NaN or infinite pixels (not written)")
         path = shiny_path(out, mic.name)

@@ -34,17 +34,18 @@ def finite_frames(movie, first, last, tally=None):
         yield frame
 
 
-def micrograph_defects(mic, first, last, disabled=False, extra=None, raw_sum=None):
+def micrograph_defects(mic, first, last, disabled=False, extra=None, raw_sum=None, workers=1):
     """Defect mask (ny, nx) of a micrograph for frames [first, last): hot and dead pixels found
     from the raw counts (:func:`polishplugin.core.defects.detect_defects`), non-finite pixels,
     those its motion correction listed and ``extra`` (a user's defect map). With ``disabled``
     only the pixels of zero gain, or None without a gain reference. ``raw_sum`` (modified: its
-    non-finite pixels are filled) saves reading the movie again."""
+    non-finite pixels are filled) saves reading the movie again; ``workers``: its decoding
+    threads otherwise."""
     gain = read_gain(mic.gain) if mic.gain else None
     if disabled:
         return None if gain is None else gain == 0
     if raw_sum is None:
-        with Movie(mic.movie) as raw:  # raw counts: the Poisson test needs them
+        with Movie(mic.movie, workers=workers) as raw:  # raw counts: the Poisson test needs them
             raw_sum = raw.sum(first, last)
     known = np.zeros(mic.shape, dtype=bool) if extra is None else np.array(extra, dtype=bool)
     nonfinite = ~np.isfinite(raw_sum)

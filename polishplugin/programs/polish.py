@@ -78,6 +78,11 @@ def build_parser():
     f.add_argument("--cc-scale", choices=["likelihood", "relion"], default="likelihood",
                    help="weight of the data term: exact likelihood (default) or RELION's "
                         "(~2/pi of it; use with sigmas trained by RELION)")
+    f.add_argument("--data-resolution", type=number, default=0.0,
+                   help="highest resolution (A) the data term and the FCC sums use: 0 = auto, "
+                        "the reference's FSC = 0.143 resolution (its predictions hold no signal "
+                        "beyond); < 0 = every frequency up to Nyquist (as RELION). The patch "
+                        "spectra are kept only up to it: less memory and CPU")
     f.add_argument("--defect-map", help="detector defect map (MRC/TIFF, non-zero = defect) for "
                                         "all movies, added to what is found in each movie")
     f.add_argument("--no-defects", action="store_true",
@@ -100,17 +105,39 @@ def read_params_file(path):
     return vals[0], vals[1], vals[2] if len(vals) > 2 else -1.0
 
 
-def auto_patch(inputs):
-    """Patch size of the job (one for all micrographs, so their FCC sums add): the particle box
-    plus the CTF delocalisation of the largest defocus at the reference's FSC = 0.143
-    resolution (:func:`polishplugin.core.motion.patches.patch_size`)."""
+def reference_resolution(inputs):
+    """The reference's FSC = 0.143 resolution (A): from the postprocess STAR, else from the
+    (masked) half maps."""
     from ..core.fourier import fsc, resolution_at
-    from ..core.motion.patches import patch_size
     res = inputs.resolution
     if not res:
         m = 1.0 if inputs.mask is None else inputs.mask
         res = resolution_at(fsc(inputs.half1 * m, inputs.half2 * m), inputs.half1.shape[0],
                             inputs.pixel_size)
+    return res
+
+
+def data_max_ring(args, inputs):
+    """Highest Fourier ring of the patches (of ``args.patch_px``) that the data term uses:
+    ceil(n px / resolution) for --data-resolution (0: the reference's), None (Nyquist) when
+    negative or at least Nyquist."""
+    n = args.patch_px
+    res = args.data_resolution or reference_resolution(inputs)
+    if res < 0:
+        return None
+    ring = int(np.ceil(n * inputs.pixel_size / res - 1e-9))
+    if ring >= n // 2:
+        return None
+    log.info("data term up to %.2f A: Fourier rings 0-%d of %d px patches", res, ring, n)
+    return ring
+
+
+def auto_patch(inputs):
+    """Patch size of the job (one for all micrographs, so their FCC sums add): the particle box
+    plus the CTF delocalisation of the largest defocus at the reference's FSC = 0.143
+    resolution (:func:`polishplugin.core.motion.patches.patch_size`)."""
+    from ..core.motion.patches import patch_size
+    res = reference_resolution(inputs)
     dz = max(max(c.defocus_u, c.defocus_v) for mic in inputs.micrographs for c in mic.ctfs)
     n = patch_size(inputs.box, inputs.pixel_size, dz, res, inputs.micrographs[0].voltage)
     log.info("patches of %d px for a %d px box (defocus up to %.0f A, reference at %.2f A)",
@@ -176,6 +203,7 @@ def job_settings(args, inputs, sigmas):
     """What defines the polishing result (recorded in the output folder, see jobdir)."""
     return {"sigmas": list(sigmas), "first_frame": args.first_frame,
             "last_frame": args.last_frame, "patch_px": args.patch_px, "window": args.window,
+            "max_ring": args.max_ring,
             "mode": args.mode, "init": args.init, "invert": args.invert,
             "prior_mean": args.prior_mean, "cc_scale": args.cc_scale,
             "no_defects": args.no_defects, "defect_map": file_digest(args.defect_map),
@@ -187,6 +215,7 @@ def job_settings(args, inputs, sigmas):
 def polish_one(mic, inputs, projectors, sigmas, args, out):
     """Align one micrograph and write its outputs; returns a diagnostics dict."""
     from ..core.motion.micrograph import align_micrograph
+    from ..core.motion.observation import crop_plane, crop_size
     from ..core.motion.patches import damage_filters
     from ..core.motion.units import MotionParams
     from ..core.predict import predict_particles
@@ -199,17 +228,24 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
     last = mic.nframes if args.last_frame == -1 else min(args.last_frame, mic.nframes)
     F = last - first
     px, n = inputs.pixel_size, args.patch_px
-    with Movie(mic.movie) as raw:  # raw counts: the Poisson test of the defect search needs them
+    threads = max(1, args.threads or 1)
+    with Movie(mic.movie, workers=threads) as raw:  # raw counts: the defect search needs them
         raw_sum = raw.sum(first, last)
     tally = {}
     defects = micrograph_defects(mic, first, last, args.no_defects, args.defect_mask, raw_sum)
     gain = read_gain(mic.gain) if mic.gain else None
-    with Movie(mic.movie, gain=mic.gain) as movie:
-        preds = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px)
+    # the diagnostic sum now, so that the full-size sum is not held through the alignment
+    from ..core.binning import binned
+    small, factor = binned(raw_sum * (gain if gain is not None else 1.0))
+    del raw_sum
+    with Movie(mic.movie, gain=gain, workers=threads) as movie:
+        m = crop_size(n, args.max_ring)     # the Fourier grid the spectra are kept on
+        preds = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px, crop=m)
         opp = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px,
-                                opposite=True)
-        damage = damage_filters(n, px, F, mic.dose_per_frame,
-                                mic.pre_exposure + first * mic.dose_per_frame, mic.voltage)
+                                opposite=True, crop=m)
+        damage = crop_plane(damage_filters(n, px, F, mic.dose_per_frame,
+                                           mic.pre_exposure + first * mic.dose_per_frame,
+                                           mic.voltage), m)
         sig_px = MotionParams(*sigmas).to_pixels(mic.dose_per_frame, px)
         init = mic.initial_tracks[:, first:last] if args.init == "motioncorr" else None
         window = args.window or auto_window(sig_px[0], F, inputs.box)
@@ -218,12 +254,13 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
                                init, window=window, mode=args.mode, invert=invert,
                                opposite_predictions=opp, backend=args.backend, n_frames=F,
                                defects=defects, cc_scale=args.cc_scale,
-                               prior_mean=args.prior_mean)
+                               prior_mean=args.prior_mean, max_ring=args.max_ring,
+                               patch_size=n, workers=threads,
+                               spectra_buffer=spectra_buffer(len(mic.centres) * F * m
+                                                             * (m // 2 + 1)))
     for key, arr in (("cc", res.fcc.num), ("w0", res.fcc.wobs), ("w1", res.fcc.wpred)):
         os.makedirs(os.path.dirname(paths["fcc"][key]), exist_ok=True)
         write_mrc(paths["fcc"][key], arr.astype(np.float32), px)
-    from ..core.binning import binned
-    small, factor = binned(raw_sum * (gain if gain is not None else 1.0))
     os.makedirs(os.path.dirname(paths["sum"]), exist_ok=True)
     write_mrc(paths["sum"], small.astype(np.float32), px * factor)
     diag = {"micrograph": mic.name, "particles": int(len(mic.centres)), "frames": F,
@@ -231,6 +268,7 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
             "energy": res.fit.energy, "converged": res.fit.converged,
             "message": res.fit.message, "gp_dims": res.fit.n_dims, "sign": res.sign,
             "amplitude": res.amplitude, "window_px": window, "patch_px": n,
+            "max_ring": args.max_ring, "spectrum_px": m,
             "defect_pixels": int(defects.sum()) if defects is not None else 0,
             "nonfinite_pixels": tally.get("nonfinite", 0),
             "sigmas": list(sigmas), "sigmas_px": list(sig_px), "mode": args.mode, "cc_scale": args.cc_scale, "prior_mean": args.prior_mean,
@@ -243,6 +281,19 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
     os.makedirs(os.path.dirname(paths["tracks"]), exist_ok=True)
     write_tracks_star(paths["tracks"], res.tracks * px)  # written last: marks the micrograph done
     return diag
+
+
+_SPECTRA = []
+
+
+def spectra_buffer(size):
+    """One complex64 buffer of at least ``size`` elements, kept for the next micrographs: the
+    spectra of each micrograph reuse the pages the previous one touched (a fresh allocation of
+    hundreds of MB per micrograph costs as much system time in page faults as the work)."""
+    if not _SPECTRA or _SPECTRA[0].size < size:
+        _SPECTRA[:] = []                       # free the smaller one first
+        _SPECTRA.append(np.empty(size, dtype=np.complex64))
+    return _SPECTRA[0]
 
 
 def particle_names(inputs, mic):
@@ -306,6 +357,7 @@ def run(args):
                                  % (args.defect_mask.shape[1], args.defect_mask.shape[0],
                                     m.movie, m.shape[1], m.shape[0]))
     args.patch_px = args.patch or auto_patch(inputs)
+    args.max_ring = data_max_ring(args, inputs)
     check_sizes(args, inputs, sigmas)
     with claim_output(comm, out, "polish", job_settings(args, inputs, sigmas),
                       input_paths(args, inputs), OUTPUTS, args.fresh):
@@ -315,7 +367,10 @@ def run(args):
 def polish_all(args, inputs, sigmas, out, comm):
     """Polish the micrographs not done yet (this rank's share), then combine on rank 0."""
     from ..core.predict import make_projectors
-    projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask, backend=args.backend)
+    # slices only up to the data term's highest ring (the spectra hold no more)
+    r_max = 0.5 if args.max_ring is None else min(0.5, (args.max_ring + 1.0) / args.patch_px)
+    projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask, backend=args.backend,
+                                 r_max=r_max)
     todo = [m for m in inputs.micrographs
             if not os.path.isfile(output_paths(out, m.name)["tracks"])]
     if comm.rank == 0:

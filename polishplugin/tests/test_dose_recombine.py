@@ -60,3 +60,26 @@ def test_rescale_matches_resampled_gaussian():
                            rescale=16, dtype=np.float64)
     y3, x3 = (np.mgrid[:16, :16] - 8) * 2.0
     np.testing.assert_allclose(out, np.exp(-(x3 ** 2 + y3 ** 2) / (2 * sigma ** 2)), atol=1e-4)
+
+
+def test_half_plane_sum_equals_the_full_plane_sum_at_nyquist():
+    """ShinySum (rfft2 half-plane, separable phases) against the full-plane sum
+    Re ifft2(sum_f w_f X_f exp(+2 pi i k.t_f)) with sub-pixel shifts, Hermitian random weights
+    and even n (Nyquist row, column and corner) and odd n."""
+    from polishplugin.core.dose.recombine import ShinySum
+    from polishplugin.core.fourier import shift_phase
+    rng = np.random.default_rng(12)
+    for n in (8, 9):
+        p, nf = 3, 4
+        frames = rng.normal(size=(p, nf, n, n))
+        tracks = rng.uniform(-2, 2, (p, nf, 2))
+        w = rng.uniform(0, 1, (nf, n, n))
+        neg = (-np.arange(n)) % n
+        w = 0.5 * (w + w[:, neg][:, :, neg])
+        full = sum(w[f] * np.fft.fft2(frames[:, f]) * shift_phase(n, n, -tracks[:, f, 0],
+                                                                   -tracks[:, f, 1])
+                   for f in range(nf))
+        acc = ShinySum(p, n)
+        for f in range(nf):
+            acc.add(frames[:, f], tracks[:, f], w[f])
+        np.testing.assert_allclose(acc.images(), np.fft.ifft2(full).real, atol=1e-12)

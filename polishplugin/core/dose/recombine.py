@@ -7,8 +7,8 @@ then the sum is transformed back, cropped to the output box in real space and op
 resampled by Fourier cropping/padding.
 """
 import numpy as np
+import scipy.fft
 
-from ...backends import get_backend
 from ..fourier import crop_center, pad_center
 
 
@@ -24,8 +24,50 @@ def fourier_resize(images, size):
     return out * (size * size) / float(n * n)
 
 
+class ShinySum:
+    """Y_p(k) = sum_f w_f(k) X_pf(k) exp(+2 pi i <t_pf, k>) accumulated one frame at a time on
+    the rfft2 half-plane (complex128), for P particles in n x n patches; :meth:`images` transforms
+    it back once per particle. The phase factorises over ky and kx (two short vectors per
+    particle instead of an n x n ramp); on the even-n Nyquist row only its real part cos(pi t_y)
+    counts (what the real part of the full-plane inverse keeps), the Nyquist column is at
+    kx = -1/2 as on the fft2 grid, and the corner, its own partner, takes cos(pi (t_x + t_y))."""
+
+    def __init__(self, P, n, workers=1):
+        self.n, self.nh = int(n), int(n) // 2 + 1
+        self.acc = np.zeros((P, self.n, self.nh), dtype=np.complex128)
+        self.k = np.fft.fftfreq(self.n)
+        self.workers = workers
+
+    def add(self, patches, shifts, weight):
+        """patches (P, n, n) real (one frame) or their fft2 (complex); shifts (P, 2) px: the
+        particle's position in the patch (undone); weight (n, n) on the fft2 grid."""
+        n, nh = self.n, self.nh
+        if np.iscomplexobj(patches):
+            x = np.asarray(patches)[..., :nh]
+        else:
+            x = scipy.fft.rfft2(np.asarray(patches), workers=self.workers)
+        shifts = np.asarray(shifts, dtype=np.float64)
+        cdt = x.dtype
+        ey = np.exp(2j * np.pi * shifts[:, 1, None] * self.k)
+        if n % 2 == 0:
+            ey[:, n // 2] = ey[:, n // 2].real
+        ex = np.exp(2j * np.pi * shifts[:, 0, None] * self.k[:nh])
+        t = x * ey[:, :, None].astype(cdt)
+        t *= ex[:, None, :].astype(cdt)
+        t *= np.asarray(weight)[:, :nh].astype(t.real.dtype)
+        if n % 2 == 0:   # the corner (-1/2, -1/2) is its own partner: cos(pi (t_x + t_y))
+            t[:, n // 2, nh - 1] = x[:, n // 2, nh - 1] * np.asarray(weight)[n // 2, n // 2] \
+                * np.cos(np.pi * (shifts[:, 0] + shifts[:, 1]))
+        self.acc += t
+
+    def images(self, out_box=None):
+        """The sums as real images (P, n, n), cropped to a centred ``out_box`` when given."""
+        out = scipy.fft.irfft2(self.acc, s=(self.n, self.n), workers=self.workers)
+        return out if out_box is None else crop_center(out, out_box, out_box)
+
+
 def recombine_frames(frames, tracks, weights, out_box=None, rescale=None, dtype=np.float32,
-                     backend=None):
+                     workers=1):
     """Weighted sum of aligned frames.
 
     frames: (P, F, n, n) or (F, n, n) real patches, or their fft2 (complex);
@@ -33,9 +75,8 @@ def recombine_frames(frames, tracks, weights, out_box=None, rescale=None, dtype=
     reference position (frame f is shifted by -track); weights: (F, n, n) maps on the fft2 grid
     (:func:`weights.weight_maps`; uniform 1/F gives a plain aligned average);
     out_box: crop the result to this centred box (pixels of the patch); rescale: then resample
-    the cropped box to this size (Fourier crop/pad); dtype: output type (e.g. np.float16);
-    backend: computes the weighted Fourier sum (its ``recombine_sum``).
-    Returns (P, m, m) or (m, m).
+    the cropped box to this size (Fourier crop/pad); dtype: output type (e.g. np.float16).
+    Returns (P, m, m) or (m, m). (Frames read one at a time: :class:`ShinySum`.)
     """
     frames = np.asarray(frames)
     tracks = np.asarray(tracks, dtype=np.float64)
@@ -47,10 +88,10 @@ def recombine_frames(frames, tracks, weights, out_box=None, rescale=None, dtype=
         raise ValueError("tracks %s do not match frames %s" % (tracks.shape, frames.shape))
     if np.shape(weights) != (nf, n, n):
         raise ValueError("weights must be (%d, %d, %d), got %s" % (nf, n, n, np.shape(weights)))
-    acc = get_backend(backend).recombine_sum(frames, tracks, np.asarray(weights))
-    out = np.fft.ifft2(acc).real
-    if out_box is not None:
-        out = crop_center(out, out_box, out_box)
+    acc = ShinySum(p, n, workers)
+    for f in range(nf):
+        acc.add(frames[:, f], tracks[:, f], weights[f])
+    out = acc.images(out_box)
     if rescale is not None:
         out = fourier_resize(out, rescale)
     out = out.astype(dtype)

@@ -27,9 +27,10 @@ from ..dose.fcc import FccAccumulator
 from ..fourier import ring_index
 from .fit import FitResult, MotionFitError, fit_tracks
 from .init import global_track_from_cc
-from .observation import (cc_maps_from_spectra, cc_scale_factor, compute_cc_maps,
-                          noise_power_from_spectra, rfft_rings, ring_power)
-from .patches import cut_positions, extract_patches
+from .observation import (cc_maps_from_spectra, cc_scale_factor,
+                          crop_plane, crop_rows, crop_size, max_ring_of, noise_power_from_spectra,
+                          rfft_rings, ring_power)
+from .patches import cut_positions, extract_patches, extract_spectra
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +62,23 @@ def _crop(big, big_q, q, n):
     return out, big_q + d
 
 
-def _auto_cc(predictions, damage, noise_power, cc_scale):
+def _auto_cc(predictions, damage, noise_power, cc_scale, max_ring=None, n=None):
     """CC_{p,f}(0) of the damaged prediction with itself on the scale of compute_cc_maps:
-    scale sum_k D_f^2 |V_p|^2 / S (DC and beyond Nyquist excluded). Returns (P, F)."""
-    n = predictions.shape[-1]
-    rings = ring_index(n)
+    scale sum_k D_f^2 |V_p|^2 / S (DC and beyond ring ``max_ring``, default Nyquist, excluded)
+    for n x n patches (default the predictions' size; predictions and damage may be cut to a
+    smaller grid, :func:`.observation.crop_plane`). Returns (P, F)."""
+    m = predictions.shape[-1]
+    n = m if n is None else n
+    rings = ring_index(m)       # ring indices of the kept frequencies, as on the n grid
     s = np.zeros(rings.max() + 1)
     s[:len(noise_power)] = np.asarray(noise_power)[:len(s)]
     inv = np.zeros_like(s)
     ok = s > 0
     inv[ok] = 1.0 / s[ok]
     inv[0] = 0.0
-    inv[n // 2 + 1:] = 0.0
+    inv[max_ring_of(n, max_ring) + 1:] = 0.0
     w = inv[rings] * cc_scale_factor(n, cc_scale)
-    dmg2 = np.ones((1, n, n)) if damage is None else np.asarray(damage) ** 2
+    dmg2 = np.ones((1, m, m)) if damage is None else crop_plane(np.asarray(damage), m) ** 2
     return np.einsum("pyx,fyx->pf", np.abs(predictions) ** 2 * w, dmg2)
 
 
@@ -129,7 +133,8 @@ def _particle_inputs(centres, predictions):
 def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tracks=None,
                      window=8, mode="gp", invert="auto", opposite_predictions=None, backend=None,
                      global_window=None, cc_scale="likelihood", n_frames=None, defects=None,
-                     noise_power=None, prior_mean="zero"):
+                     noise_power=None, prior_mean="zero", max_ring=None, patch_size=None,
+                     workers=1, spectra_buffer=None):
     """Motion of the particles of one micrograph.
 
     frames: sequence/iterable of F gain-corrected, defect-filled (ny, nx) frames (read once);
@@ -143,10 +148,25 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
     n_frames: F when there are neither initial tracks nor damage filters to tell it; defects
     (ny, nx) bool: pixels to fill (see :func:`.patches.extract_patches`); cc_scale: see
     :mod:`.observation`; noise_power (nrings,): replaces the estimate from the patches.
+    max_ring: highest Fourier ring (of the patch) the data term and the FCC sums use (default
+    Nyquist); the spectra are kept only on the m x m grid that holds it
+    (:func:`.observation.crop_size`), one rfft2 per particle-frame as the frames are read.
+    patch_size: n when ``predictions`` (and ``damage``) are already cut to that grid;
+    workers: threads of the transforms; spectra_buffer: complex64 array reused for the spectra
+    (see :func:`.patches.extract_spectra`).
     Raises MotionFitError without particles or with non-finite data.
     """
     centres, predictions = _particle_inputs(centres, predictions)
-    P, n = predictions.shape[:2]
+    P = predictions.shape[0]
+    n = predictions.shape[-1] if patch_size is None else int(patch_size)
+    m = crop_size(n, max_ring)
+    if predictions.shape[-1] not in (n, m):
+        raise ValueError("predictions of %d px for patches of %d px" % (predictions.shape[-1], n))
+    predictions = crop_plane(predictions, m)
+    if damage is not None:
+        damage = crop_plane(damage, m)
+    if opposite_predictions is not None:
+        opposite_predictions = crop_plane(opposite_predictions, m)
     backend = get_backend(backend)
     if initial_tracks is not None:
         F = np.shape(initial_tracks)[1]
@@ -166,8 +186,12 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
         _check_patches(big)
         big_q = cut_positions(centres, zeros)
         patches0, _ = _crop(big, big_q, big_q, n)
-        cc_wide, _ = compute_cc_maps(patches0, predictions, damage, gw, noise_power=noise_power,
-                                     cc_scale=cc_scale, backend=backend)
+        spectra0 = crop_spectra(backend.patch_spectra(patches0), m)
+        del patches0
+        noise0 = noise_power if noise_power is not None else noise_power_from_spectra(spectra0)
+        cc_wide = cc_maps_from_spectra(spectra0, predictions, damage, gw, noise0, cc_scale,
+                                       backend=backend, n=n, max_ring=max_ring)
+        del spectra0
         sign = _resolve_sign(invert, cc_wide, gw)
         glob = global_track_from_cc(sign * cc_wide)
         init = glob[None] + big_cut
@@ -176,25 +200,25 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
         patches, q = _crop(big, big_q, cut_positions(centres, init), n)
         del big
         cut = q - centres[:, None, :]
+        spectra = crop_spectra(backend.patch_spectra(patches), m)
+        del patches
     else:
         init = np.asarray(initial_tracks, dtype=np.float64)
         if init.shape != (P, F, 2):
             raise ValueError("initial tracks %s do not match (%d, %d, 2)" % (init.shape, P, F))
         if not np.all(np.isfinite(init)):
             raise MotionFitError("initial tracks contain NaN or infinite values")
-        patches, cut = extract_patches(frames, centres, init, n, defects, padded=True)
-        _check_patches(patches)
+        spectra, cut = extract_spectra(frames, centres, init, n, m, defects, workers,
+                                       check=_check_patches, out=spectra_buffer)
         sign = None
-    spectra = backend.patch_spectra(patches, overwrite=True)  # the patches are not needed any more
-    del patches
     power = ring_power(spectra, backend)
     noise = noise_power_from_spectra(spectra, power) if noise_power is None \
         else np.asarray(noise_power)
     cc = cc_maps_from_spectra(spectra, predictions, damage, window, noise, cc_scale,
-                              backend=backend)
+                              backend=backend, n=n, max_ring=max_ring)
     if sign is None:
         sign = _resolve_sign(invert, cc, min(3, window))
-    auto = _auto_cc(predictions, damage, noise, cc_scale)
+    auto = _auto_cc(predictions, damage, noise, cc_scale, max_ring, n)
     amp = _amplitude(sign * cc, auto, min(3, window))
     if not np.isfinite(amp) or amp <= 0:
         raise MotionFitError("no particle signal found in the CC maps (amplitude %g)" % amp)
@@ -215,12 +239,21 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
         log.warning("%d particle-frame positions reached the edge of the %d px CC search window; "
                     "refitting in a %d px window", n_out, radius, wider)
         radius = wider
-        cc = cc_maps_from_spectra(spectra, predictions, damage, radius, noise, cc_scale)
+        cc = cc_maps_from_spectra(spectra, predictions, damage, radius, noise, cc_scale,
+                                  backend=backend, n=n, max_ring=max_ring)
     result = MicrographAlignment(fit.tracks, init, fit, noise, sign, amp, cut)
     if opposite_predictions is not None:
         result.fcc = fcc_from_spectra(spectra, sign * np.asarray(opposite_predictions),
-                                      fit.tracks - cut, power, backend)
+                                      fit.tracks - cut, power, backend, n, max_ring)
     return result
+
+
+def crop_spectra(spectra, m):
+    """rfft2 half-planes (P, F, n, n//2+1) cut to the frequencies of an m x m grid."""
+    n = spectra.shape[2]
+    if m == n:
+        return spectra
+    return np.ascontiguousarray(spectra[..., crop_rows(n, m), :][..., :m // 2 + 1])
 
 
 def outside_window(shifts, radius):
@@ -248,9 +281,12 @@ def fcc_sums(patches, predictions, shifts, backend=None):
                             backend=be)
 
 
-def fcc_from_spectra(spectra, predictions, shifts, power=None, backend=None):
-    """FCC sums (eq. 20) from the patches' rfft2 half-planes (P, F, n, nh) against predictions
-    (P, n, n) (fft2 of real images, so Hermitian) moved to ``shifts`` (P, F, 2).
+def fcc_from_spectra(spectra, predictions, shifts, power=None, backend=None, n=None,
+                     max_ring=None):
+    """FCC sums (eq. 20) from the patches' rfft2 half-planes (P, F, m, mh) against predictions
+    (P, n, n) or (P, m, m) (fft2 of real images, so Hermitian) moved to ``shifts`` (P, F, 2).
+    ``n``: the patch size when the spectra are cut to an m x m grid
+    (:func:`.patches.extract_spectra`); rings beyond ``max_ring`` (default Nyquist) stay zero.
 
     The full-plane sums of :class:`FccAccumulator` are taken on the half-plane with Hermitian
     multiplicities; the shift phase exp(-2 pi i (kx sx + ky sy)) factorises over ky and kx (kx of
@@ -259,32 +295,35 @@ def fcc_from_spectra(spectra, predictions, shifts, power=None, backend=None):
     |V_s|^2 = |V|^2 does not depend on the shift; ``power`` (F, nrings): :func:`.observation.ring_power` of the spectra if known.
     The sum over particles is the backend's ``fcc_pixel_sums``.
     """
-    P, F, n = spectra.shape[:3]
-    nh = n // 2 + 1
+    P, F, m = spectra.shape[:3]
+    n = m if n is None else n
+    mh = m // 2 + 1
     acc = FccAccumulator(F, n)
     nr = acc.nrings
-    rings, mult = rfft_rings(n)
-    keep = rings < nr
+    top = max_ring_of(n, max_ring)
+    rings, mult = rfft_rings(m)
+    keep = rings <= top
     rk, mk = rings[keep], mult[keep]
     cdt = spectra.dtype
-    ky = np.fft.fftfreq(n)
-    kx = np.fft.fftfreq(n)[:nh]
+    k = np.fft.fftfreq(m) * m / n                      # cycles per pixel of the n grid
+    ky, kx = k, k[:mh]
     shifts = np.asarray(shifts, dtype=np.float64)
-    predictions = np.asarray(predictions)
+    predictions = crop_plane(predictions, m)
     idx = (np.arange(F)[:, None] * nr + rk[None]).ravel()
-    v = predictions[:, :, :nh]
+    v = predictions[:, :, :mh]
     wpred = (v.real ** 2 + v.imag ** 2).sum(axis=0)[keep]
     # X conj(V e^{-2 pi i k.s}) = X conj(V) e^{+2 pi i ky sy} e^{+2 pi i kx sx}
-    ey = np.exp(2j * np.pi * shifts[..., 1, None] * ky).astype(cdt)          # (P, F, n)
-    if n % 2 == 0:
+    ey = np.exp(2j * np.pi * shifts[..., 1, None] * ky).astype(cdt)          # (P, F, m)
+    if m == n and n % 2 == 0:
         ey[..., n // 2] = ey[..., n // 2].real
-    ex = np.exp(2j * np.pi * shifts[..., 0, None] * kx).astype(cdt)          # (P, F, nh)
+    ex = np.exp(2j * np.pi * shifts[..., 0, None] * kx).astype(cdt)          # (P, F, mh)
     num = get_backend(backend).fcc_pixel_sums(spectra, v, ey, ex)[:, keep]
     acc.num += np.bincount(idx, (num * mk).ravel(), minlength=F * nr).reshape(F, nr)
     acc.wpred += np.bincount(rk, wpred * mk, minlength=nr)[None]
     if power is None:
         power = ring_power(spectra, backend)
-    acc.wobs += power[:, :nr]
+    top = min(top + 1, power.shape[1], nr)
+    acc.wobs[:, :top] += power[:, :top]
     return acc
 
 

@@ -95,17 +95,49 @@ def estimate_noise_power(patches):
     return noise_power_from_spectra(patch_spectra(patches))
 
 
-def whitening_filter(n, noise_power):
-    """1 / sqrt(S(ring)) on the rfft2 half-plane (n, n//2+1); zero at DC, beyond Nyquist and where
-    S is not positive."""
-    rings, _ = rfft_rings(n)
+def crop_size(n, max_ring=None):
+    """Side m of the Fourier grid that holds rings 0..``max_ring`` of an n x n patch: n when
+    ``max_ring`` is None or reaches Nyquist, else 2 (max_ring + 1) (even, so the grid's own
+    Nyquist row and column, whose Hermitian partners it lacks, lie beyond ``max_ring``)."""
+    if max_ring is None or 2 * (int(max_ring) + 1) >= n:
+        return n
+    return 2 * (int(max_ring) + 1)
+
+
+def crop_rows(n, m):
+    """Indices of the fft-layout axis of length n kept on a grid of m: 0..m/2-1 and -m/2..-1."""
+    return np.arange(n) if m == n else np.r_[0:m // 2, n - m // 2:n]
+
+
+def crop_plane(a, m):
+    """Full fft2-layout planes (..., n, n) cut to the frequencies of an m x m grid (a copy when
+    m < n, ``a`` itself when m == n)."""
+    a = np.asarray(a)
+    n = a.shape[-1]
+    if m == n:
+        return a
+    r = crop_rows(n, m)
+    return a[..., r, :][..., r]
+
+
+def max_ring_of(n, max_ring=None):
+    """Highest ring the data term uses: ``max_ring``, at most Nyquist n//2."""
+    return n // 2 if max_ring is None else min(int(max_ring), n // 2)
+
+
+def whitening_filter(n, noise_power, max_ring=None, m=None):
+    """1 / sqrt(S(ring)) on the rfft2 half-plane of an n x n patch, (n, n//2+1), or of its
+    cropped m x m grid (``m``: :func:`crop_size`), (m, m//2+1); zero at DC, beyond ring
+    ``max_ring`` (default Nyquist n//2) and where S is not positive."""
+    m = n if m is None else m
+    rings, _ = rfft_rings(m)
     s = np.zeros(rings.max() + 1)
     s[:len(noise_power)] = np.asarray(noise_power, dtype=np.float64)[:rings.max() + 1]
     filt = np.zeros(s.shape)
     ok = s > 0
     filt[ok] = 1.0 / np.sqrt(s[ok])
     filt[0] = 0.0
-    filt[n // 2 + 1:] = 0.0
+    filt[max_ring_of(n, max_ring) + 1:] = 0.0
     return filt[rings]
 
 
@@ -120,15 +152,18 @@ def cc_scale_factor(n, cc_scale="likelihood"):
     raise ValueError("cc_scale must be one of %s, got %r" % (CC_SCALES, cc_scale))
 
 
-def _window_dft(n, radius, dtype):
-    """Inverse-DFT matrices restricted to the shifts -radius..radius: rows (W, n) over ky (full
-    axis) and Hermitian columns (nh, W) over the rfft half-axis kx (multiplicity 2 except DC and,
-    for even n, Nyquist), both with irfft2's 1/n normalisation."""
+def _window_dft(m, radius, dtype, n=None):
+    """Inverse-DFT matrices restricted to the shifts -radius..radius (pixels of an n x n patch,
+    default n = m) for its spectrum cut to an m x m grid (:func:`crop_plane`): rows (W, m) over
+    ky (full axis) and Hermitian columns (mh, W) over the rfft half-axis kx (multiplicity 2
+    except DC and the grid's Nyquist column), both with irfft2's 1/n normalisation."""
+    n = m if n is None else n
     s = np.arange(-radius, radius + 1)
-    ey = np.exp(2j * np.pi * np.outer(s, np.arange(n)) / n) / n
-    _, mult = rfft_rings(n)
-    nh = n // 2 + 1
-    ex = np.exp(2j * np.pi * np.outer(np.arange(nh), s) / n) * mult[0][:, None] / n
+    k = np.fft.fftfreq(m) * m                       # frequency indices, cycles per patch
+    ey = np.exp(2j * np.pi * np.outer(s, k) / n) / n
+    _, mult = rfft_rings(m)
+    mh = m // 2 + 1
+    ex = np.exp(2j * np.pi * np.outer(np.arange(mh), s) / n) * mult[0][:, None] / n
     return ey.astype(dtype), ex.astype(dtype)
 
 
@@ -152,29 +187,38 @@ def compute_cc_maps(patches, predictions, damage, radius, noise_power=None,
                                 dtype, be), noise_power
 
 
-def _check_cc_args(P, F, n, predictions, damage, radius):
+def _check_cc_args(P, F, n, predictions, damage, radius, patch=None):
+    """Shapes against P particles, F frames and an n x n (possibly cropped) grid; the window
+    against the patch size (default n)."""
     if predictions.shape != (P, n, n):
         raise ValueError("predictions %s do not match patches %s" % (predictions.shape, (P, F, n, n)))
     if damage is not None and damage.shape != (F, n, n):
         raise ValueError("damage filters %s do not match (%d, %d, %d)" % (damage.shape, F, n, n))
-    if radius < 0 or 2 * radius + 1 > n:
+    if radius < 0 or 2 * radius + 1 > (n if patch is None else patch):
         raise ValueError("CC window radius %d does not fit in a %d px box" % (radius, n))
 
 
 def cc_maps_from_spectra(spectra, predictions, damage, radius, noise_power,
-                         cc_scale="likelihood", dtype=np.float32, backend=None):
+                         cc_scale="likelihood", dtype=np.float32, backend=None, n=None,
+                         max_ring=None):
     """CC maps (P, F, W, W) of :func:`compute_cc_maps` from the patches' rfft2 half-planes
-    (P, F, n, nh) (the backend's ``patch_spectra``), computed in their precision."""
-    P, F, n = spectra.shape[:3]
-    predictions = np.asarray(predictions)
-    _check_cc_args(P, F, n, predictions, damage, radius)
+    (P, F, m, mh) (the backend's ``patch_spectra``, or :func:`.patches.extract_spectra`'s
+    cropped ones of n x n patches: ``n``), computed in their precision, from the rings up to
+    ``max_ring`` (default Nyquist). predictions and damage: full (n, n) or cropped (m, m)
+    planes."""
+    P, F, m = spectra.shape[:3]
+    n = m if n is None else n
+    predictions = crop_plane(predictions, m)
+    damage = None if damage is None else crop_plane(damage, m)
+    _check_cc_args(P, F, m, predictions, damage, radius, n)
     cdt = spectra.dtype
     rdt = np.float32 if cdt == np.complex64 else np.float64
-    nh = n // 2 + 1
-    filt2 = whitening_filter(n, noise_power) ** 2 * n * n * cc_scale_factor(n, cc_scale)
-    dmg = None if damage is None else np.asarray(damage)[..., :nh].astype(rdt)
-    ey, ex = _window_dft(n, radius, cdt)
-    weights = np.empty((P, n, nh), dtype=cdt)
+    mh = m // 2 + 1
+    filt2 = whitening_filter(n, noise_power, max_ring, m) ** 2 * n * n * \
+        cc_scale_factor(n, cc_scale)
+    dmg = None if damage is None else np.asarray(damage)[..., :mh].astype(rdt)
+    ey, ex = _window_dft(m, radius, cdt, n)
+    weights = np.empty((P, m, mh), dtype=cdt)
     for p in range(P):
-        weights[p] = np.conj(predictions[p, :, :nh]) * filt2
+        weights[p] = np.conj(predictions[p, :, :mh]) * filt2
     return get_backend(backend).cc_windows(spectra, weights, dmg, ey, ex).astype(dtype, copy=False)

@@ -33,24 +33,10 @@ def _cut_into(out, frame, x, y, n, fill):
         out[ya - y0:yb - y0, xa - x0:xb - x0] = frame[ya:yb, xa:xb]
 
 
-def extract_patches(frames, centres, tracks, n, defects=None, padded=False):
-    """Patches (P, F, n, n) float32 and cut shifts (P, F, 2) float64.
-
-    frames: sequence or iterable of F gain-corrected (ny, nx) frames (read one at a time);
-    centres (P, 2): refined centres (x, y) px; tracks (P, F, 2): displacements at which to cut;
-    defects (ny, nx) bool or None: pixels replaced by the mean of the frame's good pixels, which
-    also fills the parts of a patch outside the micrograph. ``padded``: the patches are the
-    ``[..., :n]`` view of a (P, F, n, 2 (n//2 + 1)) buffer, which
-    :func:`.observation.patch_spectra` can overwrite with their rfft2 half-planes.
-    """
-    centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
-    tracks = np.asarray(tracks, dtype=np.float64)
-    P, F = tracks.shape[:2]
-    if tracks.shape != (len(centres), F, 2):
-        raise ValueError("tracks %s do not match %d centres" % (tracks.shape, len(centres)))
-    q = cut_positions(centres, tracks)
-    width = 2 * (n // 2 + 1) if padded else n
-    patches = np.empty((P, F, n, width), dtype=np.float32)[..., :n]
+def _filled_frames(frames, F, defects):
+    """(f, frame, fill) for each of the F frames: the frame as float32 with its ``defects``
+    replaced by the mean of its good pixels (float64 sums), and that fill value (the frame's
+    mean without defects) for the parts of patches outside the micrograph."""
     bad_idx = None
     if defects is not None:
         defects = np.asarray(defects, dtype=bool)
@@ -66,7 +52,6 @@ def extract_patches(frames, centres, tracks, n, defects=None, padded=False):
             raise ValueError("more frames than the %d of the tracks" % F)
         frame = np.asarray(frame, dtype=np.float32)
         if bad_idx is not None:
-            # mean of the good pixels (float64 sums), written into the defects of each patch
             fill = (float(frame.sum(dtype=np.float64)) - float(
                 frame.ravel()[bad_idx].sum(dtype=np.float64))) / n_good if n_good else 0.0
             # filled once per frame (not per patch), in a buffer reused for every frame
@@ -75,12 +60,81 @@ def extract_patches(frames, centres, tracks, n, defects=None, padded=False):
             frame = work
         else:
             fill = float(frame.mean(dtype=np.float64))
-        for p in range(P):
-            _cut_into(patches[p, f], frame, q[p, f, 0], q[p, f, 1], n, fill)
+        yield f, frame, fill
         nf += 1
     if nf != F:
         raise ValueError("%d frames for tracks of %d frames" % (nf, F))
+
+
+def _cut_plan(centres, tracks):
+    centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+    tracks = np.asarray(tracks, dtype=np.float64)
+    if tracks.ndim != 3 or tracks.shape != (len(centres), tracks.shape[1], 2):
+        raise ValueError("tracks %s do not match %d centres" % (tracks.shape, len(centres)))
+    return centres, cut_positions(centres, tracks)
+
+
+def extract_patches(frames, centres, tracks, n, defects=None, padded=False):
+    """Patches (P, F, n, n) float32 and cut shifts (P, F, 2) float64.
+
+    frames: sequence or iterable of F gain-corrected (ny, nx) frames (read one at a time);
+    centres (P, 2): refined centres (x, y) px; tracks (P, F, 2): displacements at which to cut;
+    defects (ny, nx) bool or None: pixels replaced by the mean of the frame's good pixels, which
+    also fills the parts of a patch outside the micrograph. ``padded``: the patches are the
+    ``[..., :n]`` view of a (P, F, n, 2 (n//2 + 1)) buffer, which
+    :func:`.observation.patch_spectra` can overwrite with their rfft2 half-planes.
+    """
+    centres, q = _cut_plan(centres, tracks)
+    P, F = q.shape[:2]
+    width = 2 * (n // 2 + 1) if padded else n
+    patches = np.empty((P, F, n, width), dtype=np.float32)[..., :n]
+    for f, frame, fill in _filled_frames(frames, F, defects):
+        for p in range(P):
+            _cut_into(patches[p, f], frame, q[p, f, 0], q[p, f, 1], n, fill)
     return patches, q - centres[:, None, :]
+
+
+def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1, check=None,
+                    out=None):
+    """Spectra of the patches of :func:`extract_patches` without the patch stack: each frame's P
+    patches are cut into one (P, n, n) buffer, Fourier transformed (rfft2, float32 ->
+    complex64, ``workers`` threads) and only the frequencies of an m x m grid are kept
+    (:func:`.observation.crop_plane`, default m = n: everything). One transform per
+    particle-frame; memory P F m (m/2+1) complex64 instead of P F n (n+2) float32.
+    ``check(buffer)``: called on each frame's patches before their transform (e.g. a
+    finiteness test). ``out``: a C-contiguous complex64 array of at least P F m (m//2+1)
+    elements to hold the spectra (a buffer reused from micrograph to micrograph: no page faults
+    of a fresh allocation). The x transform keeps only the m//2+1 columns before the y transform
+    (the same numbers as rfft2, less work). Returns (spectra (P, F, m, m//2+1) complex64, cut
+    shifts (P, F, 2))."""
+    import scipy.fft
+    from .observation import crop_rows
+    centres, q = _cut_plan(centres, tracks)
+    P, F = q.shape[:2]
+    m = n if m is None else int(m)
+    mh = m // 2 + 1
+    rows = crop_rows(n, m)
+    lo = m // 2 if m < n else n
+    size = P * F * m * mh
+    if out is not None and out.dtype == np.complex64 and out.flags.c_contiguous \
+            and out.size >= size:
+        spectra = out.reshape(-1)[:size].reshape(P, F, m, mh)
+    else:
+        spectra = np.empty((P, F, m, mh), dtype=np.complex64)
+    buf = np.empty((P, n, n), dtype=np.float32)
+    for f, frame, fill in _filled_frames(frames, F, defects):
+        for p in range(P):
+            _cut_into(buf[p], frame, q[p, f, 0], q[p, f, 1], n, fill)
+        if check is not None:
+            check(buf)
+        spec = scipy.fft.rfft(buf, axis=-1, workers=workers)[..., :mh]
+        spec = scipy.fft.fft(spec, axis=-2, workers=workers, overwrite_x=True)
+        if m == n:
+            spectra[:, f] = spec
+        else:
+            spectra[:, f, :lo] = spec[:, :lo, :mh]
+            spectra[:, f, lo:] = spec[:, rows[lo:], :mh]
+    return spectra, q - centres[:, None, :]
 
 
 def damage_filters(n, pixel_size, nframes, dose_per_frame, pre_exposure=0.0, voltage=300.0):
