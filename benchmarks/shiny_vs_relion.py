@@ -14,7 +14,8 @@ differs:
   ours:         bfactors program, the paper's fit (independent frames, as RELION);
   ours smooth:  bfactors --bfac-smooth TAU (smoothness prior on B and C across frames);
   ours, RELION's B-factors: bfactors --bfactors <RELION's bfactors.star> (our recombination with
-                RELION's fit: separates the fit from the recombination).
+                RELION's fit: separates the fit from the recombination);
+  ours --no-defects: hot pixels and dead columns left in, as RELION's recombination leaves them.
 The particles cut by the simulator from the dose-weighted global-track sums ("extracted") are the
 baseline. Every set goes through relion_reconstruct --ctf per half-set (the rlnRandomSubset of the
 input, the same for all) and as a whole: half-map FSC 0.143, FSC vs the true map at 0.5 and
@@ -130,6 +131,9 @@ def run_snr(a, snr, work):
         cost[label] = ours(project, "bfactors", job, T, "--polish", "Polish/job031",
                            "--bfac-smooth", tau)
         sets[label] = (job + "/particles.star", job + "/bfactors.star")
+    ours(project, "bfactors", "Shiny/job060", T, "--polish", "Polish/job031", "--no-defects")
+    sets["ours --no-defects (hot pixels and dead columns kept, as RELION)"] = (
+        "Shiny/job060/particles.star", "Shiny/job060/bfactors.star")
     ours(project, "bfactors", "Shiny/job042", T, "--polish", "Polish/job031", "--bfactors",
          "MotionRefine/job040/bfactors.star")
     sets["ours with RELION's bfactors.star"] = ("Shiny/job042/particles.star",
