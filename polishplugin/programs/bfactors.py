@@ -88,6 +88,10 @@ def build_parser():
                    help="lowest resolution fitted (A)")
     f.add_argument("--bfac-maxres", type=number, default=-1.0,
                    help="highest resolution fitted (A); -1 = FSC 0.143 of the half maps")
+    f.add_argument("--bfac-smooth", type=number, default=0.0,
+                   help="smoothness prior on B across frames (A^2, prior SD of the second "
+                        "difference of B between neighbouring frames); 0 = independent frames "
+                        "(the paper, RELION)")
     f.add_argument("--bfactors", help="reuse this bfactors.star instead of fitting")
     o = p.add_argument_group("shiny particles")
     o.add_argument("--box", type=at_least(-1), default=-1, help="box cut from the movies (px); -1 = input")
@@ -106,6 +110,8 @@ def check_args(args):
         raise SystemExit("bfactors: --box must be even and >= 16")
     if args.scale != -1 and (args.scale < 16 or args.scale % 2):
         raise SystemExit("bfactors: --scale must be even and >= 16")
+    if args.bfac_smooth < 0:
+        raise SystemExit("bfactors: --bfac-smooth must be >= 0 (0 = no smoothness prior)")
     if args.bfac_maxres != -1 and args.bfac_maxres <= 0:
         raise SystemExit("bfactors: --bfac-maxres must be -1 (auto) or a resolution > 0 A")
     if args.bfac_maxres != -1 and args.bfac_maxres >= args.bfac_minres:
@@ -353,7 +359,8 @@ def fit_or_read(args, inputs, work, out, comm):
     fit = None
     if comm.rank == 0:
         high = resolution_limit(args, inputs)
-        fit = fit_bfactors(total.fcc(), total.box, inputs.pixel_size, high, args.bfac_minres)
+        fit = fit_bfactors(total.fcc(), total.box, inputs.pixel_size, high, args.bfac_minres,
+                           smooth=args.bfac_smooth)
         write_bfactors(out, fit, work[0][1][1]["first_frame"], args.bfac_minres, high,
                        inputs.box)
         from ..core.dose.weights import ring_weights
@@ -393,13 +400,15 @@ OUTPUTS = ("fcc", "Shiny", "failed", "figures", "bfactors.star", "bfactors.json"
 
 
 def job_settings(args, inputs):
-    """What defines the B-factors and shiny particles (recorded in the output folder)."""
-    return {"box": args.box, "scale": args.scale, "float16": args.float16,
+    """What defines the B-factors and shiny particles (recorded in the output folder; the
+    smoothness prior only when used, so that folders written before it existed still match)."""
+    smooth = {"bfac_smooth": args.bfac_smooth} if args.bfac_smooth else {}
+    return dict(smooth, **{"box": args.box, "scale": args.scale, "float16": args.float16,
             "bfac_minres": args.bfac_minres, "bfac_maxres": args.bfac_maxres,
             "bfactors": file_digest(args.bfactors), "no_defects": args.no_defects,
             "polish": [file_digest(os.path.join(d, RECORD)) for d in args.polish_dirs]
             if os.path.isfile(args.polish) else file_digest(os.path.join(args.polish, RECORD)),
-            "inputs": input_digests(args, inputs)}
+            "inputs": input_digests(args, inputs)})
 
 
 def run(args):

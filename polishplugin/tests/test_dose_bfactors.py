@@ -123,3 +123,57 @@ def test_exposure_weights_sum_to_one_and_favour_early_frames_at_high_frequency()
     w = exposure_weight_maps(frame_doses(20, 1.5), 32, 1.0)
     np.testing.assert_allclose(w.sum(axis=0), 1.0, rtol=1e-5)
     assert w[0, 0, 10] > w[-1, 0, 10] and abs(w[0, 0, 1] - w[-1, 0, 1]) < 0.02
+
+
+def _dose_truth(nframes=24):
+    """Smooth per-frame B and C as real data show them: early frames blurred by fast motion,
+    then a steady decay with the dose."""
+    f = np.arange(nframes)
+    b = -12.0 * f - 60.0 * np.exp(-f / 1.5)
+    c = -0.01 * f - 0.2 * np.exp(-f / 1.5)
+    return b, c
+
+
+def _relative_errors(fit, b, c):
+    """Gauge-free RMS errors of B and C (each centred over frames)."""
+    eb = (fit.bfactors - fit.bfactors.mean()) - (b - b.mean())
+    ec = (fit.scales - fit.scales.mean()) - (c - c.mean())
+    return np.sqrt(np.mean(eb ** 2)), np.sqrt(np.mean(ec ** 2))
+
+
+@pytest.mark.parametrize("n_particles", [400, 4000])
+def test_smoothness_prior_recovers_b_and_c_better_at_low_snr(n_particles):
+    """FCC built by eq. 21 (weak signal, D ~ 0.05) plus the noise of an FCC over n_particles
+    (SD 1 / sqrt(n pi kappa)): with the smoothness prior the per-frame B and C are recovered
+    about 2-3x better than frame by frame (measured 40 -> 13 A^2 at 400 particles, 18 -> 7 at
+    4000), and still close to the truth in absolute terms."""
+    box, px = 128, 1.2
+    nr = box // 2 + 1
+    s = ring_frequencies(nr, box, px)
+    b, c = _dose_truth()
+    clean = model_fcc(b, c, 0.05 * np.exp(-60 * s ** 2 / 4), s)
+    sd = 1.0 / np.sqrt(n_particles * np.pi * np.maximum(np.arange(nr), 0.5))
+    plain, smooth = [], []
+    for seed in range(4):
+        fcc = clean + np.random.default_rng(seed).normal(0, 1, clean.shape) * sd
+        plain.append(_relative_errors(fit_bfactors(fcc, box, px, 4.0), b, c))
+        smooth.append(_relative_errors(fit_bfactors(fcc, box, px, 4.0, smooth=3.0), b, c))
+    plain, smooth = np.mean(plain, axis=0), np.mean(smooth, axis=0)
+    print("RMS error B, C: frame by frame %.1f %.3f, smooth %.1f %.3f" % (*plain, *smooth))
+    assert smooth[0] < 0.6 * plain[0] and smooth[1] < 0.7 * plain[1]
+    assert smooth[0] < (20.0 if n_particles < 1000 else 10.0)
+
+
+def test_smoothness_prior_keeps_a_noise_free_fit_and_the_gauge():
+    """Without noise the prior (which does not penalise a linear change with the dose) must not
+    pull a smooth truth away, and the result keeps the documented gauge."""
+    box, px = 128, 1.2
+    nr = box // 2 + 1
+    s = ring_frequencies(nr, box, px)
+    b, c = _dose_truth(12)
+    fcc = model_fcc(b, c, 0.3 * np.exp(-60 * s ** 2 / 4), s)
+    fit = fit_bfactors(fcc, box, px, 4.0, smooth=3.0)
+    eb, ec = _relative_errors(fit, b, c)
+    assert eb < 3.0 and ec < 0.01
+    best = np.argmax(fit.bfactors)
+    assert fit.bfactors[best] == 0.0 and fit.scales[best] == 0.0

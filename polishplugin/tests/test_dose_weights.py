@@ -40,3 +40,17 @@ def test_weight_maps_follow_exact_radius():
                                rtol=1e-12)
     # Friedel symmetric
     np.testing.assert_allclose(maps[:, iy, ix], maps[:, -iy, -ix])
+
+
+def test_weights_equal_relions_normalised_gaussians():
+    """RELION (DamageHelper::computeWeights, normalised) weighs frame f at a Fourier pixel r
+    pixels from the origin by a_f exp(-r^2 / (2 sigma_f^2)) / sum over frames; with sigma_f from
+    relion_sigma and a_f = exp(C_f) this is eq. 22 on the same grid."""
+    from polishplugin.core.dose.bfactors import relion_sigma
+    box, px = 48, 1.3
+    b = B - 1.0                                   # RELION's gauge: all B < 0
+    sigma = relion_sigma(b, box, px)
+    ky, kx = np.meshgrid(np.fft.fftfreq(box) * box, np.fft.fftfreq(box) * box, indexing="ij")
+    g = np.exp(C)[:, None, None] * np.exp(-(kx ** 2 + ky ** 2)[None] / (2 * sigma[:, None, None] ** 2))
+    np.testing.assert_allclose(weight_maps(b, C, box, px, dtype=np.float64), g / g.sum(0),
+                               rtol=1e-9, atol=1e-15)

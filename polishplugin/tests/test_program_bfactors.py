@@ -152,12 +152,27 @@ def test_polishing_folders_listed_in_a_file(job, tmp_path):
         bfactors.main(_inputs(job / "sim") + ["--polish", str(listing), "--out", str(out)])
 
 
+def test_smoothness_prior_option(job, tmp_path):
+    """--bfac-smooth fits B with the prior (smoother across frames than the paper's fit of the
+    same FCC) and is a recorded setting; without it the settings are those of earlier versions."""
+    import json
+    args = _inputs(job / "sim") + ["--polish", str(job / "pol"), "--only-bfactors"]
+    assert bfactors.main(args + ["--out", str(tmp_path / "s"), "--bfac-smooth", "1"]) == 0
+    smooth = np.asarray(json.load(open(tmp_path / "s" / "bfactors.json"))["bfactors_A2"])
+    plain = np.asarray(json.load(open(job / "bf" / "bfactors.json"))["bfactors_A2"])
+    assert np.abs(np.diff(smooth, 2)).sum() < np.abs(np.diff(plain, 2)).sum()
+    assert json.load(open(tmp_path / "s" / "settings.json"))["settings"]["bfac_smooth"] == 1
+    assert "bfac_smooth" not in json.load(open(job / "bf" / "settings.json"))["settings"]
+
+
 def test_bad_arguments_are_refused(job, tmp_path):
     args = _inputs(job / "sim") + ["--polish", str(job / "pol"), "--out", str(tmp_path / "x")]
     with pytest.raises(SystemExit, match="finer"):
         bfactors.main(args + ["--bfac-maxres", "30"])
     with pytest.raises(SystemExit, match="even"):
         bfactors.main(args + ["--box", "47"])
+    with pytest.raises(SystemExit, match="bfac-smooth"):
+        bfactors.main(args + ["--bfac-smooth", "-1"])
     with pytest.raises(SystemExit, match="not found"):
         bfactors.main(_inputs(job / "sim") + ["--polish", str(tmp_path / "no"), "--out", "x"])
 

@@ -114,13 +114,15 @@ def _best_b(p, q0, s2, lo, hi, steps, depth):
 
 
 def fit_bfactors(fcc, box, pixel_size, high_res, low_res=20.0, n_rounds=5, b_range=None,
-                 steps=21, depth=5):
+                 steps=21, depth=5, smooth=0.0):
     """Fit B_f, C_f, D_kappa of eq. 21 to ``fcc`` (F, nrings) by alternation (section 2.3):
     D_kappa by linear least squares given B, C; for each frame a recursive 1-D search over B_f
     (``steps`` grid points, refined ``depth`` times to +-1 grid step) with exp(C_f) solved
     linearly for each trial B_f. Only rings between ``low_res`` and ``high_res`` A (the
     FSC = 0.143 resolution) are used. D starts as the FCC of the frame with the largest FCC sum
-    (as RELION). ``b_range`` (A^2) defaults to exponents in [-40, 10] at ``high_res``."""
+    (as RELION). ``b_range`` (A^2) defaults to exponents in [-40, 10] at ``high_res``.
+    ``smooth`` > 0 (A^2) then refines the fit under the smoothness prior of
+    :func:`smooth_refine` (B_f and C_f varying smoothly with the frame, i.e. with the dose)."""
     fcc = np.asarray(fcc, dtype=np.float64)
     nframes, nrings = fcc.shape
     k0, k1 = fit_ring_range(box, pixel_size, high_res, low_res, nrings)
@@ -134,8 +136,57 @@ def fit_bfactors(fcc, box, pixel_size, high_res, low_res=20.0, n_rounds=5, b_ran
         c = np.log(a)
         q = np.exp(c[:, None] + b[:, None] * s[None, :] ** 2 / 4.0)         # (F, nrings)
         d = np.maximum((q * fcc).sum(0) / np.maximum((q * q).sum(0), 1e-300), 0.0)
+    if smooth > 0:
+        b, c, d = smooth_refine(fcc, b, c, d, s, (k0, k1), smooth, n_rounds)
     b, c, d = normalise_gauge(b, c, d, s)
     return BFactorFit(b, c, d, (k0, k1), int(box), float(pixel_size))
+
+
+def _second_difference(nframes):
+    """(F-2, F) matrix of second differences x[f-1] - 2 x[f] + x[f+1]."""
+    m = np.zeros((max(nframes - 2, 0), nframes))
+    for i in range(nframes - 2):
+        m[i, i:i + 3] = (1.0, -2.0, 1.0)
+    return m
+
+
+def smooth_refine(fcc, bfactors, scales, ring_scales, s, rings, tau, n_rounds=5):
+    """MAP refinement of eq. 21 under a smoothness prior across frames: minimises
+        sum_{f, kappa in rings} (FCC - D_kappa exp(C_f + B_f s^2 / 4))^2 / (2 sigma^2)
+        + |Delta2 B|^2 / (2 tau^2) + |Delta2 C|^2 / (2 tau_C^2),
+    Delta2 the second difference over frames, sigma^2 the residual variance of the unpenalised
+    fit (given), tau in A^2 and tau_C = tau s_max^2 / 4 (the same prior width on the frame's
+    log-weight C_f + B_f s^2 / 4 at the highest fitted ring, eq. 22). B, C by L-BFGS with
+    analytic gradients alternating with D by linear least squares. A linear or smooth change with
+    the dose is not penalised; a frame that jumps away from its neighbours is."""
+    from scipy.optimize import minimize
+    fcc = np.asarray(fcc, dtype=np.float64)
+    k0, k1 = rings
+    p, s2 = fcc[:, k0:k1], np.asarray(s, dtype=np.float64)[k0:k1] ** 2 / 4.0
+    nframes, dof = p.shape[0], p.size - 2 * p.shape[0] - p.shape[1]
+    b, c, d = (np.array(v, dtype=np.float64) for v in (bfactors, scales, ring_scales))
+    resid = p - model_fcc(b, c, d[k0:k1], np.sqrt(4.0 * s2))
+    var = max(float((resid ** 2).sum()) / max(dof, 1), 1e-30)
+    lap = _second_difference(nframes)
+    lap2 = lap.T @ lap
+    wb, wc = 1.0 / tau ** 2, 1.0 / (tau * s2[-1]) ** 2
+
+    def energy(x, dk):
+        bb, cc = x[:nframes], x[nframes:]
+        m = dk[None, :] * np.exp(cc[:, None] + bb[:, None] * s2[None, :])
+        r = m - p
+        e = 0.5 * (r * r).sum() / var + 0.5 * wb * bb @ lap2 @ bb + 0.5 * wc * cc @ lap2 @ cc
+        g_c = (r * m).sum(1) / var + wc * lap2 @ cc
+        g_b = (r * m * s2[None, :]).sum(1) / var + wb * lap2 @ bb
+        return e, np.concatenate([g_b, g_c])
+
+    for _ in range(n_rounds):
+        res = minimize(energy, np.concatenate([b, c]), args=(d[k0:k1],), jac=True,
+                       method="L-BFGS-B")
+        b, c = res.x[:nframes], res.x[nframes:]
+        q = np.exp(c[:, None] + b[:, None] * np.asarray(s)[None, :] ** 2 / 4.0)
+        d = np.maximum((q * fcc).sum(0) / np.maximum((q * q).sum(0), 1e-300), 0.0)
+    return b, c, d
 
 
 def _relion_sh(box):
