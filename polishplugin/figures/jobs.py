@@ -337,6 +337,26 @@ def refine_slices_figure(refine_dir, start=None):
     return plots.slices_grid_figure(vols, labels, title="Before and after refinement")
 
 
+def refine_denoising_figure(refine_dir):
+    """Central slices of each half's x~ = B / K (the denoiser's input, eq. 17) and f(x~) (its
+    output) of the last iteration that ran the denoiser (lambda > 0); None when none did."""
+    summary, _ = refine_result(refine_dir)
+    names = [("half%d_unreg.mrc" % h, "half %d: x~ = B/K" % h,
+              "half%d_denoised.mrc" % h, "half %d: f(x~)" % h) for h in (1, 2)]
+    if not all(os.path.exists(os.path.join(refine_dir, n[0])) for n in names):
+        return None
+    ran = [r for r in summary["iterations"] if r["lambda"] > 0]
+    vols, labels = [], []
+    for before, lb, after, la in names:
+        vols += [read_mrc(os.path.join(refine_dir, before))[0],
+                 read_mrc(os.path.join(refine_dir, after))[0]]
+        labels += [lb, la]
+    it = ran[-1] if ran else None
+    title = "Before and after the denoiser (%s)" % summary["settings"].get("denoiser") + (
+        ", iteration %d, lambda %.2f" % (it["iteration"], it["lambda"]) if it else "")
+    return plots.slices_grid_figure(vols, labels, title=title)
+
+
 def refine_angular_errors(refine_dir, true_angles):
     """Per-particle angle (degrees) between the refined orientation in particles.star and
     ``true_angles`` ((N, 3) RELION Euler angles in radians, one row per particle of the file;

@@ -69,3 +69,36 @@ def set_threads(threads):
             numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))
         except ImportError:  # pragma: no cover - numba is a dependency
             pass
+
+
+class RefineSplit:
+    """The refinement's work over the ranks of ``comm`` (the interface of
+    :class:`polishplugin.core.refine.loop.Serial`): every rank scores a contiguous share of each
+    half-set's particles (so the load is even for any number of ranks); sums are reduced on rank 0
+    and broadcast (every rank gets the same bits, so all take the same decisions); half-set 1's
+    map update (denoiser included) runs on rank 0, half-set 2's on rank 1, at the same time."""
+
+    def __init__(self, comm):
+        self.comm = comm
+
+    def mine(self, idx, half):
+        import numpy as np
+        return np.array_split(idx, self.comm.size)[self.comm.rank]
+
+    def sum(self, array):
+        import numpy as np
+        from mpi4py import MPI
+        array = np.ascontiguousarray(array)
+        out = np.empty_like(array)
+        self.comm.Reduce(array, out, op=MPI.SUM, root=0)
+        self.comm.Bcast(out, root=0)
+        return out
+
+    def _owner(self, half):
+        return (half - 1) % self.comm.size
+
+    def owns(self, half):
+        return self.comm.rank == self._owner(half)
+
+    def share(self, value, half):
+        return self.comm.bcast(value, root=self._owner(half))

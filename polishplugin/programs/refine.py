@@ -26,8 +26,18 @@ Writes under --out:
                          rlnOffsetRange (px), rlnPpLambda, rlnPpMeanMaxProb, rlnPpCpuSeconds,
                          rlnPpWallSeconds
   refine.json            the same per-iteration records, the settings, converged, totals
+  half1_unreg.mrc, half2_unreg.mrc
+                         red / cw-red: x~ = B / K of each half (eq. 17, the denoiser's input) of
+                         the last iteration whose lambda was above 0 (same grey scale as half1.mrc)
+  half1_denoised.mrc, half2_denoised.mrc
+                         f(x~), the denoiser's output, of that iteration
   state/iter_NNN.npz     everything the next iteration needs; a rerun with the same settings
                          continues from the last finished iteration (--fresh: start again)
+
+Under MPI (``mpirun -np R python -m polishplugin.programs.refine ...``) every rank scores a share
+of each half-set's particles; B, K, the noise and the poses are summed over the ranks, rank 0
+updates half-set 1's map and rank 1 half-set 2's at the same time (programs/parallel.py,
+RefineSplit); rank 0 writes. The result equals the one-process run's to rounding.
 """
 import argparse
 import glob
@@ -51,6 +61,7 @@ log = logging.getLogger("polishplugin.refine")
 
 OUTPUTS = ("half1.mrc", "half2.mrc", "map.mrc", "fsc.star", "particles.star", "iterations.star",
            "refine.json", "state")
+RED_MAPS = ("half%d_unreg.mrc", "half%d_denoised.mrc")      # red / cw-red only
 
 
 def build_parser():
@@ -69,6 +80,8 @@ def build_parser():
                         "--cw-high)")
     r.add_argument("--denoiser", choices=DENOISERS, default="tv", help="for red / cw-red")
     r.add_argument("--tv-weight", type=positive, default=TV_WEIGHT, help="denoiser tv's weight")
+    r.add_argument("--unet-weights", default=None,
+                   help="denoiser unet: weights file of train_denoiser (default: the shipped one)")
     r.add_argument("--lambda", dest="lam", type=number, default=1.0, help="lambda of mode red")
     r.add_argument("--cw-low", type=positive, default=LOW_A, help="cw-red: lambda 0 at/worse (A)")
     r.add_argument("--cw-high", type=positive, default=HIGH_A,
@@ -187,9 +200,15 @@ def settings_of(args, n, px):
     if args.offset_step > args.offset_range:
         raise SystemExit("--offset-step %g px exceeds --offset-range %g px"
                          % (args.offset_step, args.offset_range))
+    if args.unet_weights and args.denoiser != "unet":
+        raise SystemExit("--unet-weights is for --denoiser unet (got --denoiser %s)"
+                         % args.denoiser)
+    if args.unet_weights and not os.path.isfile(args.unet_weights):
+        raise InputError(args.unet_weights, "no such weights file")
     denoiser = None
     if args.mode != "tikhonov":
-        denoiser = get_denoiser(args.denoiser, tv_weight=args.tv_weight)
+        denoiser = get_denoiser(args.denoiser, tv_weight=args.tv_weight,
+                                unet_weights=args.unet_weights)
     return Settings(mode=args.mode, denoiser=denoiser, lam=args.lam, cw_low=args.cw_low,
                     cw_high=args.cw_high, pad=args.pad, tau2_fudge=args.tau2_fudge,
                     ini_high=args.ini_high, particle_diameter=args.particle_diameter or 0.0,
@@ -250,6 +269,16 @@ def write_iterations(out, history, settings_record, finished):
         json.dump(summary, fh, indent=1)
 
 
+def write_red_maps(out, state, px):
+    """x~ and f(x~) of each half (``state.red_maps``) when this iteration ran the denoiser."""
+    from ..io.mrc import write_mrc
+    if state.red_maps is None:
+        return
+    for h in (1, 2):
+        for name, vol in zip(RED_MAPS, state.red_maps[h - 1]):
+            write_mrc(os.path.join(out, name % h), vol, px)
+
+
 def write_results(out, state, parts, optics, particles, mask):
     from ..core.fourier import fsc as fsc_curve
     from ..core.fourier import resolution_at
@@ -285,34 +314,44 @@ def write_results(out, state, parts, optics, particles, mask):
 
 
 def run(args):
-    from ..core.refine.loop import initial_state, refine
-    from .parallel import get_comm, set_threads
+    from ..core.refine.loop import SERIAL, initial_state, refine
+    from .parallel import RefineSplit, get_comm, set_threads
     set_threads(args.threads)
+    comm = get_comm()
+    root = comm.rank == 0
     parts, optics, particles, ref, mask, angles, shifts = read_inputs(args)
     settings = settings_of(args, particles.n, particles.pixel_size)
     record = dict(settings.record(), denoiser=args.denoiser if args.mode != "tikhonov" else None,
                   tv_weight=args.tv_weight if args.denoiser == "tv" else None,
                   no_ctf=args.no_ctf, particles=file_digest(args.particles),
                   ref=file_digest(args.ref), mask=file_digest(args.mask))
+    if args.unet_weights:
+        record["unet_weights"] = file_digest(args.unet_weights)
     out = os.path.abspath(args.out)
-    inputs = [args.particles, args.ref, args.mask]
-    with claim_output(get_comm(), out, "refine", record, inputs, OUTPUTS, args.fresh):
-        state = load_state(out)
+    inputs = [args.particles, args.ref, args.mask, args.unet_weights]
+    split = RefineSplit(comm) if comm.size > 1 else SERIAL
+    with claim_output(comm, out, "refine", record, inputs,
+                      OUTPUTS + tuple(f % h for h in (1, 2) for f in RED_MAPS), args.fresh):
+        state = comm.bcast(load_state(out) if root else None, root=0)
         if state is None:
             state = initial_state(particles, ref, settings, angles, shifts)
-            log.info("%d particles (%d + %d), box %d, %.3f A/px, mode %s: starting",
-                     len(particles.images), np.sum(particles.half_sets == 1),
-                     np.sum(particles.half_sets == 2), particles.n, particles.pixel_size,
-                     settings.mode)
+            if root:
+                log.info("%d particles (%d + %d), box %d, %.3f A/px, mode %s, %d process(es): "
+                         "starting", len(particles.images), np.sum(particles.half_sets == 1),
+                         np.sum(particles.half_sets == 2), particles.n, particles.pixel_size,
+                         settings.mode, comm.size)
         elif len(state.angles) != len(particles.images):
             raise InputError(out, "the saved state holds %d particles, the input %d: --fresh "
                              "to start again" % (len(state.angles), len(particles.images)))
-        else:
+        elif root:
             log.info("resuming after iteration %d%s", state.iteration,
                      " (already finished)" if state.finished else "")
 
         def after(st, rec):
+            if not root:
+                return
             save_state(out, st)
+            write_red_maps(out, st, particles.pixel_size)
             write_iterations(out, st.history, record, st.finished)
             log.info("iteration %d: order %d%s, size %d, resolution %.2f A, lambda %.2f, "
                      "angular change %.2f deg, %.1f CPU-s", rec["iteration"],
@@ -321,7 +360,9 @@ def run(args):
                      rec["angular_change"], rec["cpu_s"])
 
         t0 = time.time()
-        state = refine(particles, state, settings, mask, after)
+        state = refine(particles, state, settings, mask, after, split)
+        if not root:
+            return 0
         write_iterations(out, state.history, record, True)
         write_results(out, state, parts, optics, particles, mask)
         last = state.history[-1]

@@ -114,7 +114,7 @@ class ProtPolishRefine(ProtPolishBase):
                       expertLevel=params.LEVEL_ADVANCED, label="Particles with true poses",
                       help="Benchmarks on simulated data: the viewer shows the angular error of "
                            "the refined orientations (particles matched by id).")
-        form.addParallelSection(threads=1, mpi=0)
+        form.addParallelSection(threads=1, mpi=1)
 
     # ----------------------------------------------------------------- steps
     def _insertAllSteps(self):
@@ -171,9 +171,12 @@ class ProtPolishRefine(ProtPolishBase):
         return " ".join(args)
 
     def refineStep(self, args):
-        """Runs the program; on Scipion's 'continue' the same arguments meet the program's saved
-        state in extra/refine and it resumes after its last finished iteration."""
-        self.runProgram("refine", args, numberOfThreads=self.numberOfThreads.get())
+        """Runs the program (under mpirun with MPI processes > 1: each scores a share of both
+        half-sets' particles, the result is the one-process run's); on Scipion's 'continue' the
+        same arguments meet the program's saved state in extra/refine and it resumes after its
+        last finished iteration."""
+        self.runProgram("refine", args, numberOfMpi=self.numberOfMpi.get(),
+                        numberOfThreads=self.numberOfThreads.get())
 
     def createOutputStep(self):
         from .outputs import refined_particles, refinement_fsc, volume_with_halves

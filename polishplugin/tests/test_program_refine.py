@@ -1,5 +1,6 @@
 """The refine program (programs/refine.py) on a tiny simulated RELION project: its outputs, a
-resumed run equal to an uninterrupted one, one-line errors on bad input, and RELION's
+resumed run equal to an uninterrupted one, the denoiser's input and output maps (RED), a run
+under mpirun equal to the one-process run, one-line errors on bad input, and RELION's
 relion_reconstruct reading the refined particles STAR."""
 import json
 import os
@@ -16,10 +17,12 @@ from polishplugin.io.mrc import read_mrc, write_mrc
 from polishplugin.io.particle_set import write_particle_set
 from polishplugin.io.star import read_particles_star, read_star, write_particles_star
 from polishplugin.programs import refine
+from polishplugin.tests.mpi import needs_mpirun, run_under_mpirun
 from polishplugin.tests.relion import needs_relion, run_relion
 
 N, PX, COUNT = 20, 6.0, 60
 FAST = ["--max-iter", "3", "--healpix-order", "1", "--local-order", "2", "--max-order", "2"]
+RED = ["--mode", "red", "--denoiser", "tv", "--lambda", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +99,56 @@ def test_resume_continues_and_gives_the_same_result(project, full_run):
     np.testing.assert_allclose(pb["rlnAngleRot"], pa["rlnAngleRot"], atol=1e-6)
     # other settings in the same folder are refused
     assert _run(folder, "part", "--tau2-fudge", "2") == 2
+
+
+@pytest.fixture(scope="module")
+def red_run(project):
+    folder, _, _ = project
+    assert _run(folder, "red", *RED) == 0
+    return folder / "red"
+
+
+def test_red_writes_the_denoisers_input_and_output(full_run, red_run):
+    """half<h>_unreg.mrc is x~ = B/K (eq. 17) and half<h>_denoised.mrc the TV denoiser applied to
+    it (standardised, so in the same grey scale); both differ; none with tikhonov."""
+    from polishplugin.core.refine.denoisers import get_denoiser
+    tv = get_denoiser("tv")
+    for h in (1, 2):
+        x, px = read_mrc(str(red_run / ("half%d_unreg.mrc" % h)))
+        f, _ = read_mrc(str(red_run / ("half%d_denoised.mrc" % h)))
+        assert px == pytest.approx(PX) and x.shape == (N, N, N)
+        np.testing.assert_allclose(f, tv(x), atol=1e-4 * np.abs(f).max())
+        assert np.abs(f - x).max() > 0.05 * np.abs(x).max()
+        # the refined half map (lambda 1) lies nearer the denoised map than x~ does
+        half = read_mrc(str(red_run / ("half%d.mrc" % h)))[0]
+        assert np.linalg.norm(half - f) < np.linalg.norm(x - f)
+        assert not (full_run / ("half%d_unreg.mrc" % h)).exists()
+
+
+@needs_mpirun
+def test_mpi_equals_one_process(project, red_run):
+    """mpirun -np 3 (particles of both half-sets split over 3 ranks, the two halves' updates on
+    ranks 0 and 1): the maps, the denoiser's maps, the poses and the noise of the one-process
+    run, to rounding."""
+    folder, _, _ = project
+    out = folder / "mpi"
+    res = run_under_mpirun("refine", ["--particles", str(folder / "particles.star"),
+                                      "--ref", str(folder / "ref.mrc"), "--root", str(folder),
+                                      "--out", str(out)] + FAST + RED, ranks=3, timeout=240)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "3 process(es)" in res.stderr + res.stdout
+    for name in ("map.mrc", "half1.mrc", "half2.mrc", "half1_unreg.mrc", "half2_denoised.mrc"):
+        a, b = read_mrc(str(red_run / name))[0], read_mrc(str(out / name))[0]
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * np.abs(a).max(), err_msg=name)
+    pa = read_particles_star(str(red_run / "particles.star"))[1]
+    pb = read_particles_star(str(out / "particles.star"))[1]
+    for k in ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", "rlnOriginXAngst",
+              "rlnOriginYAngst", "rlnMaxValueProbDistribution"):
+        np.testing.assert_allclose(np.asarray(pb[k], float), np.asarray(pa[k], float),
+                                   atol=1e-6, err_msg=k)
+    sa = np.load(red_run / "state" / "iter_003.npz")
+    sb = np.load(out / "state" / "iter_003.npz")
+    np.testing.assert_allclose(sb["sigma2"], sa["sigma2"], rtol=1e-9)
 
 
 def _error(monkeypatch, tmp_path, folder, *extra, out="bad"):

@@ -4,6 +4,7 @@ its outputs checked for content (finite maps with half maps, FSC, refined alignm
 truth); Scipion's continue resuming the program from its last finished iteration; the viewer's
 figures rendered headless; RELION's 3D auto-refine convert step taking the refined particles;
 validate() refusing maps of another pixel size and box."""
+import importlib.util
 import json
 import os
 import unittest
@@ -19,6 +20,9 @@ from polishplugin.io.particle_set import write_particle_set
 from polishplugin.io.star import read_particles_star
 from polishplugin.protocols import ProtPolishRefine
 from polishplugin.protocols.protocol_refine import MODE_CWRED, MODES
+from polishplugin.tests.mpi import MPIRUN
+
+MPI = os.path.exists(MPIRUN) and importlib.util.find_spec("mpi4py") is not None
 
 try:
     import relion.protocols as relion_protocols
@@ -74,8 +78,21 @@ class TestProtPolishRefine(BaseTest):
         cls.mask = cls.newProtocol(ProtImportMask, maskPath=os.path.join(folder, "mask.mrc"),
                                    samplingRate=PX)
         cls.launchProtocol(cls.mask)
-        cls.prot = cls._refine(numberOfThreads=2, **REFINE)
-        cls.launchProtocol(cls.prot)
+        # with an MPI launcher the form's MPI: 2 ranks (the program test compares them with one)
+        cls.prot = cls._refine(numberOfMpi=2 if MPI else 1, numberOfThreads=1 if MPI else 2,
+                               **REFINE)
+        cls._launch(cls.prot)
+
+    @classmethod
+    def _launch(cls, prot):
+        from unittest import mock
+        env = {}
+        if prot.numberOfMpi.get() > 1:
+            env = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+                   "OMPI_MCA_rmaps_base_oversubscribe": "1",
+                   "PATH": os.path.dirname(MPIRUN) + os.pathsep + os.environ["PATH"]}
+        with mock.patch.dict(os.environ, env):
+            cls.launchProtocol(prot)
 
     @classmethod
     def _refine(cls, start="start", **kwargs):
@@ -127,6 +144,15 @@ class TestProtPolishRefine(BaseTest):
         self.assertEqual(len(info["iterations"]), 3)
         self.assertTrue(all(0.0 <= r["lambda"] <= 1.0 for r in info["iterations"]))
         self.assertGreater(info["iterations"][-1]["lambda"], 0.0)
+        # the denoiser's input x~ = B/K and output of both halves, as the program wrote them
+        for h in (1, 2):
+            x = read_mrc(prot._getExtraPath("refine", "half%d_unreg.mrc" % h))[0]
+            f = read_mrc(prot._getExtraPath("refine", "half%d_denoised.mrc" % h))[0]
+            self.assertEqual(x.shape, (N, N, N))
+            self.assertGreater(np.abs(x - f).max(), 1e-3 * np.abs(x).max())
+        if MPI:
+            with open(prot._getLogsPath("run.stdout")) as fh:
+                self.assertIn("mpirun -np 2", fh.read())
         # particles: projection alignment, same ids, CTF and half-sets kept, angles near the truth
         out = prot.outputParticles
         self.assertSetSize(out, COUNT)
@@ -172,7 +198,7 @@ class TestProtPolishRefine(BaseTest):
         steps.close()
         self.assertEqual([st.getStatus() for st in prot.loadSteps()],
                          ["finished", "failed", "failed"])
-        self.launchProtocol(prot)
+        self._launch(prot)
         log = "".join(open(path).read() for path in prot.getLogPaths()[:2])  # stdout, stderr
         self.assertIn("resuming after iteration 2", log)
         info = json.load(open(os.path.join(refine_dir, "refine.json")))

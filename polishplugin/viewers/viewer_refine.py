@@ -1,6 +1,7 @@
 """Scipion viewer of ProtPolishRefine: FSC of the half maps (and against the true map when the
 run names one), resolution and lambda per iteration, central slices of the starting and refined
-maps, and the angular error against the true poses when the run names particles with them."""
+maps and of each half's x~ = B / K before and after the denoiser (RED / CW-RED), and the angular
+error against the true poses when the run names particles with them."""
 import os
 
 import numpy as np
@@ -24,12 +25,15 @@ class ProtPolishRefineViewer(ProtocolViewer):
         form.addParam("showFsc", LabelParam, label="FSC (half maps; vs the true map if given)")
         form.addParam("showHistory", LabelParam, label="Resolution and lambda per iteration")
         form.addParam("showSlices", LabelParam, label="Central slices: start, half map, final")
+        form.addParam("showDenoising", LabelParam,
+                      label="Central slices before/after the denoiser (RED / CW-RED)")
         form.addParam("showAngularError", LabelParam,
                       label="Angular error (when particles with true poses are given)")
 
     def _getVisualizeDict(self):
         return {"showFsc": self._showFsc, "showHistory": self._showHistory,
-                "showSlices": self._showSlices, "showAngularError": self._showAngularError}
+                "showSlices": self._showSlices, "showDenoising": self._showDenoising,
+                "showAngularError": self._showAngularError}
 
     def _refineDir(self):
         return self.protocol._getExtraPath("refine")
@@ -63,6 +67,15 @@ class ProtPolishRefineViewer(ProtocolViewer):
         start = self.protocol._inputDir("reference.mrc")
         start = read_mrc(start)[0] if os.path.exists(start) else None
         return self._show(figures.refine_slices_figure(self._refineDir(), start))
+
+    def _showDenoising(self, param=None):
+        if not os.path.exists(os.path.join(self._refineDir(), "refine.json")):
+            return []
+        fig = figures.refine_denoising_figure(self._refineDir())
+        if fig is None:
+            return [self.infoMessage("No denoiser ran in this run (mode tikhonov, or lambda 0 "
+                                     "in every iteration so far).", "Before/after denoising")]
+        return self._show(fig)
 
     def _showAngularError(self, param=None):
         truth = self.protocol.inputTruthParticles.get()

@@ -18,6 +18,11 @@ independent half-sets, each refined against its own reference; per iteration
    no longer needs to go up. The final map joins both halves' B and K (tau^2 from the FSC of the
    full set, 2 FSC / (1 + FSC)).
 
+The work may be split over processes (``split``, :class:`Serial` is the one-process default;
+programs/parallel.py has the MPI one): each takes a share of both half-sets' particles for the
+E-step and the noise; B, K, the noise sums and the poses are summed over the processes; one
+process per half-set does that half's update (denoiser included) and shares the map.
+
 Fourier transforms are numpy's (unnormalised) centred ones
 (:func:`~polishplugin.core.reconstruct.centered_fft`); sigma^2 is E|noise|^2 per Fourier pixel,
 and the log-likelihood -sum |r|^2 / (2 sigma^2) over the full grid counts each Friedel pair once.
@@ -109,6 +114,7 @@ class State:
     fsc: np.ndarray = None
     finished: bool = False
     final_map: np.ndarray = None
+    red_maps: np.ndarray = None      # (2, 2, n, n, n): per half x~ = B / K and f(x~) (eq. 17)
     history: list = field(default_factory=list)
 
     def save(self, path_or_file):
@@ -125,6 +131,29 @@ class State:
             meta = json.loads(str(z["meta"]))
             arrays = {k: z[k] for k in z.files if k != "meta"}
         return cls(history=meta["history"], **meta["scalars"], **arrays)
+
+
+class Serial:
+    """One process does all the work: the interface of a work split (see the module text)."""
+
+    def mine(self, idx, half):
+        """This process's share of the particles ``idx`` of half-set ``half``."""
+        return idx
+
+    def sum(self, array):
+        """Element-wise sum of ``array`` over the processes (the same result on every one)."""
+        return array
+
+    def owns(self, half):
+        """Whether this process makes half-set ``half``'s map update."""
+        return True
+
+    def share(self, value, half):
+        """``value`` of the process that owns half-set ``half``, on every process."""
+        return value
+
+
+SERIAL = Serial()
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -334,21 +363,30 @@ def _lambda(settings, resolution):
 
 
 def _update(bp_data, bp_weight, fsc, n, settings, current, lam):
-    """Eq. 11 / 17 on the sums; the map in the images' grey scale."""
+    """Eq. 11 / 17 on the sums: (map, (x~, f(x~)) stacked or None when no denoiser ran), in the
+    images' grey scale."""
     b, k = completed_sums(bp_data, bp_weight, n, settings.pad)
     tau2 = tau2_from_fsc(fsc, k, settings.pad, r_max=settings.pad * current / 2.0)
     red = settings.mode != "tikhonov" and lam > 0
+    seen = []
+
+    def denoise(volume):
+        out = settings.denoiser(volume)
+        seen.append((volume, out))
+        return out
     vol, _ = regularised_map(bp_data, bp_weight, tau2, n, settings.pad, current,
                              settings.tau2_fudge, mode="red" if red else "tikhonov",
-                             denoiser=settings.denoiser, lam=lam if red else 1.0)
+                             denoiser=denoise, lam=lam if red else 1.0)
     # numpy's image transforms are n^2 x RELION's, which half_to_map assumes
-    return vol / float(n) ** 2
+    scale = float(n) ** 2
+    return vol / scale, (np.stack(seen[0]).astype(np.float32) / scale if seen else None)
 
 
-def iterate(state, particles, settings, mask=None):
+def iterate(state, particles, settings, mask=None, split=SERIAL):
     """One iteration (E-step, M-step, noise, sampling); returns the new :class:`State` and a
     dict of this iteration's record. ``mask``: solvent mask of the references (default: a soft
-    sphere of the particle diameter)."""
+    sphere of the particle diameter). ``split``: the processes sharing the work (the returned
+    state's final map only on the owner of half-set 1)."""
     t_cpu, t_wall = time.process_time(), time.time()
     n, px = particles.n, particles.pixel_size
     if settings.mode not in MODES:
@@ -362,24 +400,36 @@ def iterate(state, particles, settings, mask=None):
     m = state.current_size
     inv_s2 = inverse_sigma2(state.sigma2, n, m)
     angles, shifts, maxprob = state.angles.copy(), state.shifts.copy(), state.maxprob.copy()
-    bps = []
+    bps, mine = [], [split.mine(np.flatnonzero(particles.half_sets == h), h) for h in (1, 2)]
     for h in (1, 2):
-        idx = np.flatnonzero(particles.half_sets == h)
+        idx = mine[h - 1]
         bp = Backprojector(n, settings.pad, r_max=min(n // 2 - 1, m // 2))
-        a, s, p = _estep_half(state.refs[h - 1] * solvent, idx, particles, state, settings,
-                              inv_s2, first, bp)
-        angles[idx], shifts[idx], maxprob[idx] = a, s, p
+        if len(idx):
+            a, s, p = _estep_half(state.refs[h - 1] * solvent, idx, particles, state, settings,
+                                  inv_s2, first, bp)
+            angles[idx], shifts[idx], maxprob[idx] = a, s, p
+        bp.data[...], bp.weight[...] = split.sum(bp.data), split.sum(bp.weight)
         bps.append(bp)
+    if split is not SERIAL:     # every particle's pose from the process that scored it
+        own = np.zeros(len(angles), bool)
+        own[np.concatenate(mine)] = True
+        angles = split.sum(np.where(own[:, None], angles, 0.0))
+        shifts = split.sum(np.where(own[:, None], shifts, 0.0))
+        maxprob = split.sum(np.where(own, maxprob, 0.0))
     # gold-standard FSC of the unregularised halves, beyond the current size 0
     fsc = fsc_curve(_unregularised_map(bps[0], n, settings.pad) * sphere,
                     _unregularised_map(bps[1], n, settings.pad) * sphere)
     fsc[m // 2:] = 0.0
     resolution = nominal_resolution(fsc, n, px)
     lam = _lambda(settings, resolution)
-    refs = np.stack([_update(bp.data, bp.weight, fsc, n, settings, m, lam) for bp in bps])
+    ups = [_update(bp.data, bp.weight, fsc, n, settings, m, lam) if split.owns(h) else None
+           for h, bp in zip((1, 2), bps)]
+    ups = [split.share(u, h) for h, u in zip((1, 2), ups)]
+    refs = np.stack([u[0] for u in ups])
+    red_maps = None if ups[0][1] is None else np.stack([u[1] for u in ups])
     # noise from the residuals at the best poses under the new references
-    resid = sum(_residual_power(refs[h - 1] * solvent, np.flatnonzero(particles.half_sets == h),
-                                particles, angles, shifts, settings.pad) for h in (1, 2))
+    resid = split.sum(sum(_residual_power(refs[h - 1] * solvent, mine[h - 1], particles, angles,
+                                          shifts, settings.pad) for h in (1, 2)))
     sigma2 = state.sigma2.copy()
     inside = np.arange(len(sigma2)) < m // 2
     sigma2[inside] = (resid / len(particles.images))[inside]
@@ -405,27 +455,28 @@ def iterate(state, particles, settings, mask=None):
               "angular_change": change, "offset_change_A": offset_change,
               "mean_maxprob": float(maxprob.mean()), "converged": bool(converged)}
     final_map = None
-    if finished:
+    if finished and split.owns(1):
         full = 2 * fsc / (1 + np.maximum(fsc, 0.0))
         final_map = _update(bps[0].data + bps[1].data, bps[0].weight + bps[1].weight, full, n,
-                            settings, m, lam).astype(np.float32)
+                            settings, m, lam)[0].astype(np.float32)
     new = State(iteration=state.iteration + 1, refs=refs.astype(np.float32), angles=angles,
                 shifts=shifts, maxprob=maxprob, sigma2=sigma2, order=order, offset_range=rng_,
                 offset_step=step,
                 current_size=image_size_for(best, n, px, settings.size_margin),
                 stall=0 if order > state.order else stall, best_resolution=best, fsc=fsc,
-                finished=finished, final_map=final_map, history=list(state.history))
-    record["cpu_s"] = time.process_time() - t_cpu
+                finished=finished, final_map=final_map, red_maps=red_maps,
+                history=list(state.history))
+    record["cpu_s"] = float(split.sum(np.array([time.process_time() - t_cpu]))[0])
     record["wall_s"] = time.time() - t_wall
     new.history.append(record)
     return new, record
 
 
-def refine(particles, state, settings, mask=None, after_iteration=None):
+def refine(particles, state, settings, mask=None, after_iteration=None, split=SERIAL):
     """Iterate from ``state`` until finished; ``after_iteration(state, record)`` is called after
     each iteration (saving, logging). Returns the final state."""
     while not state.finished:
-        state, record = iterate(state, particles, settings, mask)
+        state, record = iterate(state, particles, settings, mask, split)
         if after_iteration is not None:
             after_iteration(state, record)
     return state
