@@ -16,10 +16,18 @@ through iterative gridding weights as RELION's default (--skip-gridding: voxel b
   cw-red    red with lambda from the half-map FSC = 0.143 resolution: 0 worse than --cw-low A,
             1 better than --cw-high A, linear between (needs the pixel size: rlnPixelSize in the
             STAR, which RELION 3.1 does not write, or --angpix)
+
+RELION runs the variable's text through the shell with the STAR appended, so options may be
+written into it; a launcher that calls the program with fixed arguments (a wrapper script, a
+Scipion configuration naming only the program) can set $POLISHPLUGIN_EXTERNAL_RECONSTRUCT_ARGS
+instead, e.g. "--mode cw-red --angpix 1.5 --denoiser unet --unet-weights /data/unet3d.npz": those
+options come first, so the command line's own override them.
 """
 import argparse
 import logging
 import os
+import shlex
+import sys
 
 import numpy as np
 
@@ -37,6 +45,7 @@ GENERAL = ("rlnExtReconsDataReal", "rlnExtReconsDataImag", "rlnExtReconsWeight",
            "rlnExtReconsResult", "rlnTau2FudgeFactor", "rlnPaddingFactor",
            "rlnReferenceDimensionality", "rlnOriginalImageSize", "rlnCurrentImageSize")
 TAU2 = ("rlnSpectralIndex", "rlnReferenceTau2", "rlnGoldStandardFsc")
+ARGS_VAR = "POLISHPLUGIN_EXTERNAL_RECONSTRUCT_ARGS"
 
 
 def build_parser():
@@ -46,6 +55,8 @@ def build_parser():
     p.add_argument("--denoiser", choices=DENOISERS, default="tv", help="for red / cw-red")
     p.add_argument("--tv-weight", type=float, default=TV_WEIGHT,
                    help="TV weight on the standardised map (denoiser tv)")
+    p.add_argument("--unet-weights", default=None,
+                   help="denoiser unet: weights file of train_denoiser (default: the shipped one)")
     p.add_argument("--lambda", dest="lam", type=float, default=1.0, help="lambda of mode red")
     p.add_argument("--cw-low", type=float, default=LOW_A, help="cw-red: lambda = 0 at or worse (A)")
     p.add_argument("--cw-high", type=float, default=HIGH_A,
@@ -112,6 +123,11 @@ def run(args):
                          % (args.cw_high, args.cw_low))
     if args.mode == "red" and not 0 <= args.lam <= 1:
         raise InputError(args.star, "--lambda must lie in [0, 1], got %g" % args.lam)
+    if args.unet_weights and args.denoiser != "unet":
+        raise InputError(args.star, "--unet-weights is for --denoiser unet (got --denoiser %s)"
+                         % args.denoiser)
+    if args.unet_weights and not os.path.isfile(args.unet_weights):
+        raise InputError(args.unet_weights, "no such U-Net weights file")
     data, weight = job.sums()
     lam, denoiser = 0.0, None
     if args.mode == "red":
@@ -121,16 +137,22 @@ def run(args):
         lam = cw_red_lambda(res, args.cw_low, args.cw_high)
         log.info("half-map FSC 0.143 resolution %.2f A -> lambda %.3f", res, lam)
     if args.mode != "tikhonov":
-        denoiser = get_denoiser(args.denoiser, tv_weight=args.tv_weight)
+        denoiser = get_denoiser(args.denoiser, tv_weight=args.tv_weight,
+                                unet_weights=args.unet_weights)
     vol, _ = regularised_map(data, weight, job.tau2, job.ori, job.pad, job.current, job.fudge,
                              mode="tikhonov" if denoiser is None else "red",
                              denoiser=denoiser, lam=lam, gridding=not args.skip_gridding)
     write_mrc(job.result, vol.astype(np.float32), job.pixel_size or 1.0)
-    log.info("%s (lambda %.3f): wrote %s", args.mode, lam, os.path.abspath(job.result))
+    log.info("%s (lambda %.3f%s): wrote %s", args.mode, lam,
+             "" if denoiser is None else ", denoiser %s%s" % (
+                 args.denoiser, " " + args.unet_weights if args.unet_weights else ""),
+             os.path.abspath(job.result))
 
 
 def main(argv=None):
-    return run_program(build_parser, run, argv)
+    """Runs with ``argv`` (default: the command line) after the options in $ARGS_VAR."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run_program(build_parser, run, shlex.split(os.environ.get(ARGS_VAR, "")) + argv)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,11 @@ class ProtPolishRefine(ProtPolishBase):
                           MODE_TIKHONOV, DENOISERS.index("tv") if "tv" in DENOISERS else -1),
                       expertLevel=params.LEVEL_ADVANCED, label="TV weight",
                       help="Smoothing weight of the total-variation denoiser.")
+        form.addParam("unetWeights", params.FileParam, default="",
+                      condition="mode!=%d and denoiser==%d" % (MODE_TIKHONOV, DENOISERS.index("unet") if "unet" in DENOISERS else -1),
+                      expertLevel=params.LEVEL_ADVANCED, label="U-Net weights (optional)",
+                      help="A weights file written by the train_denoiser program; empty: the "
+                           "weights shipped with the plugin.")
         form.addParam("lam", params.FloatParam, default=1.0, condition="mode==%d" % MODE_RED,
                       validators=[params.Range(0.0, 1.0)], label="Lambda",
                       help="Weight of the denoiser's prior mean (eq. 17), in [0, 1].")
@@ -164,6 +169,8 @@ class ProtPolishRefine(ProtPolishBase):
             args.append("--denoiser %s" % denoiser)
             if denoiser == "tv":
                 args.append("--tv-weight %g" % self.tvWeight.get())
+            if denoiser == "unet" and self.unetWeights.get():
+                args.append("--unet-weights '%s'" % os.path.abspath(self.unetWeights.get()))
         if mode == "red":
             args.append("--lambda %g" % self.lam.get())
         if mode == "cw-red":
@@ -248,6 +255,10 @@ class ProtPolishRefine(ProtPolishBase):
         if self.offsetStep.get() > self.offsetRange.get():
             errors.append("The offset step (%g px) exceeds the range (%g px)."
                           % (self.offsetStep.get(), self.offsetRange.get()))
+        weights = self.unetWeights.get()
+        if (self.mode.get() != MODE_TIKHONOV and DENOISERS[self.denoiser.get()] == "unet"
+                and weights and not os.path.isfile(weights)):
+            errors.append("U-Net weights file not found: %s" % weights)
         truth = self.inputTruthParticles.get()
         if truth is not None and truth.getAlignment() != "Projection":
             errors.append("The particles with true poses have no 3D alignment.")

@@ -201,3 +201,40 @@ def test_tau2_fudge_factor_is_honoured(fixture_job):
                                rtol=1e-5, atol=1e-6 * np.abs(base).max())
     (d / "fudge2.star").write_text(_with_tau2(_retarget(fudged, d, d / "ours.mrc"), job.tau2))
     assert _relerr(_ours(d, "--skip-gridding", star="fudge2.star"), base) > 1e-3
+
+
+def test_denoiser_and_weights_from_options_or_the_environment(fixture_job, tmp_path,
+                                                               monkeypatch, caplog):
+    """--unet-weights loads that file: the shipped U-Net with its output layer zeroed is the
+    identity (f(x) = x + 0), so RED with it equals RED with the identity denoiser and differs
+    from the shipped weights. The same options given through
+    $POLISHPLUGIN_EXTERNAL_RECONSTRUCT_ARGS (a launcher with fixed arguments) give the same map,
+    and the command line overrides them."""
+    pytest.importorskip("torch")
+    from polishplugin.core.refine.unet import DEFAULT_WEIGHTS
+    d, _, _ = fixture_job
+    with np.load(DEFAULT_WEIGHTS) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["out.weight"] = np.zeros_like(arrays["out.weight"])
+    arrays["out.bias"] = np.zeros_like(arrays["out.bias"])
+    weights = tmp_path / "identity unet.npz"       # a space: quoting through the variable
+    np.savez(weights, **arrays)
+    red = ["--skip-gridding", "--mode", "red", "--lambda", "1"]
+    ident = _ours(d, *red, "--denoiser", "identity")
+    zeroed = _ours(d, *red, "--denoiser", "unet", "--unet-weights", str(weights))
+    np.testing.assert_allclose(zeroed, ident, atol=1e-5 * np.abs(ident).max())
+    shipped = _ours(d, *red, "--denoiser", "unet")
+    assert _relerr(shipped, ident) > 1e-3
+    monkeypatch.setenv(prog.ARGS_VAR, "--mode red --lambda 1 --denoiser unet --unet-weights '%s'"
+                       % weights)
+    np.testing.assert_allclose(_ours(d, "--skip-gridding"), zeroed, atol=1e-6 * np.abs(ident).max())
+    np.testing.assert_allclose(_ours(d, "--skip-gridding", "--unet-weights", DEFAULT_WEIGHTS),
+                               shipped, atol=1e-6 * np.abs(ident).max())
+    # weights for another denoiser, or a missing file: one clear line before any work
+    caplog.clear()
+    assert prog.main(["--denoiser", "tv", str(d / "ours.star")]) == 2
+    assert "--unet-weights is for --denoiser unet" in caplog.text
+    monkeypatch.setenv(prog.ARGS_VAR, "--mode red --denoiser unet --unet-weights %s"
+                       % (tmp_path / "none.npz"))
+    assert prog.main([str(d / "ours.star")]) == 2
+    assert "no such U-Net weights file" in caplog.text

@@ -259,6 +259,17 @@ class TestProtPolishRefine(BaseTest):
         errors = "\n".join(bad.validate())
         self.assertIn("CW-RED", errors)
         self.assertIn("HEALPix order", errors)
+        # the U-Net weights named in the form reach the program, a missing file is refused
+        from polishplugin.core.refine.denoisers import DENOISERS
+        unet = dict(REFINE, denoiser=DENOISERS.index("unet"))
+        weights = os.path.abspath(self.proj.getTmpPath("my unet.npz"))
+        open(weights, "wb").close()
+        prot = self._refine(**dict(unet, unetWeights=weights))
+        self.assertEqual(prot.validate(), [])
+        self.assertIn("--denoiser unet --unet-weights '%s'" % weights, prot._programArgs())
+        self.assertNotIn("--unet-weights", self._refine(**unet)._programArgs())
+        missing = self._refine(**dict(unet, unetWeights=weights + ".gone"))
+        self.assertIn("U-Net weights file not found", "\n".join(missing.validate()))
 
     def test_program_error_is_the_protocol_error(self):
         """A refusal only the program sees (mask values outside [0, 1]) reaches the protocol's
