@@ -73,17 +73,24 @@ def set_threads(threads):
 
 class RefineSplit:
     """The refinement's work over the ranks of ``comm`` (the interface of
-    :class:`polishplugin.core.refine.loop.Serial`): every rank scores a contiguous share of each
-    half-set's particles (so the load is even for any number of ranks); sums are reduced on rank 0
-    and broadcast (every rank gets the same bits, so all take the same decisions); half-set 1's
-    map update (denoiser included) runs on rank 0, half-set 2's on rank 1, at the same time."""
+    :class:`polishplugin.core.refine.loop.Serial`). With an even number of ranks half-set 1's
+    particles go to the even ranks and half-set 2's to the odd ones (each rank projects one
+    reference only); with an odd number every rank takes a share of both half-sets (an even load).
+    Sums are reduced on rank 0 and broadcast (every rank gets the same bits, so all take the same
+    decisions); half-set 1's map update (denoiser included) runs on rank 0, half-set 2's on rank 1,
+    at the same time."""
 
     def __init__(self, comm):
         self.comm = comm
 
     def mine(self, idx, half):
         import numpy as np
-        return np.array_split(idx, self.comm.size)[self.comm.rank]
+        size, rank = self.comm.size, self.comm.rank
+        if size % 2:
+            return np.array_split(idx, size)[rank]
+        if rank % 2 != half - 1:
+            return idx[:0]
+        return np.array_split(idx, size // 2)[rank // 2]
 
     def sum(self, array):
         import numpy as np

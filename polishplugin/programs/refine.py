@@ -34,10 +34,11 @@ Writes under --out:
   state/iter_NNN.npz     everything the next iteration needs; a rerun with the same settings
                          continues from the last finished iteration (--fresh: start again)
 
-Under MPI (``mpirun -np R python -m polishplugin.programs.refine ...``) every rank scores a share
-of each half-set's particles; B, K, the noise and the poses are summed over the ranks, rank 0
-updates half-set 1's map and rank 1 half-set 2's at the same time (programs/parallel.py,
-RefineSplit); rank 0 writes. The result equals the one-process run's to rounding.
+Under MPI (``mpirun -np R python -m polishplugin.programs.refine ...``) the particles are split
+over the ranks (even R: half-set 1 on the even ranks, half-set 2 on the odd ones; odd R: a share
+of both on every rank); B, K, the noise and the poses are summed over the ranks, rank 0 updates
+half-set 1's map and rank 1 half-set 2's at the same time (programs/parallel.py, RefineSplit);
+rank 0 writes. The result equals the one-process run's to rounding.
 """
 import argparse
 import glob

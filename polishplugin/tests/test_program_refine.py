@@ -126,17 +126,18 @@ def test_red_writes_the_denoisers_input_and_output(full_run, red_run):
 
 
 @needs_mpirun
-def test_mpi_equals_one_process(project, red_run):
-    """mpirun -np 3 (particles of both half-sets split over 3 ranks, the two halves' updates on
-    ranks 0 and 1): the maps, the denoiser's maps, the poses and the noise of the one-process
-    run, to rounding."""
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_mpi_equals_one_process(project, red_run, ranks):
+    """mpirun -np 2 (one half-set per rank) and -np 3 (particles of both half-sets on every rank),
+    the two halves' updates on ranks 0 and 1: the maps, the denoiser's maps, the poses and the
+    noise of the one-process run, to rounding."""
     folder, _, _ = project
-    out = folder / "mpi"
+    out = folder / ("mpi%d" % ranks)
     res = run_under_mpirun("refine", ["--particles", str(folder / "particles.star"),
                                       "--ref", str(folder / "ref.mrc"), "--root", str(folder),
-                                      "--out", str(out)] + FAST + RED, ranks=3, timeout=240)
+                                      "--out", str(out)] + FAST + RED, ranks=ranks, timeout=240)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    assert "3 process(es)" in res.stderr + res.stdout
+    assert "%d process(es)" % ranks in res.stderr + res.stdout
     for name in ("map.mrc", "half1.mrc", "half2.mrc", "half1_unreg.mrc", "half2_denoised.mrc"):
         a, b = read_mrc(str(red_run / name))[0], read_mrc(str(out / name))[0]
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * np.abs(a).max(), err_msg=name)

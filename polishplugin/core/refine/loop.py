@@ -19,7 +19,7 @@ independent half-sets, each refined against its own reference; per iteration
    full set, 2 FSC / (1 + FSC)).
 
 The work may be split over processes (``split``, :class:`Serial` is the one-process default;
-programs/parallel.py has the MPI one): each takes a share of both half-sets' particles for the
+programs/parallel.py has the MPI one): each takes a share of the half-sets' particles for the
 E-step and the noise; B, K, the noise sums and the poses are summed over the processes; one
 process per half-set does that half's update (denoiser included) and shares the map.
 
@@ -428,8 +428,12 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
     refs = np.stack([u[0] for u in ups])
     red_maps = None if ups[0][1] is None else np.stack([u[1] for u in ups])
     # noise from the residuals at the best poses under the new references
-    resid = split.sum(sum(_residual_power(refs[h - 1] * solvent, mine[h - 1], particles, angles,
-                                          shifts, settings.pad) for h in (1, 2)))
+    resid = np.zeros(n // 2 + 1)
+    for h in (1, 2):
+        if len(mine[h - 1]):
+            resid += _residual_power(refs[h - 1] * solvent, mine[h - 1], particles, angles,
+                                     shifts, settings.pad)
+    resid = split.sum(resid)
     sigma2 = state.sigma2.copy()
     inside = np.arange(len(sigma2)) < m // 2
     sigma2[inside] = (resid / len(particles.images))[inside]
