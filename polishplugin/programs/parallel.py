@@ -78,10 +78,20 @@ class RefineSplit:
     reference only); with an odd number every rank takes a share of both half-sets (an even load).
     Sums are reduced on rank 0 and broadcast (every rank gets the same bits, so all take the same
     decisions); half-set 1's map update (denoiser included) runs on rank 0, half-set 2's on rank 1,
-    at the same time."""
+    at the same time. A rank that waits for the others sleeps (:meth:`_wait`) instead of spinning
+    in the MPI library, which would take CPU from the ranks still working on a shared machine."""
+
+    POLL_S = 0.002
 
     def __init__(self, comm):
         self.comm = comm
+
+    def _wait(self):
+        """Barrier that polls with sleeps (before every collective of this class)."""
+        import time
+        request = self.comm.Ibarrier()
+        while not request.Test():
+            time.sleep(self.POLL_S)
 
     def mine(self, idx, half):
         import numpy as np
@@ -97,6 +107,7 @@ class RefineSplit:
         from mpi4py import MPI
         array = np.ascontiguousarray(array)
         out = np.empty_like(array)
+        self._wait()
         self.comm.Reduce(array, out, op=MPI.SUM, root=0)
         self.comm.Bcast(out, root=0)
         return out
@@ -108,4 +119,5 @@ class RefineSplit:
         return self.comm.rank == self._owner(half)
 
     def share(self, value, half):
+        self._wait()
         return self.comm.bcast(value, root=self._owner(half))
