@@ -75,7 +75,8 @@ class ProtPolishRefine(ProtPolishBase):
                       expertLevel=params.LEVEL_ADVANCED, label="TV weight",
                       help="Smoothing weight of the total-variation denoiser.")
         form.addParam("unetWeights", params.FileParam, default="",
-                      condition="mode!=%d and denoiser==%d" % (MODE_TIKHONOV, DENOISERS.index("unet") if "unet" in DENOISERS else -1),
+                      condition="mode!=%d and denoiser==%d" % (
+                          MODE_TIKHONOV, DENOISERS.index("unet") if "unet" in DENOISERS else -1),
                       expertLevel=params.LEVEL_ADVANCED, label="U-Net weights (optional)",
                       help="A weights file written by the train_denoiser program; empty: the "
                            "weights shipped with the plugin.")
