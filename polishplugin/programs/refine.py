@@ -23,7 +23,8 @@ Writes under --out:
   iterations.star        one row per iteration: rlnCurrentIteration, rlnHealpixOrder,
                          rlnCurrentImageSize, rlnCurrentResolution (A), rlnChangesOptimalOrientations
                          (mean, degrees), rlnChangesOptimalOffsets (mean, A), rlnOffsetStep and
-                         rlnOffsetRange (px), rlnPpLambda, rlnPpMeanMaxProb, rlnPpCpuSeconds,
+                         rlnOffsetRange (px), rlnPpLambda, rlnSigmaOffsetsAngst (the offset
+                         prior's sigma after the iteration), rlnPpMeanMaxProb, rlnPpCpuSeconds,
                          rlnPpWallSeconds
   refine.json            the same per-iteration records, the settings, converged, totals
   half1_unreg.mrc, half2_unreg.mrc
@@ -103,6 +104,9 @@ def build_parser():
                    help="local search half-width in angular steps")
     s.add_argument("--offset-range", type=positive, default=3.0, help="px, first search")
     s.add_argument("--offset-step", type=positive, default=1.0, help="px, first search")
+    s.add_argument("--sigma-offset", type=number, default=10.0,
+                   help="A: first sigma of RELION's Gaussian prior on the offsets (then from the "
+                        "data, as RELION's --offset); 0: uniform prior")
     s.add_argument("--max-iter", type=at_least(1), default=25)
     c = p.add_argument_group("compute")
     c.add_argument("--batch", type=at_least(1), default=16, help="images scored together")
@@ -198,6 +202,9 @@ def settings_of(args, n, px):
                          % (args.max_order, args.healpix_order))
     if args.ini_high < 2 * px:
         raise SystemExit("--ini-high %g A is beyond Nyquist (%g A)" % (args.ini_high, 2 * px))
+    if args.sigma_offset < 0:
+        raise SystemExit("--sigma-offset must be >= 0 (0: uniform prior), got %g"
+                         % args.sigma_offset)
     if args.offset_step > args.offset_range:
         raise SystemExit("--offset-step %g px exceeds --offset-range %g px"
                          % (args.offset_step, args.offset_range))
@@ -216,6 +223,7 @@ def settings_of(args, n, px):
                     healpix_order=args.healpix_order, local_order=args.local_order,
                     max_order=args.max_order, local_steps=args.local_steps,
                     offset_range=args.offset_range, offset_step=args.offset_step,
+                    sigma_offset=args.sigma_offset,
                     max_iter=args.max_iter, batch=args.batch)
 
 
@@ -257,6 +265,7 @@ def write_iterations(out, history, settings_record, finished):
             "rlnOffsetStep": [r["offset_step"] for r in history],
             "rlnOffsetRange": [r["offset_range"] for r in history],
             "rlnPpLambda": [r["lambda"] for r in history],
+            "rlnSigmaOffsetsAngst": [r.get("sigma_offset_A", 0.0) for r in history],
             "rlnPpMeanMaxProb": [r["mean_maxprob"] for r in history],
             "rlnPpCpuSeconds": [r["cpu_s"] for r in history],
             "rlnPpWallSeconds": [r["wall_s"] for r in history]}

@@ -106,6 +106,12 @@ class ProtPolishRefine(ProtPolishBase):
                       validators=[params.Positive], label="Offset search range (px)")
         form.addParam("offsetStep", params.FloatParam, default=1.0,
                       validators=[params.Positive], label="Offset search step (px)")
+        form.addParam("sigmaOffset", params.FloatParam, default=10.0,
+                      validators=[params.GE(0)], expertLevel=params.LEVEL_ADVANCED,
+                      label="Offset prior sigma (A)",
+                      help="First standard deviation of the Gaussian prior on the offsets from "
+                           "the box centre, then estimated from the data (RELION's --offset); "
+                           "0: uniform prior.")
         form.addParam("maxIter", params.IntParam, default=25, validators=[params.GE(1)],
                       label="Maximum iterations")
 
@@ -160,6 +166,7 @@ class ProtPolishRefine(ProtPolishBase):
                 "--max-order %d" % self.maxOrder.get(),
                 "--offset-range %g --offset-step %g" % (self.offsetRange.get(),
                                                         self.offsetStep.get()),
+                "--sigma-offset %g" % self.sigmaOffset.get(),
                 "--max-iter %d" % self.maxIter.get(), "--threads %d" % self.numberOfThreads.get()]
         if self.inputMask.get() is not None:
             args.append("--mask %s" % os.path.abspath(self._inputDir("mask.mrc")))

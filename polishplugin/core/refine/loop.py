@@ -12,6 +12,10 @@ independent half-sets, each refined against its own reference; per iteration
    gold-standard FSC of the two halves' unregularised maps B / K; tau^2 from it (eq. 12); the
    update (eq. 11 Tikhonov, or eq. 17 RED with lambda fixed or from the resolution, CW-RED);
 3. noise: sigma^2 per ring = mean over particles of |y - c P x|^2 at the best pose (new maps);
+   offsets: RELION's Gaussian prior on each image's offset o from the image centre,
+   log p(o) = -|o|^2 / (2 sigma_o^2) (A), added to the log-likelihood from the second iteration
+   on; sigma_o^2 = sum over images and poses of w |o|^2 / (2 N) (RELION's M-step; the first,
+   cross-correlation iteration's best poses count with weight 1); ``sigma_offset`` 0: uniform;
 4. sampling: the HEALPix order goes up when the resolution stalls or the step is coarser than
    one resolution element at the particle radius (:func:`.sampling.next_order`); the offset step
    halves with it; converged when the resolution has not improved for 2 iterations and the order
@@ -73,6 +77,7 @@ class Settings:
     local_steps: float = 2.0         # local search half-width in angular steps
     offset_range: float = 3.0        # px
     offset_step: float = 1.0         # px
+    sigma_offset: float = 10.0       # A: first sigma of the Gaussian offset prior (0: uniform)
     size_margin: int = 5             # shells beyond the resolution kept in the current size
     max_iter: int = 25
     batch: int = 16
@@ -111,6 +116,7 @@ class State:
     current_size: int
     stall: int = 0
     best_resolution: float = np.inf
+    sigma2_offset: float = 0.0       # A^2: the Gaussian offset prior's variance (0: uniform)
     fsc: np.ndarray = None
     finished: bool = False
     final_map: np.ndarray = None
@@ -255,7 +261,7 @@ def initial_state(particles, reference, settings, angles=None, shifts=None):
         shifts=np.zeros((count, 2)) if shifts is None else np.asarray(shifts, float),
         maxprob=np.zeros(count), sigma2=initial_sigma2(particles.images),
         order=settings.healpix_order, offset_range=settings.offset_range,
-        offset_step=settings.offset_step,
+        offset_step=settings.offset_step, sigma2_offset=settings.sigma_offset ** 2,
         current_size=image_size_for(settings.ini_high, n, px, settings.size_margin))
 
 
@@ -271,6 +277,8 @@ def _estep_half(ref, idx, particles, state, settings, inv_s2, first, bp):
     proj = Projector(fourier_crop_volume(ref, m), pad=settings.pad)
     trans = translation_grid(state.offset_range, state.offset_step)
     trans_m = trans * (m / n)
+    prior = not first and settings.sigma_offset > 0    # Gaussian offset prior (module text)
+    px2, off2 = particles.pixel_size ** 2, 0.0         # off2: sum of w |offset|^2 (A^2)
     s_m = crop2(inv_s2, n, m)
     local = state.order >= settings.local_order and not first
     grid = None if local else orientation_grid(state.order)
@@ -304,6 +312,9 @@ def _estep_half(ref, idx, particles, state, settings, inv_s2, first, bp):
                     batch_scores = (cross_correlations if first else log_likelihoods)(
                         yc, cc, grid_p, trans_m, s_m)
                 score = batch_scores[j:j + 1]
+            if prior:
+                score = score - (((prev[j] + trans) ** 2).sum(1) * px2
+                                 / (2 * max(state.sigma2_offset, 1e-4)))
             flat = score.reshape(1, -1)
             if first:
                 w = np.zeros_like(flat)
@@ -317,6 +328,7 @@ def _estep_half(ref, idx, particles, state, settings, inv_s2, first, bp):
             angles[k] = oris[o_best]
             shifts[k] = prev[j] + trans[t_best]
             maxprob[k] = w[0, best]
+            off2 += w[0].reshape(-1, len(trans)).sum(0) @ ((prev[j] + trans) ** 2).sum(1) * px2
             nz = np.flatnonzero(w[0])
             o, t = np.divmod(nz, len(trans))
             total = prev[j] + trans[t]
@@ -327,7 +339,7 @@ def _estep_half(ref, idx, particles, state, settings, inv_s2, first, bp):
             if sum(len(p[0]) for p in pending) >= 256:
                 flush()
     flush()
-    return angles, shifts, maxprob
+    return angles, shifts, maxprob, off2
 
 
 def _residual_power(ref, idx, particles, angles, shifts, pad):
@@ -401,13 +413,15 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
     inv_s2 = inverse_sigma2(state.sigma2, n, m)
     angles, shifts, maxprob = state.angles.copy(), state.shifts.copy(), state.maxprob.copy()
     bps, mine = [], [split.mine(np.flatnonzero(particles.half_sets == h), h) for h in (1, 2)]
+    off2 = np.zeros(1)
     for h in (1, 2):
         idx = mine[h - 1]
         bp = Backprojector(n, settings.pad, r_max=min(n // 2 - 1, m // 2))
         if len(idx):
-            a, s, p = _estep_half(state.refs[h - 1] * solvent, idx, particles, state, settings,
-                                  inv_s2, first, bp)
+            a, s, p, o2 = _estep_half(state.refs[h - 1] * solvent, idx, particles, state,
+                                      settings, inv_s2, first, bp)
             angles[idx], shifts[idx], maxprob[idx] = a, s, p
+            off2 += o2
         bp.data[...], bp.weight[...] = split.sum(bp.data), split.sum(bp.weight)
         bps.append(bp)
     if split is not SERIAL:     # every particle's pose from the process that scored it
@@ -437,6 +451,8 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
     sigma2 = state.sigma2.copy()
     inside = np.arange(len(sigma2)) < m // 2
     sigma2[inside] = (resid / len(particles.images))[inside]
+    sigma2_offset = (float(split.sum(off2)[0]) / (2 * len(particles.images))
+                     if settings.sigma_offset > 0 else 0.0)
     # sampling and convergence
     change = float(np.mean(angular_distance(state.angles, angles)))
     offset_change = float(np.mean(np.hypot(*(shifts - state.shifts).T))) * px
@@ -457,7 +473,8 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
               "current_size": m, "offset_range": state.offset_range,
               "offset_step": state.offset_step, "resolution": resolution, "lambda": lam,
               "angular_change": change, "offset_change_A": offset_change,
-              "mean_maxprob": float(maxprob.mean()), "converged": bool(converged)}
+              "mean_maxprob": float(maxprob.mean()), "converged": bool(converged),
+              "sigma_offset_A": float(np.sqrt(sigma2_offset))}
     final_map = None
     if finished and split.owns(1):
         full = 2 * fsc / (1 + np.maximum(fsc, 0.0))
@@ -467,7 +484,8 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
                 shifts=shifts, maxprob=maxprob, sigma2=sigma2, order=order, offset_range=rng_,
                 offset_step=step,
                 current_size=image_size_for(best, n, px, settings.size_margin),
-                stall=0 if order > state.order else stall, best_resolution=best, fsc=fsc,
+                stall=0 if order > state.order else stall, best_resolution=best,
+                sigma2_offset=sigma2_offset, fsc=fsc,
                 finished=finished, final_map=final_map, red_maps=red_maps,
                 history=list(state.history))
     record["cpu_s"] = float(split.sum(np.array([time.process_time() - t_cpu]))[0])
