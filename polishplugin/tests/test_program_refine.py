@@ -67,6 +67,8 @@ def test_outputs(project, full_run):
     assert 2 * PX <= float(blocks["general"]["rlnFinalResolution"][0]) < 40.0
     its = read_star(str(full_run / "iterations.star"))["iterations"]
     assert list(its["rlnCurrentIteration"]) == [1, 2, 3]
+    # the offset prior's sigma (A), estimated from the data after each iteration
+    assert all(0 < float(v) < 10.0 for v in its["rlnSigmaOffsetsAngst"])
     summary = json.load(open(full_run / "refine.json"))
     assert summary["finished"] and len(summary["iterations"]) == 3
     assert summary["cpu_s_total"] > 0
