@@ -116,7 +116,7 @@ class State:
     current_size: int
     stall: int = 0
     best_resolution: float = np.inf
-    sigma2_offset: float = 0.0       # A^2: the Gaussian offset prior's variance (0: uniform)
+    sigma2_offset: float = None      # A^2: the offset prior's variance (None: sigma_offset^2)
     fsc: np.ndarray = None
     finished: bool = False
     final_map: np.ndarray = None
@@ -278,6 +278,8 @@ def _estep_half(ref, idx, particles, state, settings, inv_s2, first, bp):
     trans = translation_grid(state.offset_range, state.offset_step)
     trans_m = trans * (m / n)
     prior = not first and settings.sigma_offset > 0    # Gaussian offset prior (module text)
+    s2o = max(settings.sigma_offset ** 2 if state.sigma2_offset is None else
+              state.sigma2_offset, 1e-4)                # RELION: below 1e-4 A^2 a delta
     px2, off2 = particles.pixel_size ** 2, 0.0         # off2: sum of w |offset|^2 (A^2)
     s_m = crop2(inv_s2, n, m)
     local = state.order >= settings.local_order and not first
@@ -313,8 +315,7 @@ def _estep_half(ref, idx, particles, state, settings, inv_s2, first, bp):
                         yc, cc, grid_p, trans_m, s_m)
                 score = batch_scores[j:j + 1]
             if prior:
-                score = score - (((prev[j] + trans) ** 2).sum(1) * px2
-                                 / (2 * max(state.sigma2_offset, 1e-4)))
+                score = score - ((prev[j] + trans) ** 2).sum(1) * px2 / (2 * s2o)
             flat = score.reshape(1, -1)
             if first:
                 w = np.zeros_like(flat)
