@@ -100,6 +100,33 @@ def test_local_search_refines_perturbed_poses(case):
     assert np.median(after) < angular_step(3)
 
 
+def test_offset_prior_sigma_from_the_data_and_its_pull(case):
+    """RELION's Gaussian offset prior: after the first (cross-correlation, hard-assignment)
+    iteration sigma_o^2 is the mean |offset|^2 / 2 of the best poses (A^2). With the particles
+    moved 2 px off the box centre, the next E-step under the uniform prior (sigma 0) finds them
+    there, under a tiny sigma it keeps every offset at the centre."""
+    truth, ps, parts = case
+    moved = loop.Particles(np.roll(parts.images, 2, axis=-1), parts.ctfs, parts.half_sets, PX)
+    base = dict(healpix_order=1, local_order=5, ini_high=15.0, max_iter=5)
+    st = loop.Settings(**base)
+    state = loop.initial_state(moved, truth, st)
+    assert state.sigma2_offset == pytest.approx(100.0)          # RELION's --offset 10 A
+    first, rec = loop.iterate(state, moved, st)
+    expect = np.mean(np.sum((first.shifts * PX) ** 2, axis=1)) / 2
+    assert expect > 0.5 * (2 * PX) ** 2 / 2
+    assert first.sigma2_offset == pytest.approx(expect, rel=1e-9)
+    assert rec["sigma_offset_A"] == pytest.approx(np.sqrt(expect), rel=1e-9)
+    # the next (marginalising) iteration from the centre, under no and under a tiny prior
+    first.shifts[:] = 0.0
+    free, rec = loop.iterate(first, moved, loop.Settings(**dict(base, sigma_offset=0.0)))
+    assert np.mean(np.abs(free.shifts[:, 0] - 2.0) <= 1.0) > 0.8
+    assert free.sigma2_offset == 0.0 and rec["sigma_offset_A"] == 0.0
+    first.sigma2_offset = 1e-6
+    tight, _ = loop.iterate(first, moved, st)
+    assert np.all(tight.shifts == 0.0)
+    assert tight.sigma2_offset < 1e-3
+
+
 def test_tikhonov_loop_improves_the_map_from_a_lowpassed_start(case):
     truth, ps, parts = case
     st = loop.Settings(max_iter=4, max_order=2, local_order=2)
@@ -135,29 +162,3 @@ def test_cw_red_lambda_follows_the_resolution_and_changes_the_map(case):
     diff = np.linalg.norm(b.refs - a.refs) / np.linalg.norm(a.refs)
     assert diff > 1e-3
 
-
-def test_offset_prior_sigma_from_the_data_and_its_pull(case):
-    """RELION's Gaussian offset prior: after the first (cross-correlation, hard-assignment)
-    iteration sigma_o^2 is the mean |offset|^2 / 2 of the best poses (A^2). With the particles
-    moved 2 px off the box centre, the next E-step under the uniform prior (sigma 0) finds them
-    there, under a tiny sigma it keeps every offset at the centre."""
-    truth, ps, parts = case
-    moved = loop.Particles(np.roll(parts.images, 2, axis=-1), parts.ctfs, parts.half_sets, PX)
-    base = dict(healpix_order=1, local_order=5, ini_high=15.0, max_iter=5)
-    st = loop.Settings(**base)
-    state = loop.initial_state(moved, truth, st)
-    assert state.sigma2_offset == pytest.approx(100.0)          # RELION's --offset 10 A
-    first, rec = loop.iterate(state, moved, st)
-    expect = np.mean(np.sum((first.shifts * PX) ** 2, axis=1)) / 2
-    assert expect > 0.5 * (2 * PX) ** 2 / 2
-    assert first.sigma2_offset == pytest.approx(expect, rel=1e-9)
-    assert rec["sigma_offset_A"] == pytest.approx(np.sqrt(expect), rel=1e-9)
-    # the next (marginalising) iteration from the centre, under no and under a tiny prior
-    first.shifts[:] = 0.0
-    free, rec = loop.iterate(first, moved, loop.Settings(**dict(base, sigma_offset=0.0)))
-    assert np.mean(np.abs(free.shifts[:, 0] - 2.0) <= 1.0) > 0.8
-    assert free.sigma2_offset == 0.0 and rec["sigma_offset_A"] == 0.0
-    first.sigma2_offset = 1e-6
-    tight, _ = loop.iterate(first, moved, st)
-    assert np.all(tight.shifts == 0.0)
-    assert tight.sigma2_offset < 1e-3

@@ -270,9 +270,10 @@ def _particle_radius_px(settings, n, px):
     return min(0.5 * d / px, n / 2.0 - 1)
 
 
-def _estep_half(ref, idx, particles, state, settings, inv_s2, first, bp):
+def _estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets2=None):
     """E-step over the particles ``idx`` of one half against ``ref`` (masked); adds them to
-    ``bp``. Returns (angles, shifts, maxprob) at the best pose of each."""
+    ``bp`` and, to ``offsets2`` ((1,) array), their sum of w |offset|^2 (A^2) over the poses.
+    Returns (angles, shifts, maxprob) at the best pose of each."""
     n, m = particles.n, state.current_size
     proj = Projector(fourier_crop_volume(ref, m), pad=settings.pad)
     trans = translation_grid(state.offset_range, state.offset_step)
@@ -280,7 +281,7 @@ def _estep_half(ref, idx, particles, state, settings, inv_s2, first, bp):
     prior = not first and settings.sigma_offset > 0    # Gaussian offset prior (module text)
     s2o = max(settings.sigma_offset ** 2 if state.sigma2_offset is None else
               state.sigma2_offset, 1e-4)                # RELION: below 1e-4 A^2 a delta
-    px2, off2 = particles.pixel_size ** 2, 0.0         # off2: sum of w |offset|^2 (A^2)
+    px2 = particles.pixel_size ** 2
     s_m = crop2(inv_s2, n, m)
     local = state.order >= settings.local_order and not first
     grid = None if local else orientation_grid(state.order)
@@ -329,7 +330,9 @@ def _estep_half(ref, idx, particles, state, settings, inv_s2, first, bp):
             angles[k] = oris[o_best]
             shifts[k] = prev[j] + trans[t_best]
             maxprob[k] = w[0, best]
-            off2 += w[0].reshape(-1, len(trans)).sum(0) @ ((prev[j] + trans) ** 2).sum(1) * px2
+            if offsets2 is not None:
+                offsets2 += (w[0].reshape(-1, len(trans)).sum(0)
+                             @ ((prev[j] + trans) ** 2).sum(1)) * px2
             nz = np.flatnonzero(w[0])
             o, t = np.divmod(nz, len(trans))
             total = prev[j] + trans[t]
@@ -340,7 +343,7 @@ def _estep_half(ref, idx, particles, state, settings, inv_s2, first, bp):
             if sum(len(p[0]) for p in pending) >= 256:
                 flush()
     flush()
-    return angles, shifts, maxprob, off2
+    return angles, shifts, maxprob
 
 
 def _residual_power(ref, idx, particles, angles, shifts, pad):
@@ -419,10 +422,9 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
         idx = mine[h - 1]
         bp = Backprojector(n, settings.pad, r_max=min(n // 2 - 1, m // 2))
         if len(idx):
-            a, s, p, o2 = _estep_half(state.refs[h - 1] * solvent, idx, particles, state,
-                                      settings, inv_s2, first, bp)
+            a, s, p = _estep_half(state.refs[h - 1] * solvent, idx, particles, state, settings,
+                                  inv_s2, first, bp, off2)
             angles[idx], shifts[idx], maxprob[idx] = a, s, p
-            off2 += o2
         bp.data[...], bp.weight[...] = split.sum(bp.data), split.sum(bp.weight)
         bps.append(bp)
     if split is not SERIAL:     # every particle's pose from the process that scored it
