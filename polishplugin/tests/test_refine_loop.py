@@ -161,4 +161,3 @@ def test_cw_red_lambda_follows_the_resolution_and_changes_the_map(case):
     assert rec_b["lambda"] == pytest.approx(cw_red_lambda(rec_b["resolution"], 40.0, 8.0))
     diff = np.linalg.norm(b.refs - a.refs) / np.linalg.norm(a.refs)
     assert diff > 1e-3
-
