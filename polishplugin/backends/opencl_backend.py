@@ -48,25 +48,27 @@ inline void cr_weights(REAL t, REAL *w, REAL *dw) {
     w[3] = (t3 - t2) / 2;                dw[3] = (3 * t2 - 2 * t) / 2;
 }
 
-/* One work-item per (particle, frame): bicubic CC and gradient (numpy_backend.cc_interp). */
-__kernel void cc_interp(__global const MAP_T *cc, __global const REAL *pos,
-                        __global REAL *out, const int n, const int W) {
+/* One work-item per (particle, frame): bicubic CC and gradient (numpy_backend.cc_interp) at
+   base sample (x0, y0) + fraction (tx, ty), both split on the host in double precision. The
+   weighted sum is over the samples minus the base sample (Catmull-Rom weights sum to 1, their
+   derivatives to 0), so single precision rounds the local variation of the CC, not its size; the
+   host adds the base sample back in double. */
+__kernel void cc_interp(__global const MAP_T *cc, __global const int *base,
+                        __global const REAL *frac, __global REAL *out, const int n, const int W) {
     int i = get_global_id(0);
     if (i >= n) return;
-    int c0 = W / 2;    /* "half" is an OpenCL type */
-    REAL u = pos[2 * i] + c0, v = pos[2 * i + 1] + c0;
-    REAL x0 = floor(u), y0 = floor(v);
     REAL wx[4], dwx[4], wy[4], dwy[4];
-    cr_weights(u - x0, wx, dwx);
-    cr_weights(v - y0, wy, dwy);
-    int xi = (int)x0 - 1, yi = (int)y0 - 1;
+    cr_weights(frac[2 * i], wx, dwx);
+    cr_weights(frac[2 * i + 1], wy, dwy);
+    int xi = base[2 * i] - 1, yi = base[2 * i + 1] - 1;
     __global const MAP_T *m = cc + (size_t)i * W * W;
+    REAL c0 = (REAL)m[wrap(yi + 1, W) * W + wrap(xi + 1, W)];
     REAL s = 0, sx = 0, sy = 0;
     for (int a = 0; a < 4; a++) {
         __global const MAP_T *row = m + wrap(yi + a, W) * W;
         REAL r = 0, rx = 0;
         for (int b = 0; b < 4; b++) {
-            REAL c = (REAL)row[wrap(xi + b, W)];
+            REAL c = (REAL)row[wrap(xi + b, W)] - c0;
             r += wx[b] * c;
             rx += dwx[b] * c;
         }
@@ -74,7 +76,7 @@ __kernel void cc_interp(__global const MAP_T *cc, __global const REAL *pos,
         sx += wy[a] * rx;
         sy += dwy[a] * r;
     }
-    out[3 * i] = s;          /* value, d/dx, d/dy */
+    out[3 * i] = s;          /* value - base sample, d/dx, d/dy */
     out[3 * i + 1] = sx;
     out[3 * i + 2] = sy;
 }
@@ -454,18 +456,25 @@ def _dev():
 def cc_interp(cc_maps, positions):
     """Bicubic (Catmull-Rom) CC_{p,f}(s_{p,f}) and gradient (eq. 16 at fractional s); see
     :func:`polishplugin.backends.numpy_backend.cc_interp`. The CC windows stay on the device
-    while ``cc_maps`` is alive."""
+    while ``cc_maps`` is alive. The read position is split into its base sample and fraction in
+    double precision and the base sample's value is added back in double, so that in single
+    precision the value is not rounded at the scale of the CC (a noisy energy stops L-BFGS
+    early, ~1e-3 px from the minimum); only its variation within the 4 x 4 samples is."""
     d = _dev()
     arr = np.asarray(cc_maps)
     P, F, W = arr.shape[:3]
     mdt = np.dtype(np.float32) if arr.dtype == np.float32 else np.dtype(d.real)
     (cc,) = d.resident(cc_maps, lambda: (arr.astype(mdt, copy=False),))
-    pos = d.upload(np.asarray(positions, dtype=d.real))
+    u = np.asarray(positions, dtype=np.float64).reshape(P, F, 2) + W // 2
+    b = np.floor(u)
     n = P * F
     out = d.empty(3 * n, d.real)
-    d.kernel("cc_interp", MAP_T=_C_TYPES[mdt])(d.queue, (max(1, n),), None, cc, pos, out,
-                                               np.int32(n), np.int32(W))
-    res = d.read(out, (P, F, 3), d.real).astype(np.float64, copy=False)
+    d.kernel("cc_interp", MAP_T=_C_TYPES[mdt])(
+        d.queue, (max(1, n),), None, cc, d.upload(b.astype(np.int32)),
+        d.upload((u - b).astype(d.real)), out, np.int32(n), np.int32(W))
+    res = d.read(out, (P, F, 3), d.real).astype(np.float64)
+    bi = b.astype(np.int64) % W
+    res[..., 0] += arr[np.arange(P)[:, None], np.arange(F)[None, :], bi[..., 1], bi[..., 0]]
     return res[..., 0], res[..., 1:]
 
 
