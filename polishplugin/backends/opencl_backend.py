@@ -32,9 +32,6 @@ log = logging.getLogger(__name__)
 _SOURCE = r"""
 #ifdef USE_FP64
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
-#define TWO_PI (2 * M_PI)
-#else
-#define TWO_PI (2 * M_PI_F)
 #endif
 
 inline int wrap(int i, int n) { int r = i % n; return r < 0 ? r + n : r; }
@@ -225,32 +222,6 @@ __kernel void fcc_pixel_sums(__global const X_T *x, __global const REAL *v,
 }
 """
 
-_SOURCE += r"""
-/* Y_p(k) = sum_f w_f(k) X_pf(k) exp(+2 pi i (kx tx_pf + ky ty_pf)) on the full fft2 grid
-   (numpy_backend.recombine_sum); X (P, F, n, n) complex float, one work-item per (p, ky, kx). */
-__kernel void recombine_sum(__global const float *x, __global const REAL *w,
-                            __global const REAL *tracks, __global REAL *out,
-                            const int P, const int F, const int n) {
-    int i = get_global_id(0);
-    if (i >= P * n * n) return;
-    int kx = i % n, ky = (i / n) % n, p = i / (n * n);
-    REAL fx = (REAL)(kx <= (n - 1) / 2 ? kx : kx - n) / n;      /* numpy fftfreq */
-    REAL fy = (REAL)(ky <= (n - 1) / 2 ? ky : ky - n) / n;
-    size_t k = (size_t)ky * n + kx;
-    REAL re = 0, im = 0;
-    for (int f = 0; f < F; f++) {
-        size_t b = (size_t)p * F + f;
-        REAL a = TWO_PI * (fx * tracks[2 * b] + fy * tracks[2 * b + 1]);
-        REAL c = cos(a), s = sin(a), wk = w[(size_t)f * n * n + k];
-        REAL xr = x[2 * (b * n * n + k)], xi = x[2 * (b * n * n + k) + 1];
-        re += wk * (xr * c - xi * s);
-        im += wk * (xr * s + xi * c);
-    }
-    out[2 * (size_t)i] = re;
-    out[2 * (size_t)i + 1] = im;
-}
-"""
-
 _FFT_CHUNK = 8        # particles per device FFT batch (one VkFFT plan per frames x patch size)
 _RING_GROUP = 64      # work-items per (particle, frame) block of ring_correlation (power of 2)
 _C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double",
@@ -398,31 +369,6 @@ class _Device:
             app.fft(src, dst)
             self.cl.enqueue_copy(self.queue, out, dst.data, byte_count=c * F * n * nh * 8,
                                  dst_offset=p0 * F * n * nh * 8)
-        return out
-
-    def fft2(self, frames):
-        """Full-plane fft2 (complex64, (P, F, n, n)) of real images (P, F, n, n) on the device
-        (VkFFT, complex-to-complex, in fixed chunks of _FFT_CHUNK particles like :meth:`rfft2`)."""
-        import pyopencl.array as cla
-        from pyvkfft.opencl import VkFFTApp
-        P, F, n = frames.shape[:3]
-        key = ("c2c", F, n)
-        if key not in self._ffts:
-            shape = (_FFT_CHUNK * F, n, n)
-            self._ffts[key] = (VkFFTApp(shape, np.complex64, queue=self.queue, ndim=2,
-                                        inplace=True),
-                               cla.empty(self.queue, shape, np.complex64),
-                               np.empty((_FFT_CHUNK, F, n, n), np.complex64))
-        app, buf, stage = self._ffts[key]
-        out = self.empty(P * F * n * n, np.complex64)
-        for p0 in range(0, P, _FFT_CHUNK):
-            c = min(_FFT_CHUNK, P - p0)
-            stage[:c] = frames[p0:p0 + c]
-            stage[c:] = 0
-            self.cl.enqueue_copy(self.queue, buf.data, stage)
-            app.fft(buf, buf)
-            self.cl.enqueue_copy(self.queue, out, buf.data, byte_count=c * F * n * n * 8,
-                                 dst_offset=p0 * F * n * n * 8)
         return out
 
     def empty(self, shape, dtype):
@@ -623,27 +569,6 @@ def fcc_pixel_sums(spectra, predictions, ey, ex):
                                        _complex(d, ey), _complex(d, ex), out, np.int32(P),
                                        np.int32(F), np.int32(n), np.int32(nh))
     return d.read(out, (F, n, nh), d.real).astype(np.float64, copy=False)
-
-
-def recombine_sum(frames, tracks, weights):
-    """Weighted, track-undone Fourier sum of the frames, (P, n, n) complex128, on the device (the
-    real frames' fft2 by VkFFT, on the host without pyvkfft); see
-    :func:`polishplugin.backends.numpy_backend.recombine_sum`."""
-    d = _dev()
-    frames = np.asarray(frames)
-    P, F, n = frames.shape[:3]
-    if np.iscomplexobj(frames) or not _has_vkfft():
-        spectra = frames if np.iscomplexobj(frames) else np.fft.fft2(frames)
-        x = d.upload(spectra.astype(np.complex64))
-    else:
-        x = d.fft2(frames)
-    out = d.empty(2 * P * n * n, d.real)
-    d.kernel("recombine_sum")(d.queue, (P * n * n,), None, x,
-                              d.upload(np.asarray(weights, d.real)),
-                              d.upload(np.asarray(tracks, d.real)), out, np.int32(P),
-                              np.int32(F), np.int32(n))
-    res = d.read(out, (P, n, n, 2), d.real).astype(np.float64)
-    return res[..., 0] + 1j * res[..., 1]
 
 
 # refinement kernels: the slices through this backend's interp_trilinear (the padded transform
