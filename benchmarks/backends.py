@@ -4,10 +4,8 @@ whole micrograph of polishing (``polish_speed.py``'s synthetic movie and per-mic
 Kernels at the sizes of a box-256 micrograph (40 particles, 24 frames): ``cc_interp`` on CC
 windows of radius 8 (one L-BFGS evaluation), ``interp_trilinear`` on the padded 256^3 transform of
 a 128^3 map for 40 slices of 256^2 (the predictions), ``ring_correlation`` on int8 ring products
-of a 256 box (k_max 40 px, RELION's split: one TCC evaluation of a training micrograph),
-``recombine_sum`` on one frame of 40 256^2 patches (what the B-factor program calls per frame for
-shiny particles; items = particle-frames). Each
-configuration (backend:threads; opencl:T = PoCL's CPU device with T threads, or the first GPU
+of a 256 box (k_max 40 px, RELION's split: one TCC evaluation of a training micrograph).
+Each configuration (backend:threads; opencl:T = PoCL's CPU device with T threads, or the first GPU
 if there is one) runs in its own subprocess; "first" is the first call (OpenCL: program build
 from pyopencl's disk cache plus the upload of the constant operand), "call" the median of the
 following calls (operand already on the device).
@@ -31,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import polish_speed  # noqa: E402  (the micrograph benchmark's movie and worker)
 
 P, F, RADIUS, BOX, MAP, K_MAX = 40, 24, 8, 256, 128, 40
-KERNELS = ("cc_interp", "interp_trilinear", "ring_correlation", "recombine_sum")
+KERNELS = ("cc_interp", "interp_trilinear", "ring_correlation")
 
 
 def _inputs():
@@ -59,14 +57,11 @@ def _inputs():
     kyr, kxr = freq[idx // BOX], freq[idx % BOX]
     q = rng.integers(-127, 128, size=(P, F, len(kxr), 2)).astype(np.int8)
     scale = rng.uniform(0.5, 2, size=(P, F)).astype(np.float32)
-    frame = rng.normal(size=(P, 1, BOX, BOX)).astype(np.float32)
-    weights = rng.uniform(0, 1, size=(1, BOX, BOX))
     offset = rng.normal(size=(P, F)).astype(np.float32)
     return {"cc_interp": (lambda be: be.cc_interp(cc, pos), P * F),
             "interp_trilinear": (lambda be: be.interp_trilinear(vol, coords), coords.shape[1]),
             "ring_correlation": (lambda be: be.ring_correlation(q, scale, offset, kxr, kyr,
                                                                 pos, BOX), P * F),
-            "recombine_sum": (lambda be: be.recombine_sum(frame, pos[:, :1], weights), P),
             "_sizes": {"W": W, "points": int(coords.shape[1]), "M": int(len(kxr))}}
 
 

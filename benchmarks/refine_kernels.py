@@ -13,10 +13,11 @@ Work per box n (padding 2):
   integer shifts within a disc of 5 px: 81), half-plane pixels with |k| <= n/2 - 1 (what
   :func:`polishplugin.core.refine.estep.log_likelihoods` passes after folding Friedel pairs).
 
-The row "before" is the code these kernels replaced (np.add.at spreading; the einsum over all
-n^2 pixels of the old ``log_likelihoods``), on numpy with T BLAS threads. "first" is the first
-call (numba: compilation or cache load; OpenCL: program build and upload), "call" the median of
-the next ``--repeats`` calls.
+The row "before" is the E-step code these kernels replaced (the einsum over all n^2 pixels of
+the old ``log_likelihoods``), on numpy with T BLAS threads; the back-projection they replaced
+(np.add.at spreading) is the numpy backend's loop, so its "before" is the numpy row. "first" is
+the first call (numba: compilation or cache load; OpenCL: program build and upload), "call" the
+median of the next ``--repeats`` calls.
 
     python benchmarks/refine_kernels.py [--configs numpy:1 numpy:2 numba:1 numba:2 opencl:1
         opencl:2 before:1 before:2] [--boxes 64 96] [--orientations 2304] [--images 4]
@@ -62,30 +63,6 @@ def _inputs(n, orientations, images):
                 weights=weights, a=a, b=b, p=p, e=e, t=t)
 
 
-def _before_backproject(data, weight, rots, kxy, values, weights, scale):
-    """The previous Backprojector.insert spreading (np.add.at per neighbour)."""
-    s, sh = data.shape[0], data.shape[2]
-    coords = scale * np.einsum("mj,bjc->bmc", kxy, rots[:, :2, :])
-    flip = coords[..., 0] < 0
-    coords[flip] *= -1.0
-    v = np.where(flip, np.conj(values), values).ravel()
-    w = weights.ravel()
-    coords = coords.reshape(-1, 3)
-    base = np.floor(coords).astype(np.int64)
-    frac = coords - base
-    flat_d, flat_w = data.reshape(-1), weight.reshape(-1)
-    for dz in (0, 1):
-        for dy in (0, 1):
-            for dx in (0, 1):
-                t = (np.where(dx, frac[:, 0], 1 - frac[:, 0])
-                     * np.where(dy, frac[:, 1], 1 - frac[:, 1])
-                     * np.where(dz, frac[:, 2], 1 - frac[:, 2]))
-                idx = (((base[:, 2] + dz) % s) * s + (base[:, 1] + dy) % s) * sh \
-                    + base[:, 0] + dx
-                np.add.at(flat_d, idx, t * v)
-                np.add.at(flat_w, idx, t * w)
-
-
 def _before_estep(x):
     """The previous log_likelihoods' cross and power terms: einsum over all n^2 pixels."""
     from polishplugin.core.fourier import shift_phase
@@ -110,13 +87,13 @@ def _calls(be, x, before):
     def bp():
         d = np.zeros((s, s, s // 2 + 1), dtype=np.complex128)
         w = np.zeros(d.shape)
-        (_before_backproject if before else be.backproject_slices)(
-            d, w, x["rots"], x["k_half"], x["values"], x["weights"], 2)
+        be.backproject_slices(d, w, x["rots"], x["k_half"], x["values"], x["weights"], 2)
     slices = None if before else (
         lambda: be.slice_extract(x["vol"], x["rots"], x["k_slice"], s, s // 2))
     est = _before_estep(x) if before else (
         lambda: be.estep_scores(x["a"], x["b"], x["p"], x["e"]))
-    return {"slice_extract": slices, "backproject_slices": bp, "estep_scores": est}
+    return {"slice_extract": slices, "backproject_slices": None if before else bp,
+            "estep_scores": est}
 
 
 def worker(backend, threads, boxes, orientations, images, repeats):

@@ -110,20 +110,14 @@ def run_snr(a, snr, work):
     ours(project, "polish", "Polish/job031", T, *sigmas_args(true, False))
     sets = {"extracted (global track, dose-weighted sum)": (LAYOUT["particles"], None)}
     cost = {"ours": ours(project, "bfactors", "Shiny/job041", T, "--polish", "Polish/job031")}
-    # our FCC sums are on a box of fcc_box pixels; RELION takes the ring range of its fit in the
-    # reference's box, so the range is given to it scaled to fall on the same rings as ours
+    # our FCC sums are on the particle box's rings, as RELION's: the same range (A) fits the
+    # same rings
     info = json.load(open(os.path.join(project, "Shiny/job041/bfactors.json")))
-    f = info["relion_box"] / info["box"]
     cost["RELION"] = relion_from_our_fcc(
         project, "Polish/job031", "MotionRefine/job040", T, true, "--bfac_minfreq",
-        info["low_res_A"] * f, "--bfac_maxfreq", info["high_res_A"] * f)
+        info["low_res_A"], "--bfac_maxfreq", info["high_res_A"])
     sets["RELION (its fit of our FCC, its recombination)"] = (
         "MotionRefine/job040/shiny.star", "MotionRefine/job040/bfactors.star")
-    if f != 1:
-        cost["RELION, its default range"] = relion_from_our_fcc(
-            project, "Polish/job031", "MotionRefine/job043", T, true)
-        sets["RELION, its default range on our %d-px FCC" % info["box"]] = (
-            "MotionRefine/job043/shiny.star", "MotionRefine/job043/bfactors.star")
     sets["ours (paper's fit)"] = ("Shiny/job041/particles.star", "Shiny/job041/bfactors.star")
     for i, tau in enumerate(a.smooth):
         job = "Shiny/job%03d" % (50 + i)

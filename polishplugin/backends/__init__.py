@@ -13,8 +13,6 @@ Every backend is a module exposing ``NAME`` and the kernels
 - the spectra of a micrograph (:mod:`polishplugin.core.motion.observation`): ``patch_spectra``
   (rfft2 of the patches; the other three take what it returns), ``power_sums`` (noise power),
   ``cc_windows`` (eq. 15-16 on the search window), ``fcc_pixel_sums`` (eq. 20 numerator);
-- ``recombine_sum(frames, tracks, weights)``: the weighted, track-undone Fourier sum of shiny
-  particles (section 2.3, :mod:`polishplugin.core.dose.recombine`).
 - refinement (:mod:`polishplugin.core.refine`): ``slice_extract(volume, rots, kxy, scale,
   origin)`` (Fourier slices of the projector), ``backproject_slices(data, weight, rots, kxy,
   values, weights, scale)`` (trilinear spreading into the back-projector's half grid, in place)

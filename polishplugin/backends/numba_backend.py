@@ -10,7 +10,7 @@ import numba
 import numpy as np
 
 from .numpy_backend import (cc_windows, estep_scores, fcc_pixel_sums,  # noqa: F401
-                            patch_spectra, power_sums, recombine_sum)
+                            patch_spectra, power_sums)
 from .numpy_backend import check_half_grid
 
 NAME = "numba"

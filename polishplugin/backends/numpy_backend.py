@@ -12,7 +12,6 @@ OpenCL keeps them on the device).
 import numpy as np
 from scipy import ndimage
 
-from ..core.fourier import shift_phase
 from ..core.motion.observation import patch_spectra  # noqa: F401  (host rfft2, scipy.fft)
 
 NAME = "numpy"
@@ -138,19 +137,6 @@ def fcc_pixel_sums(spectra, predictions, ey, ex):
         prod *= ex[p, :, None, :].astype(cdt)
         num += prod.real
     return num
-
-
-def recombine_sum(frames, tracks, weights):
-    """Y_p(k) = sum_f w_f(k) X_pf(k) exp(+2 pi i <t_pf, k>) (section 2.3 of Zivanov 2019), the
-    Fourier-space sum behind shiny particles: frames (P, F, n, n) real patches or their fft2,
-    tracks (P, F, 2) px, weights (F, n, n) on the fft2 grid; returns (P, n, n) complex128."""
-    P, F, n = frames.shape[:3]
-    complex_input = np.iscomplexobj(frames)
-    acc = np.zeros((P, n, n), dtype=np.complex128)
-    for f in range(F):
-        xf = frames[:, f] if complex_input else np.fft.fft2(frames[:, f])
-        acc += weights[f] * xf * shift_phase(n, n, -tracks[:, f, 0], -tracks[:, f, 1])
-    return acc
 
 
 # --- refinement kernels (Fourier-slice projection, back-projection, E-step scoring) ---------

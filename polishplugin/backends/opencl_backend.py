@@ -32,9 +32,6 @@ log = logging.getLogger(__name__)
 _SOURCE = r"""
 #ifdef USE_FP64
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
-#define TWO_PI (2 * M_PI)
-#else
-#define TWO_PI (2 * M_PI_F)
 #endif
 
 inline int wrap(int i, int n) { int r = i % n; return r < 0 ? r + n : r; }
@@ -48,25 +45,27 @@ inline void cr_weights(REAL t, REAL *w, REAL *dw) {
     w[3] = (t3 - t2) / 2;                dw[3] = (3 * t2 - 2 * t) / 2;
 }
 
-/* One work-item per (particle, frame): bicubic CC and gradient (numpy_backend.cc_interp). */
-__kernel void cc_interp(__global const MAP_T *cc, __global const REAL *pos,
-                        __global REAL *out, const int n, const int W) {
+/* One work-item per (particle, frame): bicubic CC and gradient (numpy_backend.cc_interp) at
+   base sample (x0, y0) + fraction (tx, ty), both split on the host in double precision. The
+   weighted sum is over the samples minus the base sample (Catmull-Rom weights sum to 1, their
+   derivatives to 0), so single precision rounds the local variation of the CC, not its size; the
+   host adds the base sample back in double. */
+__kernel void cc_interp(__global const MAP_T *cc, __global const int *base,
+                        __global const REAL *frac, __global REAL *out, const int n, const int W) {
     int i = get_global_id(0);
     if (i >= n) return;
-    int c0 = W / 2;    /* "half" is an OpenCL type */
-    REAL u = pos[2 * i] + c0, v = pos[2 * i + 1] + c0;
-    REAL x0 = floor(u), y0 = floor(v);
     REAL wx[4], dwx[4], wy[4], dwy[4];
-    cr_weights(u - x0, wx, dwx);
-    cr_weights(v - y0, wy, dwy);
-    int xi = (int)x0 - 1, yi = (int)y0 - 1;
+    cr_weights(frac[2 * i], wx, dwx);
+    cr_weights(frac[2 * i + 1], wy, dwy);
+    int xi = base[2 * i] - 1, yi = base[2 * i + 1] - 1;
     __global const MAP_T *m = cc + (size_t)i * W * W;
+    REAL c0 = (REAL)m[wrap(yi + 1, W) * W + wrap(xi + 1, W)];
     REAL s = 0, sx = 0, sy = 0;
     for (int a = 0; a < 4; a++) {
         __global const MAP_T *row = m + wrap(yi + a, W) * W;
         REAL r = 0, rx = 0;
         for (int b = 0; b < 4; b++) {
-            REAL c = (REAL)row[wrap(xi + b, W)];
+            REAL c = (REAL)row[wrap(xi + b, W)] - c0;
             r += wx[b] * c;
             rx += dwx[b] * c;
         }
@@ -74,7 +73,7 @@ __kernel void cc_interp(__global const MAP_T *cc, __global const REAL *pos,
         sx += wy[a] * rx;
         sy += dwy[a] * r;
     }
-    out[3 * i] = s;          /* value, d/dx, d/dy */
+    out[3 * i] = s;          /* value - base sample, d/dx, d/dy */
     out[3 * i + 1] = sx;
     out[3 * i + 2] = sy;
 }
@@ -220,32 +219,6 @@ __kernel void fcc_pixel_sums(__global const X_T *x, __global const REAL *v,
         acc += ar * cr - ai * ci;
     }
     out[i] = acc;
-}
-"""
-
-_SOURCE += r"""
-/* Y_p(k) = sum_f w_f(k) X_pf(k) exp(+2 pi i (kx tx_pf + ky ty_pf)) on the full fft2 grid
-   (numpy_backend.recombine_sum); X (P, F, n, n) complex float, one work-item per (p, ky, kx). */
-__kernel void recombine_sum(__global const float *x, __global const REAL *w,
-                            __global const REAL *tracks, __global REAL *out,
-                            const int P, const int F, const int n) {
-    int i = get_global_id(0);
-    if (i >= P * n * n) return;
-    int kx = i % n, ky = (i / n) % n, p = i / (n * n);
-    REAL fx = (REAL)(kx <= (n - 1) / 2 ? kx : kx - n) / n;      /* numpy fftfreq */
-    REAL fy = (REAL)(ky <= (n - 1) / 2 ? ky : ky - n) / n;
-    size_t k = (size_t)ky * n + kx;
-    REAL re = 0, im = 0;
-    for (int f = 0; f < F; f++) {
-        size_t b = (size_t)p * F + f;
-        REAL a = TWO_PI * (fx * tracks[2 * b] + fy * tracks[2 * b + 1]);
-        REAL c = cos(a), s = sin(a), wk = w[(size_t)f * n * n + k];
-        REAL xr = x[2 * (b * n * n + k)], xi = x[2 * (b * n * n + k) + 1];
-        re += wk * (xr * c - xi * s);
-        im += wk * (xr * s + xi * c);
-    }
-    out[2 * (size_t)i] = re;
-    out[2 * (size_t)i + 1] = im;
 }
 """
 
@@ -398,31 +371,6 @@ class _Device:
                                  dst_offset=p0 * F * n * nh * 8)
         return out
 
-    def fft2(self, frames):
-        """Full-plane fft2 (complex64, (P, F, n, n)) of real images (P, F, n, n) on the device
-        (VkFFT, complex-to-complex, in fixed chunks of _FFT_CHUNK particles like :meth:`rfft2`)."""
-        import pyopencl.array as cla
-        from pyvkfft.opencl import VkFFTApp
-        P, F, n = frames.shape[:3]
-        key = ("c2c", F, n)
-        if key not in self._ffts:
-            shape = (_FFT_CHUNK * F, n, n)
-            self._ffts[key] = (VkFFTApp(shape, np.complex64, queue=self.queue, ndim=2,
-                                        inplace=True),
-                               cla.empty(self.queue, shape, np.complex64),
-                               np.empty((_FFT_CHUNK, F, n, n), np.complex64))
-        app, buf, stage = self._ffts[key]
-        out = self.empty(P * F * n * n, np.complex64)
-        for p0 in range(0, P, _FFT_CHUNK):
-            c = min(_FFT_CHUNK, P - p0)
-            stage[:c] = frames[p0:p0 + c]
-            stage[c:] = 0
-            self.cl.enqueue_copy(self.queue, buf.data, stage)
-            app.fft(buf, buf)
-            self.cl.enqueue_copy(self.queue, out, buf.data, byte_count=c * F * n * n * 8,
-                                 dst_offset=p0 * F * n * n * 8)
-        return out
-
     def empty(self, shape, dtype):
         nbytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
         return self.cl.Buffer(self.ctx, self.cl.mem_flags.READ_WRITE, nbytes)
@@ -454,18 +402,25 @@ def _dev():
 def cc_interp(cc_maps, positions):
     """Bicubic (Catmull-Rom) CC_{p,f}(s_{p,f}) and gradient (eq. 16 at fractional s); see
     :func:`polishplugin.backends.numpy_backend.cc_interp`. The CC windows stay on the device
-    while ``cc_maps`` is alive."""
+    while ``cc_maps`` is alive. The read position is split into its base sample and fraction in
+    double precision and the base sample's value is added back in double, so that in single
+    precision the value is not rounded at the scale of the CC (a noisy energy stops L-BFGS
+    early, ~1e-3 px from the minimum); only its variation within the 4 x 4 samples is."""
     d = _dev()
     arr = np.asarray(cc_maps)
     P, F, W = arr.shape[:3]
     mdt = np.dtype(np.float32) if arr.dtype == np.float32 else np.dtype(d.real)
     (cc,) = d.resident(cc_maps, lambda: (arr.astype(mdt, copy=False),))
-    pos = d.upload(np.asarray(positions, dtype=d.real))
+    u = np.asarray(positions, dtype=np.float64).reshape(P, F, 2) + W // 2
+    b = np.floor(u)
     n = P * F
     out = d.empty(3 * n, d.real)
-    d.kernel("cc_interp", MAP_T=_C_TYPES[mdt])(d.queue, (max(1, n),), None, cc, pos, out,
-                                               np.int32(n), np.int32(W))
-    res = d.read(out, (P, F, 3), d.real).astype(np.float64, copy=False)
+    d.kernel("cc_interp", MAP_T=_C_TYPES[mdt])(
+        d.queue, (max(1, n),), None, cc, d.upload(b.astype(np.int32)),
+        d.upload((u - b).astype(d.real)), out, np.int32(n), np.int32(W))
+    res = d.read(out, (P, F, 3), d.real).astype(np.float64)
+    bi = b.astype(np.int64) % W
+    res[..., 0] += arr[np.arange(P)[:, None], np.arange(F)[None, :], bi[..., 1], bi[..., 0]]
     return res[..., 0], res[..., 1:]
 
 
@@ -614,27 +569,6 @@ def fcc_pixel_sums(spectra, predictions, ey, ex):
                                        _complex(d, ey), _complex(d, ex), out, np.int32(P),
                                        np.int32(F), np.int32(n), np.int32(nh))
     return d.read(out, (F, n, nh), d.real).astype(np.float64, copy=False)
-
-
-def recombine_sum(frames, tracks, weights):
-    """Weighted, track-undone Fourier sum of the frames, (P, n, n) complex128, on the device (the
-    real frames' fft2 by VkFFT, on the host without pyvkfft); see
-    :func:`polishplugin.backends.numpy_backend.recombine_sum`."""
-    d = _dev()
-    frames = np.asarray(frames)
-    P, F, n = frames.shape[:3]
-    if np.iscomplexobj(frames) or not _has_vkfft():
-        spectra = frames if np.iscomplexobj(frames) else np.fft.fft2(frames)
-        x = d.upload(spectra.astype(np.complex64))
-    else:
-        x = d.fft2(frames)
-    out = d.empty(2 * P * n * n, d.real)
-    d.kernel("recombine_sum")(d.queue, (P * n * n,), None, x,
-                              d.upload(np.asarray(weights, d.real)),
-                              d.upload(np.asarray(tracks, d.real)), out, np.int32(P),
-                              np.int32(F), np.int32(n))
-    res = d.read(out, (P, n, n, 2), d.real).astype(np.float64)
-    return res[..., 0] + 1j * res[..., 1]
 
 
 # refinement kernels: the slices through this backend's interp_trilinear (the padded transform

@@ -30,7 +30,7 @@ Outputs (under --out):
                   exp(B_f s^2 / 4) (B < 0 = decay, max B = 0), C_f = ln(scale) (0 for the best
                   frame), D_kappa, fitted rings, box, pixel size, resolution limits, first frame.
   fcc.mrc, fcc_model.mrc, weights.mrc   FCC data, eq. 21 model and eq. 22 ring weights
-                  (frames x rings of the polishing box).
+                  (frames x rings of the particle box).
   Shiny/<mic>_shiny.mrcs   shiny particles: bright (the contrast sign of the polishing run's
                   diag JSON is applied), normalised as RELION's extraction (zero mean, unit
                   standard deviation outside a circle of 0.75 x half the box).
@@ -186,7 +186,7 @@ def fcc_from_tracks(mic, inputs, tracks, sign, first, defects, n=None, backend=N
     """Eq. 20 sums of one micrograph recomputed from its tracks: frames cut at the tracks in
     ``n`` px patches (the polishing run's; default the particle box), against the opposite half
     map's prediction times the contrast ``sign``, rings up to ``max_ring`` (the polishing run's;
-    default Nyquist); kernels of ``backend``."""
+    default Nyquist) summed on the rings of the particle box; kernels of ``backend``."""
     from ..core.motion.micrograph import fcc_from_spectra
     from ..core.motion.observation import crop_size
     from ..core.motion.patches import extract_spectra
@@ -201,14 +201,20 @@ def fcc_from_tracks(mic, inputs, tracks, sign, first, defects, n=None, backend=N
     with Movie(mic.movie, gain=mic.gain) as movie:
         spectra, cut = extract_spectra(finite_frames(movie, first, first + tracks.shape[1]),
                                        mic.centres, tracks, n, m, defects)
-    return fcc_from_spectra(spectra, sign * opp, tracks - cut, None, backend, n, max_ring)
+    return fcc_from_spectra(spectra, sign * opp, tracks - cut, None, backend, n, max_ring,
+                            inputs.box)
 
 
-def read_fcc(paths):
+def read_fcc(paths, box):
+    """The eq. 20 sums of one micrograph, on the rings of the particle ``box`` (box//2 + 1
+    rings, as polish writes them and RELION reads them); files of another width (a polishing run
+    before the FCC was put on the particle box wrote the rings of its even patch) are read on
+    the rings of that patch."""
     from ..core.dose.fcc import FccAccumulator
     from ..io.mrc import read_mrc
     sums = [np.atleast_2d(read_mrc(paths[k])[0]).astype(np.float64) for k in ("cc", "w0", "w1")]
-    return FccAccumulator.from_sums(*sums)
+    nr = sums[0].shape[1]
+    return FccAccumulator.from_sums(*sums, box=box if nr == box // 2 + 1 else 2 * (nr - 1))
 
 
 def write_fcc(paths, acc, px):
@@ -232,7 +238,6 @@ def write_bfactors(out, fit, first_frame, low_res, high_res, box):
                           "eq. 21); bfactors.star holds RELION's numbers",
             "bfactors_A2": fit.bfactors.tolist(), "scales": fit.scales.tolist(),
             "ring_scales": fit.ring_scales.tolist(), "rings": list(fit.rings), "box": fit.box,
-            "relion_box": int(box),
             "pixel_size": fit.pixel_size, "low_res_A": low_res, "high_res_A": high_res,
             "first_frame": first_frame}
     with atomic_text(os.path.join(out, "bfactors.json")) as fh:
@@ -334,7 +339,7 @@ def gather_fcc(args, inputs, work, out, comm):
     names = {m.name for m in missing}
     for mic, _ in work:
         acc = read_fcc(output_paths(out if mic.name in names else
-                                    polish_dir_of(args, mic.name), mic.name)["fcc"])
+                                    polish_dir_of(args, mic.name), mic.name)["fcc"], inputs.box)
         total = acc if total is None else total.merge(acc)
     return total, len(missing)
 
@@ -376,7 +381,9 @@ def fit_or_read(args, inputs, work, out, comm):
                  np.array2string(fit.bfactors, precision=1))
         from ..core.dose.bfactors import fcc_is_informative
         n_particles = sum(len(m.centres) for m, _ in work)
-        fallback = not fcc_is_informative(total.fcc(), fit.rings, n_particles)
+        patch = work[0][1][1].get("patch_px") or total.box       # the sums' pixel grid
+        fallback = not fcc_is_informative(total.fcc(), fit.rings, n_particles,
+                                          oversampling=patch / total.box)
         if fallback:
             log.warning("the FCC holds too little signal between %.1f and %.2f A for %d particles "
                         "(fewer than 3 rings at 5 sigma): the B-factor fit would follow noise, so "

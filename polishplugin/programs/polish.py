@@ -7,7 +7,8 @@ MAP by L-BFGS, on RELION files; no Scipion needed.
     mpirun -np 4 python -m polishplugin.programs.polish ...      # micrographs split over ranks
 
 Per micrograph (under --out): tracks/<mic>_tracks.star (RELION _tracks.star layout, A),
-fcc/<mic>_FCC_{cc,w0,w1}.mrc (eq. 20 sums against the opposite half map, frames x rings),
+fcc/<mic>_FCC_{cc,w0,w1}.mrc (eq. 20 sums against the opposite half map, frames x the
+box/2 + 1 rings of the particle box, as RELION's: the patch's pixels binned by frequency),
 diag/<mic>.json (fit diagnostics). At the end: tracks_all.star (every particle and frame),
 particles.star (the particles of polished micrographs), failed.txt, logfile.pdf.
 Finished micrographs are skipped on a re-run (their tracks STAR is written last, atomically);
@@ -255,7 +256,7 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
                                opposite_predictions=opp, backend=args.backend, n_frames=F,
                                defects=defects, cc_scale=args.cc_scale,
                                prior_mean=args.prior_mean, max_ring=args.max_ring,
-                               patch_size=n, workers=threads,
+                               patch_size=n, workers=threads, fcc_box=inputs.box,
                                spectra_buffer=spectra_buffer(len(mic.centres) * F * m
                                                              * (m // 2 + 1)))
     for key, arr in (("cc", res.fcc.num), ("w0", res.fcc.wobs), ("w1", res.fcc.wpred)):

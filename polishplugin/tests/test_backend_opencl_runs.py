@@ -38,11 +38,6 @@ def precision(request):
     ocl = get_backend("opencl")
     if request.param and not ocl._dev().device.double_fp_config:
         pytest.skip("device without double precision")
-    if not request.param:
-        request.applymarker(pytest.mark.xfail(
-            reason="KNOWN REGRESSION (open): OpenCL single precision drifts past 1e-3 px from "
-                   "numpy since the cropped spectra met the Friedel-halved slices; see the note",
-            strict=False))
     ocl.configure(fp64=request.param)
     yield request.param
     ocl.configure()

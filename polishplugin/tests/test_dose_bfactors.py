@@ -115,6 +115,14 @@ def test_fcc_significance_separates_signal_from_noise():
     acc2 = FccAccumulator(F, n)
     acc2.add(noise + 0.15 * pred[:, None], pred, np.zeros((P, F, 2)))
     assert fcc_is_informative(acc2.fcc(), (3, 20), P)
+    # sums of patches twice the box put on the box's rings (polish): 4x the pixels per ring
+    from polishplugin.core.motion.micrograph import fcc_from_spectra
+    from polishplugin.core.motion.observation import patch_spectra
+    big = rng.normal(size=(P, F, 2 * n, 2 * n))
+    acc3 = fcc_from_spectra(patch_spectra(big), np.fft.fft2(rng.normal(size=(P, 2 * n, 2 * n))),
+                            np.zeros((P, F, 2)), box=n)
+    z = fcc_significance(acc3.fcc(), (3, 20), P, oversampling=2.0)
+    assert abs(float(z.mean())) < 0.8 and 0.5 < float(z.std()) < 1.6
 
 
 def test_exposure_weights_sum_to_one_and_favour_early_frames_at_high_frequency():

@@ -100,3 +100,37 @@ def test_cropped_predictions_equal_the_cropped_full_ones():
     assert got.shape == (3, 22, 22)
     assert np.allclose(got, ob.crop_plane(full, 22), rtol=1e-12, atol=1e-12 * np.abs(full).max())
     assert not np.allclose(got, full[:, :22, :22])
+
+
+def test_fcc_on_the_rings_of_the_particle_box():
+    """The FCC sums are written on RELION's rings: ring j of the particle box holds the patch
+    frequencies |k| in [j - 1/2, j + 1/2) / box (box//2 + 1 rings), from cropped spectra of a
+    patch twice the box (a frequency half-way between rings goes up); a plane wave of frequency 5 / box lands in ring 5, not in the patch's
+    ring 10. Brute force: the full-plane products of the patch binned by round(|k| box)."""
+    n, box, r = 48, 24, 13
+    frames, centres, tracks, preds, _ = _data(n, seed=4)
+    m = ob.crop_size(n, r)
+    full, _ = extract_patches(list(frames), centres, tracks, n)
+    spec_c, _ = extract_spectra(list(frames), centres, tracks, n, m)
+    shifts = np.random.default_rng(5).normal(size=tracks.shape)
+    got = M.fcc_from_spectra(spec_c, preds, shifts, n=n, max_ring=r, box=box)
+    assert got.box == box and got.num.shape == (4, box // 2 + 1)
+    from polishplugin.core.fourier import shift_phase
+    i = np.r_[0:n // 2, -n // 2:0]            # integer frequency indices of the patch
+    rings = np.floor(np.hypot(i[:, None], i[None, :]) * box / n + 0.5).astype(int).ravel()
+    top = 6                                  # rings of the box wholly inside ring 13 of n
+    x = np.fft.fft2(full)
+    for f in range(4):
+        vs = preds * shift_phase(n, n, shifts[:, f, 0], shifts[:, f, 1])
+        for a, v in ((got.num, (x[:, f] * np.conj(vs)).real), (got.wobs, np.abs(x[:, f]) ** 2),
+                     (got.wpred, np.abs(vs) ** 2)):
+            want = np.bincount(rings, v.sum(0).ravel(), minlength=box * 2)[:top + 1]
+            assert np.allclose(a[f, :top + 1], want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+            assert np.all(a[f, top + 1:] == 0)
+    # a plane wave of 5 cycles per box (10 per patch)
+    wave = np.cos(2 * np.pi * 5 / box * np.arange(n))[None, None, None, :] * np.ones((1, 2, n, 1))
+    acc = M.fcc_from_spectra(ob.patch_spectra(wave), np.fft.fft2(wave[:, 0]), np.zeros((1, 2, 2)),
+                             n=n, box=box)
+    assert np.argmax(acc.num[0]) == 5
+    assert acc.num[0, 5] > 1e6 * np.abs(np.delete(acc.num[0], 5)).max()
+    np.testing.assert_allclose(acc.fcc()[:, 5], 1.0, rtol=1e-6)

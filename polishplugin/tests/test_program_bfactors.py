@@ -50,8 +50,12 @@ def test_outputs_relion_numbers_weights_and_star(job):
     out = job / "bf"
     info = json.loads((out / "bfactors.json").read_text())
     star = read_star(out / "bfactors.star")["perframe_bfactors"]
-    b_rel, c_rel = to_relion(info["bfactors_A2"], info["scales"], info["relion_box"])
-    assert info["relion_box"] == BOX and info["box"] >= BOX   # FCC rings of the polish patch
+    b_rel, c_rel = to_relion(info["bfactors_A2"], info["scales"], info["box"])
+    # the FCC on RELION's rings: box/2 + 1 rings of the particle box (the patch is larger)
+    assert info["box"] == BOX and json.loads(next((job / "pol" / "diag").rglob("*.json"))
+                                             .read_text())["patch_px"] > BOX
+    for f in (job / "pol" / "fcc").rglob("*_FCC_*.mrc"):
+        assert read_mrc(f)[0].shape == (6, BOX // 2 + 1)
     np.testing.assert_allclose(star["rlnBfactorUsedForSharpening"], b_rel, rtol=1e-9)
     np.testing.assert_allclose(star["rlnFittedInterceptGuinierPlot"], c_rel, atol=1e-12)
     assert list(star["rlnMovieFrameNumber"]) == list(range(6)) and max(info["bfactors_A2"]) == 0

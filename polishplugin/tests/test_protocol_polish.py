@@ -99,7 +99,7 @@ class TestProtPolishBayesian(BaseTest):
         viewer.setProtocol(prot)
         viewer.micrograph.set(2)
         self.assertEqual(viewer._getVisualizeDict()["showFcc"](), [])  # no shiny step
-        (view,) = viewer._showTracks()
+        (view,) = viewer.showEntry("showTracks")
         path = os.path.join(self.proj.getTmpPath(), "polish_tracks.png")
         view.savefig(path)
         view.close()

@@ -7,7 +7,6 @@ validate() refusing maps of another pixel size and box."""
 import importlib.util
 import json
 import os
-import unittest
 
 import numpy as np
 from pyworkflow.tests import BaseTest, setupTestProject
@@ -21,23 +20,15 @@ from polishplugin.io.star import read_particles_star
 from polishplugin.protocols import ProtPolishRefine
 from polishplugin.protocols.protocol_refine import MODE_CWRED, MODES
 from polishplugin.tests.mpi import MPIRUN
+from polishplugin.tests.relion_form import (check_relion_refine_takes, needs_relion_plugin,
+                                            relion_rotation)
 
 MPI = os.path.exists(MPIRUN) and importlib.util.find_spec("mpi4py") is not None
-
-try:
-    import relion.protocols as relion_protocols
-except ImportError:  # the test extra not installed
-    relion_protocols = None
 
 N, PX, COUNT, SNR = 24, 5.0, 100, 2.0
 # lambda between 0 (40 A) and 1 (12 A): at this box the resolution lands in between
 REFINE = dict(mode=MODE_CWRED, cwLow=40.0, cwHigh=12.0, maxIter=3, healpixOrder=1,
               localOrder=2, maxOrder=2, iniHigh=30.0, particleDiameter=90.0)
-
-
-def _rotation(angles_deg):
-    from pwem.convert.transformations import euler_matrix
-    return euler_matrix(*np.deg2rad(angles_deg), axes="szyz")[:3, :3]
 
 
 class TestProtPolishRefine(BaseTest):
@@ -169,7 +160,7 @@ class TestProtPolishRefine(BaseTest):
             angles, origin = matrix_to_relion(p.getTransform().getMatrix(), PX)
             # the Transform holds what the program wrote (origins in A -> pixels and back)
             got = [float(star[k][i]) for k in ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")]
-            self.assertTrue(np.allclose(_rotation(angles), _rotation(got), atol=1e-5))
+            self.assertTrue(np.allclose(relion_rotation(angles), relion_rotation(got), atol=1e-5))
             np.testing.assert_allclose(origin, [star["rlnOriginXAngst"][i],
                                                 star["rlnOriginYAngst"][i]], atol=1e-4)
             true_angles = matrix_to_relion(t.getTransform().getMatrix(), PX)[0]
@@ -288,37 +279,8 @@ class TestProtPolishRefine(BaseTest):
         self.assertIn("refine failed: bad input: ", prot.getErrorMessage())
         self.assertIn("mask values must be finite and within [0, 1]", prot.getErrorMessage())
 
-    @unittest.skipIf(relion_protocols is None, "scipion-em-relion not installed (the 'test' extra)")
+    @needs_relion_plugin
     def test_relion_refine_takes_the_refined_particles(self):
         """RELION's 3D auto-refine form accepts our output and its convert step writes our
         angles, origins, half-sets and CTF."""
-        import shutil
-        import relion
-        out = self.prot.outputParticles
-        refine = self.newProtocol(relion_protocols.ProtRelionRefine3D, doGpu=False,
-                                  numberOfMpi=3)
-        refine.inputParticles.set(self.prot)
-        refine.inputParticles.setExtended("outputParticles")
-        refine.referenceVolume.set(self.prot)
-        refine.referenceVolume.setExtended("outputVolume")
-        self.assertEqual(refine.validate(), relion.Plugin.validateInstallation())
-        self.proj.saveProtocol(refine)
-        for folder in (refine._getExtraPath(), refine._getTmpPath()):
-            os.makedirs(folder, exist_ok=True)
-        if shutil.which("relion_image_handler") is None:
-            refine.referenceVolume.set(None)
-        refine._initialize()
-        refine.convertInputStep(out.getObjId(), True)
-        optics, parts = read_particles_star(refine._getFileName("input_star"))
-        self.assertEqual(len(parts), COUNT)
-        self.assertAlmostEqual(float(optics["rlnImagePixelSize"][0]), PX)
-        ours = read_particles_star(self.prot._getExtraPath("refine", "particles.star"))[1]
-        for i in range(COUNT):
-            got = [float(parts[k][i]) for k in ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")]
-            want = [float(ours[k][i]) for k in ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")]
-            self.assertTrue(np.allclose(_rotation(got), _rotation(want), atol=1e-4))
-            for k in ("rlnOriginXAngst", "rlnOriginYAngst"):
-                self.assertAlmostEqual(float(parts[k][i]), float(ours[k][i]), places=3)
-            self.assertEqual(int(parts["rlnRandomSubset"][i]), int(ours["rlnRandomSubset"][i]))
-            self.assertAlmostEqual(float(parts["rlnDefocusU"][i]), float(ours["rlnDefocusU"][i]),
-                                   places=2)
+        check_relion_refine_takes(self, self.prot, self.prot)

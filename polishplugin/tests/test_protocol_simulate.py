@@ -71,9 +71,9 @@ class TestProtPolishSimulate(BaseTest):
         self.assertIn(ProtPolishSimulateViewer, viewers)
         viewer = ProtPolishSimulateViewer(project=self.proj, protocol=prot)
         viewer.setProtocol(prot)
-        for show in (viewer._showTracks, viewer._showGlobal, viewer._showVolumes):
-            for i, view in enumerate(show()):
-                path = os.path.join(self.proj.getTmpPath(), "%s_%d.png" % (show.__name__, i))
+        for key in ("showTracks", "showGlobal", "showVolumes"):
+            for i, view in enumerate(viewer.showEntry(key)):
+                path = os.path.join(self.proj.getTmpPath(), "%s_%d.png" % (key, i))
                 view.savefig(path)
                 view.close()
                 # a real picture: a PNG of non-trivial size with varied pixels

@@ -220,8 +220,8 @@ class TestProtPolishStreaming(BaseTest):
         viewer.setProtocol(prot)
         self.assertEqual(len(viewer._micrographs()), 3)  # 2 micrographs, one late pass
         viewer.micrograph.set(3)
-        for name, show in (("tracks", viewer._showTracks),
-                           ("fcc", lambda: viewer._showShiny("showFcc"))):  # newest table
+        for name, show in (("tracks", lambda: viewer.showEntry("showTracks")),
+                           ("fcc", lambda: viewer.showEntry("showFcc"))):  # newest table
             (view,) = show()
             path = self.proj.getTmpPath("stream_%s.png" % name)
             view.savefig(path)

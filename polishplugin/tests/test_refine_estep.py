@@ -7,33 +7,21 @@ from decimal import Decimal, getcontext
 import numpy as np
 import pytest
 
-from polishplugin.core.ctf import CtfParams, ctf_2d
 from polishplugin.core.fourier import fourier_shift
-from polishplugin.core.geometry import euler_to_matrix, random_orientations
-from polishplugin.core.projector import Projector
+from polishplugin.core.geometry import euler_to_matrix
 from polishplugin.core.reconstruct import Backprojector, centered_fft
 from polishplugin.core.refine.estep import centred_projections, log_likelihoods, pose_posteriors
 from polishplugin.core.refine.mstep import backproject
-from polishplugin.core.simulate.volumes import pseudo_protein
-
-N, PX = 16, 3.0
+from polishplugin.tests.refine_case import N, tiny_case
 
 
 @pytest.fixture(scope="module")
 def case():
-    rng = np.random.default_rng(11)
-    vol = pseudo_protein(N, PX, rng)
-    proj = Projector(vol, backend="numpy")
-    angles = np.stack(random_orientations(4, rng), axis=1)
-    trans = np.array([[0.0, 0.0], [1.5, -0.5], [-1.0, 2.0]])
-    ctfs = np.stack([ctf_2d(CtfParams(d, d, 0.0), N, PX) for d in (8000.0, 15000.0)])
-    # image 0: pose (orientation 2, translation 1) plus noise; image 1: pure noise
-    clean = np.fft.ifft2(proj.project_many(angles[2:3])[0] * ctfs[0]).real
-    img0 = fourier_shift(clean, *trans[1]) + rng.normal(0, 0.05, (N, N))
-    images = np.stack([img0, rng.normal(0, 1.0, (N, N))])
-    k = np.hypot(*np.meshgrid(np.fft.fftfreq(N), np.fft.fftfreq(N), indexing="ij"))
-    inv_s2 = np.where(k < 0.4, 1.0 / (1.0 + 10 * k), 0.0) / N ** 2
-    return proj, angles, trans, ctfs, images, inv_s2
+    """Image 0 at pose (orientation 2, translation 1) plus noise; image 1 pure noise."""
+    c = tiny_case(11, 4, [[0.0, 0.0], [1.5, -0.5], [-1.0, 2.0]], [(2, 1), (-1, 0)],
+                  defoci=(8000.0, 15000.0), noise=0.05)
+    inv_s2 = np.where(c.k < 0.4, 1.0 / (1.0 + 10 * c.k), 0.0) / N ** 2
+    return c.proj, c.angles, c.trans, c.ctfs, c.images, inv_s2
 
 
 def test_log_likelihoods_against_real_space_predictions(case):

@@ -4,35 +4,20 @@ at the known poses; with flatter posteriors B, K are their expectation."""
 import numpy as np
 import pytest
 
-from polishplugin.core.ctf import CtfParams, ctf_2d
-from polishplugin.core.fourier import fourier_shift
-from polishplugin.core.geometry import euler_to_matrix, random_orientations
-from polishplugin.core.projector import Projector
+from polishplugin.core.geometry import euler_to_matrix
 from polishplugin.core.reconstruct import Backprojector, centered_fft
 from polishplugin.core.refine.iteration import expectation_step
 from polishplugin.core.refine.mstep import backproject
-from polishplugin.core.simulate.volumes import pseudo_protein
+from polishplugin.tests.refine_case import N, tiny_case
 
-N, PX, COUNT = 16, 3.0, 12
+COUNT = 12
 
 
 @pytest.fixture(scope="module")
 def case():
-    rng = np.random.default_rng(4)
-    vol = pseudo_protein(N, PX, rng)
-    proj = Projector(vol, backend="numpy")
-    angles = np.stack(random_orientations(8, rng), axis=1)
-    trans = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, -1.5]])
-    true_o = rng.integers(0, len(angles), COUNT)
-    true_t = rng.integers(0, len(trans), COUNT)
-    ctfs = np.stack([ctf_2d(CtfParams(d, d, 0.0), N, PX) for d in rng.uniform(8e3, 2e4, COUNT)])
-    images = np.empty((COUNT, N, N))
-    for i in range(COUNT):
-        clean = np.fft.ifft2(proj.project_many(angles[true_o[i]:true_o[i] + 1])[0] * ctfs[i]).real
-        images[i] = fourier_shift(clean, *trans[true_t[i]]) + rng.normal(0, 0.02, (N, N))
-    k = np.hypot(*np.meshgrid(np.fft.fftfreq(N), np.fft.fftfreq(N), indexing="ij"))
-    inv_s2 = np.where(k < 0.45, 1.0, 0.0) / (0.02 ** 2 * N ** 2)
-    return proj, angles, trans, true_o, true_t, ctfs, images, inv_s2
+    c = tiny_case(4, 8, [[0.0, 0.0], [1.0, 0.0], [0.0, -1.5]], COUNT, noise=0.02)
+    inv_s2 = np.where(c.k < 0.45, 1.0, 0.0) / (0.02 ** 2 * N ** 2)
+    return c.proj, c.angles, c.trans, c.true_o, c.true_t, c.ctfs, c.images, inv_s2
 
 
 def test_sharp_posteriors_give_the_known_pose_backprojection(case):

@@ -180,20 +180,18 @@ def test_relion_refine_reads_our_shiny_particles(project):
 
 def test_per_frame_bfactors_agree_with_relions_fit_of_the_same_fcc(project):
     """relion_motion_refine --combine_frames fits its per-frame B-factors and scales from our FCC
-    sums (copied under its names, with our tracks). Our FCC files are on a larger box than the
-    reference (Shiny/job015/bfactors.json: box vs relion_box) and RELION converts its fit range
-    (--bfac_minfreq/maxfreq, A) to rings of the reference's box, so it is given the range scaled
-    by relion_box / box to fit the same rings as ours. Then the two fits of eq. 21 must agree:
-    same algorithm (D from the best frame, per-frame 1-D search with the scale in closed form,
-    5 alternations), different grids (ours over B, RELION's over sigma). Measured: equal to the
-    printed A^2 here, and 8 A^2 RMS over a span of 240 A^2 on another project (where RELION's
-    k1 fell one ring short of ours); the tolerance (10 % of the span, correlation 0.95, C within
-    0.05) leaves room for the grids and a ring's rounding at the range's ends. Before the range was scaled RELION fitted 51-6.7 A instead of
-    20-3.3 A and the two correlated at only 0.73 (the difference reported in issue 14)."""
+    sums (copied under its names, with our tracks), given the same resolution range (A) as our
+    fit and nothing else: RELION converts it to rings of the particle box, so this agrees only
+    when our FCC files are on the particle box's rings (box/2 + 1 rings, ring j = j / (box px)),
+    as RELION's own. Then the two fits of eq. 21 must agree: same algorithm (D from the best
+    frame, per-frame 1-D search with the scale in closed form, 5 alternations), different grids
+    (ours over B, RELION's over sigma). The tolerance (10 % of the span, correlation 0.95, C
+    within 0.05) leaves room for the grids and a ring's rounding at the range's ends. With the
+    FCC on the polishing patch (twice the box) RELION fitted 51-6.7 A instead of 20-3.3 A and
+    the two correlated at only 0.73 (the difference reported in issue 14)."""
     import json
     from polishplugin.core.dose.bfactors import from_relion
     info = json.load(open(project / "Shiny" / "job015" / "bfactors.json"))
-    f = info["relion_box"] / info["box"]
     job = project / "MotionRefine" / "job017" / "Movies"
     job.mkdir(parents=True)
     stem = project / "Polish" / "job014"
@@ -202,8 +200,8 @@ def test_per_frame_bfactors_agree_with_relions_fit_of_the_same_fcc(project):
                                                      for k in ("cc", "w0", "w1")):
             shutil.copy(glob.glob(str(stem / "**" / pattern), recursive=True)[0], job)
     _relion_motion(project, "MotionRefine/job017", "--combine_frames", "--only_do_unfinished",
-                   "--bfac_minfreq", str(info["low_res_A"] * f),
-                   "--bfac_maxfreq", str(info["high_res_A"] * f))
+                   "--bfac_minfreq", str(info["low_res_A"]),
+                   "--bfac_maxfreq", str(info["high_res_A"]))
     theirs = read_star(project / "MotionRefine" / "job017" / "bfactors.star")["perframe_bfactors"]
     b_r, c_r = from_relion(np.asarray(theirs["rlnBfactorUsedForSharpening"], dtype=float),
                            np.asarray(theirs["rlnFittedInterceptGuinierPlot"], dtype=float),

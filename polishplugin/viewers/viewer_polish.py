@@ -6,18 +6,21 @@ streaming (Zivanov 2019 Fig. 2 a-d)."""
 import os
 
 import pyworkflow.protocol.params as params
-from pyworkflow.gui.plotter import Plotter
-from pyworkflow.viewer import DESKTOP_TKINTER, ProtocolViewer
 
 from ..protocols import ProtPolishBayesian
 from ..figures import jobs as figures
+from .figure_viewer import FigureViewer
 
 
-class ProtPolishBayesianViewer(ProtocolViewer):
+class ProtPolishBayesianViewer(FigureViewer):
     """Per-micrograph trajectories of a Bayesian polishing run."""
     _label = "viewer bayesian polishing"
     _targets = [ProtPolishBayesian]
-    _environments = [DESKTOP_TKINTER]
+    ENTRIES = (("showTracks", "Tracks over the micrograph"),
+               ("showFcc", "Shiny: FCC, fit and residual"),
+               ("showBfactors", "Shiny: B-factors and scales"),
+               ("showWeights", "Shiny: frame weights"))
+    SHINY_FIGURES = {"showFcc": "fcc_fit", "showBfactors": "bfactors", "showWeights": "weights"}
 
     def _polishDirs(self):
         """The polish program's output folders: one, or one per micrograph in streaming."""
@@ -30,24 +33,12 @@ class ProtPolishBayesianViewer(ProtocolViewer):
         """[(polish folder, micrograph name)] with finished tracks."""
         return [(d, name) for d in self._polishDirs() for name in figures.polished_micrographs(d)]
 
-    def _defineParams(self, form):
-        form.addSection(label="Visualization")
+    def _defineChoices(self, form):
         names = self._micrographs() if self.protocol else []
         form.addParam("micrograph", params.IntParam, default=1,
                       validators=[params.Range(1, max(len(names), 1))],
                       label="Micrograph (1-%d)" % len(names))
         form.addParam("scale", params.FloatParam, default=20.0, label="Motion magnification")
-        form.addParam("showTracks", params.LabelParam, label="Tracks over the micrograph")
-        form.addParam("showFcc", params.LabelParam, label="Shiny: FCC, fit and residual")
-        form.addParam("showBfactors", params.LabelParam, label="Shiny: B-factors and scales")
-        form.addParam("showWeights", params.LabelParam, label="Shiny: frame weights")
-
-    SHINY_FIGURES = {"showFcc": "fcc_fit", "showBfactors": "bfactors", "showWeights": "weights"}
-
-    def _getVisualizeDict(self):
-        views = {key: (lambda param=None, k=key: self._showShiny(k)) for key in self.SHINY_FIGURES}
-        views["showTracks"] = self._showTracks
-        return views
 
     def _shinyDir(self):
         """Where the run's B-factor fit is: its shiny step, or in streaming the newest fit of
@@ -55,17 +46,15 @@ class ProtPolishBayesianViewer(ProtocolViewer):
         newest = getattr(self.protocol, "newestTableDir", lambda: None)()
         return newest or self.protocol._getExtraPath("shiny")
 
-    def _showShiny(self, key):
-        """A figure of the run's B-factor fit (none when it wrote no shiny particles)."""
+    def _figures(self, key):
+        if key == "showTracks":
+            names = self._micrographs()
+            if not names:
+                return []
+            folder, name = names[min(self.micrograph.get(), len(names)) - 1]
+            return [figures.polish_tracks_figure(folder, name, self.scale.get())]
+        # a figure of the run's B-factor fit (none when it wrote no shiny particles)
         shiny = self._shinyDir()
         if not os.path.exists(os.path.join(shiny, "bfactors.json")):
             return []
-        fig = dict(figures.bfactor_figure_list(shiny)).get(self.SHINY_FIGURES[key])
-        return [Plotter(figure=fig)] if fig is not None else []
-
-    def _showTracks(self, param=None):
-        names = self._micrographs()
-        if not names:
-            return []
-        folder, name = names[min(self.micrograph.get(), len(names)) - 1]
-        return [Plotter(figure=figures.polish_tracks_figure(folder, name, self.scale.get()))]
+        return [dict(figures.bfactor_figure_list(shiny)).get(self.SHINY_FIGURES[key])]

@@ -216,19 +216,23 @@ def relion_sigma(bfactors, box, pixel_size):
     return np.sqrt(-2.0 * box ** 2 * pixel_size ** 2 / b)
 
 
-def fcc_significance(fcc, rings, n_particles):
+def fcc_significance(fcc, rings, n_particles, oversampling=1.0):
     """z-score per ring of the frame-averaged FCC in ``rings`` (k0, k1): under pure noise each
     FCC(f, kappa) is a normalised sum over n_particles * pi * kappa independent complex Fourier
-    pixels (half of the ring's 2 pi kappa, Hermitian symmetry), so its mean over F frames has a
-    standard deviation of about 1 / sqrt(F n_particles pi kappa)."""
+    pixels (half of the ring's 2 pi kappa, Hermitian symmetry), times ``oversampling``^2 when the
+    sums were taken on patches ``oversampling`` times the FCC's box (polish: patch / particle
+    box), so its mean over F frames has a standard deviation of about
+    1 / (oversampling sqrt(F n_particles pi kappa))."""
     fcc = np.asarray(fcc, dtype=np.float64)
     k0, k1 = rings
     kappa = np.arange(k0, k1, dtype=np.float64)
-    sd = 1.0 / np.sqrt(fcc.shape[0] * max(n_particles, 1) * np.pi * np.maximum(kappa, 0.5))
+    sd = 1.0 / (oversampling * np.sqrt(fcc.shape[0] * max(n_particles, 1) * np.pi
+                                       * np.maximum(kappa, 0.5)))
     return fcc[:, k0:k1].mean(axis=0) / sd
 
 
-def fcc_is_informative(fcc, rings, n_particles, z=5.0, min_rings=3):
+def fcc_is_informative(fcc, rings, n_particles, z=5.0, min_rings=3, oversampling=1.0):
     """Whether the FCC carries signal in at least ``min_rings`` rings of the fit range at
     ``z`` standard deviations (:func:`fcc_significance`); a B-factor fit to noise is not."""
-    return int(np.sum(fcc_significance(fcc, rings, n_particles) > z)) >= min_rings
+    return int(np.sum(fcc_significance(fcc, rings, n_particles, oversampling) > z)) \
+        >= min_rings

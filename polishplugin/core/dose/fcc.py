@@ -28,10 +28,14 @@ class FccAccumulator:
         self._rings = rings[self._keep]
 
     @classmethod
-    def from_sums(cls, num, wobs, wpred):
-        """Rebuild an accumulator from its three (F, nrings) sums (e.g. read from files)."""
+    def from_sums(cls, num, wobs, wpred, box=None):
+        """Rebuild an accumulator from its three (F, nrings) sums (e.g. read from files) on the
+        rings of a ``box`` grid (default the even box 2 (nrings - 1))."""
         num = np.asarray(num, dtype=np.float64)
-        acc = cls(num.shape[0], 2 * (num.shape[1] - 1))
+        box = 2 * (num.shape[1] - 1) if box is None else int(box)
+        if box // 2 + 1 != num.shape[1]:
+            raise ValueError("%d FCC rings do not belong to a box of %d" % (num.shape[1], box))
+        acc = cls(num.shape[0], box)
         if np.shape(wobs) != num.shape or np.shape(wpred) != num.shape:
             raise ValueError("the three FCC sums must have the same shape")
         acc.num[:] = num

@@ -134,7 +134,7 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
                      window=8, mode="gp", invert="auto", opposite_predictions=None, backend=None,
                      global_window=None, cc_scale="likelihood", n_frames=None, defects=None,
                      noise_power=None, prior_mean="zero", max_ring=None, patch_size=None,
-                     workers=1, spectra_buffer=None):
+                     workers=1, spectra_buffer=None, fcc_box=None):
     """Motion of the particles of one micrograph.
 
     frames: sequence/iterable of F gain-corrected, defect-filled (ny, nx) frames (read once);
@@ -144,7 +144,8 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
     (P, F, 2) or None (global track estimated from the data in a ``global_window`` px radius,
     default n//4); window: CC window radius px (doubled, up to the patch, while tracks reach
     its edge; MotionFitError beyond); mode: "gp" | "none" | "global" (fit_tracks);
-    invert: "auto" | True | False; opposite_predictions (P, n, n): FCC sums when given;
+    invert: "auto" | True | False; opposite_predictions (P, n, n): FCC sums when given, on the
+    rings of an ``fcc_box`` px box (the particle box, as RELION; default the patch n);
     n_frames: F when there are neither initial tracks nor damage filters to tell it; defects
     (ny, nx) bool: pixels to fill (see :func:`.patches.extract_patches`); cc_scale: see
     :mod:`.observation`; noise_power (nrings,): replaces the estimate from the patches.
@@ -244,7 +245,7 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
     result = MicrographAlignment(fit.tracks, init, fit, noise, sign, amp, cut)
     if opposite_predictions is not None:
         result.fcc = fcc_from_spectra(spectra, sign * np.asarray(opposite_predictions),
-                                      fit.tracks - cut, power, backend, n, max_ring)
+                                      fit.tracks - cut, power, backend, n, max_ring, fcc_box)
     return result
 
 
@@ -282,26 +283,40 @@ def fcc_sums(patches, predictions, shifts, backend=None):
 
 
 def fcc_from_spectra(spectra, predictions, shifts, power=None, backend=None, n=None,
-                     max_ring=None):
+                     max_ring=None, box=None):
     """FCC sums (eq. 20) from the patches' rfft2 half-planes (P, F, m, mh) against predictions
     (P, n, n) or (P, m, m) (fft2 of real images, so Hermitian) moved to ``shifts`` (P, F, 2).
     ``n``: the patch size when the spectra are cut to an m x m grid
     (:func:`.patches.extract_spectra`); rings beyond ``max_ring`` (default Nyquist) stay zero.
 
+    ``box`` (default n): the sums are binned on the rings of a box x box grid, ring j holding
+    the patch frequencies |k| in [j - 1/2, j + 1/2) / (box px), box//2 + 1 rings: with the
+    particle box, RELION's rings (its ``_FCC_*`` files are sh = box/2 + 1 rings of the particle
+    box; its fit takes rings int(box px / res)). Only the rings wholly inside ``max_ring`` of
+    the patch are summed.
+
     The full-plane sums of :class:`FccAccumulator` are taken on the half-plane with Hermitian
     multiplicities; the shift phase exp(-2 pi i (kx sx + ky sy)) factorises over ky and kx (kx of
     the even-n Nyquist column at -1/2, as on the fft2 grid; on the even-n Nyquist row ky = -1/2
     for both k and its partner, so the pair sums to 2 Re(X V* e^{2 pi i kx sx}) cos(pi sy));
-    |V_s|^2 = |V|^2 does not depend on the shift; ``power`` (F, nrings): :func:`.observation.ring_power` of the spectra if known.
+    |V_s|^2 = |V|^2 does not depend on the shift; ``power`` (F, nrings):
+    :func:`.observation.ring_power` of the spectra if known (used when ``box`` is n).
     The sum over particles is the backend's ``fcc_pixel_sums``.
     """
     P, F, m = spectra.shape[:3]
     n = m if n is None else n
+    box = n if box is None else int(box)
     mh = m // 2 + 1
-    acc = FccAccumulator(F, n)
+    acc = FccAccumulator(F, box)
     nr = acc.nrings
-    top = max_ring_of(n, max_ring)
-    rings, mult = rfft_rings(m)
+    _, mult = rfft_rings(m)
+    idx_m = (np.arange(m) + m // 2) % m - m // 2       # integer frequency index on the n grid
+    # floor(x + 1/2): a frequency half-way between two rings of the box (on the finer patch
+    # grid, e.g. index 7 of 2 box) goes to the upper one, ring j = [j - 1/2, j + 1/2)
+    rings = np.floor(np.hypot(idx_m[:, None], idx_m[None, :mh]) * box / n + 0.5).astype(
+        np.int64)
+    # rings wholly inside the patch's ring max_ring (frequencies below max_ring + 1/2 of n)
+    top = min(int(np.floor((max_ring_of(n, max_ring) + 0.5) * box / n - 0.5)), box // 2)
     keep = rings <= top
     rk, mk = rings[keep], mult[keep]
     cdt = spectra.dtype
@@ -317,13 +332,15 @@ def fcc_from_spectra(spectra, predictions, shifts, power=None, backend=None, n=N
     if m == n and n % 2 == 0:
         ey[..., n // 2] = ey[..., n // 2].real
     ex = np.exp(2j * np.pi * shifts[..., 0, None] * kx).astype(cdt)          # (P, F, mh)
-    num = get_backend(backend).fcc_pixel_sums(spectra, v, ey, ex)[:, keep]
+    be = get_backend(backend)
+    num = be.fcc_pixel_sums(spectra, v, ey, ex)[:, keep]
     acc.num += np.bincount(idx, (num * mk).ravel(), minlength=F * nr).reshape(F, nr)
     acc.wpred += np.bincount(rk, wpred * mk, minlength=nr)[None]
-    if power is None:
-        power = ring_power(spectra, backend)
-    top = min(top + 1, power.shape[1], nr)
-    acc.wobs[:, :top] += power[:, :top]
+    if power is None or box != n:
+        pw = be.power_sums(spectra)[:, keep] * mk
+        acc.wobs += np.bincount(idx, pw.ravel(), minlength=F * nr).reshape(F, nr)
+    else:
+        acc.wobs[:, :top + 1] += power[:, :top + 1]
     return acc
 
 
@@ -338,7 +355,7 @@ def polish_simulated_micrograph(dataset, mic, sigmas=None, mode="gp", init="glob
     tests and benchmarks): frames raw * gain (or the expected counts when ``noiseless``), defects
     "detect" (from the movie, no truth) | "truth" | None, predictions of each particle's own half
     map at its true angles and CTF in an n box (default the dataset box), exposure-filter damage
-    from the config; noiseless frames are whitened with ``noise_level`` times their Poisson noise
+    from the config, FCC sums (``fcc``) on the rings of the dataset box; noiseless frames are whitened with ``noise_level`` times their Poisson noise
     power (white), not with their own (signal-only) power. sigmas: None (the simulation's) or (sigma_vel, sigma_div, sigma_acc) in the
     paper's units. init: "global" (the simulated earlier global track), "none" (estimated from
     the data), "zero", "truth" (true positions - centre)."""
@@ -396,4 +413,4 @@ def polish_simulated_micrograph(dataset, mic, sigmas=None, mode="gp", init="glob
     return align_micrograph(frames, centres, preds, damage, sig_px, initial, window=window,
                             mode=mode, invert=invert, opposite_predictions=opp, backend=backend,
                             cc_scale=cc_scale, defects=mask, noise_power=noise,
-                            prior_mean=prior_mean)
+                            prior_mean=prior_mean, fcc_box=c.box)
