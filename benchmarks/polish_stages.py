@@ -2,12 +2,13 @@
 
 The stages are those of ``programs/polish.py`` ``polish_one`` with MotionCorr initial tracks (the
 default), called one by one in the same order and with the same arguments, so that each can be
-timed: movie sum, defect search, predictions (own + opposite halves), damage filters, frame read
-(time spent inside the movie's frame iterator), patch extraction with one cropped transform per
-particle-frame, noise power, CC maps, sign/amplitude, MAP fit, FCC sums. Projector setup (once per
+timed: predictions (own + opposite halves), damage filters, frame read (the one read of the movie:
+time spent inside the frame iterator, raw sum and gain included), patch extraction with one
+cropped transform per particle-frame, defect search on the raw sum, defect fix in the spectra,
+noise power, CC maps, sign/amplitude, MAP fit, FCC sums. Projector setup (once per
 job) is reported separately. Times are process CPU seconds (``os.times``, user + sys; the machine
-is shared, so wall time means little), one thread (numba and BLAS), huge-page advice off as in
-the programs.
+is shared, so wall time means little), ``--threads`` threads (numba, BLAS, transforms, frame
+decoding; default one), huge-page advice off as in the programs.
 
 Project (not timed; takes minutes): the one ``benchmarks/vs_relion.py --speed`` simulates, or::
 
@@ -17,7 +18,7 @@ Project (not timed; takes minutes): the one ``benchmarks/vs_relion.py --speed`` 
 Run from the project folder::
 
     python benchmarks/polish_stages.py --project sim [--save tracks.npz] [--compare old.npz]
-        [--data-resolution A]
+        [--data-resolution A] [--patch PX] [--threads T]
 
 ``--save`` writes the fitted tracks of every micrograph; ``--compare`` prints the largest track
 difference (px) against a file saved before a change.
@@ -26,13 +27,13 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("NUMBA_NUM_THREADS", "1")
-for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_v, "1")
+_T = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else "1"
+for _v in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, _T)
 
 import numpy as np  # noqa: E402
 
-STAGES = ("movie sum", "defects", "predictions", "damage", "frame read", "patches+spectra",
+STAGES = ("predictions", "damage", "frame read", "patches+spectra", "defects", "defect fix",
           "noise", "cc maps", "amplitude", "fit", "fcc")
 
 
@@ -75,19 +76,22 @@ def timed_frames(frames, clock):
         yield f
 
 
-def polish_stages(mic, inputs, projectors, n, clock, sigmas=None, backend=None, max_ring=None):
+def polish_stages(mic, inputs, projectors, n, clock, sigmas=None, backend=None, max_ring=None,
+                  threads=1, buffer=None):
     """The work of polish_one (init motioncorr, all frames), stage by stage; returns the tracks."""
     from polishplugin.core.motion import micrograph as M
     from polishplugin.core.motion.fit import fit_tracks
     from polishplugin.core.motion.observation import (cc_maps_from_spectra, crop_plane,
                                                       crop_size, noise_power_from_spectra,
                                                       ring_power)
-    from polishplugin.core.motion.patches import damage_filters, extract_spectra
+    from polishplugin.core.defects import detect_defects
+    from polishplugin.core.motion.patches import (correct_defect_spectra, damage_filters,
+                                                  extract_spectra)
     from polishplugin.core.motion.units import MotionParams
     from polishplugin.core.predict import predict_particles
-    from polishplugin.io.movies import Movie
+    from polishplugin.io.movies import Movie, read_gain
     from polishplugin.programs.cli import auto_window
-    from polishplugin.programs.micrographs import finite_frames, micrograph_defects
+    from polishplugin.programs.micrographs import known_defects, summed_frames
 
     from polishplugin.programs.polish import (DEFAULT_SIGMA_ACC, DEFAULT_SIGMA_DIV,
                                               DEFAULT_SIGMA_VEL)
@@ -97,11 +101,8 @@ def polish_stages(mic, inputs, projectors, n, clock, sigmas=None, backend=None, 
     px = inputs.pixel_size
     m = crop_size(n, max_ring)
 
-    def movie_sum():
-        with Movie(mic.movie) as raw:
-            return raw.sum(0, F)
-    raw_sum = clock.run("movie sum", movie_sum)
-    defects = clock.run("defects", micrograph_defects, mic, 0, F, False, None, raw_sum)
+    gain = read_gain(mic.gain) if mic.gain else None
+    known = known_defects(mic, None, gain)
     preds = clock.run("predictions", predict_particles, projectors, mic.angles, mic.half_sets,
                       mic.ctfs, n, px, crop=m)
     opp = clock.run("predictions", predict_particles, projectors, mic.angles, mic.half_sets,
@@ -112,13 +113,20 @@ def polish_stages(mic, inputs, projectors, n, clock, sigmas=None, backend=None, 
     window = auto_window(sig_px[0], F, inputs.box)
     init = np.asarray(mic.initial_tracks[:, :F], dtype=np.float64)
     centres = np.asarray(mic.centres, dtype=np.float64)
-    with Movie(mic.movie, gain=mic.gain) as movie:
-        frames = timed_frames(finite_frames(movie, 0, F), clock)
+    total = np.zeros(mic.shape)
+    fills = np.zeros(F)
+    with Movie(mic.movie, workers=threads) as movie:
+        frames = timed_frames(summed_frames(movie, 0, F, gain, total), clock)
         t0 = cpu()
         read0 = clock.t.get("frame read", np.zeros(2)).copy()
-        spectra, cut = extract_spectra(frames, centres, init, n, m, defects,
-                                       check=M._check_patches)
+        spectra, cut = extract_spectra(frames, centres, init, n, m, known, workers=threads,
+                                       check=M._check_patches, out=buffer, fills=fills)
         clock.add("patches+spectra", cpu() - t0 - (clock.t["frame read"] - read0))
+    full = clock.run("defects", detect_defects, total, F, gain, known=known)
+    ys, xs = np.nonzero(full & ~known)
+    q = np.rint(centres[:, None, :] + cut).astype(np.int64)
+    clock.run("defect fix", correct_defect_spectra, spectra, q, n, ys, xs,
+              total[ys, xs] / F * (1.0 if gain is None else gain[ys, xs]), fills)
     power = clock.run("noise", ring_power, spectra)
     noise = clock.run("noise", noise_power_from_spectra, spectra, power)
     cc = clock.run("cc maps", cc_maps_from_spectra, spectra, preds, damage, window, noise,
@@ -144,18 +152,20 @@ def main(argv=None):
     ap.add_argument("--backend", default=None)
     ap.add_argument("--data-resolution", type=float, default=0.0,
                     help="as polish's option (0: the reference's resolution, < 0: Nyquist)")
+    ap.add_argument("--patch", type=int, default=0, help="as polish's option (0: auto)")
+    ap.add_argument("--threads", type=int, default=1, help="as polish's option")
     a = ap.parse_args(argv)
     os.chdir(a.project)
     from polishplugin.programs.cli import no_hugepage_advice
     no_hugepage_advice()   # as the programs do
     from polishplugin.programs.parallel import set_threads
-    set_threads(1)
+    set_threads(a.threads)
     from polishplugin.io.polish_inputs import load_polish_inputs
     from polishplugin.programs.polish import auto_patch, data_max_ring
     from polishplugin.core.predict import make_projectors
     from polishplugin.programs.simulate import LAYOUT
     inputs = load_polish_inputs(LAYOUT["particles"], LAYOUT["mics"], LAYOUT["postprocess"])
-    n = auto_patch(inputs)
+    n = a.patch or auto_patch(inputs)
     max_ring = data_max_ring(argparse.Namespace(patch_px=n, data_resolution=a.data_resolution),
                              inputs)
     t0 = cpu()
@@ -167,7 +177,13 @@ def main(argv=None):
     m0 = inputs.micrographs[0]
     warm = dataclasses.replace(m0, centres=m0.centres[:4], angles=m0.angles[:4],
                                half_sets=m0.half_sets[:4], index=m0.index[:4], ctfs=m0.ctfs[:4])
-    polish_stages(warm, inputs, projectors, n, Clock(), backend=a.backend, max_ring=max_ring)
+    polish_stages(warm, inputs, projectors, n, Clock(), backend=a.backend, max_ring=max_ring,
+                  threads=a.threads)
+    from polishplugin.core.motion.observation import crop_size
+    from polishplugin.programs.polish import spectra_buffer
+    m = crop_size(n, max_ring)
+    buffer = spectra_buffer(max(len(x.centres) * x.nframes for x in inputs.micrographs)
+                            * m * (m // 2 + 1))
 
     tracks = {}
     clocks = []
@@ -175,7 +191,7 @@ def main(argv=None):
     for mic in inputs.micrographs:
         c = Clock()
         tracks[mic.name] = polish_stages(mic, inputs, projectors, n, c, backend=a.backend,
-                                         max_ring=max_ring)
+                                         max_ring=max_ring, threads=a.threads, buffer=buffer)
         clocks.append(c)
         pf += len(mic.centres) * mic.nframes
     nm = len(clocks)

@@ -35,7 +35,7 @@ from .cli import (add_movie_inputs, add_output_options, at_least, auto_window,
                   check_reference_args, finish_status, job_figures, number, positive,
                   resolve_backend, run_program)
 from .jobdir import claim_output, file_digest, input_digests, input_paths
-from .micrographs import (failure_list, finite_frames, for_each_micrograph, micrograph_defects,
+from .micrographs import (failure_list, for_each_micrograph, known_defects, summed_frames,
                           write_failure_list)
 
 log = logging.getLogger("polishplugin.polish")
@@ -219,6 +219,7 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
     from ..core.motion.patches import damage_filters
     from ..core.motion.units import MotionParams
     from ..core.predict import predict_particles
+    from ..core.defects import detect_defects
     from ..io.movies import Movie, read_gain
     from ..io.mrc import write_mrc
 
@@ -229,16 +230,29 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
     F = last - first
     px, n = inputs.pixel_size, args.patch_px
     threads = max(1, args.threads or 1)
-    with Movie(mic.movie, workers=threads) as raw:  # raw counts: the defect search needs them
-        raw_sum = raw.sum(first, last)
-    tally = {}
-    defects = micrograph_defects(mic, first, last, args.no_defects, args.defect_mask, raw_sum)
     gain = read_gain(mic.gain) if mic.gain else None
-    # the diagnostic sum now, so that the full-size sum is not held through the alignment
-    from ..core.binning import binned
-    small, factor = binned(raw_sum * (gain if gain is not None else 1.0))
-    del raw_sum
-    with Movie(mic.movie, gain=gain, workers=threads) as movie:
+    # the movie is read once: the defects known beforehand are filled as the frames are read,
+    # those found from the raw sum of the same pass are filled afterwards in the spectra
+    if args.no_defects:
+        known = None if gain is None else ~(gain > 0)
+    else:
+        known = known_defects(mic, args.defect_mask, gain)
+    total = np.zeros(mic.shape)        # raw sum of the frames: the defect search, the diag sum
+    tally, nonfinite, found = {}, set(), {"pixels": 0 if known is None else int(known.sum())}
+
+    def late_defects():
+        if args.no_defects:
+            return None
+        old = known.copy()
+        if nonfinite:
+            old.ravel()[np.fromiter(nonfinite, dtype=np.int64)] = True
+        full = detect_defects(total, F, gain, known=old)
+        found["pixels"] = int(full.sum())
+        ys, xs = np.nonzero(full & ~known)
+        values = total[ys, xs] / F * (1.0 if gain is None else gain[ys, xs])
+        return ys, xs, values
+
+    with Movie(mic.movie, workers=threads) as movie:   # raw counts; the gain is applied here
         m = crop_size(n, args.max_ring)     # the Fourier grid the spectra are kept on
         preds = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px, crop=m)
         opp = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px,
@@ -250,14 +264,19 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
         init = mic.initial_tracks[:, first:last] if args.init == "motioncorr" else None
         window = args.window or auto_window(sig_px[0], F, inputs.box)
         invert = {"auto": "auto", "yes": True, "no": False}[args.invert]
-        res = align_micrograph(finite_frames(movie, first, last, tally), mic.centres, preds, damage, sig_px,
+        frames = summed_frames(movie, first, last, gain, total, tally, nonfinite)
+        res = align_micrograph(frames, mic.centres, preds, damage, sig_px,
                                init, window=window, mode=args.mode, invert=invert,
                                opposite_predictions=opp, backend=args.backend, n_frames=F,
-                               defects=defects, cc_scale=args.cc_scale,
+                               defects=known, late_defects=late_defects, cc_scale=args.cc_scale,
                                prior_mean=args.prior_mean, max_ring=args.max_ring,
                                patch_size=n, workers=threads,
                                spectra_buffer=spectra_buffer(len(mic.centres) * F * m
                                                              * (m // 2 + 1)))
+    # the diagnostic sum (gain-corrected, binned)
+    from ..core.binning import binned
+    small, factor = binned(total * (gain if gain is not None else 1.0))
+    del total
     for key, arr in (("cc", res.fcc.num), ("w0", res.fcc.wobs), ("w1", res.fcc.wpred)):
         os.makedirs(os.path.dirname(paths["fcc"][key]), exist_ok=True)
         write_mrc(paths["fcc"][key], arr.astype(np.float32), px)
@@ -269,7 +288,7 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
             "message": res.fit.message, "gp_dims": res.fit.n_dims, "sign": res.sign,
             "amplitude": res.amplitude, "window_px": window, "patch_px": n,
             "max_ring": args.max_ring, "spectrum_px": m,
-            "defect_pixels": int(defects.sum()) if defects is not None else 0,
+            "defect_pixels": found["pixels"],
             "nonfinite_pixels": tally.get("nonfinite", 0),
             "sigmas": list(sigmas), "sigmas_px": list(sig_px), "mode": args.mode, "cc_scale": args.cc_scale, "prior_mean": args.prior_mean,
             "init": args.init, "seconds": round(time.time() - t0, 3),

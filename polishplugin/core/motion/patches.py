@@ -74,7 +74,7 @@ def _cut_plan(centres, tracks):
     return centres, cut_positions(centres, tracks)
 
 
-def extract_patches(frames, centres, tracks, n, defects=None, padded=False):
+def extract_patches(frames, centres, tracks, n, defects=None, padded=False, fills=None):
     """Patches (P, F, n, n) float32 and cut shifts (P, F, 2) float64.
 
     frames: sequence or iterable of F gain-corrected (ny, nx) frames (read one at a time);
@@ -83,19 +83,22 @@ def extract_patches(frames, centres, tracks, n, defects=None, padded=False):
     also fills the parts of a patch outside the micrograph. ``padded``: the patches are the
     ``[..., :n]`` view of a (P, F, n, 2 (n//2 + 1)) buffer, which
     :func:`.observation.patch_spectra` can overwrite with their rfft2 half-planes.
+    ``fills`` (F,): receives each frame's fill value.
     """
     centres, q = _cut_plan(centres, tracks)
     P, F = q.shape[:2]
     width = 2 * (n // 2 + 1) if padded else n
     patches = np.empty((P, F, n, width), dtype=np.float32)[..., :n]
     for f, frame, fill in _filled_frames(frames, F, defects):
+        if fills is not None:
+            fills[f] = fill
         for p in range(P):
             _cut_into(patches[p, f], frame, q[p, f, 0], q[p, f, 1], n, fill)
     return patches, q - centres[:, None, :]
 
 
 def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1, check=None,
-                    out=None):
+                    out=None, fills=None):
     """Spectra of the patches of :func:`extract_patches` without the patch stack: each frame's P
     patches are cut into one (P, n, n) buffer, Fourier transformed (rfft2, float32 ->
     complex64, ``workers`` threads) and only the frequencies of an m x m grid are kept
@@ -105,8 +108,8 @@ def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1,
     finiteness test). ``out``: a C-contiguous complex64 array of at least P F m (m//2+1)
     elements to hold the spectra (a buffer reused from micrograph to micrograph: no page faults
     of a fresh allocation). The x transform keeps only the m//2+1 columns before the y transform
-    (the same numbers as rfft2, less work). Returns (spectra (P, F, m, m//2+1) complex64, cut
-    shifts (P, F, 2))."""
+    (the same numbers as rfft2, less work). ``fills`` (F,): receives each frame's fill value.
+    Returns (spectra (P, F, m, m//2+1) complex64, cut shifts (P, F, 2))."""
     import scipy.fft
     from .observation import crop_rows
     centres, q = _cut_plan(centres, tracks)
@@ -123,6 +126,8 @@ def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1,
         spectra = np.empty((P, F, m, mh), dtype=np.complex64)
     buf = np.empty((P, n, n), dtype=np.float32)
     for f, frame, fill in _filled_frames(frames, F, defects):
+        if fills is not None:
+            fills[f] = fill
         for p in range(P):
             _cut_into(buf[p], frame, q[p, f, 0], q[p, f, 1], n, fill)
         if check is not None:
@@ -135,6 +140,64 @@ def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1,
             spectra[:, f, :lo] = spec[:, :lo, :mh]
             spectra[:, f, lo:] = spec[:, rows[lo:], :mh]
     return spectra, q - centres[:, None, :]
+
+
+def _window_defects(q, n, ys, xs):
+    """Per frame, the indices of the pixels (ys, xs) inside the n x n window cut at q (F, 2)
+    and their (row, column) in it: a list of F (index, i, j) triples (None when none is inside)."""
+    x0, y0 = q[:, 0] - n // 2, q[:, 1] - n // 2
+    near = np.flatnonzero((xs >= x0.min()) & (xs < x0.max() + n) &
+                          (ys >= y0.min()) & (ys < y0.max() + n))
+    out = []
+    for f in range(len(q)):
+        i, j = ys[near] - y0[f], xs[near] - x0[f]
+        inside = (i >= 0) & (i < n) & (j >= 0) & (j < n)
+        out.append((near[inside], i[inside], j[inside]) if inside.any() else None)
+    return out
+
+
+def correct_defect_spectra(spectra, q, n, ys, xs, values, fills):
+    """Fill defects found after the transforms, in the spectra: patch (p, f) (n x n, cut at q
+    (P, F, 2) int, spectra (P, F, m, m//2+1) on the grid of :func:`extract_spectra`) held the
+    value ``values[d]`` at defect pixel d = (ys[d], xs[d]) where filling puts ``fills[f]``;
+    by linearity of the DFT its spectrum gains
+        dX(ky, kx) = sum_{d in patch} (fills[f] - values[d]) exp(-2 pi i (ky i_d + kx j_d) / n)
+    (i_d, j_d: the pixel's row and column in the patch). ``values`` are estimates of the
+    per-frame values (the frame mean of the raw sum times the gain): the static part of a hot
+    pixel is removed exactly, its Poisson fluctuation (a few counts) stays. Modifies
+    ``spectra``; returns the number of particle-frames corrected."""
+    from .observation import crop_rows
+    P, F, m, mh = spectra.shape
+    ys, xs = np.asarray(ys, dtype=np.int64), np.asarray(xs, dtype=np.int64)
+    if not len(ys):
+        return 0
+    values = np.asarray(values, dtype=np.float64)
+    ky = crop_rows(n, m).astype(np.float64)
+    kx = np.arange(mh, dtype=np.float64)
+    count = 0
+    for p in range(P):
+        for f, hit in enumerate(_window_defects(q[p], n, ys, xs)):
+            if hit is None:
+                continue
+            d, i, j = hit
+            ey = np.exp(-2j * np.pi / n * np.outer(ky, i)) * (fills[f] - values[d])
+            ex = np.exp(-2j * np.pi / n * np.outer(j, kx))
+            spectra[p, f] += (ey @ ex).astype(spectra.dtype)
+            count += 1
+    return count
+
+
+def fill_patch_defects(patches, q, ys, xs, fills):
+    """Real-space counterpart of :func:`correct_defect_spectra` for a patch stack
+    (P, F, n, n) cut at q: the pixels (ys, xs) set to ``fills[f]``. Modifies ``patches``."""
+    P, F, n = patches.shape[:3]
+    ys, xs = np.asarray(ys, dtype=np.int64), np.asarray(xs, dtype=np.int64)
+    if not len(ys):
+        return
+    for p in range(P):
+        for f, hit in enumerate(_window_defects(q[p], n, ys, xs)):
+            if hit is not None:
+                patches[p, f, hit[1], hit[2]] = fills[f]
 
 
 def damage_filters(n, pixel_size, nframes, dose_per_frame, pre_exposure=0.0, voltage=300.0):
