@@ -92,6 +92,7 @@ def polish_stages(mic, inputs, projectors, n, clock, sigmas=None, backend=None, 
     from polishplugin.io.movies import Movie, read_gain
     from polishplugin.programs.cli import auto_window
     from polishplugin.programs.micrographs import known_defects, summed_frames
+    from polishplugin.programs.parallel import read_ahead
 
     from polishplugin.programs.polish import (DEFAULT_SIGMA_ACC, DEFAULT_SIGMA_DIV,
                                               DEFAULT_SIGMA_VEL)
@@ -116,13 +117,14 @@ def polish_stages(mic, inputs, projectors, n, clock, sigmas=None, backend=None, 
     total = np.zeros(mic.shape)
     fills = np.zeros(F)
     with Movie(mic.movie, workers=threads) as movie:
-        frames = timed_frames(summed_frames(movie, 0, F, gain, total), clock)
+        frames = summed_frames(movie, 0, F, gain, total)
+        frames = timed_frames(read_ahead(frames) if threads > 1 else frames, clock)
         t0 = cpu()
         read0 = clock.t.get("frame read", np.zeros(2)).copy()
         spectra, cut = extract_spectra(frames, centres, init, n, m, known, workers=threads,
                                        check=M._check_patches, out=buffer, fills=fills)
         clock.add("patches+spectra", cpu() - t0 - (clock.t["frame read"] - read0))
-    full = clock.run("defects", detect_defects, total, F, gain, known=known)
+    full = clock.run("defects", detect_defects, total, F, gain, known=known, workers=threads)
     ys, xs = np.nonzero(full & ~known)
     q = np.rint(centres[:, None, :] + cut).astype(np.int64)
     clock.run("defect fix", correct_defect_spectra, spectra, q, n, ys, xs,

@@ -30,7 +30,7 @@ from ..io.errors import InputError
 from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, read_tracks_star, write_particles_star, write_star, \
     write_tracks_star
-from .parallel import get_comm, my_share, set_threads
+from .parallel import get_comm, my_share, read_ahead, set_threads
 from .cli import (add_movie_inputs, add_output_options, at_least, auto_window,
                   check_reference_args, finish_status, job_figures, number, positive,
                   resolve_backend, run_program)
@@ -246,7 +246,7 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
         old = known.copy()
         if nonfinite:
             old.ravel()[np.fromiter(nonfinite, dtype=np.int64)] = True
-        full = detect_defects(total, F, gain, known=old)
+        full = detect_defects(total, F, gain, known=old, workers=threads)
         found["pixels"] = int(full.sum())
         ys, xs = np.nonzero(full & ~known)
         values = total[ys, xs] / F * (1.0 if gain is None else gain[ys, xs])
@@ -265,6 +265,8 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
         window = args.window or auto_window(sig_px[0], F, inputs.box)
         invert = {"auto": "auto", "yes": True, "no": False}[args.invert]
         frames = summed_frames(movie, first, last, gain, total, tally, nonfinite)
+        if threads > 1:      # the next frame is decoded while this one is cut and transformed
+            frames = read_ahead(frames)
         res = align_micrograph(frames, mic.centres, preds, damage, sig_px,
                                init, window=window, mode=args.mode, invert=invert,
                                opposite_predictions=opp, backend=args.backend, n_frames=F,
