@@ -105,9 +105,9 @@ def polish_stages(mic, inputs, projectors, n, clock, sigmas=None, backend=None, 
     gain = read_gain(mic.gain) if mic.gain else None
     known = known_defects(mic, None, gain)
     preds = clock.run("predictions", predict_particles, projectors, mic.angles, mic.half_sets,
-                      mic.ctfs, n, px, crop=m)
+                      mic.ctfs, n, px, crop=m, dtype=np.complex64)
     opp = clock.run("predictions", predict_particles, projectors, mic.angles, mic.half_sets,
-                    mic.ctfs, n, px, opposite=True, crop=m)
+                    mic.ctfs, n, px, opposite=True, crop=m, dtype=np.complex64)
     damage = clock.run("damage", lambda: crop_plane(damage_filters(
         n, px, F, mic.dose_per_frame, mic.pre_exposure, mic.voltage), m))
     sig_px = MotionParams(*sigmas).to_pixels(mic.dose_per_frame, px)

@@ -37,8 +37,8 @@ def _ctf_array(ctf, n, pixel_size, crop=None):
 
 
 def predict_particles(projectors, angles, half_sets, ctfs, n, pixel_size, opposite=False,
-                      chunk=8, crop=None):
-    """Predictions (P, n, n) complex128: fft2 (unshifted layout) of the projection of each particle's
+                      chunk=8, crop=None, dtype=np.complex128):
+    """Predictions (P, n, n) ``dtype`` (default complex128): fft2 (unshifted layout) of the projection of each particle's
     half map (``opposite``: the other half) at ``angles`` (P, 3) (rot, tilt, psi, radians), times its
     CTF (CtfParams or an (n, n) array in the same layout); the particle centre is at pixel n//2.
     ``n`` may exceed the map box (zero-padded projection); ``chunk``: particles projected at once;
@@ -52,7 +52,7 @@ def predict_particles(projectors, angles, half_sets, ctfs, n, pixel_size, opposi
         raise ValueError("%d angles, %d half sets and %d CTFs" % (P, len(half_sets), len(ctfs)))
     if not np.all(np.isin(half_sets, (1, 2))):
         raise ValueError("half sets must be 1 or 2, got %s" % np.unique(half_sets))
-    out = np.empty((P, m, m), dtype=np.complex128)
+    out = np.empty((P, m, m), dtype=dtype)
     use = 3 - half_sets if opposite else half_sets
     for h in (1, 2):
         idx = np.flatnonzero(use == h)

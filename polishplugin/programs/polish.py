@@ -254,9 +254,11 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
 
     with Movie(mic.movie, workers=threads) as movie:   # raw counts; the gain is applied here
         m = crop_size(n, args.max_ring)     # the Fourier grid the spectra are kept on
-        preds = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px, crop=m)
+        # single precision, as the spectra they are compared with
+        preds = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px, crop=m,
+                                  dtype=np.complex64)
         opp = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px,
-                                opposite=True, crop=m)
+                                opposite=True, crop=m, dtype=np.complex64)
         damage = crop_plane(damage_filters(n, px, F, mic.dose_per_frame,
                                            mic.pre_exposure + first * mic.dose_per_frame,
                                            mic.voltage), m)
@@ -392,6 +394,7 @@ def polish_all(args, inputs, sigmas, out, comm):
     r_max = 0.5 if args.max_ring is None else min(0.5, (args.max_ring + 1.0) / args.patch_px)
     projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask, backend=args.backend,
                                  r_max=r_max)
+    inputs.half1 = inputs.half2 = inputs.mask = None   # in the projectors now: memory back
     todo = [m for m in inputs.micrographs
             if not os.path.isfile(output_paths(out, m.name)["tracks"])]
     if comm.rank == 0:

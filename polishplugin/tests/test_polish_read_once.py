@@ -93,3 +93,11 @@ def test_defect_search_in_threads_equals_serial():
     two = detect_defects(raw, 10, gain, tile=64, strip=40, workers=3)
     np.testing.assert_array_equal(one, two)
     assert one[5, 7] and one[250, 100] and one[:, 200].all() and one[100, 50]
+
+
+def test_spectra_cut_a_few_particles_at_a_time_equal_all_at_once():
+    movie, mask, _, _, _, centres, tracks = _movie(seed=4)
+    whole, cut = extract_spectra(iter(movie), centres, tracks, 32, 18, mask)
+    blocks, cut3 = extract_spectra(iter(movie), centres, tracks, 32, 18, mask, chunk=3)
+    np.testing.assert_array_equal(blocks, whole)
+    np.testing.assert_array_equal(cut3, cut)

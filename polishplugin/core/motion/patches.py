@@ -98,10 +98,10 @@ def extract_patches(frames, centres, tracks, n, defects=None, padded=False, fill
 
 
 def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1, check=None,
-                    out=None, fills=None):
-    """Spectra of the patches of :func:`extract_patches` without the patch stack: each frame's P
-    patches are cut into one (P, n, n) buffer, Fourier transformed (rfft2, float32 ->
-    complex64, ``workers`` threads) and only the frequencies of an m x m grid are kept
+                    out=None, fills=None, chunk=16):
+    """Spectra of the patches of :func:`extract_patches` without the patch stack: each frame's
+    patches are cut, ``chunk`` at a time, into one (chunk, n, n) buffer, Fourier transformed
+    (rfft2, float32 -> complex64, ``workers`` threads) and only the frequencies of an m x m grid are kept
     (:func:`.observation.crop_plane`, default m = n: everything). One transform per
     particle-frame; memory P F m (m/2+1) complex64 instead of P F n (n+2) float32.
     ``check(buffer)``: called on each frame's patches before their transform (e.g. a
@@ -124,21 +124,24 @@ def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1,
         spectra = out.reshape(-1)[:size].reshape(P, F, m, mh)
     else:
         spectra = np.empty((P, F, m, mh), dtype=np.complex64)
-    buf = np.empty((P, n, n), dtype=np.float32)
+    B = max(1, min(P, int(chunk)))
+    buf = np.empty((B, n, n), dtype=np.float32)
     for f, frame, fill in _filled_frames(frames, F, defects):
         if fills is not None:
             fills[f] = fill
-        for p in range(P):
-            _cut_into(buf[p], frame, q[p, f, 0], q[p, f, 1], n, fill)
-        if check is not None:
-            check(buf)
-        spec = scipy.fft.rfft(buf, axis=-1, workers=workers)[..., :mh]
-        spec = scipy.fft.fft(spec, axis=-2, workers=workers, overwrite_x=True)
-        if m == n:
-            spectra[:, f] = spec
-        else:
-            spectra[:, f, :lo] = spec[:, :lo, :mh]
-            spectra[:, f, lo:] = spec[:, rows[lo:], :mh]
+        for p0 in range(0, P, B):     # a few particles at a time: small transform buffers
+            b = min(B, P - p0)
+            for p in range(b):
+                _cut_into(buf[p], frame, q[p0 + p, f, 0], q[p0 + p, f, 1], n, fill)
+            if check is not None:
+                check(buf[:b])
+            spec = scipy.fft.rfft(buf[:b], axis=-1, workers=workers)[..., :mh]
+            spec = scipy.fft.fft(spec, axis=-2, workers=workers, overwrite_x=True)
+            if m == n:
+                spectra[p0:p0 + b, f] = spec
+            else:
+                spectra[p0:p0 + b, f, :lo] = spec[:, :lo, :mh]
+                spectra[p0:p0 + b, f, lo:] = spec[:, rows[lo:], :mh]
     return spectra, q - centres[:, None, :]
 
 
