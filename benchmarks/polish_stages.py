@@ -114,7 +114,7 @@ def polish_stages(mic, inputs, projectors, n, clock, sigmas=None, backend=None, 
     window = auto_window(sig_px[0], F, inputs.box)
     init = np.asarray(mic.initial_tracks[:, :F], dtype=np.float64)
     centres = np.asarray(mic.centres, dtype=np.float64)
-    total = np.zeros(mic.shape)
+    total = np.zeros(mic.shape, dtype=np.float32)
     fills = np.zeros(F)
     with Movie(mic.movie, workers=threads) as movie:
         frames = summed_frames(movie, 0, F, gain, total)

@@ -73,11 +73,13 @@ def micrograph_defects(mic, first, last, disabled=False, extra=None, raw_sum=Non
 def summed_frames(movie, first, last, gain, total, tally=None, nonfinite=None):
     """Frames ``first`` .. ``last - 1`` of an open raw :class:`Movie` (no gain), for reading a
     movie once: NaN/infinite pixels filled as :func:`finite_frames` does (their flat indices
-    added to the set ``nonfinite``), the raw frame added to ``total`` ((ny, nx) float64: the
-    raw sum the defect search needs), then multiplied by ``gain`` (or None) and yielded."""
+    added to the set ``nonfinite``; integer samples are always finite and not tested), the
+    raw frame added to ``total`` ((ny, nx): the raw sum the defect search needs; float32 holds
+    integer counts exactly up to 2^24), then multiplied by ``gain`` (or None) and yielded."""
+    integer = np.issubdtype(getattr(movie, "dtype", np.float32), np.integer)
     for f, frame in enumerate(movie.iter_frames(first, last)):
-        bad = ~np.isfinite(frame)
-        n = int(np.count_nonzero(bad))
+        bad = None if integer else ~np.isfinite(frame)
+        n = 0 if integer else int(np.count_nonzero(bad))
         if n:
             _check_nonfinite(movie.path, "frame %d" % (first + f + 1), n, frame.size)
             frame[bad] = float(frame[~bad].mean(dtype=np.float64))

@@ -237,7 +237,7 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
         known = None if gain is None else ~(gain > 0)
     else:
         known = known_defects(mic, args.defect_mask, gain)
-    total = np.zeros(mic.shape)        # raw sum of the frames: the defect search, the diag sum
+    total = np.zeros(mic.shape, dtype=np.float32)   # raw sum: the defect search, the diag sum
     tally, nonfinite, found = {}, set(), {"pixels": 0 if known is None else int(known.sum())}
 
     def late_defects():
