@@ -167,7 +167,7 @@ def main(argv=None):
     from polishplugin.core.predict import make_projectors
     from polishplugin.programs.simulate import LAYOUT
     inputs = load_polish_inputs(LAYOUT["particles"], LAYOUT["mics"], LAYOUT["postprocess"])
-    n = a.patch or auto_patch(inputs)
+    n = a.patch or auto_patch(inputs, a.data_resolution)
     max_ring = data_max_ring(argparse.Namespace(patch_px=n, data_resolution=a.data_resolution),
                              inputs)
     t0 = cpu()

@@ -8,7 +8,8 @@ MAP by L-BFGS, on RELION files; no Scipion needed.
 
 Per micrograph (under --out): tracks/<mic>_tracks.star (RELION _tracks.star layout, A),
 fcc/<mic>_FCC_{cc,w0,w1}.mrc (eq. 20 sums against the opposite half map, frames x rings),
-diag/<mic>.json (fit diagnostics). At the end: tracks_all.star (every particle and frame),
+diag/<mic>.json (fit diagnostics), diag/<mic>_defects.npy (flat indices of the defect pixels
+besides those of zero gain: reused by the bfactors program, which then reads the movie once). At the end: tracks_all.star (every particle and frame),
 particles.star (the particles of polished micrographs), failed.txt, logfile.pdf.
 Finished micrographs are skipped on a re-run (their tracks STAR is written last, atomically);
 settings.json records what defines the result, and a re-run with other settings is refused
@@ -25,7 +26,7 @@ import time
 import numpy as np
 
 from ..constants import DEFAULT_SIGMA_ACC, DEFAULT_SIGMA_DIV, DEFAULT_SIGMA_VEL
-from ..io.atomic import atomic_text
+from ..io.atomic import atomic_path, atomic_text
 from ..io.errors import InputError
 from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, read_tracks_star, write_particles_star, write_star, \
@@ -60,7 +61,8 @@ def build_parser():
     f.add_argument("--last-frame", type=at_least(-1), default=-1, help="1-based, -1 = last")
     f.add_argument("--patch", type=at_least(0), default=0,
                    help="patch cut around each particle (px); 0 = auto: the box plus the CTF "
-                        "delocalisation at the reference's resolution, at most twice the box")
+                        "delocalisation at --data-resolution, at most twice the box; the box "
+                        "itself (as RELION) costs 1.5x less CPU and memory (BENCHMARKS.md)")
     f.add_argument("--window", type=at_least(0), default=0,
                    help="CC search radius (px) around the initial track; 0 = auto")
     f.add_argument("--mode", choices=["gp", "none", "global"], default="gp",
@@ -132,15 +134,17 @@ def data_max_ring(args, inputs):
     return ring
 
 
-def auto_patch(inputs):
+def auto_patch(inputs, data_resolution=0.0):
     """Patch size of the job (one for all micrographs, so their FCC sums add): the particle box
-    plus the CTF delocalisation of the largest defocus at the reference's FSC = 0.143
-    resolution (:func:`polishplugin.core.motion.patches.patch_size`)."""
+    plus the CTF delocalisation of the largest defocus at the resolution the data term uses
+    (``data_resolution`` A: 0 = the reference's FSC = 0.143 resolution, < 0 = Nyquist)
+    (:func:`polishplugin.core.motion.patches.patch_size`)."""
     from ..core.motion.patches import patch_size
-    res = reference_resolution(inputs)
+    res = data_resolution if data_resolution > 0 else \
+        2 * inputs.pixel_size if data_resolution < 0 else reference_resolution(inputs)
     dz = max(max(c.defocus_u, c.defocus_v) for mic in inputs.micrographs for c in mic.ctfs)
     n = patch_size(inputs.box, inputs.pixel_size, dz, res, inputs.micrographs[0].voltage)
-    log.info("patches of %d px for a %d px box (defocus up to %.0f A, reference at %.2f A)",
+    log.info("patches of %d px for a %d px box (defocus up to %.0f A, data term to %.2f A)",
              n, inputs.box, dz, res)
     return n
 
@@ -158,6 +162,7 @@ def output_paths(out, name):
                     for k in ("cc", "w0", "w1")},
             "diag": os.path.join(out, "diag", s + ".json"),
             "sum": os.path.join(out, "diag", s + "_sum.mrc"),
+            "defects": os.path.join(out, "diag", s + "_defects.npy"),
             "failed": os.path.join(out, "failed", s + ".txt")}
 
 
@@ -248,6 +253,7 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
             old.ravel()[np.fromiter(nonfinite, dtype=np.int64)] = True
         full = detect_defects(total, F, gain, known=old, workers=threads)
         found["pixels"] = int(full.sum())
+        found["flat"] = np.flatnonzero(full if gain is None else full & (gain > 0))
         ys, xs = np.nonzero(full & ~known)
         values = total[ys, xs] / F * (1.0 if gain is None else gain[ys, xs])
         return ys, xs, values
@@ -286,6 +292,10 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
         write_mrc(paths["fcc"][key], arr.astype(np.float32), px)
     os.makedirs(os.path.dirname(paths["sum"]), exist_ok=True)
     write_mrc(paths["sum"], small.astype(np.float32), px * factor)
+    if "flat" in found:
+        with atomic_path(paths["defects"]) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, found["flat"])
     diag = {"micrograph": mic.name, "particles": int(len(mic.centres)), "frames": F,
             "first_frame": first + 1, "pixel_size": px, "iterations": res.fit.iterations,
             "energy": res.fit.energy, "converged": res.fit.converged,
@@ -379,7 +389,7 @@ def run(args):
                 raise InputError(args.defect_map, "defect map is %dx%d but movie %s is %dx%d"
                                  % (args.defect_mask.shape[1], args.defect_mask.shape[0],
                                     m.movie, m.shape[1], m.shape[0]))
-    args.patch_px = args.patch or auto_patch(inputs)
+    args.patch_px = args.patch or auto_patch(inputs, args.data_resolution)
     args.max_ring = data_max_ring(args, inputs)
     check_sizes(args, inputs, sigmas)
     with claim_output(comm, out, "polish", job_settings(args, inputs, sigmas),
