@@ -117,11 +117,11 @@ def polish_stages(mic, inputs, projectors, n, clock, sigmas=None, backend=None, 
     total = np.zeros(mic.shape, dtype=np.float32)
     fills = np.zeros(F)
     with Movie(mic.movie, workers=threads) as movie:
-        frames = summed_frames(movie, 0, F, gain, total)
+        frames = summed_frames(movie, 0, F, gain, total, known=known)
         frames = timed_frames(read_ahead(frames) if threads > 1 else frames, clock)
         t0 = cpu()
         read0 = clock.t.get("frame read", np.zeros(2)).copy()
-        spectra, cut = extract_spectra(frames, centres, init, n, m, known, workers=threads,
+        spectra, cut = extract_spectra(frames, centres, init, n, m, None, workers=threads,
                                        check=M._check_patches, out=buffer, fills=fills)
         clock.add("patches+spectra", cpu() - t0 - (clock.t["frame read"] - read0))
     full = clock.run("defects", detect_defects, total, F, gain, known=known, workers=threads)

@@ -70,12 +70,18 @@ def micrograph_defects(mic, first, last, disabled=False, extra=None, raw_sum=Non
     return detect_defects(raw_sum, last - first, gain, known=known)
 
 
-def summed_frames(movie, first, last, gain, total, tally=None, nonfinite=None):
+def summed_frames(movie, first, last, gain, total, tally=None, nonfinite=None, known=None):
     """Frames ``first`` .. ``last - 1`` of an open raw :class:`Movie` (no gain), for reading a
     movie once: NaN/infinite pixels filled as :func:`finite_frames` does (their flat indices
     added to the set ``nonfinite``; integer samples are always finite and not tested), the
     raw frame added to ``total`` ((ny, nx): the raw sum the defect search needs; float32 holds
-    integer counts exactly up to 2^24), then multiplied by ``gain`` (or None) and yielded."""
+    integer counts exactly up to 2^24), then multiplied by ``gain`` (or None), the pixels of
+    ``known`` ((ny, nx) bool or None) set to the mean of the others (in place: the frame's mean
+    is then that fill value, as :func:`polishplugin.core.motion.patches.extract_spectra` fills
+    with), and yielded."""
+    bad_idx = None if known is None else np.flatnonzero(known)
+    if bad_idx is not None and not 0 < bad_idx.size < known.size:
+        bad_idx = None
     integer = np.issubdtype(getattr(movie, "dtype", np.float32), np.integer)
     for f, frame in enumerate(movie.iter_frames(first, last)):
         bad = None if integer else ~np.isfinite(frame)
@@ -90,6 +96,10 @@ def summed_frames(movie, first, last, gain, total, tally=None, nonfinite=None):
         total += frame
         if gain is not None:
             frame *= gain
+        if bad_idx is not None:
+            flat = frame.ravel()
+            flat[bad_idx] = 0.0
+            flat[bad_idx] = float(flat.sum(dtype=np.float64)) / (flat.size - bad_idx.size)
         yield frame
 
 

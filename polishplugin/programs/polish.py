@@ -61,8 +61,9 @@ def build_parser():
     f.add_argument("--last-frame", type=at_least(-1), default=-1, help="1-based, -1 = last")
     f.add_argument("--patch", type=at_least(0), default=0,
                    help="patch cut around each particle (px); 0 = auto: the box plus the CTF "
-                        "delocalisation at --data-resolution, at most twice the box; the box "
-                        "itself (as RELION) costs 1.5x less CPU and memory (BENCHMARKS.md)")
+                        "delocalisation at --data-resolution, at most 1.4 times the box (twice "
+                        "the box: the same accuracy, 1.3x the CPU; the box itself, as RELION: "
+                        "0.6%% worse at low SNR, 1.6x less CPU; BENCHMARKS.md)")
     f.add_argument("--window", type=at_least(0), default=0,
                    help="CC search radius (px) around the initial track; 0 = auto")
     f.add_argument("--mode", choices=["gp", "none", "global"], default="gp",
@@ -272,13 +273,13 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
         init = mic.initial_tracks[:, first:last] if args.init == "motioncorr" else None
         window = args.window or auto_window(sig_px[0], F, inputs.box)
         invert = {"auto": "auto", "yes": True, "no": False}[args.invert]
-        frames = summed_frames(movie, first, last, gain, total, tally, nonfinite)
+        frames = summed_frames(movie, first, last, gain, total, tally, nonfinite, known)
         if threads > 1:      # the next frame is decoded while this one is cut and transformed
             frames = read_ahead(frames)
         res = align_micrograph(frames, mic.centres, preds, damage, sig_px,
                                init, window=window, mode=args.mode, invert=invert,
                                opposite_predictions=opp, backend=args.backend, n_frames=F,
-                               defects=known, late_defects=late_defects, cc_scale=args.cc_scale,
+                               late_defects=late_defects, cc_scale=args.cc_scale,
                                prior_mean=args.prior_mean, max_ring=args.max_ring,
                                patch_size=n, workers=threads,
                                spectra_buffer=spectra_buffer(len(mic.centres) * F * m

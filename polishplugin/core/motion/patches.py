@@ -210,11 +210,14 @@ def damage_filters(n, pixel_size, nframes, dose_per_frame, pre_exposure=0.0, vol
     return exposure_filter(k, frame_doses(nframes, dose_per_frame, pre_exposure), voltage)
 
 
-def patch_size(box, pixel_size, max_defocus, resolution, voltage=300.0, cap=2.0):
+def patch_size(box, pixel_size, max_defocus, resolution, voltage=300.0, cap=1.4):
     """Patch size (px) that holds a particle's CTF-delocalised signal: the box plus twice the
     delocalisation lambda * defocus * k of the highest frequency used, k = 1 / ``resolution``
     (A; a wave of frequency k is displaced by lambda dz k), at most ``cap`` times the box,
-    rounded up to an even FFT-friendly size. Signal outside the box is signal the CC uses."""
+    rounded up to an even FFT-friendly size. Signal outside the box is signal the CC uses; but
+    at 2-3 um defocus and 3.7 A the full delocalisation (box + 220 px at 1.2 A/px) costs more
+    than it gives: patches of 1.4 x the box tracked as well as 2 x the box at particle SNRs
+    0.007 and 0.035, with 1.3x less CPU and memory (BENCHMARKS.md, issue 14)."""
     import scipy.fft
     from ..ctf import electron_wavelength
     deloc_px = electron_wavelength(voltage) * abs(max_defocus) / max(resolution, 1e-3) / pixel_size
