@@ -11,10 +11,10 @@ from .ctf import CtfParams, ctf_2d
 from .projector import Projector
 
 
-def make_projectors(half1, half2, mask=None, pad=2, backend=None, r_max=0.5):
+def make_projectors(half1, half2, mask=None, pad=2, backend=None, r_max=0.5, half=True):
     """{1: Projector, 2: Projector} of the (masked) half maps, padding ``pad`` (RELION --pad 2),
     slices interpolated by ``backend`` (None: the default), frequencies up to ``r_max`` cycles
-    per px (default Nyquist)."""
+    per px (default Nyquist); ``half``: only half of each transform kept (see Projector)."""
     h1, h2 = np.asarray(half1), np.asarray(half2)
     if h1.shape != h2.shape:
         raise ValueError("half maps differ in shape: %s vs %s" % (h1.shape, h2.shape))
@@ -23,7 +23,8 @@ def make_projectors(half1, half2, mask=None, pad=2, backend=None, r_max=0.5):
         if m.shape != h1.shape:
             raise ValueError("mask %s does not match the half maps %s" % (m.shape, h1.shape))
         h1, h2 = h1 * m, h2 * m
-    return {h: Projector(v, pad=pad, r_max=r_max, backend=backend) for h, v in ((1, h1), (2, h2))}
+    return {h: Projector(v, pad=pad, r_max=r_max, backend=backend, half=half)
+            for h, v in ((1, h1), (2, h2))}
 
 
 def _ctf_array(ctf, n, pixel_size, crop=None):
