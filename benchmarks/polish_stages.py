@@ -6,8 +6,8 @@ timed: predictions (own + opposite halves), damage filters, frame read (the one 
 time spent inside the frame iterator, raw sum and gain included), patch extraction with one
 cropped transform per particle-frame, defect search on the raw sum, defect fix in the spectra,
 noise power, CC maps, sign/amplitude, MAP fit, FCC sums. Projector setup (once per
-job) is reported separately. Times are process CPU seconds (``os.times``, user + sys; the machine
-is shared, so wall time means little), ``--threads`` threads (numba, BLAS, transforms, frame
+job) is reported separately. Times are process CPU seconds (``os.times``, user + sys) and wall
+seconds (meaningful only on a quiet machine; the load average is printed), ``--threads`` threads (numba, BLAS, transforms, frame
 decoding; default one), huge-page advice off as in the programs.
 
 Project (not timed; takes minutes): the one ``benchmarks/vs_relion.py --speed`` simulates, or::
@@ -38,9 +38,9 @@ STAGES = ("predictions", "damage", "frame read", "patches+spectra", "defects", "
 
 
 def cpu():
-    """(user, system) CPU seconds of this process."""
+    """(user, system) CPU seconds of this process and the wall clock (s)."""
     t = os.times()
-    return np.array([t.user, t.system])
+    return np.array([t.user, t.system, t.elapsed])
 
 
 class Clock:
@@ -98,9 +98,12 @@ def polish_stages(mic, inputs, projectors, n, clock, sigmas=None, backend=None, 
                                               DEFAULT_SIGMA_VEL)
     if sigmas is None:
         sigmas = (DEFAULT_SIGMA_VEL, DEFAULT_SIGMA_DIV, DEFAULT_SIGMA_ACC)
+    from polishplugin.backends import get_backend
+    from polishplugin.backends.threads import particle_threads
     F = mic.nframes
     px = inputs.pixel_size
     m = crop_size(n, max_ring)
+    backend = particle_threads(get_backend(backend), threads)
 
     gain = read_gain(mic.gain) if mic.gain else None
     known = known_defects(mic, None, gain)
@@ -120,7 +123,7 @@ def polish_stages(mic, inputs, projectors, n, clock, sigmas=None, backend=None, 
         frames = summed_frames(movie, 0, F, gain, total, known=known)
         frames = timed_frames(read_ahead(frames) if threads > 1 else frames, clock)
         t0 = cpu()
-        read0 = clock.t.get("frame read", np.zeros(2)).copy()
+        read0 = clock.t.get("frame read", np.zeros(3)).copy()
         spectra, cut = extract_spectra(frames, centres, init, n, m, None, workers=threads,
                                        check=M._check_patches, out=buffer, fills=fills)
         clock.add("patches+spectra", cpu() - t0 - (clock.t["frame read"] - read0))
@@ -129,10 +132,10 @@ def polish_stages(mic, inputs, projectors, n, clock, sigmas=None, backend=None, 
     q = np.rint(centres[:, None, :] + cut).astype(np.int64)
     clock.run("defect fix", correct_defect_spectra, spectra, q, n, ys, xs,
               total[ys, xs] / F * (1.0 if gain is None else gain[ys, xs]), fills)
-    power = clock.run("noise", ring_power, spectra)
+    power = clock.run("noise", ring_power, spectra, backend)
     noise = clock.run("noise", noise_power_from_spectra, spectra, power)
     cc = clock.run("cc maps", cc_maps_from_spectra, spectra, preds, damage, window, noise,
-                   "likelihood", n=n, max_ring=max_ring)
+                   "likelihood", backend=backend, n=n, max_ring=max_ring)
 
     def amplitude():
         sign = M._resolve_sign("auto", cc, min(3, window))
@@ -142,7 +145,7 @@ def polish_stages(mic, inputs, projectors, n, clock, sigmas=None, backend=None, 
     fit = clock.run("fit", fit_tracks, cc * (sign * amp), centres, sig_px, init, cut, mode="gp",
                     backend=backend, prior_mean="zero")
     clock.run("fcc", M.fcc_from_spectra, spectra, sign * opp, fit.tracks - cut, power,
-              n=n, max_ring=max_ring)
+              backend=backend, n=n, max_ring=max_ring)
     return fit.tracks
 
 
@@ -199,16 +202,19 @@ def main(argv=None):
     nm = len(clocks)
     print("patch %d px, data term up to ring %s, %d micrographs, %d particle-frames; projector "
           "setup per job: %.2f CPU-s (%.2f user + %.2f sys); peak RSS %.0f MB"
-          % (n, max_ring, nm, pf, t_proj.sum(), t_proj[0], t_proj[1], peak_rss_mb()))
-    print("%-13s %12s %14s %10s %10s" % ("stage", "CPU-s / mic", "ms / part-fr", "user s", "sys s"))
-    total = np.zeros(2)
+          % (n, max_ring, nm, pf, t_proj[:2].sum(), t_proj[0], t_proj[1], peak_rss_mb()))
+    print("%-13s %12s %14s %10s %10s %12s" % ("stage", "CPU-s / mic", "ms / part-fr", "user s",
+                                             "sys s", "wall s / mic"))
+    total = np.zeros(3)
     for s in STAGES:
-        v = sum((c.t.get(s, np.zeros(2)) for c in clocks), np.zeros(2))
+        v = sum((c.t.get(s, np.zeros(3)) for c in clocks), np.zeros(3))
         total += v
-        print("%-13s %12.3f %14.3f %10.3f %10.3f" % (s, v.sum() / nm, 1e3 * v.sum() / pf,
-                                                    v[0] / nm, v[1] / nm))
-    print("%-13s %12.3f %14.3f %10.3f %10.3f" % ("total", total.sum() / nm, 1e3 * total.sum() / pf,
-                                                total[0] / nm, total[1] / nm))
+        print("%-13s %12.3f %14.3f %10.3f %10.3f %12.3f" % (
+            s, v[:2].sum() / nm, 1e3 * v[:2].sum() / pf, v[0] / nm, v[1] / nm, v[2] / nm))
+    print("%-13s %12.3f %14.3f %10.3f %10.3f %12.3f" % (
+        "total", total[:2].sum() / nm, 1e3 * total[:2].sum() / pf, total[0] / nm, total[1] / nm,
+        total[2] / nm))
+    print("load average: %s" % open("/proc/loadavg").read().split()[0])
     if a.save:
         np.savez(a.save, **tracks)
     if a.compare:

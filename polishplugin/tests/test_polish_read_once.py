@@ -59,42 +59,6 @@ def test_no_late_defects_changes_nothing():
     np.testing.assert_array_equal(spectra, before)
 
 
-def test_read_ahead_keeps_order_raises_and_stops_early():
-    from polishplugin.programs.parallel import read_ahead
-    assert list(read_ahead(iter(range(20)), depth=2)) == list(range(20))
-
-    def broken():
-        yield 1
-        raise ValueError("frame 2 unreadable")
-    with pytest.raises(ValueError, match="frame 2"):
-        list(read_ahead(broken()))
-    made = []
-
-    def counted():
-        for i in range(1000):
-            made.append(i)
-            yield i
-    it = read_ahead(counted(), depth=2)
-    assert next(it) == 0
-    it.close()                      # the producer stops a few items ahead, not at the end
-    assert len(made) < 10
-
-
-def test_defect_search_in_threads_equals_serial():
-    from polishplugin.core.defects import detect_defects
-    rng = np.random.default_rng(3)
-    raw = rng.poisson(40.0, size=(300, 270)).astype(np.float64)
-    raw[5, 7] = 400
-    raw[250, 100] = 0
-    raw[:, 200] = 0
-    gain = rng.uniform(0.9, 1.1, size=raw.shape)
-    gain[100, 50] = 0
-    one = detect_defects(raw, 10, gain, tile=64, strip=40)
-    two = detect_defects(raw, 10, gain, tile=64, strip=40, workers=3)
-    np.testing.assert_array_equal(one, two)
-    assert one[5, 7] and one[250, 100] and one[:, 200].all() and one[100, 50]
-
-
 def test_spectra_cut_a_few_particles_at_a_time_equal_all_at_once():
     movie, mask, _, _, _, centres, tracks = _movie(seed=4)
     whole, cut = extract_spectra(iter(movie), centres, tracks, 32, 18, mask)

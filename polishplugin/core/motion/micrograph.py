@@ -23,6 +23,7 @@ from typing import Optional
 import numpy as np
 
 from ...backends import get_backend
+from ...backends.threads import particle_threads
 from ..dose.fcc import FccAccumulator
 from ..fourier import ring_index
 from .fit import FitResult, MotionFitError, fit_tracks
@@ -153,7 +154,8 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
     Nyquist); the spectra are kept only on the m x m grid that holds it
     (:func:`.observation.crop_size`), one rfft2 per particle-frame as the frames are read.
     patch_size: n when ``predictions`` (and ``damage``) are already cut to that grid;
-    workers: threads of the transforms; spectra_buffer: complex64 array reused for the spectra
+    workers: threads of the transforms and of the per-particle kernels
+    (:mod:`polishplugin.backends.threads`); spectra_buffer: complex64 array reused for the spectra
     (see :func:`.patches.extract_spectra`). late_defects: callable, called once every frame has
     been read, returning None or (ys, xs, values): defects found only then (e.g. from the sum
     of the frames just read, so the movie is read once), filled in the patches' spectra
@@ -171,7 +173,7 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
         damage = crop_plane(damage, m)
     if opposite_predictions is not None:
         opposite_predictions = crop_plane(opposite_predictions, m)
-    backend = get_backend(backend)
+    backend = particle_threads(get_backend(backend), workers)
     if initial_tracks is not None:
         F = np.shape(initial_tracks)[1]
     elif damage is not None:
