@@ -65,15 +65,17 @@ def _corrected(raw, g):
     return np.where(g > 0, raw * g, np.nan)
 
 
-def _tile_values(raw, g, tile):
+def _tile_values(raw, g, tile, workers=1):
     """Median and 1.4826 MAD of the gain-corrected counts of every (tile x tile) block, NaN-aware
     (blocks with defects or at the edges by :func:`numpy.nanmedian` and :func:`_mad`), one row
-    of tiles at a time (no full-size temporaries). Returns two (ty, tx) arrays."""
+    of tiles at a time (no full-size temporaries; ``workers`` rows at once). Returns two
+    (ty, tx) arrays."""
     ny, nx = raw.shape
     ty, tx = max(1, int(np.ceil(ny / tile))), max(1, int(np.ceil(nx / tile)))
     med = np.empty((ty, tx))
     mad = np.empty((ty, tx))
-    for i in range(ty):
+
+    def row(i):
         rows = slice(i * tile, min((i + 1) * tile, ny))
         c = _corrected(raw[rows], None if g is None else g[rows])
         m, d = _full_tile_median_mad(c, tile) if c.shape[0] == tile else \
@@ -84,16 +86,31 @@ def _tile_values(raw, g, tile):
                 m[0, j] = np.nanmedian(b) if np.isfinite(b).any() else np.nan
                 d[0, j] = _mad(b)
         med[i], mad[i] = m[0], d[0]
+    _each(row, range(ty), workers)
     return med, mad
 
 
-def detect_defects(frame_sum, nframes, gain=None, z=7.0, tile=128, known=None, strip=256):
+def _each(func, items, workers):
+    """func(item) for every item, in ``workers`` threads (numpy releases the GIL)."""
+    items = list(items)
+    if workers <= 1 or len(items) < 2:
+        for it in items:
+            func(it)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(min(int(workers), len(items))) as ex:
+        list(ex.map(func, items))
+
+
+def detect_defects(frame_sum, nframes, gain=None, z=7.0, tile=128, known=None, strip=256,
+                   workers=1):
     """Bool mask (ny, nx) of hot, cold and dead pixels from the raw count sum over ``nframes``.
 
     frame_sum (ny, nx): raw counts summed over the frames; gain (ny, nx) or None: gain reference
     (multiply raw by it, 0 = dead); z: threshold in robust standard deviations; tile: size of the
     blocks of the local median/MAD; known: an existing defect map to merge (OR) with the result.
-    The pixel tests run ``strip`` rows at a time (memory: a few strips, not images, of float64).
+    The pixel tests run ``strip`` rows at a time (memory: a few strips, not images, of float64),
+    ``workers`` strips at once.
     """
     raw = np.asarray(frame_sum)
     if raw.ndim != 2:
@@ -104,17 +121,19 @@ def detect_defects(frame_sum, nframes, gain=None, z=7.0, tile=128, known=None, s
     if g is not None and g.shape != raw.shape:
         raise ValueError("gain %s does not match the frames %s" % (g.shape, raw.shape))
     ny, nx = raw.shape
-    med, mad = _tile_values(raw, g, tile)
+    med, mad = _tile_values(raw, g, tile, workers)
     ty, tx = med.shape
     if ty == 1 and tx == 1:
         wy, wx = np.ones((ny, 1)), np.ones((nx, 1))
     else:   # bilinear interpolation of the tile values: separable, two small matrix products
         wy = _linear_weights((np.arange(ny) + 0.5) / tile - 0.5, ty)
         wx = _linear_weights((np.arange(nx) + 0.5) / tile - 0.5, tx)
-    fallback = None
+    fallback = [] if np.isfinite(med).all() else [_global_median(raw, g, tile)]
     mask = np.zeros(raw.shape, dtype=bool)
-    counts = np.zeros(3, dtype=np.int64)   # hot, cold, dead
-    for y0 in range(0, ny, strip):
+    counts = np.zeros((-(-ny // strip), 3), dtype=np.int64)   # hot, cold, dead per strip
+
+    def test(k):
+        y0 = k * strip
         rows = slice(y0, min(y0 + strip, ny))
         gs = np.ones((rows.stop - y0, nx)) if g is None else np.asarray(g[rows], dtype=np.float64)
         rs = np.asarray(raw[rows], dtype=np.float64)
@@ -122,18 +141,18 @@ def detect_defects(frame_sum, nframes, gain=None, z=7.0, tile=128, known=None, s
         corrected = np.where(zero_gain, np.nan, rs * gs)
         mu = _interp_rows(med, wy[rows], wx)
         if not np.isfinite(mu).all():
-            if fallback is None:
-                fallback = _global_median(raw, g, tile)
-            mu = np.where(np.isfinite(mu), mu, fallback)
+            mu = np.where(np.isfinite(mu), mu, fallback[0])
         spread = np.maximum(_interp_rows(mad, wy[rows], wx), np.sqrt(np.maximum(mu * gs, 1e-12)))
         with np.errstate(invalid="ignore"):
             dev = (corrected - mu) / spread
             outlier = np.abs(dev) > z
             expected_raw = mu / np.where(zero_gain, 1.0, gs)
             dead = (rs == 0) & (expected_raw > 0.5 * z * z)
-            counts += (int(np.sum(dev > z)), int(np.sum((dev < -z) & ~dead)),
-                       int(np.sum(dead | zero_gain)))
+            counts[k] = (int(np.sum(dev > z)), int(np.sum((dev < -z) & ~dead)),
+                         int(np.sum(dead | zero_gain)))
         mask[rows] = zero_gain | np.nan_to_num(outlier, nan=False) | dead
+    _each(test, range(len(counts)), workers)
+    counts = counts.sum(axis=0)
     log.info("defects: %d hot, %d cold, %d dead of %d pixels", counts[0], counts[1], counts[2],
              raw.size)
     if known is not None:

@@ -11,10 +11,10 @@ from .ctf import CtfParams, ctf_2d
 from .projector import Projector
 
 
-def make_projectors(half1, half2, mask=None, pad=2, backend=None, r_max=0.5):
+def make_projectors(half1, half2, mask=None, pad=2, backend=None, r_max=0.5, half=True):
     """{1: Projector, 2: Projector} of the (masked) half maps, padding ``pad`` (RELION --pad 2),
     slices interpolated by ``backend`` (None: the default), frequencies up to ``r_max`` cycles
-    per px (default Nyquist)."""
+    per px (default Nyquist); ``half``: only half of each transform kept (see Projector)."""
     h1, h2 = np.asarray(half1), np.asarray(half2)
     if h1.shape != h2.shape:
         raise ValueError("half maps differ in shape: %s vs %s" % (h1.shape, h2.shape))
@@ -23,7 +23,8 @@ def make_projectors(half1, half2, mask=None, pad=2, backend=None, r_max=0.5):
         if m.shape != h1.shape:
             raise ValueError("mask %s does not match the half maps %s" % (m.shape, h1.shape))
         h1, h2 = h1 * m, h2 * m
-    return {h: Projector(v, pad=pad, r_max=r_max, backend=backend) for h, v in ((1, h1), (2, h2))}
+    return {h: Projector(v, pad=pad, r_max=r_max, backend=backend, half=half)
+            for h, v in ((1, h1), (2, h2))}
 
 
 def _ctf_array(ctf, n, pixel_size, crop=None):
@@ -37,8 +38,8 @@ def _ctf_array(ctf, n, pixel_size, crop=None):
 
 
 def predict_particles(projectors, angles, half_sets, ctfs, n, pixel_size, opposite=False,
-                      chunk=8, crop=None):
-    """Predictions (P, n, n) complex128: fft2 (unshifted layout) of the projection of each particle's
+                      chunk=8, crop=None, dtype=np.complex128):
+    """Predictions (P, n, n) ``dtype`` (default complex128): fft2 (unshifted layout) of the projection of each particle's
     half map (``opposite``: the other half) at ``angles`` (P, 3) (rot, tilt, psi, radians), times its
     CTF (CtfParams or an (n, n) array in the same layout); the particle centre is at pixel n//2.
     ``n`` may exceed the map box (zero-padded projection); ``chunk``: particles projected at once;
@@ -52,7 +53,7 @@ def predict_particles(projectors, angles, half_sets, ctfs, n, pixel_size, opposi
         raise ValueError("%d angles, %d half sets and %d CTFs" % (P, len(half_sets), len(ctfs)))
     if not np.all(np.isin(half_sets, (1, 2))):
         raise ValueError("half sets must be 1 or 2, got %s" % np.unique(half_sets))
-    out = np.empty((P, m, m), dtype=np.complex128)
+    out = np.empty((P, m, m), dtype=dtype)
     use = 3 - half_sets if opposite else half_sets
     for h in (1, 2):
         idx = np.flatnonzero(use == h)

@@ -58,7 +58,7 @@ def _centred_fft3(vol, npad, keep=None):
     return f
 
 
-def _cropped_fft3(vol, npad, keep):
+def _cropped_fft3(vol, npad, keep, half=False):
     """The cube of frequencies -keep..keep of :func:`_centred_fft3` ((2 keep + 1)^3 complex64,
     zero frequency at index keep), one axis at a time: each 1D transform of the zero-padded
     length npad keeps only the frequencies needed (x: 0..keep, the rest by Hermitian symmetry),
@@ -71,6 +71,11 @@ def _cropped_fft3(vol, npad, keep):
     a = a * phase[keep:]
     a = scipy.fft.fft(a, n=npad, axis=1)[:, k % npad] * phase[None, :, None]
     a = scipy.fft.fft(a, n=npad, axis=0)[k % npad] * phase[:, None, None]
+    if half:   # x >= 0 only, x at index (keep + x) mod (keep + 2): see Projector
+        f = np.zeros((2 * keep + 1, 2 * keep + 1, keep + 2), dtype=np.complex64)
+        f[..., keep:keep + 2] = a[..., :2]
+        f[..., :keep - 1] = a[..., 2:]
+        return f
     f = np.empty((2 * keep + 1,) * 3, dtype=np.complex64)
     f[..., keep:] = a
     f[..., :keep] = np.conj(a[::-1, ::-1, keep:0:-1])        # F(-k) = conj F(k), real volume
@@ -84,9 +89,16 @@ class Projector:
     |k| > r_max are zero, as in RELION's projector; only the padded transform's frequencies up to
     r_max (plus the interpolation's neighbours) are kept (less memory when r_max < 0.5).
     ``backend``: the compute backend of the slice interpolation (:func:`polishplugin.backends.get_backend`; None: the default).
+    ``half``: keep only the x >= 0 half of the (cut) transform, half the memory, when
+    r_max < 0.5 and the padded size is even: F(-k) = conj F(k) (real volume), so a slice point
+    whose rotated x is negative is read at -k and conjugated (the trilinear weights are
+    symmetric: the same value as from the whole cube). The half is stored with x at index
+    (keep + x) mod (keep + 2), so that the backends' periodic indexing around the one origin
+    ``keep`` of all three axes reads it unchanged; each slice is read at A and -A (twice the
+    interpolation, no more backend calls).
     """
 
-    def __init__(self, volume, pad=2, r_max=0.5, backend=None):
+    def __init__(self, volume, pad=2, r_max=0.5, backend=None, half=False):
         volume = np.asarray(volume)
         if volume.ndim != 3 or len(set(volume.shape)) != 1:
             raise ValueError("volume must be cubic, got shape %s" % (volume.shape,))
@@ -99,8 +111,10 @@ class Projector:
             np.float32)
         keep = int(np.ceil(self.r_max * self.npad)) + 2
         self._centre = min(keep, self.npad // 2) if self.npad % 2 == 0 else self.npad // 2
-        self._f3 = _centred_fft3(corrected, self.npad,
-                                 keep if self.npad % 2 == 0 and keep < self.npad // 2 else None)
+        cut = self.npad % 2 == 0 and keep < self.npad // 2
+        self._half = bool(half) and cut
+        self._f3 = _cropped_fft3(corrected, self.npad, keep, half=True) if self._half else \
+            _centred_fft3(corrected, self.npad, keep if cut else None)
 
     def _slice(self, mats, ny, nx, crop=None):
         """Sample the padded transform on the central slices A^T (kx, ky, 0) of an (ny, nx) grid
@@ -130,9 +144,19 @@ class Projector:
         out = np.zeros((len(a), ny * nx), dtype=np.complex128)
         be = get_backend(self.backend)
         step = max(1, _SLICE_POINTS // max(1, len(kxy)))      # bounds the (orientations, M) block
-        for k0 in range(0, len(a), step):
-            out[k0:k0 + step, sampled] = be.slice_extract(self._f3, a[k0:k0 + step], kxy,
-                                                          self.npad, self._centre)
+        if self._half:     # rotated x < 0: read at -k (rotation -A) and conjugated
+            step = max(1, step // 2)
+            for k0 in range(0, len(a), step):
+                b = a[k0:k0 + step]
+                both = be.slice_extract(self._f3, np.concatenate([b, -b]), kxy, self.npad,
+                                        self._centre)
+                neg = (kxy[:, 0] * b[:, 0, 0, None] + kxy[:, 1] * b[:, 1, 0, None]) < 0
+                out[k0:k0 + step, sampled] = np.where(neg, np.conj(both[len(b):]),
+                                                      both[:len(b)])
+        else:
+            for k0 in range(0, len(a), step):
+                out[k0:k0 + step, sampled] = be.slice_extract(self._f3, a[k0:k0 + step], kxy,
+                                                              self.npad, self._centre)
         out[:, mirrored] = np.conj(out[:, mates])
         out = out.reshape(len(a), ny, nx)
         if ny % 2 or nx % 2:

@@ -112,7 +112,7 @@ class Movie:
 
     ``gain`` is a path (MRC/TIFF) or an array; ``pixel_size`` (A) overrides the file's (TIFF files
     carry none). ``workers``: threads that decode a compressed TIFF frame. Use as a context
-    manager or call :meth:`close`.
+    manager or call :meth:`close`. ``dtype``: the file's sample type (frames are float32).
     """
 
     def __init__(self, path, gain=None, pixel_size=None, workers=1):
@@ -123,6 +123,7 @@ class Movie:
             self._mrc = None
             self.nframes = len(self._pages)
             self.shape = tuple(self._pages[0].shape)
+            self.dtype = np.dtype(self._pages[0].dtype)
             file_pixel = 0.0
         else:
             header = read_mrc_header(self.path)
@@ -132,6 +133,7 @@ class Movie:
                 self._mrc = mrcfile.mmap(self.path, mode="r", permissive=True)
             self.nframes = header.nz
             self.shape = (header.ny, header.nx)
+            self.dtype = np.dtype(self._mrc.data.dtype)
             file_pixel = header.pixel_size
         self.pixel_size = float(pixel_size) if pixel_size else file_pixel
         self.gain_path = None

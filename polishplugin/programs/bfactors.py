@@ -205,6 +205,23 @@ def fcc_from_tracks(mic, inputs, tracks, sign, first, defects, n=None, backend=N
                             inputs.box)
 
 
+def defects_of(args, mic, diag, first, last):
+    """Defect mask of a micrograph for frames [first, last): the pixels of zero gain and those
+    its polishing run found in the same frames (diag/<mic>_defects.npy), else searched again
+    (:func:`.micrographs.micrograph_defects`, one more read of the movie)."""
+    path = output_paths(polish_dir_of(args, mic.name), mic.name)["defects"]
+    same = diag.get("first_frame") == first + 1 and diag.get("frames") == last - first
+    if args.no_defects or not same or not os.path.isfile(path):
+        return micrograph_defects(mic, first, last, args.no_defects,
+                                  workers=max(1, args.threads or 1))
+    from ..io.movies import read_gain
+    mask = np.zeros(mic.shape, dtype=bool)
+    mask.ravel()[np.load(path)] = True
+    if mic.gain:
+        mask |= ~(read_gain(mic.gain) > 0)
+    return mask
+
+
 def read_fcc(paths, box):
     """The eq. 20 sums of one micrograph, on the rings of the particle ``box`` (box//2 + 1
     rings, as polish writes them and RELION reads them); files of another width (a polishing run
@@ -329,7 +346,7 @@ def gather_fcc(args, inputs, work, out, comm):
             os.path.exists(p) for p in output_paths(out, m.name)["fcc"].values())], comm):
         tracks, diag = dict((m.name, v) for m, v in work)[mic.name]
         first = diag["first_frame"] - 1
-        defects = micrograph_defects(mic, first, first + diag["frames"], args.no_defects)
+        defects = defects_of(args, mic, diag, first, first + diag["frames"])
         acc = fcc_from_tracks(mic, inputs, tracks, diag["sign"], first, defects,
                               diag.get("patch_px"), args.backend, diag.get("max_ring"))
         write_fcc(output_paths(out, mic.name)["fcc"], acc, inputs.pixel_size)
@@ -479,8 +496,7 @@ def weigh_and_recombine(args, inputs, work, out, comm):
         t1 = time.time()
         tracks, diag = polished_of[mic.name]
         first = diag["first_frame"] - 1
-        defects = micrograph_defects(mic, first, first + tracks.shape[1], args.no_defects,
-                                     workers=max(1, args.threads or 1))
+        defects = defects_of(args, mic, diag, first, first + tracks.shape[1])
         origins = np.stack([ox[mic.index], oy[mic.index]], axis=1) / px
         imgs = shiny_micrograph(mic, tracks, weights_of(mic, first, tracks.shape[1]), first,
                                 diag["sign"], box, scale, origins, defects,

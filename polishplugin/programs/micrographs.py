@@ -34,32 +34,73 @@ def finite_frames(movie, first, last, tally=None):
         yield frame
 
 
+def known_defects(mic, extra=None, gain=None):
+    """Defects known before reading the movie (ny, nx) bool: the pixels of zero gain, those its
+    motion correction listed and ``extra`` (a user's defect map)."""
+    known = np.zeros(mic.shape, dtype=bool) if extra is None else np.array(extra, dtype=bool)
+    if gain is not None:
+        known |= ~(gain > 0)
+    if len(mic.hot_pixels):
+        hp = np.rint(mic.hot_pixels).astype(int)
+        ok = (hp[:, 0] >= 0) & (hp[:, 1] >= 0) & (hp[:, 0] < mic.shape[1]) & \
+            (hp[:, 1] < mic.shape[0])
+        known[hp[ok, 1], hp[ok, 0]] = True
+    return known
+
+
 def micrograph_defects(mic, first, last, disabled=False, extra=None, raw_sum=None, workers=1):
     """Defect mask (ny, nx) of a micrograph for frames [first, last): hot and dead pixels found
     from the raw counts (:func:`polishplugin.core.defects.detect_defects`), non-finite pixels,
-    those its motion correction listed and ``extra`` (a user's defect map). With ``disabled``
-    only the pixels of zero gain, or None without a gain reference. ``raw_sum`` (modified: its
-    non-finite pixels are filled) saves reading the movie again; ``workers``: its decoding
-    threads otherwise."""
+    and the :func:`known_defects`. With ``disabled`` only the pixels of zero gain, or None
+    without a gain reference. ``raw_sum`` (modified: its non-finite pixels are filled) saves
+    reading the movie again; ``workers``: its decoding threads otherwise."""
     gain = read_gain(mic.gain) if mic.gain else None
     if disabled:
         return None if gain is None else gain == 0
     if raw_sum is None:
         with Movie(mic.movie, workers=workers) as raw:  # raw counts: the Poisson test needs them
             raw_sum = raw.sum(first, last)
-    known = np.zeros(mic.shape, dtype=bool) if extra is None else np.array(extra, dtype=bool)
+    known = known_defects(mic, extra)
     nonfinite = ~np.isfinite(raw_sum)
     if nonfinite.any():
         _check_nonfinite(mic.movie, "sum of frames %d-%d" % (first + 1, last),
                          int(nonfinite.sum()), raw_sum.size)
         fill_nonfinite(raw_sum)
         known |= nonfinite
-    if len(mic.hot_pixels):
-        hp = np.rint(mic.hot_pixels).astype(int)
-        ok = (hp[:, 0] >= 0) & (hp[:, 1] >= 0) & (hp[:, 0] < mic.shape[1]) & \
-            (hp[:, 1] < mic.shape[0])
-        known[hp[ok, 1], hp[ok, 0]] = True
     return detect_defects(raw_sum, last - first, gain, known=known)
+
+
+def summed_frames(movie, first, last, gain, total, tally=None, nonfinite=None, known=None):
+    """Frames ``first`` .. ``last - 1`` of an open raw :class:`Movie` (no gain), for reading a
+    movie once: NaN/infinite pixels filled as :func:`finite_frames` does (their flat indices
+    added to the set ``nonfinite``; integer samples are always finite and not tested), the
+    raw frame added to ``total`` ((ny, nx): the raw sum the defect search needs; float32 holds
+    integer counts exactly up to 2^24), then multiplied by ``gain`` (or None), the pixels of
+    ``known`` ((ny, nx) bool or None) set to the mean of the others (in place: the frame's mean
+    is then that fill value, as :func:`polishplugin.core.motion.patches.extract_spectra` fills
+    with), and yielded."""
+    bad_idx = None if known is None else np.flatnonzero(known)
+    if bad_idx is not None and not 0 < bad_idx.size < known.size:
+        bad_idx = None
+    integer = np.issubdtype(getattr(movie, "dtype", np.float32), np.integer)
+    for f, frame in enumerate(movie.iter_frames(first, last)):
+        bad = None if integer else ~np.isfinite(frame)
+        n = 0 if integer else int(np.count_nonzero(bad))
+        if n:
+            _check_nonfinite(movie.path, "frame %d" % (first + f + 1), n, frame.size)
+            frame[bad] = float(frame[~bad].mean(dtype=np.float64))
+            if tally is not None:
+                tally["nonfinite"] = tally.get("nonfinite", 0) + n
+            if nonfinite is not None:
+                nonfinite.update(np.flatnonzero(bad).tolist())
+        total += frame
+        if gain is not None:
+            frame *= gain
+        if bad_idx is not None:
+            flat = frame.ravel()
+            flat[bad_idx] = 0.0
+            flat[bad_idx] = float(flat.sum(dtype=np.float64)) / (flat.size - bad_idx.size)
+        yield frame
 
 
 def for_each_micrograph(mics, work, failed_path, rank=0):

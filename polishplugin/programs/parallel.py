@@ -121,3 +121,49 @@ class RefineSplit:
     def share(self, value, half):
         self._wait()
         return self.comm.bcast(value, root=self._owner(half))
+
+
+def read_ahead(items, depth=2):
+    """Yield the items of the iterator ``items``, produced in a background thread up to
+    ``depth`` ahead: reading and decoding the next movie frame (zlib and numpy release the GIL)
+    overlaps the work on the current one. An exception of the producer is raised here; closing
+    this generator early stops the producer."""
+    import queue
+    import threading
+    q = queue.Queue(maxsize=max(1, int(depth)))
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as exc:   # handed to the consumer
+            q.put((done, exc))
+
+    t = threading.Thread(target=produce, name="read_ahead", daemon=True)
+    t.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if item is done:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():       # unblock a producer waiting on a full queue
+            try:
+                q.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        t.join()

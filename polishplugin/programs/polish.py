@@ -9,7 +9,9 @@ MAP by L-BFGS, on RELION files; no Scipion needed.
 Per micrograph (under --out): tracks/<mic>_tracks.star (RELION _tracks.star layout, A),
 fcc/<mic>_FCC_{cc,w0,w1}.mrc (eq. 20 sums against the opposite half map, frames x the
 box/2 + 1 rings of the particle box, as RELION's: the patch's pixels binned by frequency),
-diag/<mic>.json (fit diagnostics). At the end: tracks_all.star (every particle and frame),
+diag/<mic>.json (fit diagnostics), diag/<mic>_defects.npy (flat indices of the defect pixels
+besides those of zero gain: reused by the bfactors program, which then reads the movie once).
+At the end: tracks_all.star (every particle and frame),
 particles.star (the particles of polished micrographs), failed.txt, logfile.pdf.
 Finished micrographs are skipped on a re-run (their tracks STAR is written last, atomically);
 settings.json records what defines the result, and a re-run with other settings is refused
@@ -26,17 +28,17 @@ import time
 import numpy as np
 
 from ..constants import DEFAULT_SIGMA_ACC, DEFAULT_SIGMA_DIV, DEFAULT_SIGMA_VEL
-from ..io.atomic import atomic_text
+from ..io.atomic import atomic_path, atomic_text
 from ..io.errors import InputError
 from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, read_tracks_star, write_particles_star, write_star, \
     write_tracks_star
-from .parallel import get_comm, my_share, set_threads
+from .parallel import get_comm, my_share, read_ahead, set_threads
 from .cli import (add_movie_inputs, add_output_options, at_least, auto_window,
                   check_reference_args, finish_status, job_figures, number, positive,
                   resolve_backend, run_program)
 from .jobdir import claim_output, file_digest, input_digests, input_paths
-from .micrographs import (failure_list, finite_frames, for_each_micrograph, micrograph_defects,
+from .micrographs import (failure_list, for_each_micrograph, known_defects, summed_frames,
                           write_failure_list)
 
 log = logging.getLogger("polishplugin.polish")
@@ -61,7 +63,9 @@ def build_parser():
     f.add_argument("--last-frame", type=at_least(-1), default=-1, help="1-based, -1 = last")
     f.add_argument("--patch", type=at_least(0), default=0,
                    help="patch cut around each particle (px); 0 = auto: the box plus the CTF "
-                        "delocalisation at the reference's resolution, at most twice the box")
+                        "delocalisation at --data-resolution, at most 1.4 times the box (twice "
+                        "the box: the same accuracy, 1.3x the CPU; the box itself, as RELION: "
+                        "0.6%% worse at low SNR, 1.6x less CPU; BENCHMARKS.md)")
     f.add_argument("--window", type=at_least(0), default=0,
                    help="CC search radius (px) around the initial track; 0 = auto")
     f.add_argument("--mode", choices=["gp", "none", "global"], default="gp",
@@ -133,15 +137,17 @@ def data_max_ring(args, inputs):
     return ring
 
 
-def auto_patch(inputs):
+def auto_patch(inputs, data_resolution=0.0):
     """Patch size of the job (one for all micrographs, so their FCC sums add): the particle box
-    plus the CTF delocalisation of the largest defocus at the reference's FSC = 0.143
-    resolution (:func:`polishplugin.core.motion.patches.patch_size`)."""
+    plus the CTF delocalisation of the largest defocus at the resolution the data term uses
+    (``data_resolution`` A: 0 = the reference's FSC = 0.143 resolution, < 0 = Nyquist)
+    (:func:`polishplugin.core.motion.patches.patch_size`)."""
     from ..core.motion.patches import patch_size
-    res = reference_resolution(inputs)
+    res = data_resolution if data_resolution > 0 else \
+        2 * inputs.pixel_size if data_resolution < 0 else reference_resolution(inputs)
     dz = max(max(c.defocus_u, c.defocus_v) for mic in inputs.micrographs for c in mic.ctfs)
     n = patch_size(inputs.box, inputs.pixel_size, dz, res, inputs.micrographs[0].voltage)
-    log.info("patches of %d px for a %d px box (defocus up to %.0f A, reference at %.2f A)",
+    log.info("patches of %d px for a %d px box (defocus up to %.0f A, data term to %.2f A)",
              n, inputs.box, dz, res)
     return n
 
@@ -159,6 +165,7 @@ def output_paths(out, name):
                     for k in ("cc", "w0", "w1")},
             "diag": os.path.join(out, "diag", s + ".json"),
             "sum": os.path.join(out, "diag", s + "_sum.mrc"),
+            "defects": os.path.join(out, "diag", s + "_defects.npy"),
             "failed": os.path.join(out, "failed", s + ".txt")}
 
 
@@ -220,6 +227,7 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
     from ..core.motion.patches import damage_filters
     from ..core.motion.units import MotionParams
     from ..core.predict import predict_particles
+    from ..core.defects import detect_defects
     from ..io.movies import Movie, read_gain
     from ..io.mrc import write_mrc
 
@@ -230,20 +238,36 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
     F = last - first
     px, n = inputs.pixel_size, args.patch_px
     threads = max(1, args.threads or 1)
-    with Movie(mic.movie, workers=threads) as raw:  # raw counts: the defect search needs them
-        raw_sum = raw.sum(first, last)
-    tally = {}
-    defects = micrograph_defects(mic, first, last, args.no_defects, args.defect_mask, raw_sum)
     gain = read_gain(mic.gain) if mic.gain else None
-    # the diagnostic sum now, so that the full-size sum is not held through the alignment
-    from ..core.binning import binned
-    small, factor = binned(raw_sum * (gain if gain is not None else 1.0))
-    del raw_sum
-    with Movie(mic.movie, gain=gain, workers=threads) as movie:
+    # the movie is read once: the defects known beforehand are filled as the frames are read,
+    # those found from the raw sum of the same pass are filled afterwards in the spectra
+    if args.no_defects:
+        known = None if gain is None else ~(gain > 0)
+    else:
+        known = known_defects(mic, args.defect_mask, gain)
+    total = np.zeros(mic.shape, dtype=np.float32)   # raw sum: the defect search, the diag sum
+    tally, nonfinite, found = {}, set(), {"pixels": 0 if known is None else int(known.sum())}
+
+    def late_defects():
+        if args.no_defects:
+            return None
+        old = known.copy()
+        if nonfinite:
+            old.ravel()[np.fromiter(nonfinite, dtype=np.int64)] = True
+        full = detect_defects(total, F, gain, known=old, workers=threads)
+        found["pixels"] = int(full.sum())
+        found["flat"] = np.flatnonzero(full if gain is None else full & (gain > 0))
+        ys, xs = np.nonzero(full & ~known)
+        values = total[ys, xs] / F * (1.0 if gain is None else gain[ys, xs])
+        return ys, xs, values
+
+    with Movie(mic.movie, workers=threads) as movie:   # raw counts; the gain is applied here
         m = crop_size(n, args.max_ring)     # the Fourier grid the spectra are kept on
-        preds = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px, crop=m)
+        # single precision, as the spectra they are compared with
+        preds = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px, crop=m,
+                                  dtype=np.complex64)
         opp = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px,
-                                opposite=True, crop=m)
+                                opposite=True, crop=m, dtype=np.complex64)
         damage = crop_plane(damage_filters(n, px, F, mic.dose_per_frame,
                                            mic.pre_exposure + first * mic.dose_per_frame,
                                            mic.voltage), m)
@@ -251,26 +275,37 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
         init = mic.initial_tracks[:, first:last] if args.init == "motioncorr" else None
         window = args.window or auto_window(sig_px[0], F, inputs.box)
         invert = {"auto": "auto", "yes": True, "no": False}[args.invert]
-        res = align_micrograph(finite_frames(movie, first, last, tally), mic.centres, preds, damage, sig_px,
+        frames = summed_frames(movie, first, last, gain, total, tally, nonfinite, known)
+        if threads > 1:      # the next frame is decoded while this one is cut and transformed
+            frames = read_ahead(frames)
+        res = align_micrograph(frames, mic.centres, preds, damage, sig_px,
                                init, window=window, mode=args.mode, invert=invert,
                                opposite_predictions=opp, backend=args.backend, n_frames=F,
-                               defects=defects, cc_scale=args.cc_scale,
+                               late_defects=late_defects, cc_scale=args.cc_scale,
                                prior_mean=args.prior_mean, max_ring=args.max_ring,
                                patch_size=n, workers=threads, fcc_box=inputs.box,
                                spectra_buffer=spectra_buffer(len(mic.centres) * F * m
                                                              * (m // 2 + 1)))
+    # the diagnostic sum (gain-corrected, binned)
+    from ..core.binning import binned
+    small, factor = binned(total * (gain if gain is not None else 1.0))
+    del total
     for key, arr in (("cc", res.fcc.num), ("w0", res.fcc.wobs), ("w1", res.fcc.wpred)):
         os.makedirs(os.path.dirname(paths["fcc"][key]), exist_ok=True)
         write_mrc(paths["fcc"][key], arr.astype(np.float32), px)
     os.makedirs(os.path.dirname(paths["sum"]), exist_ok=True)
     write_mrc(paths["sum"], small.astype(np.float32), px * factor)
+    if "flat" in found:
+        with atomic_path(paths["defects"]) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, found["flat"])
     diag = {"micrograph": mic.name, "particles": int(len(mic.centres)), "frames": F,
             "first_frame": first + 1, "pixel_size": px, "iterations": res.fit.iterations,
             "energy": res.fit.energy, "converged": res.fit.converged,
             "message": res.fit.message, "gp_dims": res.fit.n_dims, "sign": res.sign,
             "amplitude": res.amplitude, "window_px": window, "patch_px": n,
             "max_ring": args.max_ring, "spectrum_px": m,
-            "defect_pixels": int(defects.sum()) if defects is not None else 0,
+            "defect_pixels": found["pixels"],
             "nonfinite_pixels": tally.get("nonfinite", 0),
             "sigmas": list(sigmas), "sigmas_px": list(sig_px), "mode": args.mode, "cc_scale": args.cc_scale, "prior_mean": args.prior_mean,
             "init": args.init, "seconds": round(time.time() - t0, 3),
@@ -357,7 +392,7 @@ def run(args):
                 raise InputError(args.defect_map, "defect map is %dx%d but movie %s is %dx%d"
                                  % (args.defect_mask.shape[1], args.defect_mask.shape[0],
                                     m.movie, m.shape[1], m.shape[0]))
-    args.patch_px = args.patch or auto_patch(inputs)
+    args.patch_px = args.patch or auto_patch(inputs, args.data_resolution)
     args.max_ring = data_max_ring(args, inputs)
     check_sizes(args, inputs, sigmas)
     with claim_output(comm, out, "polish", job_settings(args, inputs, sigmas),
@@ -372,6 +407,7 @@ def polish_all(args, inputs, sigmas, out, comm):
     r_max = 0.5 if args.max_ring is None else min(0.5, (args.max_ring + 1.0) / args.patch_px)
     projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask, backend=args.backend,
                                  r_max=r_max)
+    inputs.half1 = inputs.half2 = inputs.mask = None   # in the projectors now: memory back
     todo = [m for m in inputs.micrographs
             if not os.path.isfile(output_paths(out, m.name)["tracks"])]
     if comm.rank == 0:

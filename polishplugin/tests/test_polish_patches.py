@@ -89,8 +89,10 @@ def test_patch_size_covers_the_ctf_delocalisation():
     from polishplugin.core.ctf import electron_wavelength
     from polishplugin.core.motion.patches import patch_size
     lam = electron_wavelength(300.0)
-    # 1.5 um at 5 A and 1 A/px: 2 * lam * 15000 / 5 = 118 px on top of a 96 box -> 214 capped 192
-    assert patch_size(96, 1.0, 15000.0, 5.0) == 192
+    # 1.5 um at 5 A and 1 A/px: 2 * lam * 15000 / 5 = 118 px on top of a 96 box -> 214, capped
+    # at 1.4 x the box by default (134, rounded up to an even FFT size), or at the given cap
+    assert 134 <= patch_size(96, 1.0, 15000.0, 5.0) <= 136
+    assert patch_size(96, 1.0, 15000.0, 5.0, cap=2.0) == 192
     n = patch_size(96, 1.0, 5000.0, 10.0)
     assert n >= 96 + 2 * lam * 5000.0 / 10.0 and n % 2 == 0 and n <= 128
     assert patch_size(64, 2.0, 0.0, 3.0) == 64

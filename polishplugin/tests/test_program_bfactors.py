@@ -240,3 +240,25 @@ def test_uninformative_fcc_falls_back_to_exposure_weights(job, tmp_path, caplog)
     assert "weighted with the exposure filter" in caplog.text
     for a, b in zip(_stacks(tmp_path / "bf"), _stacks(tmp_path / "reuse")):
         np.testing.assert_allclose(read_mrc(b)[0], read_mrc(a)[0], atol=1e-5)
+
+
+def test_defects_found_by_polishing_are_reused_without_a_new_search(job, monkeypatch):
+    import argparse
+    from polishplugin.programs import micrographs
+    sim = job / "sim"
+    f = simulate.project_files(sim)
+    inp = load_polish_inputs(f["particles"], f["mics"], f["postprocess"], root=str(sim))
+    args = argparse.Namespace(polish_dirs=[str(job / "pol")], no_defects=False, threads=1)
+    searched = {}
+    for mic in inp.micrographs:
+        diag = json.load(open(polish.output_paths(str(job / "pol"), mic.name)["diag"]))
+        first = diag["first_frame"] - 1
+        fresh = micrographs.micrograph_defects(mic, first, first + diag["frames"])
+        assert fresh.sum() > 0                       # the simulation has hot and dead pixels
+        monkeypatch.setattr(bfactors, "micrograph_defects",
+                            lambda *a, **k: searched.setdefault(mic.name, True))
+        reused = bfactors.defects_of(args, mic, diag, first, first + diag["frames"])
+        np.testing.assert_array_equal(reused, fresh)
+        other = bfactors.defects_of(args, mic, diag, first, first + diag["frames"] - 1)
+        assert other is True                         # another frame range: searched again
+    assert len(searched) == len(inp.micrographs)

@@ -88,3 +88,18 @@ def test_gridding_correction_reduces_error(monkeypatch):
     monkeypatch.setattr(mod, "_gridding_correction", lambda npad, n: np.ones((n, n, n)))
     without = mean_error(Projector(vol))
     assert with_corr < 0.75 * without
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_half_transform_gives_the_whole_transforms_slices(backend):
+    from polishplugin.core.projector import Projector
+    rng = np.random.default_rng(5)
+    vol = rng.normal(size=(32, 32, 32))
+    angles = np.column_stack([rng.uniform(0, 2 * np.pi, 9), rng.uniform(0, np.pi, 9),
+                              rng.uniform(0, 2 * np.pi, 9)])
+    whole = Projector(vol, r_max=0.3, backend=backend)
+    half = Projector(vol, r_max=0.3, backend=backend, half=True)
+    assert half._f3.size < 0.6 * whole._f3.size
+    a = whole.project_many(angles, shape=(48, 48), crop=30)
+    b = half.project_many(angles, shape=(48, 48), crop=30)
+    np.testing.assert_allclose(b, a, atol=1e-5 * np.abs(a).max())

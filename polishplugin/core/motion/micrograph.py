@@ -23,6 +23,7 @@ from typing import Optional
 import numpy as np
 
 from ...backends import get_backend
+from ...backends.threads import particle_threads
 from ..dose.fcc import FccAccumulator
 from ..fourier import ring_index
 from .fit import FitResult, MotionFitError, fit_tracks
@@ -30,7 +31,8 @@ from .init import global_track_from_cc
 from .observation import (cc_maps_from_spectra, cc_scale_factor,
                           crop_plane, crop_rows, crop_size, max_ring_of, noise_power_from_spectra,
                           rfft_rings, ring_power)
-from .patches import cut_positions, extract_patches, extract_spectra
+from .patches import (correct_defect_spectra, cut_positions, extract_patches, extract_spectra,
+                      fill_patch_defects)
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +136,7 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
                      window=8, mode="gp", invert="auto", opposite_predictions=None, backend=None,
                      global_window=None, cc_scale="likelihood", n_frames=None, defects=None,
                      noise_power=None, prior_mean="zero", max_ring=None, patch_size=None,
-                     workers=1, spectra_buffer=None, fcc_box=None):
+                     workers=1, spectra_buffer=None, fcc_box=None, late_defects=None):
     """Motion of the particles of one micrograph.
 
     frames: sequence/iterable of F gain-corrected, defect-filled (ny, nx) frames (read once);
@@ -153,8 +155,12 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
     Nyquist); the spectra are kept only on the m x m grid that holds it
     (:func:`.observation.crop_size`), one rfft2 per particle-frame as the frames are read.
     patch_size: n when ``predictions`` (and ``damage``) are already cut to that grid;
-    workers: threads of the transforms; spectra_buffer: complex64 array reused for the spectra
-    (see :func:`.patches.extract_spectra`).
+    workers: threads of the transforms and of the per-particle kernels
+    (:mod:`polishplugin.backends.threads`); spectra_buffer: complex64 array reused for the spectra
+    (see :func:`.patches.extract_spectra`). late_defects: callable, called once every frame has
+    been read, returning None or (ys, xs, values): defects found only then (e.g. from the sum
+    of the frames just read, so the movie is read once), filled in the patches' spectra
+    (:func:`.patches.correct_defect_spectra`) before any use.
     Raises MotionFitError without particles or with non-finite data.
     """
     centres, predictions = _particle_inputs(centres, predictions)
@@ -168,7 +174,7 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
         damage = crop_plane(damage, m)
     if opposite_predictions is not None:
         opposite_predictions = crop_plane(opposite_predictions, m)
-    backend = get_backend(backend)
+    backend = particle_threads(get_backend(backend), workers)
     if initial_tracks is not None:
         F = np.shape(initial_tracks)[1]
     elif damage is not None:
@@ -183,9 +189,13 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
     if initial_tracks is None:
         gw = n // 4 if global_window is None else int(global_window)
         zeros = np.zeros((P, F, 2))
-        big, big_cut = extract_patches(frames, centres, zeros, n + 2 * gw, defects)
-        _check_patches(big)
+        fills = np.zeros(F)
+        big, big_cut = extract_patches(frames, centres, zeros, n + 2 * gw, defects, fills=fills)
         big_q = cut_positions(centres, zeros)
+        late = late_defects() if late_defects is not None else None
+        if late is not None:
+            fill_patch_defects(big, big_q, late[0], late[1], fills)
+        _check_patches(big)
         patches0, _ = _crop(big, big_q, big_q, n)
         spectra0 = crop_spectra(backend.patch_spectra(patches0), m)
         del patches0
@@ -209,8 +219,15 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
             raise ValueError("initial tracks %s do not match (%d, %d, 2)" % (init.shape, P, F))
         if not np.all(np.isfinite(init)):
             raise MotionFitError("initial tracks contain NaN or infinite values")
+        fills = np.zeros(F)
         spectra, cut = extract_spectra(frames, centres, init, n, m, defects, workers,
-                                       check=_check_patches, out=spectra_buffer)
+                                       check=_check_patches, out=spectra_buffer, fills=fills)
+        late = late_defects() if late_defects is not None else None
+        if late is not None:
+            k = correct_defect_spectra(spectra, np.rint(centres[:, None, :] + cut).astype(np.int64),
+                                       n, late[0], late[1], late[2], fills)
+            log.info("%d defect pixels found after reading: %d particle-frame spectra corrected",
+                     len(late[0]), k)
         sign = None
     power = ring_power(spectra, backend)
     noise = noise_power_from_spectra(spectra, power) if noise_power is None \

@@ -74,7 +74,7 @@ def _cut_plan(centres, tracks):
     return centres, cut_positions(centres, tracks)
 
 
-def extract_patches(frames, centres, tracks, n, defects=None, padded=False):
+def extract_patches(frames, centres, tracks, n, defects=None, padded=False, fills=None):
     """Patches (P, F, n, n) float32 and cut shifts (P, F, 2) float64.
 
     frames: sequence or iterable of F gain-corrected (ny, nx) frames (read one at a time);
@@ -83,30 +83,33 @@ def extract_patches(frames, centres, tracks, n, defects=None, padded=False):
     also fills the parts of a patch outside the micrograph. ``padded``: the patches are the
     ``[..., :n]`` view of a (P, F, n, 2 (n//2 + 1)) buffer, which
     :func:`.observation.patch_spectra` can overwrite with their rfft2 half-planes.
+    ``fills`` (F,): receives each frame's fill value.
     """
     centres, q = _cut_plan(centres, tracks)
     P, F = q.shape[:2]
     width = 2 * (n // 2 + 1) if padded else n
     patches = np.empty((P, F, n, width), dtype=np.float32)[..., :n]
     for f, frame, fill in _filled_frames(frames, F, defects):
+        if fills is not None:
+            fills[f] = fill
         for p in range(P):
             _cut_into(patches[p, f], frame, q[p, f, 0], q[p, f, 1], n, fill)
     return patches, q - centres[:, None, :]
 
 
 def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1, check=None,
-                    out=None):
-    """Spectra of the patches of :func:`extract_patches` without the patch stack: each frame's P
-    patches are cut into one (P, n, n) buffer, Fourier transformed (rfft2, float32 ->
-    complex64, ``workers`` threads) and only the frequencies of an m x m grid are kept
+                    out=None, fills=None, chunk=16):
+    """Spectra of the patches of :func:`extract_patches` without the patch stack: each frame's
+    patches are cut, ``chunk`` at a time, into one (chunk, n, n) buffer, Fourier transformed
+    (rfft2, float32 -> complex64, ``workers`` threads) and only the frequencies of an m x m grid are kept
     (:func:`.observation.crop_plane`, default m = n: everything). One transform per
     particle-frame; memory P F m (m/2+1) complex64 instead of P F n (n+2) float32.
     ``check(buffer)``: called on each frame's patches before their transform (e.g. a
     finiteness test). ``out``: a C-contiguous complex64 array of at least P F m (m//2+1)
     elements to hold the spectra (a buffer reused from micrograph to micrograph: no page faults
     of a fresh allocation). The x transform keeps only the m//2+1 columns before the y transform
-    (the same numbers as rfft2, less work). Returns (spectra (P, F, m, m//2+1) complex64, cut
-    shifts (P, F, 2))."""
+    (the same numbers as rfft2, less work). ``fills`` (F,): receives each frame's fill value.
+    Returns (spectra (P, F, m, m//2+1) complex64, cut shifts (P, F, 2))."""
     import scipy.fft
     from .observation import crop_rows
     centres, q = _cut_plan(centres, tracks)
@@ -121,20 +124,83 @@ def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1,
         spectra = out.reshape(-1)[:size].reshape(P, F, m, mh)
     else:
         spectra = np.empty((P, F, m, mh), dtype=np.complex64)
-    buf = np.empty((P, n, n), dtype=np.float32)
+    B = max(1, min(P, int(chunk)))
+    buf = np.empty((B, n, n), dtype=np.float32)
     for f, frame, fill in _filled_frames(frames, F, defects):
-        for p in range(P):
-            _cut_into(buf[p], frame, q[p, f, 0], q[p, f, 1], n, fill)
-        if check is not None:
-            check(buf)
-        spec = scipy.fft.rfft(buf, axis=-1, workers=workers)[..., :mh]
-        spec = scipy.fft.fft(spec, axis=-2, workers=workers, overwrite_x=True)
-        if m == n:
-            spectra[:, f] = spec
-        else:
-            spectra[:, f, :lo] = spec[:, :lo, :mh]
-            spectra[:, f, lo:] = spec[:, rows[lo:], :mh]
+        if fills is not None:
+            fills[f] = fill
+        for p0 in range(0, P, B):     # a few particles at a time: small transform buffers
+            b = min(B, P - p0)
+            for p in range(b):
+                _cut_into(buf[p], frame, q[p0 + p, f, 0], q[p0 + p, f, 1], n, fill)
+            if check is not None:
+                check(buf[:b])
+            spec = scipy.fft.rfft(buf[:b], axis=-1, workers=workers)[..., :mh]
+            spec = scipy.fft.fft(spec, axis=-2, workers=workers, overwrite_x=True)
+            if m == n:
+                spectra[p0:p0 + b, f] = spec
+            else:
+                spectra[p0:p0 + b, f, :lo] = spec[:, :lo, :mh]
+                spectra[p0:p0 + b, f, lo:] = spec[:, rows[lo:], :mh]
     return spectra, q - centres[:, None, :]
+
+
+def _window_defects(q, n, ys, xs):
+    """Per frame, the indices of the pixels (ys, xs) inside the n x n window cut at q (F, 2)
+    and their (row, column) in it: a list of F (index, i, j) triples (None when none is inside)."""
+    x0, y0 = q[:, 0] - n // 2, q[:, 1] - n // 2
+    near = np.flatnonzero((xs >= x0.min()) & (xs < x0.max() + n) &
+                          (ys >= y0.min()) & (ys < y0.max() + n))
+    out = []
+    for f in range(len(q)):
+        i, j = ys[near] - y0[f], xs[near] - x0[f]
+        inside = (i >= 0) & (i < n) & (j >= 0) & (j < n)
+        out.append((near[inside], i[inside], j[inside]) if inside.any() else None)
+    return out
+
+
+def correct_defect_spectra(spectra, q, n, ys, xs, values, fills):
+    """Fill defects found after the transforms, in the spectra: patch (p, f) (n x n, cut at q
+    (P, F, 2) int, spectra (P, F, m, m//2+1) on the grid of :func:`extract_spectra`) held the
+    value ``values[d]`` at defect pixel d = (ys[d], xs[d]) where filling puts ``fills[f]``;
+    by linearity of the DFT its spectrum gains
+        dX(ky, kx) = sum_{d in patch} (fills[f] - values[d]) exp(-2 pi i (ky i_d + kx j_d) / n)
+    (i_d, j_d: the pixel's row and column in the patch). ``values`` are estimates of the
+    per-frame values (the frame mean of the raw sum times the gain): the static part of a hot
+    pixel is removed exactly, its Poisson fluctuation (a few counts) stays. Modifies
+    ``spectra``; returns the number of particle-frames corrected."""
+    from .observation import crop_rows
+    P, F, m, mh = spectra.shape
+    ys, xs = np.asarray(ys, dtype=np.int64), np.asarray(xs, dtype=np.int64)
+    if not len(ys):
+        return 0
+    values = np.asarray(values, dtype=np.float64)
+    ky = crop_rows(n, m).astype(np.float64)
+    kx = np.arange(mh, dtype=np.float64)
+    count = 0
+    for p in range(P):
+        for f, hit in enumerate(_window_defects(q[p], n, ys, xs)):
+            if hit is None:
+                continue
+            d, i, j = hit
+            ey = np.exp(-2j * np.pi / n * np.outer(ky, i)) * (fills[f] - values[d])
+            ex = np.exp(-2j * np.pi / n * np.outer(j, kx))
+            spectra[p, f] += (ey @ ex).astype(spectra.dtype)
+            count += 1
+    return count
+
+
+def fill_patch_defects(patches, q, ys, xs, fills):
+    """Real-space counterpart of :func:`correct_defect_spectra` for a patch stack
+    (P, F, n, n) cut at q: the pixels (ys, xs) set to ``fills[f]``. Modifies ``patches``."""
+    P, F, n = patches.shape[:3]
+    ys, xs = np.asarray(ys, dtype=np.int64), np.asarray(xs, dtype=np.int64)
+    if not len(ys):
+        return
+    for p in range(P):
+        for f, hit in enumerate(_window_defects(q[p], n, ys, xs)):
+            if hit is not None:
+                patches[p, f, hit[1], hit[2]] = fills[f]
 
 
 def damage_filters(n, pixel_size, nframes, dose_per_frame, pre_exposure=0.0, voltage=300.0):
@@ -144,11 +210,14 @@ def damage_filters(n, pixel_size, nframes, dose_per_frame, pre_exposure=0.0, vol
     return exposure_filter(k, frame_doses(nframes, dose_per_frame, pre_exposure), voltage)
 
 
-def patch_size(box, pixel_size, max_defocus, resolution, voltage=300.0, cap=2.0):
+def patch_size(box, pixel_size, max_defocus, resolution, voltage=300.0, cap=1.4):
     """Patch size (px) that holds a particle's CTF-delocalised signal: the box plus twice the
     delocalisation lambda * defocus * k of the highest frequency used, k = 1 / ``resolution``
     (A; a wave of frequency k is displaced by lambda dz k), at most ``cap`` times the box,
-    rounded up to an even FFT-friendly size. Signal outside the box is signal the CC uses."""
+    rounded up to an even FFT-friendly size. Signal outside the box is signal the CC uses; but
+    at 2-3 um defocus and 3.7 A the full delocalisation (box + 220 px at 1.2 A/px) costs more
+    than it gives: patches of 1.4 x the box tracked as well as 2 x the box at particle SNRs
+    0.007 and 0.035, with 1.3x less CPU and memory (BENCHMARKS.md, issue 14)."""
     import scipy.fft
     from ..ctf import electron_wavelength
     deloc_px = electron_wavelength(voltage) * abs(max_defocus) / max(resolution, 1e-3) / pixel_size

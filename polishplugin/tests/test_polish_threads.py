@@ -1,0 +1,64 @@
+"""--threads in polishing: frames read ahead in a thread, the defect search and the per-particle
+kernels in threads, with the same results as one thread."""
+import numpy as np
+import pytest
+
+
+def test_read_ahead_keeps_order_raises_and_stops_early():
+    from polishplugin.programs.parallel import read_ahead
+    assert list(read_ahead(iter(range(20)), depth=2)) == list(range(20))
+
+    def broken():
+        yield 1
+        raise ValueError("frame 2 unreadable")
+    with pytest.raises(ValueError, match="frame 2"):
+        list(read_ahead(broken()))
+    made = []
+
+    def counted():
+        for i in range(1000):
+            made.append(i)
+            yield i
+    it = read_ahead(counted(), depth=2)
+    assert next(it) == 0
+    it.close()                      # the producer stops a few items ahead, not at the end
+    assert len(made) < 10
+
+
+def test_defect_search_in_threads_equals_serial():
+    from polishplugin.core.defects import detect_defects
+    rng = np.random.default_rng(3)
+    raw = rng.poisson(40.0, size=(300, 270)).astype(np.float64)
+    raw[5, 7] = 400
+    raw[250, 100] = 0
+    raw[:, 200] = 0
+    gain = rng.uniform(0.9, 1.1, size=raw.shape)
+    gain[100, 50] = 0
+    one = detect_defects(raw, 10, gain, tile=64, strip=40)
+    two = detect_defects(raw, 10, gain, tile=64, strip=40, workers=3)
+    np.testing.assert_array_equal(one, two)
+    assert one[5, 7] and one[250, 100] and one[:, 200].all() and one[100, 50]
+
+
+@pytest.mark.parametrize("name", ["numpy", "numba"])
+def test_particle_kernels_in_threads_equal_one_thread(name):
+    from polishplugin.backends import get_backend
+    from polishplugin.backends.threads import ParticleThreads, particle_threads
+    be = get_backend(name)
+    assert particle_threads(be, 1) is be
+    th = particle_threads(be, 3)
+    assert isinstance(th, ParticleThreads) and th.NAME == name
+    rng = np.random.default_rng(6)
+    P, F, m, mh, W = 7, 4, 12, 7, 5
+
+    def c(*shape):
+        return (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64)
+    spectra, weights, ey, ex = c(P, F, m, mh), c(P, m, mh), c(W, m), c(mh, W)
+    damage = rng.uniform(size=(F, m, mh)).astype(np.float32)
+    np.testing.assert_allclose(th.cc_windows(spectra, weights, damage, ey, ex),
+                               be.cc_windows(spectra, weights, damage, ey, ex), rtol=1e-5)
+    np.testing.assert_allclose(th.power_sums(spectra), be.power_sums(spectra), rtol=1e-6)
+    pe, px = c(P, F, m), c(P, F, mh)
+    np.testing.assert_allclose(th.fcc_pixel_sums(spectra, weights, pe, px),
+                               be.fcc_pixel_sums(spectra, weights, pe, px), rtol=1e-5, atol=1e-4)
+    assert th.patch_spectra is be.patch_spectra          # everything else: the backend's
