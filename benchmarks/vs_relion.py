@@ -97,6 +97,13 @@ def sigmas_args(s, relion):
     return ["--sigma-vel", s[0], "--sigma-div", s[1], "--sigma-acc", s[2]]
 
 
+def auto_sigmas(project, job):
+    """Geometric mean of the per-micrograph sigmas chosen by --sigmas auto (diag/*.json)."""
+    got = [json.load(open(f))["sigmas"] for f in
+           glob.glob(os.path.join(project, job, "diag", "**", "*.json"), recursive=True)]
+    return tuple(float(np.exp(np.mean(np.log(np.abs(v))))) for v in zip(*got)) if got else None
+
+
 def read_params(path):
     return tuple(float(v) for v in open(path).read().split()[:3])
 
@@ -183,11 +190,16 @@ def run_snr(a, snr, work):
     add("RELION trained", rel_trained, "MotionRefine/job023",
         relion_motion(project, "MotionRefine/job023", T, "--params_file",
                       "MotionRefine/job022/opt_params_all_groups.txt"), tr)
-    rel_recomb = relion_motion(project, "MotionRefine/job021", T, *sigmas_args(true, True),
-                               "--combine_frames", "--only_do_unfinished", log="recombine")
+    if a.relion_only:
+        return {"snr": snr, "particles": n_parts, "particle_frames": n_pf, "rows": rows}
+    if not a.no_shiny:
+        rel_recomb = relion_motion(project, "MotionRefine/job021", T, *sigmas_args(true, True),
+                                   "--combine_frames", "--only_do_unfinished", log="recombine")
     # ours
-    add("ours defaults", GUI_DEFAULTS, "Polish/job030",
-        ours(project, "polish", "Polish/job030", T))
+    add("ours defaults (--sigmas auto)", auto_sigmas(project, "Polish/job036"), "Polish/job036",
+        ours(project, "polish", "Polish/job036", T))
+    add("ours --sigmas relion-defaults", GUI_DEFAULTS, "Polish/job030",
+        ours(project, "polish", "Polish/job030", T, "--sigmas", "relion-defaults"))
     add("ours true sigmas", true, "Polish/job031",
         ours(project, "polish", "Polish/job031", T, *sigmas_args(true, False)))
     add("ours true sigmas, --cc-scale relion", true, "Polish/job032",
@@ -199,6 +211,8 @@ def run_snr(a, snr, work):
     add("ours trained", our_trained, "Polish/job034",
         ours(project, "polish", "Polish/job034", T, "--params-file",
              "Train/job033/opt_params_all_groups.txt"), otr)
+    if a.no_shiny:
+        return {"snr": snr, "particles": n_parts, "particle_frames": n_pf, "rows": rows}
     our_recomb = ours(project, "bfactors", "Polish/job035", T, "--polish", "Polish/job031")
 
     vol, _ = read_mrc(os.path.join(project, "truth", "volume.mrc"))
@@ -286,6 +300,8 @@ def print_tables(res):
                 fmt(x.get("cpu_s"), "%.1f"), fmt(x.get("cpu_ms_per_pf"), "%.2f"),
                 fmt(x.get("wall_s"), "%.1f"), fmt(x.get("rss_mb"), "%.0f"),
                 fmt(x.get("train_cpu_s"), "%.1f"), fmt(x.get("train_rss_mb"), "%.0f")))
+        if "shiny" not in r:
+            continue
         print("\n| particles reconstructed by relion_reconstruct | half-map FSC 0.143 (A) | "
               "FSC 0.5 vs truth (A) | recombination CPU s | peak RSS MB |")
         print("|---|---|---|---|---|")
@@ -321,6 +337,10 @@ def main():
                    help="our training's restarts (RELION runs one Nelder-Mead)")
     p.add_argument("--max-evals", type=int, default=40,
                    help="our training's evaluations per restart")
+    p.add_argument("--relion-only", action="store_true",
+                   help="only simulate and run RELION's rows (to start them early)")
+    p.add_argument("--no-shiny", action="store_true",
+                   help="skip recombination and reconstructions (tracks only)")
     p.add_argument("--speed", action="store_true",
                    help="only the speed side by side: motion estimation and recombination of "
                         "both with the true sigmas, for each of --speed-threads")
@@ -341,12 +361,14 @@ def main():
         res.append(run_snr(a, snr, work))
         with open(os.path.join(work, "results.json"), "w") as fh:
             json.dump({"args": vars(a), "results": res}, fh, indent=1)
-        print_tables(res[-1:])
+        if not a.relion_only:
+            print_tables(res[-1:])
     print("\n%d micrographs %d^2 x %d frames, %d particles each, box %d at %.2f A/px, true sigmas "
           "%g/%g/%g, %d thread(s) each, our training %d restart(s) of <= %d evaluations"
           % (a.micrographs, a.size, a.frames, a.particles, a.box, a.pixel_size, a.sigma_vel,
              a.sigma_div, a.sigma_acc, a.threads, a.restarts, a.max_evals))
-    print_tables(res)
+    if not a.relion_only:
+        print_tables(res)
 
 
 if __name__ == "__main__":
