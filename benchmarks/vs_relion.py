@@ -211,6 +211,12 @@ def run_snr(a, snr, work):
     add("ours trained", our_trained, "Polish/job034",
         ours(project, "polish", "Polish/job034", T, "--params-file",
              "Train/job033/opt_params_all_groups.txt"), otr)
+    etr = ours(project, "train", "Train/job037", T, "--min-particles", n_parts, "--restarts",
+               a.evidence_restarts, "--method", "evidence")
+    add("ours trained (--method evidence)",
+        read_params(os.path.join(project, "Train/job037", "opt_params_all_groups.txt")),
+        "Polish/job038", ours(project, "polish", "Polish/job038", T, "--params-file",
+                              "Train/job037/opt_params_all_groups.txt"), etr)
     if a.no_shiny:
         return {"snr": snr, "particles": n_parts, "particle_frames": n_pf, "rows": rows}
     our_recomb = ours(project, "bfactors", "Polish/job035", T, "--polish", "Polish/job031")
@@ -337,6 +343,8 @@ def main():
                    help="our training's restarts (RELION runs one Nelder-Mead)")
     p.add_argument("--max-evals", type=int, default=40,
                    help="our training's evaluations per restart")
+    p.add_argument("--evidence-restarts", type=int, default=3,
+                   help="restarts of our training with --method evidence")
     p.add_argument("--relion-only", action="store_true",
                    help="only simulate and run RELION's rows (to start them early)")
     p.add_argument("--no-shiny", action="store_true",
