@@ -16,8 +16,48 @@ from polishplugin.core.simulate.dataset import SimulationConfig, simulate_datase
 DEFAULTS = (0.2, 5000.0, 2.0)
 
 
+_FSC = {}
+
+
+def fsc_weight(curve, box, n, m=None):
+    """Per-pixel weight (m, m) (fft2 layout of an m x m grid cut from an n x n patch, default
+    m = n) that turns a half-map prediction into the expected signal: E[V_true | V_half] =
+    FSC V_half, since a half map's SSNR is FSC / (1 - FSC) and the Wiener factor SSNR / (1 +
+    SSNR) equals the half-map FSC (clipped to [0, 1]). ``curve``: FSC per shell of the
+    box-sized half maps; ring r of the n patch is shell r box / n."""
+    from polishplugin.core.fourier import ring_index
+    m = n if m is None else int(m)
+    c = np.clip(np.nan_to_num(np.asarray(curve, dtype=np.float64)), 0.0, 1.0)
+    k = np.fft.fftfreq(m) * m / n                       # cycles per pixel
+    r = np.hypot(k[:, None], k[None, :]) * box          # shell of the half maps
+    w = np.interp(r, np.arange(len(c)), c, right=0.0)
+    w[0, 0] = c[0] if len(c) else 1.0
+    return w
+
+
+
+def _fsc_predictions(ds, on):
+    """Monkeypatch predict_particles so that own-half predictions are FSC-weighted (variant)."""
+    import polishplugin.core.predict as pr
+    orig = _FSC.setdefault("orig", pr.predict_particles)
+    if not on:
+        pr.predict_particles = orig
+        return
+    from polishplugin.core.fourier import fsc
+    m = ds.mask if ds.mask is not None else 1.0
+    curve = fsc(ds.half1 * m, ds.half2 * m)
+
+    def weighted(projectors, angles, half_sets, ctfs, n, px, opposite=False, **kw):
+        out = orig(projectors, angles, half_sets, ctfs, n, px, opposite=opposite, **kw)
+        return out if opposite else out * fsc_weight(curve, ds.half1.shape[0], n,
+                                                        out.shape[-1])
+    pr.predict_particles = weighted
+
+
 def variant(ds, mic, name):
     c = ds.config
+    _fsc_predictions(ds, name.endswith("+fsc"))
+    name = name.replace("+fsc", "")
     if name == "global":
         return np.repeat(mic.global_track[None], len(mic.centres), axis=0), None
     if name in ("true", "defaults"):
