@@ -31,7 +31,7 @@ bounds); their spread is the Laplace width of the evidence in log sigma (a facto
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.linalg import cho_solve_banded, cholesky_banded, LinAlgError
+from numba import njit
 from scipy.optimize import minimize
 
 from .observation import cc_scale_factor, crop_plane, max_ring_of
@@ -75,6 +75,45 @@ def pseudo_observations(cc_fit, tracks, cut, curvature, backend):
     s = tracks if cut is None else tracks - cut
     _, g = backend.cc_interp(cc_fit, s)
     return tracks + g / curvature[..., None]
+
+
+@njit(cache=True)
+def band_cholesky_solve(ab, b):
+    """Cholesky H = L L^T of a symmetric positive-definite band matrix given in LAPACK upper
+    storage (ab[u + i - j, j] = H[i, j], i <= j), row by row, single-threaded; returns
+    (log det H, sum over the columns of b (n, k) of b^T H^-1 b); log det = -inf when H is not
+    positive definite. (LAPACK's dpbtrf spins BLAS threads costing several times the work at
+    these sizes.)"""
+    u = ab.shape[0] - 1
+    n = ab.shape[1]
+    L = ab.T.copy()                          # L[i, t]: entry (i, i - u + t), t = u: diagonal
+    logdet = 0.0
+    for i in range(n):
+        k0 = max(0, i - u)
+        oi = u - i
+        for j in range(k0, i + 1):
+            oj = u - j
+            s = L[i, j + oi]
+            for k in range(k0, j):
+                s -= L[i, k + oi] * L[j, k + oj]
+            if j == i:
+                if s <= 0.0:
+                    return -np.inf, 0.0
+                L[i, u] = np.sqrt(s)
+                logdet += 2.0 * np.log(L[i, u])
+            else:
+                L[i, j + oi] = s / L[j, u]
+    quad = 0.0
+    z = np.empty(n)
+    for c in range(b.shape[1]):              # L z = b, then b^T H^-1 b = |z|^2
+        for i in range(n):
+            s = b[i, c]
+            oi = u - i
+            for k in range(max(0, i - u), i):
+                s -= L[i, k + oi] * z[k]
+            z[i] = s / L[i, u]
+            quad += z[i] * z[i]
+    return logdet, quad
 
 
 class Evidence:
@@ -140,13 +179,9 @@ class Evidence:
                 vals = vals + self.a[pp, :].T * (pp == qq)[None, :]
             ab[rows[None, :], cols] = vals
         del f
-        try:
-            cb = cholesky_banded(ab, lower=False, check_finite=False)
-        except LinAlgError:
+        logdet_h, quad = band_cholesky_solve(ab, self.b)
+        if not np.isfinite(logdet_h):
             return -np.inf
-        logdet_h = 2.0 * float(np.sum(np.log(cb[u])))
-        x = cho_solve_banded((cb, False), self.b, check_finite=False)
-        quad = float(np.sum(self.b * x))
         return logdet_lam - logdet_h + 0.5 * quad
 
     def posterior_mean(self, sigma_vel, sigma_div, sigma_acc):
@@ -167,8 +202,8 @@ class SigmaSearch:
     start: tuple
     lower: tuple
     upper: tuple
-    scan: int = 9                 # sigma_vel values of the first scan (log-spaced over the bounds)
-    max_evals: int = 80           # Nelder-Mead evaluations
+    scan: int = 7                 # sigma_vel values of the first scan (log-spaced over the bounds)
+    max_evals: int = 60           # Nelder-Mead evaluations
     xatol: float = 0.03           # simplex size in log sigma to stop
     fit_acc: bool = True          # False: sigma_acc stays at start
 
@@ -266,12 +301,17 @@ def _laplace_sd(negf, z, h=0.25):
     return np.where((var > 0) & (np.diag(hess) > 0), np.sqrt(np.abs(var)), np.inf)
 
 
+#: particles of one micrograph the evidence uses at most (an evaluation costs ~P^3 F)
+MAX_PARTICLES = 32
+
+
 def choose_for_micrograph(cc_fit, centres, initial_tracks, cut, curvature, search, backend,
-                          prior_mean="zero", rounds=1, kernel="exp"):
+                          prior_mean="zero", rounds=1, kernel="exp", max_particles=MAX_PARTICLES):
     """Sigmas (px) for one micrograph: a pilot MAP fit at ``search.start``, the pseudo-observations
     around its tracks, the evidence maximum; ``rounds`` > 1 re-expands around the MAP at the
     previous choice; 0: around the initial tracks (no pilot fit). cc_fit: the CC maps times sign * amplitude (what the fit uses); curvature
-    (P, F): :func:`peak_curvature`. Returns a :class:`SigmaChoice`."""
+    (P, F): :func:`peak_curvature`. The evidence uses at most ``max_particles`` particles
+    (evenly spaced in the input order; the pilot fit uses all). Returns a :class:`SigmaChoice`."""
     from .fit import fit_tracks
     sig = tuple(search.start)
     init = np.asarray(initial_tracks, dtype=np.float64)
@@ -285,9 +325,13 @@ def choose_for_micrograph(cc_fit, centres, initial_tracks, cut, curvature, searc
         y = pseudo_observations(cc_fit, tracks, cut, curvature, backend)
         if prior_mean == "initial":
             y = y - init
+        sub = np.arange(len(y))
+        if len(sub) > max_particles:
+            sub = np.unique(np.linspace(0, len(y) - 1, max_particles).round().astype(int))
         step = SigmaSearch(sig, search.lower, search.upper, search.scan if r == 0 else 0,
                            search.max_evals, search.xatol, search.fit_acc)
-        new = choose_sigmas(Evidence(centres, y, curvature, kernel), step)
+        new = choose_sigmas(Evidence(np.asarray(centres)[sub], y[sub], curvature[sub], kernel),
+                            step)
         if choice is not None:
             new.history = choice.history + [choice.sigmas_px]
             new.evaluations += choice.evaluations
