@@ -380,8 +380,11 @@ def train_evidence(args, session, subsets, seeds, counts, start, out, comm, t_op
     subset's micrographs (:mod:`..core.motion.evidence`), all in paper units."""
     from ..core.motion.evidence import SEARCH_LOWER, SEARCH_UPPER, SigmaSearch, choose_sigmas
     from ..core.motion.training import format_opt_params
-    results = []
+    results, seen = [], {}
     for r, sub in enumerate(subsets):
+        if tuple(sub) in seen:      # the same subset (e.g. every particle): the same optimum
+            results.append(dict(seen[tuple(sub)], seed=seeds[r]))
+            continue
         session.restart = r
         session._load([n for n in sub if n in session.mine])
         parts = [session.held[n].evidence(start, args.backend) for n in sub if n in session.held]
@@ -400,6 +403,7 @@ def train_evidence(args, session, subsets, seeds, counts, start, out, comm, t_op
                         "particles": int(sum(counts[n] for n in sub)), "sigmas": list(sig),
                         "evidence_spread": list(ch.spread()), "log_evidence": ch.log_evidence,
                         "n_evals": ch.evaluations})
+        seen[tuple(sub)] = results[-1]
         if comm.rank == 0:
             log.info("[restart %d] marginal-likelihood optimum %s (width x%s, %d evaluations)",
                      r, format_opt_params(sig).strip(),
