@@ -9,10 +9,14 @@ project directory, one after the other:
   RELION: motion estimation with the GUI's default sigmas (0.2/5000/2, = ours), with the true
           sigmas, and with the sigmas its own training (--params3) finds; recombination of the
           true-sigma tracks (--combine_frames, its own B-factors);
-  ours:   polish with the defaults, the true sigmas (exact likelihood, and --cc-scale relion),
-          and the sigmas our training finds (--restarts 1 --max-evals 40 by default: one simplex
-          run, capped because on small sets the sigmas run away and each evaluation grows
-          slower); bfactors (shiny particles) on the true-sigma tracks.
+  ours:   polish with the defaults (sigmas chosen per micrograph, --sigmas auto), RELION's
+          defaults (--sigmas relion-defaults), the true sigmas (exact likelihood, and --cc-scale
+          relion), the sigmas our TCC training finds (--restarts 1 --max-evals 40 by default:
+          one simplex run, capped because on small sets the sigmas run away and each evaluation
+          grows slower) and those of train --method evidence (--evidence-restarts); bfactors
+          (shiny particles) on the true-sigma tracks unless --no-shiny.
+--relion-only runs the simulation and RELION's rows alone (to start them early; the script is
+resumable, finished rows are not re-run).
 Each program is a separate process measured with /usr/bin/time: CPU = user + sys of the whole
 process (imports, JIT, I/O included), peak RSS, wall. Other jobs may share the cores, so the fair
 measure is CPU-seconds, not wall time. Tracks are compared with the truth (RMS over particles and
