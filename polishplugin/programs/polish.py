@@ -301,6 +301,9 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
                                                              * (m // 2 + 1)),
                                sigma_search=search)
     choice = None
+    if sigmas is None and res.sigma_choice is None:     # auto failed: the search's start used
+        from ..core.motion.evidence import SEARCH_START
+        sigmas = SEARCH_START
     if res.sigma_choice is not None:
         from ..core.motion.evidence import sigmas_in_paper_units
         ch = res.sigma_choice

@@ -171,14 +171,12 @@ class Evidence:
         u = 2 * P
         ab = np.zeros((u + 1, P * F))
         for dlt, (rows, cols, pp, qq) in enumerate(self._band):
-            f = np.arange(F - dlt)
             vals = np.diagonal(self.tf, dlt)[:, None] * sinv[pp, qq][None, :]   # (F-dlt, n)
             if iacc:
                 vals = vals + np.diagonal(self.t2, dlt)[:, None] * iacc * (pp == qq)[None, :]
             if dlt == 0:
                 vals = vals + self.a[pp, :].T * (pp == qq)[None, :]
             ab[rows[None, :], cols] = vals
-        del f
         logdet_h, quad = band_cholesky_solve(ab, self.b)
         if not np.isfinite(logdet_h):
             return -np.inf

@@ -230,11 +230,17 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
     if sigma_search is not None and mode == "gp":
         from .evidence import choose_for_micrograph, peak_curvature
         curv = peak_curvature(predictions, damage, noise, amp, cc_scale, max_ring, n)
-        choice = choose_for_micrograph(cc * (sign * amp), centres, init, cut, curv,
-                                       sigma_search, backend, prior_mean, sigma_rounds)
-        sigmas_px = choice.sigmas_px
-        log.info("sigmas chosen from the data (px/frame): %.4g / %.4g / %.4g, spread x%s",
-                 *(sigmas_px + ("/".join("%.2g" % v for v in choice.spread()),)))
+        try:
+            choice = choose_for_micrograph(cc * (sign * amp), centres, init, cut, curv,
+                                           sigma_search, backend, prior_mean, sigma_rounds)
+        except (ValueError, MotionFitError) as exc:    # e.g. a particle without signal
+            log.warning("sigmas could not be chosen from the data (%s): the search's start "
+                        "%s px/frame is used", exc, tuple(sigma_search.start))
+            sigmas_px = tuple(sigma_search.start)
+        else:
+            sigmas_px = choice.sigmas_px
+            log.info("sigmas chosen from the data (px/frame): %.4g / %.4g / %.4g, spread x%s",
+                     *(sigmas_px + ("/".join("%.2g" % v for v in choice.spread()),)))
     radius = window
     while True:
         fit = fit_tracks(cc * (sign * amp), centres, sigmas_px, init, cut, mode=mode,
