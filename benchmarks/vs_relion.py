@@ -9,10 +9,14 @@ project directory, one after the other:
   RELION: motion estimation with the GUI's default sigmas (0.2/5000/2, = ours), with the true
           sigmas, and with the sigmas its own training (--params3) finds; recombination of the
           true-sigma tracks (--combine_frames, its own B-factors);
-  ours:   polish with the defaults, the true sigmas (exact likelihood, and --cc-scale relion),
-          and the sigmas our training finds (--restarts 1 --max-evals 40 by default: one simplex
-          run, capped because on small sets the sigmas run away and each evaluation grows
-          slower); bfactors (shiny particles) on the true-sigma tracks.
+  ours:   polish with the defaults (sigmas chosen per micrograph, --sigmas auto), RELION's
+          defaults (--sigmas relion-defaults), the true sigmas (exact likelihood, and --cc-scale
+          relion), the sigmas our TCC training finds (--restarts 1 --max-evals 40 by default:
+          one simplex run, capped because on small sets the sigmas run away and each evaluation
+          grows slower) and those of train --method evidence (--evidence-restarts); bfactors
+          (shiny particles) on the true-sigma tracks unless --no-shiny.
+--relion-only runs the simulation and RELION's rows alone (to start them early; the script is
+resumable, finished rows are not re-run).
 Each program is a separate process measured with /usr/bin/time: CPU = user + sys of the whole
 process (imports, JIT, I/O included), peak RSS, wall. Other jobs may share the cores, so the fair
 measure is CPU-seconds, not wall time. Tracks are compared with the truth (RMS over particles and
@@ -95,6 +99,13 @@ def sigmas_args(s, relion):
     if relion:
         return ["--s_vel", s[0], "--s_div", s[1], "--s_acc", s[2]]
     return ["--sigma-vel", s[0], "--sigma-div", s[1], "--sigma-acc", s[2]]
+
+
+def auto_sigmas(project, job):
+    """Geometric mean of the per-micrograph sigmas chosen by --sigmas auto (diag/*.json)."""
+    got = [json.load(open(f))["sigmas"] for f in
+           glob.glob(os.path.join(project, job, "diag", "**", "*.json"), recursive=True)]
+    return tuple(float(np.exp(np.mean(np.log(np.abs(v))))) for v in zip(*got)) if got else None
 
 
 def read_params(path):
@@ -183,11 +194,16 @@ def run_snr(a, snr, work):
     add("RELION trained", rel_trained, "MotionRefine/job023",
         relion_motion(project, "MotionRefine/job023", T, "--params_file",
                       "MotionRefine/job022/opt_params_all_groups.txt"), tr)
-    rel_recomb = relion_motion(project, "MotionRefine/job021", T, *sigmas_args(true, True),
-                               "--combine_frames", "--only_do_unfinished", log="recombine")
+    if a.relion_only:
+        return {"snr": snr, "particles": n_parts, "particle_frames": n_pf, "rows": rows}
+    if not a.no_shiny:
+        rel_recomb = relion_motion(project, "MotionRefine/job021", T, *sigmas_args(true, True),
+                                   "--combine_frames", "--only_do_unfinished", log="recombine")
     # ours
-    add("ours defaults", GUI_DEFAULTS, "Polish/job030",
-        ours(project, "polish", "Polish/job030", T))
+    add("ours defaults (--sigmas auto)", auto_sigmas(project, "Polish/job036"), "Polish/job036",
+        ours(project, "polish", "Polish/job036", T))
+    add("ours --sigmas relion-defaults", GUI_DEFAULTS, "Polish/job030",
+        ours(project, "polish", "Polish/job030", T, "--sigmas", "relion-defaults"))
     add("ours true sigmas", true, "Polish/job031",
         ours(project, "polish", "Polish/job031", T, *sigmas_args(true, False)))
     add("ours true sigmas, --cc-scale relion", true, "Polish/job032",
@@ -199,6 +215,14 @@ def run_snr(a, snr, work):
     add("ours trained", our_trained, "Polish/job034",
         ours(project, "polish", "Polish/job034", T, "--params-file",
              "Train/job033/opt_params_all_groups.txt"), otr)
+    etr = ours(project, "train", "Train/job037", T, "--min-particles", n_parts, "--restarts",
+               a.evidence_restarts, "--method", "evidence")
+    add("ours trained (--method evidence)",
+        read_params(os.path.join(project, "Train/job037", "opt_params_all_groups.txt")),
+        "Polish/job038", ours(project, "polish", "Polish/job038", T, "--params-file",
+                              "Train/job037/opt_params_all_groups.txt"), etr)
+    if a.no_shiny:
+        return {"snr": snr, "particles": n_parts, "particle_frames": n_pf, "rows": rows}
     our_recomb = ours(project, "bfactors", "Polish/job035", T, "--polish", "Polish/job031")
 
     vol, _ = read_mrc(os.path.join(project, "truth", "volume.mrc"))
@@ -286,6 +310,8 @@ def print_tables(res):
                 fmt(x.get("cpu_s"), "%.1f"), fmt(x.get("cpu_ms_per_pf"), "%.2f"),
                 fmt(x.get("wall_s"), "%.1f"), fmt(x.get("rss_mb"), "%.0f"),
                 fmt(x.get("train_cpu_s"), "%.1f"), fmt(x.get("train_rss_mb"), "%.0f")))
+        if "shiny" not in r:
+            continue
         print("\n| particles reconstructed by relion_reconstruct | half-map FSC 0.143 (A) | "
               "FSC 0.5 vs truth (A) | recombination CPU s | peak RSS MB |")
         print("|---|---|---|---|---|")
@@ -321,6 +347,12 @@ def main():
                    help="our training's restarts (RELION runs one Nelder-Mead)")
     p.add_argument("--max-evals", type=int, default=40,
                    help="our training's evaluations per restart")
+    p.add_argument("--evidence-restarts", type=int, default=3,
+                   help="restarts of our training with --method evidence")
+    p.add_argument("--relion-only", action="store_true",
+                   help="only simulate and run RELION's rows (to start them early)")
+    p.add_argument("--no-shiny", action="store_true",
+                   help="skip recombination and reconstructions (tracks only)")
     p.add_argument("--speed", action="store_true",
                    help="only the speed side by side: motion estimation and recombination of "
                         "both with the true sigmas, for each of --speed-threads")
@@ -341,12 +373,14 @@ def main():
         res.append(run_snr(a, snr, work))
         with open(os.path.join(work, "results.json"), "w") as fh:
             json.dump({"args": vars(a), "results": res}, fh, indent=1)
-        print_tables(res[-1:])
+        if not a.relion_only:
+            print_tables(res[-1:])
     print("\n%d micrographs %d^2 x %d frames, %d particles each, box %d at %.2f A/px, true sigmas "
           "%g/%g/%g, %d thread(s) each, our training %d restart(s) of <= %d evaluations"
           % (a.micrographs, a.size, a.frames, a.particles, a.box, a.pixel_size, a.sigma_vel,
              a.sigma_div, a.sigma_acc, a.threads, a.restarts, a.max_evals))
-    print_tables(res)
+    if not a.relion_only:
+        print_tables(res)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@ MAP by L-BFGS, on RELION files; no Scipion needed.
 
     python -m polishplugin.programs.polish --particles run_data.star \\
         --mics MotionCorr/job002/corrected_micrographs.star --postprocess PostProcess/postprocess.star \\
-        --out Polish [--sigma-vel 0.2 --sigma-div 5000 --sigma-acc 2 | --params-file opt_params.txt]
+        --out Polish [--sigmas auto | --sigmas relion-defaults |
+                      --sigma-vel 0.2 --sigma-div 5000 --sigma-acc 2 | --params-file opt_params.txt]
     mpirun -np 4 python -m polishplugin.programs.polish ...      # micrographs split over ranks
 
 Per micrograph (under --out): tracks/<mic>_tracks.star (RELION _tracks.star layout, A),
@@ -12,7 +13,10 @@ box/2 + 1 rings of the particle box, as RELION's: the patch's pixels binned by f
 diag/<mic>.json (fit diagnostics), diag/<mic>_defects.npy (flat indices of the defect pixels
 besides those of zero gain: reused by the bfactors program, which then reads the movie once).
 At the end: tracks_all.star (every particle and frame),
-particles.star (the particles of polished micrographs), failed.txt, logfile.pdf.
+particles.star (the particles of polished micrographs), failed.txt, logfile.pdf; with
+--sigmas auto also sigmas.json (every micrograph's chosen sigmas and spread, their geometric mean
+and spread over micrographs) and opt_params_all_groups.txt (that geometric mean, for
+--params-file).
 Finished micrographs are skipped on a re-run (their tracks STAR is written last, atomically);
 settings.json records what defines the result, and a re-run with other settings is refused
 (--fresh starts afresh; see jobdir.py). A failed micrograph is listed in failed.txt and the exit
@@ -52,10 +56,19 @@ def build_parser():
     g.add_argument("--skip-outside", action="store_true",
                    help="drop particles centred outside their micrograph (default: error)")
     m = p.add_argument_group("motion prior (paper units, Zivanov 2019 Table 2)")
-    m.add_argument("--sigma-vel", type=positive, default=DEFAULT_SIGMA_VEL, help="A per e/A^2")
-    m.add_argument("--sigma-div", type=positive, default=DEFAULT_SIGMA_DIV, help="A")
-    m.add_argument("--sigma-acc", type=number, default=DEFAULT_SIGMA_ACC,
-                   help="A per e/A^2; <= 0 disables the acceleration term")
+    m.add_argument("--sigmas", choices=SIGMA_MODES, default=None,
+                   help="auto: chosen per micrograph from its own CC maps by maximising the "
+                        "marginal likelihood (default when no sigmas are given); "
+                        "relion-defaults: %g/%g/%g (RELION's GUI); given: --sigma-vel/-div/-acc "
+                        "or --params-file (implied by any of them)"
+                        % (DEFAULT_SIGMA_VEL, DEFAULT_SIGMA_DIV, DEFAULT_SIGMA_ACC))
+    m.add_argument("--sigma-vel", type=positive, default=None,
+                   help="A per e/A^2 (default with --sigmas given: %g)" % DEFAULT_SIGMA_VEL)
+    m.add_argument("--sigma-div", type=positive, default=None,
+                   help="A (default with --sigmas given: %g)" % DEFAULT_SIGMA_DIV)
+    m.add_argument("--sigma-acc", type=number, default=None,
+                   help="A per e/A^2; <= 0 disables the acceleration term (default with "
+                        "--sigmas given: %g)" % DEFAULT_SIGMA_ACC)
     m.add_argument("--params-file", help="RELION-style 'sigma_vel sigma_div sigma_acc' file "
                                          "(e.g. from the training program); overrides the three")
     f = p.add_argument_group("fit")
@@ -94,6 +107,28 @@ def build_parser():
                    help="do not detect hot/dead pixels from the movies")
     add_output_options(p)
     return p
+
+
+SIGMA_MODES = ("auto", "relion-defaults", "given")
+
+
+def resolve_sigmas(args):
+    """(mode, sigmas in paper units or None for auto) from --sigmas and the sigma options."""
+    explicit = [v for v in (args.sigma_vel, args.sigma_div, args.sigma_acc, args.params_file)
+                if v is not None]
+    mode = args.sigmas or ("given" if explicit else "auto")
+    if mode != "given" and explicit:
+        raise SystemExit("polish: --sigmas %s takes no --sigma-vel/--sigma-div/--sigma-acc/"
+                         "--params-file (use --sigmas given)" % mode)
+    if mode == "auto":
+        return mode, None
+    if mode == "relion-defaults":
+        return mode, (DEFAULT_SIGMA_VEL, DEFAULT_SIGMA_DIV, DEFAULT_SIGMA_ACC)
+    if args.params_file:
+        return mode, read_params_file(args.params_file)
+    pick = lambda v, d: d if v is None else v  # noqa: E731
+    return mode, (pick(args.sigma_vel, DEFAULT_SIGMA_VEL), pick(args.sigma_div, DEFAULT_SIGMA_DIV),
+                  pick(args.sigma_acc, DEFAULT_SIGMA_ACC))
 
 
 def read_params_file(path):
@@ -182,7 +217,7 @@ SIGMA_PX_RANGE = (1e-6, 1e6)
 def check_sizes(args, inputs, sigmas):
     """Sigmas, frame range, patch and window against the data (before any movie is read)."""
     from ..core.motion.units import MotionParams
-    for mic in inputs.micrographs:
+    for mic in inputs.micrographs if sigmas is not None else ():
         px = MotionParams(*sigmas).to_pixels(mic.dose_per_frame, inputs.pixel_size)
         for name, v, given in zip(("sigma_vel", "sigma_acc"), px[::2], sigmas[::2]):
             if v > 0 and not SIGMA_PX_RANGE[0] <= v <= SIGMA_PX_RANGE[1]:
@@ -204,12 +239,12 @@ def check_sizes(args, inputs, sigmas):
 
 #: names written at the top of the output folder (what --fresh deletes)
 OUTPUTS = ("tracks", "fcc", "diag", "failed", "figures", "tracks_all.star", "particles.star",
-           "failed.txt", "logfile.pdf")
+           "failed.txt", "logfile.pdf", "sigmas.json", "opt_params_all_groups.txt")
 
 
 def job_settings(args, inputs, sigmas):
     """What defines the polishing result (recorded in the output folder, see jobdir)."""
-    return {"sigmas": list(sigmas), "first_frame": args.first_frame,
+    return {"sigmas": "auto" if sigmas is None else list(sigmas), "first_frame": args.first_frame,
             "last_frame": args.last_frame, "patch_px": args.patch_px, "window": args.window,
             "max_ring": args.max_ring,
             "mode": args.mode, "init": args.init, "invert": args.invert,
@@ -271,7 +306,13 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
         damage = crop_plane(damage_filters(n, px, F, mic.dose_per_frame,
                                            mic.pre_exposure + first * mic.dose_per_frame,
                                            mic.voltage), m)
-        sig_px = MotionParams(*sigmas).to_pixels(mic.dose_per_frame, px)
+        search = None
+        if sigmas is None:                  # --sigmas auto: the search starts at the defaults
+            from ..core.motion.evidence import SEARCH_START, search_in_pixels
+            search = search_in_pixels(mic.dose_per_frame, px)
+            sig_px = MotionParams(*SEARCH_START).to_pixels(mic.dose_per_frame, px)
+        else:
+            sig_px = MotionParams(*sigmas).to_pixels(mic.dose_per_frame, px)
         init = mic.initial_tracks[:, first:last] if args.init == "motioncorr" else None
         window = args.window or auto_window(sig_px[0], F, inputs.box)
         invert = {"auto": "auto", "yes": True, "no": False}[args.invert]
@@ -285,7 +326,19 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
                                prior_mean=args.prior_mean, max_ring=args.max_ring,
                                patch_size=n, workers=threads, fcc_box=inputs.box,
                                spectra_buffer=spectra_buffer(len(mic.centres) * F * m
-                                                             * (m // 2 + 1)))
+                                                             * (m // 2 + 1)),
+                               sigma_search=search)
+    choice = None
+    if sigmas is None and res.sigma_choice is None:     # auto failed: the search's start used
+        from ..core.motion.evidence import SEARCH_START
+        sigmas = SEARCH_START
+    if res.sigma_choice is not None:
+        from ..core.motion.evidence import sigmas_in_paper_units
+        ch = res.sigma_choice
+        sig_px = ch.sigmas_px
+        sigmas = sigmas_in_paper_units(sig_px, mic.dose_per_frame, px)
+        choice = {"sigmas": list(sigmas), "spread": list(ch.spread()),
+                  "log_evidence": ch.log_evidence, "evaluations": ch.evaluations}
     # the diagnostic sum (gain-corrected, binned)
     from ..core.binning import binned
     small, factor = binned(total * (gain if gain is not None else 1.0))
@@ -307,7 +360,8 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
             "max_ring": args.max_ring, "spectrum_px": m,
             "defect_pixels": found["pixels"],
             "nonfinite_pixels": tally.get("nonfinite", 0),
-            "sigmas": list(sigmas), "sigmas_px": list(sig_px), "mode": args.mode, "cc_scale": args.cc_scale, "prior_mean": args.prior_mean,
+            "sigmas": list(sigmas), "sigmas_px": list(sig_px), "sigma_choice": choice,
+            "mode": args.mode, "cc_scale": args.cc_scale, "prior_mean": args.prior_mean,
             "init": args.init, "seconds": round(time.time() - t0, 3),
             "rows": mic.index.tolist(), "images": particle_names(inputs, mic),
             "centres": mic.centres.tolist(), "initial_tracks_A": (res.initial_tracks * px).tolist()}
@@ -372,14 +426,48 @@ def combine(out, inputs):
     return len(keep), failed
 
 
+def summarise_sigmas(out, inputs):
+    """sigmas.json and opt_params_all_groups.txt of an auto-sigma job: per-micrograph choices,
+    their geometric mean and spread (geometric sd and max/min over micrographs) and the median
+    per-micrograph evidence width; None when no micrograph chose its sigmas."""
+    per = {}
+    for mic in inputs.micrographs:
+        path = output_paths(out, mic.name)["diag"]
+        if os.path.isfile(path):
+            with open(path) as fh:
+                ch = json.load(fh).get("sigma_choice")
+            if ch:
+                per[mic.name] = ch
+    if not per:
+        return None
+    logs = np.log(np.abs([c["sigmas"] for c in per.values()]))
+    width = np.array([c["spread"] for c in per.values()], dtype=float)
+    summary = {"method": "per-micrograph marginal likelihood (core/motion/evidence.py)",
+               "geometric_mean": np.exp(logs.mean(0)).tolist(),
+               "geometric_sd_over_micrographs": np.exp(logs.std(0)).tolist(),
+               "max_over_min": np.exp(logs.max(0) - logs.min(0)).tolist(),
+               "median_evidence_spread": np.median(width, axis=0).tolist(),
+               "micrographs": per}
+    with atomic_text(os.path.join(out, "sigmas.json")) as fh:
+        json.dump(summary, fh, indent=1)
+    with atomic_text(os.path.join(out, "opt_params_all_groups.txt")) as fh:
+        fh.write("%g %g %g\n" % tuple(summary["geometric_mean"]))
+    log.info("sigmas chosen per micrograph (vel/div/acc): geometric mean %s, spread over %d "
+             "micrographs x%s (max/min x%s), median evidence width x%s",
+             "/".join("%.4g" % v for v in summary["geometric_mean"]), len(per),
+             "/".join("%.2f" % v for v in summary["geometric_sd_over_micrographs"]),
+             "/".join("%.2f" % v for v in summary["max_over_min"]),
+             "/".join("%.2f" % v for v in summary["median_evidence_spread"]))
+    return summary
+
+
 def run(args):
     check_args(args)
     args.backend = resolve_backend(args.backend)
     comm = get_comm()
     set_threads(args.threads)
     out = os.path.abspath(args.out)
-    sigmas = read_params_file(args.params_file) if args.params_file else \
-        (args.sigma_vel, args.sigma_div, args.sigma_acc)
+    args.sigma_mode, sigmas = resolve_sigmas(args)
     inputs = load_polish_inputs(args.particles, args.mics, args.postprocess, args.half1,
                                 args.half2, args.mask, root=args.root,
                                 allow_missing=args.allow_missing, skip_outside=args.skip_outside)
@@ -413,21 +501,27 @@ def polish_all(args, inputs, sigmas, out, comm):
     if comm.rank == 0:
         log.info("%d micrographs, %d to do (%d already done), %d particles; sigmas %s; %d rank(s)",
                  len(inputs.micrographs), len(todo), len(inputs.micrographs) - len(todo),
-                 sum(len(m.centres) for m in inputs.micrographs), sigmas, comm.size)
+                 sum(len(m.centres) for m in inputs.micrographs),
+                 "chosen per micrograph (auto)" if sigmas is None else sigmas, comm.size)
     mine = my_share(todo, comm)
     t0 = time.time()
 
     def work(i, mic):
         d = polish_one(mic, inputs, projectors, sigmas, args, out)
         eta = (time.time() - t0) / (i + 1) * (len(mine) - i - 1)
-        log.info("[rank %d] %d/%d %s: %d particles, %d iterations%s, %.1f s (eta %.0f s)",
+        log.info("[rank %d] %d/%d %s: %d particles, %d iterations%s, %.1f s (eta %.0f s)%s",
                  comm.rank, i + 1, len(mine), mic.name, d["particles"], d["iterations"],
-                 "" if d["converged"] else " (NOT converged)", d["seconds"], eta)
+                 "" if d["converged"] else " (NOT converged)", d["seconds"], eta,
+                 "" if not d["sigma_choice"] else "; sigmas %s (evidence width x%s)" % (
+                     "/".join("%.4g" % v for v in d["sigmas"]),
+                     "/".join("%.2f" % v for v in d["sigma_choice"]["spread"])))
     for_each_micrograph(mine, work, lambda name: output_paths(out, name)["failed"], comm.rank)
     comm.barrier()
     if comm.rank != 0:
         return 0
     n_ok, failed = combine(out, inputs)
+    if sigmas is None:
+        summarise_sigmas(out, inputs)
     if not args.no_figures and n_ok:
         job_figures().polish_figures(out, os.path.join(out, "figures"))
     log.info("done: %d particles with tracks in %.1f s -> %s", n_ok, time.time() - t0, out)

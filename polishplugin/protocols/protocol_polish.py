@@ -12,6 +12,8 @@ from pyworkflow.object import Integer, String
 from ..constants import DEFAULT_SIGMA_ACC, DEFAULT_SIGMA_DIV, DEFAULT_SIGMA_VEL
 from .protocol_base import ProtPolishMovieBase
 
+SIGMAS_FROM_DATA = 0   # sigmaSource: polish --sigmas auto
+
 
 class ProtPolishBayesian(ProtPolishMovieBase):
     """Estimate each particle's trajectory through the movie frames (Zivanov et al. 2019):
@@ -34,12 +36,21 @@ class ProtPolishBayesian(ProtPolishMovieBase):
         form.addParam("inputTraining", params.PointerParam, pointerClass="ProtPolishTrain",
                       allowsNull=True, label="Trained sigmas (optional)",
                       help="A 'train motion parameters' run: its sigmas replace the ones below.")
+        form.addParam("sigmaSource", params.EnumParam, default=SIGMAS_FROM_DATA,
+                      choices=["from each micrograph's data", "given below"],
+                      display=params.EnumParam.DISPLAY_HLIST, label="Motion-prior sigmas",
+                      help="From the data: each micrograph's sigmas maximise the marginal "
+                           "likelihood of its own CC maps (polish --sigmas auto; chosen values "
+                           "and their spread in extra/polish/sigmas.json). Given: the three "
+                           "values below (RELION's tutorial defaults unless changed).")
         form.addParam("sigmaVel", params.FloatParam, default=DEFAULT_SIGMA_VEL,
+                      condition="sigmaSource == 1",
                       label="sigma_vel (A/dose)", help="Expected velocity (eq. 2), A per e/A^2.")
         form.addParam("sigmaDiv", params.FloatParam, default=DEFAULT_SIGMA_DIV,
+                      condition="sigmaSource == 1",
                       label="sigma_div (A)", help="Spatial correlation length (eq. 2).")
         form.addParam("sigmaAcc", params.FloatParam, default=DEFAULT_SIGMA_ACC,
-                      label="sigma_acc (A/dose)",
+                      condition="sigmaSource == 1", label="sigma_acc (A/dose)",
                       help="Expected acceleration (eq. 10); <= 0 disables the term.")
         form.addParam("paramsFile", params.PathParam, default="", label="Sigmas file (optional)",
                       expertLevel=params.LEVEL_ADVANCED,
@@ -89,9 +100,10 @@ class ProtPolishBayesian(ProtPolishMovieBase):
             args.append("--params-file %s" % os.path.abspath(train.getOptParamsFile()))
         elif self.paramsFile.get():
             args.append("--params-file %s" % os.path.abspath(self.paramsFile.get()))
-        else:
+        elif self.sigmaSource.get() != SIGMAS_FROM_DATA:
             args.append("--sigma-vel %g --sigma-div %g --sigma-acc %g"
                         % (self.sigmaVel.get(), self.sigmaDiv.get(), self.sigmaAcc.get()))
+        # else: the program's default, --sigmas auto (a --params-file added later wins)
         if self.initFromData.get():
             args.append("--init data")
         if not self.detectDefects.get():
@@ -165,6 +177,17 @@ class ProtPolishBayesian(ProtPolishMovieBase):
                                                         train.sigmaAcc.get())
         if self.paramsFile.get():
             return "from %s" % self.paramsFile.get()
+        if self.sigmaSource.get() == SIGMAS_FROM_DATA:
+            path = self._getExtraPath("polish", "sigmas.json")
+            if not os.path.exists(path):
+                return "chosen per micrograph from its own data"
+            import json
+            with open(path) as fh:
+                d = json.load(fh)
+            return ("chosen per micrograph from its own data: geometric mean vel %.3g, div %.4g, "
+                    "acc %.3g, spread over micrographs x%s (%s)"
+                    % (tuple(d["geometric_mean"]) + ("/".join(
+                        "%.2f" % v for v in d["geometric_sd_over_micrographs"]), path)))
         return "vel %g, div %g, acc %g" % (self.sigmaVel.get(), self.sigmaDiv.get(),
                                            self.sigmaAcc.get())
 

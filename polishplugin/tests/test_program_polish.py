@@ -157,3 +157,28 @@ def test_defect_map_of_the_wrong_size_is_refused(sim, tmp_path, caplog):
     import json
     diag = json.loads(next((out / "diag").rglob("*.json")).read_text())
     assert diag["defect_pixels"] >= 320
+
+
+def test_auto_sigmas_recorded_and_fixed_modes_kept(sim, tmp_path):
+    import json
+    out = tmp_path / "auto"
+    assert polish.main(_args(sim, out)) == 0                    # default: --sigmas auto
+    summary = json.loads((out / "sigmas.json").read_text())
+    per = summary["micrographs"]
+    assert len(per) == 3
+    chosen = np.array([c["sigmas"] for c in per.values()])
+    np.testing.assert_allclose(summary["geometric_mean"], np.exp(np.log(chosen).mean(0)),
+                               rtol=1e-9)
+    mean = [float(v) for v in (out / "opt_params_all_groups.txt").read_text().split()]
+    np.testing.assert_allclose(mean, summary["geometric_mean"], rtol=1e-5)
+    for d in (out / "diag").rglob("*.json"):
+        diag = json.loads(d.read_text())
+        assert diag["sigma_choice"]["sigmas"] == diag["sigmas"]
+        assert len(diag["sigma_choice"]["spread"]) == 3
+    assert not np.allclose(chosen, (0.2, 5000.0, 2.0))         # chosen, not the defaults
+    fixed = tmp_path / "fixed"
+    assert polish.main(_args(sim, fixed, "--sigmas", "relion-defaults")) == 0
+    assert not (fixed / "sigmas.json").exists()
+    for d in (fixed / "diag").rglob("*.json"):
+        diag = json.loads(d.read_text())
+        assert diag["sigmas"] == [0.2, 5000.0, 2.0] and diag["sigma_choice"] is None

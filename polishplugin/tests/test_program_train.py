@@ -100,3 +100,19 @@ def test_mpi_training_follows_the_serial_optimisation(sim, tmp_path):
     np.testing.assert_allclose(parse_opt_params((par / train.OPT_PARAMS).read_text()),
                                parse_opt_params((serial / train.OPT_PARAMS).read_text()),
                                rtol=1e-6)
+
+
+def test_evidence_method_writes_params_and_spread(sim, tmp_path):
+    out = tmp_path / "train_ev"
+    assert train.main(_args(sim, out, "--method", "evidence", "--no-figures")) == 0
+    sig = np.array(parse_opt_params((out / train.OPT_PARAMS).read_text()))
+    report = json.loads((out / "train.json").read_text())
+    optima = np.array([r["sigmas"] for r in report["restarts"]])
+    assert report["method"] == "evidence" and len(optima) == 2
+    np.testing.assert_allclose(sig, np.exp(np.log(optima).mean(axis=0)), rtol=1e-5)
+    np.testing.assert_allclose(report["spread"], optima.max(0) / optima.min(0), rtol=1e-9)
+    for r in report["restarts"]:
+        assert len(r["evidence_spread"]) == 3 and r["n_evals"] > 10
+    # the simulation's motion is 0.5 / 5000 / 2 (simulate's defaults): sigma_vel is found
+    assert 0.2 < sig[0] < 1.5, sig
+    assert not (out / "trace.star").exists()

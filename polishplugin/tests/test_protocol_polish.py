@@ -21,6 +21,7 @@ class TestProtPolishBayesian(BaseTest):
         cls.launchProtocol(cls.sim)
 
     def _polish(self, **kwargs):
+        kwargs.setdefault("sigmaSource", 1)     # given below
         prot = self.newProtocol(ProtPolishBayesian, sigmaVel=0.8, sigmaDiv=5000, sigmaAcc=2,
                                 **kwargs)
         prot.inputMovies.set(self.sim)
@@ -90,8 +91,11 @@ class TestProtPolishBayesian(BaseTest):
     def test_viewer_headless(self):
         import matplotlib.image
         from polishplugin.viewers import ProtPolishBayesianViewer
-        prot = self._polish(numberOfMpi=1, doShiny=False)
+        prot = self._polish(numberOfMpi=1, doShiny=False, sigmaSource=0)   # from the data
+        self.assertNotIn("--sigma-vel", prot._programArgs())
         self.launchProtocol(prot)
+        self.assertTrue(os.path.exists(prot._getExtraPath("polish", "sigmas.json")))
+        self.assertIn("chosen per micrograph", " ".join(prot._summary()))
         self.assertNotIn("shiny", prot.outputParticles.getFirstItem().getFileName())
         self.assertTrue(prot.outputParticles.getFirstItem()._polishTracks.get().endswith(
             "_tracks.star"))

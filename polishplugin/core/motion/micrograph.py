@@ -47,6 +47,7 @@ class MicrographAlignment:
     amplitude: float                # |a|: per-frame signal amplitude relative to the predictions
     cut_shifts: np.ndarray          # (P, F, 2) px
     fcc: Optional[FccAccumulator] = None
+    sigma_choice: Optional[object] = None   # :class:`.evidence.SigmaChoice` when chosen here
 
 
 def _crop(big, big_q, q, n):
@@ -136,7 +137,8 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
                      window=8, mode="gp", invert="auto", opposite_predictions=None, backend=None,
                      global_window=None, cc_scale="likelihood", n_frames=None, defects=None,
                      noise_power=None, prior_mean="zero", max_ring=None, patch_size=None,
-                     workers=1, spectra_buffer=None, fcc_box=None, late_defects=None):
+                     workers=1, spectra_buffer=None, fcc_box=None, late_defects=None,
+                     sigma_search=None, sigma_rounds=1):
     """Motion of the particles of one micrograph.
 
     frames: sequence/iterable of F gain-corrected, defect-filled (ny, nx) frames (read once);
@@ -161,6 +163,9 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
     been read, returning None or (ys, xs, values): defects found only then (e.g. from the sum
     of the frames just read, so the movie is read once), filled in the patches' spectra
     (:func:`.patches.correct_defect_spectra`) before any use.
+    sigma_search: a :class:`.evidence.SigmaSearch` to choose the sigmas from this micrograph's
+    CC maps (``sigmas_px`` is then ignored; ``sigma_rounds`` expansions, see
+    :func:`.evidence.choose_for_micrograph`).
     Raises MotionFitError without particles or with non-finite data.
     """
     centres, predictions = _particle_inputs(centres, predictions)
@@ -241,6 +246,21 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
     if not np.isfinite(amp) or amp <= 0:
         raise MotionFitError("no particle signal found in the CC maps (amplitude %g)" % amp)
     log.info("signal amplitude %.4g x the predictions (sign %+d)", amp, sign)
+    choice = None
+    if sigma_search is not None and mode == "gp":
+        from .evidence import choose_for_micrograph, peak_curvature
+        curv = peak_curvature(predictions, damage, noise, amp, cc_scale, max_ring, n)
+        try:
+            choice = choose_for_micrograph(cc * (sign * amp), centres, init, cut, curv,
+                                           sigma_search, backend, prior_mean, sigma_rounds)
+        except (ValueError, MotionFitError) as exc:    # e.g. a particle without signal
+            log.warning("sigmas could not be chosen from the data (%s): the search's start "
+                        "%s px/frame is used", exc, tuple(sigma_search.start))
+            sigmas_px = tuple(sigma_search.start)
+        else:
+            sigmas_px = choice.sigmas_px
+            log.info("sigmas chosen from the data (px/frame): %.4g / %.4g / %.4g, spread x%s",
+                     *(sigmas_px + ("/".join("%.2g" % v for v in choice.spread()),)))
     radius = window
     while True:
         fit = fit_tracks(cc * (sign * amp), centres, sigmas_px, init, cut, mode=mode,
@@ -259,7 +279,8 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
         radius = wider
         cc = cc_maps_from_spectra(spectra, predictions, damage, radius, noise, cc_scale,
                                   backend=backend, n=n, max_ring=max_ring)
-    result = MicrographAlignment(fit.tracks, init, fit, noise, sign, amp, cut)
+    result = MicrographAlignment(fit.tracks, init, fit, noise, sign, amp, cut,
+                                 sigma_choice=choice)
     if opposite_predictions is not None:
         result.fcc = fcc_from_spectra(spectra, sign * np.asarray(opposite_predictions),
                                       fit.tracks - cut, power, backend, n, max_ring, fcc_box)
@@ -367,7 +388,7 @@ INITS = ("global", "none", "zero", "truth")
 def polish_simulated_micrograph(dataset, mic, sigmas=None, mode="gp", init="global", window=8,
                                 defects="detect", noiseless=False, n=None, invert="auto",
                                 fcc=False, backend=None, cc_scale="likelihood", noise_level=1.0,
-                                prior_mean="zero"):
+                                prior_mean="zero", sigma_search=None, sigma_rounds=1):
     """Align a :class:`~polishplugin.core.simulate.dataset.SimulatedMicrograph` end to end (for
     tests and benchmarks): frames raw * gain (or the expected counts when ``noiseless``), defects
     "detect" (from the movie, no truth) | "truth" | None, predictions of each particle's own half
@@ -430,4 +451,5 @@ def polish_simulated_micrograph(dataset, mic, sigmas=None, mode="gp", init="glob
     return align_micrograph(frames, centres, preds, damage, sig_px, initial, window=window,
                             mode=mode, invert=invert, opposite_predictions=opp, backend=backend,
                             cc_scale=cc_scale, defects=mask, noise_power=noise,
-                            prior_mean=prior_mean, fcc_box=c.box)
+                            prior_mean=prior_mean, fcc_box=c.box, sigma_search=sigma_search,
+                            sigma_rounds=sigma_rounds)

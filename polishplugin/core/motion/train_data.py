@@ -58,6 +58,7 @@ class TrainingMicrograph:
     sign: int = 1
     amplitude: float = 1.0
     name: str = ""
+    curvature: np.ndarray = None    # (P, F) CC peak curvature (:func:`.evidence.peak_curvature`)
 
     @property
     def n_particles(self):
@@ -72,7 +73,20 @@ class TrainingMicrograph:
     def nbytes(self):
         """Bytes held: evaluation ring + CC maps + the small per-particle arrays."""
         return int(self.eval_data.nbytes + self.cc.nbytes + self.centres.nbytes
-                   + self.initial_tracks.nbytes + self.cut_shifts.nbytes)
+                   + self.initial_tracks.nbytes + self.cut_shifts.nbytes
+                   + (0 if self.curvature is None else self.curvature.nbytes))
+
+    def evidence(self, triplet, backend=None):
+        """The marginal likelihood of :mod:`.evidence` around the MAP tracks at ``triplet`` (paper
+        units) on the stored alignment-circle CC maps: a function of a paper-unit triplet."""
+        from ...backends import get_backend
+        from .evidence import Evidence, pseudo_observations
+        tracks = self.align(triplet, backend) + self.cut_shifts
+        be = get_backend(backend)
+        y = pseudo_observations(self.cc_maps, tracks, self.cut_shifts, self.curvature, be)
+        ev = Evidence(self.centres, y, self.curvature)
+        conv = lambda t: MotionParams(*t).to_pixels(self.dose_per_frame, self.pixel_size)  # noqa
+        return lambda t: ev(*conv(t))
 
     def align(self, triplet, backend=None, mode="gp"):
         """Tracks (P, F, 2) relative to the patches (fit - cut) after fitting the stored CC maps
@@ -163,12 +177,15 @@ def build_training_micrograph(frames, centres, predictions, opposite_predictions
     amp = _amplitude(sign * cc, _auto_cc(circle, damage, noise, cc_scale), min(3, window))
     if not np.isfinite(amp) or amp <= 0:
         raise MotionFitError("no particle signal on the alignment circle (amplitude %g)" % amp)
+    from .evidence import peak_curvature
+    curv = peak_curvature(circle, damage, noise, amp, cc_scale).astype(np.float32)
     cc = quantise(cc * np.float32(sign * amp), cc_bits, block_ndim=2)
     ring = eval_ring_from_patches(patches, opposite_predictions, noise, damage, t_eval, k_max,
                                   sign, bits)
     return TrainingMicrograph(cc=cc, centres=centres, initial_tracks=init, cut_shifts=cut,
                               eval_data=ring, dose_per_frame=float(dose_per_frame),
-                              pixel_size=float(pixel_size), sign=sign, amplitude=amp, name=name)
+                              pixel_size=float(pixel_size), sign=sign, amplitude=amp, name=name,
+                              curvature=curv)
 
 
 def simulated_training_micrograph(dataset, mic, t_align, t_eval, k_max, window=8, n=None,

@@ -1,0 +1,59 @@
+"""How close the MAP tracks are to the best any estimator can do with our data term: the
+posterior standard deviation of the track shape (each particle's mean removed) under the true
+prior and the data term's expected (Fisher) curvature (core/motion/evidence.py), against the
+shape error of the true-sigma MAP on the same simulated micrographs.
+
+    python benchmarks/polish_shape_floor.py [--seed 1 --micrographs 4 --snr 0.007 0.035]
+"""
+import argparse
+
+import numpy as np
+
+import polishplugin.core.motion.evidence as ev
+from polishplugin.core.motion.micrograph import polish_simulated_micrograph
+from polishplugin.core.simulate.dataset import SimulationConfig, simulate_dataset
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--micrographs", type=int, default=4)
+    ap.add_argument("--snr", type=float, nargs="+", default=[0.007, 0.035])
+    a = ap.parse_args()
+    seen = {}
+    orig = ev.Evidence
+
+    class Spy(orig):                      # keeps the pseudo-observations' precision
+        def __init__(self, pos, y, prec, kernel="exp"):
+            seen["a"] = prec
+            super().__init__(pos, y, prec, kernel)
+    ev.Evidence = Spy
+    for snr in a.snr:
+        c = SimulationConfig(seed=a.seed, n_micrographs=a.micrographs,
+                             micrograph_shape=(1024, 1024), n_frames=24,
+                             particles_per_micrograph=30, box=96, snr=snr, dark_particles=True,
+                             refined_from_data=True)
+        ds = simulate_dataset(c)
+        sv, sd, sa = ds.motion_params.to_pixels(c.dose_per_frame, c.pixel_size)
+        var, err = [], []
+        for mic in ds:
+            polish_simulated_micrograph(ds, mic, sigma_search=ev.search_in_pixels(
+                c.dose_per_frame, c.pixel_size))
+            prec = seen["a"]
+            P, F = prec.shape
+            e = orig(mic.centres[:P], np.zeros((P, F, 2)), prec)
+            kappa, w = e._kernel_eig(sd)
+            h = np.kron(e.tf, (w / (sv ** 2 * kappa)) @ w.T) + \
+                np.kron(e.t2 / sa ** 2, np.eye(P)) + np.diag(prec.T.ravel())
+            m = np.kron(np.eye(F) - 1.0 / F, np.eye(P))      # removes each particle's mean
+            var.append(2 * np.trace(m @ np.linalg.inv(h) @ m.T) / (P * F))
+            d = mic.centres[:, None, :] + polish_simulated_micrograph(ds, mic).tracks - \
+                mic.positions
+            err.append(np.mean(np.sum((d - d.mean(1, keepdims=True)) ** 2, -1)))
+        print("SNR %g: posterior SD of the shape %.3f A, true-sigma MAP shape error %.3f A"
+              % (snr, np.sqrt(np.mean(var)) * c.pixel_size, np.sqrt(np.mean(err)) * c.pixel_size),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
