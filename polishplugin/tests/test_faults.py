@@ -184,7 +184,7 @@ def test_resume_with_other_settings_is_refused_or_started_afresh(project, tmp_pa
     other = ("--sigma-vel", "1.0", "--first-frame", "3")
     assert polish.main(_pol(project / "sim", pol, *other)) == 2
     assert "other settings" in caplog.text and "first_frame 1 -> 3" in caplog.text
-    assert "sigmas [0.2, 5000.0, 2.0] -> [1.0, 5000.0, 2.0]" in caplog.text
+    assert "sigmas auto -> [1.0, 5000.0, 2.0]" in caplog.text    # the default: auto
     assert _tracks(pol).keys() == old.keys()
     assert polish.main(_pol(project / "sim", pol, *other, "--fresh")) == 0
     tracks = _tracks(pol)
