@@ -36,7 +36,7 @@ from ..reconstruct import Backprojector, centered_fft
 from ..simulate.volumes import lowpass
 from .confidence import cw_red_lambda, nominal_resolution
 from .estep import centred_projections, log_likelihoods, pose_posteriors
-from .mstep import backproject, tau2_from_fsc
+from .mstep import tau2_from_fsc
 from .relion_grid import half_to_map
 from .sampling import (angular_distance, angular_step, local_orientations, next_order,
                        orientation_grid, translation_grid)
@@ -248,12 +248,17 @@ def _estep_half(ref, idx, particles, state, settings, inv_s2, first, bp):
     grid_p = None if local else centred_projections(proj, grid)
     angles, shifts = state.angles[idx].copy(), state.shifts[idx].copy()
     maxprob = np.zeros(len(idx))
+    # eq. 9 on the back-projector's pixels only: w c y e_t / sigma^2 and w c^2 / sigma^2, with
+    # the shift ramp e_t computed once per distinct translation of a particle's poses
+    pix = bp.pixels
+    fy, fx = (np.fft.fftfreq(n)[k] for k in np.divmod(pix, n))
+    s_pix = inv_s2.reshape(-1)[pix]
     pending = []
 
     def flush():
         if pending:
-            imgs, rots, ctfs, w = (np.concatenate(x) for x in zip(*pending))
-            backproject(bp, imgs, rots, ctfs, inv_s2, w)
+            vals, wts, rots = (np.concatenate(x) for x in zip(*pending))
+            bp.add(vals, wts, rots)
             pending.clear()
 
     for b0 in range(0, len(idx), settings.batch):
@@ -263,6 +268,10 @@ def _estep_half(ref, idx, particles, state, settings, inv_s2, first, bp):
         prev = state.shifts[sel]
         yc = crop2(y, n, m) * shift_phase(m, m, -prev[:, 0] * m / n, -prev[:, 1] * m / n)
         cc = None if c is None else crop2(c, n, m)
+        y_pix = y.reshape(len(sel), -1)[:, pix]
+        c_pix = 1.0 if c is None else c.reshape(len(sel), -1)[:, pix]
+        data_pix = c_pix * s_pix * y_pix
+        weight_pix = np.broadcast_to(c_pix * c_pix * s_pix, y_pix.shape)
         for j, i in enumerate(sel):
             cj = None if cc is None else cc[j:j + 1]
             if local:
@@ -290,11 +299,12 @@ def _estep_half(ref, idx, particles, state, settings, inv_s2, first, bp):
             maxprob[k] = w[0, best]
             nz = np.flatnonzero(w[0])
             o, t = np.divmod(nz, len(trans))
-            total = prev[j] + trans[t]
-            moved = y[j] * shift_phase(n, n, -total[:, 0], -total[:, 1])
+            used, t_of = np.unique(t, return_inverse=True)
+            total = prev[j] + trans[used]
+            ramp = np.exp(2j * np.pi * (total[:, :1] * fx + total[:, 1:] * fy))
+            wk = w[0, nz][:, None]
             rots = euler_to_matrix(oris[o, 0], oris[o, 1], oris[o, 2])
-            ctf = None if c is None else np.broadcast_to(c[j], moved.shape)
-            pending.append((moved, rots, np.ones(moved.shape) if ctf is None else ctf, w[0, nz]))
+            pending.append((wk * data_pix[j] * ramp[t_of], wk * weight_pix[j], rots))
             if sum(len(p[0]) for p in pending) >= 256:
                 flush()
     flush()
