@@ -2,15 +2,18 @@
 simulated particles from a 30 A low-pass of the truth, RELION 3.1's relion_refine_mpi against
 our pp_refine with the Tikhonov, RED and CW-RED priors (TV denoiser unless --denoiser), for
 several structures x SNRs. Same particle files, same machine, run one after the other.
+A run "MODE:DENOISER" (e.g. cw-red:unet) picks the denoiser of that run; --extra passes more
+pp_refine options to every run of ours (e.g. "--cw-low 8").
 
 Per run: FSC of the final map against the truth at 0.5 and 0.143, mean FSC vs truth between
 --band A (default 10 and 4 A, the paper's band), the half-map (gold-standard) resolution the
 program reports, the median angular error of the particles against their true poses, the
-iterations and the CPU seconds (this process's children: every MPI rank and thread).
+iterations and the CPU seconds (this process's children: every MPI rank and thread; RELION's
+master rank, which only waits, included), in total and per iteration.
 
     python benchmarks/refine_vs_relion.py --out /tmp/rvr [--structures 2xhe pseudo]
         [--snrs 0.05 0.01 0.0028] [--box 64] [--px 2.0] [--count 2000] [--ranks 3]
-        [--runs relion tikhonov red cw-red] [--max-iter 25]
+        [--runs relion tikhonov red cw-red cw-red:unet] [--max-iter 25]
 
 Prints one markdown table row per run (flushed as each run ends) and writes results.json.
 """
@@ -40,6 +43,15 @@ from polishplugin.io.star import read_particles_star, read_star  # noqa: E402
 
 MODELS = os.path.join(REPO, "..", "shared", "data", "models")
 RUNS = ("relion", "tikhonov", "red", "cw-red")
+
+
+def run_name(text):
+    """A --runs entry: relion, tikhonov, red, cw-red, or red / cw-red with :DENOISER."""
+    mode, _, den = text.partition(":")
+    if mode not in RUNS or (den and mode in ("relion", "tikhonov")):
+        raise argparse.ArgumentTypeError("run must be one of %s (red / cw-red may end in "
+                                         ":DENOISER), got %r" % (", ".join(RUNS), text))
+    return text
 
 
 def children_cpu():
@@ -79,16 +91,18 @@ def run_relion(folder, args):
     return os.path.join(out, "run_class001.mrc"), os.path.join(out, "run_data.star"), half, iters
 
 
-def run_ours(folder, mode, args):
-    out = os.path.join(folder, mode)
+def run_ours(folder, run, args):
+    mode, _, denoiser = run.partition(":")
+    name = run.replace(":", "_")
+    out = os.path.join(folder, name)
     cmd = [sys.executable, "-m", "polishplugin.programs.refine", "--particles", "particles.star",
-           "--ref", "ref.mrc", "--out", mode, "--mode", mode, "--max-iter", str(args.max_iter),
-           "--particle-diameter", str(0.8 * args.box * args.px), "--fresh"]
+           "--ref", "ref.mrc", "--out", name, "--mode", mode, "--max-iter", str(args.max_iter),
+           "--particle-diameter", str(0.8 * args.box * args.px), "--fresh"] + args.extra.split()
     if mode != "tikhonov":
-        cmd += ["--denoiser", args.denoiser]
+        cmd += ["--denoiser", denoiser or args.denoiser]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
     res = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True)
-    with open(os.path.join(folder, mode + ".log"), "w") as fh:
+    with open(os.path.join(folder, name + ".log"), "w") as fh:
         fh.write(res.stdout + res.stderr)
     if res.returncode:
         raise SystemExit("pp_refine failed in %s:\n%s" % (folder, res.stderr[-3000:]))
@@ -120,7 +134,8 @@ def main():
     p.add_argument("--max-iter", type=int, default=25)
     p.add_argument("--denoiser", default="tv")
     p.add_argument("--band", nargs=2, type=float, default=[10.0, 4.0])
-    p.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS))
+    p.add_argument("--runs", nargs="+", type=run_name, default=list(RUNS))
+    p.add_argument("--extra", default="", help="more pp_refine options for our runs")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
     if "relion" in args.runs and not shutil.which("relion_refine_mpi"):
@@ -132,8 +147,9 @@ def main():
     print("box %d, %.2f A/px, %d particles, FSC band %g-%g A (shells %d-%d)"
           % (args.box, args.px, args.count, lo, hi, band.start, band.stop - 1))
     print("| structure | SNR | run | vs truth FSC 0.5 (A) | vs truth 0.143 (A) | mean FSC %g-%g A "
-          "| half-map res (A) | median ang. error (deg) | iterations | CPU (s) |" % (lo, hi))
-    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+          "| half-map res (A) | half-map - truth (shells) | median ang. error (deg) | iterations "
+          "| CPU (s) | CPU/iter (s) |" % (lo, hi))
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     results = []
     for si, name in enumerate(args.structures):
         for snr in args.snrs:
@@ -150,7 +166,7 @@ def main():
                 ps, angles=np.zeros_like(ps.angles), origins_A=np.zeros_like(ps.origins_A)),
                 args.px)
             c0 = fsc(start, truth)
-            print("| %s | %g | start (30 A low-pass) | %.1f | %.1f | %.3f | | | | |"
+            print("| %s | %g | start (30 A low-pass) | %.1f | %.1f | %.3f | | | | | | |"
                   % (name, snr, resolution_at(c0, args.box, args.px, 0.5),
                      resolution_at(c0, args.box, args.px), c0[band].mean()), flush=True)
             for run in args.runs:
@@ -164,12 +180,15 @@ def main():
                            truth_05=resolution_at(c, args.box, args.px, 0.5),
                            truth_0143=resolution_at(c, args.box, args.px),
                            band_fsc=float(c[band].mean()), half_map=half,
+                           # > 0: the half maps claim more shells than the truth gives
+                           optimism=args.box * args.px * (1 / half - 1 / resolution_at(
+                               c, args.box, args.px)),
                            angular_error=float(np.median(err)), iterations=iters, cpu_s=cpu,
-                           wall_s=wall)
+                           cpu_per_iter=cpu / max(iters, 1), wall_s=wall, fsc_truth=c.tolist())
                 results.append(row)
                 print("| %(structure)s | %(snr)g | %(run)s | %(truth_05).1f | %(truth_0143).1f | "
-                      "%(band_fsc).3f | %(half_map).1f | %(angular_error).1f | %(iterations)d | "
-                      "%(cpu_s).0f |" % row, flush=True)
+                      "%(band_fsc).3f | %(half_map).1f | %(optimism)+.1f | %(angular_error).1f | %(iterations)d | "
+                      "%(cpu_s).0f | %(cpu_per_iter).1f |" % row, flush=True)
                 with open(os.path.join(root, "results.json"), "w") as fh:
                     json.dump(dict(args=vars(args), results=results), fh, indent=1)
 
