@@ -160,3 +160,22 @@ def test_estep_back_projection_equals_the_shifted_images_at_the_chosen_poses(cas
     assert scale > 0
     assert np.abs(got.data - want.data).max() < 1e-9 * scale
     assert np.abs(got.weight - want.weight).max() < 1e-9 * want.weight.max()
+
+
+def test_convergence_adds_one_last_pass_at_the_full_size(case):
+    """Converged (no progress for 2 iterations at the finest order): not finished yet, the next
+    iteration runs at the full box with the same sampling and ends with a final map that holds
+    the shells beyond the size refinement had reached."""
+    truth, ps, parts = case
+    st = loop.Settings(healpix_order=1, local_order=1, max_order=1, ini_high=15.0)
+    state = loop.initial_state(parts, truth, st, angles=ps.angles, shifts=-ps.origins_A / PX)
+    state.iteration, state.stall, state.best_resolution = 3, 2, 1e-3    # nothing can improve
+    small = state.current_size = 12
+    conv, rec = loop.iterate(state, parts, st)
+    assert rec["converged"] and not conv.finished and conv.final_pass
+    assert conv.current_size == N and conv.order == state.order
+    assert conv.offset_step == state.offset_step
+    last, rec2 = loop.iterate(conv, parts, st)
+    assert last.finished and rec2["final_pass"] and rec2["converged"] and rec2["current_size"] == N
+    c = fsc(last.final_map, truth)
+    assert c[small // 2 + 1:small // 2 + 4].mean() > 0.4     # 0 without the full-size pass

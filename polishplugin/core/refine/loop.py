@@ -15,8 +15,10 @@ independent half-sets, each refined against its own reference; per iteration
 4. sampling: the HEALPix order goes up when the resolution stalls or the step is coarser than
    one resolution element at the particle radius (:func:`.sampling.next_order`); the offset step
    halves with it; converged when the resolution has not improved for 2 iterations and the order
-   no longer needs to go up. The final map joins both halves' B and K (tau^2 from the FSC of the
-   full set, 2 FSC / (1 + FSC)).
+   no longer needs to go up. Once converged, one last pass at the full image size (RELION's
+   final iteration uses all data to Nyquist too); its map joins both halves' B and K (tau^2
+   from the FSC of the full set, 2 FSC / (1 + FSC)). A run stopped by max_iter ends at the
+   size it had.
 
 Fourier transforms are numpy's (unnormalised) centred ones
 (:func:`~polishplugin.core.reconstruct.centered_fft`); sigma^2 is E|noise|^2 per Fourier pixel,
@@ -108,6 +110,7 @@ class State:
     best_resolution: float = np.inf
     fsc: np.ndarray = None
     finished: bool = False
+    final_pass: bool = False         # converged: this iteration runs at the full size, then ends
     final_map: np.ndarray = None
     history: list = field(default_factory=list)
 
@@ -406,14 +409,19 @@ def iterate(state, particles, settings, mask=None):
         step = state.offset_step / 2.0
         rng_ = max(state.offset_range / 2.0, 1.5 * step)
     converged = (not first and order == state.order and stall >= STALL_CONVERGED)
-    finished = converged or state.iteration + 1 >= settings.max_iter
+    final_pass = converged and not state.final_pass
+    if state.final_pass or final_pass:
+        order, rng_, step = state.order, state.offset_range, state.offset_step
+    finished = state.final_pass or state.iteration + 1 >= settings.max_iter
     record = {"iteration": state.iteration + 1, "healpix_order": state.order,
               "angular_step": angular_step(state.order),
               "local": bool(state.order >= settings.local_order and not first),
               "current_size": m, "offset_range": state.offset_range,
               "offset_step": state.offset_step, "resolution": resolution, "lambda": lam,
               "angular_change": change, "offset_change_A": offset_change,
-              "mean_maxprob": float(maxprob.mean()), "converged": bool(converged)}
+              "mean_maxprob": float(maxprob.mean()),
+              "converged": bool(converged or state.final_pass),
+              "final_pass": bool(state.final_pass)}
     final_map = None
     if finished:
         full = 2 * fsc / (1 + np.maximum(fsc, 0.0))
@@ -422,9 +430,11 @@ def iterate(state, particles, settings, mask=None):
     new = State(iteration=state.iteration + 1, refs=refs.astype(np.float32), angles=angles,
                 shifts=shifts, maxprob=maxprob, sigma2=sigma2, order=order, offset_range=rng_,
                 offset_step=step,
-                current_size=image_size_for(best, n, px, settings.size_margin),
+                current_size=n if final_pass else image_size_for(best, n, px,
+                                                                 settings.size_margin),
                 stall=0 if order > state.order else stall, best_resolution=best, fsc=fsc,
-                finished=finished, final_map=final_map, history=list(state.history))
+                finished=finished, final_pass=final_pass and not finished, final_map=final_map,
+                history=list(state.history))
     record["cpu_s"] = time.process_time() - t_cpu
     record["wall_s"] = time.time() - t_wall
     new.history.append(record)
