@@ -60,6 +60,7 @@ class Settings:
     lam: float = 1.0                 # lambda of mode red
     cw_low: float = 10.0
     cw_high: float = 4.5
+    cw_shells: bool = False          # red / cw-red: prior mean weighted per shell by the FSC
     pad: int = 2
     tau2_fudge: float = 1.0
     ini_high: float = 30.0           # A: low-pass of the starting map
@@ -353,7 +354,8 @@ def _update(bp_data, bp_weight, fsc, n, settings, current, lam):
     red = settings.mode != "tikhonov" and lam > 0
     vol, _ = regularised_map(bp_data, bp_weight, tau2, n, settings.pad, current,
                              settings.tau2_fudge, mode="red" if red else "tikhonov",
-                             denoiser=settings.denoiser, lam=lam if red else 1.0)
+                             denoiser=settings.denoiser, lam=lam if red else 1.0,
+                             shell_weight=np.maximum(fsc, 0.0) if settings.cw_shells else None)
     # numpy's image transforms are n^2 x RELION's, which half_to_map assumes
     return vol / float(n) ** 2
 
