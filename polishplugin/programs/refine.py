@@ -73,9 +73,10 @@ def build_parser():
     r.add_argument("--cw-low", type=positive, default=LOW_A, help="cw-red: lambda 0 at/worse (A)")
     r.add_argument("--cw-high", type=positive, default=HIGH_A,
                    help="cw-red: lambda 1 at/better (A)")
-    r.add_argument("--cw-shells", action="store_true",
+    r.add_argument("--cw-shells", choices=("all", "final"), default="",
                    help="red / cw-red: weight the denoised prior mean per shell by the "
-                        "gold-standard FSC (0 where the halves disagree: Tikhonov there)")
+                        "gold-standard FSC (0 where the halves disagree: Tikhonov there), in "
+                        "every update or in the final map only")
     r.add_argument("--tau2-fudge", type=positive, default=1.0, help="tau^2 fudge factor")
     r.add_argument("--pad", type=at_least(1), default=2, help="Fourier padding of the M-step")
     s = p.add_argument_group("sampling")

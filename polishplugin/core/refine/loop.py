@@ -60,7 +60,8 @@ class Settings:
     lam: float = 1.0                 # lambda of mode red
     cw_low: float = 10.0
     cw_high: float = 4.5
-    cw_shells: bool = False          # red / cw-red: prior mean weighted per shell by the FSC
+    cw_shells: str = ""              # red / cw-red: prior mean weighted per shell by the FSC
+    #                                  in every update ("all") or in the final map only ("final")
     pad: int = 2
     tau2_fudge: float = 1.0
     ini_high: float = 30.0           # A: low-pass of the starting map
@@ -347,7 +348,7 @@ def _lambda(settings, resolution):
     return cw_red_lambda(resolution, settings.cw_low, settings.cw_high)
 
 
-def _update(bp_data, bp_weight, fsc, n, settings, current, lam):
+def _update(bp_data, bp_weight, fsc, n, settings, current, lam, final=False):
     """Eq. 11 / 17 on the sums; the map in the images' grey scale."""
     b, k = completed_sums(bp_data, bp_weight, n, settings.pad)
     tau2 = tau2_from_fsc(fsc, k, settings.pad, r_max=settings.pad * current / 2.0)
@@ -355,7 +356,8 @@ def _update(bp_data, bp_weight, fsc, n, settings, current, lam):
     vol, _ = regularised_map(bp_data, bp_weight, tau2, n, settings.pad, current,
                              settings.tau2_fudge, mode="red" if red else "tikhonov",
                              denoiser=settings.denoiser, lam=lam if red else 1.0,
-                             shell_weight=np.maximum(fsc, 0.0) if settings.cw_shells else None)
+                             shell_weight=np.maximum(fsc, 0.0) if settings.cw_shells == "all" or (
+                                 final and settings.cw_shells == "final") else None)
     # numpy's image transforms are n^2 x RELION's, which half_to_map assumes
     return vol / float(n) ** 2
 
@@ -428,7 +430,7 @@ def iterate(state, particles, settings, mask=None):
     if finished:
         full = 2 * fsc / (1 + np.maximum(fsc, 0.0))
         final_map = _update(bps[0].data + bps[1].data, bps[0].weight + bps[1].weight, full, n,
-                            settings, m, lam).astype(np.float32)
+                            settings, m, lam, final=True).astype(np.float32)
     new = State(iteration=state.iteration + 1, refs=refs.astype(np.float32), angles=angles,
                 shifts=shifts, maxprob=maxprob, sigma2=sigma2, order=order, offset_range=rng_,
                 offset_step=step,
