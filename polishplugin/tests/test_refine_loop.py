@@ -179,3 +179,20 @@ def test_convergence_adds_one_last_pass_at_the_full_size(case):
     assert last.finished and rec2["final_pass"] and rec2["converged"] and rec2["current_size"] == N
     c = fsc(last.final_map, truth)
     assert c[small // 2 + 1:small // 2 + 4].mean() > 0.4     # 0 without the full-size pass
+
+
+def test_cw_shells_final_changes_only_the_final_map(case):
+    """--cw-shells final: the references of the iteration are those of plain CW-RED and only the
+    final map differs; --cw-shells all changes the references too."""
+    from polishplugin.core.refine.denoisers import get_denoiser
+    truth, ps, parts = case
+    base = dict(mode="cw-red", denoiser=get_denoiser("tv"), cw_low=40.0, cw_high=8.0,
+                healpix_order=0, local_order=5, ini_high=15.0, max_iter=1)
+    state = loop.initial_state(parts, truth, loop.Settings(**base))
+    plain, _ = loop.iterate(state, parts, loop.Settings(**base))
+    final, rec = loop.iterate(state, parts, loop.Settings(cw_shells="final", **base))
+    every, _ = loop.iterate(state, parts, loop.Settings(cw_shells="all", **base))
+    assert rec["lambda"] > 0 and plain.finished and final.finished
+    np.testing.assert_array_equal(final.refs, plain.refs)
+    assert not np.allclose(final.final_map, plain.final_map)
+    assert not np.allclose(every.refs, plain.refs)
