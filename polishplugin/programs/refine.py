@@ -88,6 +88,10 @@ def build_parser():
     r.add_argument("--cw-low", type=positive, default=LOW_A, help="cw-red: lambda 0 at/worse (A)")
     r.add_argument("--cw-high", type=positive, default=HIGH_A,
                    help="cw-red: lambda 1 at/better (A)")
+    r.add_argument("--cw-shells", choices=("all", "final"), default="",
+                   help="red / cw-red: weight the denoised prior mean per shell by the "
+                        "gold-standard FSC (0 where the halves disagree: Tikhonov there), in "
+                        "every update or in the final map only")
     r.add_argument("--tau2-fudge", type=positive, default=1.0, help="tau^2 fudge factor")
     r.add_argument("--pad", type=at_least(1), default=2, help="Fourier padding of the M-step")
     s = p.add_argument_group("sampling")
@@ -218,7 +222,8 @@ def settings_of(args, n, px):
         denoiser = get_denoiser(args.denoiser, tv_weight=args.tv_weight,
                                 unet_weights=args.unet_weights)
     return Settings(mode=args.mode, denoiser=denoiser, lam=args.lam, cw_low=args.cw_low,
-                    cw_high=args.cw_high, pad=args.pad, tau2_fudge=args.tau2_fudge,
+                    cw_high=args.cw_high, cw_shells=args.cw_shells, pad=args.pad,
+                    tau2_fudge=args.tau2_fudge,
                     ini_high=args.ini_high, particle_diameter=args.particle_diameter or 0.0,
                     healpix_order=args.healpix_order, local_order=args.local_order,
                     max_order=args.max_order, local_steps=args.local_steps,

@@ -161,3 +161,65 @@ def test_cw_red_lambda_follows_the_resolution_and_changes_the_map(case):
     assert rec_b["lambda"] == pytest.approx(cw_red_lambda(rec_b["resolution"], 40.0, 8.0))
     diff = np.linalg.norm(b.refs - a.refs) / np.linalg.norm(a.refs)
     assert diff > 1e-3
+
+
+def test_estep_back_projection_equals_the_shifted_images_at_the_chosen_poses(case):
+    """The E-step's sums B and K (eq. 9) equal those of the images moved by their chosen offsets
+    and back-projected at their chosen orientations (the CC iteration: one pose per image, weight
+    1), with the CTF and sigma^-2; the images start off-centre so the shift ramps matter."""
+    from polishplugin.core.geometry import euler_to_matrix
+    from polishplugin.core.reconstruct import Backprojector, centered_fft
+    from polishplugin.core.refine.mstep import backproject
+    truth, ps, parts = case
+    rng = np.random.default_rng(2)
+    st = loop.Settings(healpix_order=0, ini_high=15.0)
+    state = loop.initial_state(parts, truth, st, shifts=rng.uniform(-1.5, 1.5, (100, 2)))
+    idx = np.flatnonzero(parts.half_sets == 1)
+    n, m = N, state.current_size
+    inv_s2 = loop.inverse_sigma2(state.sigma2, n, m)
+    got = Backprojector(n, st.pad, r_max=min(n // 2 - 1, m // 2))
+    angles, shifts, _ = loop._estep_half(truth, idx, parts, state, st, inv_s2, True, got)
+    assert np.abs(shifts - state.shifts[idx]).max() > 0.5       # moved by the search too
+    want = Backprojector(n, st.pad, r_max=min(n // 2 - 1, m // 2))
+    backproject(want, centered_fft(parts.images[idx].astype(np.float64), shifts),
+                euler_to_matrix(*angles.T), parts.ctfs[idx], inv_s2)
+    scale = np.abs(want.data).max()
+    assert scale > 0
+    assert np.abs(got.data - want.data).max() < 1e-9 * scale
+    assert np.abs(got.weight - want.weight).max() < 1e-9 * want.weight.max()
+
+
+def test_convergence_adds_one_last_pass_at_the_full_size(case):
+    """Converged (no progress for 2 iterations at the finest order): not finished yet, the next
+    iteration runs at the full box with the same sampling and ends with a final map that holds
+    the shells beyond the size refinement had reached."""
+    truth, ps, parts = case
+    st = loop.Settings(healpix_order=1, local_order=1, max_order=1, ini_high=15.0)
+    state = loop.initial_state(parts, truth, st, angles=ps.angles, shifts=-ps.origins_A / PX)
+    state.iteration, state.stall, state.best_resolution = 3, 2, 1e-3    # nothing can improve
+    small = state.current_size = 12
+    conv, rec = loop.iterate(state, parts, st)
+    assert rec["converged"] and not conv.finished and conv.final_pass
+    assert conv.current_size == N and conv.order == state.order
+    assert conv.offset_step == state.offset_step
+    last, rec2 = loop.iterate(conv, parts, st)
+    assert last.finished and rec2["final_pass"] and rec2["converged"] and rec2["current_size"] == N
+    c = fsc(last.final_map, truth)
+    assert c[small // 2 + 1:small // 2 + 4].mean() > 0.4     # 0 without the full-size pass
+
+
+def test_cw_shells_final_changes_only_the_final_map(case):
+    """--cw-shells final: the references of the iteration are those of plain CW-RED and only the
+    final map differs; --cw-shells all changes the references too."""
+    from polishplugin.core.refine.denoisers import get_denoiser
+    truth, ps, parts = case
+    base = dict(mode="cw-red", denoiser=get_denoiser("tv"), cw_low=40.0, cw_high=8.0,
+                healpix_order=0, local_order=5, ini_high=15.0, max_iter=1)
+    state = loop.initial_state(parts, truth, loop.Settings(**base))
+    plain, _ = loop.iterate(state, parts, loop.Settings(**base))
+    final, rec = loop.iterate(state, parts, loop.Settings(cw_shells="final", **base))
+    every, _ = loop.iterate(state, parts, loop.Settings(cw_shells="all", **base))
+    assert rec["lambda"] > 0 and plain.finished and final.finished
+    np.testing.assert_array_equal(final.refs, plain.refs)
+    assert not np.allclose(final.final_map, plain.final_map)
+    assert not np.allclose(every.refs, plain.refs)

@@ -9,6 +9,8 @@ A pose g is an orientation (a projection of the reference, :class:`~polishplugin
 Projector`) and a translation t (x, y pixels: the particle centre sits at image centre + t), so
 the prediction is c P_o exp(-2 pi i k.t) in the image's centred transform.
 """
+import functools
+
 import numpy as np
 
 from ...backends import get_backend
@@ -17,11 +19,36 @@ from ..fourier import shift_phase
 PRUNE = 1e-8    # weights below this fraction of an image's largest weight are dropped
 
 
+def _frozen(a):
+    a.flags.writeable = False
+    return a
+
+
+@functools.lru_cache(maxsize=8)
+def _centring(n):
+    """The phase that moves the origin of an n-box transform to the box centre (cached)."""
+    return _frozen(shift_phase(n, n, -(n // 2), -(n // 2)))
+
+
+@functools.lru_cache(maxsize=32)
+def _translation_phases(n, t_bytes):
+    """(T, n*n) shift phases of the translations (T, 2) stored in ``t_bytes`` (cached: a
+    refinement scores every image against the same few translation grids)."""
+    t = np.frombuffer(t_bytes, dtype=np.float64).reshape(-1, 2)
+    return _frozen(shift_phase(n, n, t[:, 0], t[:, 1]).reshape(len(t), -1))
+
+
+@functools.lru_cache(maxsize=32)
+def _score_pixels(n, used_bytes):
+    cols, mates = score_pixels(n, np.frombuffer(used_bytes, dtype=bool))
+    return _frozen(cols), _frozen(mates)
+
+
 def centred_projections(projector, angles):
     """Centred transforms (origin at the box centre, as :func:`~polishplugin.core.reconstruct.
     centered_fft`) of the reference's projections at ``angles`` (O, 3) radians."""
     n = projector.n
-    return projector.project_many(angles) * shift_phase(n, n, -(n // 2), -(n // 2))
+    return projector.project_many(angles) * _centring(n)
 
 
 def score_pixels(n, used):
@@ -62,14 +89,14 @@ def log_likelihoods(images_fft, ctfs, projections, translations, inv_sigma2, bac
     if ctfs is not None:
         c = np.broadcast_to(np.asarray(ctfs, dtype=np.float64), y.shape).reshape(N, -1)
         a, b = a * c, s * c * c
-    cols, mates = score_pixels(n, np.any(s != 0, axis=0))
+    cols, mates = _score_pixels(n, np.any(s != 0, axis=0).tobytes())
     paired = mates >= 0
     folded = paired & (mates != cols)            # the DC pixel is its own mate: counted once
     a_cols, b_cols = a[:, cols], b[:, cols]
     a_cols[:, folded] += np.conj(a[:, mates[folded]])
     b_cols[:, folded] += b[:, mates[folded]]
     t = np.asarray(translations, dtype=np.float64)
-    e = shift_phase(n, n, t[:, 0], t[:, 1]).reshape(len(t), -1)[:, cols]
+    e = _translation_phases(n, np.ascontiguousarray(t).tobytes())[:, cols]
     p = np.asarray(projections).reshape(-1, n * n)[:, cols]
     yy = np.einsum("nm,nm->n", s, yf.real ** 2 + yf.imag ** 2)
     out = get_backend(backend).estep_scores(a_cols, b_cols, p, e)

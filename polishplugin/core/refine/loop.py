@@ -19,8 +19,10 @@ independent half-sets, each refined against its own reference; per iteration
 4. sampling: the HEALPix order goes up when the resolution stalls or the step is coarser than
    one resolution element at the particle radius (:func:`.sampling.next_order`); the offset step
    halves with it; converged when the resolution has not improved for 2 iterations and the order
-   no longer needs to go up. The final map joins both halves' B and K (tau^2 from the FSC of the
-   full set, 2 FSC / (1 + FSC)).
+   no longer needs to go up. Once converged, one last pass at the full image size (RELION's
+   final iteration uses all data to Nyquist too); its map joins both halves' B and K (tau^2
+   from the FSC of the full set, 2 FSC / (1 + FSC)). A run stopped by max_iter ends at the
+   size it had.
 
 The work may be split over processes (``split``, :class:`Serial` is the one-process default;
 programs/parallel.py has the MPI one): each takes a share of the half-sets' particles for the
@@ -45,7 +47,7 @@ from ..reconstruct import Backprojector, centered_fft
 from ..simulate.volumes import lowpass
 from .confidence import cw_red_lambda, nominal_resolution
 from .estep import centred_projections, log_likelihoods, pose_posteriors
-from .mstep import backproject, tau2_from_fsc
+from .mstep import tau2_from_fsc
 from .relion_grid import half_to_map
 from .sampling import (angular_distance, angular_step, local_orientations, next_order,
                        orientation_grid, translation_grid)
@@ -67,6 +69,8 @@ class Settings:
     lam: float = 1.0                 # lambda of mode red
     cw_low: float = 10.0
     cw_high: float = 4.5
+    cw_shells: str = ""              # red / cw-red: prior mean weighted per shell by the FSC
+    #                                  in every update ("all") or in the final map only ("final")
     pad: int = 2
     tau2_fudge: float = 1.0
     ini_high: float = 30.0           # A: low-pass of the starting map
@@ -119,6 +123,7 @@ class State:
     sigma2_offset: float = None      # A^2: the offset prior's variance (None: sigma_offset^2)
     fsc: np.ndarray = None
     finished: bool = False
+    final_pass: bool = False         # converged: this iteration runs at the full size, then ends
     final_map: np.ndarray = None
     red_maps: np.ndarray = None      # (2, 2, n, n, n): per half x~ = B / K and f(x~) (eq. 17)
     history: list = field(default_factory=list)
@@ -288,12 +293,17 @@ def _estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets
     grid_p = None if local else centred_projections(proj, grid)
     angles, shifts = state.angles[idx].copy(), state.shifts[idx].copy()
     maxprob = np.zeros(len(idx))
+    # eq. 9 on the back-projector's pixels only: w c y e_t / sigma^2 and w c^2 / sigma^2, with
+    # the shift ramp e_t computed once per distinct translation of a particle's poses
+    pix = bp.pixels
+    fy, fx = (np.fft.fftfreq(n)[k] for k in np.divmod(pix, n))
+    s_pix = inv_s2.reshape(-1)[pix]
     pending = []
 
     def flush():
         if pending:
-            imgs, rots, ctfs, w = (np.concatenate(x) for x in zip(*pending))
-            backproject(bp, imgs, rots, ctfs, inv_s2, w)
+            vals, wts, rots = (np.concatenate(x) for x in zip(*pending))
+            bp.add(vals, wts, rots)
             pending.clear()
 
     for b0 in range(0, len(idx), settings.batch):
@@ -303,6 +313,10 @@ def _estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets
         prev = state.shifts[sel]
         yc = crop2(y, n, m) * shift_phase(m, m, -prev[:, 0] * m / n, -prev[:, 1] * m / n)
         cc = None if c is None else crop2(c, n, m)
+        y_pix = y.reshape(len(sel), -1)[:, pix]
+        c_pix = 1.0 if c is None else c.reshape(len(sel), -1)[:, pix]
+        data_pix = c_pix * s_pix * y_pix
+        weight_pix = np.broadcast_to(c_pix * c_pix * s_pix, y_pix.shape)
         for j, i in enumerate(sel):
             cj = None if cc is None else cc[j:j + 1]
             if local:
@@ -335,11 +349,12 @@ def _estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets
                              @ ((prev[j] + trans) ** 2).sum(1)) * px2
             nz = np.flatnonzero(w[0])
             o, t = np.divmod(nz, len(trans))
-            total = prev[j] + trans[t]
-            moved = y[j] * shift_phase(n, n, -total[:, 0], -total[:, 1])
+            used, t_of = np.unique(t, return_inverse=True)
+            total = prev[j] + trans[used]
+            ramp = np.exp(2j * np.pi * (total[:, :1] * fx + total[:, 1:] * fy))
+            wk = w[0, nz][:, None]
             rots = euler_to_matrix(oris[o, 0], oris[o, 1], oris[o, 2])
-            ctf = None if c is None else np.broadcast_to(c[j], moved.shape)
-            pending.append((moved, rots, np.ones(moved.shape) if ctf is None else ctf, w[0, nz]))
+            pending.append((wk * data_pix[j] * ramp[t_of], wk * weight_pix[j], rots))
             if sum(len(p[0]) for p in pending) >= 256:
                 flush()
     flush()
@@ -378,9 +393,9 @@ def _lambda(settings, resolution):
     return cw_red_lambda(resolution, settings.cw_low, settings.cw_high)
 
 
-def _update(bp_data, bp_weight, fsc, n, settings, current, lam):
+def _update(bp_data, bp_weight, fsc, n, settings, current, lam, final=False):
     """Eq. 11 / 17 on the sums: (map, (x~, f(x~)) stacked or None when no denoiser ran), in the
-    images' grey scale."""
+    images' grey scale; ``final``: the joined map (where ``--cw-shells final`` applies)."""
     b, k = completed_sums(bp_data, bp_weight, n, settings.pad)
     tau2 = tau2_from_fsc(fsc, k, settings.pad, r_max=settings.pad * current / 2.0)
     red = settings.mode != "tikhonov" and lam > 0
@@ -392,7 +407,9 @@ def _update(bp_data, bp_weight, fsc, n, settings, current, lam):
         return out
     vol, _ = regularised_map(bp_data, bp_weight, tau2, n, settings.pad, current,
                              settings.tau2_fudge, mode="red" if red else "tikhonov",
-                             denoiser=denoise, lam=lam if red else 1.0)
+                             denoiser=denoise, lam=lam if red else 1.0,
+                             shell_weight=np.maximum(fsc, 0.0) if settings.cw_shells == "all" or (
+                                 final and settings.cw_shells == "final") else None)
     # numpy's image transforms are n^2 x RELION's, which half_to_map assumes
     scale = float(n) ** 2
     return vol / scale, (np.stack(seen[0]).astype(np.float32) / scale if seen else None)
@@ -469,28 +486,34 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
         step = state.offset_step / 2.0
         rng_ = max(state.offset_range / 2.0, 1.5 * step)
     converged = (not first and order == state.order and stall >= STALL_CONVERGED)
-    finished = converged or state.iteration + 1 >= settings.max_iter
+    final_pass = converged and not state.final_pass
+    if state.final_pass or final_pass:
+        order, rng_, step = state.order, state.offset_range, state.offset_step
+    finished = state.final_pass or state.iteration + 1 >= settings.max_iter
     record = {"iteration": state.iteration + 1, "healpix_order": state.order,
               "angular_step": angular_step(state.order),
               "local": bool(state.order >= settings.local_order and not first),
               "current_size": m, "offset_range": state.offset_range,
               "offset_step": state.offset_step, "resolution": resolution, "lambda": lam,
               "angular_change": change, "offset_change_A": offset_change,
-              "mean_maxprob": float(maxprob.mean()), "converged": bool(converged),
+              "mean_maxprob": float(maxprob.mean()),
+              "converged": bool(converged or state.final_pass),
+              "final_pass": bool(state.final_pass),
               "sigma_offset_A": float(np.sqrt(sigma2_offset))}
     final_map = None
     if finished and split.owns(1):
         full = 2 * fsc / (1 + np.maximum(fsc, 0.0))
         final_map = _update(bps[0].data + bps[1].data, bps[0].weight + bps[1].weight, full, n,
-                            settings, m, lam)[0].astype(np.float32)
+                            settings, m, lam, final=True)[0].astype(np.float32)
     new = State(iteration=state.iteration + 1, refs=refs.astype(np.float32), angles=angles,
                 shifts=shifts, maxprob=maxprob, sigma2=sigma2, order=order, offset_range=rng_,
                 offset_step=step,
-                current_size=image_size_for(best, n, px, settings.size_margin),
+                current_size=n if final_pass else image_size_for(best, n, px,
+                                                                 settings.size_margin),
                 stall=0 if order > state.order else stall, best_resolution=best,
                 sigma2_offset=sigma2_offset, fsc=fsc,
-                finished=finished, final_map=final_map, red_maps=red_maps,
-                history=list(state.history))
+                finished=finished, final_pass=final_pass and not finished, final_map=final_map,
+                red_maps=red_maps, history=list(state.history))
     record["cpu_s"] = float(split.sum(np.array([time.process_time() - t_cpu]))[0])
     record["wall_s"] = time.time() - t_wall
     new.history.append(record)

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..reconstruct import Backprojector
 from .gridding import gridding_weights
-from .mstep import half_grid_radius, map_update, prior_precision, unregularised
+from .mstep import half_grid_radius, half_grid_shells, map_update, prior_precision, unregularised
 from .relion_grid import half_to_map, map_to_half
 
 MODES = ("tikhonov", "red")
@@ -31,12 +31,14 @@ def completed_sums(data, weight, ori, pad):
 
 
 def regularised_map(data, weight, tau2, ori, pad, current_size, fudge=1.0, mode="tikhonov",
-                    denoiser=None, lam=1.0, gridding=True):
+                    denoiser=None, lam=1.0, gridding=True, shell_weight=None):
     """Real-space map (ori^3) of eq. 11 (``mode`` "tikhonov") or eq. 17 (``mode`` "red": prior
     mean lam * f(x~), f = ``denoiser`` on the real-space map of x~ = B / K).
 
     ``gridding``: divide by K + tau^-2 through RELION's iterative gridding weights
     (:mod:`.gridding`, RELION's default) rather than voxel by voxel (RELION's --skip_gridding).
+    ``shell_weight``: per shell of the original box, a factor in [0, 1] on the prior mean (0
+    beyond the list): lam w(shell) f(x~), a per-shell confidence in the denoiser.
     Returns (map, x~ map or None)."""
     if mode not in MODES:
         raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
@@ -54,6 +56,11 @@ def regularised_map(data, weight, tau2, ori, pad, current_size, fudge=1.0, mode=
         xt_map = half_to_map(unregularised(b, k), ori, pad)
         if lam > 0:
             prior_mean = lam * map_to_half(denoiser(xt_map), pad)
+            if shell_weight is not None:
+                w = np.clip(np.asarray(shell_weight, np.float64), 0.0, 1.0)
+                shells = half_grid_shells(b.shape[0], pad)
+                prior_mean = prior_mean * np.where(shells < len(w),
+                                                   w[np.minimum(shells, len(w) - 1)], 0.0)
     if gridding:
         finite = np.isfinite(precision)
         p = np.where(finite, precision, 0.0)
