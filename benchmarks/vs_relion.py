@@ -209,8 +209,8 @@ def run_snr(a, snr, work):
     add("ours true sigmas, --cc-scale relion", true, "Polish/job032",
         ours(project, "polish", "Polish/job032", T, *sigmas_args(true, False),
              "--cc-scale", "relion"))
-    otr = ours(project, "train", "Train/job033", T, "--min-particles", n_parts, "--restarts",
-               a.restarts, "--max-evals", a.max_evals)
+    otr = ours(project, "train", "Train/job033", T, "--method", "tcc", "--min-particles",
+               n_parts, "--restarts", a.restarts, "--max-evals", a.max_evals)
     our_trained = read_params(os.path.join(project, "Train/job033", "opt_params_all_groups.txt"))
     add("ours trained", our_trained, "Polish/job034",
         ours(project, "polish", "Polish/job034", T, "--params-file",

@@ -220,15 +220,25 @@ def reconstruct_fsc_figure(recon_dir):
 
 # ------------------------------------------------------------------ motion-parameter training
 def train_result(train_dir):
-    """(train.json as a dict, trace.star rows as a StarTable) of a training run."""
+    """(train.json as a dict, trace.star rows as a StarTable or None) of a training run; only
+    --method tcc writes a trace."""
     from ..io.star import read_star
     with open(os.path.join(train_dir, "train.json")) as fh:
         report = json.load(fh)
-    return report, read_star(os.path.join(train_dir, "trace.star"))["evaluations"]
+    trace = os.path.join(train_dir, "trace.star")
+    return report, (read_star(trace)["evaluations"] if os.path.exists(trace) else None)
+
+
+def train_method(train_dir):
+    """The method of a training run (runs from before the evidence method are tcc)."""
+    return train_result(train_dir)[0].get("method", "tcc")
 
 
 def _train_restarts(train_dir):
     report, trace = train_result(train_dir)
+    if trace is None:
+        raise ValueError("%s: no trace.star (a --method %s run has no TCC figures)"
+                         % (train_dir, report.get("method")))
     restart = np.asarray(trace["rlnPolishTrainRestart"])
     sig = np.stack([trace["rlnPolishTrainSigmaVel"], trace["rlnPolishTrainSigmaDiv"],
                     trace["rlnPolishTrainSigmaAcc"]], axis=1).astype(np.float64)
@@ -260,20 +270,31 @@ def train_slices_figure(train_dir):
 
 
 def train_optima_figure(train_dir):
+    """Per-restart optima, their geometric mean (written) and max/min spread; for --method
+    evidence also each optimum's Laplace width."""
     report = train_result(train_dir)[0]
     n_fit = 3 if report["fit_acc"] else 2
     spread = [np.nan if v is None else v for v in report["spread"]]
-    return plots.restart_optima_figure([r["sigmas"] for r in report["restarts"]],
-                                       report["sigmas"], spread, n_fit,
-                                       title="Optimum of each restart; written: %s"
-                                       % " ".join("%.4g" % v for v in report["sigmas"]))
+    evidence = report.get("method") == "evidence"
+    return plots.restart_optima_figure(
+        [r["sigmas"] for r in report["restarts"]], report["sigmas"], spread, n_fit,
+        title="%s of each restart; written: %s"
+        % ("Marginal-likelihood optimum" if evidence else "TCC optimum",
+           " ".join("%.4g" % v for v in report["sigmas"])),
+        widths=[r["evidence_spread"] for r in report["restarts"]] if evidence else None)
+
+
+#: figures of a training run by method: (file base name, function of the run's folder)
+TRAIN_FIGURES = {"tcc": (("train_tcc", train_tcc_figure), ("train_path", train_path_figure),
+                         ("train_slices", train_slices_figure),
+                         ("train_optima", train_optima_figure)),
+                 "evidence": (("train_optima", train_optima_figure),)}
 
 
 def train_figures(train_dir, fig_dir):
-    """The four training figures as PNG + PDF, joined into ``<train_dir>/logfile.pdf``."""
-    figs = [("train_tcc", train_tcc_figure(train_dir)), ("train_path", train_path_figure(train_dir)),
-            ("train_slices", train_slices_figure(train_dir)),
-            ("train_optima", train_optima_figure(train_dir))]
+    """The training figures of the run's method as PNG + PDF, joined into
+    ``<train_dir>/logfile.pdf``."""
+    figs = [(base, f(train_dir)) for base, f in TRAIN_FIGURES[train_method(train_dir)]]
     return _save_all(figs, fig_dir, train_dir)
 
 

@@ -261,12 +261,28 @@ def tcc_slices_figure(slices, factors, title="TCC around the optimum"):
     return fig
 
 
-def restart_optima_figure(optima, geo_mean, spread, n_fit=3, title="Optimum of each restart"):
-    """optima (R, 3): per-restart sigmas; geometric mean and max/min spread per sigma."""
+def restart_optima_figure(optima, geo_mean, spread, n_fit=3, title="Optimum of each restart",
+                          widths=None):
+    """optima (R, 3): per-restart sigmas; geometric mean and max/min spread per sigma. widths
+    (R, 3), optional: each optimum's multiplicative width w (bar from sigma / w to sigma * w;
+    None or inf: not constrained by the data, drawn as a hollow marker with an arrow)."""
     optima = np.asarray(optima, dtype=np.float64)
     fig, axes = plt.subplots(1, n_fit, figsize=(3.4 * n_fit, 3.6), squeeze=False)
+    x = np.arange(len(optima))
     for i, ax in enumerate(axes[0]):
-        ax.plot(np.arange(len(optima)), optima[:, i], "o")
+        if widths is None:
+            ax.plot(x, optima[:, i], "o")
+        else:
+            w = np.array([np.nan if r[i] is None else r[i] for r in widths], dtype=np.float64)
+            ok = np.isfinite(w)
+            y = optima[:, i]
+            ax.errorbar(x[ok], y[ok], yerr=[y[ok] - y[ok] / w[ok], y[ok] * w[ok] - y[ok]],
+                        fmt="o", capsize=4, label="optimum, Laplace width")
+            if (~ok).any():
+                ax.plot(x[~ok], y[~ok], "o", mfc="none", label="optimum, flat evidence")
+                for xi, yi in zip(x[~ok], y[~ok]):
+                    ax.annotate("", (xi, yi * 3), (xi, yi / 3),
+                                arrowprops=dict(arrowstyle="<->", color="gray"))
         if geo_mean[i] and geo_mean[i] > 0:
             ax.axhline(geo_mean[i], color="k", ls="--", lw=1, label="geometric mean")
         ax.set_yscale("log")

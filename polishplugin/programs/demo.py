@@ -78,7 +78,7 @@ def run(out, size="default", seed=2019):
                                 # half the micrographs (at least one): the tiny set has two
                                 minParticles=SIZES[size]["particlesPerMicrograph"]
                                 * max(1, SIZES[size]["numberOfMicrographs"] // 2),
-                                restarts=2, maxEvals=40, evalMaxRes=6.0)
+                                restarts=2, evalMaxRes=6.0)  # the default method
     polish = project.newProtocol(ProtPolishBayesian, objLabel="bayesian polishing",
                                  numberOfThreads=2)
     for prot in (train, polish):

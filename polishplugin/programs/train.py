@@ -1,29 +1,35 @@
-"""Train the motion-prior parameters sigma_vel, sigma_div, sigma_acc (§2.2 of Zivanov 2019) by
-maximising the thick-cylinder correlation (TCC, eq. 19) with Nelder-Mead; no Scipion needed.
+"""Train the motion-prior parameters sigma_vel, sigma_div, sigma_acc on random subsets of
+micrographs; no Scipion needed.
 
     python -m polishplugin.programs.train --particles run_data.star \\
         --mics MotionCorr/job002/corrected_micrographs.star \\
         --postprocess PostProcess/postprocess.star \\
-        --out Train --min-particles 4000 --align-frac 0.5 --restarts 3 [--no-fit-acc]
+        --out Train --min-particles 4000 --align-frac 0.5 --restarts 3 [--no-fit-acc] \\
+        [--method evidence | tcc]
 
 Each restart chooses its own random subset of micrographs (seed --seed + restart, RELION's
-choice: micrographs with >= 2 particles until --min-particles) and starts from the RELION start
-(0.6, 10000, 3) jittered by up to x1.5. Every movie is read once: its training data (CC maps on
-the alignment circle against the own half map, evaluation ring against the opposite half map;
-core/motion/train_data.py) stays in memory while a later restart still needs it.
+choice: micrographs with >= 2 particles until --min-particles). Every movie is read once: its
+training data (CC maps on the alignment circle against the own half map, evaluation ring against
+the opposite half map; core/motion/train_data.py) stays in memory while a later restart needs it.
 
-Outputs (under --out):
+--method evidence (default): per restart, the maximum of the subset's summed marginal likelihood
+of the alignment-circle CC maps (core/motion/evidence.py), one alignment per restart.
+--method tcc: the paper's TCC maximisation (Zivanov 2019 §2.2, eq. 19) with Nelder-Mead from the
+RELION start (0.6, 10000, 3) jittered by up to x1.5; every evaluation re-aligns the subset.
+
+Outputs (under --out), both methods:
   opt_params_all_groups.txt  "s_vel s_div s_acc" (RELION style; s_acc -1 = off): the GEOMETRIC
-                             MEAN of the per-restart optima (their TCCs are measured on different
-                             subsets and cannot pick a best one); train.json also has the best
-  trace.star                 every evaluation: restart, index, kind (simplex | flatness),
-                             sigmas, TCC, seconds
-  train.json                 per-restart optima, spread (max/min), flatness (relative TCC drop at
-                             x0.5 .. x2 of each sigma), subsets, memory held and time
-  logfile.pdf                TCC over the evaluations, optimiser path, TCC slices, optima
-With --method evidence: opt_params_all_groups.txt (geometric mean of the per-restart optima of
-the marginal likelihood) and train.json (per-restart optima, their max/min spread and the
-Laplace width of each optimum); no trace or figures.
+                             MEAN of the per-restart optima (each is measured on its own subset,
+                             so no value picks a best one)
+  train.json                 method, per-restart optima, their spread (max/min per sigma), subsets,
+                             memory held and time; evidence: each optimum's Laplace width
+                             (evidence_spread, a factor; null where the data leave it flat);
+                             tcc: flatness (relative TCC drop at x0.5 .. x2 of each sigma) and
+                             the best restart
+  logfile.pdf                evidence: the optima with their widths; tcc: TCC over the
+                             evaluations, optimiser path, TCC slices, optima
+  trace.star                 tcc only: every evaluation: restart, index, kind (simplex |
+                             flatness), sigmas, TCC, seconds
 """
 import argparse
 import json
@@ -57,11 +63,12 @@ def build_parser():
     g.add_argument("--allow-missing", action="store_true")
     g.add_argument("--skip-outside", action="store_true")
     t = p.add_argument_group("training")
-    t.add_argument("--method", choices=["tcc", "evidence"], default="tcc",
-                   help="tcc: the paper's TCC maximisation (Nelder-Mead, every evaluation "
-                        "re-aligns the subset); evidence: maximise the marginal likelihood of "
-                        "the subset's alignment-circle CC maps (core/motion/evidence.py; one "
-                        "alignment per restart, tens of times cheaper; writes no TCC trace)")
+    t.add_argument("--method", choices=["evidence", "tcc"], default="evidence",
+                   help="evidence (default): maximise the marginal likelihood of the subset's "
+                        "alignment-circle CC maps (core/motion/evidence.py; one alignment per "
+                        "restart, tens of times cheaper; writes no TCC trace); tcc: the paper's "
+                        "TCC maximisation (Nelder-Mead, every evaluation re-aligns the subset; "
+                        "--start, --max-evals, --xatol apply to it)")
     t.add_argument("--min-particles", type=at_least(2), default=4000,
                    help="particles per restart's subset (RELION --min_p)")
     t.add_argument("--align-frac", type=number, default=0.5,
@@ -329,9 +336,12 @@ def train(args, inputs, out, comm, t_all):
     session = _Session(inputs, projectors, (t_align, t_eval, k_max), window, subsets, args, comm)
     t_opt = time.time()
     start = tuple(args.start) if args.fit_acc else tuple(args.start[:2]) + (-1.0,)
+    geometry = {"k_max_px": k_max, "k_max_A": res, "t_align_px": t_align, "t_eval_px": t_eval,
+                "box": inputs.box, "pixel_size": inputs.pixel_size, "frames": F,
+                "window_px": window, "processes": comm.size}
     if args.method == "evidence":
-        return train_evidence(args, session, subsets, seeds, counts, start, out, comm, t_opt,
-                              t_all)
+        return train_evidence(args, session, subsets, seeds, counts, start, geometry, out, comm,
+                              t_opt, t_all)
     summary = train_with_restarts(session.make_objective, seeds, x0=start,
                                   fit_acc=args.fit_acc, max_evals=args.max_evals,
                                   xatol=args.xatol)
@@ -346,7 +356,8 @@ def train(args, inputs, out, comm, t_all):
                 [r.n_evals for r in summary.results])
     best = max(range(len(summary.results)), key=lambda i: summary.results[i].tcc)
     report = {
-        "sigmas": list(sigmas), "choice": "geometric mean of the per-restart optima",
+        "sigmas": list(sigmas), "method": "tcc",
+        "choice": "geometric mean of the per-restart optima",
         "best_restart": best, "best_sigmas": list(summary.results[best].sigmas),
         "spread": [_finite(v) for v in summary.spread], "fit_acc": args.fit_acc,
         "restarts": [dict(seed=s, micrographs=sub, particles=int(sum(counts[n] for n in sub)),
@@ -354,13 +365,10 @@ def train(args, inputs, out, comm, t_all):
                           converged=r.converged, message=r.message,
                           flatness={k: v.tolist() for k, v in r.flatness.items()})
                      for s, sub, r in zip(seeds, subsets, summary.results)],
-        "flatness_factors": list(FLATNESS_FACTORS), "start": list(start),
-        "k_max_px": k_max, "k_max_A": res, "t_align_px": t_align, "t_eval_px": t_eval,
-        "box": inputs.box, "pixel_size": inputs.pixel_size, "frames": F, "window_px": window,
+        "flatness_factors": list(FLATNESS_FACTORS), "start": list(start), **geometry,
         "memory": {"peak_held_bytes": int(session.peak_bytes),
                    "estimate_bytes_per_particle": int(bpp)},
         "failed": session.failed, "n_evaluations": len(session.rows),
-        "processes": comm.size,
         "seconds": {"read_and_build": round(read_seconds, 3),
                     "optimise": round(opt_seconds, 3), "total": round(time.time() - t_all, 3)}}
     with atomic_text(os.path.join(out, "train.json")) as fh:
@@ -375,9 +383,11 @@ def train(args, inputs, out, comm, t_all):
     return finish_status("train", sorted(session.failed), args.allow_partial)
 
 
-def train_evidence(args, session, subsets, seeds, counts, start, out, comm, t_opt, t_all):
+def train_evidence(args, session, subsets, seeds, counts, start, geometry, out, comm, t_opt,
+                   t_all):
     """--method evidence: per restart, the maximum of the summed marginal likelihood of the
-    subset's micrographs (:mod:`..core.motion.evidence`), all in paper units."""
+    subset's micrographs (:mod:`..core.motion.evidence`), all in paper units; the Laplace width
+    of each optimum (a factor exp(sd) per sigma, null where flat or not fitted) is reported."""
     from ..core.motion.evidence import SEARCH_LOWER, SEARCH_UPPER, SigmaSearch, choose_sigmas
     from ..core.motion.training import format_opt_params
     results, seen = [], {}
@@ -399,29 +409,32 @@ def train_evidence(args, session, subsets, seeds, counts, start, out, comm, t_op
         ch = choose_sigmas(Pooled(), SigmaSearch(start, SEARCH_LOWER, SEARCH_UPPER,
                                                  fit_acc=acc_on))
         sig = ch.sigmas_px if acc_on else ch.sigmas_px[:2] + (-1.0,)
+        width = [_finite(v) for v in ch.spread()][:3 if acc_on else 2]
         results.append({"seed": seeds[r], "micrographs": sub,
                         "particles": int(sum(counts[n] for n in sub)), "sigmas": list(sig),
-                        "evidence_spread": list(ch.spread()), "log_evidence": ch.log_evidence,
+                        "evidence_spread": width + [None] * (3 - len(width)),
+                        "log_evidence": ch.log_evidence,
                         "n_evals": ch.evaluations})
         seen[tuple(sub)] = results[-1]
         if comm.rank == 0:
             log.info("[restart %d] marginal-likelihood optimum %s (width x%s, %d evaluations)",
                      r, format_opt_params(sig).strip(),
-                     "/".join("%.2f" % v for v in ch.spread()), ch.evaluations)
+                     "/".join("-" if v is None else "%.2f" % v for v in width), ch.evaluations)
     read_seconds = max(comm.allgather(session.read_seconds))
     if comm.rank != 0:
         return 0
     s = np.array([x["sigmas"] for x in results])
     n_fit = 3 if args.fit_acc else 2
     geo = [float(np.exp(np.log(s[:, i]).mean())) for i in range(n_fit)]
-    spread = [float(s[:, i].max() / s[:, i].min()) for i in range(n_fit)]
+    spread = [float(s[:, i].max() / s[:, i].min()) for i in range(n_fit)] + [None] * (3 - n_fit)
     sigmas = tuple(geo) if args.fit_acc else tuple(geo) + (-1.0,)
     with atomic_text(os.path.join(out, OPT_PARAMS)) as fh:
         fh.write(format_opt_params(sigmas))
     report = {"sigmas": list(sigmas), "method": "evidence",
               "choice": "geometric mean of the per-restart marginal-likelihood optima",
               "spread": spread, "fit_acc": args.fit_acc, "restarts": results,
-              "start": list(start), "failed": session.failed,
+              "start": list(start), **geometry, "failed": session.failed,
+              "n_evaluations": int(sum(x["n_evals"] for x in seen.values())),
               "memory": {"peak_held_bytes": int(max(session.peak_bytes,
                                                     sum(m.nbytes for m in session.held.values())))},
               "seconds": {"read_and_build": round(read_seconds, 3),
@@ -431,7 +444,9 @@ def train_evidence(args, session, subsets, seeds, counts, start, out, comm, t_op
         json.dump(report, fh, indent=1)
     log.info("sigmas (geometric mean over %d restarts): %s, spread over restarts (max/min) "
              "x%s -> %s", len(results), format_opt_params(sigmas).strip(),
-             "/".join("%.2f" % v for v in spread), os.path.join(out, OPT_PARAMS))
+             "/".join("%.2f" % v for v in spread[:n_fit]), os.path.join(out, OPT_PARAMS))
+    if not args.no_figures:
+        job_figures().train_figures(out, os.path.join(out, "figures"))
     return finish_status("train", sorted(session.failed), args.allow_partial)
 
 

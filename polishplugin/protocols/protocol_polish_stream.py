@@ -123,11 +123,11 @@ class ProtPolishStreaming(ProtPolishBayesian, ProtStreamingBase):
                            "then polish every micrograph with them.")
         form.addParam("trainRestarts", params.IntParam, default=3, condition="trainFirst > 0",
                       expertLevel=params.LEVEL_ADVANCED, label="Training restarts")
-        form.addParam("trainMaxEvals", params.IntParam, default=100, condition="trainFirst > 0",
-                      expertLevel=params.LEVEL_ADVANCED, label="TCC evaluations per restart")
         form.addParam("trainEvalMaxRes", params.FloatParam, default=0.0,
                       condition="trainFirst > 0", expertLevel=params.LEVEL_ADVANCED,
-                      label="Highest resolution of the TCC (A, 0: auto)")
+                      label="Training resolution limit (A, 0: auto)",
+                      help="k_max of the training (train --eval-max-res): the alignment circle "
+                           "is the inner half of the disc up to it; 0: the half maps' FSC 0.143.")
         self._defineStreamingParams(form)
         form.addParallelSection(threads=3, mpi=0)
 
@@ -338,9 +338,8 @@ class ProtPolishStreaming(ProtPolishBayesian, ProtStreamingBase):
         args = self._inputArgs(folder) + [
             "--out %s" % os.path.abspath(os.path.join(folder, "train")),
             "--first-frame %d --last-frame %d" % (self.firstFrame.get(), self.lastFrame.get()),
-            "--min-particles %d --restarts %d --max-evals %d --eval-max-res %g --threads 1"
-            % (self.trainFirst.get(), self.trainRestarts.get(), self.trainMaxEvals.get(),
-               self.trainEvalMaxRes.get())]
+            "--min-particles %d --restarts %d --eval-max-res %g --threads 1"   # default method
+            % (self.trainFirst.get(), self.trainRestarts.get(), self.trainEvalMaxRes.get())]
         self.runProgram("train", " ".join(args))
 
     def polishMicrographStep(self, key, table=None):

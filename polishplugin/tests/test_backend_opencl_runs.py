@@ -95,7 +95,8 @@ def test_training_sigmas_match_numpy(sim, precision, tmp_path):
         out = tmp_path / be
         assert train.main(_inputs(sim) + ["--out", str(out), "--min-particles", "10",
                                           "--restarts", "1", "--max-evals", "12",
-                                          "--eval-max-res", "7", "--backend", be]) == 0
+                                          "--eval-max-res", "7", "--backend", be,
+                                          "--method", "tcc"]) == 0
         report = json.loads((out / "train.json").read_text())
         got[be] = (report["restarts"][0]["sigmas"], report["restarts"][0]["tcc"])
     np.testing.assert_allclose(got["opencl"][0], got["numpy"][0], rtol=0.01)

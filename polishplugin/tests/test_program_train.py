@@ -30,9 +30,10 @@ def _args(sim, out, *extra):
 
 def test_train_writes_params_trace_and_report(sim, tmp_path):
     out = tmp_path / "train"
-    assert train.main(_args(sim, out)) == 0
+    assert train.main(_args(sim, out, "--method", "tcc")) == 0
     s_vel, s_div, s_acc = parse_opt_params((out / train.OPT_PARAMS).read_text())
     report = json.loads((out / "train.json").read_text())
+    assert report["method"] == "tcc"
     # the file holds the geometric mean of the per-restart optima
     optima = np.array([r["sigmas"] for r in report["restarts"]])
     np.testing.assert_allclose([s_vel, s_div, s_acc], np.exp(np.log(optima).mean(axis=0)),
@@ -62,7 +63,8 @@ def test_train_writes_params_trace_and_report(sim, tmp_path):
 
 def test_no_fit_acc_writes_disabled_acceleration(sim, tmp_path):
     out = tmp_path / "train2"
-    assert train.main(_args(sim, out, "--no-fit-acc", "--restarts", "1", "--no-figures")) == 0
+    assert train.main(_args(sim, out, "--method", "tcc", "--no-fit-acc", "--restarts", "1",
+                            "--no-figures")) == 0
     s_vel, s_div, s_acc = parse_opt_params((out / train.OPT_PARAMS).read_text())
     assert s_vel > 0 and s_div > 0 and s_acc == -1.0
     report = json.loads((out / "train.json").read_text())
@@ -84,7 +86,7 @@ def test_mpi_training_follows_the_serial_optimisation(sim, tmp_path):
     """Two ranks each hold half of the micrographs; the gathered TCC sums make every evaluation,
     and so the whole Nelder-Mead path and the optimum, those of one process."""
     serial, par = tmp_path / "serial", tmp_path / "mpi"
-    extra = ("--restarts", "1", "--no-figures")
+    extra = ("--method", "tcc", "--restarts", "1", "--no-figures")
     assert train.main(_args(sim, serial, *extra)) == 0
     res = run_under_mpirun("train", _args(sim, par, *extra))
     assert res.returncode == 0, res.stderr[-2000:]
@@ -102,9 +104,9 @@ def test_mpi_training_follows_the_serial_optimisation(sim, tmp_path):
                                rtol=1e-6)
 
 
-def test_evidence_method_writes_params_and_spread(sim, tmp_path):
+def test_evidence_method_is_the_default_and_writes_params_spread_and_figure(sim, tmp_path):
     out = tmp_path / "train_ev"
-    assert train.main(_args(sim, out, "--method", "evidence", "--no-figures")) == 0
+    assert train.main(_args(sim, out)) == 0
     sig = np.array(parse_opt_params((out / train.OPT_PARAMS).read_text()))
     report = json.loads((out / "train.json").read_text())
     optima = np.array([r["sigmas"] for r in report["restarts"]])
@@ -113,6 +115,20 @@ def test_evidence_method_writes_params_and_spread(sim, tmp_path):
     np.testing.assert_allclose(report["spread"], optima.max(0) / optima.min(0), rtol=1e-9)
     for r in report["restarts"]:
         assert len(r["evidence_spread"]) == 3 and r["n_evals"] > 10
+        assert all(w is None or w >= 1.0 for w in r["evidence_spread"])
+    assert report["n_evaluations"] == sum(r["n_evals"] for r in report["restarts"])
+    assert report["frames"] == 8 and report["processes"] == 1
     # the simulation's motion is 0.5 / 5000 / 2 (simulate's defaults): sigma_vel is found
     assert 0.2 < sig[0] < 1.5, sig
     assert not (out / "trace.star").exists()
+    assert (out / "logfile.pdf").stat().st_size > 1000
+    assert (out / "figures" / "train_optima.png").exists()
+    assert not (out / "figures" / "train_tcc.png").exists()
+
+
+def test_evidence_without_acceleration_reports_it_off(sim, tmp_path):
+    out = tmp_path / "train_ev2"
+    assert train.main(_args(sim, out, "--no-fit-acc", "--restarts", "1", "--no-figures")) == 0
+    assert parse_opt_params((out / train.OPT_PARAMS).read_text())[2] == -1.0
+    report = json.loads((out / "train.json").read_text())
+    assert report["spread"][2] is None and report["restarts"][0]["evidence_spread"][2] is None

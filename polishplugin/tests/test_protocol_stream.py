@@ -237,7 +237,7 @@ class TestProtPolishStreaming(BaseTest):
         self._grow(acq.outputMovies, [], close=True)
         self._grow(acq.outputParticles, [], close=True)
         prot = self.newProtocol(ProtPolishStreaming, numberOfThreads=3, streamingSleepOnWait=1,
-                                trainFirst=10, trainRestarts=2, trainMaxEvals=20,
+                                trainFirst=10, trainRestarts=2,
                                 trainEvalMaxRes=7.0, bfactorSource=1)
         prot.inputBfactors.set(self.batch)
         self._link(prot, acq)
@@ -245,6 +245,8 @@ class TestProtPolishStreaming(BaseTest):
         self.assertSetSize(prot.outputParticles, 12)
         with open(prot._getExtraPath("stream_train", "train", "opt_params_all_groups.txt")) as fh:
             trained = [float(v) for v in fh.read().split()[:3]]
+        with open(prot._getExtraPath("stream_train", "train", "train.json")) as fh:
+            self.assertEqual(json.load(fh)["method"], "evidence")   # the program's default
         diags = [os.path.join(root, f) for root, _, files in
                  os.walk(prot._getExtraPath("stream")) for f in files
                  if f.endswith(".json") and "diag" in root.split(os.sep)]
