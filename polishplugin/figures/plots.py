@@ -265,7 +265,7 @@ def restart_optima_figure(optima, geo_mean, spread, n_fit=3, title="Optimum of e
                           widths=None):
     """optima (R, 3): per-restart sigmas; geometric mean and max/min spread per sigma. widths
     (R, 3), optional: each optimum's multiplicative width w (bar from sigma / w to sigma * w;
-    None or inf: not constrained by the data, drawn as a hollow marker with an arrow)."""
+    None or inf: not constrained by the data, drawn as a hollow marker labelled "flat")."""
     optima = np.asarray(optima, dtype=np.float64)
     fig, axes = plt.subplots(1, n_fit, figsize=(3.4 * n_fit, 3.6), squeeze=False)
     x = np.arange(len(optima))
@@ -281,11 +281,13 @@ def restart_optima_figure(optima, geo_mean, spread, n_fit=3, title="Optimum of e
             if (~ok).any():
                 ax.plot(x[~ok], y[~ok], "o", mfc="none", label="optimum, flat evidence")
                 for xi, yi in zip(x[~ok], y[~ok]):
-                    ax.annotate("", (xi, yi * 3), (xi, yi / 3),
-                                arrowprops=dict(arrowstyle="<->", color="gray"))
+                    ax.annotate("flat", (xi, yi), textcoords="offset points", xytext=(0, 7),
+                                ha="center", fontsize=7, color="gray")
         if geo_mean[i] and geo_mean[i] > 0:
             ax.axhline(geo_mean[i], color="k", ls="--", lw=1, label="geometric mean")
         ax.set_yscale("log")
+        ax.set_xticks(x)
+        ax.set_xlim(-0.5, len(optima) - 0.5)
         ax.set_xlabel("restart")
         ax.set_ylabel(TRAIN_SIGMA_LABELS[i])
         sp = spread[i]
