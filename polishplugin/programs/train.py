@@ -66,9 +66,9 @@ def build_parser():
     t.add_argument("--method", choices=["evidence", "tcc"], default="evidence",
                    help="evidence (default): maximise the marginal likelihood of the subset's "
                         "alignment-circle CC maps (core/motion/evidence.py; one alignment per "
-                        "restart, tens of times cheaper; writes no TCC trace); tcc: the paper's "
-                        "TCC maximisation (Nelder-Mead, every evaluation re-aligns the subset; "
-                        "--start, --max-evals, --xatol apply to it)")
+                        "restart, a few times cheaper than tcc; no TCC trace); tcc: the "
+                        "paper's TCC maximisation (Nelder-Mead, every evaluation re-aligns the "
+                        "subset; --max-evals, --xatol apply to it only)")
     t.add_argument("--min-particles", type=at_least(2), default=4000,
                    help="particles per restart's subset (RELION --min_p)")
     t.add_argument("--align-frac", type=number, default=0.5,

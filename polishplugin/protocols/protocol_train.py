@@ -36,7 +36,7 @@ class ProtPolishTrain(ProtPolishMovieBase):
         form.addParam("method", params.EnumParam, choices=list(self.METHODS),
                       default=0, display=params.EnumParam.DISPLAY_HLIST, label="Method",
                       help="evidence: maximise the marginal likelihood of the subset's CC maps "
-                           "(one alignment per restart; tens of times cheaper; its sigmas "
+                           "(one alignment per restart, a few times cheaper than tcc; its sigmas "
                            "polished within 1 % of the true ones in our benchmarks). tcc: the "
                            "paper's TCC maximisation with Nelder-Mead (every evaluation "
                            "re-aligns the subset).")
@@ -147,4 +147,4 @@ class ProtPolishTrain(ProtPolishMovieBase):
                 "particles." % (how, self.restarts.get(), self.minParticles.get())]
 
     def _citations(self):
-        return ["Zivanov2019", "Nelder1965"]
+        return ["Zivanov2019"] + (["Nelder1965"] if self.getMethod() == "tcc" else [])
