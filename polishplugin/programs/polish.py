@@ -494,7 +494,7 @@ def polish_all(args, inputs, sigmas, out, comm):
     # slices only up to the data term's highest ring (the spectra hold no more)
     r_max = 0.5 if args.max_ring is None else min(0.5, (args.max_ring + 1.0) / args.patch_px)
     projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask, backend=args.backend,
-                                 r_max=r_max)
+                                 r_max=r_max, workers=max(1, args.threads or 1))
     inputs.half1 = inputs.half2 = inputs.mask = None   # in the projectors now: memory back
     todo = [m for m in inputs.micrographs
             if not os.path.isfile(output_paths(out, m.name)["tracks"])]
