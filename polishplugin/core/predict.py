@@ -11,13 +11,10 @@ from .ctf import CtfParams, ctf_2d
 from .projector import Projector
 
 
-def make_projectors(half1, half2, mask=None, pad=2, backend=None, r_max=0.5, half=True,
-                    workers=1):
+def make_projectors(half1, half2, mask=None, pad=2, backend=None, r_max=0.5, half=True):
     """{1: Projector, 2: Projector} of the (masked) half maps, padding ``pad`` (RELION --pad 2),
     slices interpolated by ``backend`` (None: the default), frequencies up to ``r_max`` cycles
-    per px (default Nyquist); ``half``: only half of each transform kept (see Projector).
-    ``workers`` > 1: the two are made at once in two threads (transforms and numpy release the
-    GIL; the same numbers)."""
+    per px (default Nyquist); ``half``: only half of each transform kept (see Projector)."""
     h1, h2 = np.asarray(half1), np.asarray(half2)
     if h1.shape != h2.shape:
         raise ValueError("half maps differ in shape: %s vs %s" % (h1.shape, h2.shape))
@@ -26,14 +23,8 @@ def make_projectors(half1, half2, mask=None, pad=2, backend=None, r_max=0.5, hal
         if m.shape != h1.shape:
             raise ValueError("mask %s does not match the half maps %s" % (m.shape, h1.shape))
         h1, h2 = h1 * m, h2 * m
-    def make(v):
-        return Projector(v, pad=pad, r_max=r_max, backend=backend, half=half)
-    if workers is not None and workers > 1:
-        from concurrent.futures import ThreadPoolExecutor
-        with ThreadPoolExecutor(2) as ex:
-            p1, p2 = ex.map(make, (h1, h2))
-        return {1: p1, 2: p2}
-    return {1: make(h1), 2: make(h2)}
+    return {h: Projector(v, pad=pad, r_max=r_max, backend=backend, half=half)
+            for h, v in ((1, h1), (2, h2))}
 
 
 def _ctf_array(ctf, n, pixel_size, crop=None):

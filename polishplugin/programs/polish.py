@@ -296,7 +296,9 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
         values = total[ys, xs] / F * (1.0 if gain is None else gain[ys, xs])
         return ys, xs, values
 
-    with Movie(mic.movie, workers=threads) as movie:   # raw counts; the gain is applied here
+    # raw counts; the gain is applied here. With read-ahead the reading thread decodes with
+    # threads // 2 workers, the spectra's threads take the rest (BENCHMARKS.md, issue 14)
+    with Movie(mic.movie, workers=max(1, threads // 2)) as movie:
         m = crop_size(n, args.max_ring)     # the Fourier grid the spectra are kept on
         # single precision, as the spectra they are compared with
         preds = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px, crop=m,
@@ -494,7 +496,7 @@ def polish_all(args, inputs, sigmas, out, comm):
     # slices only up to the data term's highest ring (the spectra hold no more)
     r_max = 0.5 if args.max_ring is None else min(0.5, (args.max_ring + 1.0) / args.patch_px)
     projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask, backend=args.backend,
-                                 r_max=r_max, workers=max(1, args.threads or 1))
+                                 r_max=r_max)
     inputs.half1 = inputs.half2 = inputs.mask = None   # in the projectors now: memory back
     todo = [m for m in inputs.micrographs
             if not os.path.isfile(output_paths(out, m.name)["tracks"])]

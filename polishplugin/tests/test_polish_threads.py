@@ -1,5 +1,5 @@
 """--threads in polishing: frames read ahead in a thread, the defect search, the per-particle
-kernels, the patch spectra and the two projectors in threads, with the same results as one thread."""
+kernels and the patch spectra in threads, with the same results as one thread."""
 import numpy as np
 import pytest
 
@@ -95,13 +95,3 @@ def test_patch_spectra_in_threads_equal_one_thread():
         extract_spectra(iter(frames), centres, tracks, n, m, workers=3, check=check, chunk=2)
     assert len(seen) > 1 and threading.current_thread().name not in seen   # really in threads
 
-
-def test_projectors_made_in_threads_equal_one_thread():
-    from polishplugin.core.predict import make_projectors
-    rng = np.random.default_rng(9)
-    h1, h2 = rng.normal(size=(2, 16, 16, 16)).astype(np.float32)
-    one = make_projectors(h1, h2, r_max=0.3)
-    two = make_projectors(h1, h2, r_max=0.3, workers=2)
-    for h in (1, 2):
-        np.testing.assert_array_equal(one[h]._f3, two[h]._f3)
-    assert np.abs(one[1]._f3 - one[2]._f3).max() > 0     # each half its own map
