@@ -301,10 +301,8 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
     with Movie(mic.movie, workers=max(1, threads // 2)) as movie:
         m = crop_size(n, args.max_ring)     # the Fourier grid the spectra are kept on
         # single precision, as the spectra they are compared with
-        preds = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px, crop=m,
-                                  dtype=np.complex64)
-        opp = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px,
-                                opposite=True, crop=m, dtype=np.complex64)
+        preds, opp = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px,
+                                       opposite="both", crop=m, dtype=np.complex64)
         damage = crop_plane(damage_filters(n, px, F, mic.dose_per_frame,
                                            mic.pre_exposure + first * mic.dose_per_frame,
                                            mic.voltage), m)
