@@ -37,7 +37,7 @@ from ..io.errors import InputError
 from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, read_tracks_star, write_particles_star, write_star, \
     write_tracks_star
-from .parallel import get_comm, my_share, read_ahead, set_threads
+from .parallel import get_comm, my_share, read_ahead, set_blas_threads, set_threads
 from .cli import (add_movie_inputs, add_output_options, at_least, auto_window,
                   check_reference_args, finish_status, job_figures, number, positive,
                   resolve_backend, run_program)
@@ -466,6 +466,7 @@ def run(args):
     args.backend = resolve_backend(args.backend)
     comm = get_comm()
     set_threads(args.threads)
+    set_blas_threads(1)     # the work is split over --threads by the program itself
     out = os.path.abspath(args.out)
     args.sigma_mode, sigmas = resolve_sigmas(args)
     inputs = load_polish_inputs(args.particles, args.mics, args.postprocess, args.half1,

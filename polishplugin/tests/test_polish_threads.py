@@ -93,5 +93,22 @@ def test_patch_spectra_in_threads_equal_one_thread():
             raise ValueError("bad patch")
     with pytest.raises(ValueError, match="bad patch"):
         extract_spectra(iter(frames), centres, tracks, n, m, workers=3, check=check, chunk=2)
-    assert len(seen) > 1 and threading.current_thread().name not in seen   # really in threads
+    assert seen and threading.current_thread().name not in seen     # in the pool's threads
 
+
+
+def test_blas_threads_set_in_numpys_openblas():
+    import ctypes
+    from polishplugin.programs.parallel import set_blas_threads
+    with open("/proc/self/maps") as fh:
+        libs = sorted({ln.split()[-1] for ln in fh if "openblas" in ln.lower() and "/" in ln})
+    if not libs:
+        pytest.skip("numpy is not linked to OpenBLAS here")
+    lib = ctypes.CDLL(libs[0])
+    get = getattr(lib, "openblas_get_num_threads64_", None) or lib.openblas_get_num_threads
+    before = get()
+    try:
+        assert set_blas_threads(1) and get() == 1
+        assert set_blas_threads(2) and get() == 2
+    finally:
+        set_blas_threads(before)
