@@ -7,13 +7,13 @@
 # PROJECT: a simulated project as benchmarks/vs_relion.py --speed makes (Refine3D/job010,
 # MotionCorr/job002, PostProcess/job012); TAG: suffix of the output folders (Polish/thr_TAG_t,
 # MotionRefine/thr_TAG_t) and logs (/tmp/thr_TAG_*); ROUNDS (2); OURS_ONLY=1 skips RELION;
-# PYTHON (the venv's python). The code measured is the checkout this script lies in.
+# PYTHON (the venv's python); CODE: the checkout measured (default: the one this script lies in).
 set -u
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 PROJECT=${PROJECT:-.}; TAG=${TAG:-ts}; ROUNDS=${ROUNDS:-2}; OURS_ONLY=${OURS_ONLY:-0}
 PYTHON=${PYTHON:-/work/main/.venv/bin/python}
 cd "$PROJECT" || exit 1
-export PYTHONPATH=$HERE
+export PYTHONPATH=${CODE:-$HERE}
 COMMON="--particles Refine3D/job010/run_data.star --mics MotionCorr/job002/corrected_micrographs.star --postprocess PostProcess/job012/postprocess.star --no-figures --sigma-vel 0.5 --sigma-div 5000 --sigma-acc 2"
 for r in $(seq 1 "$ROUNDS"); do
 for t in 1 2; do
