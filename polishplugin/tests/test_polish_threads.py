@@ -65,8 +65,8 @@ def test_particle_kernels_in_threads_equal_one_thread(name):
 
 
 def test_patch_spectra_in_threads_equal_one_thread():
-    """Particle shares of 3 threads (7 particles, 2 a batch: uneven shares, patches off the edge)
-    give the same bits, cut shifts and fills as one thread; a check failing in a thread is raised."""
+    """Particle shares of 3 threads (7 particles, 2 a batch: uneven shares, patches off the
+    edge) give the same bits, cut shifts and fills as one thread; a failing check is raised."""
     from polishplugin.core.motion.patches import extract_spectra
     rng = np.random.default_rng(8)
     F, n, m = 3, 16, 10

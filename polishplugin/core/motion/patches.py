@@ -102,7 +102,8 @@ def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1,
     """Spectra of the patches of :func:`extract_patches` without the patch stack: each frame's
     patches are cut, ``chunk`` at a time, into one (chunk, n, n) buffer, Fourier transformed
     (rfft2, float32 -> complex64; with ``workers`` > 1 each of that many threads takes a
-    contiguous share of the particles: the same numbers) and only the frequencies of an m x m grid are kept
+    contiguous share of the particles: the same numbers) and only the frequencies of an m x m
+    grid are kept
     (:func:`.observation.crop_plane`, default m = n: everything). One transform per
     particle-frame; memory P F m (m/2+1) complex64 instead of P F n (n+2) float32.
     ``check(buffer)``: called on each frame's patches before their transform (e.g. a
