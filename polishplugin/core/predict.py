@@ -40,7 +40,8 @@ def _ctf_array(ctf, n, pixel_size, crop=None):
 def predict_particles(projectors, angles, half_sets, ctfs, n, pixel_size, opposite=False,
                       chunk=8, crop=None, dtype=np.complex128):
     """Predictions (P, n, n) ``dtype`` (default complex128): fft2 (unshifted layout) of the projection of each particle's
-    half map (``opposite``: the other half) at ``angles`` (P, 3) (rot, tilt, psi, radians), times its
+    half map (``opposite``: the other half; "both": a pair (own, opposite), each particle's CTF
+    computed once for the two) at ``angles`` (P, 3) (rot, tilt, psi, radians), times its
     CTF (CtfParams or an (n, n) array in the same layout); the particle centre is at pixel n//2.
     ``n`` may exceed the map box (zero-padded projection); ``chunk``: particles projected at once;
     ``crop``: keep only the frequencies of a crop x crop grid
@@ -53,15 +54,21 @@ def predict_particles(projectors, angles, half_sets, ctfs, n, pixel_size, opposi
         raise ValueError("%d angles, %d half sets and %d CTFs" % (P, len(half_sets), len(ctfs)))
     if not np.all(np.isin(half_sets, (1, 2))):
         raise ValueError("half sets must be 1 or 2, got %s" % np.unique(half_sets))
-    out = np.empty((P, m, m), dtype=dtype)
-    use = 3 - half_sets if opposite else half_sets
+    if opposite not in (False, True, "both"):
+        raise ValueError("opposite must be False, True or 'both', got %r" % (opposite,))
+    # (output, half map of each particle) for each prediction asked for
+    wanted = [(np.empty((P, m, m), dtype=dtype), 3 - half_sets if opposite is True else half_sets)]
+    if opposite == "both":
+        wanted.append((np.empty((P, m, m), dtype=dtype), 3 - half_sets))
     for h in (1, 2):
-        idx = np.flatnonzero(use == h)
+        idx = np.flatnonzero(half_sets == h)
         # a few particles at a time: the projections stay small (no particle-sized temporary)
         for k0 in range(0, idx.size, chunk):
             ids = idx[k0:k0 + chunk]
-            proj = projectors[h].project_many(angles[ids], shape=(n, n), crop=m)
+            projs = [projectors[use[ids[0]]].project_many(angles[ids], shape=(n, n), crop=m)
+                     for _, use in wanted]
             for j, p in enumerate(ids):
-                np.multiply(proj[j], _ctf_array(ctfs[p], n, pixel_size, m), out=out[p])
-    return out
-
+                ctf = _ctf_array(ctfs[p], n, pixel_size, m)
+                for (out, _), proj in zip(wanted, projs):
+                    np.multiply(proj[j], ctf, out=out[p])
+    return (wanted[0][0], wanted[1][0]) if opposite == "both" else wanted[0][0]

@@ -37,7 +37,7 @@ from ..io.errors import InputError
 from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, read_tracks_star, write_particles_star, write_star, \
     write_tracks_star
-from .parallel import get_comm, my_share, read_ahead, set_threads
+from .parallel import get_comm, my_share, read_ahead, set_blas_threads, set_threads
 from .cli import (add_movie_inputs, add_output_options, at_least, auto_window,
                   check_reference_args, finish_status, job_figures, number, positive,
                   resolve_backend, run_program)
@@ -296,13 +296,13 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
         values = total[ys, xs] / F * (1.0 if gain is None else gain[ys, xs])
         return ys, xs, values
 
-    with Movie(mic.movie, workers=threads) as movie:   # raw counts; the gain is applied here
+    # raw counts; the gain is applied here. With read-ahead the reading thread decodes with
+    # threads // 2 workers, the spectra's threads take the rest (BENCHMARKS.md, issue 14)
+    with Movie(mic.movie, workers=max(1, threads // 2)) as movie:
         m = crop_size(n, args.max_ring)     # the Fourier grid the spectra are kept on
         # single precision, as the spectra they are compared with
-        preds = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px, crop=m,
-                                  dtype=np.complex64)
-        opp = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px,
-                                opposite=True, crop=m, dtype=np.complex64)
+        preds, opp = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px,
+                                       opposite="both", crop=m, dtype=np.complex64)
         damage = crop_plane(damage_filters(n, px, F, mic.dose_per_frame,
                                            mic.pre_exposure + first * mic.dose_per_frame,
                                            mic.voltage), m)
@@ -466,6 +466,7 @@ def run(args):
     args.backend = resolve_backend(args.backend)
     comm = get_comm()
     set_threads(args.threads)
+    set_blas_threads(1)     # the work is split over --threads by the program itself
     out = os.path.abspath(args.out)
     args.sigma_mode, sigmas = resolve_sigmas(args)
     inputs = load_polish_inputs(args.particles, args.mics, args.postprocess, args.half1,

@@ -81,8 +81,15 @@ def test_predictions_use_own_or_opposite_masked_half(maps):
                                    atol=1e-6)
         np.testing.assert_allclose(opp[p], ref[3 - halves[p]].project(*angles[p], shape=(n, n)) * ctf,
                                    atol=1e-6)
+    # both at once (one CTF per particle): the same bits as the two calls
+    own2, opp2 = predict_particles(pr, angles, halves, ctfs, n, px, opposite="both", chunk=2)
+    np.testing.assert_array_equal(own2, own)
+    np.testing.assert_array_equal(opp2, predict_particles(pr, angles, halves, ctfs, n, px,
+                                                          opposite=True))
     with pytest.raises(ValueError):
         predict_particles(pr, angles, np.array([1, 3, 1]), ctfs, n, px)
+    with pytest.raises(ValueError, match="opposite"):
+        predict_particles(pr, angles, halves, ctfs, n, px, opposite="other")
 
 
 def test_patch_size_covers_the_ctf_delocalisation():

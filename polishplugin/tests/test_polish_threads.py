@@ -1,5 +1,5 @@
-"""--threads in polishing: frames read ahead in a thread, the defect search and the per-particle
-kernels in threads, with the same results as one thread."""
+"""--threads in polishing: frames read ahead in a thread, the defect search, the per-particle
+kernels and the patch spectra in threads, with the same results as one thread."""
 import numpy as np
 import pytest
 
@@ -62,3 +62,53 @@ def test_particle_kernels_in_threads_equal_one_thread(name):
     np.testing.assert_allclose(th.fcc_pixel_sums(spectra, weights, pe, px),
                                be.fcc_pixel_sums(spectra, weights, pe, px), rtol=1e-5, atol=1e-4)
     assert th.patch_spectra is be.patch_spectra          # everything else: the backend's
+
+
+def test_patch_spectra_in_threads_equal_one_thread():
+    """Particle shares of 3 threads (7 particles, 2 a batch: uneven shares, patches off the
+    edge) give the same bits, cut shifts and fills as one thread; a failing check is raised."""
+    from polishplugin.core.motion.patches import extract_spectra
+    rng = np.random.default_rng(8)
+    F, n, m = 3, 16, 10
+    frames = [rng.normal(size=(70, 60)).astype(np.float32) for _ in range(F)]
+    centres = rng.uniform(0, 60, size=(7, 2))
+    tracks = rng.uniform(-3, 3, size=(7, F, 2))
+    mask = np.zeros((70, 60), dtype=bool)
+    mask[10, 11] = mask[40, 30] = True
+    f1, f3 = np.zeros(F), np.zeros(F)
+    one, cut1 = extract_spectra(iter(frames), centres, tracks, n, m, mask, fills=f1, chunk=2)
+    three, cut3 = extract_spectra(iter(frames), centres, tracks, n, m, mask, workers=3,
+                                  fills=f3, chunk=2)
+    assert np.abs(one).max() > 0
+    np.testing.assert_array_equal(one, three)
+    np.testing.assert_array_equal(cut1, cut3)
+    np.testing.assert_array_equal(f1, f3)
+
+    import threading
+    seen = set()
+
+    def check(buf):                 # the last share's last batch holds one patch
+        seen.add(threading.current_thread().name)
+        if len(buf) == 1:
+            raise ValueError("bad patch")
+    with pytest.raises(ValueError, match="bad patch"):
+        extract_spectra(iter(frames), centres, tracks, n, m, workers=3, check=check, chunk=2)
+    assert seen and threading.current_thread().name not in seen     # in the pool's threads
+
+
+
+def test_blas_threads_set_in_numpys_openblas():
+    import ctypes
+    from polishplugin.programs.parallel import set_blas_threads
+    with open("/proc/self/maps") as fh:
+        libs = sorted({ln.split()[-1] for ln in fh if "openblas" in ln.lower() and "/" in ln})
+    if not libs:
+        pytest.skip("numpy is not linked to OpenBLAS here")
+    lib = ctypes.CDLL(libs[0])
+    get = getattr(lib, "openblas_get_num_threads64_", None) or lib.openblas_get_num_threads
+    before = get()
+    try:
+        assert set_blas_threads(1) and get() == 1
+        assert set_blas_threads(2) and get() == 2
+    finally:
+        set_blas_threads(before)

@@ -101,7 +101,9 @@ def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1,
                     out=None, fills=None, chunk=16):
     """Spectra of the patches of :func:`extract_patches` without the patch stack: each frame's
     patches are cut, ``chunk`` at a time, into one (chunk, n, n) buffer, Fourier transformed
-    (rfft2, float32 -> complex64, ``workers`` threads) and only the frequencies of an m x m grid are kept
+    (rfft2, float32 -> complex64; with ``workers`` > 1 each of that many threads takes a
+    contiguous share of the particles: the same numbers) and only the frequencies of an m x m
+    grid are kept
     (:func:`.observation.crop_plane`, default m = n: everything). One transform per
     particle-frame; memory P F m (m/2+1) complex64 instead of P F n (n+2) float32.
     ``check(buffer)``: called on each frame's patches before their transform (e.g. a
@@ -125,23 +127,44 @@ def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1,
     else:
         spectra = np.empty((P, F, m, mh), dtype=np.complex64)
     B = max(1, min(P, int(chunk)))
-    buf = np.empty((B, n, n), dtype=np.float32)
-    for f, frame, fill in _filled_frames(frames, F, defects):
-        if fills is not None:
-            fills[f] = fill
-        for p0 in range(0, P, B):     # a few particles at a time: small transform buffers
-            b = min(B, P - p0)
+    W = max(1, min(int(workers or 1), (P + B - 1) // B))
+    # W > 1: each thread cuts and transforms its own contiguous share of the particles with
+    # one-thread transforms (pocketfft's own threads on 16-patch batches mostly wait)
+    edges = np.linspace(0, P, W + 1).astype(int)
+    bufs = [np.empty((B, n, n), dtype=np.float32) for _ in range(W)]
+
+    def one_share(w, f, frame, fill):
+        buf = bufs[w]
+        for p0 in range(edges[w], edges[w + 1], B):     # a few particles at a time
+            b = min(B, edges[w + 1] - p0)
             for p in range(b):
                 _cut_into(buf[p], frame, q[p0 + p, f, 0], q[p0 + p, f, 1], n, fill)
             if check is not None:
                 check(buf[:b])
-            spec = scipy.fft.rfft(buf[:b], axis=-1, workers=workers)[..., :mh]
-            spec = scipy.fft.fft(spec, axis=-2, workers=workers, overwrite_x=True)
+            spec = scipy.fft.rfft(buf[:b], axis=-1, workers=1)[..., :mh]
+            spec = scipy.fft.fft(spec, axis=-2, workers=1, overwrite_x=True)
             if m == n:
                 spectra[p0:p0 + b, f] = spec
             else:
                 spectra[p0:p0 + b, f, :lo] = spec[:, :lo, :mh]
                 spectra[p0:p0 + b, f, lo:] = spec[:, rows[lo:], :mh]
+
+    pool = None
+    if W > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        pool = ThreadPoolExecutor(W, thread_name_prefix="spectra")
+    try:
+        for f, frame, fill in _filled_frames(frames, F, defects):
+            if fills is not None:
+                fills[f] = fill
+            if pool is None:
+                one_share(0, f, frame, fill)
+            else:   # the frame buffer is reused: every share done before the next frame
+                for job in [pool.submit(one_share, w, f, frame, fill) for w in range(W)]:
+                    job.result()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     return spectra, q - centres[:, None, :]
 
 
