@@ -442,8 +442,9 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
             a, s, p = _estep_half(state.refs[h - 1] * solvent, idx, particles, state, settings,
                                   inv_s2, first, bp, off2)
             angles[idx], shifts[idx], maxprob[idx] = a, s, p
-        bp.data[...], bp.weight[...] = split.sum(bp.data), split.sum(bp.weight)
         bps.append(bp)
+    for bp in bps:      # after both halves: ranks holding different halves score at the same time
+        bp.data[...], bp.weight[...] = split.sum(bp.data), split.sum(bp.weight)
     if split is not SERIAL:     # every particle's pose from the process that scored it
         own = np.zeros(len(angles), bool)
         own[np.concatenate(mine)] = True
