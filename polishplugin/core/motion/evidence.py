@@ -34,8 +34,7 @@ import numpy as np
 from numba import njit
 from scipy.optimize import minimize
 
-from .observation import cc_scale_factor, crop_plane, max_ring_of
-from ..fourier import ring_index
+from .observation import cc_scale_factor, crop_plane, inverse_noise_weights
 
 #: search bounds and start in the paper's units (sigma_vel, sigma_div, sigma_acc: A/(e/A^2), A,
 #: A/(e/A^2)): far wider than motion seen in practice; the start is RELION's GUI default
@@ -55,17 +54,10 @@ def peak_curvature(predictions, damage, noise_power, amplitude, cc_scale="likeli
     times the cc_scale factor). predictions (P, m, m) full fft2 planes, damage (F, m, m) or None."""
     m = predictions.shape[-1]
     n = m if n is None else n
-    rings = ring_index(m)
-    s = np.zeros(rings.max() + 1)
-    s[:len(noise_power)] = np.asarray(noise_power)[:len(s)]
-    inv = np.zeros_like(s)
-    ok = s > 0
-    inv[ok] = 1.0 / s[ok]
-    inv[0] = 0.0
-    inv[max_ring_of(n, max_ring) + 1:] = 0.0
     k = np.fft.fftfreq(m) * m / n
     k2 = k[:, None] ** 2 + k[None, :] ** 2
-    w = inv[rings] * cc_scale_factor(n, cc_scale) * (2 * np.pi) ** 2 * k2 / 2
+    w = (inverse_noise_weights(m, n, noise_power, max_ring) * cc_scale_factor(n, cc_scale)
+         * (2 * np.pi) ** 2 * k2 / 2)
     dmg2 = np.ones((1, m, m)) if damage is None else crop_plane(np.asarray(damage), m) ** 2
     return amplitude ** 2 * np.einsum("pyx,fyx->pf", np.abs(predictions) ** 2 * w, dmg2)
 

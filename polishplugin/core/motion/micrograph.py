@@ -25,11 +25,10 @@ import numpy as np
 from ...backends import get_backend
 from ...backends.threads import particle_threads
 from ..dose.fcc import FccAccumulator
-from ..fourier import ring_index
 from .fit import FitResult, MotionFitError, fit_tracks
 from .init import global_track_from_cc
-from .observation import (cc_maps_from_spectra, cc_scale_factor,
-                          crop_plane, crop_rows, crop_size, max_ring_of, noise_power_from_spectra,
+from .observation import (cc_maps_from_spectra, cc_scale_factor, crop_plane, crop_rows,
+                          crop_size, inverse_noise_weights, max_ring_of, noise_power_from_spectra,
                           rfft_rings, ring_power)
 from .patches import (correct_defect_spectra, cut_positions, extract_patches, extract_spectra,
                       fill_patch_defects)
@@ -72,15 +71,7 @@ def _auto_cc(predictions, damage, noise_power, cc_scale, max_ring=None, n=None):
     smaller grid, :func:`.observation.crop_plane`). Returns (P, F)."""
     m = predictions.shape[-1]
     n = m if n is None else n
-    rings = ring_index(m)       # ring indices of the kept frequencies, as on the n grid
-    s = np.zeros(rings.max() + 1)
-    s[:len(noise_power)] = np.asarray(noise_power)[:len(s)]
-    inv = np.zeros_like(s)
-    ok = s > 0
-    inv[ok] = 1.0 / s[ok]
-    inv[0] = 0.0
-    inv[max_ring_of(n, max_ring) + 1:] = 0.0
-    w = inv[rings] * cc_scale_factor(n, cc_scale)
+    w = inverse_noise_weights(m, n, noise_power, max_ring) * cc_scale_factor(n, cc_scale)
     dmg2 = np.ones((1, m, m)) if damage is None else crop_plane(np.asarray(damage), m) ** 2
     return np.einsum("pyx,fyx->pf", np.abs(predictions) ** 2 * w, dmg2)
 

@@ -24,6 +24,7 @@ import numpy as np
 import scipy.fft
 
 from ...backends import get_backend
+from ..fourier import ring_index
 
 CC_SCALES = ("relion", "likelihood")
 
@@ -139,6 +140,21 @@ def whitening_filter(n, noise_power, max_ring=None, m=None):
     filt[0] = 0.0
     filt[max_ring_of(n, max_ring) + 1:] = 0.0
     return filt[rings]
+
+
+def inverse_noise_weights(m, n, noise_power, max_ring=None):
+    """1 / S(ring) on the full fft2 plane of the m x m grid (cut from n x n patches, rings as on
+    the n grid), (m, m); zero at DC, beyond ring ``max_ring`` (default Nyquist n//2) and where S
+    is not positive: the CC maps' per-frequency weight before the cc_scale factor."""
+    rings = ring_index(m)
+    s = np.zeros(rings.max() + 1)
+    s[:len(noise_power)] = np.asarray(noise_power)[:len(s)]
+    inv = np.zeros_like(s)
+    ok = s > 0
+    inv[ok] = 1.0 / s[ok]
+    inv[0] = 0.0
+    inv[max_ring_of(n, max_ring) + 1:] = 0.0
+    return inv[rings]
 
 
 def cc_scale_factor(n, cc_scale="likelihood"):
