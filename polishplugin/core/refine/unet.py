@@ -81,11 +81,6 @@ def save_weights(model, path, info=None):
     os.replace(tmp, path)
 
 
-def read_meta(path):
-    with np.load(path) as z:
-        return json.loads(str(z["__meta__"]))
-
-
 def load_unet(path=DEFAULT_WEIGHTS):
     """The network stored at ``path`` (:func:`save_weights`), in eval mode. Clear errors for a
     missing or foreign file."""
