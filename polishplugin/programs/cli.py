@@ -168,6 +168,54 @@ def check_reference_args(args, program):
         raise SystemExit("%s: give --postprocess or both --half1 and --half2" % program)
 
 
+def unit_interval(text):
+    """argparse type: a finite float in [0, 1]."""
+    v = _number(text, float)
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError("%r must lie in [0, 1]" % text)
+    return v
+
+
+def add_prior_arguments(parser):
+    """The prior options of refine and external_reconstruct (Kimanius et al. 2021, eq. 11 / 17,
+    §4.3), the same types and help in both; returns the group. Check them with
+    :func:`check_prior_arguments` before any work."""
+    from ..core.refine.confidence import HIGH_A, LOW_A
+    from ..core.refine.denoisers import DENOISERS, TV_WEIGHT
+    r = parser.add_argument_group("prior (M-step)")
+    r.add_argument("--mode", choices=("tikhonov", "red", "cw-red"), default="tikhonov",
+                   help="tikhonov: eq. 11; red: eq. 17 with --lambda; cw-red: eq. 17 with lambda "
+                        "from the half-map FSC 0.143 resolution (0 worse than --cw-low, 1 better "
+                        "than --cw-high, linear between)")
+    r.add_argument("--denoiser", choices=DENOISERS, default="tv", help="for red / cw-red")
+    r.add_argument("--tv-weight", type=positive, default=TV_WEIGHT,
+                   help="denoiser tv: TV weight on the standardised map")
+    r.add_argument("--unet-weights", default=None,
+                   help="denoiser unet: weights file of train_denoiser (default: the shipped one)")
+    r.add_argument("--lambda", dest="lam", type=unit_interval, default=1.0,
+                   help="lambda of mode red, in [0, 1]")
+    r.add_argument("--cw-low", type=positive, default=LOW_A, help="cw-red: lambda 0 at/worse (A)")
+    r.add_argument("--cw-high", type=positive, default=HIGH_A,
+                   help="cw-red: lambda 1 at/better (A)")
+    r.add_argument("--cw-shells", choices=("all", "final"), default="",
+                   help="red / cw-red: weight the denoised prior mean per shell by the "
+                        "gold-standard FSC (0 where the halves disagree: Tikhonov there), in "
+                        "every update or in the final map (both halves joined) only")
+    return r
+
+
+def check_prior_arguments(args, program):
+    """Refuse prior options that contradict each other, and a missing weights file."""
+    if args.cw_high >= args.cw_low:
+        raise SystemExit("%s: --cw-high (%g A) must be finer than --cw-low (%g A)"
+                         % (program, args.cw_high, args.cw_low))
+    if args.unet_weights and args.denoiser != "unet":
+        raise SystemExit("%s: --unet-weights is for --denoiser unet (got --denoiser %s)"
+                         % (program, args.denoiser))
+    if args.unet_weights and not os.path.isfile(args.unet_weights):
+        raise InputError(args.unet_weights, "no such U-Net weights file")
+
+
 def resolve_backend(name):
     """The backend module for --backend ``name`` (None: env POLISHPLUGIN_BACKEND, else numba),
     chosen once before any work; an unknown name or an unusable OpenCL is a one-line exit."""

@@ -16,6 +16,10 @@ through iterative gridding weights as RELION's default (--skip-gridding: voxel b
   cw-red    red with lambda from the half-map FSC = 0.143 resolution: 0 worse than --cw-low A,
             1 better than --cw-high A, linear between (needs the pixel size: rlnPixelSize in the
             STAR, which RELION 3.1 does not write, or --angpix)
+--cw-shells all|final (red / cw-red): the prior mean lambda f(x~) weighted per shell by the
+rlnGoldStandardFsc of the STAR (clipped to [0, 1]; 0: the Gaussian prior there), in every call
+or only in the last iteration's call for both halves joined (RELION's file names without
+_half1/_half2; weighted there by the full set's FSC, 2 FSC / (1 + FSC)), as refine does.
 
 RELION runs the variable's text through the shell with the STAR appended, so options may be
 written into it; a launcher that calls the program with fixed arguments (a wrapper script, a
@@ -26,18 +30,19 @@ options come first, so the command line's own override them.
 import argparse
 import logging
 import os
+import re
 import shlex
 import sys
 
 import numpy as np
 
-from ..core.refine.confidence import HIGH_A, LOW_A, cw_red_lambda, nominal_resolution
-from ..core.refine.denoisers import DENOISERS, TV_WEIGHT, get_denoiser
+from ..core.refine.confidence import cw_red_lambda, nominal_resolution, shell_confidence
+from ..core.refine.denoisers import get_denoiser
 from ..core.refine.update import regularised_map
 from ..io.errors import InputError
 from ..io.mrc import read_mrc, write_mrc
 from ..io.star import read_block
-from .cli import run_program
+from .cli import add_prior_arguments, check_prior_arguments, positive, run_program
 
 log = logging.getLogger("polishplugin.external_reconstruct")
 
@@ -51,17 +56,9 @@ ARGS_VAR = "POLISHPLUGIN_EXTERNAL_RECONSTRUCT_ARGS"
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("star", help="the STAR file relion_refine wrote (its last argument)")
-    p.add_argument("--mode", choices=("tikhonov", "red", "cw-red"), default="tikhonov")
-    p.add_argument("--denoiser", choices=DENOISERS, default="tv", help="for red / cw-red")
-    p.add_argument("--tv-weight", type=float, default=TV_WEIGHT,
-                   help="TV weight on the standardised map (denoiser tv)")
-    p.add_argument("--unet-weights", default=None,
-                   help="denoiser unet: weights file of train_denoiser (default: the shipped one)")
-    p.add_argument("--lambda", dest="lam", type=float, default=1.0, help="lambda of mode red")
-    p.add_argument("--cw-low", type=float, default=LOW_A, help="cw-red: lambda = 0 at or worse (A)")
-    p.add_argument("--cw-high", type=float, default=HIGH_A,
-                   help="cw-red: lambda = 1 at or better (A)")
-    p.add_argument("--angpix", type=float, help="pixel size (A) when the STAR has no rlnPixelSize")
+    add_prior_arguments(p)
+    p.add_argument("--angpix", type=positive,
+                   help="pixel size (A) when the STAR has no rlnPixelSize")
     p.add_argument("--skip-gridding", action="store_true",
                    help="divide by K + tau^-2 voxel by voxel (RELION's --skip_gridding) instead "
                         "of through iterative gridding weights")
@@ -98,6 +95,10 @@ class Job:
                              % (self.current, self.ori))
         if np.any(self.tau2 < 0):
             raise InputError(path, "negative rlnReferenceTau2")
+        # RELION names the files <root>_external_reconstruct_*, root <o>_itNNN[_half1|2]_classNNN
+        # (or _bodyNNN); no _half: the last iteration's reconstruction of both halves joined
+        self.joined = not re.search(r"_half[12]_(class|body)\d+_external_reconstruct",
+                                    os.path.basename(self.data_real))
 
     def sums(self):
         """B (complex) and K from the three MRC files, checked against the padded box."""
@@ -114,20 +115,11 @@ class Job:
 
 
 def run(args):
+    check_prior_arguments(args, "external_reconstruct")
     job = Job(args.star, args.angpix)
     if args.mode == "cw-red" and job.pixel_size is None:
         raise InputError(args.star,
                          "mode cw-red needs the pixel size: no rlnPixelSize, give --angpix")
-    if not 0 < args.cw_high < args.cw_low:
-        raise InputError(args.star, "--cw-high (%g) must be below --cw-low (%g)"
-                         % (args.cw_high, args.cw_low))
-    if args.mode == "red" and not 0 <= args.lam <= 1:
-        raise InputError(args.star, "--lambda must lie in [0, 1], got %g" % args.lam)
-    if args.unet_weights and args.denoiser != "unet":
-        raise InputError(args.star, "--unet-weights is for --denoiser unet (got --denoiser %s)"
-                         % args.denoiser)
-    if args.unet_weights and not os.path.isfile(args.unet_weights):
-        raise InputError(args.unet_weights, "no such U-Net weights file")
     data, weight = job.sums()
     lam, denoiser = 0.0, None
     if args.mode == "red":
@@ -139,14 +131,18 @@ def run(args):
     if args.mode != "tikhonov":
         denoiser = get_denoiser(args.denoiser, tv_weight=args.tv_weight,
                                 unet_weights=args.unet_weights)
+    shells = args.cw_shells == "all" or (args.cw_shells == "final" and job.joined)
+    weight_per_shell = shell_confidence(job.fsc, job.joined) if shells else None
     vol, _ = regularised_map(data, weight, job.tau2, job.ori, job.pad, job.current, job.fudge,
                              mode="tikhonov" if denoiser is None else "red",
-                             denoiser=denoiser, lam=lam, gridding=not args.skip_gridding)
+                             denoiser=denoiser, lam=lam, gridding=not args.skip_gridding,
+                             shell_weight=weight_per_shell)
     write_mrc(job.result, vol.astype(np.float32), job.pixel_size or 1.0)
-    log.info("%s (lambda %.3f%s): wrote %s", args.mode, lam,
-             "" if denoiser is None else ", denoiser %s%s" % (
-                 args.denoiser, " " + args.unet_weights if args.unet_weights else ""),
-             os.path.abspath(job.result))
+    used = "" if denoiser is None else ", denoiser %s%s%s" % (
+        args.denoiser, " " + args.unet_weights if args.unet_weights else "",
+        ", prior mean weighted per shell by the FSC" if shells else "")
+    log.info("%s%s (lambda %.3f%s): wrote %s", args.mode, " joined halves" if job.joined else "",
+             lam, used, os.path.abspath(job.result))
 
 
 def main(argv=None):

@@ -51,12 +51,12 @@ import time
 
 import numpy as np
 
-from ..core.refine.confidence import HIGH_A, LOW_A
-from ..core.refine.denoisers import DENOISERS, TV_WEIGHT, get_denoiser
+from ..core.refine.denoisers import get_denoiser
 from ..io.atomic import atomic_path, atomic_text
 from ..io.errors import InputError
 from ..io.star import StarTable, read_particles_star, write_particles_star, write_star
-from .cli import at_least, number, positive, run_program
+from .cli import (add_prior_arguments, at_least, check_prior_arguments, number, positive,
+                  run_program)
 from .jobdir import claim_output, file_digest
 
 log = logging.getLogger("polishplugin.refine")
@@ -75,23 +75,7 @@ def build_parser():
     g.add_argument("--root", default=None, help="folder the image names are relative to "
                    "(default: current directory; else the STAR file's folder is tried)")
     g.add_argument("--no-ctf", action="store_true", help="ignore the CTF (CTF = 1)")
-    r = p.add_argument_group("prior (M-step)")
-    r.add_argument("--mode", choices=("tikhonov", "red", "cw-red"), default="tikhonov",
-                   help="tikhonov: eq. 11; red: eq. 17 with --lambda; cw-red: eq. 17 with lambda "
-                        "from the half-map resolution (0 worse than --cw-low, 1 better than "
-                        "--cw-high)")
-    r.add_argument("--denoiser", choices=DENOISERS, default="tv", help="for red / cw-red")
-    r.add_argument("--tv-weight", type=positive, default=TV_WEIGHT, help="denoiser tv's weight")
-    r.add_argument("--unet-weights", default=None,
-                   help="denoiser unet: weights file of train_denoiser (default: the shipped one)")
-    r.add_argument("--lambda", dest="lam", type=number, default=1.0, help="lambda of mode red")
-    r.add_argument("--cw-low", type=positive, default=LOW_A, help="cw-red: lambda 0 at/worse (A)")
-    r.add_argument("--cw-high", type=positive, default=HIGH_A,
-                   help="cw-red: lambda 1 at/better (A)")
-    r.add_argument("--cw-shells", choices=("all", "final"), default="",
-                   help="red / cw-red: weight the denoised prior mean per shell by the "
-                        "gold-standard FSC (0 where the halves disagree: Tikhonov there), in "
-                        "every update or in the final map only")
+    r = add_prior_arguments(p)
     r.add_argument("--tau2-fudge", type=positive, default=1.0, help="tau^2 fudge factor")
     r.add_argument("--pad", type=at_least(1), default=2, help="Fourier padding of the M-step")
     s = p.add_argument_group("sampling")
@@ -196,11 +180,6 @@ def read_inputs(args):
 
 def settings_of(args, n, px):
     from ..core.refine.loop import Settings
-    if args.mode == "red" and not 0.0 <= args.lam <= 1.0:
-        raise SystemExit("--lambda must lie in [0, 1], got %g" % args.lam)
-    if args.cw_high >= args.cw_low:
-        raise SystemExit("--cw-high (%g A) must be finer than --cw-low (%g A)"
-                         % (args.cw_high, args.cw_low))
     if args.max_order < args.healpix_order:
         raise SystemExit("--max-order %d is coarser than --healpix-order %d"
                          % (args.max_order, args.healpix_order))
@@ -212,11 +191,6 @@ def settings_of(args, n, px):
     if args.offset_step > args.offset_range:
         raise SystemExit("--offset-step %g px exceeds --offset-range %g px"
                          % (args.offset_step, args.offset_range))
-    if args.unet_weights and args.denoiser != "unet":
-        raise SystemExit("--unet-weights is for --denoiser unet (got --denoiser %s)"
-                         % args.denoiser)
-    if args.unet_weights and not os.path.isfile(args.unet_weights):
-        raise InputError(args.unet_weights, "no such weights file")
     denoiser = None
     if args.mode != "tikhonov":
         denoiser = get_denoiser(args.denoiser, tv_weight=args.tv_weight,
@@ -331,6 +305,7 @@ def write_results(out, state, parts, optics, particles, mask):
 def run(args):
     from ..core.refine.loop import SERIAL, initial_state, refine
     from .parallel import RefineSplit, get_comm, set_threads
+    check_prior_arguments(args, "refine")
     set_threads(args.threads)
     comm = get_comm()
     root = comm.rank == 0

@@ -42,6 +42,13 @@ def _with_tau2(star_text, tau2):
     return re.sub(r"^\s*(\d+)\s+(\S+)\s+(\S+)\s*$", row, star_text, flags=re.M)
 
 
+def _with_fsc(star_text, fsc):
+    """The STAR with the rlnGoldStandardFsc column replaced."""
+    def row(m):
+        return "%12d %s %12.6f" % (int(m.group(1)), m.group(2), fsc[int(m.group(1))])
+    return re.sub(r"^\s*(\d+)\s+(\S+)\s+(\S+)\s*$", row, star_text, flags=re.M)
+
+
 @pytest.fixture(scope="module")
 def fixture_job(tmp_path_factory):
     """The real STAR (box 96, padding 1, current size 30) with B and K back-projected from 200
@@ -231,10 +238,52 @@ def test_denoiser_and_weights_from_options_or_the_environment(fixture_job, tmp_p
     np.testing.assert_allclose(_ours(d, "--skip-gridding", "--unet-weights", DEFAULT_WEIGHTS),
                                shipped, atol=1e-6 * np.abs(ident).max())
     # weights for another denoiser, or a missing file: one clear line before any work
+    with pytest.raises(SystemExit, match="--unet-weights is for --denoiser unet"):
+        prog.main(["--denoiser", "tv", str(d / "ours.star")])
     caplog.clear()
-    assert prog.main(["--denoiser", "tv", str(d / "ours.star")]) == 2
-    assert "--unet-weights is for --denoiser unet" in caplog.text
     monkeypatch.setenv(prog.ARGS_VAR, "--mode red --denoiser unet --unet-weights %s"
                        % (tmp_path / "none.npz"))
     assert prog.main([str(d / "ours.star")]) == 2
     assert "no such U-Net weights file" in caplog.text
+
+
+def _band_ratio(a, b, ref, shells):
+    """<A, B> / |B|^2 over the Fourier shells ``shells`` of the padding-1 half grid, A and B the
+    transforms of a - ref and b - ref with the gridding correction undone: how much of b's
+    departure from ref a makes in that band."""
+    from polishplugin.core.refine.mstep import half_grid_shells
+    from polishplugin.core.refine.relion_grid import map_to_half
+    band = np.isin(half_grid_shells(ref.shape[0], 1), shells)
+    da, db = map_to_half(a - ref, 1)[band], map_to_half(b - ref, 1)[band]
+    return float(np.real(np.vdot(db, da)) / np.real(np.vdot(db, db)))
+
+
+def test_cw_shells_weights_the_prior_mean_per_shell(fixture_job):
+    """--cw-shells with the STAR's FSC 1 up to shell 7 and 1/3 from shell 8 on: "all" keeps the
+    whole denoised prior mean below shell 8 and a third of it above (the map between RED's and
+    Tikhonov's there); "final" leaves a half-set's call as plain RED and weights the call for
+    both halves joined (RELION's names without _half) by the full set's FSC, 2/3 / (4/3) = 1/2."""
+    d, text, _ = fixture_job
+    fsc = np.where(np.arange(49) < 8, 1.0, 1 / 3)
+    (d / "fsc.star").write_text(_with_fsc(_retarget(text, d, d / "ours.mrc"), fsc))
+    joined = _with_fsc(_retarget(text, d, d / "ours.mrc"), fsc).replace("_it001_half1_", "_it009_")
+    for kind in ("data_real", "data_imag", "weight"):
+        name = "run_it%s_class001_external_reconstruct_%s.mrc"
+        if not (d / (name % ("009", kind))).exists():
+            os.symlink(d / (name % ("001_half1", kind)), d / (name % ("009", kind)))
+    (d / "joined.star").write_text(joined)
+    red = ["--skip-gridding", "--mode", "red", "--denoiser", "identity", "--lambda", "1"]
+    tik = _ours(d, "--skip-gridding", star="fsc.star")
+    plain = _ours(d, *red, star="fsc.star")
+    every = _ours(d, *red, "--cw-shells", "all", star="fsc.star")
+    # shells 1-2 and 10-14: away from the step at shell 8 (current size 30: shells below 15);
+    # the difference is small at low shells (large tau^2), where the soft mask's leak shows
+    low, high = [1, 2], range(10, 15)
+    assert _band_ratio(every, plain, tik, low) == pytest.approx(1.0, abs=0.05)
+    assert _band_ratio(every, plain, tik, high) == pytest.approx(1 / 3, abs=0.01)
+    np.testing.assert_array_equal(_ours(d, *red, "--cw-shells", "final", star="fsc.star"), plain)
+    # the joined call: no shell weight without the option, 1/2 above shell 8 with "final"
+    np.testing.assert_allclose(_ours(d, *red, star="joined.star"), plain, rtol=0, atol=0)
+    last = _ours(d, *red, "--cw-shells", "final", star="joined.star")
+    assert _band_ratio(last, plain, tik, low) == pytest.approx(1.0, abs=0.05)
+    assert _band_ratio(last, plain, tik, high) == pytest.approx(0.5, abs=0.01)

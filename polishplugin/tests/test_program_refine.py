@@ -178,7 +178,7 @@ def test_bad_inputs_are_refused_with_a_reason(project, tmp_path, monkeypatch):
         _error(monkeypatch, tmp_path, folder, "--mode", "red", "--unet-weights", "ref.mrc")
     status, msg = _error(monkeypatch, tmp_path, folder, "--mode", "red", "--denoiser", "unet",
                          "--unet-weights", "none.npz")
-    assert status == 2 and "no such weights file" in msg
+    assert status == 2 and "no such U-Net weights file" in msg
 
 
 @pytest.mark.filterwarnings("ignore:Data array contains NaN")

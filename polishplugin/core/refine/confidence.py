@@ -20,3 +20,11 @@ def nominal_resolution(fsc, box, pixel_size, threshold=FSC_THRESHOLD):
     """Resolution (A) where the half-map FSC (one value per shell of the box) first drops below
     ``threshold`` (linear between shells; Nyquist if it never does)."""
     return resolution_at(np.asarray(fsc, dtype=np.float64), box, pixel_size, threshold)
+
+
+def shell_confidence(fsc, joined=False):
+    """Per-shell confidence in the denoiser (``--cw-shells``): the half-map FSC clipped to
+    [0, 1]; for a map of both halves joined the FSC of the full set, 2 FSC / (1 + FSC)
+    (Rosenthal & Henderson 2003), as the refinement's final map uses."""
+    f = np.clip(np.asarray(fsc, dtype=np.float64), 0.0, 1.0)
+    return 2 * f / (1 + f) if joined else f
