@@ -1,13 +1,15 @@
-"""One expectation_step (E-step scores, posteriors, weighted back-projection of every significant
-pose) timed in CPU seconds: box n, N images (projections of a pseudo-protein at the first N
-orientations plus noise, SNR 1/9), O random orientations x 81 translations (every integer shift
-within 5 px), sigma^-2 flat within n/2 - 1. Prints JSON (wall, cpu, significant poses, sum |B|).
+"""One E-step pass of the refinement engine (core/refine/loop.py, estep_half: scores, posteriors,
+weighted back-projection of every significant pose) timed in CPU seconds: box n, N images
+(projections of a pseudo-protein at the first N orientations of the grid plus noise, SNR 1/9),
+the global HEALPix grid of order k (12 * 4^k * 6 * 2^k orientations; order 3: 36864) x 81
+translations (every integer shift within 5 px), sigma^-2 flat within n/2 - 1. Prints JSON (wall,
+cpu, orientations, sum |B|).
 
-Against the code before the refinement kernels (commit 378b3ce), same machine, one thread:
+    NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/refine_estep_pass.py 64 16 2
 
-    git archive 378b3ce polishplugin | tar -x -C /tmp/old
-    for pp in $PWD /tmp/old; do NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONPATH=$pp \
-        python benchmarks/refine_estep_pass.py 64 16 2304; done
+(BENCHMARKS.md's numbers of this script's first version timed core/refine/iteration.py's
+expectation_step, a second E-step used only by tests, since removed, on 2304 random
+orientations.)
 """
 import json
 import sys
@@ -15,27 +17,26 @@ import time
 
 import numpy as np
 
-from polishplugin.core.geometry import random_orientations
 from polishplugin.core.projector import Projector
-from polishplugin.core.reconstruct import Backprojector, centered_fft
-from polishplugin.core.refine.iteration import expectation_step
+from polishplugin.core.reconstruct import Backprojector
+from polishplugin.core.refine.loop import Particles, Settings, State, estep_half, inverse_sigma2
+from polishplugin.core.refine.sampling import orientation_grid
 from polishplugin.core.simulate.volumes import pseudo_protein
 
-n, N, O = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+n, N, order = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 rng = np.random.default_rng(0)
 vol = pseudo_protein(n, 1.5, rng)
-proj = Projector(vol)
-angles = np.stack(random_orientations(O, rng), axis=1)
-trans = np.array([(x, y) for y in range(-5, 6) for x in range(-5, 6) if x * x + y * y <= 25.0],
-                 float)
-clean = np.fft.ifft2(proj.project_many(angles[:N])).real
+angles = orientation_grid(order)
+clean = np.fft.ifft2(Projector(vol).project_many(angles[:N])).real
 images = clean + rng.normal(0, 3 * clean.std(), clean.shape)
-k = np.hypot(*np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij"))
-inv_s2 = np.where(k * n <= n // 2 - 1, 1.0, 0.0) / (9 * clean.var() * n * n)
-y = centered_fft(images)
-bp = Backprojector(n, 2)
+sigma2 = np.full(n // 2 + 1, 9 * clean.var() * n * n)       # E|noise|^2 per Fourier pixel
+parts = Particles(images, None, np.ones(N, int), 1.5)
+settings = Settings(healpix_order=order, local_order=order + 1, sigma_offset=0.0)
+state = State(iteration=1, refs=None, angles=np.zeros((N, 3)), shifts=np.zeros((N, 2)),
+              maxprob=np.zeros(N), sigma2=sigma2, order=order, offset_range=5.0,
+              offset_step=1.0, current_size=n)
+bp = Backprojector(n, settings.pad, r_max=n // 2 - 1)
 c0 = time.process_time(); t0 = time.perf_counter()
-w, lm = expectation_step(bp, proj, y, None, inv_s2, angles, trans)
+estep_half(vol, np.arange(N), parts, state, settings, inverse_sigma2(sigma2, n, n), False, bp)
 print(json.dumps({"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0,
-                  "significant": int(np.count_nonzero(w)),
-                  "data_sum": float(np.abs(bp.data).sum())}))
+                  "orientations": len(angles), "data_sum": float(np.abs(bp.data).sum())}))

@@ -12,11 +12,7 @@ from polishplugin.backends import get_backend
 from polishplugin.core.fourier import shift_phase
 from polishplugin.core.geometry import euler_to_matrix, random_orientations
 from polishplugin.core.projector import Projector
-from polishplugin.core.reconstruct import Backprojector
 from polishplugin.core.refine.estep import log_likelihoods, pose_posteriors
-from polishplugin.core.refine import iteration
-from polishplugin.core.refine.iteration import expectation_step
-from polishplugin.core.simulate.volumes import pseudo_protein
 from polishplugin.tests.opencl import OPENCL_REASON
 
 NUMPY = get_backend("numpy")
@@ -207,29 +203,3 @@ def test_pose_posteriors_equal_direct_normalisation():
         total = math.fsum(terms)
         np.testing.assert_allclose(w[i].ravel(), [t / total for t in terms], rtol=1e-12)
         assert log_marginal[i] == pytest.approx(shift + math.log(total), rel=1e-14)
-
-
-@pytest.mark.parametrize("be", OTHERS, ids=lambda b: b.NAME)
-def test_expectation_step_backends_agree(be, monkeypatch):
-    """The whole E-step pass (scores, posteriors, weighted back-projection of every pose); the
-    second backend scores the orientations in blocks of 4."""
-    rng = np.random.default_rng(9)
-    n = 12
-    vol = pseudo_protein(n, 3.0, rng)
-    angles = np.stack(random_orientations(6, rng), axis=1)
-    trans = np.array([[0.0, 0.0], [1.0, 0.5], [-0.5, -1.5]])
-    images = np.fft.fft2(rng.normal(size=(3, n, n)))
-    ctfs = rng.uniform(-1, 1, (3, n, n))
-    inv_s2 = np.full((n, n), 1e-3)
-    proj = Projector(vol, backend=NUMPY)     # slices compared in test_slice_extract_matches_numpy
-    res = []
-    for b in (NUMPY, be):
-        if b is be:
-            monkeypatch.setattr(iteration, "_ORIENTATIONS", 4)
-        bp = Backprojector(n, 2, backend=b)
-        w, logm = expectation_step(bp, proj, images, ctfs, inv_s2, angles, trans, prune=0.0,
-                                   backend=b)
-        res.append((w, logm, bp.data, bp.weight))
-    for got, ref in zip(res[1], res[0]):
-        np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-9 * np.abs(ref).max())
-    assert np.count_nonzero(res[0][0]) > 10

@@ -178,7 +178,7 @@ def test_estep_back_projection_equals_the_shifted_images_at_the_chosen_poses(cas
     n, m = N, state.current_size
     inv_s2 = loop.inverse_sigma2(state.sigma2, n, m)
     got = Backprojector(n, st.pad, r_max=min(n // 2 - 1, m // 2))
-    angles, shifts, _ = loop._estep_half(truth, idx, parts, state, st, inv_s2, True, got)
+    angles, shifts, _ = loop.estep_half(truth, idx, parts, state, st, inv_s2, True, got)
     assert np.abs(shifts - state.shifts[idx]).max() > 0.5       # moved by the search too
     want = Backprojector(n, st.pad, r_max=min(n // 2 - 1, m // 2))
     backproject(want, centered_fft(parts.images[idx].astype(np.float64), shifts),

@@ -275,7 +275,7 @@ def _particle_radius_px(settings, n, px):
     return min(0.5 * d / px, n / 2.0 - 1)
 
 
-def _estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets2=None):
+def estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets2=None):
     """E-step over the particles ``idx`` of one half against ``ref`` (masked); adds them to
     ``bp`` and, to ``offsets2`` ((1,) array), their sum of w |offset|^2 (A^2) over the poses.
     Returns (angles, shifts, maxprob) at the best pose of each."""
@@ -439,8 +439,8 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
         idx = mine[h - 1]
         bp = Backprojector(n, settings.pad, r_max=min(n // 2 - 1, m // 2))
         if len(idx):
-            a, s, p = _estep_half(state.refs[h - 1] * solvent, idx, particles, state, settings,
-                                  inv_s2, first, bp, off2)
+            a, s, p = estep_half(state.refs[h - 1] * solvent, idx, particles, state, settings,
+                                 inv_s2, first, bp, off2)
             angles[idx], shifts[idx], maxprob[idx] = a, s, p
         bps.append(bp)
     for bp in bps:      # after both halves: ranks holding different halves score at the same time
