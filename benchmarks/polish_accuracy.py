@@ -14,9 +14,10 @@ import time
 
 import numpy as np
 
+from _common import add_movie_options, movie_config, rms_errors, track_errors
 from polishplugin.constants import DEFAULT_SIGMA_ACC, DEFAULT_SIGMA_DIV, DEFAULT_SIGMA_VEL
 from polishplugin.core.motion.micrograph import polish_simulated_micrograph
-from polishplugin.core.simulate.dataset import SimulationConfig, simulate_dataset
+from polishplugin.core.simulate.dataset import simulate_dataset
 
 METHODS = ("no correction", "global track only", "per-particle, no prior", "GP MAP, true sigmas",
            "GP MAP, defaults 0.2/5000/2")
@@ -38,27 +39,18 @@ def _tracks(ds, mic, method, cc_scale):
 
 
 def run_set(cfg, cc_scale):
-    """Squared errors summed over particles and frames: {method: [full, shape, count]} in A^2."""
+    """{method: (RMS, shape RMS)} in A over all particles and frames."""
     ds = simulate_dataset(cfg)
-    sums = {m: np.zeros(3) for m in METHODS}
+    errors = {m: [] for m in METHODS}
     for mic in ds:
         for m in METHODS:
-            d = (mic.centres[:, None, :] + _tracks(ds, mic, m, cc_scale) - mic.positions)
-            d = d * cfg.pixel_size
-            shape = d - d.mean(axis=1, keepdims=True)
-            sums[m] += (np.sum(d ** 2), np.sum(shape ** 2), d.shape[0] * d.shape[1])
-    return {m: (np.sqrt(s[0] / s[2]), np.sqrt(s[1] / s[2])) for m, s in sums.items()}
+            errors[m].append(track_errors(mic, _tracks(ds, mic, m, cc_scale), cfg.pixel_size))
+    return {m: rms_errors(e) for m, e in errors.items()}
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--micrographs", type=int, default=4)
-    ap.add_argument("--size", type=int, default=1024)
-    ap.add_argument("--frames", type=int, default=24)
-    ap.add_argument("--particles", type=int, default=30)
-    ap.add_argument("--box", type=int, default=96)
-    ap.add_argument("--snr", type=float, nargs="+", default=[0.01, 0.05])
-    ap.add_argument("--seed", type=int, default=1)
+    add_movie_options(ap)
     ap.add_argument("--cc-scale", default="likelihood", choices=("relion", "likelihood"))
     ap.add_argument("--refined-fixed", action="store_true",
                     help="refined centres = truth + 0.5 px noise per axis, instead of found by "
@@ -69,10 +61,7 @@ def main(argv=None):
     t0 = time.time()
     results = {}
     for snr in a.snr:
-        cfg = SimulationConfig(seed=a.seed, n_micrographs=a.micrographs,
-                               micrograph_shape=(a.size, a.size), n_frames=a.frames,
-                               particles_per_micrograph=a.particles, box=a.box, snr=snr,
-                               dark_particles=True, refined_from_data=not a.refined_fixed)
+        cfg = movie_config(a, snr, dark_particles=True, refined_from_data=not a.refined_fixed)
         results[snr] = run_set(cfg, a.cc_scale)
     c = cfg
     print("Polishing track accuracy: %d micrographs %dx%d, %d frames, %d particles, box %d, "

@@ -9,9 +9,10 @@ import time
 
 import numpy as np
 
+from _common import add_movie_options, movie_config, rms_errors, track_errors
 from polishplugin.core.motion.evidence import search_in_pixels, sigmas_in_paper_units
 from polishplugin.core.motion.micrograph import polish_simulated_micrograph
-from polishplugin.core.simulate.dataset import SimulationConfig, simulate_dataset
+from polishplugin.core.simulate.dataset import simulate_dataset
 
 DEFAULTS = (0.2, 5000.0, 2.0)
 
@@ -72,24 +73,15 @@ def variant(ds, mic, name):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--micrographs", type=int, default=4)
-    ap.add_argument("--size", type=int, default=1024)
-    ap.add_argument("--frames", type=int, default=24)
-    ap.add_argument("--particles", type=int, default=30)
-    ap.add_argument("--box", type=int, default=96)
-    ap.add_argument("--snr", type=float, nargs="+", default=[0.007, 0.035])
-    ap.add_argument("--seed", type=int, default=1)
+    add_movie_options(ap, snr=(0.007, 0.035))
     ap.add_argument("--true", type=float, nargs=3, default=[0.5, 5000.0, 2.0])
     ap.add_argument("--variants", nargs="+", default=["global", "true", "defaults", "auto"])
     a = ap.parse_args()
     print("| SNR | variant | RMS (A) | shape (A) | chosen sigmas (geo. mean over micrographs) | "
           "spread (median) | CPU s |\n|---|---|---|---|---|---|---|")
     for snr in a.snr:
-        cfg = SimulationConfig(seed=a.seed, n_micrographs=a.micrographs,
-                               micrograph_shape=(a.size, a.size), n_frames=a.frames,
-                               particles_per_micrograph=a.particles, box=a.box, snr=snr,
-                               dark_particles=True, refined_from_data=True,
-                               sigma_vel=a.true[0], sigma_div=a.true[1], sigma_acc=a.true[2])
+        cfg = movie_config(a, snr, dark_particles=True, refined_from_data=True,
+                           sigma_vel=a.true[0], sigma_div=a.true[1], sigma_acc=a.true[2])
         ds = simulate_dataset(cfg)
         mics = list(ds)
         for name in a.variants:
@@ -97,13 +89,10 @@ def main():
             err, sig = [], []
             for mic in mics:
                 tr, s = variant(ds, mic, name)
-                err.append((mic.centres[:, None, :] + tr - mic.positions) * cfg.pixel_size)
+                err.append(track_errors(mic, tr, cfg.pixel_size))
                 if s is not None:
                     sig.append(s)
-            d = np.concatenate(err)
-            rms = np.sqrt((d ** 2).sum(-1).mean())
-            sh = d - d.mean(1, keepdims=True)
-            shape = np.sqrt((sh ** 2).sum(-1).mean())
+            rms, shape = rms_errors(err)
             gs = sp = "-"
             if sig:
                 s = np.array(sig)

@@ -9,17 +9,15 @@ Prints one JSON line per run and the comparison; the machine's load average befo
 import argparse
 import json
 import os
-import resource
 import subprocess
-import sys
 import time
 
 import numpy as np
 
+from _common import child_env, children_cpu, refine_command, write_project
 from polishplugin.core.simulate.particles import simulate_particles
-from polishplugin.core.simulate.volumes import lowpass, pseudo_protein
-from polishplugin.io.mrc import read_mrc, write_mrc
-from polishplugin.io.particle_set import write_particle_set
+from polishplugin.core.simulate.volumes import pseudo_protein
+from polishplugin.io.mrc import read_mrc
 from polishplugin.io.star import read_particles_star
 
 
@@ -34,29 +32,23 @@ def main():
     p.add_argument("--mode", default="cw-red")
     p.add_argument("--out", required=True)
     a = p.parse_args()
-    os.makedirs(a.out, exist_ok=True)
     rng = np.random.default_rng(5)
     truth = pseudo_protein(a.box, a.pixel, rng)
-    write_particle_set(a.out, simulate_particles(truth, a.particles, a.pixel, a.snr, rng), a.pixel)
-    write_mrc(os.path.join(a.out, "ref.mrc"), lowpass(truth, 30.0, a.pixel), a.pixel)
-    common = [sys.executable, "-m", "polishplugin.programs.refine", "--particles",
-              "particles.star", "--ref", "ref.mrc", "--mode", a.mode, "--cw-low", "30",
-              "--cw-high", "10", "--max-iter", str(a.iters), "--healpix-order", "1",
-              "--local-order", "3", "--max-order", "3", "--fresh"]
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1",
-               OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    write_project(a.out, truth, simulate_particles(truth, a.particles, a.pixel, a.snr, rng),
+                  a.pixel)
+    common = refine_command("--mode", a.mode, "--cw-low", "30", "--cw-high", "10", "--max-iter",
+                            a.iters, "--healpix-order", "1", "--local-order", "3", "--max-order",
+                            "3", "--fresh")
+    env = child_env(one_thread=True, mpirun=True)
     print(json.dumps({"load_before": os.getloadavg()}))
     runs = {}
     for name, launcher in (("serial", []), ("mpi%d" % a.ranks,
                                              ["mpirun", "-np", str(a.ranks)])):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
+        cpu0, t0 = children_cpu(), time.perf_counter()
         subprocess.run(launcher + common + ["--out", name], cwd=a.out, env=env, check=True,
                        capture_output=True)
         wall = time.perf_counter() - t0
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        cpu = children_cpu() - cpu0
         summary = json.load(open(os.path.join(a.out, name, "refine.json")))
         runs[name] = {"run": name, "wall_s": round(wall, 1), "cpu_s_children": round(cpu, 1),
                       "cpu_s_recorded": round(summary["cpu_s_total"], 1),

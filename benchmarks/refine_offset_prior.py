@@ -9,17 +9,15 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 
+from _common import child_env, refine_command, refined_angles, write_project
 from polishplugin.core.fourier import fsc
 from polishplugin.core.refine.sampling import angular_distance
 from polishplugin.core.simulate.particles import simulate_particles
-from polishplugin.core.simulate.volumes import lowpass, pseudo_protein
-from polishplugin.io.mrc import read_mrc, write_mrc
-from polishplugin.io.particle_set import write_particle_set
-from polishplugin.io.star import read_particles_star
+from polishplugin.core.simulate.volumes import pseudo_protein
+from polishplugin.io.mrc import read_mrc
 
 
 def main():
@@ -32,27 +30,23 @@ def main():
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--out", required=True)
     a = p.parse_args()
-    os.makedirs(a.out, exist_ok=True)
     rng = np.random.default_rng(8)
     truth = pseudo_protein(a.box, a.pixel, rng)
     ps = simulate_particles(truth, a.particles, a.pixel, a.snr, rng, max_origin_A=a.max_origin)
-    write_particle_set(a.out, ps, a.pixel)
-    write_mrc(os.path.join(a.out, "ref.mrc"), lowpass(truth, 30.0, a.pixel), a.pixel)
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    write_project(a.out, truth, ps, a.pixel)
+    env = child_env(one_thread=True)
     band = slice(int(a.box * a.pixel / 30.0) + 1, int(a.box * a.pixel / 8.0) + 1)
     print(json.dumps({"load_before": os.getloadavg()}))
     for sigma in ("10", "0"):
         name = "sigma%s" % sigma
-        subprocess.run([sys.executable, "-m", "polishplugin.programs.refine", "--particles",
-                        "particles.star", "--ref", "ref.mrc", "--mode", "tikhonov",
-                        "--max-iter", str(a.iters), "--healpix-order", "1", "--local-order", "3",
-                        "--max-order", "3", "--sigma-offset", sigma, "--fresh", "--out", name],
+        subprocess.run(refine_command("--mode", "tikhonov", "--max-iter", a.iters,
+                                      "--healpix-order", "1", "--local-order", "3",
+                                      "--max-order", "3", "--sigma-offset", sigma, "--fresh",
+                                      "--out", name),
                        cwd=a.out, env=env, check=True, capture_output=True)
         summary = json.load(open(os.path.join(a.out, name, "refine.json")))
         final = read_mrc(os.path.join(a.out, name, "map.mrc"))[0]
-        _, parts = read_particles_star(os.path.join(a.out, name, "particles.star"))
-        angles = np.deg2rad(np.stack([np.asarray(parts[k], float) for k in
-                                      ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")], axis=1))
+        angles, parts = refined_angles(os.path.join(a.out, name, "particles.star"))
         origin = np.stack([np.asarray(parts[k], float) for k in
                            ("rlnOriginXAngst", "rlnOriginYAngst")], axis=1)
         print(json.dumps({

@@ -24,7 +24,6 @@ import dataclasses
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -35,14 +34,15 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from _common import (child_env, children_cpu, refine_command, refined_angles,  # noqa: E402
+                     write_project)
 from polishplugin.core.fourier import fsc, resolution_at  # noqa: E402
 from polishplugin.core.geometry import euler_to_matrix  # noqa: E402
 from polishplugin.core.refine.sampling import angular_distance  # noqa: E402
 from polishplugin.core.simulate.particles import simulate_particles  # noqa: E402
-from polishplugin.core.simulate.volumes import lowpass, pseudo_protein, volume_from_model  # noqa: E402
+from polishplugin.core.simulate.volumes import pseudo_protein, volume_from_model  # noqa: E402
 from polishplugin.io.mrc import read_mrc, write_mrc  # noqa: E402
-from polishplugin.io.particle_set import write_particle_set  # noqa: E402
-from polishplugin.io.star import read_particles_star, read_star  # noqa: E402
+from polishplugin.io.star import read_star  # noqa: E402
 
 MODELS = os.path.join(REPO, "..", "shared", "data", "models")
 RUNS = ("relion", "tikhonov", "red", "cw-red")
@@ -57,11 +57,6 @@ def run_name(text):
     return text
 
 
-def children_cpu():
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
 def truth_volume(name, box, px, rng):
     if name == "pseudo":
         return pseudo_protein(box, px, rng)
@@ -74,8 +69,7 @@ def truth_volume(name, box, px, rng):
 def run_relion(folder, args):
     out = os.path.join(folder, "relion")
     os.makedirs(out, exist_ok=True)
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_rmaps_base_oversubscribe="1")
+    env = child_env(mpirun=True)
     env.pop("RELION_EXTERNAL_RECONSTRUCT_EXECUTABLE", None)
     cmd = ["mpirun", "-np", str(args.ranks), "relion_refine_mpi", "--i", "particles.star",
            "--o", "relion/run", "--ref", "ref.mrc", "--ini_high", "30", "--auto_refine",
@@ -98,9 +92,9 @@ def run_ours(folder, run, args):
     mode, _, denoiser = run.partition(":")
     name = run.replace(":", "_")
     out = os.path.join(folder, name)
-    cmd = [sys.executable, "-m", "polishplugin.programs.refine", "--particles", "particles.star",
-           "--ref", "ref.mrc", "--out", name, "--mode", mode, "--max-iter", str(args.max_iter),
-           "--particle-diameter", str(0.8 * args.box * args.px), "--fresh"] + args.extra.split()
+    cmd = refine_command("--out", name, "--mode", mode, "--max-iter", args.max_iter,
+                         "--particle-diameter", 0.8 * args.box * args.px, "--fresh",
+                         *args.extra.split())
     if mode != "tikhonov":
         cmd += ["--denoiser", denoiser or args.denoiser]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
@@ -114,20 +108,19 @@ def run_ours(folder, run, args):
     return os.path.join(out, "map.mrc"), os.path.join(out, "particles.star"), half, iters
 
 
+def _angles_by_image(star):
+    """Refined angles (N, 3) radians in the order of the image numbers (RELION reorders nothing
+    with --dont_combine_weights_via_disc, but match by image name)."""
+    ang, parts = refined_angles(star)
+    return ang[np.argsort([int(str(nm).split("@")[0]) for nm in parts["rlnImageName"]])]
+
+
 def angular_errors(star, true_angles):
-    _, parts = read_particles_star(star)
-    # RELION reorders nothing with --dont_combine_weights_via_disc, but match by image name
-    order = np.argsort([int(str(nm).split("@")[0]) for nm in parts["rlnImageName"]])
-    ang = np.deg2rad(np.stack([np.asarray(parts[k], float)[order] for k in
-                               ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")], axis=1))
-    return angular_distance(ang, true_angles)
+    return angular_distance(_angles_by_image(star), true_angles)
 
 
 def _matrices(star, true_angles):
-    _, parts = read_particles_star(star)
-    order = np.argsort([int(str(nm).split("@")[0]) for nm in parts["rlnImageName"]])
-    ang = np.deg2rad(np.stack([np.asarray(parts[k], float)[order] for k in
-                               ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")], axis=1))
+    ang = _angles_by_image(star)
     return (euler_to_matrix(ang[:, 0], ang[:, 1], ang[:, 2]),
             euler_to_matrix(true_angles[:, 0], true_angles[:, 1], true_angles[:, 2]))
 
@@ -196,15 +189,12 @@ def main():
             rng = np.random.default_rng(args.seed + 100 * si)
             truth = truth_volume(name, args.box, args.px, rng)
             folder = os.path.join(root, "%s_snr%g" % (name, snr))
-            os.makedirs(folder, exist_ok=True)
-            start = lowpass(truth, 30.0, args.px)
-            write_mrc(os.path.join(folder, "truth.mrc"), truth, args.px)
-            write_mrc(os.path.join(folder, "ref.mrc"), start, args.px)
             ps = simulate_particles(truth, args.count, args.px, snr, rng)
             # both programs start blind: no angles, no origins in the STAR
-            write_particle_set(folder, dataclasses.replace(
+            start = write_project(folder, truth, dataclasses.replace(
                 ps, angles=np.zeros_like(ps.angles), origins_A=np.zeros_like(ps.origins_A)),
                 args.px)
+            write_mrc(os.path.join(folder, "truth.mrc"), truth, args.px)
             c0 = fsc(start, truth)
             print("| %s | %g | start (30 A low-pass) | %.1f | %.1f | %.3f | | | | | | | |"
                   % (name, snr, resolution_at(c0, args.box, args.px, 0.5),

@@ -25,12 +25,13 @@ import tracemalloc
 
 import numpy as np
 
+from _common import add_movie_options, movie_config, rms_errors, track_errors
 from polishplugin.core.motion.micrograph import polish_simulated_micrograph
 from polishplugin.core.motion.tcc import split_threshold, tcc
 from polishplugin.core.motion.train_data import make_align, simulated_training_micrograph
 from polishplugin.core.motion.training import (choose_subset, make_tcc_objective,
                                                train_with_restarts)
-from polishplugin.core.simulate.dataset import SimulationConfig, simulate_dataset
+from polishplugin.core.simulate.dataset import simulate_dataset
 
 TRUTHS = ((0.5, 5000.0, 2.0), (1.0, 2000.0, 1.0))
 TARGET = (1.5, 3.0, 1.5)
@@ -54,18 +55,14 @@ def _peak(fn):
 
 
 def _rms(ds, mics, sigmas):
-    err = [polish_simulated_micrograph(ds, m, sigmas=sigmas).tracks
-           + m.centres[:, None] - m.positions for m in mics]
-    e = np.concatenate(err) * ds.config.pixel_size
-    return float(np.sqrt(np.mean(np.sum(e ** 2, axis=-1))))
+    return rms_errors([track_errors(m, polish_simulated_micrograph(ds, m, sigmas=sigmas).tracks,
+                                    ds.config.pixel_size) for m in mics])[0]
 
 
 def run_case(truth, snr, a):
-    cfg = SimulationConfig(seed=a.seed, n_micrographs=a.train_mics + a.test_mics,
-                           micrograph_shape=(a.size, a.size), n_frames=a.frames,
-                           particles_per_micrograph=a.particles, box=a.box,
-                           pixel_size=a.pixel_size, snr=snr, sigma_vel=truth[0],
-                           sigma_div=truth[1], sigma_acc=truth[2])
+    cfg = movie_config(a, snr, n_micrographs=a.train_mics + a.test_mics,
+                       pixel_size=a.pixel_size, sigma_vel=truth[0], sigma_div=truth[1],
+                       sigma_acc=truth[2])
     ds = simulate_dataset(cfg)
     raw = [ds.micrograph(i) for i in range(len(ds))]
     train_raw, test_raw = raw[:a.train_mics], raw[a.train_mics:]
@@ -164,19 +161,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train-mics", type=int, default=6)
     ap.add_argument("--test-mics", type=int, default=3)
-    ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--frames", type=int, default=16)
-    ap.add_argument("--particles", type=int, default=20)
-    ap.add_argument("--box", type=int, default=64)
+    add_movie_options(ap, micrographs=None, size=512, frames=16, particles=20, box=64, seed=11)
     ap.add_argument("--pixel-size", type=float, default=1.5)
-    ap.add_argument("--snr", type=float, nargs="+", default=[0.01, 0.05])
     ap.add_argument("--restarts", type=int, default=2)
     ap.add_argument("--subset", type=float, default=0.7,
                     help="fraction of the training particles in each restart's subset")
     ap.add_argument("--max-evals", type=int, default=60)
     ap.add_argument("--eval-res", type=float, default=6.0,
                     help="outer edge of the evaluation ring (A)")
-    ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--cases", type=int, default=len(TRUTHS), help="first N true triplets")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
