@@ -49,7 +49,7 @@ from .cli import (add_movie_inputs, add_output_options, at_least, auto_window,
                   resolve_backend, run_program)
 from .jobdir import claim_output, input_digests, input_paths
 from .micrographs import MovieOnce
-from .parallel import get_comm, set_threads
+from .parallel import get_comm, set_blas_threads, set_threads
 
 log = logging.getLogger("polishplugin.train")
 
@@ -273,6 +273,7 @@ def run(args):
     check_args(args)
     args.backend = resolve_backend(args.backend)
     set_threads(args.threads)
+    set_blas_threads(1)     # the reading is split over --threads (spectra, particle blocks)
     comm = get_comm()
     if comm.rank != 0:      # every rank runs the same optimisation: one log is enough
         logging.getLogger("polishplugin").setLevel(logging.WARNING)
