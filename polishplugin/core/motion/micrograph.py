@@ -65,7 +65,7 @@ def _crop(big, big_q, q, n):
 
 
 def _auto_cc(predictions, damage, noise_power, cc_scale, max_ring=None, n=None):
-    """CC_{p,f}(0) of the damaged prediction with itself on the scale of compute_cc_maps:
+    """CC_{p,f}(0) of the damaged prediction with itself on the scale of cc_maps_from_spectra:
     scale sum_k D_f^2 |V_p|^2 / S (DC and beyond ring ``max_ring``, default Nyquist, excluded)
     for n x n patches (default the predictions' size; predictions and damage may be cut to a
     smaller grid, :func:`.observation.crop_plane`). Returns (P, F)."""
