@@ -1,6 +1,6 @@
-"""Per-micrograph file work shared by the movie programs (polish, train, bfactors): defect masks,
-frames with non-finite pixels filled, and the loop over micrographs in which one failure fails
-only its micrograph."""
+"""Per-micrograph file work shared by the movie programs (polish, train, bfactors): the one read
+of a movie (:class:`MovieOnce`), defect masks, frames with non-finite pixels filled, and the loop
+over micrographs in which one failure fails only its micrograph."""
 import logging
 import os
 
