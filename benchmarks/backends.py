@@ -120,18 +120,21 @@ def print_kernels(rows):
                      "%.2fx" % (ref[k] / x["call"]) if k in ref else "-"))
 
 
-MOTION = ("spectra", "noise", "cc maps", "fit", "fcc")   # the stages the backend runs
+# the stages the backend runs (extract_spectra: with the reading and cutting of the patches,
+# host work; polish_timeline.py's stage names)
+MOTION = ("extract_spectra", "ring_power", "cc_maps_from_spectra", "fit_tracks",
+          "fcc_from_spectra")
 
 
 def _motion(r):
-    return sum(r["stages"][s] for s in MOTION)
+    return sum(r["stages"].get(s, 0.0) for s in MOTION)
 
 
 def print_micrographs(rows):
     print("\n### Whole micrograph (polish_speed.py's per-micrograph work, %d frames)\n"
           % rows[0]["F"])
     print("| box | particles | backend | threads | wall s | CPU s | particle-frames/s | "
-          "motion s (spectra, noise, cc, fit, fcc) | motion vs numba:1 | wall vs numba:1 | "
+          "motion s (read + spectra, noise, cc, fit, fcc) | motion vs numba:1 | wall vs numba:1 | "
           "max track diff vs numpy px |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -143,7 +146,7 @@ def print_micrographs(rows):
         print("| %d | %d | %s | %d | %.2f | %.2f | %.0f | %.2f (%s) | %s | %s | %.1e |"
               % (r["box"], r["P"], r["backend"], r["threads"], r["wall"], r["cpu"],
                  r["P"] * r["F"] / r["wall"], _motion(r),
-                 ", ".join("%.2f" % r["stages"][s] for s in MOTION),
+                 ", ".join("%.2f" % r["stages"].get(s, 0.0) for s in MOTION),
                  "%.2fx" % (_motion(ref[0]) / _motion(r)) if ref else "-",
                  "%.2fx" % (ref[0]["wall"] / r["wall"]) if ref else "-", diff))
 

@@ -1,16 +1,20 @@
-"""Speed and memory of Bayesian polishing per micrograph (the per-micrograph work of
-``programs/polish.py``: movie sum + defect search, predictions, damage filters and
-``align_micrograph`` = patch extraction, noise power, CC maps, amplitude, MAP fit, FCC sums).
+"""Speed and memory of one micrograph of the polish program: ``programs/polish.py``'s
+``polish_one`` itself (the one read of the movie, with the defect search on the raw sum taken in
+the same pass; predictions; patch spectra; CC maps; amplitude; MAP fit; FCC sums; outputs), per
+backend and thread count, on a synthetic movie.
 
 For each box a synthetic movie is written once to a temporary MRC (int8 counts, not timed):
 particles of a pseudo-protein map (map box min(box, 128); the prediction box is ``box``) at random
 orientations with CTF and exposure filter, moved along a smooth drift plus per-particle jitter,
 dark on a 1 e/px/frame background with Gaussian counting noise. Each configuration (backend,
-threads) then runs in its own subprocess with single-threaded BLAS: setup (projectors), one
-warm-up micrograph (4 particles, same box: numba compile/cache load and FFT plans), then the timed
-micrograph read frame by frame from the MRC (page cache warm). Peak memory is the subprocess's
-VmHWM (= ru_maxrss) after resetting it with /proc/self/clear_refs just before the timed micrograph
-(resident set: numpy buffers, libraries and the movie pages read); "base" is VmRSS at that point.
+threads) then runs in its own subprocess with the program's thread settings (numba threads,
+single-threaded BLAS): setup (projectors), one warm-up micrograph (4 particles, same box: numba
+compile/cache load and FFT plans), then the timed micrograph read from the MRC (page cache warm),
+sigmas 0.2 / 5000 / 2, every frequency up to Nyquist (``--data-resolution -1``), patches of
+``--patch-factor`` x the box. Stage wall times come from ``polish_timeline.py``'s timers (the
+same stages as for a whole job). Peak memory is the subprocess's VmHWM (= ru_maxrss) after
+resetting it with /proc/self/clear_refs just before the timed micrograph (resident set: numpy
+buffers, libraries and the movie pages read); "base" is VmRSS at that point.
 
     python benchmarks/polish_speed.py [--boxes 128 256 384] [--particles 40] [--frames 24]
         [--configs numpy:1 numba:1 numba:2 opencl:2] [--patch-factor 1] [--profile BOX]   # --profile: cProfile, numba, 1 thread
@@ -23,6 +27,7 @@ comparison with RELION, measured side by side, see benchmarks/vs_relion.py.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,11 +35,13 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from polish_timeline import STAGES  # noqa: E402  (the stages timed, as for a whole job)
+
 MIC_SIZE = {128: 2048, 256: 4096, 384: 4096}
 PIXEL = 1.0          # A/px
 DOSE = 1.0           # e/A^2 per frame = e/px per frame at 1 A/px
-STAGES = ("movie sum", "defects", "predictions", "damage", "frame read", "patches", "spectra",
-          "noise", "cc maps", "amplitude", "fit", "fcc")
+SIGMAS = ("0.2", "5000", "2")
 
 
 # ------------------------------------------------------------------------------ data (not timed)
@@ -99,31 +106,6 @@ def make_movie(box, P, F, folder, seed=1):
 
 
 # ------------------------------------------------------------------------------ worker
-class _Clock:
-    """Accumulates wall seconds per stage; wraps functions of a module namespace."""
-
-    def __init__(self):
-        self.t = dict.fromkeys(STAGES, 0.0)
-
-    def wrap(self, module, name, stage):
-        fun = getattr(module, name)
-
-        def timed(*a, **k):
-            t0 = time.perf_counter()
-            try:
-                return fun(*a, **k)
-            finally:
-                self.t[stage] += time.perf_counter() - t0
-        setattr(module, name, timed)
-
-    def frames(self, movie):
-        for i in range(movie.nframes):
-            t0 = time.perf_counter()
-            fr = movie.frame(i)
-            self.t["frame read"] += time.perf_counter() - t0
-            yield fr
-
-
 def _rss():
     vals = {}
     with open("/proc/self/status") as fh:
@@ -143,112 +125,88 @@ def _reset_peak():
         return False
 
 
-def polish_micrograph(movie_path, inp, box, backend, clock, particles=None, mem=None):
-    """The per-micrograph work of programs/polish.py:polish_one, with stage times in ``clock``;
-    ``mem`` (dict): peak RSS before and during align_micrograph (MB)."""
+def _micrograph(movie_path, inp, particles=None):
+    """The movie and its particles as the program's inputs hold them."""
     from polishplugin.core.ctf import CtfParams
-    from polishplugin.core.defects import detect_defects
-    from polishplugin.core.motion import micrograph as mg
-    from polishplugin.core.motion.patches import damage_filters
-    from polishplugin.core.motion.units import MotionParams
-    from polishplugin.core.predict import predict_particles
     from polishplugin.io.movies import Movie
-
+    from polishplugin.io.polish_inputs import MicrographInput
     sel = slice(None) if particles is None else slice(0, particles)
-    centres, angles, halves = inp["centres"][sel], inp["angles"][sel], inp["halves"][sel]
-    ctfs = [CtfParams(u, v, 0.3, 300.0, 2.7, 0.1) for u, v in inp["defocus"][sel]]
-    init = inp["init"][sel]
-    F = init.shape[1]
-    t = clock.t
+    centres = inp["centres"][sel]
     with Movie(movie_path) as movie:
-        t0 = time.perf_counter()
-        raw_sum = movie.sum()
-        t1 = time.perf_counter()
-        defects = detect_defects(raw_sum, F)
-        t2 = time.perf_counter()
-        n = int(round(float(os.environ.get("PP_BENCH_PATCH_FACTOR", "1")) * box / 2)) * 2
-        preds = predict_particles(inp["proj"], angles, halves, ctfs, n, PIXEL)
-        opp = predict_particles(inp["proj"], angles, halves, ctfs, n, PIXEL, opposite=True)
-        t3 = time.perf_counter()
-        damage = damage_filters(n, PIXEL, F, DOSE)
-        t4 = time.perf_counter()
-        t["movie sum"] += t1 - t0
-        t["defects"] += t2 - t1
-        t["predictions"] += t3 - t2
-        t["damage"] += t4 - t3
-        sig_px = MotionParams(0.2, 5000.0, 2.0).to_pixels(DOSE, PIXEL)
-        window = max(4, min(box // 4, int(np.ceil(4 * sig_px[0] * np.sqrt(F))) + 4))
-        if mem is not None:
-            mem["pre_align_peak_mb"] = _rss()["VmHWM"]
-            _reset_peak()
-        res = mg.align_micrograph(clock.frames(movie), centres, preds, damage, sig_px, init,
-                                  window=window, opposite_predictions=opp, backend=backend,
-                                  n_frames=F, defects=defects)
-        if mem is not None:
-            mem["align_peak_mb"] = _rss()["VmHWM"]
-    return res
-
-
-def _install_clock(clock, backend):
-    from polishplugin.backends import get_backend
-    from polishplugin.core.motion import micrograph as mg
-    clock.wrap(get_backend(backend), "patch_spectra", "spectra")  # OpenCL: enqueued, finished later
-    for name, stage in (("extract_patches", "patches"), ("estimate_noise_power", "noise"),
-                        ("compute_cc_maps", "cc maps"),
-                        ("ring_power", "noise"), ("noise_power_from_spectra", "noise"),
-                        ("cc_maps_from_spectra", "cc maps"), ("fcc_from_spectra", "fcc"),
-                        ("_auto_cc", "amplitude"),
-                        ("_amplitude", "amplitude"), ("_resolve_sign", "amplitude"),
-                        ("fit_tracks", "fit"), ("fcc_sums", "fcc")):
-        if hasattr(mg, name):
-            clock.wrap(mg, name, stage)
+        shape, F = movie.shape, movie.nframes
+    return MicrographInput(
+        name="movie_%d.mrc" % len(centres), movie=movie_path, gain=None, nframes=F, shape=shape,
+        pixel_size=PIXEL, dose_per_frame=DOSE, pre_exposure=0.0, voltage=300.0,
+        shifts=-inp["init"][0], motion_model=None, hot_pixels=np.zeros((0, 2)),
+        index=np.arange(len(centres)), centres=centres, angles=inp["angles"][sel],
+        ctfs=[CtfParams(u, v, 0.3, 300.0, 2.7, 0.1) for u, v in inp["defocus"][sel]],
+        half_sets=inp["halves"][sel])
 
 
 def worker(args):
+    import types
+
+    import polish_timeline
+    from polishplugin.core.motion import micrograph as mg
     from polishplugin.core.predict import make_projectors
+    from polishplugin.programs import polish
+    from polishplugin.programs.cli import resolve_backend
+    from polishplugin.programs.parallel import set_blas_threads, set_threads
 
     t0 = time.perf_counter()
-    if args.backend == "numba":
-        import numba
-        numba.set_num_threads(args.threads)
-        from polishplugin.backends import get_backend
-        be = get_backend("numba")
-        t1 = time.perf_counter()
-        be.cc_interp(np.zeros((1, 1, 5, 5), np.float32), np.zeros((1, 1, 2)))
-        compile_s = time.perf_counter() - t1
-    else:
-        compile_s = 0.0
+    n = int(round(args.patch_factor * args.box / 2)) * 2
+    out = tempfile.mkdtemp(prefix="polish_speed_")
+    pa = polish.build_parser().parse_args(
+        ["--particles", "-", "--mics", "-", "--half1", "-", "--half2", "-", "--out", out,
+         "--backend", args.backend, "--threads", str(args.threads), "--patch", str(n),
+         "--data-resolution", "-1", "--sigmas", "given", "--sigma-vel", SIGMAS[0],
+         "--sigma-div", SIGMAS[1], "--sigma-acc", SIGMAS[2]])
+    set_threads(pa.threads)             # as polish.run
+    set_blas_threads(1)
+    pa.backend = resolve_backend(pa.backend)
+    pa.sigma_mode, sigmas = polish.resolve_sigmas(pa)
+    pa.defect_mask, pa.patch_px = None, n
+    inputs = types.SimpleNamespace(pixel_size=PIXEL, box=args.box, particles={})
+    pa.max_ring = polish.data_max_ring(pa, inputs)
     inp = dict(np.load(args.inputs))
     vol = _volume(min(args.box, 128))
-    inp["proj"] = make_projectors(vol, vol, backend=args.backend)
+    proj = make_projectors(vol, vol, backend=pa.backend)
     setup_s = time.perf_counter() - t0
-    clock = _Clock()
-    _install_clock(clock, args.backend)
-    polish_micrograph(args.movie, inp, args.box, args.backend, clock, particles=4)  # warm-up
-    clock.t = dict.fromkeys(STAGES, 0.0)
+    for module, name in polish_timeline.STAGES:
+        polish_timeline.timed(module, name)
+    kept = {}
+    align = mg.align_micrograph
+
+    def keep(*a, **k):            # the result, for the tracks and the fit's iterations
+        kept["res"] = align(*a, **k)
+        return kept["res"]
+    mg.align_micrograph = keep
+    polish.polish_one(_micrograph(args.movie, inp, 4), inputs, proj, sigmas, pa, out)  # warm-up
+    polish_timeline.TOTAL.clear()
+    mic = _micrograph(args.movie, inp)
     reset = _reset_peak()
     base = _rss()["VmRSS"]
-    mem = {}
     prof = None
     if args.profile:
         import cProfile
         prof = cProfile.Profile()
         prof.enable()
     c0, w0 = time.process_time(), time.perf_counter()
-    res = polish_micrograph(args.movie, inp, args.box, args.backend, clock, mem=mem)
+    polish.polish_one(mic, inputs, proj, sigmas, pa, out)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    peak = _rss()["VmHWM"]
     if prof is not None:
         import pstats
         prof.disable()
         pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(25)
         pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
+    shutil.rmtree(out, ignore_errors=True)
+    res = kept["res"]
     P, F = res.tracks.shape[:2]
-    print(json.dumps(dict(box=args.box, backend=args.backend, threads=args.threads, P=P, F=F,
-                          wall=wall, cpu=cpu, stages=clock.t, compile_s=compile_s,
-                          setup_s=setup_s, base_mb=base, peak_mb=max(mem.values()),
-                          align_peak_mb=mem["align_peak_mb"],
-                          peak_reset=reset, iterations=res.fit.iterations,
-                          tracks=res.tracks.tolist(), fcc=res.fcc.num.sum())))
+    print(json.dumps(dict(box=args.box, patch=n, backend=args.backend, threads=args.threads,
+                          P=P, F=F, wall=wall, cpu=cpu, stages=dict(polish_timeline.TOTAL),
+                          setup_s=setup_s, base_mb=base, peak_mb=peak, peak_reset=reset,
+                          iterations=res.fit.iterations, tracks=res.tracks.tolist())))
 
 
 def cold_compile_seconds():
@@ -267,12 +225,13 @@ def cold_compile_seconds():
 _ENV1 = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
-def run_config(movie, inputs, box, backend, threads, profile=False):
+def run_config(movie, inputs, box, backend, threads, profile=False, patch_factor=1.0):
     env = dict(os.environ, NUMBA_NUM_THREADS=str(max(threads, 1)), **_ENV1)
     if backend == "opencl":     # PoCL's CPU device: this many threads
         env.update(POCL_MAX_PTHREAD_COUNT=str(threads), POCL_CPU_MAX_CU_COUNT=str(threads))
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--movie", movie, "--inputs",
-           inputs, "--boxes", str(box), "--backend", backend, "--threads", str(threads)]
+           inputs, "--boxes", str(box), "--backend", backend, "--threads", str(threads),
+           "--patch-factor", str(patch_factor)]
     if profile:
         cmd += ["--profile", str(box)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -285,30 +244,25 @@ def run_config(movie, inputs, box, backend, threads, profile=False):
 
 # ------------------------------------------------------------------------------ tables
 def print_tables(rows, cold):
-    print("\n### Throughput per micrograph (%d frames; numba cold compile %.1f s, cache load "
-          "%s)\n" % (rows[0]["F"], cold, ", ".join(sorted({"%.2f s" % r["compile_s"] for r in rows
-                                                            if r["backend"] == "numba"}))))
-    print("| box | micrograph | particles | backend | threads | wall s | CPU s | "
-          "particle-frames/s/core | CPU-s/particle-frame | "
-          "peak RSS MB (base) | align peak MB | fit iters |")
+    print("\n### Throughput per micrograph (%d frames; numba cold compile %.1f s)\n"
+          % (rows[0]["F"], cold))
+    print("| box | patch | micrograph | particles | backend | threads | wall s | CPU s | "
+          "particle-frames/s/core | CPU-s/particle-frame | peak RSS MB (base) | fit iters |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         pf = r["P"] * r["F"]
-        cps = r["cpu"] / pf
-        print("| %d | %d^2 | %d | %s | %d | %.2f | %.2f | %.1f | %.4f | %.0f (%.0f) | %.0f | %d |"
-              % (r["box"], MIC_SIZE.get(r["box"], 4096), r["P"], r["backend"], r["threads"],
-                 r["wall"], r["cpu"], pf / (r["wall"] * r["threads"]), cps, r["peak_mb"],
-                 r["base_mb"], r["align_peak_mb"], r["iterations"]))
-    print("\n### Wall time per stage, ms per particle-frame (before the optimisation the patch FFTs "
-          "are inside noise, cc maps and fcc)\n")
-    print("| box | backend | threads | " + " | ".join(STAGES) + " |")
-    print("|---|---|---|" + "---|" * len(STAGES))
+        print("| %d | %d | %d^2 | %d | %s | %d | %.2f | %.2f | %.1f | %.4f | %.0f (%.0f) | %d |"
+              % (r["box"], r["patch"], MIC_SIZE.get(r["box"], 4096), r["P"], r["backend"],
+                 r["threads"], r["wall"], r["cpu"], pf / (r["wall"] * r["threads"]),
+                 r["cpu"] / pf, r["peak_mb"], r["base_mb"], r["iterations"]))
+    stages = [name for _, name in STAGES if any(name in r["stages"] for r in rows)]
+    print("\n### Wall time per stage (polish_timeline.py's), ms per particle-frame\n")
+    print("| box | backend | threads | " + " | ".join(stages) + " |")
+    print("|---|---|---|" + "---|" * len(stages))
     for r in rows:
         pf = r["P"] * r["F"]
-        st = dict(r["stages"])
-        st["patches"] -= st["frame read"]          # extraction minus reading the frames
         print("| %d | %s | %d | " % (r["box"], r["backend"], r["threads"]) +
-              " | ".join("%.2f" % (1e3 * st[s] / pf) for s in STAGES) + " |")
+              " | ".join("%.2f" % (1e3 * r["stages"].get(s, 0.0) / pf) for s in stages) + " |")
 
 
 def main(argv=None):
@@ -328,8 +282,6 @@ def main(argv=None):
     ap.add_argument("--backend", default="numba", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if not args.worker:
-        os.environ["PP_BENCH_PATCH_FACTOR"] = str(args.patch_factor)  # read by the workers
     if args.worker:
         args.box = args.boxes[0]
         return worker(args)
@@ -341,11 +293,13 @@ def main(argv=None):
             print("box %d: movie written in %.1f s (not timed)" % (box, time.perf_counter() - t0),
                   file=sys.stderr)
             if args.profile:
-                rows.append(run_config(movie, inputs, box, "numba", 1, profile=True))
+                rows.append(run_config(movie, inputs, box, "numba", 1, profile=True,
+                                       patch_factor=args.patch_factor))
                 continue
             for cfg in args.configs:
                 backend, threads = cfg.split(":")
-                rows.append(run_config(movie, inputs, box, backend, int(threads)))
+                rows.append(run_config(movie, inputs, box, backend, int(threads),
+                                       patch_factor=args.patch_factor))
                 print("  %s: %.2f s" % (cfg, rows[-1]["wall"]), file=sys.stderr)
             os.remove(movie)
     if args.save:

@@ -67,7 +67,7 @@ from .cli import (add_movie_inputs, add_output_options, at_least, check_referenc
 from .jobdir import RECORD, claim_output, file_digest, input_digests, input_paths
 from .micrographs import (failure_list, finite_frames, for_each_micrograph, micrograph_defects,
                           write_failure_list)
-from .parallel import get_comm, my_share, set_threads
+from .parallel import get_comm, my_share, set_blas_threads, set_threads
 from .polish import mic_stem, output_paths, particle_names
 
 log = logging.getLogger("polishplugin.bfactors")
@@ -441,6 +441,7 @@ def run(args):
     from ..io.polish_inputs import load_polish_inputs
     comm = get_comm()
     set_threads(args.threads)
+    set_blas_threads(args.threads)   # no BLAS inside its threads: at most --threads
     out = os.path.abspath(args.out)
     inputs = load_polish_inputs(args.particles, args.mics, args.postprocess, args.half1,
                                 args.half2, args.mask, root=args.root, allow_missing=True,

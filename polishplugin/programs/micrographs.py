@@ -1,6 +1,6 @@
-"""Per-micrograph file work shared by the movie programs (polish, train, bfactors): defect masks,
-frames with non-finite pixels filled, and the loop over micrographs in which one failure fails
-only its micrograph."""
+"""Per-micrograph file work shared by the movie programs (polish, train, bfactors): the one read
+of a movie (:class:`MovieOnce`), defect masks, frames with non-finite pixels filled, and the loop
+over micrographs in which one failure fails only its micrograph."""
 import logging
 import os
 
@@ -101,6 +101,63 @@ def summed_frames(movie, first, last, gain, total, tally=None, nonfinite=None, k
             flat[bad_idx] = 0.0
             flat[bad_idx] = float(flat.sum(dtype=np.float64)) / (flat.size - bad_idx.size)
         yield frame
+
+
+class MovieOnce:
+    """The one read of a micrograph's movie (frames ``first`` .. ``last - 1``) by the motion
+    programs (polish, train): the raw frames are summed as they are read (:func:`summed_frames`:
+    ``total``, the defect search's input), gain-corrected, with the defects known beforehand
+    (:func:`known_defects`, ``extra``: a user's defect map) filled; :meth:`late_defects`, called
+    once every frame has been read, gives the defects found from that sum for correction in the
+    patch spectra (:func:`polishplugin.core.motion.micrograph.read_spectra`). With
+    ``disabled`` only the pixels of zero gain are filled. With ``threads`` > 1 the next frame is
+    decoded (``threads // 2`` decoding threads) while this one is worked on. Use as a context
+    manager around the reading; ``tally`` (non-finite pixels), ``found`` ("pixels": defects in
+    all, "flat": their flat indices outside the zero-gain pixels) and ``total`` stay after it."""
+
+    def __init__(self, mic, first, last, disabled=False, extra=None, threads=1):
+        self.mic, self.first, self.last = mic, first, last
+        self.disabled, self.threads = disabled, max(1, int(threads or 1))
+        self.gain = read_gain(mic.gain) if mic.gain else None
+        if disabled:
+            self.known = None if self.gain is None else ~(self.gain > 0)
+        else:
+            self.known = known_defects(mic, extra, self.gain)
+        self.total = np.zeros(mic.shape, dtype=np.float32)
+        self.tally, self.nonfinite = {}, set()
+        self.found = {"pixels": 0 if self.known is None else int(self.known.sum())}
+        self.movie = None
+
+    def __enter__(self):
+        # raw counts (the Poisson test needs them); the gain is applied in summed_frames
+        self.movie = Movie(self.mic.movie, workers=max(1, self.threads // 2))
+        return self
+
+    def __exit__(self, *exc):
+        self.movie.close()
+
+    def frames(self):
+        """The gain-corrected frames, each read once (an iterator)."""
+        from .parallel import read_ahead
+        frames = summed_frames(self.movie, self.first, self.last, self.gain, self.total,
+                               self.tally, self.nonfinite, self.known)
+        return read_ahead(frames) if self.threads > 1 else frames
+
+    def late_defects(self):
+        """None (defects off) or (ys, xs, values): the defects found from the raw sum that were
+        not known beforehand, and their per-frame values (raw mean times the gain)."""
+        if self.disabled:
+            return None
+        F, gain = self.last - self.first, self.gain
+        old = self.known.copy()
+        if self.nonfinite:
+            old.ravel()[np.fromiter(self.nonfinite, dtype=np.int64)] = True
+        full = detect_defects(self.total, F, gain, known=old, workers=self.threads)
+        self.found["pixels"] = int(full.sum())
+        self.found["flat"] = np.flatnonzero(full if gain is None else full & (gain > 0))
+        ys, xs = np.nonzero(full & ~self.known)
+        values = self.total[ys, xs] / F * (1.0 if gain is None else gain[ys, xs])
+        return ys, xs, values
 
 
 def for_each_micrograph(mics, work, failed_path, rank=0):

@@ -37,13 +37,12 @@ from ..io.errors import InputError
 from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, read_tracks_star, write_particles_star, write_star, \
     write_tracks_star
-from .parallel import get_comm, my_share, read_ahead, set_blas_threads, set_threads
+from .parallel import get_comm, my_share, set_blas_threads, set_threads
 from .cli import (add_movie_inputs, add_output_options, at_least, auto_window,
                   check_reference_args, finish_status, job_figures, number, positive,
                   resolve_backend, run_program)
 from .jobdir import claim_output, file_digest, input_digests, input_paths
-from .micrographs import (failure_list, for_each_micrograph, known_defects, summed_frames,
-                          write_failure_list)
+from .micrographs import MovieOnce, failure_list, for_each_micrograph, write_failure_list
 
 log = logging.getLogger("polishplugin.polish")
 
@@ -262,8 +261,6 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
     from ..core.motion.patches import damage_filters
     from ..core.motion.units import MotionParams
     from ..core.predict import predict_particles
-    from ..core.defects import detect_defects
-    from ..io.movies import Movie, read_gain
     from ..io.mrc import write_mrc
 
     t0 = time.time()
@@ -273,32 +270,10 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
     F = last - first
     px, n = inputs.pixel_size, args.patch_px
     threads = max(1, args.threads or 1)
-    gain = read_gain(mic.gain) if mic.gain else None
     # the movie is read once: the defects known beforehand are filled as the frames are read,
     # those found from the raw sum of the same pass are filled afterwards in the spectra
-    if args.no_defects:
-        known = None if gain is None else ~(gain > 0)
-    else:
-        known = known_defects(mic, args.defect_mask, gain)
-    total = np.zeros(mic.shape, dtype=np.float32)   # raw sum: the defect search, the diag sum
-    tally, nonfinite, found = {}, set(), {"pixels": 0 if known is None else int(known.sum())}
-
-    def late_defects():
-        if args.no_defects:
-            return None
-        old = known.copy()
-        if nonfinite:
-            old.ravel()[np.fromiter(nonfinite, dtype=np.int64)] = True
-        full = detect_defects(total, F, gain, known=old, workers=threads)
-        found["pixels"] = int(full.sum())
-        found["flat"] = np.flatnonzero(full if gain is None else full & (gain > 0))
-        ys, xs = np.nonzero(full & ~known)
-        values = total[ys, xs] / F * (1.0 if gain is None else gain[ys, xs])
-        return ys, xs, values
-
-    # raw counts; the gain is applied here. With read-ahead the reading thread decodes with
-    # threads // 2 workers, the spectra's threads take the rest (BENCHMARKS.md, issue 14)
-    with Movie(mic.movie, workers=max(1, threads // 2)) as movie:
+    once = MovieOnce(mic, first, last, args.no_defects, args.defect_mask, threads)
+    with once:
         m = crop_size(n, args.max_ring)     # the Fourier grid the spectra are kept on
         # single precision, as the spectra they are compared with
         preds, opp = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px,
@@ -316,13 +291,10 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
         init = mic.initial_tracks[:, first:last] if args.init == "motioncorr" else None
         window = args.window or auto_window(sig_px[0], F, inputs.box)
         invert = {"auto": "auto", "yes": True, "no": False}[args.invert]
-        frames = summed_frames(movie, first, last, gain, total, tally, nonfinite, known)
-        if threads > 1:      # the next frame is decoded while this one is cut and transformed
-            frames = read_ahead(frames)
-        res = align_micrograph(frames, mic.centres, preds, damage, sig_px,
+        res = align_micrograph(once.frames(), mic.centres, preds, damage, sig_px,
                                init, window=window, mode=args.mode, invert=invert,
                                opposite_predictions=opp, backend=args.backend, n_frames=F,
-                               late_defects=late_defects, cc_scale=args.cc_scale,
+                               late_defects=once.late_defects, cc_scale=args.cc_scale,
                                prior_mean=args.prior_mean, max_ring=args.max_ring,
                                patch_size=n, workers=threads, fcc_box=inputs.box,
                                spectra_buffer=spectra_buffer(len(mic.centres) * F * m
@@ -341,25 +313,25 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
                   "log_evidence": ch.log_evidence, "evaluations": ch.evaluations}
     # the diagnostic sum (gain-corrected, binned)
     from ..core.binning import binned
-    small, factor = binned(total * (gain if gain is not None else 1.0))
-    del total
+    small, factor = binned(once.total * (once.gain if once.gain is not None else 1.0))
+    once.total = None
     for key, arr in (("cc", res.fcc.num), ("w0", res.fcc.wobs), ("w1", res.fcc.wpred)):
         os.makedirs(os.path.dirname(paths["fcc"][key]), exist_ok=True)
         write_mrc(paths["fcc"][key], arr.astype(np.float32), px)
     os.makedirs(os.path.dirname(paths["sum"]), exist_ok=True)
     write_mrc(paths["sum"], small.astype(np.float32), px * factor)
-    if "flat" in found:
+    if "flat" in once.found:
         with atomic_path(paths["defects"]) as tmp:
             with open(tmp, "wb") as fh:
-                np.save(fh, found["flat"])
+                np.save(fh, once.found["flat"])
     diag = {"micrograph": mic.name, "particles": int(len(mic.centres)), "frames": F,
             "first_frame": first + 1, "pixel_size": px, "iterations": res.fit.iterations,
             "energy": res.fit.energy, "converged": res.fit.converged,
             "message": res.fit.message, "gp_dims": res.fit.n_dims, "sign": res.sign,
             "amplitude": res.amplitude, "window_px": window, "patch_px": n,
             "max_ring": args.max_ring, "spectrum_px": m,
-            "defect_pixels": found["pixels"],
-            "nonfinite_pixels": tally.get("nonfinite", 0),
+            "defect_pixels": once.found["pixels"],
+            "nonfinite_pixels": once.tally.get("nonfinite", 0),
             "sigmas": list(sigmas), "sigmas_px": list(sig_px), "sigma_choice": choice,
             "mode": args.mode, "cc_scale": args.cc_scale, "prior_mean": args.prior_mean,
             "init": args.init, "seconds": round(time.time() - t0, 3),

@@ -304,9 +304,10 @@ def write_results(out, state, parts, optics, particles, mask):
 
 def run(args):
     from ..core.refine.loop import SERIAL, initial_state, refine
-    from .parallel import RefineSplit, get_comm, set_threads
+    from .parallel import RefineSplit, get_comm, set_blas_threads, set_threads
     check_prior_arguments(args, "refine")
     set_threads(args.threads)
+    set_blas_threads(args.threads)   # no BLAS inside threads of its own: at most --threads
     comm = get_comm()
     root = comm.rank == 0
     parts, optics, particles, ref, mask, angles, shifts = read_inputs(args)

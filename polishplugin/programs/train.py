@@ -48,8 +48,8 @@ from .cli import (add_movie_inputs, add_output_options, at_least, auto_window,
                   check_reference_args, finish_status, job_figures, number, positive,
                   resolve_backend, run_program)
 from .jobdir import claim_output, input_digests, input_paths
-from .micrographs import finite_frames, micrograph_defects
-from .parallel import get_comm, set_threads
+from .micrographs import MovieOnce
+from .parallel import get_comm, set_blas_threads, set_threads
 
 log = logging.getLogger("polishplugin.train")
 
@@ -143,27 +143,27 @@ def frame_range(args, nframes):
 
 
 def load_training_micrograph(mic, inputs, projectors, split, window, args):
-    """Read one movie once and keep its :class:`TrainingMicrograph`."""
+    """Read one movie once (as polish reads it: :class:`.micrographs.MovieOnce`) and keep its
+    :class:`TrainingMicrograph`."""
     from ..core.motion.patches import damage_filters
     from ..core.motion.train_data import build_training_micrograph
     from ..core.predict import predict_particles
-    from ..io.movies import Movie
 
     t_align, t_eval, k_max = split
     first, last = frame_range(args, mic.nframes)
     F, px, n = last - first, inputs.pixel_size, inputs.box
-    defects = micrograph_defects(mic, first, last, args.no_defects)
+    threads = max(1, args.threads or 1)
     own = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px)
     opp = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px, opposite=True)
     damage = damage_filters(n, px, F, mic.dose_per_frame,
                             mic.pre_exposure + first * mic.dose_per_frame, mic.voltage)
     invert = {"auto": "auto", "yes": True, "no": False}[args.invert]
-    with Movie(mic.movie, gain=mic.gain) as movie:
+    with MovieOnce(mic, first, last, args.no_defects, threads=threads) as once:
         return build_training_micrograph(
-            finite_frames(movie, first, last), mic.centres, own, opp, damage,
-            mic.initial_tracks[:, first:last], t_align, t_eval, k_max, mic.dose_per_frame, px,
-            window=window, invert=invert, cc_scale=args.cc_scale, defects=defects, name=mic.name,
-            backend=args.backend)
+            once.frames(), mic.centres, own, opp, damage, mic.initial_tracks[:, first:last],
+            t_align, t_eval, k_max, mic.dose_per_frame, px, window=window, invert=invert,
+            cc_scale=args.cc_scale, late_defects=once.late_defects, name=mic.name,
+            backend=args.backend, workers=threads)
 
 
 class _Session:
@@ -273,6 +273,7 @@ def run(args):
     check_args(args)
     args.backend = resolve_backend(args.backend)
     set_threads(args.threads)
+    set_blas_threads(1)     # the reading is split over --threads (spectra, particle blocks)
     comm = get_comm()
     if comm.rank != 0:      # every rank runs the same optimisation: one log is enough
         logging.getLogger("polishplugin").setLevel(logging.WARNING)

@@ -6,7 +6,8 @@ import pytest
 from polishplugin.core.fourier import fourier_shift
 from polishplugin.core.motion import energy as en
 from polishplugin.core.motion.fit import MotionFitError, fit_tracks
-from polishplugin.core.motion.observation import compute_cc_maps
+from polishplugin.core.motion.observation import (cc_maps_from_spectra, noise_power_from_spectra,
+                                                  patch_spectra)
 from polishplugin.core.motion.prior import gp_basis
 
 N, R = 40, 7
@@ -37,7 +38,7 @@ def _micrograph(seed=0, P=6, F=12, tracks=None):
     patches = np.array([[fourier_shift(imgs[p], *tracks[p, f]) for f in range(F)] for p in range(P)])
     preds = np.fft.fft2(np.array(imgs))
     power = np.full(N, np.mean(np.abs(preds) ** 2) * 0.05)     # high-SNR flat "noise" spectrum
-    cc, _ = compute_cc_maps(patches, preds, None, R, noise_power=power)
+    cc = cc_maps_from_spectra(patch_spectra(patches), preds, None, R, power)
     return cc, pos, tracks
 
 
@@ -125,7 +126,9 @@ def test_prior_helps_on_noisy_data():
     imgs = [_smooth_image(rng) for _ in range(P)]
     clean = np.array([[fourier_shift(imgs[p], *truth[p, f]) for f in range(F)] for p in range(P)])
     noisy = clean + rng.normal(scale=2.0 * clean.std(), size=clean.shape)
-    cc, _ = compute_cc_maps(noisy, np.fft.fft2(np.array(imgs)), None, R)
+    spectra = patch_spectra(noisy)
+    cc = cc_maps_from_spectra(spectra, np.fft.fft2(np.array(imgs)), None, R,
+                              noise_power_from_spectra(spectra))
     gp = fit_tracks(cc, pos, SIGMAS, backend="numba")
     free = fit_tracks(cc, pos, SIGMAS, mode="none", backend="numba")
     assert _rms(gp.tracks, truth) < 0.7 * _rms(free.tracks, truth)

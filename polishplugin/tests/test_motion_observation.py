@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from polishplugin.core.fourier import ring_index
-from polishplugin.core.motion.observation import (cc_scale_factor, compute_cc_maps,
-                                                  estimate_noise_power)
+from polishplugin.core.motion.observation import (cc_maps_from_spectra, cc_scale_factor,
+                                                  noise_power_from_spectra, patch_spectra)
 
 
 def _whiten_real(img_f, noise_power, n):
@@ -26,8 +26,8 @@ def test_cc_is_half_the_squared_difference(n):
     damage = rng.uniform(0.2, 1.0, size=(F, n, n))
     damage = 0.5 * (damage + damage[:, (-np.arange(n)) % n][:, :, (-np.arange(n)) % n])  # Hermitian
     power = rng.uniform(0.5, 2.0, size=n) * n * n
-    cc, _ = compute_cc_maps(patches, preds, damage, R, noise_power=power,
-                            cc_scale="likelihood", dtype=np.float64)
+    cc = cc_maps_from_spectra(patch_spectra(patches), preds, damage, R, power, "likelihood",
+                              np.float64)
     for p in range(P):
         for f in range(F):
             xw = _whiten_real(np.fft.fft2(patches[p, f]), power, n)
@@ -43,9 +43,10 @@ def test_relion_scale():
     n = 32
     patches = rng.normal(size=(1, 2, n, n))
     preds = np.fft.fft2(rng.normal(size=(1, n, n)))
-    a, power = compute_cc_maps(patches, preds, None, 4, cc_scale="likelihood", dtype=np.float64)
-    b, _ = compute_cc_maps(patches, preds, None, 4, noise_power=power, cc_scale="relion",
-                           dtype=np.float64)
+    spectra = patch_spectra(patches)
+    power = noise_power_from_spectra(spectra)
+    a = cc_maps_from_spectra(spectra, preds, None, 4, power, "likelihood", np.float64)
+    b = cc_maps_from_spectra(spectra, preds, None, 4, power, "relion", np.float64)
     np.testing.assert_allclose(b, a * cc_scale_factor(n, "relion"))
     assert cc_scale_factor(n, "relion") == pytest.approx(2 * n / (np.pi * (n + 1)))
 
@@ -53,7 +54,7 @@ def test_relion_scale():
 def test_noise_power_of_white_noise():
     rng = np.random.default_rng(1)
     n, sigma = 32, 1.7
-    s = estimate_noise_power(rng.normal(scale=sigma, size=(20, 10, n, n)))
+    s = noise_power_from_spectra(patch_spectra(rng.normal(scale=sigma, size=(20, 10, n, n))))
     # E|fft2(noise)|^2 = N sigma^2 on every ring
     np.testing.assert_allclose(s[1:n // 2 + 1], n * n * sigma ** 2, rtol=0.1)
 
@@ -65,14 +66,16 @@ def test_whitened_noise_cc_has_unit_scale():
     pred = np.fft.fft2(rng.normal(size=(n, n)))
     power = np.full(n, n * n * 4.0)
     noise = rng.normal(scale=2.0, size=(400, 1, n, n))
-    cc, _ = compute_cc_maps(noise, np.repeat(pred[None], 400, axis=0), None, 0,
-                            noise_power=power, cc_scale="likelihood", dtype=np.float64)
+    cc = cc_maps_from_spectra(patch_spectra(noise), np.repeat(pred[None], 400, axis=0), None, 0,
+                              power, "likelihood", np.float64)
     vw = _whiten_real(pred, power, n)
     assert np.var(cc[:, 0, 0, 0]) == pytest.approx(np.sum(vw ** 2), rel=0.2)
 
 
 def test_bad_shapes():
     with pytest.raises(ValueError, match="radius"):
-        compute_cc_maps(np.zeros((1, 1, 8, 8)), np.zeros((1, 8, 8), complex), None, 4)
+        cc_maps_from_spectra(np.zeros((1, 1, 8, 5), complex), np.zeros((1, 8, 8), complex), None,
+                             4, np.ones(6))
     with pytest.raises(ValueError, match="predictions"):
-        compute_cc_maps(np.zeros((1, 1, 8, 8)), np.zeros((2, 8, 8), complex), None, 2)
+        cc_maps_from_spectra(np.zeros((1, 1, 8, 5), complex), np.zeros((2, 8, 8), complex), None,
+                             2, np.ones(6))

@@ -132,3 +132,50 @@ def test_evidence_without_acceleration_reports_it_off(sim, tmp_path):
     assert parse_opt_params((out / train.OPT_PARAMS).read_text())[2] == -1.0
     report = json.loads((out / "train.json").read_text())
     assert report["spread"][2] is None and report["restarts"][0]["evidence_spread"][2] is None
+
+
+def _openblas_threads():
+    """numpy's OpenBLAS thread count getter, or None without OpenBLAS."""
+    import ctypes
+    with open("/proc/self/maps") as fh:
+        libs = sorted({ln.split()[-1] for ln in fh if "openblas" in ln.lower() and "/" in ln})
+    if not libs:
+        return None
+    lib = ctypes.CDLL(libs[0])
+    return getattr(lib, "openblas_get_num_threads64_", None) or lib.openblas_get_num_threads
+
+
+def test_each_movie_is_read_once(sim, tmp_path, monkeypatch):
+    """Every frame of every movie of the subsets is read exactly once (the defect search's sum is
+    taken in the same pass; a movie used by both restarts is kept, not read again), also with
+    the read-ahead thread of --threads 2; numpy's BLAS is then single-threaded (the reading's
+    particle blocks run in threads)."""
+    import collections
+
+    from polishplugin.io.movies import Movie
+    from polishplugin.programs.parallel import set_blas_threads
+    blas = _openblas_threads()
+    before = blas() if blas else None
+    if blas:
+        set_blas_threads(2)
+    reads = collections.Counter()
+    frame = Movie.frame
+
+    def counted(self, i):
+        reads[(self.path, i)] += 1
+        return frame(self, i)
+    monkeypatch.setattr(Movie, "frame", counted)
+    out = tmp_path / "train_once"
+    try:
+        assert train.main(_args(sim, out, "--no-figures", "--threads", "2")) == 0
+        assert blas is None or blas() == 1
+    finally:
+        if blas:
+            set_blas_threads(before)
+    report = json.loads((out / "train.json").read_text())
+    used = {n.split("/")[-1] for r in report["restarts"] for n in r["micrographs"]}
+    assert len(used) >= 2
+    per_movie = collections.Counter(p for p, _ in reads)
+    assert len(per_movie) == len(used)
+    assert set(per_movie.values()) == {8}           # every frame of each movie ...
+    assert set(reads.values()) == {1}               # ... once

@@ -15,7 +15,7 @@ sum_j (X(j) - V(j - s))^2 = K - 2 CC(s) with CC(s) = sum_j X(j) V(j - s), so -2 
 negative log-likelihood up to a constant and is commensurate with the prior terms, which are also
 doubled negative logs. In Fourier terms, with X^(k) = X(k) / sqrt(S(k)) (S: the ring-averaged noise
 power, so E|X^|^2 = 1), CC(s) = Re sum_k X^(k) conj(V^(k)) exp(2 pi i k.s) over the full plane.
-:func:`polishplugin.core.motion.observation.compute_cc_maps` produces this "likelihood" scale with
+:func:`polishplugin.core.motion.observation.cc_maps_from_spectra` produces this "likelihood" scale with
 ``cc_scale="likelihood"``. RELION (relion_motion_refine, whose defaults and trained sigmas users
 carry over) computes CC_R = (N / A) CC with N = n^2 pixels and A = pi/4 n (n+1) the number of
 Fourier pixels it keeps, and minimises -CC_R + E_space + E_time, i.e. the data term is weighted

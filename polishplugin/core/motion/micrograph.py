@@ -65,7 +65,7 @@ def _crop(big, big_q, q, n):
 
 
 def _auto_cc(predictions, damage, noise_power, cc_scale, max_ring=None, n=None):
-    """CC_{p,f}(0) of the damaged prediction with itself on the scale of compute_cc_maps:
+    """CC_{p,f}(0) of the damaged prediction with itself on the scale of cc_maps_from_spectra:
     scale sum_k D_f^2 |V_p|^2 / S (DC and beyond ring ``max_ring``, default Nyquist, excluded)
     for n x n patches (default the predictions' size; predictions and damage may be cut to a
     smaller grid, :func:`.observation.crop_plane`). Returns (P, F)."""
@@ -215,15 +215,8 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
             raise ValueError("initial tracks %s do not match (%d, %d, 2)" % (init.shape, P, F))
         if not np.all(np.isfinite(init)):
             raise MotionFitError("initial tracks contain NaN or infinite values")
-        fills = np.zeros(F)
-        spectra, cut = extract_spectra(frames, centres, init, n, m, defects, workers,
-                                       check=_check_patches, out=spectra_buffer, fills=fills)
-        late = late_defects() if late_defects is not None else None
-        if late is not None:
-            k = correct_defect_spectra(spectra, np.rint(centres[:, None, :] + cut).astype(np.int64),
-                                       n, late[0], late[1], late[2], fills)
-            log.info("%d defect pixels found after reading: %d particle-frame spectra corrected",
-                     len(late[0]), k)
+        spectra, cut = read_spectra(frames, centres, init, n, m, defects, workers,
+                                    spectra_buffer, late_defects)
         sign = None
     power = ring_power(spectra, backend)
     noise = noise_power_from_spectra(spectra, power) if noise_power is None \
@@ -276,6 +269,26 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
         result.fcc = fcc_from_spectra(spectra, sign * np.asarray(opposite_predictions),
                                       fit.tracks - cut, power, backend, n, max_ring, fcc_box)
     return result
+
+
+def read_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1, out=None,
+                 late_defects=None):
+    """The one read of a movie for the motion programs (polish, train): the patch spectra of
+    :func:`.patches.extract_spectra` (non-finite patches: MotionFitError), then the defects
+    that ``late_defects()`` (None or (ys, xs, values), called once every frame has been read)
+    reports filled in the spectra (:func:`.patches.correct_defect_spectra`). Returns (spectra
+    (P, F, m, m//2+1) complex64, cut shifts (P, F, 2))."""
+    fills = np.zeros(np.shape(tracks)[1])
+    spectra, cut = extract_spectra(frames, centres, tracks, n, m, defects, workers,
+                                   check=_check_patches, out=out, fills=fills)
+    late = late_defects() if late_defects is not None else None
+    if late is not None:
+        centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+        k = correct_defect_spectra(spectra, np.rint(centres[:, None, :] + cut).astype(np.int64),
+                                   n, late[0], late[1], late[2], fills)
+        log.info("%d defect pixels found after reading: %d particle-frame spectra corrected",
+                 len(late[0]), k)
+    return spectra, cut
 
 
 def crop_spectra(spectra, m):

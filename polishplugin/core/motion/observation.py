@@ -80,20 +80,15 @@ def ring_power(spectra, backend=None):
 
 
 def noise_power_from_spectra(spectra, power=None):
-    """S(r) of :func:`estimate_noise_power` from rfft2 half-planes (P, F, n, nh); ``power``:
-    their :func:`ring_power` when already computed."""
+    """Ring-averaged power S(r) = <|fft2(X)(k)|^2> over all patches and frames (full-plane
+    average) from their rfft2 half-planes (P, F, n, nh), Hermitian multiplicities; ``power``:
+    their :func:`ring_power` when already computed. Returns (nrings,) float64."""
     P, F, n = spectra.shape[:3]
     rings, mult = rfft_rings(n)
     nr = int(rings.max()) + 1
     power = ring_power(spectra) if power is None else power
     count = np.bincount(rings.ravel(), mult.ravel(), minlength=nr) * P * F
     return power.sum(axis=0) / np.maximum(count, 1)
-
-
-def estimate_noise_power(patches):
-    """Ring-averaged power S(r) = <|fft2(X)(k)|^2> over all patches and frames (full-plane average,
-    from the rfft2 half-plane with Hermitian multiplicities). Returns (nrings,) float64."""
-    return noise_power_from_spectra(patch_spectra(patches))
 
 
 def crop_size(n, max_ring=None):
@@ -183,26 +178,6 @@ def _window_dft(m, radius, dtype, n=None):
     return ey.astype(dtype), ex.astype(dtype)
 
 
-def compute_cc_maps(patches, predictions, damage, radius, noise_power=None,
-                    cc_scale="likelihood", dtype=np.float32, backend=None):
-    """CC maps (P, F, W, W), W = 2 radius + 1, of eq. 15-16 for all particles and frames.
-
-    ``noise_power`` (nrings,) overrides the estimate from the patches; ``damage`` may be None
-    (no damage weighting). Returns (cc_maps, noise_power).
-    """
-    patches = np.asarray(patches)
-    P, F, n, n2 = patches.shape
-    if n != n2:
-        raise ValueError("patches must be square, got %s" % (patches.shape,))
-    _check_cc_args(P, F, n, predictions, damage, radius)
-    be = get_backend(backend)
-    spectra = be.patch_spectra(patches)
-    if noise_power is None:
-        noise_power = noise_power_from_spectra(spectra, ring_power(spectra, be))
-    return cc_maps_from_spectra(spectra, predictions, damage, radius, noise_power, cc_scale,
-                                dtype, be), noise_power
-
-
 def _check_cc_args(P, F, n, predictions, damage, radius, patch=None):
     """Shapes against P particles, F frames and an n x n (possibly cropped) grid; the window
     against the patch size (default n)."""
@@ -217,7 +192,8 @@ def _check_cc_args(P, F, n, predictions, damage, radius, patch=None):
 def cc_maps_from_spectra(spectra, predictions, damage, radius, noise_power,
                          cc_scale="likelihood", dtype=np.float32, backend=None, n=None,
                          max_ring=None):
-    """CC maps (P, F, W, W) of :func:`compute_cc_maps` from the patches' rfft2 half-planes
+    """CC maps (P, F, W, W), W = 2 radius + 1, of eq. 15-16 for all particles and frames, from
+    the patches' rfft2 half-planes
     (P, F, m, mh) (the backend's ``patch_spectra``, or :func:`.patches.extract_spectra`'s
     cropped ones of n x n patches: ``n``), computed in their precision, from the rings up to
     ``max_ring`` (default Nyquist). predictions and damage: full (n, n) or cropped (m, m)

@@ -106,15 +106,17 @@ class EvalRingData:
 
     @classmethod
     def from_fourier(cls, obs_f, pred_f, t_eval, k_max, frame_weights=None, bits=8):
-        """Keep the evaluation ring of full fft2 arrays obs_f (P, F, n, n) and pred_f (P, n, n);
+        """Keep the evaluation ring of obs_f (P, F, n, n) full fft2 arrays, or (P, F, n, n//2+1)
+        rfft2 half-planes of real images, and full fft2 predictions pred_f (P, n, n);
         frame_weights (F, n, n) real, optional, multiplies every term of eq. 19 (RELION applies
         its damage weights so); it is averaged over k and -k. bits: 8 or 16 (see the class)."""
         obs_f = np.asarray(obs_f)
         pred_f = np.asarray(pred_f)
-        if obs_f.ndim != 4 or pred_f.ndim != 3 or obs_f.shape[-1] != obs_f.shape[-2]:
-            raise ValueError("expected obs (P, F, n, n) and pred (P, n, n), got %s and %s"
-                             % (obs_f.shape, pred_f.shape))
-        p, f, n, _ = obs_f.shape
+        if obs_f.ndim != 4 or pred_f.ndim != 3 or obs_f.shape[-1] not in (
+                obs_f.shape[-2], obs_f.shape[-2] // 2 + 1):
+            raise ValueError("expected obs (P, F, n, n) or (P, F, n, n//2+1) and pred (P, n, n), "
+                             "got %s and %s" % (obs_f.shape, pred_f.shape))
+        p, f, n, nx = obs_f.shape
         if pred_f.shape != (p, n, n):
             raise ValueError("pred shape %s does not match obs %s" % (pred_f.shape, obs_f.shape))
         idx, partner, mult = _ring_pixels(n, t_eval, k_max)
@@ -126,7 +128,14 @@ class EvalRingData:
         if frame_weights is not None:      # symmetrised: the pair (k, -k) shares one pixel
             fw = np.asarray(frame_weights, dtype=np.float64).reshape(f, n * n)
             w = w * 0.5 * (fw[:, idx] + fw[:, partner])
-        obs = obs_f.reshape(p, f, n * n)[:, :, idx].astype(np.complex128)
+        if nx == n:
+            obs = obs_f.reshape(p, f, n * n)[:, :, idx].astype(np.complex128)
+        else:   # pixel (iy, ix) beyond the half-plane: the conjugate of (-iy, -ix), inside it
+            iy, ix = np.divmod(idx, n)
+            flip = ix >= nx
+            src = np.where(flip, ((-iy) % n) * nx + (-ix) % n, iy * nx + ix)
+            obs = obs_f.reshape(p, f, n * nx)[:, :, src].astype(np.complex128)
+            obs[:, :, flip] = np.conj(obs[:, :, flip])
         pred = pred_f.reshape(p, n * n)[:, idx].astype(np.complex128)
         x2 = float(np.einsum("pfm,fm->", _abs2(obs), w))
         v2 = float(np.einsum("pm,m->", _abs2(pred), w.sum(0)))

@@ -25,13 +25,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..fourier import ring_index
-from .fit import MotionFitError, fit_tracks
-from .micrograph import (_amplitude, _auto_cc, _check_patches, _particle_inputs, _resolve_sign,
-                         outside_window)
-from .observation import compute_cc_maps, estimate_noise_power
-from .patches import extract_patches
+from ...backends import get_backend
+from ...backends.threads import particle_threads
 from .compact import Blocks, quantise
+from .fit import MotionFitError, fit_tracks
+from .micrograph import (_amplitude, _auto_cc, _particle_inputs, _resolve_sign, outside_window,
+                         read_spectra)
+from .observation import (cc_maps_from_spectra, inverse_noise_weights, noise_power_from_spectra,
+                          ring_power, whitening_filter)
 from .tcc import EvalRingData, alignment_circle_mask
 from .units import MotionParams
 
@@ -79,7 +80,6 @@ class TrainingMicrograph:
     def evidence(self, triplet, backend=None):
         """The marginal likelihood of :mod:`.evidence` around the MAP tracks at ``triplet`` (paper
         units) on the stored alignment-circle CC maps: a function of a paper-unit triplet."""
-        from ...backends import get_backend
         from .evidence import Evidence, pseudo_observations
         tracks = self.align(triplet, backend) + self.cut_shifts
         be = get_backend(backend)
@@ -114,30 +114,19 @@ def make_align(micrographs, backend=None):
     return align
 
 
-def _whitening_full(n, noise_power):
-    """1/sqrt(S(ring)) on the full fft2 grid; 0 at DC, beyond Nyquist and where S <= 0."""
-    rings = ring_index(n)
-    s = np.zeros(rings.max() + 1)
-    s[:len(noise_power)] = np.asarray(noise_power, dtype=np.float64)[:len(s)]
-    filt = np.zeros_like(s)
-    ok = s > 0
-    filt[ok] = 1.0 / np.sqrt(s[ok])
-    filt[0] = 0.0
-    filt[n // 2 + 1:] = 0.0
-    return filt[rings]
-
-
-def eval_ring_from_patches(patches, opposite_predictions, noise_power, damage, t_eval, k_max,
+def eval_ring_from_spectra(spectra, opposite_predictions, noise_power, damage, t_eval, k_max,
                            sign=1, bits=8):
-    """:class:`EvalRingData` of patches (P, F, n, n) real vs sign * opposite predictions (P, n, n),
-    both whitened by noise_power, damage (F, n, n) or None as per-frame weights; built one particle
-    at a time (no (P, F, n, n) complex array); bits as :meth:`.tcc.EvalRingData.from_fourier`."""
-    P, F, n = patches.shape[:3]
-    white = _whitening_full(n, noise_power)
+    """:class:`EvalRingData` of the patches' rfft2 half-planes (P, F, n, n//2+1) vs sign *
+    opposite predictions (P, n, n) (fft2), both whitened by 1/sqrt(noise_power), damage
+    (F, n, n) or None as per-frame weights; built one particle at a time; bits as
+    :meth:`.tcc.EvalRingData.from_fourier`."""
+    P, F, n = spectra.shape[:3]
+    white_half = whitening_filter(n, noise_power)
+    white_full = np.sqrt(inverse_noise_weights(n, n, noise_power))
     parts = []
     for p in range(P):
-        obs = np.fft.fft2(patches[p].astype(np.float64)) * white
-        pred = sign * np.asarray(opposite_predictions[p]) * white
+        obs = spectra[p] * white_half
+        pred = sign * np.asarray(opposite_predictions[p]) * white_full
         parts.append(EvalRingData.from_fourier(obs[None], pred[None], t_eval, k_max, damage, bits))
     return EvalRingData.concatenate(parts)
 
@@ -145,16 +134,18 @@ def eval_ring_from_patches(patches, opposite_predictions, noise_power, damage, t
 def build_training_micrograph(frames, centres, predictions, opposite_predictions, damage,
                               initial_tracks, t_align, t_eval, k_max, dose_per_frame, pixel_size,
                               window=8, invert="auto", cc_scale="likelihood", defects=None,
-                              noise_power=None, name="", bits=8, cc_bits=16, backend=None):
+                              noise_power=None, name="", bits=8, cc_bits=16, backend=None,
+                              late_defects=None, workers=1):
     """Read the F frames once and keep a :class:`TrainingMicrograph`.
 
     frames: iterable of gain-corrected (ny, nx) frames; centres (P, 2) px; predictions and
     opposite_predictions (P, n, n) fft2 of the own / opposite half map (core.predict);
     damage (F, n, n) or None; initial_tracks (P, F, 2) px (e.g. the MotionCorr global track);
     t_align, t_eval, k_max: px of the n-box (:func:`.tcc.split_threshold`); window: CC radius px;
-    invert, cc_scale, defects, noise_power as in :func:`.micrograph.align_micrograph`; bits,
-    cc_bits: of the stored evaluation-ring products and CC maps (:mod:`.compact`); backend: of
-    the CC maps.
+    invert, cc_scale, defects, noise_power, late_defects, workers as in
+    :func:`.micrograph.align_micrograph` (the frames are read as polishing reads them:
+    :func:`.micrograph.read_spectra`, one transform per particle-frame); bits, cc_bits: of the
+    stored evaluation-ring products and CC maps (:mod:`.compact`); backend: of the CC maps.
     Raises MotionFitError for non-finite frames or when no signal is found.
     """
     centres, predictions = _particle_inputs(centres, predictions)
@@ -167,12 +158,13 @@ def build_training_micrograph(frames, centres, predictions, opposite_predictions
         raise ValueError("initial tracks %s do not match %d particles" % (init.shape, P))
     if not np.all(np.isfinite(init)):
         raise MotionFitError("initial tracks contain NaN or infinite values")
-    patches, cut = extract_patches(frames, centres, init, n, defects)
-    _check_patches(patches)
-    noise = estimate_noise_power(patches) if noise_power is None else np.asarray(noise_power)
+    spectra, cut = read_spectra(frames, centres, init, n, n, defects, workers,
+                                late_defects=late_defects)
+    be = particle_threads(get_backend(backend), workers)
+    noise = noise_power_from_spectra(spectra, ring_power(spectra, be)) if noise_power is None \
+        else np.asarray(noise_power)
     circle = predictions * alignment_circle_mask(n, t_align)
-    cc, _ = compute_cc_maps(patches, circle, damage, window, noise_power=noise, cc_scale=cc_scale,
-                            backend=backend)
+    cc = cc_maps_from_spectra(spectra, circle, damage, window, noise, cc_scale, backend=be)
     sign = _resolve_sign(invert, cc, min(3, window))
     amp = _amplitude(sign * cc, _auto_cc(circle, damage, noise, cc_scale), min(3, window))
     if not np.isfinite(amp) or amp <= 0:
@@ -180,7 +172,7 @@ def build_training_micrograph(frames, centres, predictions, opposite_predictions
     from .evidence import peak_curvature
     curv = peak_curvature(circle, damage, noise, amp, cc_scale).astype(np.float32)
     cc = quantise(cc * np.float32(sign * amp), cc_bits, block_ndim=2)
-    ring = eval_ring_from_patches(patches, opposite_predictions, noise, damage, t_eval, k_max,
+    ring = eval_ring_from_spectra(spectra, opposite_predictions, noise, damage, t_eval, k_max,
                                   sign, bits)
     return TrainingMicrograph(cc=cc, centres=centres, initial_tracks=init, cut_shifts=cut,
                               eval_data=ring, dose_per_frame=float(dose_per_frame),
