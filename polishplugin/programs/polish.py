@@ -106,13 +106,13 @@ def build_parser():
     f.add_argument("--no-defects", action="store_true",
                    help="do not detect hot/dead pixels from the movies")
     c = p.add_argument_group("memory")
-    c.add_argument("--spectra-memory", type=at_least(1), default=DEFAULT_SPECTRA_MB,
+    c.add_argument("--spectra-memory", type=positive, default=DEFAULT_SPECTRA_MB,
                    help="MB of memory for a micrograph's patch spectra (F x 89 kB per particle "
                         "at the default patch); a micrograph needing more keeps them in an "
                         "unlinked scratch file in --out (as much disk, freed when the process "
-                        "ends) and reads them back in blocks of particles of at most this size "
-                        "(default %(default)s: the peak memory then does not grow with the "
-                        "particles per micrograph; BENCHMARKS.md)")
+                        "ends) and reads them back in blocks of particles of at most this size, "
+                        "at least one particle (default %(default)s: the peak memory then grows "
+                        "only by the CC maps with the particles per micrograph; BENCHMARKS.md)")
     add_output_options(p)
     return p
 
