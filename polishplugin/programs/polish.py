@@ -408,7 +408,7 @@ def particle_predictions(store, projectors, mic, n, px, folder):
     return planes
 
 #: MB of memory for one micrograph's patch spectra before they go to scratch disk (--spectra-memory)
-DEFAULT_SPECTRA_MB = 64
+DEFAULT_SPECTRA_MB = 32
 
 
 def spectra_store(P, F, m, n, megabytes, folder):
