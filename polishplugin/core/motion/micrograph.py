@@ -102,9 +102,12 @@ def _contrast_sign(cc_maps, radius):
     return 1 if peak >= 0 else -1, float(peak)
 
 
-def _amplitude(cc_maps, auto, radius):
-    """Least-squares amplitude from the per-frame peaks of the particle-summed CC (see module doc)."""
+def _amplitude(cc_maps, auto, radius, sign=1):
+    """Least-squares amplitude from the per-frame peaks of the particle-summed CC times ``sign``
+    (see module doc; the sign applied to the sums, exactly, not to a copy of the maps)."""
     per_frame = cc_maps.sum(axis=0, dtype=np.float64)              # (F, W, W)
+    if sign < 0:
+        per_frame = -per_frame
     W = per_frame.shape[-1]
     yy, xx = np.mgrid[:W, :W] - W // 2
     near = np.hypot(xx, yy) <= radius
@@ -254,7 +257,7 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
     if sign is None:
         sign = _resolve_sign(invert, cc, min(3, window))
     auto = _auto_cc(predictions, damage, noise, cc_scale, max_ring, n)
-    amp = _amplitude(sign * cc, auto, min(3, window))
+    amp = _amplitude(cc, auto, min(3, window), sign)
     if not np.isfinite(amp) or amp <= 0:
         raise MotionFitError("no particle signal found in the CC maps (amplitude %g)" % amp)
     log.info("signal amplitude %.4g x the predictions (sign %+d)", amp, sign)
