@@ -55,13 +55,10 @@ class ScratchSpectra(SpectraStore):
     def put(self, p0, f, spec):
         b = spec.shape[0]
         block = np.empty((b, self.m, self.mh), dtype=self.dtype)
-        if spec.shape[1] == self.m:
-            block[...] = spec[:, :, :self.mh]
-        else:
-            block[:, :self._lo] = spec[:, :self._lo, :self.mh]
-            block[:, self._lo:] = spec[:, self._rows[self._lo:], :self.mh]
+        self._crop_into(block, spec)
         for i in range(b):
             self._write(block[i], self._offset(p0 + i, f))
+        return block
 
     def chunks(self):
         if self._buf is None:
@@ -71,10 +68,12 @@ class ScratchSpectra(SpectraStore):
             self._read(self._buf[:b], self._offset(p0, 0))
             yield slice(p0, p0 + b), self._buf[:b]
 
-    def add(self, p, f, delta):
+    def _get(self, p, f):
         x = np.empty((self.m, self.mh), dtype=self.dtype)
         self._read(x, self._offset(p, f))
-        x += delta
+        return x
+
+    def _set(self, p, f, x):
         self._write(x, self._offset(p, f))
 
     def close(self):

@@ -32,7 +32,7 @@ from .observation import (cc_maps_from_spectra, cc_scale_factor, crop_plane, cro
                           rfft_rings, ring_power)
 from .patches import (correct_defect_spectra, cut_positions, extract_patches, extract_spectra,
                       fill_patch_defects)
-from .spectra_store import spectra_chunks
+from .spectra_store import SpectraStore, spectra_chunks
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +240,8 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
         if not np.all(np.isfinite(init)):
             raise MotionFitError("initial tracks contain NaN or infinite values")
         fills = np.zeros(F)
+        if spectra_store is None:
+            spectra_store = SpectraStore(P, F, m, n)
         spectra, cut = extract_spectra(frames, centres, init, n, m, defects, workers,
                                        check=_check_patches, fills=fills, store=spectra_store)
         late = late_defects() if late_defects is not None else None
@@ -387,6 +389,11 @@ def fcc_from_spectra(spectra, predictions, shifts, power=None, backend=None, n=N
     be = get_backend(backend)
     need_power = power is None or box != n
     num, pw, wpred = 0.0, 0.0, 0.0
+    if need_power and getattr(spectra, "power_sums", None) is not None:
+        pw, need_power = spectra.power_sums, False        # a store's, no pass over the spectra
+        box_power = True
+    else:
+        box_power = need_power
     for s, x in spectra_chunks(spectra):
         v = crop_plane(predictions[s], m)[:, :, :mh]
         wpred = wpred + (v.real ** 2 + v.imag ** 2).sum(axis=0)
@@ -403,7 +410,7 @@ def fcc_from_spectra(spectra, predictions, shifts, power=None, backend=None, n=N
     num = (num if sign > 0 else -num)[:, keep]
     acc.num += np.bincount(idx, (num * mk).ravel(), minlength=F * nr).reshape(F, nr)
     acc.wpred += np.bincount(rk, wpred * mk, minlength=nr)[None]
-    if need_power:
+    if box_power:
         pw = pw[:, keep] * mk
         acc.wobs += np.bincount(idx, pw.ravel(), minlength=F * nr).reshape(F, nr)
     else:

@@ -71,13 +71,15 @@ def patch_spectra(patches, overwrite=False, workers=1):
 
 def ring_power(spectra, backend=None):
     """Full-plane ring sums of |X|^2 per frame, (F, nrings) float64, from rfft2 half-planes
-    (P, F, n, nh) (an array or a :class:`.spectra_store.SpectraStore`) with Hermitian
-    multiplicities (rings of round(|k| n), up to the corner)."""
+    (P, F, n, nh) (an array or a :class:`.spectra_store.SpectraStore`, whose ``power_sums`` are
+    used when kept) with Hermitian multiplicities (rings of round(|k| n), up to the corner)."""
     P, F, n = spectra.shape[:3]
     rings, mult = rfft_rings(n)
     nr = int(rings.max()) + 1
-    be = get_backend(backend)
-    total = sum(be.power_sums(x) for _, x in spectra_chunks(spectra))
+    total = getattr(spectra, "power_sums", None)    # a store's, summed as it was written
+    if total is None:
+        be = get_backend(backend)
+        total = sum(be.power_sums(x) for _, x in spectra_chunks(spectra))
     idx = (np.arange(F)[:, None] * nr + rings.ravel()[None]).ravel()
     return np.bincount(idx, (total * mult).ravel(), minlength=F * nr).reshape(F, nr)
 

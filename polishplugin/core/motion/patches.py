@@ -110,12 +110,14 @@ def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1,
     finiteness test). ``out``: a C-contiguous complex64 array of at least P F m (m//2+1)
     elements to hold the spectra (a buffer reused from micrograph to micrograph: no page faults
     of a fresh allocation). ``store``: a :class:`.spectra_store.SpectraStore` of (P, F, m) that
-    receives the spectra instead (e.g. on scratch disk); it is returned in place of the array.
+    receives the spectra instead (e.g. on scratch disk); it is returned in place of the array,
+    with its ``power_sums`` (the backend's ``power_sums`` of all the spectra, summed as each
+    block is transformed: no second pass over them).
     The x transform keeps only the m//2+1 columns before the y transform
     (the same numbers as rfft2, less work). ``fills`` (F,): receives each frame's fill value.
     Returns (spectra (P, F, m, m//2+1) complex64 or ``store``, cut shifts (P, F, 2))."""
     import scipy.fft
-    from .spectra_store import SpectraStore
+    from .spectra_store import SpectraStore, plane_power
     centres, q = _cut_plan(centres, tracks)
     P, F = q.shape[:2]
     m = n if m is None else int(m)
@@ -131,6 +133,8 @@ def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1,
     # one-thread transforms (pocketfft's own threads on 16-patch batches mostly wait)
     edges = np.linspace(0, P, W + 1).astype(int)
     bufs = [np.empty((B, n, n), dtype=np.float32) for _ in range(W)]
+    # each share's sums of |X|^2 over its particles, per frame, while the spectra are in cache
+    powers = [np.zeros((F, m, mh)) for _ in range(W)]
 
     def one_share(w, f, frame, fill):
         buf = bufs[w]
@@ -141,7 +145,8 @@ def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1,
             if check is not None:
                 check(buf[:b])
             spec = scipy.fft.rfft(buf[:b], axis=-1, workers=1)[..., :mh]
-            store.put(p0, f, scipy.fft.fft(spec, axis=-2, workers=1, overwrite_x=True))
+            kept = store.put(p0, f, scipy.fft.fft(spec, axis=-2, workers=1, overwrite_x=True))
+            powers[w][f] += plane_power(kept)
 
     pool = None
     if W > 1:
@@ -159,6 +164,7 @@ def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1,
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+    store.power_sums = sum(powers[1:], powers[0])
     return (store.array if keep is None else store), q - centres[:, None, :]
 
 

@@ -28,6 +28,9 @@ class SpectraStore:
         self._rows = crop_rows(self.n, self.m)
         self._lo = self.m // 2 if self.m < self.n else self.n
         self.array = self._allocate(buffer)
+        #: (F, m, mh) float64 sums over particles of |X|^2, when the writer kept them (see
+        #: :func:`.patches.extract_spectra`); kept up to date by :meth:`add`
+        self.power_sums = None
 
     def _allocate(self, buffer):
         size = int(np.prod(self.shape))
@@ -52,9 +55,13 @@ class SpectraStore:
         """Store frame f of particles p0.. from ``spec`` (b, n or m rows, >= mh columns): the
         rfft of the patches after the x transform was cut to mh columns, rows on the n grid
         (cut to the m grid here) or already on the m grid. Safe from several threads for
-        different particles."""
+        different particles. Returns the stored (b, m, mh) block (valid until the next put)."""
         b = spec.shape[0]
         out = self.array[p0:p0 + b, f]
+        self._crop_into(out, spec)
+        return out
+
+    def _crop_into(self, out, spec):
         if spec.shape[1] == self.m:
             out[...] = spec[:, :, :self.mh]
         else:
@@ -67,11 +74,30 @@ class SpectraStore:
         yield slice(0, self.P), self.array
 
     def add(self, p, f, delta):
-        """spectra[p, f] += delta ((m, mh))."""
-        self.array[p, f] += delta
+        """spectra[p, f] += delta ((m, mh)), and :attr:`power_sums` with it."""
+        x = self._get(p, f)
+        if self.power_sums is not None:
+            self.power_sums[f] -= plane_power(x)
+        x += delta
+        if self.power_sums is not None:
+            self.power_sums[f] += plane_power(x)
+        self._set(p, f, x)
+
+    def _get(self, p, f):
+        return self.array[p, f]
+
+    def _set(self, p, f, x):
+        """(in place in memory: nothing to do)"""
 
     def close(self):
         """Release what the store holds outside this process's arrays (nothing here)."""
+
+
+def plane_power(x):
+    """|x|^2 of complex64 planes in single precision, summed over any leading axes in float64
+    (the numpy backend's ``power_sums`` term for term)."""
+    p = x.real ** 2 + x.imag ** 2
+    return p if p.ndim == 2 else p.sum(axis=tuple(range(p.ndim - 2)), dtype=np.float64)
 
 
 def spectra_chunks(spectra):
