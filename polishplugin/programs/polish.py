@@ -426,8 +426,7 @@ def spectra_store(P, F, m, n, megabytes, folder):
     log.info("spectra of %d particles x %d frames: %.0f MB, more than --spectra-memory %g MB: "
              "kept on scratch disk in %s, read back %d particles at a time", P, F,
              P * per_particle / 2 ** 20, megabytes, folder, block)
-    return ScratchSpectra(P, F, m, n, folder, block * per_particle,
-                          buffer=spectra_buffer(block * per_particle // 8))
+    return ScratchSpectra(P, F, m, n, folder, block * per_particle)
 
 
 def spectra_buffer(size):

@@ -3,11 +3,13 @@
 :class:`ScratchSpectra` is a :class:`polishplugin.core.motion.spectra_store.SpectraStore` whose
 spectra live in a file of the job folder, particle-major ((P, F, m, mh) complex64, as the array
 would be): each frame's block of particles is written as it is transformed (one ``pwrite`` per
-particle-frame), and the uses read it back a block of particles at a time into one buffer
-(``os.preadv``, page cache, not this process's memory). The file is unlinked as soon as it is
+particle-frame), and the uses read it back a block of particles at a time, mapped from the page
+cache (no copy; the block's pages are released from this process's memory, ``MADV_DONTNEED``,
+before the next block is mapped). The file is unlinked as soon as it is
 made (``tempfile.TemporaryFile``): nothing is left behind, whatever ends the process, so an
 interrupted job resumes as any other (finished micrographs are skipped, the others redone).
 """
+import mmap
 import os
 import tempfile
 
@@ -18,18 +20,13 @@ from ..core.motion.spectra_store import SpectraStore
 
 class ScratchSpectra(SpectraStore):
     """Spectra of P x F particle-frames in an unlinked file under ``folder``, handed out in
-    blocks of at most ``block_bytes`` (at least one particle), read into ``buffer`` (complex64,
-    reused from micrograph to micrograph) when it is large enough."""
+    read-only blocks of at most ``block_bytes`` (at least one particle)."""
 
-    def __init__(self, P, F, m, n, folder, block_bytes, buffer=None):
+    def __init__(self, P, F, m, n, folder, block_bytes):
         self._file = tempfile.TemporaryFile(prefix="spectra_", suffix=".scratch", dir=folder)
         self._fd = self._file.fileno()
         super().__init__(P, F, m, n)
         self.block = max(1, min(self.P, int(block_bytes) // self.particle_bytes))
-        size = self.block * self.particle_bytes // self.dtype.itemsize
-        self._buf = buffer.reshape(-1)[:size].reshape((self.block,) + self.shape[1:]) \
-            if buffer is not None and buffer.dtype == self.dtype and buffer.flags.c_contiguous \
-            and buffer.size >= size else None
 
     def _allocate(self, buffer):
         os.ftruncate(self._fd, int(np.prod(self.shape)) * self.dtype.itemsize)
@@ -61,12 +58,14 @@ class ScratchSpectra(SpectraStore):
         return block
 
     def chunks(self):
-        if self._buf is None:
-            self._buf = np.empty((self.block,) + self.shape[1:], dtype=self.dtype)
         for p0 in range(0, self.P, self.block):
             b = min(self.block, self.P - p0)
-            self._read(self._buf[:b], self._offset(p0, 0))
-            yield slice(p0, p0 + b), self._buf[:b]
+            x = np.memmap(self._file, dtype=self.dtype, mode="r", offset=self._offset(p0, 0),
+                          shape=(b,) + self.shape[1:])
+            yield slice(p0, p0 + b), x
+            # out of this process's memory now (a stale view would fault the pages back in)
+            x._mmap.madvise(mmap.MADV_DONTNEED)
+            del x
 
     def _get(self, p, f):
         x = np.empty((self.m, self.mh), dtype=self.dtype)
@@ -77,7 +76,6 @@ class ScratchSpectra(SpectraStore):
         self._write(x, self._offset(p, f))
 
     def close(self):
-        self._buf = None
         self._file.close()
 
 
