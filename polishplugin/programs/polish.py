@@ -109,8 +109,8 @@ def build_parser():
     c.add_argument("--spectra-memory", type=positive, default=DEFAULT_SPECTRA_MB,
                    help="MB of memory for a micrograph's patch spectra (F x 89 kB per particle "
                         "at the default patch); a micrograph needing more keeps them in an "
-                        "unlinked scratch file in --out (as much disk, freed when the process "
-                        "ends) and reads them back in blocks of particles of at most this size, "
+                        "unlinked scratch file in --out (as much disk, plus its predictions; freed "
+                        "when the micrograph is done or the process ends) and reads them back in blocks of particles of at most this size, "
                         "at least one particle (default %(default)s: the peak memory then grows "
                         "only by the CC maps with the particles per micrograph; BENCHMARKS.md)")
     add_output_options(p)
