@@ -157,3 +157,27 @@ def test_program_spills_with_a_small_budget_and_leaves_nothing(sim, tmp_path, ca
     assert not [p for p in low.rglob("*") if "scratch" in p.name]
     with pytest.raises(SystemExit):
         polish.build_parser().parse_args(["--spectra-memory", "0"])
+
+
+def test_interrupted_spilling_job_leaves_no_scratch_and_resumes(sim, tmp_path, caplog,  # noqa
+                                                                  monkeypatch):
+    from polishplugin.core.motion import micrograph
+    out = tmp_path / "pol"
+    calls, fit = [], micrograph.fit_tracks
+
+    def interrupted(*a, **k):                   # killed while the 2nd micrograph is fitted
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return fit(*a, **k)
+    monkeypatch.setattr(micrograph, "fit_tracks", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        polish.main(_args(sim, out, "--sigma-vel", "0.5", "--spectra-memory", "0.01"))
+    assert len(list((out / "tracks").rglob("*_tracks.star"))) == 1
+    assert not [p for p in out.rglob("*") if "scratch" in p.name]
+    monkeypatch.setattr(micrograph, "fit_tracks", fit)
+    with caplog.at_level("INFO"):
+        assert polish.main(_args(sim, out, "--sigma-vel", "0.5", "--spectra-memory",
+                                 "0.01")) == 0
+    assert "3 micrographs, 2 to do (1 already done)" in caplog.text
+    assert len(list((out / "tracks").rglob("*_tracks.star"))) == 3
