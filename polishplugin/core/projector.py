@@ -16,12 +16,23 @@ from .geometry import euler_to_matrix
 _SLICE_POINTS = 1 << 21     # slice pixels per backend call
 
 
-def _gridding_correction(npad, n):
+def _gridding_correction(npad, n, z=slice(None)):
     """sinc^2(x / npad) sinc^2(y / npad) sinc^2(z / npad) on an n^3 box centred at n//2: the real-space
-    transform of the trilinear kernel of a grid with spacing 1/npad (cycles per px)."""
+    transform of the trilinear kernel of a grid with spacing 1/npad (cycles per px); ``z``: only
+    those z planes."""
     r = (np.arange(n) - n // 2) / npad
     s = np.sinc(r) ** 2
-    return s[:, None, None] * s[None, :, None] * s[None, None, :]
+    return s[z, None, None] * s[None, :, None] * s[None, None, :]
+
+
+def _gridding_corrected(volume, npad):
+    """float32 ``volume`` / :func:`_gridding_correction` (float64), a z plane at a time (no
+    float64 volume-sized temporaries)."""
+    n = volume.shape[0]
+    out = np.empty(volume.shape, dtype=np.float32)
+    for z in range(n):
+        out[z] = volume[z].astype(np.float32) / _gridding_correction(npad, n, slice(z, z + 1))[0]
+    return out
 
 
 def _centred_fft3(vol, npad, keep=None):
@@ -58,27 +69,41 @@ def _centred_fft3(vol, npad, keep=None):
     return f
 
 
-def _cropped_fft3(vol, npad, keep, half=False):
+def _cropped_fft3(vol, npad, keep, half=False, slab=16):
     """The cube of frequencies -keep..keep of :func:`_centred_fft3` ((2 keep + 1)^3 complex64,
     zero frequency at index keep), one axis at a time: each 1D transform of the zero-padded
     length npad keeps only the frequencies needed (x: 0..keep, the rest by Hermitian symmetry),
     and the centre voxel n//2 is moved to the origin by the phase exp(2 pi i k (n//2) / npad).
-    Never makes a padded-size array."""
+    Never makes a padded-size array: each axis is transformed ``slab`` planes at a time into the
+    next stage's array (the same numbers as whole-array transforms, a fraction of the memory)."""
     n = vol.shape[0]
     k = np.arange(-keep, keep + 1)
+    K = k.size
     phase = np.exp(2j * np.pi * k * (n // 2) / npad).astype(np.complex64)
-    a = scipy.fft.rfft(vol.astype(np.float32, copy=False), n=npad, axis=2)[..., :keep + 1]
-    a = a * phase[keep:]
-    a = scipy.fft.fft(a, n=npad, axis=1)[:, k % npad] * phase[None, :, None]
-    a = scipy.fft.fft(a, n=npad, axis=0)[k % npad] * phase[:, None, None]
+    vol = vol.astype(np.float32, copy=False)
+    a = np.empty((n, n, keep + 1), dtype=np.complex64)
+    for z in range(0, n, slab):
+        a[z:z + slab] = scipy.fft.rfft(vol[z:z + slab], n=npad, axis=2)[..., :keep + 1] \
+            * phase[keep:]
+    b = np.empty((n, K, keep + 1), dtype=np.complex64)
+    for z in range(0, n, slab):
+        b[z:z + slab] = scipy.fft.fft(a[z:z + slab], n=npad, axis=1)[:, k % npad] \
+            * phase[None, :, None]
+    del a
     if half:   # x >= 0 only, x at index (keep + x) mod (keep + 2): see Projector
-        f = np.zeros((2 * keep + 1, 2 * keep + 1, keep + 2), dtype=np.complex64)
-        f[..., keep:keep + 2] = a[..., :2]
-        f[..., :keep - 1] = a[..., 2:]
-        return f
-    f = np.empty((2 * keep + 1,) * 3, dtype=np.complex64)
-    f[..., keep:] = a
-    f[..., :keep] = np.conj(a[::-1, ::-1, keep:0:-1])        # F(-k) = conj F(k), real volume
+        f = np.zeros((K, K, keep + 2), dtype=np.complex64)
+    else:
+        f = np.empty((K, K, K), dtype=np.complex64)
+    for y in range(0, K, slab):
+        c = scipy.fft.fft(b[:, y:y + slab], n=npad, axis=0)[k % npad] * phase[:, None, None]
+        if half:
+            f[:, y:y + slab, keep:keep + 2] = c[..., :2]
+            f[:, y:y + slab, :keep - 1] = c[..., 2:]
+        else:
+            f[:, y:y + slab, keep:] = c
+    del b
+    if not half:   # F(-k) = conj F(k), real volume
+        f[..., :keep] = np.conj(f[::-1, ::-1, 2 * keep:keep:-1])
     return f
 
 
@@ -107,8 +132,7 @@ class Projector:
         self.npad = self.pad * self.n
         self.r_max = float(r_max)
         self.backend = backend
-        corrected = (volume.astype(np.float32) / _gridding_correction(self.npad, self.n)).astype(
-            np.float32)
+        corrected = _gridding_corrected(volume, self.npad)
         keep = int(np.ceil(self.r_max * self.npad)) + 2
         self._centre = min(keep, self.npad // 2) if self.npad % 2 == 0 else self.npad // 2
         cut = self.npad % 2 == 0 and keep < self.npad // 2

@@ -104,6 +104,14 @@ def build_parser():
                                         "all movies, added to what is found in each movie")
     f.add_argument("--no-defects", action="store_true",
                    help="do not detect hot/dead pixels from the movies")
+    c = p.add_argument_group("memory")
+    c.add_argument("--spectra-memory", type=positive, default=DEFAULT_SPECTRA_MB,
+                   help="MB of memory for a micrograph's patch spectra (F x 89 kB per particle "
+                        "at the default patch); a micrograph needing more keeps them in an "
+                        "unlinked scratch file in --out (as much disk, plus its predictions; freed "
+                        "when the micrograph is done or the process ends) and reads them back in blocks of particles of at most this size, "
+                        "at least one particle (default %(default)s: the peak memory then grows "
+                        "only by the CC maps with the particles per micrograph; BENCHMARKS.md)")
     add_output_options(p)
     return p
 
@@ -260,7 +268,6 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
     from ..core.motion.observation import crop_plane, crop_size
     from ..core.motion.patches import damage_filters
     from ..core.motion.units import MotionParams
-    from ..core.predict import predict_particles
     from ..io.mrc import write_mrc
 
     t0 = time.time()
@@ -275,9 +282,8 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
     once = MovieOnce(mic, first, last, args.no_defects, args.defect_mask, threads)
     with once:
         m = crop_size(n, args.max_ring)     # the Fourier grid the spectra are kept on
-        # single precision, as the spectra they are compared with
-        preds, opp = predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px,
-                                       opposite="both", crop=m, dtype=np.complex64)
+        store = spectra_store(len(mic.centres), F, m, n, args.spectra_memory, out)
+        preds, opp = particle_predictions(store, projectors, mic, n, px, out)
         damage = crop_plane(damage_filters(n, px, F, mic.dose_per_frame,
                                            mic.pre_exposure + first * mic.dose_per_frame,
                                            mic.voltage), m)
@@ -291,15 +297,18 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
         init = mic.initial_tracks[:, first:last] if args.init == "motioncorr" else None
         window = args.window or auto_window(sig_px[0], F, inputs.box)
         invert = {"auto": "auto", "yes": True, "no": False}[args.invert]
-        res = align_micrograph(once.frames(), mic.centres, preds, damage, sig_px,
-                               init, window=window, mode=args.mode, invert=invert,
-                               opposite_predictions=opp, backend=args.backend, n_frames=F,
-                               late_defects=once.late_defects, cc_scale=args.cc_scale,
-                               prior_mean=args.prior_mean, max_ring=args.max_ring,
-                               patch_size=n, workers=threads, fcc_box=inputs.box,
-                               spectra_buffer=spectra_buffer(len(mic.centres) * F * m
-                                                             * (m // 2 + 1)),
-                               sigma_search=search)
+        try:
+            res = align_micrograph(once.frames(), mic.centres, preds, damage, sig_px,
+                                   init, window=window, mode=args.mode, invert=invert,
+                                   opposite_predictions=opp, backend=args.backend, n_frames=F,
+                                   late_defects=once.late_defects, cc_scale=args.cc_scale,
+                                   prior_mean=args.prior_mean, max_ring=args.max_ring,
+                                   patch_size=n, workers=threads, fcc_box=inputs.box,
+                                   spectra_store=store, sigma_search=search)
+        finally:
+            for s in (store, preds, opp):
+                if hasattr(s, "close"):
+                    s.close()
     choice = None
     if sigmas is None and res.sigma_choice is None:     # auto failed: the search's start used
         from ..core.motion.evidence import SEARCH_START
@@ -346,6 +355,50 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
 
 
 _SPECTRA = []
+
+
+def particle_predictions(store, projectors, mic, n, px, folder):
+    """Own- and opposite-half predictions (P, m, m) complex64 (single precision, as the spectra
+    they are compared with) of a micrograph's particles on the grid of ``store``: arrays when the
+    spectra are in memory, else :class:`polishplugin.programs.scratch.ScratchPlanes` in
+    ``folder``, made a block of particles at a time (the memory of one block)."""
+    from ..core.predict import predict_particles
+    m = store.m
+    block = getattr(store, "block", None)
+    if block is None:
+        return predict_particles(projectors, mic.angles, mic.half_sets, mic.ctfs, n, px,
+                                 opposite="both", crop=m, dtype=np.complex64)
+    from .scratch import ScratchPlanes
+    P = store.P
+    planes = ScratchPlanes(P, m, folder), ScratchPlanes(P, m, folder)
+    for a in range(0, P, block):
+        s = slice(a, min(P, a + block))
+        for out, arr in zip(planes, predict_particles(
+                projectors, mic.angles[s], mic.half_sets[s], mic.ctfs[s], n, px,
+                opposite="both", crop=m, dtype=np.complex64)):
+            out.write(a, arr)
+    return planes
+
+#: MB of memory for one micrograph's patch spectra before they go to scratch disk (--spectra-memory)
+DEFAULT_SPECTRA_MB = 32
+
+
+def spectra_store(P, F, m, n, megabytes, folder):
+    """Where a micrograph's spectra (P, F, m, m//2+1) complex64 go: in memory (a buffer reused
+    from micrograph to micrograph) when they take at most ``megabytes``, else an unlinked scratch
+    file in ``folder`` read back in blocks of particles of at most that size
+    (:class:`polishplugin.programs.scratch.ScratchSpectra`)."""
+    from ..core.motion.spectra_store import SpectraStore
+    budget = int(megabytes * 2 ** 20)
+    per_particle = F * m * (m // 2 + 1) * np.dtype(np.complex64).itemsize
+    if P * per_particle <= budget:
+        return SpectraStore(P, F, m, n, buffer=spectra_buffer(P * per_particle // 8))
+    from .scratch import ScratchSpectra
+    block = max(1, budget // per_particle)
+    log.info("spectra of %d particles x %d frames: %.0f MB, more than --spectra-memory %g MB: "
+             "kept on scratch disk in %s, read back %d particles at a time", P, F,
+             P * per_particle / 2 ** 20, megabytes, folder, block)
+    return ScratchSpectra(P, F, m, n, folder, block * per_particle)
 
 
 def spectra_buffer(size):

@@ -59,7 +59,9 @@ def peak_curvature(predictions, damage, noise_power, amplitude, cc_scale="likeli
     w = (inverse_noise_weights(m, n, noise_power, max_ring) * cc_scale_factor(n, cc_scale)
          * (2 * np.pi) ** 2 * k2 / 2)
     dmg2 = np.ones((1, m, m)) if damage is None else crop_plane(np.asarray(damage), m) ** 2
-    return amplitude ** 2 * np.einsum("pyx,fyx->pf", np.abs(predictions) ** 2 * w, dmg2)
+    from .micrograph import particle_blocks
+    return amplitude ** 2 * particle_blocks(
+        lambda v: np.einsum("pyx,fyx->pf", np.abs(v) ** 2 * w, dmg2), predictions, len(dmg2))
 
 
 def pseudo_observations(cc_fit, tracks, cut, curvature, backend):

@@ -49,7 +49,13 @@ def _lbfgs(fun, x0, max_iters, eps):
 
 
 def _check_finite(name, a):
-    if not np.all(np.isfinite(a)):
+    # float32 arrays (the CC maps): one float64 sum instead of a mask of the whole array (a NaN or
+    # an infinity makes it non-finite; finite float32 values cannot overflow it)
+    if a.dtype == np.float32:
+        ok = np.isfinite(np.sum(a, dtype=np.float64))
+    else:
+        ok = np.all(np.isfinite(a))
+    if not ok:
         raise MotionFitError("%s contains NaN or infinite values" % name)
 
 

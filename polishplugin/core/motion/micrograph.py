@@ -32,6 +32,7 @@ from .observation import (cc_maps_from_spectra, cc_scale_factor, crop_plane, cro
                           rfft_rings, ring_power)
 from .patches import (correct_defect_spectra, cut_positions, extract_patches, extract_spectra,
                       fill_patch_defects)
+from .spectra_store import SpectraStore, spectra_chunks
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,22 @@ def _auto_cc(predictions, damage, noise_power, cc_scale, max_ring=None, n=None):
     n = m if n is None else n
     w = inverse_noise_weights(m, n, noise_power, max_ring) * cc_scale_factor(n, cc_scale)
     dmg2 = np.ones((1, m, m)) if damage is None else crop_plane(np.asarray(damage), m) ** 2
-    return np.einsum("pyx,fyx->pf", np.abs(predictions) ** 2 * w, dmg2)
+    return particle_blocks(lambda v: np.einsum("pyx,fyx->pf", np.abs(v) ** 2 * w, dmg2),
+                           predictions, len(dmg2))
+
+
+#: particles per block of the per-particle sums over predictions (bounded temporaries)
+BLOCK = 64
+
+
+def particle_blocks(func, planes, F):
+    """(P, F) float64 of ``func`` (P_block, m, m) -> (P_block, F) applied to ``planes`` (an array
+    or anything whose particle slices are arrays) :data:`BLOCK` particles at a time."""
+    P = planes.shape[0]
+    out = np.empty((P, F))
+    for a in range(0, P, BLOCK):
+        out[a:a + BLOCK] = func(planes[a:a + BLOCK])
+    return out
 
 
 def _contrast_sign(cc_maps, radius):
@@ -86,9 +102,12 @@ def _contrast_sign(cc_maps, radius):
     return 1 if peak >= 0 else -1, float(peak)
 
 
-def _amplitude(cc_maps, auto, radius):
-    """Least-squares amplitude from the per-frame peaks of the particle-summed CC (see module doc)."""
+def _amplitude(cc_maps, auto, radius, sign=1):
+    """Least-squares amplitude from the per-frame peaks of the particle-summed CC times ``sign``
+    (see module doc; the sign applied to the sums, exactly, not to a copy of the maps)."""
     per_frame = cc_maps.sum(axis=0, dtype=np.float64)              # (F, W, W)
+    if sign < 0:
+        per_frame = -per_frame
     W = per_frame.shape[-1]
     yy, xx = np.mgrid[:W, :W] - W // 2
     near = np.hypot(xx, yy) <= radius
@@ -114,11 +133,14 @@ def _particle_inputs(centres, predictions):
     """centres as (P, 2) float64 and predictions as an array, checked to be (P, n, n) with P > 0
     (MotionFitError without particles, ValueError on a shape mismatch)."""
     centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
-    predictions = np.asarray(predictions)
+    if not hasattr(predictions, "shape"):
+        predictions = np.asarray(predictions)
     P = len(centres)
     if P == 0:
         raise MotionFitError("no particles in this micrograph")
     n = predictions.shape[-1]
+    if predictions.ndim != 3:
+        raise ValueError("predictions %s do not match %d particles" % (predictions.shape, P))
     if predictions.shape != (P, n, n):
         raise ValueError("predictions %s do not match %d particles" % (predictions.shape, P))
     return centres, predictions
@@ -128,7 +150,7 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
                      window=8, mode="gp", invert="auto", opposite_predictions=None, backend=None,
                      global_window=None, cc_scale="likelihood", n_frames=None, defects=None,
                      noise_power=None, prior_mean="zero", max_ring=None, patch_size=None,
-                     workers=1, spectra_buffer=None, fcc_box=None, late_defects=None,
+                     workers=1, spectra_store=None, fcc_box=None, late_defects=None,
                      sigma_search=None, sigma_rounds=1):
     """Motion of the particles of one micrograph.
 
@@ -149,8 +171,10 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
     (:func:`.observation.crop_size`), one rfft2 per particle-frame as the frames are read.
     patch_size: n when ``predictions`` (and ``damage``) are already cut to that grid;
     workers: threads of the transforms and of the per-particle kernels
-    (:mod:`polishplugin.backends.threads`); spectra_buffer: complex64 array reused for the spectra
-    (see :func:`.patches.extract_spectra`). late_defects: callable, called once every frame has
+    (:mod:`polishplugin.backends.threads`); spectra_store: a
+    :class:`.spectra_store.SpectraStore` of (P, F, m) that receives the spectra (in memory with a
+    reused buffer, or on scratch disk; default: a new in-memory one; the caller closes it).
+    late_defects: callable, called once every frame has
     been read, returning None or (ys, xs, values): defects found only then (e.g. from the sum
     of the frames just read, so the movie is read once), filled in the patches' spectra
     (:func:`.patches.correct_defect_spectra`) before any use.
@@ -216,7 +240,7 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
         if not np.all(np.isfinite(init)):
             raise MotionFitError("initial tracks contain NaN or infinite values")
         spectra, cut = read_spectra(frames, centres, init, n, m, defects, workers,
-                                    spectra_buffer, late_defects)
+                                    spectra_store, late_defects)
         sign = None
     power = ring_power(spectra, backend)
     noise = noise_power_from_spectra(spectra, power) if noise_power is None \
@@ -226,16 +250,17 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
     if sign is None:
         sign = _resolve_sign(invert, cc, min(3, window))
     auto = _auto_cc(predictions, damage, noise, cc_scale, max_ring, n)
-    amp = _amplitude(sign * cc, auto, min(3, window))
+    amp = _amplitude(cc, auto, min(3, window), sign)
     if not np.isfinite(amp) or amp <= 0:
         raise MotionFitError("no particle signal found in the CC maps (amplitude %g)" % amp)
     log.info("signal amplitude %.4g x the predictions (sign %+d)", amp, sign)
+    cc *= sign * amp            # what the fit uses (in place: no second set of maps)
     choice = None
     if sigma_search is not None and mode == "gp":
         from .evidence import choose_for_micrograph, peak_curvature
         curv = peak_curvature(predictions, damage, noise, amp, cc_scale, max_ring, n)
         try:
-            choice = choose_for_micrograph(cc * (sign * amp), centres, init, cut, curv,
+            choice = choose_for_micrograph(cc, centres, init, cut, curv,
                                            sigma_search, backend, prior_mean, sigma_rounds)
         except (ValueError, MotionFitError) as exc:    # e.g. a particle without signal
             log.warning("sigmas could not be chosen from the data (%s): the search's start "
@@ -247,7 +272,7 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
                      *(sigmas_px + ("/".join("%.2g" % v for v in choice.spread()),)))
     radius = window
     while True:
-        fit = fit_tracks(cc * (sign * amp), centres, sigmas_px, init, cut, mode=mode,
+        fit = fit_tracks(cc, centres, sigmas_px, init, cut, mode=mode,
                          backend=backend, prior_mean=prior_mean)
         n_out = outside_window(fit.tracks - cut, radius)
         if not n_out:
@@ -261,26 +286,29 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
         log.warning("%d particle-frame positions reached the edge of the %d px CC search window; "
                     "refitting in a %d px window", n_out, radius, wider)
         radius = wider
+        del cc                  # before its wider replacement is made
         cc = cc_maps_from_spectra(spectra, predictions, damage, radius, noise, cc_scale,
                                   backend=backend, n=n, max_ring=max_ring)
+        cc *= sign * amp
     result = MicrographAlignment(fit.tracks, init, fit, noise, sign, amp, cut,
                                  sigma_choice=choice)
     if opposite_predictions is not None:
-        result.fcc = fcc_from_spectra(spectra, sign * np.asarray(opposite_predictions),
-                                      fit.tracks - cut, power, backend, n, max_ring, fcc_box)
+        result.fcc = fcc_from_spectra(spectra, opposite_predictions, fit.tracks - cut, power,
+                                      backend, n, max_ring, fcc_box, sign=sign)
     return result
 
 
-def read_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1, out=None,
+def read_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1, store=None,
                  late_defects=None):
     """The one read of a movie for the motion programs (polish, train): the patch spectra of
     :func:`.patches.extract_spectra` (non-finite patches: MotionFitError), then the defects
     that ``late_defects()`` (None or (ys, xs, values), called once every frame has been read)
-    reports filled in the spectra (:func:`.patches.correct_defect_spectra`). Returns (spectra
-    (P, F, m, m//2+1) complex64, cut shifts (P, F, 2))."""
+    reports filled in the spectra (:func:`.patches.correct_defect_spectra`). ``store``: a
+    :class:`.spectra_store.SpectraStore` that receives the spectra (default: in memory). Returns
+    (spectra (P, F, m, m//2+1) complex64 store, cut shifts (P, F, 2))."""
     fills = np.zeros(np.shape(tracks)[1])
     spectra, cut = extract_spectra(frames, centres, tracks, n, m, defects, workers,
-                                   check=_check_patches, out=out, fills=fills)
+                                   check=_check_patches, fills=fills, store=store)
     late = late_defects() if late_defects is not None else None
     if late is not None:
         centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
@@ -325,7 +353,7 @@ def fcc_sums(patches, predictions, shifts, backend=None):
 
 
 def fcc_from_spectra(spectra, predictions, shifts, power=None, backend=None, n=None,
-                     max_ring=None, box=None):
+                     max_ring=None, box=None, sign=1):
     """FCC sums (eq. 20) from the patches' rfft2 half-planes (P, F, m, mh) against predictions
     (P, n, n) or (P, m, m) (fft2 of real images, so Hermitian) moved to ``shifts`` (P, F, 2).
     ``n``: the patch size when the spectra are cut to an m x m grid
@@ -343,7 +371,10 @@ def fcc_from_spectra(spectra, predictions, shifts, power=None, backend=None, n=N
     for both k and its partner, so the pair sums to 2 Re(X V* e^{2 pi i kx sx}) cos(pi sy));
     |V_s|^2 = |V|^2 does not depend on the shift; ``power`` (F, nrings):
     :func:`.observation.ring_power` of the spectra if known (used when ``box`` is n).
-    The sum over particles is the backend's ``fcc_pixel_sums``.
+    The sum over particles is the backend's ``fcc_pixel_sums``, a block of particles at a time
+    (``spectra``: an array or a :class:`.spectra_store.SpectraStore`; ``predictions``: an array
+    or anything whose particle slices are arrays). ``sign`` (+-1): the predictions' contrast
+    (the numerator changes sign, exactly).
     """
     P, F, m = spectra.shape[:3]
     n = m if n is None else n
@@ -367,19 +398,32 @@ def fcc_from_spectra(spectra, predictions, shifts, power=None, backend=None, n=N
     shifts = np.asarray(shifts, dtype=np.float64)
     predictions = crop_plane(predictions, m)
     idx = (np.arange(F)[:, None] * nr + rk[None]).ravel()
-    v = predictions[:, :, :mh]
-    wpred = (v.real ** 2 + v.imag ** 2).sum(axis=0)[keep]
-    # X conj(V e^{-2 pi i k.s}) = X conj(V) e^{+2 pi i ky sy} e^{+2 pi i kx sx}
-    ey = np.exp(2j * np.pi * shifts[..., 1, None] * ky).astype(cdt)          # (P, F, m)
-    if m == n and n % 2 == 0:
-        ey[..., n // 2] = ey[..., n // 2].real
-    ex = np.exp(2j * np.pi * shifts[..., 0, None] * kx).astype(cdt)          # (P, F, mh)
     be = get_backend(backend)
-    num = be.fcc_pixel_sums(spectra, v, ey, ex)[:, keep]
+    need_power = power is None or box != n
+    num, pw, wpred = 0.0, 0.0, 0.0
+    if need_power and getattr(spectra, "power_sums", None) is not None:
+        pw, need_power = spectra.power_sums, False        # a store's, no pass over the spectra
+        box_power = True
+    else:
+        box_power = need_power
+    for s, x in spectra_chunks(spectra):
+        v = crop_plane(predictions[s], m)[:, :, :mh]
+        wpred = wpred + (v.real ** 2 + v.imag ** 2).sum(axis=0)
+        # X conj(V e^{-2 pi i k.s}) = X conj(V) e^{+2 pi i ky sy} e^{+2 pi i kx sx}
+        ey = np.exp(2j * np.pi * shifts[s, :, 1, None] * ky).astype(cdt)      # (b, F, m)
+        if m == n and n % 2 == 0:
+            ey[..., n // 2] = ey[..., n // 2].real
+        ex = np.exp(2j * np.pi * shifts[s, :, 0, None] * kx).astype(cdt)      # (b, F, mh)
+        num = num + be.fcc_pixel_sums(x, v, ey, ex)
+        if need_power:
+            pw = pw + be.power_sums(x)
+        del v, ey, ex
+    wpred = wpred[keep]
+    num = (num if sign > 0 else -num)[:, keep]
     acc.num += np.bincount(idx, (num * mk).ravel(), minlength=F * nr).reshape(F, nr)
     acc.wpred += np.bincount(rk, wpred * mk, minlength=nr)[None]
-    if power is None or box != n:
-        pw = be.power_sums(spectra)[:, keep] * mk
+    if box_power:
+        pw = pw[:, keep] * mk
         acc.wobs += np.bincount(idx, pw.ravel(), minlength=F * nr).reshape(F, nr)
     else:
         acc.wobs[:, :top + 1] += power[:, :top + 1]

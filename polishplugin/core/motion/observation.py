@@ -25,6 +25,7 @@ import scipy.fft
 
 from ...backends import get_backend
 from ..fourier import ring_index
+from .spectra_store import spectra_chunks
 
 CC_SCALES = ("relion", "likelihood")
 
@@ -70,11 +71,15 @@ def patch_spectra(patches, overwrite=False, workers=1):
 
 def ring_power(spectra, backend=None):
     """Full-plane ring sums of |X|^2 per frame, (F, nrings) float64, from rfft2 half-planes
-    (P, F, n, nh) with Hermitian multiplicities (rings of round(|k| n), up to the corner)."""
+    (P, F, n, nh) (an array or a :class:`.spectra_store.SpectraStore`, whose ``power_sums`` are
+    used when kept) with Hermitian multiplicities (rings of round(|k| n), up to the corner)."""
     P, F, n = spectra.shape[:3]
     rings, mult = rfft_rings(n)
     nr = int(rings.max()) + 1
-    total = get_backend(backend).power_sums(spectra)
+    total = getattr(spectra, "power_sums", None)    # a store's, summed as it was written
+    if total is None:
+        be = get_backend(backend)
+        total = sum(be.power_sums(x) for _, x in spectra_chunks(spectra))
     idx = (np.arange(F)[:, None] * nr + rings.ravel()[None]).ravel()
     return np.bincount(idx, (total * mult).ravel(), minlength=F * nr).reshape(F, nr)
 
@@ -108,11 +113,10 @@ def crop_rows(n, m):
 def crop_plane(a, m):
     """Full fft2-layout planes (..., n, n) cut to the frequencies of an m x m grid (a copy when
     m < n, ``a`` itself when m == n)."""
+    if np.shape(a)[-1] == m:       # anything with a shape, e.g. planes read in blocks
+        return a if hasattr(a, "shape") else np.asarray(a)
     a = np.asarray(a)
-    n = a.shape[-1]
-    if m == n:
-        return a
-    r = crop_rows(n, m)
+    r = crop_rows(a.shape[-1], m)
     return a[..., r, :][..., r]
 
 
@@ -197,7 +201,9 @@ def cc_maps_from_spectra(spectra, predictions, damage, radius, noise_power,
     (P, F, m, mh) (the backend's ``patch_spectra``, or :func:`.patches.extract_spectra`'s
     cropped ones of n x n patches: ``n``), computed in their precision, from the rings up to
     ``max_ring`` (default Nyquist). predictions and damage: full (n, n) or cropped (m, m)
-    planes."""
+    planes. ``spectra``: an array or a :class:`.spectra_store.SpectraStore` (read a block of
+    particles at a time); ``predictions``: an array or anything with a shape whose particle
+    slices are arrays (e.g. :class:`polishplugin.programs.scratch.ScratchPlanes`)."""
     P, F, m = spectra.shape[:3]
     n = m if n is None else n
     predictions = crop_plane(predictions, m)
@@ -210,7 +216,14 @@ def cc_maps_from_spectra(spectra, predictions, damage, radius, noise_power,
         cc_scale_factor(n, cc_scale)
     dmg = None if damage is None else np.asarray(damage)[..., :mh].astype(rdt)
     ey, ex = _window_dft(m, radius, cdt, n)
-    weights = np.empty((P, m, mh), dtype=cdt)
-    for p in range(P):
-        weights[p] = np.conj(predictions[p, :, :mh]) * filt2
-    return get_backend(backend).cc_windows(spectra, weights, dmg, ey, ex).astype(dtype, copy=False)
+    be = get_backend(backend)
+    W = 2 * radius + 1
+    out = np.empty((P, F, W, W), dtype=dtype)
+    for s, x in spectra_chunks(spectra):
+        pred = crop_plane(predictions[s], m)
+        weights = np.empty((x.shape[0], m, mh), dtype=cdt)
+        for i in range(x.shape[0]):
+            weights[i] = np.conj(pred[i, :, :mh]) * filt2
+        del pred
+        out[s] = be.cc_windows(x, weights, dmg, ey, ex)
+    return out

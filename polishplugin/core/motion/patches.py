@@ -98,7 +98,7 @@ def extract_patches(frames, centres, tracks, n, defects=None, padded=False, fill
 
 
 def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1, check=None,
-                    out=None, fills=None, chunk=16):
+                    out=None, fills=None, chunk=16, store=None):
     """Spectra of the patches of :func:`extract_patches` without the patch stack: each frame's
     patches are cut, ``chunk`` at a time, into one (chunk, n, n) buffer, Fourier transformed
     (rfft2, float32 -> complex64; with ``workers`` > 1 each of that many threads takes a
@@ -109,29 +109,32 @@ def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1,
     ``check(buffer)``: called on each frame's patches before their transform (e.g. a
     finiteness test). ``out``: a C-contiguous complex64 array of at least P F m (m//2+1)
     elements to hold the spectra (a buffer reused from micrograph to micrograph: no page faults
-    of a fresh allocation). The x transform keeps only the m//2+1 columns before the y transform
+    of a fresh allocation). ``store``: a :class:`.spectra_store.SpectraStore` of (P, F, m) that
+    receives the spectra instead (e.g. on scratch disk); it is returned in place of the array,
+    with its ``power_sums`` (the backend's ``power_sums`` of all the spectra, summed as each
+    block is transformed: no second pass over them).
+    The x transform keeps only the m//2+1 columns before the y transform
     (the same numbers as rfft2, less work). ``fills`` (F,): receives each frame's fill value.
-    Returns (spectra (P, F, m, m//2+1) complex64, cut shifts (P, F, 2))."""
+    Returns (spectra (P, F, m, m//2+1) complex64 or ``store``, cut shifts (P, F, 2))."""
     import scipy.fft
-    from .observation import crop_rows
+    from .spectra_store import SpectraStore, plane_power
     centres, q = _cut_plan(centres, tracks)
     P, F = q.shape[:2]
     m = n if m is None else int(m)
     mh = m // 2 + 1
-    rows = crop_rows(n, m)
-    lo = m // 2 if m < n else n
-    size = P * F * m * mh
-    if out is not None and out.dtype == np.complex64 and out.flags.c_contiguous \
-            and out.size >= size:
-        spectra = out.reshape(-1)[:size].reshape(P, F, m, mh)
-    else:
-        spectra = np.empty((P, F, m, mh), dtype=np.complex64)
+    keep = store
+    if store is None:
+        store = SpectraStore(P, F, m, n, buffer=out)
+    elif store.shape != (P, F, m, mh):
+        raise ValueError("spectra store %s for spectra %s" % (store.shape, (P, F, m, mh)))
     B = max(1, min(P, int(chunk)))
     W = max(1, min(int(workers or 1), (P + B - 1) // B))
     # W > 1: each thread cuts and transforms its own contiguous share of the particles with
     # one-thread transforms (pocketfft's own threads on 16-patch batches mostly wait)
     edges = np.linspace(0, P, W + 1).astype(int)
     bufs = [np.empty((B, n, n), dtype=np.float32) for _ in range(W)]
+    # each share's sums of |X|^2 over its particles, per frame, while the spectra are in cache
+    powers = [np.zeros((F, m, mh)) for _ in range(W)]
 
     def one_share(w, f, frame, fill):
         buf = bufs[w]
@@ -142,12 +145,8 @@ def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1,
             if check is not None:
                 check(buf[:b])
             spec = scipy.fft.rfft(buf[:b], axis=-1, workers=1)[..., :mh]
-            spec = scipy.fft.fft(spec, axis=-2, workers=1, overwrite_x=True)
-            if m == n:
-                spectra[p0:p0 + b, f] = spec
-            else:
-                spectra[p0:p0 + b, f, :lo] = spec[:, :lo, :mh]
-                spectra[p0:p0 + b, f, lo:] = spec[:, rows[lo:], :mh]
+            kept = store.put(p0, f, scipy.fft.fft(spec, axis=-2, workers=1, overwrite_x=True))
+            powers[w][f] += plane_power(kept)
 
     pool = None
     if W > 1:
@@ -165,7 +164,8 @@ def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1,
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-    return spectra, q - centres[:, None, :]
+    store.power_sums = sum(powers[1:], powers[0])
+    return (store.array if keep is None else store), q - centres[:, None, :]
 
 
 def _window_defects(q, n, ys, xs):
@@ -184,7 +184,8 @@ def _window_defects(q, n, ys, xs):
 
 def correct_defect_spectra(spectra, q, n, ys, xs, values, fills):
     """Fill defects found after the transforms, in the spectra: patch (p, f) (n x n, cut at q
-    (P, F, 2) int, spectra (P, F, m, m//2+1) on the grid of :func:`extract_spectra`) held the
+    (P, F, 2) int, spectra (P, F, m, m//2+1) on the grid of :func:`extract_spectra`, an array
+    or a :class:`.spectra_store.SpectraStore`) held the
     value ``values[d]`` at defect pixel d = (ys[d], xs[d]) where filling puts ``fills[f]``;
     by linearity of the DFT its spectrum gains
         dX(ky, kx) = sum_{d in patch} (fills[f] - values[d]) exp(-2 pi i (ky i_d + kx j_d) / n)
@@ -194,6 +195,7 @@ def correct_defect_spectra(spectra, q, n, ys, xs, values, fills):
     ``spectra``; returns the number of particle-frames corrected."""
     from .observation import crop_rows
     P, F, m, mh = spectra.shape
+    add = spectra.add if hasattr(spectra, "add") else None
     ys, xs = np.asarray(ys, dtype=np.int64), np.asarray(xs, dtype=np.int64)
     if not len(ys):
         return 0
@@ -208,7 +210,11 @@ def correct_defect_spectra(spectra, q, n, ys, xs, values, fills):
             d, i, j = hit
             ey = np.exp(-2j * np.pi / n * np.outer(ky, i)) * (fills[f] - values[d])
             ex = np.exp(-2j * np.pi / n * np.outer(j, kx))
-            spectra[p, f] += (ey @ ex).astype(spectra.dtype)
+            delta = (ey @ ex).astype(spectra.dtype)
+            if add is None:
+                spectra[p, f] += delta
+            else:
+                add(p, f, delta)
             count += 1
     return count
 

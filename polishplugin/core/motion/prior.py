@@ -16,16 +16,20 @@ def velocity_covariance(positions, sigma_vel_px, sigma_div_px, kernel="exp"):
     sigma_div_px <= 0 makes particles independent (Sigma_V = sigma_V^2 I).
     """
     pos = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
-    d = np.hypot(*(pos[:, None, :] - pos[None, :, :]).transpose(2, 0, 1))
-    if sigma_div_px <= 0:
-        k = np.eye(len(pos))
-    elif kernel == "exp":
-        k = np.exp(-d / sigma_div_px)
-    elif kernel == "sq_exp":
-        k = np.exp(-0.5 * d * d / sigma_div_px)
-    else:
+    if kernel not in ("exp", "sq_exp"):
         raise ValueError("unknown kernel %r (exp or sq_exp)" % kernel)
-    return sigma_vel_px ** 2 * k
+    if sigma_div_px <= 0:
+        return sigma_vel_px ** 2 * np.eye(len(pos))
+    # in place: one P x P array besides the two coordinate differences
+    d = np.hypot(pos[:, None, 0] - pos[None, :, 0], pos[:, None, 1] - pos[None, :, 1])
+    if kernel == "exp":
+        np.divide(d, -sigma_div_px, out=d)            # -d / s: the same number as -(d / s)
+    else:
+        np.multiply(d, d, out=d)
+        np.multiply(d, -0.5, out=d)
+        np.divide(d, sigma_div_px, out=d)
+    np.exp(d, out=d)
+    return np.multiply(d, sigma_vel_px ** 2, out=d)
 
 
 def gp_basis(positions, sigma_vel_px, sigma_div_px, max_dims=None, rel_eps=1e-10, kernel="exp"):
