@@ -21,8 +21,8 @@ independent half-sets, each refined against its own reference; per iteration
    halves with it; converged when the resolution has not improved for 2 iterations and the order
    no longer needs to go up. Once converged, one last pass at the full image size (RELION's
    final iteration uses all data to Nyquist too); its map joins both halves' B and K (tau^2
-   from the FSC of the full set, 2 FSC / (1 + FSC)). A run stopped by max_iter ends at the
-   size it had.
+   from RELION's FSC of the joined set, :func:`.mstep.joined_fsc`). A run stopped by max_iter
+   ends at the size it had.
 
 The work may be split over processes (``split``, :class:`Serial` is the one-process default;
 programs/parallel.py has the MPI one): each takes a share of the half-sets' particles for the
@@ -47,7 +47,7 @@ from ..reconstruct import Backprojector, centered_fft
 from ..simulate.volumes import lowpass
 from .confidence import cw_red_lambda, nominal_resolution
 from .estep import centred_projections, log_likelihoods, pose_posteriors
-from .mstep import tau2_from_fsc
+from .mstep import joined_fsc, tau2_from_fsc
 from .relion_grid import half_to_map
 from .sampling import (angular_distance, angular_step, local_orientations, next_order,
                        orientation_grid, translation_grid)
@@ -503,7 +503,7 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
               "sigma_offset_A": float(np.sqrt(sigma2_offset))}
     final_map = None
     if finished and split.owns(1):
-        full = 2 * fsc / (1 + np.maximum(fsc, 0.0))
+        full = joined_fsc(fsc)
         final_map = _update(bps[0].data + bps[1].data, bps[0].weight + bps[1].weight, full, n,
                             settings, m, lam, final=True)[0].astype(np.float32)
     new = State(iteration=state.iteration + 1, refs=refs.astype(np.float32), angles=angles,

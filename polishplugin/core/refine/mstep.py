@@ -56,6 +56,16 @@ def ssnr_from_fsc(fsc):
     return f / (1.0 - f)
 
 
+def joined_fsc(fsc):
+    """The FSC that sets tau^2 for the map of both halves joined, as RELION's
+    BackProjector::reconstruct (is_whole_instead_of_half): sqrt(2 FSC / (1 + FSC)) of the half-map
+    FSC clamped at 0.001. The square root makes tau^2 larger than the SSNR doubling alone
+    (2 FSC / (1 + FSC)) would: beyond the half-map resolution, where the FSC is near 0, the
+    doubling alone shrinks the shells ~1000-fold and the little signal they hold is lost."""
+    f = np.maximum(np.asarray(fsc, dtype=np.float64), FSC_MIN)
+    return np.sqrt(2.0 * f / (1.0 + f))
+
+
 def shell_mean(values, shells, nshells, inside):
     """Mean of ``values`` over the voxels of each shell (only where ``inside``)."""
     s = shells[inside]
