@@ -175,7 +175,9 @@ def engine_run(args, tag, name, truth, px, rng, **kw):
 def engine_set(args, truths):
     """Pairs of --engine-runs refinements by our engine, run k on truth k * len(truths) // runs
     with its own random stream (seed, k), so that a cached run is the same run; [(x~, target)]
-    and their records."""
+    and their records. Maps not in the truth's frame (``unet_pairs.in_truth_frame``) are left
+    out."""
+    from ..core.refine.unet_pairs import in_truth_frame
     pairs, record = [], []
     lo, hi = sorted(args.engine_particles)
     slo, shi = sorted(args.engine_snr)
@@ -185,8 +187,12 @@ def engine_set(args, truths):
         kw = dict(count=int(rng.integers(lo, hi + 1)),
                   snr=float(np.exp(rng.uniform(np.log(slo), np.log(shi)))),
                   max_iter=args.engine_max_iter)
-        xs, ts, _, recs = engine_run(args, "r%d" % k, name, truth, px, rng, **kw)
-        for x, t, rec in zip(xs, ts, recs):
+        xs, ts, cs, recs = engine_run(args, "r%d" % k, name, truth, px, rng, **kw)
+        for x, t, c, rec in zip(xs, ts, cs, recs):
+            if not in_truth_frame(x.astype(np.float64), t.astype(np.float64), c):
+                log.info("engine run %d, iteration %d half %d: not in the truth's frame, left out",
+                         k, rec["iteration"], rec["half"])
+                continue
             pairs.append(standardise_pair(x, t))
             record.append(dict(kind="engine", truth=name, pixel=px, run=k, **kw, **rec))
     return pairs, record

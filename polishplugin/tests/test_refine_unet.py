@@ -160,3 +160,13 @@ def test_relative_loss_weighs_low_resolution_maps_up():
     np.testing.assert_allclose(pair_weights(pairs, "mse", 0.01), [1, 1])
     w = pair_weights(pairs, "relative", 0.01)
     assert w.mean() == pytest.approx(1.0) and w[1] > 5 * w[0]
+
+
+def test_maps_out_of_the_truths_frame_are_told_apart():
+    """A map that agrees with the truth passes; the same map shifted by 3 voxels (its halves
+    still agreeing with each other) does not."""
+    rng = np.random.default_rng(9)
+    truth = pseudo_protein(32, 2.0, rng).astype(np.float64)
+    x, target, curve = unet_pairs.gaussian_pair(truth, 2.0, rng, 6.0)
+    assert unet_pairs.in_truth_frame(x, target, curve)
+    assert not unet_pairs.in_truth_frame(np.roll(x, 3, axis=0), target, curve)

@@ -120,6 +120,19 @@ def reconstruction_pair(truth, pixel_size, rng, count, snr, angle_error_deg=0.0)
     return halves[0], fsc_target(truth, curve), curve
 
 
+def in_truth_frame(x, target, curve, slack=0.1):
+    """Whether x~ agrees with its truth as far as its half-map FSC claims: over the shells where
+    the FSC of the halves is >= 0.5, the FSC of x~ with the truth (= with the FSC-filtered
+    target there) falls short of it by less than ``slack`` on average. A refinement that went
+    astray (a mixed or turned frame: the halves agree with each other, not with the truth) fails,
+    and its maps would pair x~ with a target it does not show."""
+    curve = np.nan_to_num(np.asarray(curve, dtype=np.float64))
+    good = np.flatnonzero(curve >= 0.5)
+    if len(good) == 0:
+        return True
+    return bool(np.mean(fsc(x, target)[good] - curve[good]) > -slack)
+
+
 def red_blend(x, prior_mean, curve, lam=1.0):
     """The eq. 17 update on the map x~ itself, shell by shell: with tau^2 from the half-map FSC
     (eq. 12, SSNR = FSC / (1 - FSC) = K tau^2) x = FSC x~ + (1 - FSC) lam m, m = f(x~); m = 0 is
