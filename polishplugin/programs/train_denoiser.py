@@ -10,15 +10,18 @@ Truth maps: each --models atomic model in --rotations random orientations and --
 pseudo-proteins, box --box at pixel sizes drawn from --pixel-range. Pairs (core/refine/unet_pairs.py):
 --gauss-per-truth coloured-noise half maps per truth (FSC resolution, steepness, B-factor drawn at
 random) and one direct-Fourier reconstruction from --particles noisy projections with pose errors
-for every --recon-every-th truth; targets = truth x half-map FSC. The network sees the standardised
-input (mean 0, sd 1, §3.1) and learns the target standardised with the input's mean and sd (MSE,
-Adam, cosine learning-rate decay, clipped gradients, random --patch^3 crops with flips and axis
-permutations).
+for every --recon-every-th truth; with --engine-runs, the half maps x~ = B / K of every iteration
+of that many refinements by our own engine (as §3.1 took RELION's intermediates; kept in --cache);
+targets = truth x half-map FSC. The network sees the standardised input (mean 0, sd 1, §3.1) and
+learns the target standardised with the input's mean and sd (--loss MSE, Adam, cosine
+learning-rate decay, clipped gradients, random --patch^3 crops with flips and axis permutations);
+--init fine-tunes given weights.
 
 Outputs (under --out):
   unet3d.npz   weights + architecture (load with get_denoiser("unet", unet_weights=...))
   scores.json  training record (pairs, settings, loss curve, seconds) and held-out scores: mean FSC
-               vs truth between 10 and 4 A of the noisy input, TV and the U-Net; CPU s per call
+               vs truth between 10 and 4 A of the noisy input, TV, the U-Net and the eq. 17
+               update with the U-Net's prior mean beside Tikhonov's; CPU s per call
   scores.md    the held-out table in markdown
 """
 import argparse
@@ -75,9 +78,10 @@ def build_parser():
     t.add_argument("--steps", type=at_least(1), default=2500)
     t.add_argument("--batch", type=at_least(1), default=2)
     t.add_argument("--patch", type=at_least(8), default=40, help="crop size (multiple of 4)")
-    t.add_argument("--loss", choices=("mse", "relative"), default="relative",
-                   help="mse: plain MSE on the standardised maps; relative: each pair's MSE "
-                        "divided by its target's variance + --loss-floor (see pair_weights)")
+    t.add_argument("--loss", choices=("mse", "relative"), default="mse",
+                   help="mse: plain MSE on the standardised maps (the shipped weights); "
+                        "relative: each pair's MSE divided by its target's variance + "
+                        "--loss-floor (see pair_weights; measured worse, MODEL_CARD.md)")
     t.add_argument("--loss-floor", type=positive, default=0.01)
     t.add_argument("--lr", type=positive, default=1e-3)
     t.add_argument("--clip", type=positive, default=1.0, help="gradient-norm clip")

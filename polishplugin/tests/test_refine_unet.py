@@ -91,11 +91,13 @@ def test_tiny_training_run_writes_loadable_weights(tmp_path):
     rc = main(["--out", str(out), "--pseudo", "2", "--box", "24", "--patch", "16", "--steps", "3",
                "--gauss-per-truth", "1", "--recon-every", "2", "--particles", "20", "20",
                "--eval-box", "24", "--eval-pixel", "2.0", "--eval-pseudo", "1", "--eval-particles",
-               "40", "--base", "4"])
+               "40", "--base", "4", "--engine-runs", "1", "--engine-particles", "40", "40",
+               "--engine-max-iter", "2", "--cache", str(tmp_path / "cache")])
     assert rc == 0
     scores = json.loads((out / "scores.json").read_text())
-    assert scores["info"]["steps"] == 3 and scores["info"]["pairs"] == 3
-    assert {p["kind"] for p in scores["pairs"]} == {"gaussian", "reconstruction"}
+    assert scores["info"]["steps"] == 3 and scores["info"]["pairs"] == 3 + 4
+    assert {p["kind"] for p in scores["pairs"]} == {"gaussian", "reconstruction", "engine"}
+    assert len(os.listdir(tmp_path / "cache")) == 1
     assert len(scores["heldout"]) == 6 and "| **mean** (6 maps) |" in (out / "scores.md").read_text()
     f = get_denoiser("unet", unet_weights=str(out / "unet3d.npz"))
     y = f(np.random.default_rng(0).normal(size=(20, 20, 20)))
