@@ -75,7 +75,8 @@ def build_parser():
     t.add_argument("--base", type=at_least(1), default=8, help="channels at full resolution")
     t.add_argument("--init", default="", help="weights to start from (fine-tuning) instead of "
                                               "random ones; --base is then theirs")
-    t.add_argument("--steps", type=at_least(1), default=2500)
+    t.add_argument("--steps", type=at_least(0), default=2500,
+                   help="training steps; 0 with --init: only score those weights")
     t.add_argument("--batch", type=at_least(1), default=2)
     t.add_argument("--patch", type=at_least(8), default=40, help="crop size (multiple of 4)")
     t.add_argument("--loss", choices=("mse", "relative"), default="mse",
@@ -111,6 +112,8 @@ def check_args(args):
     if not args.gauss_per_truth and not args.recon_every and not args.engine_runs:
         raise InputError("--gauss-per-truth", "no pairs: give --gauss-per-truth, --recon-every "
                          "or --engine-runs")
+    if args.steps == 0 and not args.init:
+        raise InputError("--steps", "0 steps only scores given weights: give --init")
     if args.init and not os.path.isfile(args.init):
         raise InputError(args.init, "weights to start from not found")
     lo, hi = sorted(args.pixel_range)
@@ -402,16 +405,20 @@ def run(args):
     with claim_output(get_comm(), args.out, "train_denoiser", settings,
                       args.models + args.holdout, OUTPUTS, fresh=args.fresh):
         c0 = time.process_time()
-        truths = make_truths(args, rng)
-        pairs, record = make_pairs(args, truths, rng)
+        pairs, record = [], []
+        if args.steps:
+            truths = make_truths(args, rng)
+            pairs, record = make_pairs(args, truths, rng)
+            log.info("%d truths, %d pairs in %.0f CPU-s", len(truths), len(pairs),
+                     time.process_time() - c0)
         data_cpu = time.process_time() - c0
-        log.info("%d truths, %d pairs in %.0f CPU-s", len(truths), len(pairs), data_cpu)
         model = load_unet(args.init) if args.init else build_unet(args.base)
         c1 = time.process_time()
-        curve = train(model, pairs, args, rng)
+        curve = train(model, pairs, args, rng) if args.steps else []
         train_cpu = time.process_time() - c1
         info = dict(parameters=count_parameters(model), pairs=len(pairs), steps=args.steps,
-                    final_loss=curve[-1], data_cpu_s=data_cpu, train_cpu_s=train_cpu,
+                    final_loss=curve[-1] if curve else None, data_cpu_s=data_cpu,
+                    train_cpu_s=train_cpu, init=os.path.basename(args.init) if args.init else None,
                     models=[os.path.basename(m) for m in args.models],
                     holdout=[os.path.basename(m) for m in args.holdout])
         save_weights(model, os.path.join(args.out, "unet3d.npz"), info)

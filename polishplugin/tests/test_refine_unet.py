@@ -172,3 +172,15 @@ def test_maps_out_of_the_truths_frame_are_told_apart():
     x, target, curve = unet_pairs.gaussian_pair(truth, 2.0, rng, 6.0)
     assert unet_pairs.in_truth_frame(x, target, curve)
     assert not unet_pairs.in_truth_frame(np.roll(x, 3, axis=0), target, curve)
+
+
+def test_zero_steps_scores_the_given_weights_unchanged(tmp_path):
+    from polishplugin.core.refine.unet import DEFAULT_WEIGHTS
+    from polishplugin.programs.train_denoiser import main
+    out = tmp_path / "score"
+    assert main(["--out", str(out), "--init", DEFAULT_WEIGHTS, "--steps", "0", "--eval-box", "24",
+                 "--eval-pixel", "2.0", "--eval-pseudo", "1", "--eval-particles", "40"]) == 0
+    with np.load(DEFAULT_WEIGHTS) as a, np.load(out / "unet3d.npz") as b:
+        assert all(np.array_equal(a[k], b[k]) for k in a.files if k != "__meta__")
+    assert len(json.loads((out / "scores.json").read_text())["heldout"]) == 6
+    assert main(["--out", str(tmp_path / "x"), "--steps", "0"]) != 0
