@@ -91,12 +91,14 @@ def test_tiny_training_run_writes_loadable_weights(tmp_path):
     rc = main(["--out", str(out), "--pseudo", "2", "--box", "24", "--patch", "16", "--steps", "3",
                "--gauss-per-truth", "1", "--recon-every", "2", "--particles", "20", "20",
                "--eval-box", "24", "--eval-pixel", "2.0", "--eval-pseudo", "1", "--eval-particles",
-               "40", "--base", "4"])
+               "40", "--base", "4", "--engine-runs", "1", "--engine-particles", "40", "40",
+               "--engine-max-iter", "2", "--cache", str(tmp_path / "cache")])
     assert rc == 0
     scores = json.loads((out / "scores.json").read_text())
-    assert scores["info"]["steps"] == 3 and scores["info"]["pairs"] == 3
-    assert {p["kind"] for p in scores["pairs"]} == {"gaussian", "reconstruction"}
-    assert len(scores["heldout"]) == 6 and "| **mean** |" in (out / "scores.md").read_text()
+    assert scores["info"]["steps"] == 3 and scores["info"]["pairs"] == 3 + 4
+    assert {p["kind"] for p in scores["pairs"]} == {"gaussian", "reconstruction", "engine"}
+    assert len(os.listdir(tmp_path / "cache")) == 1
+    assert len(scores["heldout"]) == 6 and "| **mean** (6 maps) |" in (out / "scores.md").read_text()
     f = get_denoiser("unet", unet_weights=str(out / "unet3d.npz"))
     y = f(np.random.default_rng(0).normal(size=(20, 20, 20)))
     assert y.shape == (20, 20, 20) and np.all(np.isfinite(y))
@@ -120,3 +122,65 @@ def test_foreign_or_missing_weights_are_refused(tmp_path):
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
     with pytest.raises(ValueError, match="not a U-Net weights file"):
         get_denoiser("unet", unet_weights=str(tmp_path / "other.npz"))
+
+
+def test_engine_pairs_are_the_refinements_half_maps_with_fsc_filtered_targets():
+    """Every iteration gives both halves' x~ = B / K; their target is the truth times the FSC of
+    the two halves (§3.1), the same for both, and x~ holds the truth at low resolution."""
+    from polishplugin.core.fourier import fsc
+    rng = np.random.default_rng(8)
+    truth = pseudo_protein(24, 3.0, rng).astype(np.float64)
+    truth /= truth.std()
+    got = unet_pairs.engine_pairs(truth, 3.0, rng, count=60, snr=0.5, max_iter=2,
+                                  healpix_order=0, max_order=1)
+    assert [(g[3]["iteration"], g[3]["half"]) for g in got] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    for i in (0, 2):
+        (x1, t1, c1, _), (x2, t2, c2, _) = got[i], got[i + 1]
+        assert not np.allclose(x1, x2)
+        curve = fsc(x1, x2)
+        np.testing.assert_allclose(c1, curve)
+        np.testing.assert_allclose(t1, unet_pairs.fsc_target(truth, curve), atol=1e-9)
+        np.testing.assert_allclose(t2, t1)
+        assert fsc(x1, truth)[2] > 0.5 and np.linalg.norm(t1) < np.linalg.norm(truth)
+
+
+def test_red_blend_is_eq17_shell_by_shell():
+    """FSC 1: the data alone; FSC 0: lambda x the prior mean; prior mean 0: FSC x x~ (eq. 11)."""
+    rng = np.random.default_rng(3)
+    x, m = rng.normal(size=(2, 16, 16, 16))
+    np.testing.assert_allclose(unet_pairs.red_blend(x, m, np.ones(20)), x, atol=1e-12)
+    np.testing.assert_allclose(unet_pairs.red_blend(x, m, np.zeros(20), 0.3), 0.3 * m, atol=1e-12)
+    half = unet_pairs.red_blend(x, 0 * m, np.full(20, 0.5))
+    np.testing.assert_allclose(half, 0.5 * x, atol=1e-12)
+
+
+def test_relative_loss_weighs_low_resolution_maps_up():
+    from polishplugin.programs.train_denoiser import pair_weights, standardise_pair
+    rng = np.random.default_rng(6)
+    truth = pseudo_protein(32, 2.0, rng).astype(np.float64)
+    pairs = [standardise_pair(*unet_pairs.gaussian_pair(truth, 2.0, rng, r)[:2]) for r in (5, 12)]
+    np.testing.assert_allclose(pair_weights(pairs, "mse", 0.01), [1, 1])
+    w = pair_weights(pairs, "relative", 0.01)
+    assert w.mean() == pytest.approx(1.0) and w[1] > 5 * w[0]
+
+
+def test_maps_out_of_the_truths_frame_are_told_apart():
+    """A map that agrees with the truth passes; the same map shifted by 3 voxels (its halves
+    still agreeing with each other) does not."""
+    rng = np.random.default_rng(9)
+    truth = pseudo_protein(32, 2.0, rng).astype(np.float64)
+    x, target, curve = unet_pairs.gaussian_pair(truth, 2.0, rng, 6.0)
+    assert unet_pairs.in_truth_frame(x, target, curve)
+    assert not unet_pairs.in_truth_frame(np.roll(x, 3, axis=0), target, curve)
+
+
+def test_zero_steps_scores_the_given_weights_unchanged(tmp_path):
+    from polishplugin.core.refine.unet import DEFAULT_WEIGHTS
+    from polishplugin.programs.train_denoiser import main
+    out = tmp_path / "score"
+    assert main(["--out", str(out), "--init", DEFAULT_WEIGHTS, "--steps", "0", "--eval-box", "24",
+                 "--eval-pixel", "2.0", "--eval-pseudo", "1", "--eval-particles", "40"]) == 0
+    with np.load(DEFAULT_WEIGHTS) as a, np.load(out / "unet3d.npz") as b:
+        assert all(np.array_equal(a[k], b[k]) for k in a.files if k != "__meta__")
+    assert len(json.loads((out / "scores.json").read_text())["heldout"]) == 6
+    assert main(["--out", str(tmp_path / "x"), "--steps", "0"]) != 0

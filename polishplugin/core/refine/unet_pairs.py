@@ -13,7 +13,10 @@ Fourier transform of the ground truth by the FSC of each noisy input map"). Two 
 - :func:`reconstruction_pair`: direct Fourier inversion x~ = B / K of noisy CTF-modulated
   projections of the truth (:func:`..simulate.particles.simulate_particles`), back-projected with
   orientations perturbed by random rotations of a few degrees (pose errors of an intermediate
-  iteration).
+  iteration);
+- :func:`engine_pairs`: the unregularised half maps x~ = B / K of every iteration of our own
+  refinement (:mod:`.loop`, eq. 11 Tikhonov) of simulated particles started from a 30 A low-pass
+  of the truth, as §3.1 took RELION's intermediate half maps.
 """
 import numpy as np
 
@@ -117,6 +120,33 @@ def reconstruction_pair(truth, pixel_size, rng, count, snr, angle_error_deg=0.0)
     return halves[0], fsc_target(truth, curve), curve
 
 
+def in_truth_frame(x, target, curve, slack=0.1):
+    """Whether x~ agrees with its truth as far as its half-map FSC claims: over the shells where
+    the FSC of the halves is >= 0.5, the FSC of x~ with the truth (= with the FSC-filtered
+    target there) falls short of it by less than ``slack`` on average. A refinement that went
+    astray (a mixed or turned frame: the halves agree with each other, not with the truth) fails,
+    and its maps would pair x~ with a target it does not show."""
+    curve = np.nan_to_num(np.asarray(curve, dtype=np.float64))
+    good = np.flatnonzero(curve >= 0.5)
+    if len(good) == 0:
+        return True
+    return bool(np.mean(fsc(x, target)[good] - curve[good]) > -slack)
+
+
+def red_blend(x, prior_mean, curve, lam=1.0):
+    """The eq. 17 update on the map x~ itself, shell by shell: with tau^2 from the half-map FSC
+    (eq. 12, SSNR = FSC / (1 - FSC) = K tau^2) x = FSC x~ + (1 - FSC) lam m, m = f(x~); m = 0 is
+    eq. 11 (Tikhonov). Where the FSC is low the prior mean's share (1 - FSC) lam far outweighs
+    FSC x~, so what f puts in the shells beyond the FSC resolution *is* the update there."""
+    n = x.shape[0]
+    shells = np.rint(_shell_index(n) * n).astype(int)
+    c = np.zeros(shells.max() + 1)
+    cc = np.clip(np.nan_to_num(np.asarray(curve, dtype=np.float64)), 0.0, 1.0)
+    c[:min(len(cc), len(c))] = cc[:len(c)]
+    w = c[shells]
+    return np.fft.ifftn(w * np.fft.fftn(x) + (1.0 - w) * lam * np.fft.fftn(prior_mean)).real
+
+
 def shell_band(n, pixel_size, low_A=10.0, high_A=4.0):
     """Shell indices (of :func:`..fourier.fsc`) with resolution between low_A and high_A."""
     s = np.arange(n // 2 + 1)
@@ -128,3 +158,33 @@ def mean_fsc(vol, truth, pixel_size, low_A=10.0, high_A=4.0):
     """Mean FSC between ``vol`` and ``truth`` over the shells from low_A to high_A (§4 score)."""
     band = shell_band(truth.shape[0], pixel_size, low_A, high_A)
     return float(fsc(vol, truth)[band].mean())
+
+
+def engine_pairs(truth, pixel_size, rng, count, snr, max_iter=12, **settings):
+    """[(x~, target, half-map FSC, record)] from a gold-standard refinement (:func:`.loop.refine`)
+    of ``count`` simulated particles of ``truth`` at ``snr``, blind (no angles, no offsets) from
+    the truth low-passed at 30 A: both halves' x~ = B / K at every iteration (§3.1). The update is
+    eq. 17 with the zero prior mean, i.e. eq. 11 (Tikhonov) exactly, so that the loop hands over
+    x~; ``settings``: more :class:`.loop.Settings` fields. record: iteration, half, the loop's
+    (masked) half-map resolution and the current image size."""
+    from .loop import Particles, Settings, initial_state, refine
+    truth = np.asarray(truth, dtype=np.float64)
+    n = truth.shape[0]
+    ps = simulate_particles(truth.astype(np.float32), count, pixel_size, snr, rng)
+    ctfs = np.stack([ctf_2d(CtfParams(d, d, 0.0), n, pixel_size) for d in ps.defocus])
+    particles = Particles(ps.images, ctfs.astype(np.float32), ps.half_sets, pixel_size)
+    st = Settings(mode="red", lam=1.0, max_iter=max_iter,
+                  denoiser=lambda volume: np.zeros_like(volume), **settings)
+    out = []
+
+    def keep(state, record):
+        halves = state.red_maps[:, 0].astype(np.float64)
+        curve = fsc(halves[0], halves[1])
+        target = fsc_target(truth, curve)
+        for h in (0, 1):
+            out.append((halves[h], target, curve,
+                        dict(iteration=record["iteration"], half=h + 1,
+                             resolution=record["resolution"],
+                             current_size=record["current_size"])))
+    refine(particles, initial_state(particles, truth, st), st, after_iteration=keep)
+    return out
