@@ -19,7 +19,7 @@ through iterative gridding weights as RELION's default (--skip-gridding: voxel b
 --cw-shells all|final (red / cw-red): the prior mean lambda f(x~) weighted per shell by the
 rlnGoldStandardFsc of the STAR (clipped to [0, 1]; 0: the Gaussian prior there), in every call
 or only in the last iteration's call for both halves joined (RELION's file names without
-_half1/_half2; weighted there by the full set's FSC, 2 FSC / (1 + FSC)), as refine does.
+_half1/_half2; weighted there by the joined map's FSC, sqrt(2 FSC / (1 + FSC)), as refine does).
 
 RELION runs the variable's text through the shell with the STAR appended, so options may be
 written into it; a launcher that calls the program with fixed arguments (a wrapper script, a

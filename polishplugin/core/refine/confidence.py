@@ -24,7 +24,8 @@ def nominal_resolution(fsc, box, pixel_size, threshold=FSC_THRESHOLD):
 
 def shell_confidence(fsc, joined=False):
     """Per-shell confidence in the denoiser (``--cw-shells``): the half-map FSC clipped to
-    [0, 1]; for a map of both halves joined the FSC of the full set, 2 FSC / (1 + FSC)
-    (Rosenthal & Henderson 2003), as the refinement's final map uses."""
-    f = np.clip(np.asarray(fsc, dtype=np.float64), 0.0, 1.0)
-    return 2 * f / (1 + f) if joined else f
+    [0, 1]; for a map of both halves joined, the FSC the joined map is reconstructed with
+    (:func:`.mstep.joined_fsc`, RELION's), as the refinement's final map uses."""
+    from .mstep import joined_fsc
+    f = joined_fsc(fsc) if joined else np.asarray(fsc, dtype=np.float64)
+    return np.clip(f, 0.0, 1.0)

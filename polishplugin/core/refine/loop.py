@@ -45,7 +45,7 @@ from ..geometry import euler_to_matrix
 from ..projector import Projector
 from ..reconstruct import Backprojector, centered_fft
 from ..simulate.volumes import lowpass
-from .confidence import cw_red_lambda, nominal_resolution
+from .confidence import cw_red_lambda, nominal_resolution, shell_confidence
 from .estep import centred_projections, log_likelihoods, pose_posteriors
 from .mstep import joined_fsc, tau2_from_fsc
 from .relion_grid import half_to_map
@@ -408,7 +408,7 @@ def _update(bp_data, bp_weight, fsc, n, settings, current, lam, final=False):
     vol, _ = regularised_map(bp_data, bp_weight, tau2, n, settings.pad, current,
                              settings.tau2_fudge, mode="red" if red else "tikhonov",
                              denoiser=denoise, lam=lam if red else 1.0,
-                             shell_weight=np.maximum(fsc, 0.0) if settings.cw_shells == "all" or (
+                             shell_weight=shell_confidence(fsc) if settings.cw_shells == "all" or (
                                  final and settings.cw_shells == "final") else None)
     # numpy's image transforms are n^2 x RELION's, which half_to_map assumes
     scale = float(n) ** 2
