@@ -339,16 +339,17 @@ def shiny_micrograph(mic, tracks, weights, first, sign, box, scale, origins_px, 
     ``weights``) at extraction position + track, moved back by the rest of the track, weighted
     by eq. 22 and summed; then contrast ``sign``, Fourier rescaling, background normalisation."""
     from ..core.dose.recombine import ShinySum, fourier_resize
-    from ..core.motion.patches import extract_patches
+    from ..core.motion.patches import patch_blocks
     from ..io.movies import Movie
     P, F = tracks.shape[:2]
     patch = weights.shape[-1]
     extract_at = mic.centres + origins_px
     shiny = ShinySum(P, patch, workers)
     with Movie(mic.movie, gain=mic.gain, workers=workers) as movie:
-        for f, frame in enumerate(finite_frames(movie, first, first + F)):
-            pt, cut = extract_patches([frame], extract_at, tracks[:, f:f + 1], patch, defects)
-            shiny.add(pt[:, 0], tracks[:, f] - cut[:, 0], weights[f])
+        # a block of particles at a time: the frame's transients do not grow with the particles
+        for f, rows, pt, cut in patch_blocks(finite_frames(movie, first, first + F), extract_at,
+                                             tracks, patch, defects, block=16):
+            shiny.add(pt, tracks[rows, f] - cut, weights[f], rows)
     acc = shiny.images(box)     # one inverse transform per particle, not per particle-frame
     acc *= sign
     if scale != box:
