@@ -10,8 +10,10 @@
 Steps:
 1. FCC (eq. 20): the sums fcc/<mic>_FCC_{cc,w0,w1}.mrc that the polishing program wrote under
    --polish are added over all polished micrographs. Where they are missing, they are computed
-   here from the stored tracks (movie frames at the tracks against the opposite half map) and
-   written under --out/fcc/.
+   here from the stored tracks (movie frames at the tracks against the opposite half map; the
+   movie read once as polish reads it, its defects found from that read and kept for step 3,
+   the spectra in memory up to --spectra-memory MB, else on scratch disk) and written under
+   --out/fcc/.
 2. Fit of eq. 21 (:func:`polishplugin.core.dose.bfactors.fit_bfactors`) between --bfac-minres
    and --bfac-maxres A (-1: the half maps' FSC = 0.143 resolution), or --bfactors FILE reuses a
    bfactors.star (ours or RELION's).
