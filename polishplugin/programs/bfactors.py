@@ -337,7 +337,7 @@ def normalise_background(images, radius=BG_RADIUS):
 
 def shiny_micrograph(mic, tracks, weights, first, sign, box, scale, origins_px, defects,
                      workers=1):
-    """Shiny particles (P, scale, scale) of one micrograph: frame f is cut (patch of the size of
+    """Shiny particles (P, scale, scale) float32 of one micrograph: frame f is cut (patch of the size of
     ``weights``) at extraction position + track, moved back by the rest of the track, weighted
     by eq. 22 and summed; then contrast ``sign``, Fourier rescaling, background normalisation."""
     from ..core.dose.recombine import ShinySum, fourier_resize
@@ -352,11 +352,15 @@ def shiny_micrograph(mic, tracks, weights, first, sign, box, scale, origins_px, 
         for f, rows, pt, cut in patch_blocks(finite_frames(movie, first, first + F), extract_at,
                                              tracks, patch, defects, block=16):
             shiny.add(pt, tracks[rows, f] - cut, weights[f], rows)
-    acc = shiny.images(box)     # one inverse transform per particle, not per particle-frame
-    acc *= sign
-    if scale != box:
-        acc = fourier_resize(acc, scale)
-    return normalise_background(acc)
+    out = np.empty((P, scale, scale), dtype=np.float32)
+    for a in range(0, P, 16):   # one inverse transform per particle, not per particle-frame
+        rows = slice(a, min(P, a + 16))
+        acc = shiny.images(box, rows)
+        acc *= sign
+        if scale != box:
+            acc = fourier_resize(acc, scale)
+        out[rows] = normalise_background(acc)
+    return out
 
 
 def shiny_table(inputs, done, out, root, box, scale):

@@ -61,9 +61,10 @@ class ShinySum:
                 * np.cos(np.pi * (shifts[:, 0] + shifts[:, 1]))
         self.acc[rows] += t
 
-    def images(self, out_box=None):
-        """The sums as real images (P, n, n), cropped to a centred ``out_box`` when given."""
-        out = scipy.fft.irfft2(self.acc, s=(self.n, self.n), workers=self.workers)
+    def images(self, out_box=None, rows=slice(None)):
+        """The sums as real images (P, n, n), cropped to a centred ``out_box`` when given;
+        ``rows``: only those particles (a slice)."""
+        out = scipy.fft.irfft2(self.acc[rows], s=(self.n, self.n), workers=self.workers)
         return out if out_box is None else crop_center(out, out_box, out_box)
 
 
