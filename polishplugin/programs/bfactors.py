@@ -195,12 +195,12 @@ def fcc_from_tracks(mic, inputs, tracks, sign, first, args, known=None, n=None, 
     reads it (:class:`.micrographs.MovieOnce`, :func:`~polishplugin.core.motion.micrograph.
     read_spectra`): frames cut at the tracks in ``n`` px patches (the polishing run's; default
     the particle box), the defects ``known`` ((ny, nx) bool, e.g. those the polishing run found)
-    filled as the frames are read and any others found from the same read's sum corrected in
-    the spectra; the spectra kept in memory up to ``args.spectra_memory`` MB, else on scratch
+    filled as the frames are read (else those found from the same read's sum, corrected in
+    the spectra); the spectra kept in memory up to ``args.spectra_memory`` MB, else on scratch
     disk in ``folder`` (:func:`.polish.spectra_store`); against the opposite half map's
     prediction times the contrast ``sign``, rings up to ``max_ring`` (the polishing run's;
     default Nyquist) summed on the rings of the particle box. Returns (FccAccumulator, flat
-    indices of the defects found, or None with --no-defects)."""
+    indices of the defects found, or None when none were searched)."""
     from ..core.motion.micrograph import fcc_from_spectra, read_spectra
     from ..core.motion.observation import crop_size
     from ..core.predict import make_projectors, predict_particles
@@ -220,8 +220,10 @@ def fcc_from_tracks(mic, inputs, tracks, sign, first, args, known=None, n=None, 
     with once:
         store = spectra_store(P, F, m, n, args.spectra_memory, folder)
         try:
+            # defects known from a saved search: no second search of the same sum
+            late = once.late_defects if known is None else None
             spectra, cut = read_spectra(once.frames(), mic.centres, tracks, n, m, None, threads,
-                                        store, once.late_defects)
+                                        store, late)
             acc = fcc_from_spectra(spectra, opp, tracks - cut, None, args.backend, n, max_ring,
                                    inputs.box, sign=sign)
         finally:
