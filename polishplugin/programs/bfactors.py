@@ -339,9 +339,10 @@ def normalise_background(images, radius=BG_RADIUS):
 
 def shiny_micrograph(mic, tracks, weights, first, sign, box, scale, origins_px, defects,
                      workers=1):
-    """Shiny particles (P, scale, scale) float32 of one micrograph: frame f is cut (patch of the size of
-    ``weights``) at extraction position + track, moved back by the rest of the track, weighted
-    by eq. 22 and summed; then contrast ``sign``, Fourier rescaling, background normalisation."""
+    """Shiny particles (P, scale, scale) float32 of one micrograph: frame f is cut (patch of
+    the size of ``weights``) at extraction position + track, moved back by the rest of the
+    track, weighted by eq. 22 and summed; then contrast ``sign``, Fourier rescaling, background
+    normalisation."""
     from ..core.dose.recombine import ShinySum, fourier_resize
     from ..core.motion.patches import patch_blocks
     from ..io.movies import Movie
@@ -471,7 +472,7 @@ def fit_or_read(args, inputs, work, out, comm):
 
 
 #: names written at the top of the output folder (what --fresh deletes)
-OUTPUTS = ("fcc", "Shiny", "failed", "figures", "bfactors.star", "bfactors.json", "fcc.mrc",
+OUTPUTS = ("fcc", "diag", "Shiny", "failed", "figures", "bfactors.star", "bfactors.json", "fcc.mrc",
            "fcc_model.mrc", "weights.mrc", "particles.star", "failed.txt", "logfile.pdf")
 
 
