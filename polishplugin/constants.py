@@ -10,3 +10,7 @@ DEFAULT_BACKEND = "numba"
 DEFAULT_SIGMA_VEL = 0.2
 DEFAULT_SIGMA_DIV = 5000.0
 DEFAULT_SIGMA_ACC = 2.0
+
+#: MB of memory for one micrograph's patch spectra before they go to scratch disk
+#: (polish --spectra-memory; the polishing protocols' "Spectra memory")
+DEFAULT_SPECTRA_MB = 32

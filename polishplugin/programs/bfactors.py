@@ -10,8 +10,10 @@
 Steps:
 1. FCC (eq. 20): the sums fcc/<mic>_FCC_{cc,w0,w1}.mrc that the polishing program wrote under
    --polish are added over all polished micrographs. Where they are missing, they are computed
-   here from the stored tracks (movie frames at the tracks against the opposite half map) and
-   written under --out/fcc/.
+   here from the stored tracks (movie frames at the tracks against the opposite half map; the
+   movie read once as polish reads it, its defects found from that read and kept for step 3,
+   the spectra in memory up to --spectra-memory MB, else on scratch disk) and written under
+   --out/fcc/.
 2. Fit of eq. 21 (:func:`polishplugin.core.dose.bfactors.fit_bfactors`) between --bfac-minres
    and --bfac-maxres A (-1: the half maps' FSC = 0.143 resolution), or --bfactors FILE reuses a
    bfactors.star (ours or RELION's).
@@ -57,7 +59,8 @@ import time
 
 import numpy as np
 
-from ..io.atomic import atomic_text
+from ..constants import DEFAULT_SPECTRA_MB
+from ..io.atomic import atomic_path, atomic_text
 from ..io.errors import InputError
 from ..io.paths import project_relative
 from ..io.star import StarTable, read_star, read_tracks_star, write_particles_star, write_star
@@ -100,6 +103,11 @@ def build_parser():
     o.add_argument("--float16", action="store_true", help="write the stacks as float16")
     o.add_argument("--no-defects", action="store_true", help="do not fill hot/dead pixels")
     o.add_argument("--only-bfactors", action="store_true", help="fit and stop (no recombination)")
+    c = p.add_argument_group("memory")
+    c.add_argument("--spectra-memory", type=positive, default=DEFAULT_SPECTRA_MB,
+                   help="MB of memory for a micrograph's patch spectra where its FCC sums are "
+                        "recomputed from the tracks (polish --spectra-memory: beyond it they go "
+                        "to an unlinked scratch file in --out; default %(default)s)")
     add_output_options(p)
     return p
 
@@ -181,44 +189,76 @@ def match_particles(path, diag, names, centres):
     return np.array([index[k] for k in ours], dtype=int)
 
 
-def fcc_from_tracks(mic, inputs, tracks, sign, first, defects, n=None, backend=None,
-                    max_ring=None):
-    """Eq. 20 sums of one micrograph recomputed from its tracks: frames cut at the tracks in
-    ``n`` px patches (the polishing run's; default the particle box), against the opposite half
-    map's prediction times the contrast ``sign``, rings up to ``max_ring`` (the polishing run's;
-    default Nyquist) summed on the rings of the particle box; kernels of ``backend``."""
-    from ..core.motion.micrograph import fcc_from_spectra
+def fcc_from_tracks(mic, inputs, tracks, sign, first, args, known=None, n=None, max_ring=None,
+                    folder="."):
+    """Eq. 20 sums of one micrograph recomputed from its tracks, its movie read once as polish
+    reads it (:class:`.micrographs.MovieOnce`, :func:`~polishplugin.core.motion.micrograph.
+    read_spectra`): frames cut at the tracks in ``n`` px patches (the polishing run's; default
+    the particle box), the defects ``known`` ((ny, nx) bool, e.g. those the polishing run found)
+    filled as the frames are read (else those found from the same read's sum, corrected in
+    the spectra); the spectra kept in memory up to ``args.spectra_memory`` MB, else on scratch
+    disk in ``folder`` (:func:`.polish.spectra_store`); against the opposite half map's
+    prediction times the contrast ``sign``, rings up to ``max_ring`` (the polishing run's;
+    default Nyquist) summed on the rings of the particle box. Returns (FccAccumulator, flat
+    indices of the defects found, or None when none were searched)."""
+    from ..core.motion.micrograph import fcc_from_spectra, read_spectra
     from ..core.motion.observation import crop_size
-    from ..core.motion.patches import extract_spectra
     from ..core.predict import make_projectors, predict_particles
-    from ..io.movies import Movie
+    from .micrographs import MovieOnce
+    from .polish import spectra_store
     n, px = n or inputs.box, inputs.pixel_size
     m = crop_size(n, max_ring)
+    P, F = tracks.shape[:2]
+    threads = max(1, args.threads or 1)
     r_max = 0.5 if max_ring is None else min(0.5, (max_ring + 1.0) / n)
-    proj = make_projectors(inputs.half1, inputs.half2, inputs.mask, backend=backend, r_max=r_max)
+    proj = make_projectors(inputs.half1, inputs.half2, inputs.mask, backend=args.backend,
+                           r_max=r_max)
     opp = predict_particles(proj, mic.angles, mic.half_sets, mic.ctfs, n, px, opposite=True,
-                            crop=m)
-    with Movie(mic.movie, gain=mic.gain) as movie:
-        spectra, cut = extract_spectra(finite_frames(movie, first, first + tracks.shape[1]),
-                                       mic.centres, tracks, n, m, defects)
-    return fcc_from_spectra(spectra, sign * opp, tracks - cut, None, backend, n, max_ring,
-                            inputs.box)
+                            crop=m, dtype=np.complex64)
+    del proj
+    once = MovieOnce(mic, first, first + F, args.no_defects, known, threads)
+    with once:
+        store = spectra_store(P, F, m, n, args.spectra_memory, folder)
+        try:
+            # defects known from a saved search: no second search of the same sum
+            late = once.late_defects if known is None else None
+            spectra, cut = read_spectra(once.frames(), mic.centres, tracks, n, m, None, threads,
+                                        store, late)
+            acc = fcc_from_spectra(spectra, opp, tracks - cut, None, args.backend, n, max_ring,
+                                   inputs.box, sign=sign)
+        finally:
+            store.close()
+    return acc, once.found.get("flat")
 
 
-def defects_of(args, mic, diag, first, last):
-    """Defect mask of a micrograph for frames [first, last): the pixels of zero gain and those
-    its polishing run found in the same frames (diag/<mic>_defects.npy), else searched again
-    (:func:`.micrographs.micrograph_defects`, one more read of the movie)."""
-    path = output_paths(polish_dir_of(args, mic.name), mic.name)["defects"]
+def saved_defects(args, mic, diag, first, last, out=None):
+    """The defects a polishing run (or this job's FCC pass, under ``out``) found in frames
+    [first, last) of a micrograph (flat indices in diag/<mic>_defects.npy) as an (ny, nx) mask
+    with the pixels of zero gain, or None when neither saved them for that frame range."""
     same = diag.get("first_frame") == first + 1 and diag.get("frames") == last - first
-    if args.no_defects or not same or not os.path.isfile(path):
-        return micrograph_defects(mic, first, last, args.no_defects,
-                                  workers=max(1, args.threads or 1))
+    paths = [output_paths(polish_dir_of(args, mic.name), mic.name)["defects"]]
+    if out is not None:
+        paths.append(output_paths(out, mic.name)["defects"])
+    path = next((p for p in paths if os.path.isfile(p)), None)
+    if not same or path is None:
+        return None
     from ..io.movies import read_gain
     mask = np.zeros(mic.shape, dtype=bool)
     mask.ravel()[np.load(path)] = True
     if mic.gain:
         mask |= ~(read_gain(mic.gain) > 0)
+    return mask
+
+
+def defects_of(args, mic, diag, first, last, out=None):
+    """Defect mask of a micrograph for frames [first, last): the pixels of zero gain and those
+    its polishing run (or this job's FCC pass) found in the same frames
+    (:func:`saved_defects`), else searched again (:func:`.micrographs.micrograph_defects`, one
+    more read of the movie)."""
+    mask = None if args.no_defects else saved_defects(args, mic, diag, first, last, out)
+    if mask is None:
+        return micrograph_defects(mic, first, last, args.no_defects,
+                                  workers=max(1, args.threads or 1))
     return mask
 
 
@@ -299,25 +339,31 @@ def normalise_background(images, radius=BG_RADIUS):
 
 def shiny_micrograph(mic, tracks, weights, first, sign, box, scale, origins_px, defects,
                      workers=1):
-    """Shiny particles (P, scale, scale) of one micrograph: frame f is cut (patch of the size of
-    ``weights``) at extraction position + track, moved back by the rest of the track, weighted
-    by eq. 22 and summed; then contrast ``sign``, Fourier rescaling, background normalisation."""
+    """Shiny particles (P, scale, scale) float32 of one micrograph: frame f is cut (patch of
+    the size of ``weights``) at extraction position + track, moved back by the rest of the
+    track, weighted by eq. 22 and summed; then contrast ``sign``, Fourier rescaling, background
+    normalisation."""
     from ..core.dose.recombine import ShinySum, fourier_resize
-    from ..core.motion.patches import extract_patches
+    from ..core.motion.patches import patch_blocks
     from ..io.movies import Movie
     P, F = tracks.shape[:2]
     patch = weights.shape[-1]
     extract_at = mic.centres + origins_px
     shiny = ShinySum(P, patch, workers)
     with Movie(mic.movie, gain=mic.gain, workers=workers) as movie:
-        for f, frame in enumerate(finite_frames(movie, first, first + F)):
-            pt, cut = extract_patches([frame], extract_at, tracks[:, f:f + 1], patch, defects)
-            shiny.add(pt[:, 0], tracks[:, f] - cut[:, 0], weights[f])
-    acc = shiny.images(box)     # one inverse transform per particle, not per particle-frame
-    acc *= sign
-    if scale != box:
-        acc = fourier_resize(acc, scale)
-    return normalise_background(acc)
+        # a block of particles at a time: the frame's transients do not grow with the particles
+        for f, rows, pt, cut in patch_blocks(finite_frames(movie, first, first + F), extract_at,
+                                             tracks, patch, defects, block=16):
+            shiny.add(pt, tracks[rows, f] - cut, weights[f], rows)
+    out = np.empty((P, scale, scale), dtype=np.float32)
+    for a in range(0, P, 16):   # one inverse transform per particle, not per particle-frame
+        rows = slice(a, min(P, a + 16))
+        acc = shiny.images(box, rows)
+        acc *= sign
+        if scale != box:
+            acc = fourier_resize(acc, scale)
+        out[rows] = normalise_background(acc)
+    return out
 
 
 def shiny_table(inputs, done, out, root, box, scale):
@@ -346,10 +392,17 @@ def gather_fcc(args, inputs, work, out, comm):
             os.path.exists(p) for p in output_paths(out, m.name)["fcc"].values())], comm):
         tracks, diag = dict((m.name, v) for m, v in work)[mic.name]
         first = diag["first_frame"] - 1
-        defects = defects_of(args, mic, diag, first, first + diag["frames"])
-        acc = fcc_from_tracks(mic, inputs, tracks, diag["sign"], first, defects,
-                              diag.get("patch_px"), args.backend, diag.get("max_ring"))
-        write_fcc(output_paths(out, mic.name)["fcc"], acc, inputs.pixel_size)
+        known = None if args.no_defects else saved_defects(args, mic, diag, first,
+                                                           first + diag["frames"])
+        acc, found = fcc_from_tracks(mic, inputs, tracks, diag["sign"], first, args, known,
+                                     diag.get("patch_px"), diag.get("max_ring"), out)
+        paths = output_paths(out, mic.name)
+        if found is not None and known is None:     # for the recombination: no new search
+            os.makedirs(os.path.dirname(paths["defects"]), exist_ok=True)
+            with atomic_path(paths["defects"]) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, found)
+        write_fcc(paths["fcc"], acc, inputs.pixel_size)
         log.info("[rank %d] FCC of %s recomputed from its tracks", comm.rank, mic.name)
     comm.barrier()
     total = None
@@ -419,7 +472,7 @@ def fit_or_read(args, inputs, work, out, comm):
 
 
 #: names written at the top of the output folder (what --fresh deletes)
-OUTPUTS = ("fcc", "Shiny", "failed", "figures", "bfactors.star", "bfactors.json", "fcc.mrc",
+OUTPUTS = ("fcc", "diag", "Shiny", "failed", "figures", "bfactors.star", "bfactors.json", "fcc.mrc",
            "fcc_model.mrc", "weights.mrc", "particles.star", "failed.txt", "logfile.pdf")
 
 
@@ -497,7 +550,7 @@ def weigh_and_recombine(args, inputs, work, out, comm):
         t1 = time.time()
         tracks, diag = polished_of[mic.name]
         first = diag["first_frame"] - 1
-        defects = defects_of(args, mic, diag, first, first + tracks.shape[1])
+        defects = defects_of(args, mic, diag, first, first + tracks.shape[1], out)
         origins = np.stack([ox[mic.index], oy[mic.index]], axis=1) / px
         imgs = shiny_micrograph(mic, tracks, weights_of(mic, first, tracks.shape[1]), first,
                                 diag["sign"], box, scale, origins, defects,

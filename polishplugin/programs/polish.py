@@ -31,7 +31,8 @@ import time
 
 import numpy as np
 
-from ..constants import DEFAULT_SIGMA_ACC, DEFAULT_SIGMA_DIV, DEFAULT_SIGMA_VEL
+from ..constants import (DEFAULT_SIGMA_ACC, DEFAULT_SIGMA_DIV, DEFAULT_SIGMA_VEL,
+                         DEFAULT_SPECTRA_MB)
 from ..io.atomic import atomic_path, atomic_text
 from ..io.errors import InputError
 from ..io.polish_inputs import load_polish_inputs
@@ -378,9 +379,6 @@ def particle_predictions(store, projectors, mic, n, px, folder):
                 opposite="both", crop=m, dtype=np.complex64)):
             out.write(a, arr)
     return planes
-
-#: MB of memory for one micrograph's patch spectra before they go to scratch disk (--spectra-memory)
-DEFAULT_SPECTRA_MB = 32
 
 
 def spectra_store(P, F, m, n, megabytes, folder):

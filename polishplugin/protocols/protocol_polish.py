@@ -9,7 +9,8 @@ import pyworkflow.protocol.params as params
 from pyworkflow.constants import BETA
 from pyworkflow.object import Integer, String
 
-from ..constants import DEFAULT_SIGMA_ACC, DEFAULT_SIGMA_DIV, DEFAULT_SIGMA_VEL
+from ..constants import (DEFAULT_SIGMA_ACC, DEFAULT_SIGMA_DIV, DEFAULT_SIGMA_VEL,
+                         DEFAULT_SPECTRA_MB)
 from .protocol_base import ProtPolishMovieBase
 
 SIGMAS_FROM_DATA = 0   # sigmaSource: polish --sigmas auto
@@ -68,6 +69,19 @@ class ProtPolishBayesian(ProtPolishMovieBase):
                       expertLevel=params.LEVEL_ADVANCED, label="Detect hot/dead pixels?",
                       help="Find hot and dead pixels from the movies themselves and keep them "
                            "out of the fit.")
+        form.addParam("spectraMemory", params.IntParam, default=DEFAULT_SPECTRA_MB,
+                      expertLevel=params.LEVEL_ADVANCED, validators=[params.Positive],
+                      label="Spectra memory (MB)",
+                      help="Memory for one micrograph's particle spectra (about 90 kB per "
+                           "particle and frame at the default patch). A micrograph needing more "
+                           "keeps them, and its predictions, in a scratch file in this run's "
+                           "folder (about 100 kB of disk per particle and frame, deleted when "
+                           "the micrograph is done) and reads them back this many MB at a "
+                           "time: less memory for the same tracks, at the cost of that disk "
+                           "space and its traffic (no measurable CPU on a local disk). Raise "
+                           "it to keep every micrograph in memory where memory is plentiful and "
+                           "the run's disk slow or small; lower it where memory is short "
+                           "(polish --spectra-memory).")
         if not shiny:
             return
         form.addSection(label="Shiny particles")
@@ -94,6 +108,7 @@ class ProtPolishBayesian(ProtPolishMovieBase):
             "--first-frame %d --last-frame %d" % (self.firstFrame.get(), self.lastFrame.get()),
             "--window %d" % self.window.get(),
             "--threads %d" % (threads or self.numberOfThreads.get()),
+            "--spectra-memory %d" % self.spectraMemory.get(),
             "--allow-partial"]  # failed micrographs: listed in the summary
         train = self.inputTraining.get()
         if train is not None:

@@ -5,7 +5,7 @@ import pytest
 from polishplugin.core.ctf import CtfParams, ctf_2d
 from polishplugin.core.damage import exposure_filter
 from polishplugin.core.fourier import radius_grid
-from polishplugin.core.motion.patches import damage_filters, extract_patches
+from polishplugin.core.motion.patches import damage_filters, extract_patches, patch_blocks
 from polishplugin.core.predict import make_projectors, predict_particles
 from polishplugin.core.projector import Projector
 
@@ -45,6 +45,27 @@ def test_defects_filled_with_frame_mean_and_frame_count_checked():
     np.testing.assert_allclose(patches, 1.0)
     with pytest.raises(ValueError):
         extract_patches(movie[:1], [[10.0, 10.0]], np.zeros((1, 2, 2)), 6)
+
+
+def test_patch_blocks_are_the_patch_stack_a_block_at_a_time():
+    """The shiny recombination's blocks (bfactors): exactly extract_patches' patches and cut
+    shifts, defects and edges included, every particle-frame once, in frame order."""
+    rng = np.random.default_rng(1)
+    F, n = 3, 8
+    movie = rng.normal(size=(F, 30, 40)).astype(np.float32)
+    mask = rng.random((30, 40)) < 0.02
+    centres = rng.uniform(0, 40, size=(7, 2))
+    tracks = rng.uniform(-2, 2, size=(7, F, 2))
+    want, want_cut = extract_patches(iter(movie), centres, tracks, n, mask)
+    seen = np.zeros((7, F), dtype=int)
+    last_f = 0
+    for f, rows, patches, cut in patch_blocks(iter(movie), centres, tracks, n, mask, block=3):
+        assert f >= last_f and patches.shape == (rows.stop - rows.start, n, n)
+        last_f = f
+        np.testing.assert_array_equal(patches, want[rows, f])
+        np.testing.assert_array_equal(cut, want_cut[rows, f])
+        seen[rows, f] += 1
+    assert (seen == 1).all()
 
 
 def test_damage_filters_are_the_exposure_filter_at_mid_frame_doses():

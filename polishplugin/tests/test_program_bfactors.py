@@ -262,3 +262,41 @@ def test_defects_found_by_polishing_are_reused_without_a_new_search(job, monkeyp
         other = bfactors.defects_of(args, mic, diag, first, first + diag["frames"] - 1)
         assert other is True                         # another frame range: searched again
     assert len(searched) == len(inp.micrographs)
+
+
+def test_fcc_recomputed_reading_each_movie_once_with_spectra_on_scratch(job, tmp_path,
+                                                                         monkeypatch):
+    """Without the polishing run's FCC sums and defect files, each movie is read twice in all
+    (the FCC pass, whose defect search comes from the same read, and the recombination), and
+    spectra kept on scratch disk give the FCC sums and B-factors of spectra kept in memory."""
+    from polishplugin.io import movies
+    pol = tmp_path / "pol"
+    shutil.copytree(job / "pol", pol)
+    for path in list((pol / "fcc").rglob("*_FCC_*.mrc")) + list(pol.rglob("*_defects.npy")):
+        os.remove(path)
+    reads = {}
+    iter_frames = movies.Movie.iter_frames
+
+    def counted(self, *a, **k):
+        reads[self.path] = reads.get(self.path, 0) + 1
+        return iter_frames(self, *a, **k)
+    monkeypatch.setattr(movies.Movie, "iter_frames", counted)
+    monkeypatch.setattr(bfactors, "micrograph_defects", lambda *a, **k: 1 / 0)  # no search
+    runs = {}
+    for mb in ("0.01", "100"):      # 4 particles x 6 frames: ~0.2 MB of spectra a micrograph
+        out = tmp_path / ("bf" + mb)
+        reads.clear()
+        assert bfactors.main(_inputs(job / "sim") + [
+            "--polish", str(pol), "--out", str(out), "--spectra-memory", mb,
+            "--no-figures"]) == 0
+        assert sorted(reads.values()) == [2, 2, 2], reads
+        assert len(_stacks(out)) == 3
+        assert len(list(out.rglob("*_defects.npy"))) == 3
+        assert not list(out.rglob("*.scratch"))
+        runs[mb] = out
+    for path in runs["100"].joinpath("fcc").rglob("*_FCC_*.mrc"):
+        new = read_mrc(runs["0.01"] / path.relative_to(runs["100"]))[0]
+        np.testing.assert_allclose(new, read_mrc(path)[0], rtol=1e-5, atol=1e-6 * np.abs(
+            read_mrc(path)[0]).max())
+    b = [json.load(open(o / "bfactors.json"))["bfactors_A2"] for o in runs.values()]
+    np.testing.assert_allclose(b[0], b[1], atol=0.5)

@@ -80,6 +80,31 @@ class TestProtPolishBayesian(BaseTest):
             view.close()
             self.assertGreater(float(matplotlib.image.imread(path)[..., :3].std()), 0.02, key)
 
+    def test_spectra_memory_reaches_the_program(self):
+        """A small 'Spectra memory' makes the program keep the spectra on scratch disk (its log
+        says so) and the tracks stay those of the in-memory run."""
+        runs = {}
+        for mb in (1, 1000):    # 10 particles x 10 frames: ~1.5 MB of spectra per micrograph
+            prot = self._polish(doShiny=False, spectraMemory=mb)
+            self.assertIn("--spectra-memory %d" % mb, prot._programArgs())
+            self.launchProtocol(prot)
+            log = ""
+            for path in prot.getLogPaths()[:2]:     # run.stdout, run.stderr (the program's log)
+                with open(path) as fh:
+                    log += fh.read()
+            self.assertEqual("kept on scratch disk" in log, mb == 1, "%d MB" % mb)
+            runs[mb] = {os.path.basename(p._polishTracks.get()) + str(p._polishTrackIndex.get()):
+                        read_tracks_star(p._polishTracks.get())[p._polishTrackIndex.get()]
+                        for p in prot.outputParticles}
+            # the scratch files are unlinked: nothing is left in the run's folder
+            left = [f for _, _, files in os.walk(prot._getExtraPath()) for f in files
+                    if f.endswith(".scratch")]
+            self.assertEqual(left, [])
+        self.assertEqual(sorted(runs[1]), sorted(runs[1000]))
+        self.assertEqual(len(runs[1]), 20)
+        for key, track in runs[1000].items():
+            np.testing.assert_allclose(runs[1][key], track, atol=1e-3, err_msg=key)
+
     def test_validate_rejects_missing_half_maps_and_bad_frames(self):
         prot = self._polish(lastFrame=2)
         prot.inputVolume.set(self.sim)

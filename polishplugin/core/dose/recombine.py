@@ -38,9 +38,10 @@ class ShinySum:
         self.k = np.fft.fftfreq(self.n)
         self.workers = workers
 
-    def add(self, patches, shifts, weight):
+    def add(self, patches, shifts, weight, rows=slice(None)):
         """patches (P, n, n) real (one frame) or their fft2 (complex); shifts (P, 2) px: the
-        particle's position in the patch (undone); weight (n, n) on the fft2 grid."""
+        particle's position in the patch (undone); weight (n, n) on the fft2 grid; ``rows``:
+        the particles they are (a slice of the P; default all)."""
         n, nh = self.n, self.nh
         if np.iscomplexobj(patches):
             x = np.asarray(patches)[..., :nh]
@@ -58,11 +59,12 @@ class ShinySum:
         if n % 2 == 0:   # the corner (-1/2, -1/2) is its own partner: cos(pi (t_x + t_y))
             t[:, n // 2, nh - 1] = x[:, n // 2, nh - 1] * np.asarray(weight)[n // 2, n // 2] \
                 * np.cos(np.pi * (shifts[:, 0] + shifts[:, 1]))
-        self.acc += t
+        self.acc[rows] += t
 
-    def images(self, out_box=None):
-        """The sums as real images (P, n, n), cropped to a centred ``out_box`` when given."""
-        out = scipy.fft.irfft2(self.acc, s=(self.n, self.n), workers=self.workers)
+    def images(self, out_box=None, rows=slice(None)):
+        """The sums as real images (P, n, n), cropped to a centred ``out_box`` when given;
+        ``rows``: only those particles (a slice)."""
+        out = scipy.fft.irfft2(self.acc[rows], s=(self.n, self.n), workers=self.workers)
         return out if out_box is None else crop_center(out, out_box, out_box)
 
 

@@ -97,6 +97,24 @@ def extract_patches(frames, centres, tracks, n, defects=None, padded=False, fill
     return patches, q - centres[:, None, :]
 
 
+def patch_blocks(frames, centres, tracks, n, defects=None, block=16):
+    """The patches of :func:`extract_patches` a frame and a block of at most ``block``
+    particles at a time: yields (f, particle slice, patches (b, n, n) float32, cut shifts
+    (b, 2)) for each frame f and block (the patches are a buffer reused for the next block; the
+    frame's defects are filled once per frame). The same numbers as :func:`extract_patches`,
+    with the memory of one block instead of the whole stack."""
+    centres, q = _cut_plan(centres, tracks)
+    P, F = q.shape[:2]
+    B = max(1, min(P, int(block)))
+    buf = np.empty((B, n, n), dtype=np.float32)
+    for f, frame, fill in _filled_frames(frames, F, defects):
+        for p0 in range(0, P, B):
+            s = slice(p0, min(P, p0 + B))
+            for i, p in enumerate(range(s.start, s.stop)):
+                _cut_into(buf[i], frame, q[p, f, 0], q[p, f, 1], n, fill)
+            yield f, s, buf[:s.stop - s.start], q[s, f] - centres[s]
+
+
 def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1, check=None,
                     out=None, fills=None, chunk=16, store=None):
     """Spectra of the patches of :func:`extract_patches` without the patch stack: each frame's
