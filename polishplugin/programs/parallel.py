@@ -94,6 +94,14 @@ def set_threads(threads):
             pass
 
 
+
+def set_torch_threads(threads):
+    """Threads of torch's CPU kernels (the U-Net denoiser): at most ``threads``; torch's own
+    default is every core, whatever --threads says."""
+    if threads and threads > 0:
+        import torch
+        torch.set_num_threads(int(threads))
+
 class RefineSplit:
     """The refinement's work over the ranks of ``comm`` (the interface of
     :class:`polishplugin.core.refine.loop.Serial`). With an even number of ranks half-set 1's

@@ -195,6 +195,9 @@ def settings_of(args, n, px):
     if args.mode != "tikhonov":
         denoiser = get_denoiser(args.denoiser, tv_weight=args.tv_weight,
                                 unet_weights=args.unet_weights)
+        if args.denoiser == "unet":
+            from .parallel import set_torch_threads
+            set_torch_threads(args.threads)
     return Settings(mode=args.mode, denoiser=denoiser, lam=args.lam, cw_low=args.cw_low,
                     cw_high=args.cw_high, cw_shells=args.cw_shells, pad=args.pad,
                     tau2_fudge=args.tau2_fudge,

@@ -216,3 +216,18 @@ def test_relion_reconstruct_reads_the_refined_particles(project, full_run):
     # RELION's reconstruction from our angles and origins agrees with our map and the truth
     assert fsc(theirs, ours)[band].mean() > 0.8
     assert fsc(theirs, truth)[band].mean() > 0.6
+
+
+def test_unet_denoiser_runs_on_at_most_threads_torch_threads():
+    """--threads caps torch's threads for the U-Net (torch's default is every core)."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        args = refine.build_parser().parse_args(
+            ["--particles", "p.star", "--ref", "r.mrc", "--out", "o", "--mode", "cw-red",
+             "--denoiser", "unet", "--threads", "1"])
+        refine.settings_of(args, 400, 2.0)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
