@@ -18,6 +18,24 @@ import numpy as np
 from ..core.motion.spectra_store import SpectraStore
 
 
+def _write_at(fd, a, offset):
+    """Write array ``a`` whole at byte ``offset`` of file ``fd``."""
+    view = memoryview(np.ascontiguousarray(a)).cast("B")
+    while len(view):
+        k = os.pwrite(fd, view, offset)
+        view, offset = view[k:], offset + k
+
+
+def _read_at(fd, a, offset):
+    """Fill array ``a`` from byte ``offset`` of file ``fd``."""
+    view = memoryview(a).cast("B")
+    while len(view):
+        k = os.preadv(fd, [view], offset)
+        if k <= 0:
+            raise OSError("scratch file ended early")
+        view, offset = view[k:], offset + k
+
+
 class ScratchSpectra(SpectraStore):
     """Spectra of P x F particle-frames in an unlinked file under ``folder``, handed out in
     read-only blocks of at most ``block_bytes`` (at least one particle)."""
@@ -35,26 +53,12 @@ class ScratchSpectra(SpectraStore):
     def _offset(self, p, f):
         return ((p * self.F) + f) * self.m * self.mh * self.dtype.itemsize
 
-    def _write(self, a, offset):
-        view = memoryview(np.ascontiguousarray(a)).cast("B")
-        while len(view):
-            k = os.pwrite(self._fd, view, offset)
-            view, offset = view[k:], offset + k
-
-    def _read(self, a, offset):
-        view = memoryview(a).cast("B")
-        while len(view):
-            k = os.preadv(self._fd, [view], offset)
-            if k <= 0:
-                raise OSError("scratch spectra file ended early")
-            view, offset = view[k:], offset + k
-
     def put(self, p0, f, spec):
         b = spec.shape[0]
         block = np.empty((b, self.m, self.mh), dtype=self.dtype)
         self._crop_into(block, spec)
         for i in range(b):
-            self._write(block[i], self._offset(p0 + i, f))
+            _write_at(self._fd, block[i], self._offset(p0 + i, f))
         return block
 
     def chunks(self):
@@ -69,11 +73,11 @@ class ScratchSpectra(SpectraStore):
 
     def _get(self, p, f):
         x = np.empty((self.m, self.mh), dtype=self.dtype)
-        self._read(x, self._offset(p, f))
+        _read_at(self._fd, x, self._offset(p, f))
         return x
 
     def _set(self, p, f, x):
-        self._write(x, self._offset(p, f))
+        _write_at(self._fd, x, self._offset(p, f))
 
     def close(self):
         self._file.close()
@@ -97,7 +101,7 @@ class ScratchPlanes:
         return self.shape[0]
 
     def write(self, p0, block):
-        ScratchSpectra._write(self, np.asarray(block, dtype=self.dtype), p0 * self._plane)
+        _write_at(self._fd, np.asarray(block, dtype=self.dtype), p0 * self._plane)
 
     def __getitem__(self, s):
         if not isinstance(s, slice) or s.step not in (None, 1):
@@ -105,7 +109,7 @@ class ScratchPlanes:
         a, b, _ = s.indices(self.shape[0])
         out = np.empty((max(0, b - a),) + self.shape[1:], dtype=self.dtype)
         if len(out):
-            ScratchSpectra._read(self, out, a * self._plane)
+            _read_at(self._fd, out, a * self._plane)
         return out
 
     def close(self):
