@@ -60,7 +60,7 @@ import time
 import numpy as np
 
 from ..constants import DEFAULT_SPECTRA_MB
-from ..io.atomic import atomic_path, atomic_text
+from ..io.atomic import atomic_text
 from ..io.errors import InputError
 from ..io.paths import project_relative
 from ..io.star import StarTable, read_star, read_tracks_star, write_particles_star, write_star
@@ -69,7 +69,7 @@ from .cli import (add_movie_inputs, add_output_options, at_least, check_referenc
                   run_program)
 from .jobdir import RECORD, claim_output, file_digest, input_digests, input_paths
 from .micrographs import (failure_list, finite_frames, for_each_micrograph, micrograph_defects,
-                          write_failure_list)
+                          save_defects, write_failure_list)
 from .parallel import get_comm, my_share, set_blas_threads, set_threads
 from .polish import mic_stem, output_paths, particle_names
 
@@ -398,10 +398,7 @@ def gather_fcc(args, inputs, work, out, comm):
                                      diag.get("patch_px"), diag.get("max_ring"), out)
         paths = output_paths(out, mic.name)
         if found is not None and known is None:     # for the recombination: no new search
-            os.makedirs(os.path.dirname(paths["defects"]), exist_ok=True)
-            with atomic_path(paths["defects"]) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, found)
+            save_defects(paths["defects"], found)
         write_fcc(paths["fcc"], acc, inputs.pixel_size)
         log.info("[rank %d] FCC of %s recomputed from its tracks", comm.rank, mic.name)
     comm.barrier()

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from ..core.defects import MAX_NONFINITE_FRACTION, detect_defects, fill_nonfinite
-from ..io.atomic import atomic_text
+from ..io.atomic import atomic_path, atomic_text
 from ..io.errors import InputError
 from ..io.movies import Movie, read_gain
 
@@ -159,6 +159,15 @@ class MovieOnce:
         values = self.total[ys, xs] / F * (1.0 if gain is None else gain[ys, xs])
         return ys, xs, values
 
+
+
+def save_defects(path, flat):
+    """Write the flat indices of a micrograph's defect pixels (``MovieOnce.found["flat"]``) to
+    ``path`` (diag/<mic>_defects.npy), atomically, for the programs that read the movie later."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, flat)
 
 def for_each_micrograph(mics, work, failed_path, rank=0):
     """Call ``work(i, mic)`` for each of ``mics`` (this rank's share). Any exception of one

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..constants import (DEFAULT_SIGMA_ACC, DEFAULT_SIGMA_DIV, DEFAULT_SIGMA_VEL,
                          DEFAULT_SPECTRA_MB)
-from ..io.atomic import atomic_path, atomic_text
+from ..io.atomic import atomic_text
 from ..io.errors import InputError
 from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, read_tracks_star, write_particles_star, write_star, \
@@ -43,7 +43,8 @@ from .cli import (add_movie_inputs, add_output_options, at_least, auto_window,
                   check_reference_args, finish_status, job_figures, number, positive,
                   resolve_backend, run_program)
 from .jobdir import claim_output, file_digest, input_digests, input_paths
-from .micrographs import MovieOnce, failure_list, for_each_micrograph, write_failure_list
+from .micrographs import (MovieOnce, failure_list, for_each_micrograph, save_defects,
+                          write_failure_list)
 
 log = logging.getLogger("polishplugin.polish")
 
@@ -331,9 +332,7 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
     os.makedirs(os.path.dirname(paths["sum"]), exist_ok=True)
     write_mrc(paths["sum"], small.astype(np.float32), px * factor)
     if "flat" in once.found:
-        with atomic_path(paths["defects"]) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, once.found["flat"])
+        save_defects(paths["defects"], once.found["flat"])
     diag = {"micrograph": mic.name, "particles": int(len(mic.centres)), "frames": F,
             "first_frame": first + 1, "pixel_size": px, "iterations": res.fit.iterations,
             "energy": res.fit.energy, "converged": res.fit.converged,
