@@ -166,7 +166,7 @@ def build_training_micrograph(frames, centres, predictions, opposite_predictions
     circle = predictions * alignment_circle_mask(n, t_align)
     cc = cc_maps_from_spectra(spectra, circle, damage, window, noise, cc_scale, backend=be)
     sign = _resolve_sign(invert, cc, min(3, window))
-    amp = _amplitude(sign * cc, _auto_cc(circle, damage, noise, cc_scale), min(3, window))
+    amp = _amplitude(cc, _auto_cc(circle, damage, noise, cc_scale), min(3, window), sign)
     if not np.isfinite(amp) or amp <= 0:
         raise MotionFitError("no particle signal on the alignment circle (amplitude %g)" % amp)
     from .evidence import peak_curvature
