@@ -77,6 +77,15 @@ def _cc_interp_serial(cc_maps, pos, val, grad):
         _cc_interp_particle(cc_maps, pos, val, grad, p, wx, dwx, wy, dwy)
 
 
+def load_serial_kernels():
+    """Load the fit's serial kernel from numba's cache, which starts numba's compiler (~0.5 s),
+    without starting numba's threads: for a program that forks worker processes afterwards (a
+    process forked once the threads run dies at its first parallel kernel), so that they share
+    what was loaded instead of each loading it."""
+    _cc_interp_serial(np.zeros((1, 1, 4, 4), np.float32), np.zeros((1, 1, 2)), np.empty((1, 1)),
+                      np.empty((1, 1, 2)))
+
+
 # below this many particle-frames one call takes microseconds and waking the thread pool (once
 # per L-BFGS iteration) costs more than it saves
 PARALLEL_MIN = 20000

@@ -103,6 +103,23 @@ def summed_frames(movie, first, last, gain, total, tally=None, nonfinite=None, k
         yield frame
 
 
+_GAIN = {}
+
+
+def shared_gain(path):
+    """:func:`read_gain` of ``path``, kept (read-only) for the next micrographs of the job, which
+    share one gain reference, and for the worker processes forked afterwards (one copy of its
+    pages, not one per process); re-read when another path or a changed file is asked for."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    if key not in _GAIN:
+        _GAIN.clear()
+        gain = read_gain(path)
+        gain.flags.writeable = False
+        _GAIN[key] = gain
+    return _GAIN[key]
+
+
 class MovieOnce:
     """The one read of a micrograph's movie (frames ``first`` .. ``last - 1``) by the motion
     programs (polish, train): the raw frames are summed as they are read (:func:`summed_frames`:
@@ -118,7 +135,7 @@ class MovieOnce:
     def __init__(self, mic, first, last, disabled=False, extra=None, threads=1):
         self.mic, self.first, self.last = mic, first, last
         self.disabled, self.threads = disabled, max(1, int(threads or 1))
-        self.gain = read_gain(mic.gain) if mic.gain else None
+        self.gain = shared_gain(mic.gain) if mic.gain else None
         if disabled:
             self.known = None if self.gain is None else ~(self.gain > 0)
         else:

@@ -198,3 +198,109 @@ def read_ahead(items, depth=2):
             except queue.Empty:
                 pass
         t.join()
+
+
+def numba_threads_started():
+    """Whether numba's threading layer has been launched in this process (numba.set_num_threads,
+    a parallel kernel compiled or run): a process forked after that is killed by numba's GNU
+    OpenMP layer at its first parallel kernel ("fork() called from a process already using GNU
+    OpenMP"), so :func:`for_each_in_processes` must fork before."""
+    try:
+        from numba.np.ufunc import parallel
+    except ImportError:          # pragma: no cover - numba is a dependency
+        return False
+    return bool(getattr(parallel, "_is_initialized", False))
+
+
+def release_heap():
+    """Give the free pages of glibc's heap back to the system (malloc_trim): a worker process
+    keeps its largest micrograph's buffers otherwise (~90 MB), held while the other worker
+    peaks. No-op without glibc."""
+    import ctypes
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
+
+
+def _die_with_parent(parent):
+    """Linux: this (forked) process gets SIGKILL when its parent ends (prctl PR_SET_PDEATHSIG),
+    so that a killed job leaves no worker writing into its folder."""
+    import ctypes
+    import signal
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
+    if os.getppid() != parent:     # the parent ended before the line above
+        os._exit(1)
+
+
+def for_each_in_processes(count, work, processes, after_fork=None, before_work=None):
+    """Call ``work(i)`` for i in 0 .. count-1 over ``processes`` processes: this one and
+    processes - 1 children forked now (sharing, copy-on-write, what this one has built: inputs,
+    projectors), each taking the next i from a shared counter when done with the previous one
+    (items of unequal cost balance themselves). ``work`` handles its own errors (an exception
+    that escapes it ends its process; this one's is raised after the children are stopped).
+    ``after_fork()`` runs first in each child (set its threads, drop inherited locks),
+    ``before_work()`` in this process once the children are started; a child dies with this
+    process. Fork before numba's threads start (:func:`numba_threads_started`).
+    Returns {i: reason} for the items a child took but did not finish (killed, out of memory,
+    an escaped exception), for the caller to record."""
+    import multiprocessing as mp
+    ctx = mp.get_context("fork")
+    lock = ctx.Lock()
+    state = ctx.Array("i", [0] * (count + 1), lock=False)   # [next, owner of each item]
+    finished = ctx.Array("b", count, lock=False)
+    parent = os.getpid()
+
+    def take(me):
+        with lock:
+            i = state[0]
+            if i < count:
+                state[0] = i + 1
+                state[1 + i] = me + 1
+        return i
+
+    def serve(me):
+        while True:
+            i = take(me)
+            if i >= count:
+                return
+            work(i)
+            finished[i] = 1
+
+    def child(me):
+        _die_with_parent(parent)
+        if after_fork is not None:
+            after_fork()
+        serve(me)
+
+    kids = [ctx.Process(target=child, args=(k,), name="worker-%d" % k, daemon=True)
+            for k in range(1, processes)]
+    for k in kids:
+        k.start()
+    try:
+        if before_work is not None:
+            before_work()
+        serve(0)
+    except BaseException:
+        for k in kids:
+            k.kill()
+        for k in kids:
+            k.join()
+        raise
+    for k in kids:
+        k.join()
+    lost = {}
+    for i in range(count):
+        owner = state[1 + i]
+        if owner > 1 and not finished[i]:
+            code = kids[owner - 2].exitcode
+            lost[i] = "its worker process %s" % (
+                "was killed by signal %d" % -code if code is not None and code < 0 else
+                "ended with exit status %s" % code)
+    for k in kids:
+        if k.exitcode:
+            log.error("worker process %s ended with exit status %s", k.name, k.exitcode)
+    return lost

@@ -38,7 +38,9 @@ from ..io.errors import InputError
 from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, read_tracks_star, write_particles_star, write_star, \
     write_tracks_star
-from .parallel import get_comm, my_share, set_blas_threads, set_threads
+from .parallel import (for_each_in_processes, get_comm, my_share, numba_threads_started,
+                       release_heap,
+                       set_blas_threads, set_threads)
 from .cli import (add_movie_inputs, add_output_options, at_least, auto_window,
                   check_reference_args, finish_status, job_figures, number, positive,
                   resolve_backend, run_program)
@@ -115,6 +117,11 @@ def build_parser():
                         "at least one particle (default %(default)s: the peak memory then grows "
                         "only by the CC maps with the particles per micrograph; BENCHMARKS.md)")
     add_output_options(p)
+    p.add_argument("--processes", type=at_least(0), default=0,
+                   help="with --threads T >= 2: processes over the micrographs, forked after the "
+                        "projector setup, each with T / processes threads (0 = auto: 2, at most "
+                        "T and the micrographs to do; 1 = threads only); one per rank under MPI. "
+                        "Each adds ~0.2 GB (BENCHMARKS.md, issue 14)")
     return p
 
 
@@ -487,7 +494,6 @@ def run(args):
     check_args(args)
     args.backend = resolve_backend(args.backend)
     comm = get_comm()
-    set_threads(args.threads)
     set_blas_threads(1)     # the work is split over --threads by the program itself
     out = os.path.abspath(args.out)
     args.sigma_mode, sigmas = resolve_sigmas(args)
@@ -507,12 +513,53 @@ def run(args):
     args.max_ring = data_max_ring(args, inputs)
     check_sizes(args, inputs, sigmas)
     with claim_output(comm, out, "polish", job_settings(args, inputs, sigmas),
-                      input_paths(args, inputs), OUTPUTS, args.fresh):
-        return polish_all(args, inputs, sigmas, out, comm)
+                      input_paths(args, inputs), OUTPUTS, args.fresh) as folder:
+        return polish_all(args, inputs, sigmas, out, comm, folder)
 
 
-def polish_all(args, inputs, sigmas, out, comm):
-    """Polish the micrographs not done yet (this rank's share), then combine on rank 0."""
+def worker_processes(args, comm, count):
+    """Processes polishing ``count`` micrographs on this rank: min(--processes (0: 2), --threads,
+    count); 1 under MPI (the ranks are the processes), with the OpenCL backend (its context is
+    not forked) or once numba's threads run in this process (a fork would kill the workers:
+    :func:`polishplugin.programs.parallel.numba_threads_started`)."""
+    want = min(args.processes or 2, args.threads or 1, count)
+    if want < 2 or comm.size > 1 or backend_name(args.backend) == "opencl":
+        return 1
+    if numba_threads_started():
+        log.info("numba's threads already run in this process: one process of %d threads",
+                 args.threads)
+        return 1
+    return want
+
+
+def backend_name(backend):
+    return getattr(backend, "NAME", backend)
+
+
+def preload_for_workers(backend, mics):
+    """Before the workers are forked: what each would load on its first micrograph, loaded once
+    and shared (~1.5 s and ~40 MB per process): scipy's L-BFGS, the thread helpers, numba's
+    compiler with the fit's serial kernel from its cache (numba's threads are not started) and
+    the gain reference of ``mics`` (a bad one fails its micrographs later, as without workers)."""
+    from .micrographs import shared_gain
+    for gain in {m.gain for m in mics if m.gain}:
+        try:
+            shared_gain(gain)
+        except Exception:   # noqa: BLE001 - reported by the micrographs that use it
+            pass
+    import scipy.optimize  # noqa: F401
+    from ..backends import threads  # noqa: F401
+    from ..core import binning, dose  # noqa: F401
+    if backend_name(backend) == "numba":
+        from ..backends.numba_backend import load_serial_kernels
+        load_serial_kernels()
+
+
+def polish_all(args, inputs, sigmas, out, comm, folder=None):
+    """Polish the micrographs not done yet (this rank's share), then combine on rank 0. With
+    --threads T >= 2 and one rank, :func:`worker_processes` processes forked after the projector
+    setup take the micrographs one at a time (each T // processes threads); ``folder``: the
+    claimed output folder, whose lock the workers drop."""
     from ..core.predict import make_projectors
     # slices only up to the data term's highest ring (the spectra hold no more)
     r_max = 0.5 if args.max_ring is None else min(0.5, (args.max_ring + 1.0) / args.patch_px)
@@ -527,18 +574,46 @@ def polish_all(args, inputs, sigmas, out, comm):
                  sum(len(m.centres) for m in inputs.micrographs),
                  "chosen per micrograph (auto)" if sigmas is None else sigmas, comm.size)
     mine = my_share(todo, comm)
+    procs = worker_processes(args, comm, len(mine))
+    if procs > 1:            # each process its share of the threads and of --spectra-memory
+        args = argparse.Namespace(**vars(args))
+        args.threads = max(1, args.threads // procs)
+        args.spectra_memory = args.spectra_memory / procs
     t0 = time.time()
 
     def work(i, mic):
         d = polish_one(mic, inputs, projectors, sigmas, args, out)
         eta = (time.time() - t0) / (i + 1) * (len(mine) - i - 1)
-        log.info("[rank %d] %d/%d %s: %d particles, %d iterations%s, %.1f s (eta %.0f s)%s",
-                 comm.rank, i + 1, len(mine), mic.name, d["particles"], d["iterations"],
+        log.info("[rank %d%s] %d/%d %s: %d particles, %d iterations%s, %.1f s (eta %.0f s)%s",
+                 comm.rank, "" if procs == 1 else ", pid %d" % os.getpid(), i + 1, len(mine),
+                 mic.name, d["particles"], d["iterations"],
                  "" if d["converged"] else " (NOT converged)", d["seconds"], eta,
                  "" if not d["sigma_choice"] else "; sigmas %s (evidence width x%s)" % (
                      "/".join("%.4g" % v for v in d["sigmas"]),
                      "/".join("%.2f" % v for v in d["sigma_choice"]["spread"])))
-    for_each_micrograph(mine, work, lambda name: output_paths(out, name)["failed"], comm.rank)
+
+    failed_path = lambda name: output_paths(out, name)["failed"]  # noqa: E731
+    if procs == 1:
+        set_threads(args.threads)
+        for_each_micrograph(mine, work, failed_path, comm.rank)
+    else:
+        def one(i):
+            for_each_micrograph([mine[i]], lambda _, mic: work(i, mic), failed_path, comm.rank)
+
+        def after_fork():
+            if folder is not None:
+                folder.release()        # the parent's lock: not kept alive by a worker
+            set_threads(args.threads)
+
+        log.info("%d worker processes of %d thread(s) over the micrographs", procs, args.threads)
+        preload_for_workers(args.backend, mine[:1])
+        release_heap()      # free heap pages left by the setup: not copied into each worker
+        lost = for_each_in_processes(len(mine), one, procs, after_fork=after_fork,
+                                     before_work=lambda: set_threads(args.threads))
+
+        def record(_, mic, reasons={mine[i].name: r for i, r in lost.items()}):
+            raise RuntimeError(reasons[mic.name])
+        for_each_micrograph([mine[i] for i in sorted(lost)], record, failed_path, comm.rank)
     comm.barrier()
     if comm.rank != 0:
         return 0
