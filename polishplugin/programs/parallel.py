@@ -212,15 +212,27 @@ def numba_threads_started():
     return bool(getattr(parallel, "_is_initialized", False))
 
 
-def release_heap():
-    """Give the free pages of glibc's heap back to the system (malloc_trim): a worker process
-    keeps its largest micrograph's buffers otherwise (~90 MB), held while the other worker
-    peaks. No-op without glibc."""
-    import ctypes
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
+def background(func, *args):
+    """Start ``func(*args)`` in a thread; returns a function that waits for it and returns its
+    result or raises its exception (work that overlaps this thread's, e.g. imports during an
+    FFT-bound setup that releases the GIL)."""
+    import threading
+    box = {}
+
+    def run():
+        try:
+            box["value"] = func(*args)
+        except BaseException as exc:   # handed to the waiter
+            box["error"] = exc
+    t = threading.Thread(target=run, name="background", daemon=True)
+    t.start()
+
+    def wait():
+        t.join()
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+    return wait
 
 
 def _die_with_parent(parent):

@@ -38,9 +38,8 @@ from ..io.errors import InputError
 from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, read_tracks_star, write_particles_star, write_star, \
     write_tracks_star
-from .parallel import (for_each_in_processes, get_comm, my_share, numba_threads_started,
-                       release_heap,
-                       set_blas_threads, set_threads)
+from .parallel import (background, for_each_in_processes, get_comm, my_share,
+                       numba_threads_started, set_blas_threads, set_threads)
 from .cli import (add_movie_inputs, add_output_options, at_least, auto_window,
                   check_reference_args, finish_status, job_figures, number, positive,
                   resolve_backend, run_program)
@@ -561,11 +560,6 @@ def polish_all(args, inputs, sigmas, out, comm, folder=None):
     setup take the micrographs one at a time (each T // processes threads); ``folder``: the
     claimed output folder, whose lock the workers drop."""
     from ..core.predict import make_projectors
-    # slices only up to the data term's highest ring (the spectra hold no more)
-    r_max = 0.5 if args.max_ring is None else min(0.5, (args.max_ring + 1.0) / args.patch_px)
-    projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask, backend=args.backend,
-                                 r_max=r_max)
-    inputs.half1 = inputs.half2 = inputs.mask = None   # in the projectors now: memory back
     todo = [m for m in inputs.micrographs
             if not os.path.isfile(output_paths(out, m.name)["tracks"])]
     if comm.rank == 0:
@@ -579,6 +573,12 @@ def polish_all(args, inputs, sigmas, out, comm, folder=None):
         args = argparse.Namespace(**vars(args))
         args.threads = max(1, args.threads // procs)
         args.spectra_memory = args.spectra_memory / procs
+        preload = background(preload_for_workers, args.backend, mine[:1])  # during the setup
+    # slices only up to the data term's highest ring (the spectra hold no more)
+    r_max = 0.5 if args.max_ring is None else min(0.5, (args.max_ring + 1.0) / args.patch_px)
+    projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask, backend=args.backend,
+                                 r_max=r_max)
+    inputs.half1 = inputs.half2 = inputs.mask = None   # in the projectors now: memory back
     t0 = time.time()
 
     def work(i, mic):
@@ -606,8 +606,9 @@ def polish_all(args, inputs, sigmas, out, comm, folder=None):
             set_threads(args.threads)
 
         log.info("%d worker processes of %d thread(s) over the micrographs", procs, args.threads)
-        preload_for_workers(args.backend, mine[:1])
-        release_heap()      # free heap pages left by the setup: not copied into each worker
+        preload()
+        if numba_threads_started():     # the setup must not start them (workers would die)
+            raise RuntimeError("numba's threads started before the workers were forked")
         lost = for_each_in_processes(len(mine), one, procs, after_fork=after_fork,
                                      before_work=lambda: set_threads(args.threads))
 
