@@ -1,5 +1,7 @@
 """Work split over MPI ranks (mpi4py) when the program runs under ``mpirun``; a single process
-otherwise. MPI lives here and only here (DESIGN: programs own the parallelism over micrographs)."""
+otherwise; worker processes forked over the items of one process (:func:`for_each_in_processes`),
+threads (:func:`read_ahead`, :func:`background`). MPI lives here and only here (DESIGN: programs
+own the parallelism over micrographs)."""
 import logging
 import os
 

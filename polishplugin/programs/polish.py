@@ -6,6 +6,7 @@ MAP by L-BFGS, on RELION files; no Scipion needed.
         --out Polish [--sigmas auto | --sigmas relion-defaults |
                       --sigma-vel 0.2 --sigma-div 5000 --sigma-acc 2 | --params-file opt_params.txt]
     mpirun -np 4 python -m polishplugin.programs.polish ...      # micrographs split over ranks
+    python -m polishplugin.programs.polish ... --threads 2       # 2 worker processes (--processes)
 
 Per micrograph (under --out): tracks/<mic>_tracks.star (RELION _tracks.star layout, A),
 fcc/<mic>_FCC_{cc,w0,w1}.mrc (eq. 20 sums against the opposite half map, frames x the
@@ -110,17 +111,19 @@ def build_parser():
     c = p.add_argument_group("memory")
     c.add_argument("--spectra-memory", type=positive, default=DEFAULT_SPECTRA_MB,
                    help="MB of memory for a micrograph's patch spectra (F x 89 kB per particle "
-                        "at the default patch); a micrograph needing more keeps them in an "
-                        "unlinked scratch file in --out (as much disk, plus its predictions; freed "
-                        "when the micrograph is done or the process ends) and reads them back in blocks of particles of at most this size, "
-                        "at least one particle (default %(default)s: the peak memory then grows "
-                        "only by the CC maps with the particles per micrograph; BENCHMARKS.md)")
+                        "at the default patch; shared by the --processes workers); a "
+                        "micrograph needing more keeps them in an unlinked scratch file in --out "
+                        "(as much disk, plus its predictions; freed when the micrograph is done "
+                        "or the process ends) and reads them back in blocks of particles of at "
+                        "most this size, at least one particle (default %(default)s: the peak "
+                        "memory then grows only by the CC maps with the particles per "
+                        "micrograph; BENCHMARKS.md)")
     add_output_options(p)
     p.add_argument("--processes", type=at_least(0), default=0,
                    help="with --threads T >= 2: processes over the micrographs, forked after the "
                         "projector setup, each with T / processes threads (0 = auto: 2, at most "
                         "T and the micrographs to do; 1 = threads only); one per rank under MPI. "
-                        "Each adds ~0.2 GB (BENCHMARKS.md, issue 14)")
+                        "Each adds ~0.1 GB (BENCHMARKS.md, issue 14)")
     return p
 
 
