@@ -237,6 +237,18 @@ def background(func, *args):
     return wait
 
 
+def release_heap():
+    """Give the free pages inside glibc's heap back to the system (malloc_trim). Before forking
+    workers: the heap freed by a setup that ran beside another thread is fragmented, its free
+    pages stay resident and each worker that reuses them copies them (polish, 2 workers: peak
+    482 MB with, 478-540 MB without). No-op without glibc."""
+    import ctypes
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
+
+
 def _die_with_parent(parent):
     """Linux: this (forked) process gets SIGKILL when its parent ends (prctl PR_SET_PDEATHSIG),
     so that a killed job leaves no worker writing into its folder."""
@@ -292,6 +304,7 @@ def for_each_in_processes(count, work, processes, after_fork=None, before_work=N
 
     kids = [ctx.Process(target=child, args=(k,), name="worker-%d" % k, daemon=True)
             for k in range(1, processes)]
+    release_heap()
     for k in kids:
         k.start()
     try:
