@@ -36,7 +36,9 @@ def _cut_into(out, frame, x, y, n, fill):
 def _filled_frames(frames, F, defects):
     """(f, frame, fill) for each of the F frames: the frame as float32 with its ``defects``
     replaced by the mean of its good pixels (float64 sums), and that fill value (the frame's
-    mean without defects) for the parts of patches outside the micrograph."""
+    mean without defects) for the parts of patches outside the micrograph. ``frames`` yields
+    arrays, or (array, mean) pairs from a reader that summed each frame as it read it
+    (:func:`polishplugin.programs.micrographs.summed_frames`: no pass for the mean here)."""
     bad_idx = None
     if defects is not None:
         defects = np.asarray(defects, dtype=bool)
@@ -50,6 +52,9 @@ def _filled_frames(frames, F, defects):
     for f, frame in enumerate(frames):
         if f >= F:
             raise ValueError("more frames than the %d of the tracks" % F)
+        mean = None
+        if isinstance(frame, tuple):
+            frame, mean = frame
         frame = np.asarray(frame, dtype=np.float32)
         if bad_idx is not None:
             fill = (float(frame.sum(dtype=np.float64)) - float(
@@ -59,7 +64,7 @@ def _filled_frames(frames, F, defects):
             work.ravel()[bad_idx] = fill
             frame = work
         else:
-            fill = float(frame.mean(dtype=np.float64))
+            fill = float(frame.mean(dtype=np.float64)) if mean is None else float(mean)
         yield f, frame, fill
         nf += 1
     if nf != F:
