@@ -93,3 +93,26 @@ def test_no_known_defects_mean_is_the_frame_mean(tmp_path):
         for i, (frame, mean) in enumerate(summed_frames(mov, 0, F, None, total)):
             np.testing.assert_array_equal(frame, mov.frame(i))
             assert mean == pytest.approx(frame.mean(dtype=np.float64), rel=1e-12)
+
+
+def test_patch_test_skipped_only_for_frames_known_finite():
+    """extract_spectra tests the patches for NaN unless the frame came with a finite mean
+    (a finite float64 sum: every pixel finite); the spectra are the same either way."""
+    from polishplugin.core.motion.patches import extract_spectra
+    rng = np.random.default_rng(2)
+    frames = rng.poisson(3.0, size=(F, NY, NX)).astype(np.float32)
+    centres = np.array([[15.0, 20.0], [25.0, 12.0]])
+    tracks = np.zeros((2, F, 2))
+    calls = []
+    with_means = [(fr, float(fr.mean(dtype=np.float64))) for fr in frames]
+    got, _ = extract_spectra(iter(with_means), centres, tracks, 16, check=calls.append)
+    assert not calls
+    want, _ = extract_spectra(iter(frames), centres, tracks, 16, check=calls.append)
+    assert len(calls) == F
+    np.testing.assert_array_equal(got, want)
+    bad = frames.copy()
+    bad[1, 20, 15] = np.nan
+    calls.clear()
+    extract_spectra(iter((fr, float(fr.mean(dtype=np.float64))) for fr in bad), centres,
+                    tracks, 16, check=calls.append)
+    assert len(calls) == 1          # only the frame whose mean is NaN
