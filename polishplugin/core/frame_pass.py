@@ -13,7 +13,7 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
-def _rows_gain(raw, flip, gain, total, out):
+def _rows_gain(raw, flip, gain, total, summed, out):
     r, nx = out.shape
     s = 0.0
     for i in range(r):
@@ -21,7 +21,8 @@ def _rows_gain(raw, flip, gain, total, out):
         acc = 0.0       # reassociation lets this sum vectorise (its order is the only change)
         for j in range(nx):
             v = np.float32(src[j])
-            total[i, j] += v
+            if summed:
+                total[i, j] += v
             w = v * gain[i, j]
             out[i, j] = w
             acc += np.float64(w)
@@ -30,7 +31,7 @@ def _rows_gain(raw, flip, gain, total, out):
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
-def _rows_plain(raw, flip, total, out):
+def _rows_plain(raw, flip, total, summed, out):
     r, nx = out.shape
     s = 0.0
     for i in range(r):
@@ -38,7 +39,8 @@ def _rows_plain(raw, flip, total, out):
         acc = 0.0
         for j in range(nx):
             v = np.float32(src[j])
-            total[i, j] += v
+            if summed:
+                total[i, j] += v
             out[i, j] = v
             acc += np.float64(v)
         s += acc
@@ -46,10 +48,17 @@ def _rows_plain(raw, flip, total, out):
 
 
 def frame_rows(raw, flip, gain, total, out):
-    """``out[:] = float32(raw rows) * gain`` (no gain: None), ``total += float32(raw rows)``;
-    raw (r, nx), its rows in reverse order when ``flip``; gain, total, out (r, nx) float32
-    (``out`` may be ``raw`` itself when not flipped). Returns the float64 sum of ``out``."""
+    """``out[:] = float32(raw rows) * gain`` (no gain: None), ``total += float32(raw rows)``
+    (None: no raw sum); raw (r, nx), its rows in reverse order when ``flip``; gain, total, out
+    (r, nx) float32 (``out`` may be ``raw`` itself when not flipped). Returns the float64 sum
+    of ``out``."""
     raw = np.asarray(raw)       # a memory-mapped MRC frame as a plain array view
+    summed = total is not None
+    if not summed:
+        total = _NO_TOTAL
     if gain is None:
-        return float(_rows_plain(raw, bool(flip), total, out))
-    return float(_rows_gain(raw, bool(flip), gain, total, out))
+        return float(_rows_plain(raw, bool(flip), total, summed, out))
+    return float(_rows_gain(raw, bool(flip), gain, total, summed, out))
+
+
+_NO_TOTAL = np.zeros((1, 1), dtype=np.float32)

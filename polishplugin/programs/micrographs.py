@@ -21,19 +21,6 @@ def _check_nonfinite(path, what, n, size):
                                                         100 * MAX_NONFINITE_FRACTION))
 
 
-def finite_frames(movie, first, last, tally=None):
-    """Frames ``first`` .. ``last - 1`` of an open :class:`Movie` with NaN/infinite pixels filled
-    (:func:`polishplugin.core.defects.fill_nonfinite`), their number added to ``tally["nonfinite"]``;
-    a frame with more than :data:`MAX_NONFINITE_FRACTION` of them raises :class:`InputError`."""
-    for f, frame in enumerate(movie.iter_frames(first, last)):
-        n = fill_nonfinite(frame)
-        if n:
-            _check_nonfinite(movie.path, "frame %d" % (first + f + 1), n, frame.size)
-            if tally is not None:
-                tally["nonfinite"] = tally.get("nonfinite", 0) + n
-        yield frame
-
-
 def known_defects(mic, extra=None, gain=None):
     """Defects known before reading the movie (ny, nx) bool: the pixels of zero gain, those its
     motion correction listed and ``extra`` (a user's defect map)."""
@@ -72,11 +59,12 @@ def micrograph_defects(mic, first, last, disabled=False, extra=None, raw_sum=Non
 
 def summed_frames(movie, first, last, gain, total, tally=None, nonfinite=None, known=None):
     """Frames ``first`` .. ``last - 1`` of an open raw :class:`Movie` (no gain), for reading a
-    movie once, each yielded as a pair (frame, its mean): NaN/infinite pixels filled as
-    :func:`finite_frames` does (their flat indices added to the set ``nonfinite``; integer
-    samples are always finite and not tested), the raw frame added to ``total`` ((ny, nx): the
-    raw sum the defect search needs; float32 holds integer counts exactly up to 2^24), then
-    multiplied by ``gain`` (or None), the pixels of ``known`` ((ny, nx) bool or None) set to the
+    movie once, each yielded as a pair (frame, its mean): NaN/infinite pixels set to the mean of
+    the finite ones, their number added to ``tally["nonfinite"]`` (a frame with more than
+    :data:`MAX_NONFINITE_FRACTION` of them raises :class:`InputError`) and their flat indices
+    to the set ``nonfinite`` (integer samples are always finite and not tested), the raw frame
+    added to ``total`` ((ny, nx): the raw sum the defect search needs; float32 holds integer
+    counts exactly up to 2^24; None: not summed), then multiplied by ``gain`` (or None), the pixels of ``known`` ((ny, nx) bool or None) set to the
     mean of the others (in place: the frame's mean is then that fill value, as
     :func:`polishplugin.core.motion.patches.extract_spectra` fills with). Conversion, raw sum,
     gain and the mean's sum are one pass over each block of decoded rows
@@ -98,8 +86,8 @@ def summed_frames(movie, first, last, gain, total, tally=None, nonfinite=None, k
             frame = np.empty(movie.shape, dtype=np.float32)
             s = 0.0
             for y0, y1, raw, flip in movie.pieces(i):
-                s += frame_rows(raw, flip, None if gain is None else gain[y0:y1], total[y0:y1],
-                                frame[y0:y1])
+                s += frame_rows(raw, flip, None if gain is None else gain[y0:y1],
+                                None if total is None else total[y0:y1], frame[y0:y1])
         else:
             frame = movie.frame(i)
             bad = ~np.isfinite(frame)

@@ -116,3 +116,18 @@ def test_patch_test_skipped_only_for_frames_known_finite():
     extract_spectra(iter((fr, float(fr.mean(dtype=np.float64))) for fr in bad), centres,
                     tracks, 16, check=calls.append)
     assert len(calls) == 1          # only the frame whose mean is NaN
+
+
+def test_frames_without_raw_sum_are_the_same(tmp_path):
+    """total=None (bfactors: no defect search) gives the same frames and means."""
+    path = str(tmp_path / "m.tiff")
+    _write_tiff(path, _counts(3), compression="zlib", rowsperstrip=8)
+    gain, known = _gain_and_known()
+    total = np.zeros((NY, NX), dtype=np.float32)
+    with Movie(path) as mov:
+        want = list(summed_frames(mov, 0, F, gain, total, known=known))
+        got = list(summed_frames(mov, 0, F, gain, None, known=known))
+    assert total.any()
+    for (a, ma), (b, mb) in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+        assert ma == mb
