@@ -73,13 +73,16 @@ def summed_frames(movie, first, last, gain, total, tally=None, nonfinite=None, k
     bad_idx = None if known is None else np.flatnonzero(known)
     if bad_idx is not None and not 0 < bad_idx.size < known.size:
         bad_idx = None
-    if gain is not None and bad_idx is not None:
-        # gain 0 at the known pixels: they add exactly 0 to the frame's sum (and a NaN gain,
-        # always a known pixel, cannot spoil it); they are filled afterwards
-        gain = np.array(gain, dtype=np.float32)
-        gain.ravel()[bad_idx] = 0.0
     if gain is not None:
         gain = np.ascontiguousarray(gain, dtype=np.float32)
+    zeroed = False
+    if gain is not None and bad_idx is not None and \
+            not np.isfinite(gain.ravel()[bad_idx]).all():
+        # a NaN or infinite gain (always a known pixel) would spoil the frame's sum: a copy
+        # with gain 0 at the known pixels, which then add exactly 0 to it
+        gain = gain.copy()
+        gain.ravel()[bad_idx] = 0.0
+        zeroed = True
     integer = np.issubdtype(getattr(movie, "dtype", np.float32), np.integer)
     for i in range(first, last):
         if integer:
@@ -102,7 +105,7 @@ def summed_frames(movie, first, last, gain, total, tally=None, nonfinite=None, k
             s = frame_rows(frame, False, gain, total, frame)
         if bad_idx is not None:
             flat = frame.ravel()
-            if gain is None:
+            if not zeroed:      # the known pixels' values out of the sum
                 s -= float(flat[bad_idx].sum(dtype=np.float64))
             mean = s / (flat.size - bad_idx.size)
             flat[bad_idx] = mean
