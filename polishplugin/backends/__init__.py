@@ -14,7 +14,8 @@ Every backend is a module exposing ``NAME`` and the kernels
   (rfft2 of the patches; the other three take what it returns), ``power_sums`` (noise power),
   ``cc_windows`` (eq. 15-16 on the search window), ``fcc_pixel_sums`` (eq. 20 numerator);
 - refinement (:mod:`polishplugin.core.refine`): ``slice_extract(volume, rots, kxy, scale,
-  origin)`` (Fourier slices of the projector), ``backproject_slices(data, weight, rots, kxy,
+  origin, half=False)`` (Fourier slices of the projector; ``half``: of a transform kept at
+  x >= 0 only), ``backproject_slices(data, weight, rots, kxy,
   values, weights, scale)`` (trilinear spreading into the back-projector's half grid, in place)
   and ``estep_scores(a, b, projections, phases)`` (the pose-dependent part of the E-step
   log-likelihoods for images x orientations x translations); see :mod:`.numpy_backend`.

@@ -175,8 +175,14 @@ def ring_correlation(q, scale, offset, kx, ky, tracks, box):
 
 # --- refinement kernels ----------------------------------------------------------------------
 
+@numba.njit(cache=True, inline="always")
+def _wrap(i, n):
+    """i mod n, without the division when 0 <= i < n (nearly always)."""
+    return i if 0 <= i < n else i % n
+
+
 @numba.njit(cache=True, parallel=True)
-def _slice_extract(vol, rots, kxy, scale, origin, out):
+def _slice_extract(vol, rots, kxy, scale, origin, half, out):
     nz, ny, nx = vol.shape
     O, M = out.shape
     for task in numba.prange(O * ((M + 255) // 256)):       # (orientation, block of pixels)
@@ -184,27 +190,51 @@ def _slice_extract(vol, rots, kxy, scale, origin, out):
         m0 = (task % ((M + 255) // 256)) * 256
         for m in range(m0, min(M, m0 + 256)):
             kx, ky = kxy[m, 0], kxy[m, 1]
-            x = origin + scale * (kx * rots[o, 0, 0] + ky * rots[o, 1, 0])
-            y = origin + scale * (kx * rots[o, 0, 1] + ky * rots[o, 1, 1])
-            z = origin + scale * (kx * rots[o, 0, 2] + ky * rots[o, 1, 2])
+            u = kx * rots[o, 0, 0] + ky * rots[o, 1, 0]
+            v = kx * rots[o, 0, 1] + ky * rots[o, 1, 1]
+            w = kx * rots[o, 0, 2] + ky * rots[o, 1, 2]
+            mate = half and u < 0      # x < 0 of a half transform: read at -q, conjugated
+            if mate:
+                u, v, w = -u, -v, -w
+            x = origin + scale * u
+            y = origin + scale * v
+            z = origin + scale * w
             z0, y0, x0 = np.floor(z), np.floor(y), np.floor(x)
             tz, ty, tx = z - z0, y - y0, x - x0
-            iz, iy, ix = int(z0) % nz, int(y0) % ny, int(x0) % nx
-            jz, jy, jx = (iz + 1) % nz, (iy + 1) % ny, (ix + 1) % nx
-            a = np.complex128(vol[iz, iy, ix]) * (1 - tx) + np.complex128(vol[iz, iy, jx]) * tx
-            b = np.complex128(vol[iz, jy, ix]) * (1 - tx) + np.complex128(vol[iz, jy, jx]) * tx
-            c = np.complex128(vol[jz, iy, ix]) * (1 - tx) + np.complex128(vol[jz, iy, jx]) * tx
-            d = np.complex128(vol[jz, jy, ix]) * (1 - tx) + np.complex128(vol[jz, jy, jx]) * tx
-            out[o, m] = (a * (1 - ty) + b * ty) * (1 - tz) + (c * (1 - ty) + d * ty) * tz
+            iz, iy, ix = _wrap(int(z0), nz), _wrap(int(y0), ny), _wrap(int(x0), nx)
+            jz, jy, jx = _wrap(iz + 1, nz), _wrap(iy + 1, ny), _wrap(ix + 1, nx)
+            # complex values times real weights, real and imaginary parts apart (a complex
+            # product with a zero imaginary part would cost twice the multiplications)
+            sx, sy, sz = 1 - tx, 1 - ty, 1 - tz
+            p0 = vol[iz, iy, ix]
+            p1 = vol[iz, iy, jx]
+            ar = np.float64(p0.real) * sx + np.float64(p1.real) * tx
+            ai = np.float64(p0.imag) * sx + np.float64(p1.imag) * tx
+            p0 = vol[iz, jy, ix]
+            p1 = vol[iz, jy, jx]
+            br = np.float64(p0.real) * sx + np.float64(p1.real) * tx
+            bi = np.float64(p0.imag) * sx + np.float64(p1.imag) * tx
+            p0 = vol[jz, iy, ix]
+            p1 = vol[jz, iy, jx]
+            cr = np.float64(p0.real) * sx + np.float64(p1.real) * tx
+            ci = np.float64(p0.imag) * sx + np.float64(p1.imag) * tx
+            p0 = vol[jz, jy, ix]
+            p1 = vol[jz, jy, jx]
+            dr = np.float64(p0.real) * sx + np.float64(p1.real) * tx
+            di = np.float64(p0.imag) * sx + np.float64(p1.imag) * tx
+            vr = (ar * sy + br * ty) * sz + (cr * sy + dr * ty) * tz
+            vi = (ai * sy + bi * ty) * sz + (ci * sy + di * ty) * tz
+            out[o, m] = complex(vr, -vi if mate else vi)
 
 
-def slice_extract(volume, rots, kxy, scale, origin):
+def slice_extract(volume, rots, kxy, scale, origin, half=False):
     """Fourier slices by trilinear interpolation (parallel over orientations and pixel blocks);
     see :func:`polishplugin.backends.numpy_backend.slice_extract`."""
     rots = np.ascontiguousarray(rots, dtype=np.float64)
     kxy = np.ascontiguousarray(kxy, dtype=np.float64)
     out = np.empty((len(rots), len(kxy)), dtype=np.complex128)
-    _slice_extract(np.ascontiguousarray(volume), rots, kxy, float(scale), float(origin), out)
+    _slice_extract(np.ascontiguousarray(volume), rots, kxy, float(scale), float(origin),
+                   bool(half), out)
     return out
 
 

@@ -166,25 +166,31 @@ def check_half_grid(data, weight, kxy, scale):
         raise ValueError("slice radius %g voxels reaches the edge of the %d grid" % (r, s))
 
 
-def _slice_extract_via(interp, volume, rots, kxy, scale, origin):
+def _slice_extract_via(interp, volume, rots, kxy, scale, origin, half=False):
     """:func:`slice_extract` through a ``interp_trilinear`` kernel, in blocks of orientations."""
     rots = np.asarray(rots, dtype=np.float64)
     M = len(kxy)
     out = np.empty((len(rots), M), dtype=np.complex128)
     step = max(1, _POINTS // max(M, 1))
     for o0 in range(0, len(rots), step):
-        q = slice_coords(rots[o0:o0 + step], kxy, scale) + origin      # (b, M, 3) x, y, z
-        coords = np.ascontiguousarray(q.reshape(-1, 3)[:, ::-1].T)      # (3, b M) z, y, x
-        out[o0:o0 + step] = interp(volume, coords).reshape(-1, M)
+        q = slice_coords(rots[o0:o0 + step], kxy, scale)               # (b, M, 3) x, y, z
+        flip = q[..., 0] < 0 if half else None
+        if half:
+            q[flip] *= -1.0
+        coords = np.ascontiguousarray((q + origin).reshape(-1, 3)[:, ::-1].T)  # (3, b M) z, y, x
+        v = interp(volume, coords).reshape(-1, M)
+        out[o0:o0 + step] = np.where(flip, np.conj(v), v) if half else v
     return out
 
 
-def slice_extract(volume, rots, kxy, scale, origin):
+def slice_extract(volume, rots, kxy, scale, origin, half=False):
     """Fourier slices of a full periodic 3D transform ``volume`` (nz, ny, nx), array order (z, y,
     x), by trilinear interpolation at ``origin + scale (kx A_0 + ky A_1)`` (central-slice theorem,
     :mod:`polishplugin.core.geometry`): rots (O, 3, 3), kxy (M, 2) frequencies (kx, ky); returns
-    (O, M) complex128. The projection operator of :class:`polishplugin.core.projector.Projector`."""
-    return _slice_extract_via(interp_trilinear, volume, rots, kxy, scale, origin)
+    (O, M) complex128. The projection operator of :class:`polishplugin.core.projector.Projector`.
+    ``half``: ``volume`` holds a real map's transform at x >= 0 only: a point whose rotated x is
+    negative is read at its Friedel mate -q and conjugated (F(-q) = conj F(q))."""
+    return _slice_extract_via(interp_trilinear, volume, rots, kxy, scale, origin, half)
 
 
 def backproject_slices(data, weight, rots, kxy, values, weights, scale):

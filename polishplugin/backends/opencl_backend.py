@@ -578,7 +578,7 @@ from .numba_backend import backproject_slices  # noqa: E402,F401
 from .numpy_backend import _slice_extract_via, estep_scores  # noqa: E402,F401
 
 
-def slice_extract(volume, rots, kxy, scale, origin):
+def slice_extract(volume, rots, kxy, scale, origin, half=False):
     """Fourier slices through :func:`interp_trilinear` on the device; see
     :func:`polishplugin.backends.numpy_backend.slice_extract`."""
-    return _slice_extract_via(interp_trilinear, volume, rots, kxy, scale, origin)
+    return _slice_extract_via(interp_trilinear, volume, rots, kxy, scale, origin, half)

@@ -30,68 +30,35 @@ def _linear_weights(coords, size):
     return w
 
 
-def _full_tile_median_mad(image, tile):
-    """Median and 1.4826 MAD of every full (tile x tile) block without NaN, all blocks at once
-    (the same numbers as :func:`numpy.nanmedian` and :func:`_mad` per block); NaN for the
-    other blocks. Returns two (ty, tx) arrays."""
-    ny, nx = image.shape
-    ty, tx = max(1, int(np.ceil(ny / tile))), max(1, int(np.ceil(nx / tile)))
-    med = np.full((ty, tx), np.nan)
-    mad = np.full((ty, tx), np.nan)
-    fy, fx = ny // tile, nx // tile
-    if fy and fx:
-        blocks = image[:fy * tile, :fx * tile].reshape(fy, tile, fx, tile).swapaxes(1, 2) \
-            .reshape(fy, fx, tile * tile)
-        ok = np.isfinite(blocks).all(axis=-1)
-        b = blocks[ok]
-        if len(b):
-            m = np.median(b, axis=-1)
-            med[:fy, :fx][ok] = m
-            mad[:fy, :fx][ok] = 1.4826 * np.median(np.abs(b - m[:, None]), axis=-1)
-    return med, mad
-
-
 def _mad(a):
     a = a[np.isfinite(a)]
     return 1.4826 * float(np.median(np.abs(a - np.median(a)))) if a.size else 0.0
 
 
-def _corrected(raw, g):
-    """Gain-corrected counts (float64) of a block of rows, NaN where the gain is not positive."""
-    raw = np.asarray(raw, dtype=np.float64)
-    if g is None:
-        return raw.copy()
-    g = np.asarray(g, dtype=np.float64)
-    return np.where(g > 0, raw * g, np.nan)
-
-
 def _tile_values(raw, g, tile, workers=1):
-    """Median and 1.4826 MAD of the gain-corrected counts of every (tile x tile) block, NaN-aware
-    (blocks with defects or at the edges by :func:`numpy.nanmedian` and :func:`_mad`), one row
-    of tiles at a time (no full-size temporaries; ``workers`` rows at once). Returns two
-    (ty, tx) arrays."""
+    """Median and 1.4826 MAD of the finite gain-corrected counts of every (tile x tile) block
+    (the edge blocks smaller; pixels of gain <= 0 left out; a block without a value: NaN and 0,
+    as :func:`numpy.nanmedian` and :func:`_mad`), a row of tiles at a time in ``workers``
+    threads (numba kernel :func:`.defect_kernels.tile_row_stats`). Returns two (ty, tx)
+    arrays."""
+    from .defect_kernels import tile_row_stats
     ny, nx = raw.shape
     ty, tx = max(1, int(np.ceil(ny / tile))), max(1, int(np.ceil(nx / tile)))
     med = np.empty((ty, tx))
     mad = np.empty((ty, tx))
+    raw = np.ascontiguousarray(raw)
+    gain = np.zeros((1, 1), dtype=np.float32) if g is None else np.ascontiguousarray(g)
 
     def row(i):
-        rows = slice(i * tile, min((i + 1) * tile, ny))
-        c = _corrected(raw[rows], None if g is None else g[rows])
-        m, d = _full_tile_median_mad(c, tile) if c.shape[0] == tile else \
-            (np.full((1, tx), np.nan), np.full((1, tx), np.nan))
-        for j in range(tx):
-            if np.isnan(m[0, j]):
-                b = c[:, j * tile:(j + 1) * tile]
-                m[0, j] = np.nanmedian(b) if np.isfinite(b).any() else np.nan
-                d[0, j] = _mad(b)
-        med[i], mad[i] = m[0], d[0]
+        tile_row_stats(raw, gain, g is not None, i * tile, min((i + 1) * tile, ny), tile,
+                       med[i], mad[i], np.empty(tile * tile))
     _each(row, range(ty), workers)
     return med, mad
 
 
 def _each(func, items, workers):
-    """func(item) for every item, in ``workers`` threads (numpy releases the GIL)."""
+    """func(item) for every item, in ``workers`` threads (numpy and the kernels release the
+    GIL)."""
     items = list(items)
     if workers <= 1 or len(items) < 2:
         for it in items:
@@ -132,25 +99,18 @@ def detect_defects(frame_sum, nframes, gain=None, z=7.0, tile=128, known=None, s
     mask = np.zeros(raw.shape, dtype=bool)
     counts = np.zeros((-(-ny // strip), 3), dtype=np.int64)   # hot, cold, dead per strip
 
+    from .defect_kernels import pixel_test
+    raw_c = np.ascontiguousarray(raw)
+    gain = np.zeros((1, 1), dtype=np.float32) if g is None else np.ascontiguousarray(g)
+
     def test(k):
         y0 = k * strip
         rows = slice(y0, min(y0 + strip, ny))
-        gs = np.ones((rows.stop - y0, nx)) if g is None else np.asarray(g[rows], dtype=np.float64)
-        rs = np.asarray(raw[rows], dtype=np.float64)
-        zero_gain = ~(gs > 0)
-        corrected = np.where(zero_gain, np.nan, rs * gs)
         mu = _interp_rows(med, wy[rows], wx)
         if not np.isfinite(mu).all():
             mu = np.where(np.isfinite(mu), mu, fallback[0])
-        spread = np.maximum(_interp_rows(mad, wy[rows], wx), np.sqrt(np.maximum(mu * gs, 1e-12)))
-        with np.errstate(invalid="ignore"):
-            dev = (corrected - mu) / spread
-            outlier = np.abs(dev) > z
-            expected_raw = mu / np.where(zero_gain, 1.0, gs)
-            dead = (rs == 0) & (expected_raw > 0.5 * z * z)
-            counts[k] = (int(np.sum(dev > z)), int(np.sum((dev < -z) & ~dead)),
-                         int(np.sum(dead | zero_gain)))
-        mask[rows] = zero_gain | np.nan_to_num(outlier, nan=False) | dead
+        pixel_test(raw_c[rows], gain[rows] if g is not None else gain, g is not None, mu,
+                   _interp_rows(mad, wy[rows], wx), float(z), mask[rows], counts[k])
     _each(test, range(len(counts)), workers)
     counts = counts.sum(axis=0)
     log.info("defects: %d hot, %d cold, %d dead of %d pixels", counts[0], counts[1], counts[2],

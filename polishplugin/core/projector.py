@@ -168,19 +168,11 @@ class Projector:
         out = np.zeros((len(a), ny * nx), dtype=np.complex128)
         be = get_backend(self.backend)
         step = max(1, _SLICE_POINTS // max(1, len(kxy)))      # bounds the (orientations, M) block
-        if self._half:     # rotated x < 0: read at -k (rotation -A) and conjugated
-            step = max(1, step // 2)
-            for k0 in range(0, len(a), step):
-                b = a[k0:k0 + step]
-                both = be.slice_extract(self._f3, np.concatenate([b, -b]), kxy, self.npad,
-                                        self._centre)
-                neg = (kxy[:, 0] * b[:, 0, 0, None] + kxy[:, 1] * b[:, 1, 0, None]) < 0
-                out[k0:k0 + step, sampled] = np.where(neg, np.conj(both[len(b):]),
-                                                      both[:len(b)])
-        else:
-            for k0 in range(0, len(a), step):
-                out[k0:k0 + step, sampled] = be.slice_extract(self._f3, a[k0:k0 + step], kxy,
-                                                              self.npad, self._centre)
+        # half transform: a point whose rotated x is < 0 is read at -q and conjugated
+        for k0 in range(0, len(a), step):
+            out[k0:k0 + step, sampled] = be.slice_extract(self._f3, a[k0:k0 + step], kxy,
+                                                          self.npad, self._centre,
+                                                          half=self._half)
         out[:, mirrored] = np.conj(out[:, mates])
         out = out.reshape(len(a), ny, nx)
         if ny % 2 or nx % 2:

@@ -42,6 +42,42 @@ def _tiff_page(page, workers=1):
     return page.asarray(maxworkers=max(1, int(workers)))[::-1]
 
 
+def _strip_decoder(page):
+    """decode(data, out) -> out for the strips of a TIFF page that hold its samples as they
+    are, uncompressed or deflate-compressed (no predictor, one sample per pixel, native byte
+    order, whole strips), decoding into ``out`` (rows, nx) of the page's type; None for any
+    other page (tifffile decodes those)."""
+    comp = int(page.compression)
+    if page.is_tiled or page.samplesperpixel != 1 or page.fillorder != 1 or \
+            int(page.predictor) != 1 or comp not in (1, 8, 32946) or \
+            page.bitspersample != 8 * page.dtype.itemsize or not page.dtype.isnative or \
+            page.parent.byteorder != ("<" if np.little_endian else ">") or \
+            len(page.shape) != 2 or not page.rowsperstrip or \
+            len(page.dataoffsets) != -(-page.shape[0] // page.rowsperstrip) or \
+            not all(page.databytecounts):
+        return None
+    if comp == 1:
+        def decode(data, out):
+            flat = out.reshape(-1).view(np.uint8)
+            if len(data) < flat.size:
+                raise ValueError("strip of %d bytes, %d expected" % (len(data), flat.size))
+            flat[:] = np.frombuffer(data, dtype=np.uint8, count=flat.size)
+            return out
+        return decode
+    try:
+        from imagecodecs import deflate_decode
+    except ImportError:
+        return None
+
+    def decode(data, out):
+        flat = out.reshape(-1).view(np.uint8)
+        n = len(deflate_decode(data, out=flat))
+        if n != flat.size:
+            raise ValueError("strip decoded to %d bytes, %d expected" % (n, flat.size))
+        return out
+    return decode
+
+
 class _Complaints(logging.Handler):
     """Collects the warnings tifffile logs while parsing a file."""
 
@@ -135,6 +171,7 @@ class Movie:
             self.shape = (header.ny, header.nx)
             self.dtype = np.dtype(self._mrc.data.dtype)
             file_pixel = header.pixel_size
+        self._strip = None      # the decoding buffer of :meth:`pieces`
         self.pixel_size = float(pixel_size) if pixel_size else file_pixel
         self.gain_path = None
         self.gain = None
@@ -165,6 +202,41 @@ class Movie:
         if self.gain is not None:
             frame *= self.gain
         return frame
+
+    def pieces(self, i):
+        """Frame ``i`` (0-based) as the file's samples (no conversion, no gain), in blocks of
+        rows: yields (y0, y1, samples, flip), samples (y1 - y0, nx) holding rows y0 .. y1 - 1 of
+        the frame in RELION's orientation, in reverse order when ``flip``. Each block must be
+        used before the next is asked for (it may be overwritten). A TIFF of plain strips
+        (uncompressed or deflate, no predictor) is decoded one strip at a time into a reused
+        buffer, each block still in cache when used (:mod:`polishplugin.core.frame_pass`);
+        other TIFFs and MRC stacks give one block, the whole frame (an MRC frame is a view of
+        the file's memory map)."""
+        if not 0 <= i < self.nframes:
+            raise IndexError("%s: frame %d out of range 0..%d" % (self.path, i, self.nframes - 1))
+        ny = self.shape[0]
+        try:
+            if self._tif is None:
+                yield 0, ny, self._mrc.data[i] if self._mrc.data.ndim == 3 else self._mrc.data, \
+                    False
+                return
+            page = self._pages[i]
+            decode = _strip_decoder(page) if self.workers <= 1 else None
+            if decode is None:
+                yield 0, ny, page.asarray(maxworkers=max(1, int(self.workers))), True
+                return
+            rps, nx = page.rowsperstrip, self.shape[1]
+            if self._strip is None or self._strip.shape != (rps, nx) or \
+                    self._strip.dtype != page.dtype:
+                self._strip = np.empty((rps, nx), dtype=page.dtype)
+            fh = self._tif.filehandle
+            for s, (offset, count) in enumerate(zip(page.dataoffsets, page.databytecounts)):
+                a, b = s * rps, min(ny, (s + 1) * rps)
+                fh.seek(offset)
+                rows = decode(fh.read(count), self._strip[:b - a])
+                yield ny - b, ny - a, rows, True
+        except Exception as exc:
+            raise InputError(self.path, "cannot read frame %d (%s)" % (i, exc)) from exc
 
     def iter_frames(self, first=0, last=None):
         """Yield frames ``first`` .. ``last - 1`` (half-open range; ``last=None``: to the end)."""

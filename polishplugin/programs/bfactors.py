@@ -68,8 +68,8 @@ from .cli import (add_movie_inputs, add_output_options, at_least, check_referenc
                   finish_status, job_figures, number, positive, resolve_backend,
                   run_program)
 from .jobdir import RECORD, claim_output, file_digest, input_digests, input_paths
-from .micrographs import (failure_list, finite_frames, for_each_micrograph, micrograph_defects,
-                          save_defects, write_failure_list)
+from .micrographs import (failure_list, for_each_micrograph, micrograph_defects, save_defects,
+                          summed_frames, write_failure_list)
 from .parallel import get_comm, my_share, set_blas_threads, set_threads
 from .polish import mic_stem, output_paths, particle_names
 
@@ -345,15 +345,19 @@ def shiny_micrograph(mic, tracks, weights, first, sign, box, scale, origins_px, 
     normalisation."""
     from ..core.dose.recombine import ShinySum, fourier_resize
     from ..core.motion.patches import patch_blocks
-    from ..io.movies import Movie
+    from ..io.movies import Movie, read_gain
     P, F = tracks.shape[:2]
     patch = weights.shape[-1]
     extract_at = mic.centres + origins_px
     shiny = ShinySum(P, patch, workers)
-    with Movie(mic.movie, gain=mic.gain, workers=workers) as movie:
+    gain = read_gain(mic.gain) if mic.gain else None
+    with Movie(mic.movie, workers=workers) as movie:
+        # frames read as polish reads them (one pass per decoded strip: gain, the defects
+        # filled with the mean of the other pixels, that mean; the raw sum is not needed)
+        frames = summed_frames(movie, first, first + F, gain, None, known=defects)
         # a block of particles at a time: the frame's transients do not grow with the particles
-        for f, rows, pt, cut in patch_blocks(finite_frames(movie, first, first + F), extract_at,
-                                             tracks, patch, defects, block=16):
+        for f, rows, pt, cut in patch_blocks(frames, extract_at, tracks, patch, None,
+                                             block=16):
             shiny.add(pt, tracks[rows, f] - cut, weights[f], rows)
     out = np.empty((P, scale, scale), dtype=np.float32)
     for a in range(0, P, 16):   # one inverse transform per particle, not per particle-frame

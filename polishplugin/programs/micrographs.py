@@ -21,19 +21,6 @@ def _check_nonfinite(path, what, n, size):
                                                         100 * MAX_NONFINITE_FRACTION))
 
 
-def finite_frames(movie, first, last, tally=None):
-    """Frames ``first`` .. ``last - 1`` of an open :class:`Movie` with NaN/infinite pixels filled
-    (:func:`polishplugin.core.defects.fill_nonfinite`), their number added to ``tally["nonfinite"]``;
-    a frame with more than :data:`MAX_NONFINITE_FRACTION` of them raises :class:`InputError`."""
-    for f, frame in enumerate(movie.iter_frames(first, last)):
-        n = fill_nonfinite(frame)
-        if n:
-            _check_nonfinite(movie.path, "frame %d" % (first + f + 1), n, frame.size)
-            if tally is not None:
-                tally["nonfinite"] = tally.get("nonfinite", 0) + n
-        yield frame
-
-
 def known_defects(mic, extra=None, gain=None):
     """Defects known before reading the movie (ny, nx) bool: the pixels of zero gain, those its
     motion correction listed and ``extra`` (a user's defect map)."""
@@ -72,35 +59,59 @@ def micrograph_defects(mic, first, last, disabled=False, extra=None, raw_sum=Non
 
 def summed_frames(movie, first, last, gain, total, tally=None, nonfinite=None, known=None):
     """Frames ``first`` .. ``last - 1`` of an open raw :class:`Movie` (no gain), for reading a
-    movie once: NaN/infinite pixels filled as :func:`finite_frames` does (their flat indices
-    added to the set ``nonfinite``; integer samples are always finite and not tested), the
-    raw frame added to ``total`` ((ny, nx): the raw sum the defect search needs; float32 holds
-    integer counts exactly up to 2^24), then multiplied by ``gain`` (or None), the pixels of
-    ``known`` ((ny, nx) bool or None) set to the mean of the others (in place: the frame's mean
-    is then that fill value, as :func:`polishplugin.core.motion.patches.extract_spectra` fills
-    with), and yielded."""
+    movie once, each yielded as a pair (frame, its mean): NaN/infinite pixels set to the mean of
+    the finite ones, their number added to ``tally["nonfinite"]`` (a frame with more than
+    :data:`MAX_NONFINITE_FRACTION` of them raises :class:`InputError`) and their flat indices
+    to the set ``nonfinite`` (integer samples are always finite and not tested), the raw frame
+    added to ``total`` ((ny, nx): the raw sum the defect search needs; float32 holds integer
+    counts exactly up to 2^24; None: not summed), then multiplied by ``gain`` (or None), the pixels of ``known`` ((ny, nx) bool or None) set to the
+    mean of the others (in place: the frame's mean is then that fill value, as
+    :func:`polishplugin.core.motion.patches.extract_spectra` fills with). Conversion, raw sum,
+    gain and the mean's sum are one pass over each block of decoded rows
+    (:func:`polishplugin.core.frame_pass.frame_rows`, :meth:`Movie.pieces`)."""
+    from ..core.frame_pass import frame_rows
     bad_idx = None if known is None else np.flatnonzero(known)
     if bad_idx is not None and not 0 < bad_idx.size < known.size:
         bad_idx = None
+    if gain is not None:
+        gain = np.ascontiguousarray(gain, dtype=np.float32)
+    zeroed = False
+    if gain is not None and bad_idx is not None and \
+            not np.isfinite(gain.ravel()[bad_idx]).all():
+        # a NaN or infinite gain (always a known pixel) would spoil the frame's sum: a copy
+        # with gain 0 at the known pixels, which then add exactly 0 to it
+        gain = gain.copy()
+        gain.ravel()[bad_idx] = 0.0
+        zeroed = True
     integer = np.issubdtype(getattr(movie, "dtype", np.float32), np.integer)
-    for f, frame in enumerate(movie.iter_frames(first, last)):
-        bad = None if integer else ~np.isfinite(frame)
-        n = 0 if integer else int(np.count_nonzero(bad))
-        if n:
-            _check_nonfinite(movie.path, "frame %d" % (first + f + 1), n, frame.size)
-            frame[bad] = float(frame[~bad].mean(dtype=np.float64))
-            if tally is not None:
-                tally["nonfinite"] = tally.get("nonfinite", 0) + n
-            if nonfinite is not None:
-                nonfinite.update(np.flatnonzero(bad).tolist())
-        total += frame
-        if gain is not None:
-            frame *= gain
+    for i in range(first, last):
+        if integer:
+            frame = np.empty(movie.shape, dtype=np.float32)
+            s = 0.0
+            for y0, y1, raw, flip in movie.pieces(i):
+                s += frame_rows(raw, flip, None if gain is None else gain[y0:y1],
+                                None if total is None else total[y0:y1], frame[y0:y1])
+        else:
+            frame = movie.frame(i)
+            bad = ~np.isfinite(frame)
+            n = int(np.count_nonzero(bad))
+            if n:
+                _check_nonfinite(movie.path, "frame %d" % (i + 1), n, frame.size)
+                frame[bad] = float(frame[~bad].mean(dtype=np.float64))
+                if tally is not None:
+                    tally["nonfinite"] = tally.get("nonfinite", 0) + n
+                if nonfinite is not None:
+                    nonfinite.update(np.flatnonzero(bad).tolist())
+            s = frame_rows(frame, False, gain, total, frame)
         if bad_idx is not None:
             flat = frame.ravel()
-            flat[bad_idx] = 0.0
-            flat[bad_idx] = float(flat.sum(dtype=np.float64)) / (flat.size - bad_idx.size)
-        yield frame
+            if not zeroed:      # the known pixels' values out of the sum
+                s -= float(flat[bad_idx].sum(dtype=np.float64))
+            mean = s / (flat.size - bad_idx.size)
+            flat[bad_idx] = mean
+        else:
+            mean = s / frame.size
+        yield frame, mean
 
 
 _GAIN = {}
@@ -154,7 +165,8 @@ class MovieOnce:
         self.movie.close()
 
     def frames(self):
-        """The gain-corrected frames, each read once (an iterator)."""
+        """The gain-corrected frames, each read once: an iterator of (frame, mean) pairs
+        (:func:`summed_frames`)."""
         from .parallel import read_ahead
         frames = summed_frames(self.movie, self.first, self.last, self.gain, self.total,
                                self.tally, self.nonfinite, self.known)

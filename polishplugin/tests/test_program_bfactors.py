@@ -274,13 +274,16 @@ def test_fcc_recomputed_reading_each_movie_once_with_spectra_on_scratch(job, tmp
     shutil.copytree(job / "pol", pol)
     for path in list((pol / "fcc").rglob("*_FCC_*.mrc")) + list(pol.rglob("*_defects.npy")):
         os.remove(path)
-    reads = {}
-    iter_frames = movies.Movie.iter_frames
+    reads = {}      # passes over a movie: reads of its first frame (as samples or floats)
 
-    def counted(self, *a, **k):
-        reads[self.path] = reads.get(self.path, 0) + 1
-        return iter_frames(self, *a, **k)
-    monkeypatch.setattr(movies.Movie, "iter_frames", counted)
+    def counting(method):
+        def counted(self, i, *a, **k):
+            if i == 0:
+                reads[self.path] = reads.get(self.path, 0) + 1
+            return method(self, i, *a, **k)
+        return counted
+    monkeypatch.setattr(movies.Movie, "pieces", counting(movies.Movie.pieces))
+    monkeypatch.setattr(movies.Movie, "frame", counting(movies.Movie.frame))
     monkeypatch.setattr(bfactors, "micrograph_defects", lambda *a, **k: 1 / 0)  # no search
     runs = {}
     for mb in ("0.01", "100"):      # 4 particles x 6 frames: ~0.2 MB of spectra a micrograph

@@ -159,12 +159,14 @@ def test_each_movie_is_read_once(sim, tmp_path, monkeypatch):
     if blas:
         set_blas_threads(2)
     reads = collections.Counter()
-    frame = Movie.frame
 
-    def counted(self, i):
-        reads[(self.path, i)] += 1
-        return frame(self, i)
-    monkeypatch.setattr(Movie, "frame", counted)
+    def counting(method):       # a frame is read as floats (frame) or as samples (pieces)
+        def counted(self, i):
+            reads[(self.path, i)] += 1
+            return method(self, i)
+        return counted
+    monkeypatch.setattr(Movie, "frame", counting(Movie.frame))
+    monkeypatch.setattr(Movie, "pieces", counting(Movie.pieces))
     out = tmp_path / "train_once"
     try:
         assert train.main(_args(sim, out, "--no-figures", "--threads", "2")) == 0

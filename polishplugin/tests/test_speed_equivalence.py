@@ -90,17 +90,24 @@ def test_tile_interpolation_matches_map_coordinates():
         np.testing.assert_allclose(got[ok], want[ok], rtol=1e-12)
 
 
-def test_tile_median_and_mad_at_once_match_per_tile():
-    from polishplugin.core.defects import _full_tile_median_mad, _mad
+def test_tile_median_and_mad_match_per_tile():
+    """The kernel's tile statistics equal numpy's nanmedian and MAD of each tile's finite
+    gain-corrected values (pixels of gain <= 0 left out), at the edges and with NaN too."""
+    from polishplugin.core.defects import _mad, _tile_values
     rng = np.random.default_rng(11)
     img = rng.poisson(30, (70, 90)).astype(np.float64)
-    img[5, 7] = np.nan                           # tile (0, 0) has a NaN: left to the slow path
-    med, mad = _full_tile_median_mad(img, 32)
-    assert med.shape == (3, 3)
-    for i in range(3):
-        for j in range(3):
-            b = img[i * 32:(i + 1) * 32, j * 32:(j + 1) * 32]
-            if b.shape == (32, 32) and np.isfinite(b).all():
-                assert med[i, j] == np.nanmedian(b) and mad[i, j] == _mad(b)
-            else:                                # NaN tile, or a partial tile at the edge
-                assert np.isnan(med[i, j]) and np.isnan(mad[i, j])
+    img[5, 7] = np.nan
+    img[40:70, 64:90] = np.nan                   # tile (2, 2) has no value at all
+    gain = rng.uniform(0.7, 1.3, img.shape)
+    gain[33, :] = 0.0
+    for g in (None, gain):
+        med, mad = _tile_values(img, g, 32)
+        assert med.shape == (3, 3)
+        c = img if g is None else np.where(g > 0, img * g, np.nan)
+        for i in range(3):
+            for j in range(3):
+                b = c[i * 32:(i + 1) * 32, j * 32:(j + 1) * 32]
+                if np.isfinite(b).any():
+                    assert med[i, j] == np.nanmedian(b) and mad[i, j] == _mad(b)
+                else:
+                    assert np.isnan(med[i, j]) and mad[i, j] == 0.0

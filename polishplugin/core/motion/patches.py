@@ -36,7 +36,11 @@ def _cut_into(out, frame, x, y, n, fill):
 def _filled_frames(frames, F, defects):
     """(f, frame, fill) for each of the F frames: the frame as float32 with its ``defects``
     replaced by the mean of its good pixels (float64 sums), and that fill value (the frame's
-    mean without defects) for the parts of patches outside the micrograph."""
+    mean without defects) for the parts of patches outside the micrograph. ``frames`` yields
+    arrays, or (array, mean) pairs from a reader that summed each frame as it read it
+    (:func:`polishplugin.programs.micrographs.summed_frames`: no pass for the mean here); a
+    finite mean (a float64 sum of float32 pixels) means every pixel is finite: the fourth item
+    yielded, ``finite``, is then True (no need to test the patches), else False."""
     bad_idx = None
     if defects is not None:
         defects = np.asarray(defects, dtype=bool)
@@ -50,6 +54,9 @@ def _filled_frames(frames, F, defects):
     for f, frame in enumerate(frames):
         if f >= F:
             raise ValueError("more frames than the %d of the tracks" % F)
+        mean = None
+        if isinstance(frame, tuple):
+            frame, mean = frame
         frame = np.asarray(frame, dtype=np.float32)
         if bad_idx is not None:
             fill = (float(frame.sum(dtype=np.float64)) - float(
@@ -59,8 +66,8 @@ def _filled_frames(frames, F, defects):
             work.ravel()[bad_idx] = fill
             frame = work
         else:
-            fill = float(frame.mean(dtype=np.float64))
-        yield f, frame, fill
+            fill = float(frame.mean(dtype=np.float64)) if mean is None else float(mean)
+        yield f, frame, fill, mean is not None and bool(np.isfinite(mean))
         nf += 1
     if nf != F:
         raise ValueError("%d frames for tracks of %d frames" % (nf, F))
@@ -89,7 +96,7 @@ def extract_patches(frames, centres, tracks, n, defects=None, padded=False, fill
     P, F = q.shape[:2]
     width = 2 * (n // 2 + 1) if padded else n
     patches = np.empty((P, F, n, width), dtype=np.float32)[..., :n]
-    for f, frame, fill in _filled_frames(frames, F, defects):
+    for f, frame, fill, _ in _filled_frames(frames, F, defects):
         if fills is not None:
             fills[f] = fill
         for p in range(P):
@@ -107,7 +114,7 @@ def patch_blocks(frames, centres, tracks, n, defects=None, block=16):
     P, F = q.shape[:2]
     B = max(1, min(P, int(block)))
     buf = np.empty((B, n, n), dtype=np.float32)
-    for f, frame, fill in _filled_frames(frames, F, defects):
+    for f, frame, fill, _ in _filled_frames(frames, F, defects):
         for p0 in range(0, P, B):
             s = slice(p0, min(P, p0 + B))
             for i, p in enumerate(range(s.start, s.stop)):
@@ -125,7 +132,7 @@ def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1,
     (:func:`.observation.crop_plane`, default m = n: everything). One transform per
     particle-frame; memory P F m (m/2+1) complex64 instead of P F n (n+2) float32.
     ``check(buffer)``: called on each frame's patches before their transform (e.g. a
-    finiteness test). ``out``: a C-contiguous complex64 array of at least P F m (m//2+1)
+    finiteness test), except those of a frame known to be finite (given with a finite mean). ``out``: a C-contiguous complex64 array of at least P F m (m//2+1)
     elements to hold the spectra (a buffer reused from micrograph to micrograph: no page faults
     of a fresh allocation). ``store``: a :class:`.spectra_store.SpectraStore` of (P, F, m) that
     receives the spectra instead (e.g. on scratch disk); it is returned in place of the array,
@@ -154,13 +161,13 @@ def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1,
     # each share's sums of |X|^2 over its particles, per frame, while the spectra are in cache
     powers = [np.zeros((F, m, mh)) for _ in range(W)]
 
-    def one_share(w, f, frame, fill):
+    def one_share(w, f, frame, fill, finite):
         buf = bufs[w]
         for p0 in range(edges[w], edges[w + 1], B):     # a few particles at a time
             b = min(B, edges[w + 1] - p0)
             for p in range(b):
                 _cut_into(buf[p], frame, q[p0 + p, f, 0], q[p0 + p, f, 1], n, fill)
-            if check is not None:
+            if check is not None and not finite:
                 check(buf[:b])
             spec = scipy.fft.rfft(buf[:b], axis=-1, workers=1)[..., :mh]
             kept = store.put(p0, f, scipy.fft.fft(spec, axis=-2, workers=1, overwrite_x=True))
@@ -171,13 +178,14 @@ def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1,
         from concurrent.futures import ThreadPoolExecutor
         pool = ThreadPoolExecutor(W, thread_name_prefix="spectra")
     try:
-        for f, frame, fill in _filled_frames(frames, F, defects):
+        for f, frame, fill, finite in _filled_frames(frames, F, defects):
             if fills is not None:
                 fills[f] = fill
             if pool is None:
-                one_share(0, f, frame, fill)
+                one_share(0, f, frame, fill, finite)
             else:   # the frame buffer is reused: every share done before the next frame
-                for job in [pool.submit(one_share, w, f, frame, fill) for w in range(W)]:
+                for job in [pool.submit(one_share, w, f, frame, fill, finite)
+                            for w in range(W)]:
                     job.result()
     finally:
         if pool is not None:
