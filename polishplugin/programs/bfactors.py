@@ -251,15 +251,13 @@ def saved_defects(args, mic, diag, first, last, out=None):
 
 
 def defects_of(args, mic, diag, first, last, out=None):
-    """Defect mask of a micrograph for frames [first, last): the pixels of zero gain and those
-    its polishing run (or this job's FCC pass) found in the same frames
-    (:func:`saved_defects`), else searched again (:func:`.micrographs.micrograph_defects`, one
-    more read of the movie)."""
-    mask = None if args.no_defects else saved_defects(args, mic, diag, first, last, out)
-    if mask is None:
-        return micrograph_defects(mic, first, last, args.no_defects,
-                                  workers=max(1, args.threads or 1))
-    return mask
+    """Defect mask of a micrograph for frames [first, last) for its recombination: the pixels of
+    zero gain and those its polishing run (or this job's FCC pass) found in the same frames
+    (:func:`saved_defects`); with --no-defects the pixels of zero gain (or None); else None: the
+    recombination finds them from the sum of its own read (:func:`shiny_micrograph`)."""
+    if args.no_defects:
+        return micrograph_defects(mic, first, last, True)
+    return saved_defects(args, mic, diag, first, last, out)
 
 
 def read_fcc(paths, box):
@@ -337,24 +335,65 @@ def normalise_background(images, radius=BG_RADIUS):
     return (images - mean[..., None, None]) / np.maximum(std, 1e-12)[..., None, None]
 
 
+class _ShinyDefects:
+    """What :func:`~polishplugin.core.motion.patches.correct_defect_spectra` corrects, seen in a
+    :class:`~polishplugin.core.dose.recombine.ShinySum`: a change dX of the spectrum of patch
+    (p, f) (the (n, n//2+1) half-plane) adds w_f dX exp(+2 pi i k.t_pf) to particle p's sum,
+    by linearity (``shifts`` (P, F, 2): t, the track less the cut shift)."""
+    dtype = np.dtype(np.complex64)
+
+    def __init__(self, shiny, shifts, weights):
+        self.shiny, self.shifts, self.weights = shiny, shifts, weights
+        self.shape = shifts.shape[:2] + (shiny.n, shiny.nh)
+
+    def add(self, p, f, delta):
+        self.shiny.add(delta[None], self.shifts[p, f][None], self.weights[f], slice(p, p + 1))
+
+
 def shiny_micrograph(mic, tracks, weights, first, sign, box, scale, origins_px, defects,
-                     workers=1):
+                     workers=1, search_defects=False):
     """Shiny particles (P, scale, scale) float32 of one micrograph: frame f is cut (patch of
     the size of ``weights``) at extraction position + track, moved back by the rest of the
     track, weighted by eq. 22 and summed; then contrast ``sign``, Fourier rescaling, background
-    normalisation."""
+    normalisation. ``defects``: (ny, nx) bool filled as the frames are read; with
+    ``search_defects`` (no saved search) the movie is still read once, as polish reads it
+    (:class:`.micrographs.MovieOnce`): the defects found from that read's raw sum are corrected
+    in the sums afterwards (:class:`_ShinyDefects`, with their per-frame values estimated as
+    their mean, as polish corrects its spectra)."""
     from ..core.dose.recombine import ShinySum, fourier_resize
-    from ..core.motion.patches import patch_blocks
+    from ..core.motion.patches import correct_defect_spectra, cut_positions, patch_blocks
     from ..io.movies import Movie
+    from .micrographs import MovieOnce
     P, F = tracks.shape[:2]
     patch = weights.shape[-1]
     extract_at = mic.centres + origins_px
     shiny = ShinySum(P, patch, workers)
-    with Movie(mic.movie, gain=mic.gain, workers=workers) as movie:
+    fills = np.zeros(F)
+
+    def add_all(frames):
         # a block of particles at a time: the frame's transients do not grow with the particles
-        for f, rows, pt, cut in patch_blocks(finite_frames(movie, first, first + F), extract_at,
-                                             tracks, patch, defects, block=16):
+        for f, rows, pt, cut in patch_blocks(frames, extract_at, tracks, patch, defects,
+                                             block=16):
             shiny.add(pt, tracks[rows, f] - cut, weights[f], rows)
+
+    def measured(frames):           # each frame's fill value: its mean (defects filled)
+        for f, frame in enumerate(frames):
+            fills[f] = float(np.mean(frame, dtype=np.float64))
+            yield frame
+    if search_defects:
+        once = MovieOnce(mic, first, first + F, False, defects, workers)
+        defects = None              # the known ones are filled by the read
+        with once:
+            add_all(measured(once.frames()))
+        ys, xs, values = once.late_defects()
+        q = cut_positions(extract_at, tracks)
+        k = correct_defect_spectra(_ShinyDefects(shiny, tracks - (q - extract_at[:, None]),
+                                                 weights), q, patch, ys, xs, values, fills)
+        log.info("%s: %d defect pixels found in the recombination's read: %d particle-frames "
+                 "corrected", mic.name, len(ys), k)
+    else:
+        with Movie(mic.movie, gain=mic.gain, workers=workers) as movie:
+            add_all(finite_frames(movie, first, first + F))
     out = np.empty((P, scale, scale), dtype=np.float32)
     for a in range(0, P, 16):   # one inverse transform per particle, not per particle-frame
         rows = slice(a, min(P, a + 16))
@@ -551,7 +590,8 @@ def weigh_and_recombine(args, inputs, work, out, comm):
         origins = np.stack([ox[mic.index], oy[mic.index]], axis=1) / px
         imgs = shiny_micrograph(mic, tracks, weights_of(mic, first, tracks.shape[1]), first,
                                 diag["sign"], box, scale, origins, defects,
-                                max(1, args.threads or 1))
+                                max(1, args.threads or 1),
+                                search_defects=defects is None and not args.no_defects)
         if not np.all(np.isfinite(imgs)):
             raise ValueError("shiny particles with NaN or infinite pixels (not written)")
         path = shiny_path(out, mic.name)
