@@ -342,12 +342,37 @@ class _ShinyDefects:
     by linearity (``shifts`` (P, F, 2): t, the track less the cut shift)."""
     dtype = np.dtype(np.complex64)
 
-    def __init__(self, shiny, shifts, weights):
-        self.shiny, self.shifts, self.weights = shiny, shifts, weights
-        self.shape = shifts.shape[:2] + (shiny.n, shiny.nh)
+    def __init__(self, shiny, shifts, weights, frame):
+        self.shiny, self.shifts, self.weights, self.frame = shiny, shifts, weights, frame
+        self.shape = (shifts.shape[0], 1, shiny.n, shiny.nh)       # frame ``frame`` only
 
     def add(self, p, f, delta):
+        f = self.frame
         self.shiny.add(delta[None], self.shifts[p, f][None], self.weights[f], slice(p, p + 1))
+
+
+#: a pixel above fill + BRIGHT sqrt(fill + 1) in a frame has its value kept during the read
+#: (Poisson counts of mean <= fill exceed it with probability < 1e-20): hot pixels' values are
+#: then known frame by frame, not only as their mean
+BRIGHT = 10.0
+
+
+def _late_values(ys, xs, means, bright, F, nx):
+    """(F, D) per-frame values of the defects (ys, xs) found after the read: those kept in
+    ``bright`` (per frame, (flat indices, values) of the pixels above the :data:`BRIGHT`
+    threshold), the others set to the mean of the frames not kept (their sum F x ``means``
+    known exactly from the raw sum)."""
+    flat = np.asarray(ys, dtype=np.int64) * nx + np.asarray(xs, dtype=np.int64)
+    vals = np.full((F, len(flat)), np.nan)
+    for f, (idx, v) in enumerate(bright):
+        pos = np.searchsorted(idx, flat)
+        hit = (pos < len(idx)) & (idx[np.minimum(pos, len(idx) - 1)] == flat)
+        vals[f, hit] = v[pos[hit]]
+    kept = np.isfinite(vals)
+    rest = F * np.asarray(means, dtype=np.float64) - np.where(kept, vals, 0.0).sum(axis=0)
+    n_rest = F - kept.sum(axis=0)
+    fill = np.divide(rest, n_rest, out=np.zeros_like(rest), where=n_rest > 0)
+    return np.where(kept, vals, fill[None])
 
 
 def shiny_micrograph(mic, tracks, weights, first, sign, box, scale, origins_px, defects,
@@ -358,8 +383,8 @@ def shiny_micrograph(mic, tracks, weights, first, sign, box, scale, origins_px, 
     normalisation. ``defects``: (ny, nx) bool filled as the frames are read; with
     ``search_defects`` (no saved search) the movie is still read once, as polish reads it
     (:class:`.micrographs.MovieOnce`): the defects found from that read's raw sum are corrected
-    in the sums afterwards (:class:`_ShinyDefects`, with their per-frame values estimated as
-    their mean, as polish corrects its spectra)."""
+    in the sums afterwards (:class:`_ShinyDefects`), with their per-frame values where they were
+    bright (:data:`BRIGHT`: a hot pixel's every frame), else the mean of their other frames."""
     from ..core.dose.recombine import ShinySum, fourier_resize
     from ..core.motion.patches import correct_defect_spectra, cut_positions, patch_blocks
     from ..io.movies import Movie
@@ -376,19 +401,27 @@ def shiny_micrograph(mic, tracks, weights, first, sign, box, scale, origins_px, 
                                              block=16):
             shiny.add(pt, tracks[rows, f] - cut, weights[f], rows)
 
-    def measured(frames):           # each frame's fill value: its mean (defects filled)
+    bright = []
+
+    def measured(frames):           # each frame's fill value (its mean) and bright pixels
         for f, frame in enumerate(frames):
             fills[f] = float(np.mean(frame, dtype=np.float64))
+            flat = frame.reshape(-1)
+            idx = np.flatnonzero(flat > fills[f] + BRIGHT * np.sqrt(abs(fills[f]) + 1.0))
+            bright.append((idx, flat[idx].astype(np.float64)))
             yield frame
     if search_defects:
         once = MovieOnce(mic, first, first + F, False, defects, workers)
         defects = None              # the known ones are filled by the read
         with once:
             add_all(measured(once.frames()))
-        ys, xs, values = once.late_defects()
+        ys, xs, means = once.late_defects()
+        values = _late_values(ys, xs, means, bright, F, mic.shape[1])
         q = cut_positions(extract_at, tracks)
-        k = correct_defect_spectra(_ShinyDefects(shiny, tracks - (q - extract_at[:, None]),
-                                                 weights), q, patch, ys, xs, values, fills)
+        shifts = tracks - (q - extract_at[:, None])
+        k = sum(correct_defect_spectra(_ShinyDefects(shiny, shifts, weights, f), q[:, f:f + 1],
+                                       patch, ys, xs, values[f], fills[f:f + 1])
+                for f in range(F))
         log.info("%s: %d defect pixels found in the recombination's read: %d particle-frames "
                  "corrected", mic.name, len(ys), k)
     else:

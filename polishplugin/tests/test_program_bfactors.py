@@ -305,10 +305,10 @@ def test_fcc_recomputed_reading_each_movie_once_with_spectra_on_scratch(job, tmp
 def test_recombination_without_defect_files_reads_each_movie_once(job, tmp_path, monkeypatch):
     """FCC sums from polish but no defect files (a --no-defects polish, an older folder): the
     recombination reads each movie once, finding the defects from that read's sum and correcting
-    the sums for them afterwards with their mean values. The shiny particles are those of the
-    saved defects (filled exactly in each frame as it was read) but at a few pixels (where a hot
-    pixel's frame-to-frame fluctuation stays: up to ~20 % of a particle's range here), and far
-    from those with the defects left in."""
+    the sums for them afterwards with their per-frame values (kept during the read where bright;
+    with their mean values instead, a hot pixel's frame-to-frame fluctuation stayed: up to 19 %
+    of a particle's range here). The shiny particles are those of the saved defects (filled in
+    each frame as it was read), and far from those with the defects left in."""
     from polishplugin.io import movies
     pol = tmp_path / "pol"
     shutil.copytree(job / "pol", pol)
@@ -330,11 +330,10 @@ def test_recombination_without_defect_files_reads_each_movie_once(job, tmp_path,
     bare = tmp_path / "bare"            # the defects not filled at all
     assert bfactors.main(_inputs(job / "sim") + ["--polish", str(pol), "--out", str(bare),
                                                   "--no-figures", "--no-defects"]) == 0
-    near, far, most = [], [], []
+    near, far = [], []
     for a, b, c in zip(_stacks(job / "bf"), _stacks(out), _stacks(bare)):
         ref = read_mrc(a)[0]
         d = np.abs(read_mrc(b)[0] - ref) / np.ptp(ref, axis=(1, 2))[:, None, None]
         near.append(d.max())
-        most.append(np.quantile(d, 0.99))
         far.append((np.abs(read_mrc(c)[0] - ref) / np.ptp(ref)).max())
-    assert max(most) < 0.01 and max(near) < 0.3 and max(far) > 10 * max(near), (most, near, far)
+    assert max(near) < 1e-3 and max(far) > 1000 * max(near), (near, far)
