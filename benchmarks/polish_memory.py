@@ -10,6 +10,8 @@ one line per run. From the project folder::
 
 Arguments after ``--`` go to the polish program (default: the true sigmas of the simulation,
 ``--sigma-vel 0.5 --sigma-div 5000 --sigma-acc 2``; ``--sigmas auto`` for the default job).
+``--against PREFIX``: also print the largest track difference (A) from the same run under that
+output prefix (e.g. made by another version of the code).
 """
 import argparse
 import os
@@ -70,6 +72,7 @@ def main(argv=None):
     p.add_argument("--runs", nargs="+", default=["1:1", "1:4"], help="K:M pairs")
     p.add_argument("--out", default="Polish/memory", help="output folders' prefix")
     p.add_argument("--python", default=sys.executable)
+    p.add_argument("--against", help="output prefix of runs to compare the tracks with")
     a = p.parse_args(argv)
     extra = extra or ["--sigma-vel", "0.5", "--sigma-div", "5000", "--sigma-acc", "2"]
     env = dict(os.environ, PYTHONPATH=HERE)
@@ -85,9 +88,26 @@ def main(argv=None):
                "--postprocess", POST, "--allow-missing", "--no-figures", "--threads", "1",
                "--fresh", "--out", out] + extra
         res = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        print("x%d particles, %d micrographs: %s" % (k, m, res.stderr.strip().splitlines()[-1]),
-              flush=True)
+        line = res.stderr.strip().splitlines()[-1]
+        if a.against:
+            line += "; max |track difference| %s A" % track_difference(
+                out, "%s_x%d_m%d" % (a.against, k, m))
+        print("x%d particles, %d micrographs: %s" % (k, m, line), flush=True)
     return 0
+
+
+def track_difference(out, other):
+    """Largest |difference| (A) between the tracks of two polish output folders."""
+    import glob
+    import numpy as np
+    sys.path.insert(0, HERE)
+    from polishplugin.io.star import read_tracks_star
+    worst = 0.0
+    for path in glob.glob(os.path.join(out, "tracks", "**", "*_tracks.star"), recursive=True):
+        twin = os.path.join(other, os.path.relpath(path, out))
+        worst = max(worst, float(np.abs(np.asarray(read_tracks_star(path))
+                                        - np.asarray(read_tracks_star(twin))).max()))
+    return "%.3g" % worst
 
 
 if __name__ == "__main__":

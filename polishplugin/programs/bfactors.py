@@ -251,15 +251,13 @@ def saved_defects(args, mic, diag, first, last, out=None):
 
 
 def defects_of(args, mic, diag, first, last, out=None):
-    """Defect mask of a micrograph for frames [first, last): the pixels of zero gain and those
-    its polishing run (or this job's FCC pass) found in the same frames
-    (:func:`saved_defects`), else searched again (:func:`.micrographs.micrograph_defects`, one
-    more read of the movie)."""
-    mask = None if args.no_defects else saved_defects(args, mic, diag, first, last, out)
-    if mask is None:
-        return micrograph_defects(mic, first, last, args.no_defects,
-                                  workers=max(1, args.threads or 1))
-    return mask
+    """Defect mask of a micrograph for frames [first, last) for its recombination: the pixels of
+    zero gain and those its polishing run (or this job's FCC pass) found in the same frames
+    (:func:`saved_defects`); with --no-defects the pixels of zero gain (or None); else None: the
+    recombination finds them from the sum of its own read (:func:`shiny_micrograph`)."""
+    if args.no_defects:
+        return micrograph_defects(mic, first, last, True)
+    return saved_defects(args, mic, diag, first, last, out)
 
 
 def read_fcc(paths, box):
@@ -337,28 +335,100 @@ def normalise_background(images, radius=BG_RADIUS):
     return (images - mean[..., None, None]) / np.maximum(std, 1e-12)[..., None, None]
 
 
+class _ShinyDefects:
+    """What :func:`~polishplugin.core.motion.patches.correct_defect_spectra` corrects, seen in a
+    :class:`~polishplugin.core.dose.recombine.ShinySum`: a change dX of the spectrum of patch
+    (p, f) (the (n, n//2+1) half-plane) adds w_f dX exp(+2 pi i k.t_pf) to particle p's sum,
+    by linearity (``shifts`` (P, F, 2): t, the track less the cut shift)."""
+    dtype = np.dtype(np.complex64)
+
+    def __init__(self, shiny, shifts, weights, frame):
+        self.shiny, self.shifts, self.weights, self.frame = shiny, shifts, weights, frame
+        self.shape = (shifts.shape[0], 1, shiny.n, shiny.nh)       # frame ``frame`` only
+
+    def add(self, p, f, delta):
+        f = self.frame
+        self.shiny.add(delta[None], self.shifts[p, f][None], self.weights[f], slice(p, p + 1))
+
+
+#: a pixel above fill + BRIGHT sqrt(fill + 1) in a frame has its value kept during the read
+#: (Poisson counts of mean <= fill exceed it with probability < 1e-20): hot pixels' values are
+#: then known frame by frame, not only as their mean
+BRIGHT = 10.0
+
+
+def _late_values(ys, xs, means, bright, F, nx):
+    """(F, D) per-frame values of the defects (ys, xs) found after the read: those kept in
+    ``bright`` (per frame, (flat indices, values) of the pixels above the :data:`BRIGHT`
+    threshold), the others set to the mean of the frames not kept (their sum F x ``means``
+    known exactly from the raw sum)."""
+    flat = np.asarray(ys, dtype=np.int64) * nx + np.asarray(xs, dtype=np.int64)
+    vals = np.full((F, len(flat)), np.nan)
+    for f, (idx, v) in enumerate(bright):
+        pos = np.searchsorted(idx, flat)
+        hit = (pos < len(idx)) & (idx[np.minimum(pos, len(idx) - 1)] == flat)
+        vals[f, hit] = v[pos[hit]]
+    kept = np.isfinite(vals)
+    rest = F * np.asarray(means, dtype=np.float64) - np.where(kept, vals, 0.0).sum(axis=0)
+    n_rest = F - kept.sum(axis=0)
+    fill = np.divide(rest, n_rest, out=np.zeros_like(rest), where=n_rest > 0)
+    return np.where(kept, vals, fill[None])
+
+
 def shiny_micrograph(mic, tracks, weights, first, sign, box, scale, origins_px, defects,
-                     workers=1):
+                     workers=1, search_defects=False):
     """Shiny particles (P, scale, scale) float32 of one micrograph: frame f is cut (patch of
     the size of ``weights``) at extraction position + track, moved back by the rest of the
     track, weighted by eq. 22 and summed; then contrast ``sign``, Fourier rescaling, background
-    normalisation."""
+    normalisation. ``defects``: (ny, nx) bool filled as the frames are read; with
+    ``search_defects`` (no saved search) the movie is still read once, as polish reads it
+    (:class:`.micrographs.MovieOnce`): the defects found from that read's raw sum are corrected
+    in the sums afterwards (:class:`_ShinyDefects`), with their per-frame values where they were
+    bright (:data:`BRIGHT`: a hot pixel's every frame), else the mean of their other frames."""
     from ..core.dose.recombine import ShinySum, fourier_resize
-    from ..core.motion.patches import patch_blocks
+    from ..core.motion.patches import correct_defect_spectra, cut_positions, patch_blocks
     from ..io.movies import Movie, read_gain
+    from .micrographs import MovieOnce
     P, F = tracks.shape[:2]
     patch = weights.shape[-1]
     extract_at = mic.centres + origins_px
     shiny = ShinySum(P, patch, workers)
-    gain = read_gain(mic.gain) if mic.gain else None
-    with Movie(mic.movie, workers=workers) as movie:
-        # frames read as polish reads them (one pass per decoded strip: gain, the defects
-        # filled with the mean of the other pixels, that mean; the raw sum is not needed)
-        frames = summed_frames(movie, first, first + F, gain, None, known=defects)
+    fills = np.zeros(F)
+
+    def add_all(frames):
         # a block of particles at a time: the frame's transients do not grow with the particles
         for f, rows, pt, cut in patch_blocks(frames, extract_at, tracks, patch, None,
                                              block=16):
             shiny.add(pt, tracks[rows, f] - cut, weights[f], rows)
+
+    bright = []
+
+    def measured(frames):           # each frame's fill value (its mean) and bright pixels
+        for f, (frame, mean) in enumerate(frames):
+            fills[f] = mean
+            flat = frame.reshape(-1)
+            idx = np.flatnonzero(flat > fills[f] + BRIGHT * np.sqrt(abs(fills[f]) + 1.0))
+            bright.append((idx, flat[idx].astype(np.float64)))
+            yield frame, mean
+    if search_defects:
+        once = MovieOnce(mic, first, first + F, False, defects, workers)
+        with once:
+            add_all(measured(once.frames()))
+        ys, xs, means = once.late_defects()
+        values = _late_values(ys, xs, means, bright, F, mic.shape[1])
+        q = cut_positions(extract_at, tracks)
+        shifts = tracks - (q - extract_at[:, None])
+        k = sum(correct_defect_spectra(_ShinyDefects(shiny, shifts, weights, f), q[:, f:f + 1],
+                                       patch, ys, xs, values[f], fills[f:f + 1])
+                for f in range(F))
+        log.info("%s: %d defect pixels found in the recombination's read: %d particle-frames "
+                 "corrected", mic.name, len(ys), k)
+    else:
+        gain = read_gain(mic.gain) if mic.gain else None
+        with Movie(mic.movie, workers=workers) as movie:
+            # frames read as polish reads them (one pass per decoded strip: gain, the defects
+            # filled with the mean of the other pixels, that mean; the raw sum is not needed)
+            add_all(summed_frames(movie, first, first + F, gain, None, known=defects))
     out = np.empty((P, scale, scale), dtype=np.float32)
     for a in range(0, P, 16):   # one inverse transform per particle, not per particle-frame
         rows = slice(a, min(P, a + 16))
@@ -555,7 +625,8 @@ def weigh_and_recombine(args, inputs, work, out, comm):
         origins = np.stack([ox[mic.index], oy[mic.index]], axis=1) / px
         imgs = shiny_micrograph(mic, tracks, weights_of(mic, first, tracks.shape[1]), first,
                                 diag["sign"], box, scale, origins, defects,
-                                max(1, args.threads or 1))
+                                max(1, args.threads or 1),
+                                search_defects=defects is None and not args.no_defects)
         if not np.all(np.isfinite(imgs)):
             raise ValueError("shiny particles with NaN or infinite pixels (not written)")
         path = shiny_path(out, mic.name)

@@ -115,9 +115,10 @@ def build_parser():
                         "micrograph needing more keeps them in an unlinked scratch file in --out "
                         "(as much disk, plus its predictions; freed when the micrograph is done "
                         "or the process ends) and reads them back in blocks of particles of at "
-                        "most this size, at least one particle (default %(default)s: the peak "
-                        "memory then grows only by the CC maps with the particles per "
-                        "micrograph; BENCHMARKS.md)")
+                        "most this size, at least one particle; the same limit for its CC maps "
+                        "(F x 4.4 kB per particle at a 16 px window): beyond it they go to "
+                        "scratch too and only their centres (0.7 kB) stay in memory (default "
+                        "%(default)s; BENCHMARKS.md)")
     add_output_options(p)
     p.add_argument("--processes", type=at_least(0), default=0,
                    help="with --threads T >= 2: processes over the micrographs, forked after the "
@@ -315,7 +316,8 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
                                    late_defects=once.late_defects, cc_scale=args.cc_scale,
                                    prior_mean=args.prior_mean, max_ring=args.max_ring,
                                    patch_size=n, workers=threads, fcc_box=inputs.box,
-                                   spectra_store=store, sigma_search=search)
+                                   spectra_store=store, sigma_search=search,
+                                   cc_backing=cc_backing(args.spectra_memory, out))
         finally:
             for s in (store, preds, opp):
                 if hasattr(s, "close"):
@@ -387,6 +389,23 @@ def particle_predictions(store, projectors, mic, n, px, folder):
                 opposite="both", crop=m, dtype=np.complex64)):
             out.write(a, arr)
     return planes
+
+
+def cc_backing(megabytes, folder):
+    """Where a micrograph's whole CC maps (P, F, W, W) float32 go: nowhere else than memory when
+    they take at most ``megabytes`` (None), else an unlinked scratch file in ``folder``
+    (:class:`polishplugin.programs.scratch.ScratchMaps`; only the maps' centres then stay in
+    memory, :class:`polishplugin.core.motion.cc_store.CCStore`)."""
+    def backing(P, F, W):
+        size = P * F * W * W * 4
+        if size <= megabytes * 2 ** 20:
+            return None
+        from .scratch import ScratchMaps
+        log.info("CC maps of %d particles x %d frames: %.0f MB, more than --spectra-memory %g "
+                 "MB: kept on scratch disk in %s, their centres in memory", P, F, size / 2 ** 20,
+                 megabytes, folder)
+        return ScratchMaps(P, F, W, folder)
+    return backing
 
 
 def spectra_store(P, F, m, n, megabytes, folder):

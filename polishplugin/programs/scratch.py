@@ -114,3 +114,29 @@ class ScratchPlanes:
 
     def close(self):
         self._file.close()
+
+
+class ScratchMaps:
+    """The whole CC maps (P, F, W, W) float32 of a micrograph in an unlinked file under
+    ``folder``: the backing of a :class:`polishplugin.core.motion.cc_store.CCStore` (which keeps
+    only the maps' centres in memory); ``write(p0, maps)`` a block of particles, ``read(p, f)``
+    one map (W, W)."""
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, P, F, W, folder):
+        self.shape = (int(P), int(F), int(W), int(W))
+        self._file = tempfile.TemporaryFile(prefix="ccmaps_", suffix=".scratch", dir=folder)
+        self._fd = self._file.fileno()
+        self._map = W * W * self.dtype.itemsize
+        os.ftruncate(self._fd, int(np.prod(self.shape)) * self.dtype.itemsize)
+
+    def write(self, p0, maps):
+        _write_at(self._fd, np.asarray(maps, dtype=self.dtype), p0 * self.shape[1] * self._map)
+
+    def read(self, p, f):
+        out = np.empty(self.shape[2:], dtype=self.dtype)
+        _read_at(self._fd, out, (p * self.shape[1] + f) * self._map)
+        return out
+
+    def close(self):
+        self._file.close()

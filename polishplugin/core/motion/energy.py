@@ -34,12 +34,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .cc_store import cc_interp
+
 
 @dataclass
 class MotionProblem:
     """Everything E_AP needs for one micrograph.
 
-    cc_maps (P, F, W, W): CC windows (zero shift at W//2, see backends.numpy_backend);
+    cc_maps (P, F, W, W): CC windows (zero shift at W//2, see backends.numpy_backend), an array
+    or a :class:`.cc_store.CCStore`;
     basis (P, D), lambdas (D,): GP basis of :func:`.prior.gp_basis`;
     sigma_acc_px: sigma_A in px/frame (<= 0 disables E_time);
     cut_shifts (P, F, 2): shift at which each patch was cut (CC(p, f) is read at s - cut);
@@ -124,7 +127,7 @@ def obs_term(s0, c, problem):
     s = positions(s0, c, problem.basis)
     if problem.cut_shifts is not None:
         s = s - problem.cut_shifts
-    val, g = problem.backend.cc_interp(problem.cc_maps, s)
+    val, g = cc_interp(problem.backend, problem.cc_maps, s)
     g_s0 = -2.0 * g.sum(axis=1)
     tail = np.cumsum(g[:, :0:-1], axis=1)[:, ::-1]               # sum_{f > f'} g_f, (P, F-1, 2)
     g_c = -2.0 * np.matmul(problem.basis.T, tail.transpose(1, 0, 2))

@@ -34,6 +34,7 @@ import numpy as np
 from numba import njit
 from scipy.optimize import minimize
 
+from .cc_store import cc_interp
 from .observation import cc_scale_factor, crop_plane, inverse_noise_weights
 
 #: search bounds and start in the paper's units (sigma_vel, sigma_div, sigma_acc: A/(e/A^2), A,
@@ -67,7 +68,7 @@ def peak_curvature(predictions, damage, noise_power, amplitude, cc_scale="likeli
 def pseudo_observations(cc_fit, tracks, cut, curvature, backend):
     """y (P, F, 2) = r + g / a from the fitted CC maps at the pilot tracks r (P, F, 2)."""
     s = tracks if cut is None else tracks - cut
-    _, g = backend.cc_interp(cc_fit, s)
+    _, g = cc_interp(backend, cc_fit, s)
     return tracks + g / curvature[..., None]
 
 

@@ -20,6 +20,7 @@ from scipy.optimize import minimize
 
 from ...backends import get_backend
 from . import energy as en
+from .cc_store import CCStore
 from .init import global_track_from_cc
 from .prior import gp_basis
 
@@ -49,9 +50,11 @@ def _lbfgs(fun, x0, max_iters, eps):
 
 
 def _check_finite(name, a):
+    if isinstance(a, CCStore):          # the sum of every value written to it
+        ok = np.isfinite(a.finite_sum)
     # float32 arrays (the CC maps): one float64 sum instead of a mask of the whole array (a NaN or
     # an infinity makes it non-finite; finite float32 values cannot overflow it)
-    if a.dtype == np.float32:
+    elif a.dtype == np.float32:
         ok = np.isfinite(np.sum(a, dtype=np.float64))
     else:
         ok = np.all(np.isfinite(a))
@@ -73,7 +76,8 @@ def fit_tracks(cc_maps, positions, sigmas_px, initial_tracks=None, cut_shifts=No
                prior_mean="zero"):
     """MAP tracks of one micrograph.
 
-    cc_maps (P, F, W, W): CC windows on the scale described in :mod:`.energy`; positions (P, 2):
+    cc_maps (P, F, W, W): CC windows on the scale described in :mod:`.energy` (an array or a
+    :class:`.cc_store.CCStore`: modes "none" and "global" read it whole); positions (P, 2):
     particle coordinates in pixels (for Sigma_V); sigmas_px: (sigma_vel, sigma_div, sigma_acc) in
     pixels/frames from ``MotionParams.to_pixels``; initial_tracks (P, F, 2) or None (global track
     from the CC maps); cut_shifts (P, F, 2): where each patch was cut (CC read at track - cut).
@@ -81,7 +85,8 @@ def fit_tracks(cc_maps, positions, sigmas_px, initial_tracks=None, cut_shifts=No
     """
     if mode not in MODES:
         raise ValueError("mode must be one of %s, got %r" % (MODES, mode))
-    cc_maps = np.asarray(cc_maps)
+    if not isinstance(cc_maps, CCStore):
+        cc_maps = np.asarray(cc_maps)
     if cc_maps.ndim != 4 or cc_maps.shape[0] == 0 or cc_maps.shape[1] == 0:
         raise MotionFitError("no particles or frames to fit (CC maps of shape %s)" % (cc_maps.shape,))
     P, F = cc_maps.shape[:2]
@@ -89,7 +94,7 @@ def fit_tracks(cc_maps, positions, sigmas_px, initial_tracks=None, cut_shifts=No
     be = get_backend(backend)
     cut = None if cut_shifts is None else np.asarray(cut_shifts, dtype=np.float64)
     if initial_tracks is None:
-        initial_tracks = np.repeat(global_track_from_cc(cc_maps)[None], P, axis=0)
+        initial_tracks = np.repeat(global_track_from_cc(np.asarray(cc_maps))[None], P, axis=0)
         if cut is not None:
             initial_tracks = initial_tracks + cut
     init = np.asarray(initial_tracks, dtype=np.float64)
@@ -108,6 +113,7 @@ def fit_tracks(cc_maps, positions, sigmas_px, initial_tracks=None, cut_shifts=No
         if prior_mean != "zero":
             raise ValueError("prior_mean must be 'zero' or 'initial', got %r" % (prior_mean,))
         return _fit_gp(cc_maps, positions, sigmas_px, init, cut, max_iters, eps, max_dims, kernel, be)
+    cc_maps = np.asarray(cc_maps)
     if mode == "none":
         return _fit_free(cc_maps, cut, max_iters, eps, be)
     return _fit_global(cc_maps, init, cut, max_iters, eps, be)

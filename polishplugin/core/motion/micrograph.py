@@ -25,6 +25,7 @@ import numpy as np
 from ...backends import get_backend
 from ...backends.threads import particle_threads
 from ..dose.fcc import FccAccumulator
+from .cc_store import CCStore
 from .fit import FitResult, MotionFitError, fit_tracks
 from .init import global_track_from_cc
 from .observation import (cc_maps_from_spectra, cc_scale_factor, crop_plane, crop_rows,
@@ -151,7 +152,7 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
                      global_window=None, cc_scale="likelihood", n_frames=None, defects=None,
                      noise_power=None, prior_mean="zero", max_ring=None, patch_size=None,
                      workers=1, spectra_store=None, fcc_box=None, late_defects=None,
-                     sigma_search=None, sigma_rounds=1):
+                     sigma_search=None, sigma_rounds=1, cc_backing=None):
     """Motion of the particles of one micrograph.
 
     frames: sequence/iterable of F gain-corrected, defect-filled (ny, nx) frames (read once);
@@ -181,6 +182,9 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
     sigma_search: a :class:`.evidence.SigmaSearch` to choose the sigmas from this micrograph's
     CC maps (``sigmas_px`` is then ignored; ``sigma_rounds`` expansions, see
     :func:`.evidence.choose_for_micrograph`).
+    cc_backing: None (the CC maps in memory) or a callable (P, F, W) -> a backing that holds
+    the whole (P, F, W, W) maps elsewhere, only their centres then kept in memory
+    (:class:`.cc_store.CCStore`; tracks equal up to rounding).
     Raises MotionFitError without particles or with non-finite data.
     """
     centres, predictions = _particle_inputs(centres, predictions)
@@ -245,16 +249,23 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
     power = ring_power(spectra, backend)
     noise = noise_power_from_spectra(spectra, power) if noise_power is None \
         else np.asarray(noise_power)
-    cc = cc_maps_from_spectra(spectra, predictions, damage, window, noise, cc_scale,
-                              backend=backend, n=n, max_ring=max_ring)
+
+    def cc_maps(radius):
+        backing = None if cc_backing is None else cc_backing(P, F, 2 * radius + 1)
+        return cc_maps_from_spectra(spectra, predictions, damage, radius, noise, cc_scale,
+                                    backend=backend, n=n, max_ring=max_ring,
+                                    out=CCStore(P, F, radius, backing))
+    cc = cc_maps(window)
+    near = min(3, window)
     if sign is None:
-        sign = _resolve_sign(invert, cc, min(3, window))
+        sign = _resolve_sign(invert, cc.centre(near), near)
     auto = _auto_cc(predictions, damage, noise, cc_scale, max_ring, n)
-    amp = _amplitude(cc, auto, min(3, window), sign)
+    amp = _amplitude(cc.centre(near), auto, near, sign)
     if not np.isfinite(amp) or amp <= 0:
+        cc.close()
         raise MotionFitError("no particle signal found in the CC maps (amplitude %g)" % amp)
     log.info("signal amplitude %.4g x the predictions (sign %+d)", amp, sign)
-    cc *= sign * amp            # what the fit uses (in place: no second set of maps)
+    cc.scale(sign * amp)        # what the fit uses (in place: no second set of maps)
     choice = None
     if sigma_search is not None and mode == "gp":
         from .evidence import choose_for_micrograph, peak_curvature
@@ -272,8 +283,14 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
                      *(sigmas_px + ("/".join("%.2g" % v for v in choice.spread()),)))
     radius = window
     while True:
-        fit = fit_tracks(cc, centres, sigmas_px, init, cut, mode=mode,
-                         backend=backend, prior_mean=prior_mean)
+        try:
+            fit = fit_tracks(cc, centres, sigmas_px, init, cut, mode=mode,
+                             backend=backend, prior_mean=prior_mean)
+        finally:
+            if cc.backing is not None:
+                log.info("CC maps: %d of %d particle-frames read beyond the %d px kept in "
+                         "memory", cc.backing_reads, P * F, cc.core_radius)
+            cc.close()
         n_out = outside_window(fit.tracks - cut, radius)
         if not n_out:
             break
@@ -287,9 +304,8 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
                     "refitting in a %d px window", n_out, radius, wider)
         radius = wider
         del cc                  # before its wider replacement is made
-        cc = cc_maps_from_spectra(spectra, predictions, damage, radius, noise, cc_scale,
-                                  backend=backend, n=n, max_ring=max_ring)
-        cc *= sign * amp
+        cc = cc_maps(radius)
+        cc.scale(sign * amp)
     result = MicrographAlignment(fit.tracks, init, fit, noise, sign, amp, cut,
                                  sigma_choice=choice)
     if opposite_predictions is not None:

@@ -195,7 +195,7 @@ def _check_cc_args(P, F, n, predictions, damage, radius, patch=None):
 
 def cc_maps_from_spectra(spectra, predictions, damage, radius, noise_power,
                          cc_scale="likelihood", dtype=np.float32, backend=None, n=None,
-                         max_ring=None):
+                         max_ring=None, out=None):
     """CC maps (P, F, W, W), W = 2 radius + 1, of eq. 15-16 for all particles and frames, from
     the patches' rfft2 half-planes
     (P, F, m, mh) (the backend's ``patch_spectra``, or :func:`.patches.extract_spectra`'s
@@ -203,7 +203,9 @@ def cc_maps_from_spectra(spectra, predictions, damage, radius, noise_power,
     ``max_ring`` (default Nyquist). predictions and damage: full (n, n) or cropped (m, m)
     planes. ``spectra``: an array or a :class:`.spectra_store.SpectraStore` (read a block of
     particles at a time); ``predictions``: an array or anything with a shape whose particle
-    slices are arrays (e.g. :class:`polishplugin.programs.scratch.ScratchPlanes`)."""
+    slices are arrays (e.g. :class:`polishplugin.programs.scratch.ScratchPlanes`). ``out``:
+    where the maps go, a block of particles at a time (``out[a:b] = maps``; e.g. a
+    :class:`.cc_store.CCStore`); default a new array. Returns ``out``."""
     P, F, m = spectra.shape[:3]
     n = m if n is None else n
     predictions = crop_plane(predictions, m)
@@ -218,7 +220,10 @@ def cc_maps_from_spectra(spectra, predictions, damage, radius, noise_power,
     ey, ex = _window_dft(m, radius, cdt, n)
     be = get_backend(backend)
     W = 2 * radius + 1
-    out = np.empty((P, F, W, W), dtype=dtype)
+    if out is None:
+        out = np.empty((P, F, W, W), dtype=dtype)
+    elif tuple(out.shape) != (P, F, W, W):
+        raise ValueError("CC maps %s into %s" % ((P, F, W, W), tuple(out.shape)))
     for s, x in spectra_chunks(spectra):
         pred = crop_plane(predictions[s], m)
         weights = np.empty((x.shape[0], m, mh), dtype=cdt)
