@@ -264,17 +264,11 @@ def test_defects_found_by_polishing_are_reused_without_a_new_search(job, monkeyp
     assert not searched
 
 
-def test_fcc_recomputed_reading_each_movie_once_with_spectra_on_scratch(job, tmp_path,
-                                                                         monkeypatch):
-    """Without the polishing run's FCC sums and defect files, each movie is read twice in all
-    (the FCC pass, whose defect search comes from the same read, and the recombination), and
-    spectra kept on scratch disk give the FCC sums and B-factors of spectra kept in memory."""
+def _count_reads(monkeypatch):
+    """{movie path: passes over it}, counted as reads of its first frame (as samples or as
+    floats) while ``monkeypatch`` is active."""
     from polishplugin.io import movies
-    pol = tmp_path / "pol"
-    shutil.copytree(job / "pol", pol)
-    for path in list((pol / "fcc").rglob("*_FCC_*.mrc")) + list(pol.rglob("*_defects.npy")):
-        os.remove(path)
-    reads = {}      # passes over a movie: reads of its first frame (as samples or floats)
+    reads = {}
 
     def counting(method):
         def counted(self, i, *a, **k):
@@ -284,6 +278,19 @@ def test_fcc_recomputed_reading_each_movie_once_with_spectra_on_scratch(job, tmp
         return counted
     monkeypatch.setattr(movies.Movie, "pieces", counting(movies.Movie.pieces))
     monkeypatch.setattr(movies.Movie, "frame", counting(movies.Movie.frame))
+    return reads
+
+
+def test_fcc_recomputed_reading_each_movie_once_with_spectra_on_scratch(job, tmp_path,
+                                                                         monkeypatch):
+    """Without the polishing run's FCC sums and defect files, each movie is read twice in all
+    (the FCC pass, whose defect search comes from the same read, and the recombination), and
+    spectra kept on scratch disk give the FCC sums and B-factors of spectra kept in memory."""
+    pol = tmp_path / "pol"
+    shutil.copytree(job / "pol", pol)
+    for path in list((pol / "fcc").rglob("*_FCC_*.mrc")) + list(pol.rglob("*_defects.npy")):
+        os.remove(path)
+    reads = _count_reads(monkeypatch)
     monkeypatch.setattr(bfactors, "micrograph_defects", lambda *a, **k: 1 / 0)  # no search
     runs = {}
     for mb in ("0.01", "100"):      # 4 particles x 6 frames: ~0.2 MB of spectra a micrograph
@@ -312,18 +319,11 @@ def test_recombination_without_defect_files_reads_each_movie_once(job, tmp_path,
     with their mean values instead, a hot pixel's frame-to-frame fluctuation stayed: up to 19 %
     of a particle's range here). The shiny particles are those of the saved defects (filled in
     each frame as it was read), and far from those with the defects left in."""
-    from polishplugin.io import movies
     pol = tmp_path / "pol"
     shutil.copytree(job / "pol", pol)
     for path in pol.rglob("*_defects.npy"):
         os.remove(path)
-    reads = {}
-    iter_frames = movies.Movie.iter_frames
-
-    def counted(self, *a, **k):
-        reads[self.path] = reads.get(self.path, 0) + 1
-        return iter_frames(self, *a, **k)
-    monkeypatch.setattr(movies.Movie, "iter_frames", counted)
+    reads = _count_reads(monkeypatch)
     monkeypatch.setattr(bfactors, "micrograph_defects", lambda *a, **k: 1 / 0)  # no search
     out = tmp_path / "bf"
     assert bfactors.main(_inputs(job / "sim") + ["--polish", str(pol), "--out", str(out),
