@@ -50,7 +50,10 @@ def test_thresholds_from_a_curve():
 
 def test_a_gap_or_a_losing_finest_bin():
     res, gain = _maps({5: [0.3, 0.31, 0.29, 0.3], 7: [0.2, 0.21, 0.19, 0.2]})
-    assert derive_thresholds(res, gain) == (6.0, 5.0)        # no maps at 6-7 A: the run stops
+    assert derive_thresholds(res, gain) == (8.0, 7.0)        # no maps at 6-7 A: skipped
+    res, gain = _maps({5: [0.3, 0.31, 0.29, 0.3], 6: [0.2, -0.2, 0.2, -0.2],
+                       7: [0.2, 0.21, 0.19, 0.2]})
+    assert derive_thresholds(res, gain) == (6.0, 5.0)        # a populated bin that fails stops it
     res, gain = _maps({5: [0.3, -0.31, 0.29, -0.3], 6: [0.2, 0.21, 0.19, 0.2]})
     with pytest.raises(ValueError, match="not reliably positive"):
         derive_thresholds(res, gain)

@@ -48,8 +48,8 @@ def gain_curve(resolutions, gains, bin_A=1.0, min_maps=4):
 def derive_thresholds(resolutions, gains, bin_A=1.0, min_maps=4, z=2.0):
     """CW-RED's (low_A, high_A) from single-pass gains (one per calibration map, > 0: the
     denoiser's update beats the Gaussian prior's) at the maps' nominal resolutions, by the rule
-    of §4.3 made explicit. Over the bins of :func:`gain_curve`, from the finest one coarser
-    without a gap in the run:
+    of §4.3 made explicit. Over the bins of :func:`gain_curve` (those with ``min_maps`` maps;
+    a bin with fewer neither counts nor breaks the run), from the finest one coarser:
     - lambda 0 at and worse than the coarse edge of the last bin whose mean gain is reliably
       positive (mean - z SE > 0) with every finer bin reliably positive too;
     - lambda 1 at and better than the coarse edge of the last bin where in addition every map
@@ -64,7 +64,7 @@ def derive_thresholds(resolutions, gains, bin_A=1.0, min_maps=4, z=2.0):
     def run(good):
         last = None
         for c in curve:
-            if not good(c) or (last is not None and c["high_A"] != last["low_A"]):
+            if not good(c):
                 break
             last = c
         return last
