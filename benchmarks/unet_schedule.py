@@ -16,7 +16,9 @@ reports (masked half-map FSC = 0.143, what CW-RED's lambda is computed from) and
 
 both made from x~ shell by shell with tau^2 from the masked half-map FSC
 (``unet_pairs.red_blend``): the two maps lambda interpolates between. Also shown: the raw gain of
-f(x~) over x~ (the paper's Fig. 1c compares those).
+f(x~) over x~ (the paper's Fig. 1c compares those). Maps whose half went astray from the truth
+(``unet_pairs.in_truth_frame``, as the U-Net's training leaves them out) say nothing about the
+denoiser against the truth and are left out.
 
     PYTHONPATH=. python benchmarks/unet_schedule.py --out /tmp/sched [--runs 0 1] [--denoiser unet]
 
@@ -40,7 +42,8 @@ from polishplugin.core.fourier import fsc  # noqa: E402
 from polishplugin.core.refine.confidence import derive_thresholds, gain_curve  # noqa: E402
 from polishplugin.core.refine.denoisers import get_denoiser  # noqa: E402
 from polishplugin.core.refine.loop import sphere_mask  # noqa: E402
-from polishplugin.core.refine.unet_pairs import engine_pairs, mean_fsc, red_blend  # noqa: E402
+from polishplugin.core.refine.unet_pairs import (engine_pairs, in_truth_frame, mean_fsc,  # noqa: E402
+                                                 red_blend)
 from polishplugin.core.simulate.volumes import pseudo_protein  # noqa: E402
 
 
@@ -51,18 +54,31 @@ def calibration_run(k, args, denoiser):
     truth = pseudo_protein(n, px, rng).astype(np.float64)
     truth /= truth.std()
     snr = args.snrs[k % len(args.snrs)]
+    cache = os.path.join(args.out, "engine_%d.npz" % k)
     c0 = time.process_time()
-    maps = engine_pairs(truth, px, rng, count=args.count, snr=snr, max_iter=args.max_iter)
+    if os.path.isfile(cache):       # the refinement's maps, kept so that scoring can be redone
+        with np.load(cache) as z:
+            maps = [(x, t, c, rec) for x, t, c, rec in zip(
+                z["x"].astype(np.float64), z["t"].astype(np.float64), z["c"],
+                json.loads(str(z["records"])))]
+    else:
+        maps = engine_pairs(truth, px, rng, count=args.count, snr=snr, max_iter=args.max_iter)
+        np.savez(cache + ".part.npz", x=np.stack([m[0] for m in maps]).astype(np.float32),
+                 t=np.stack([m[1] for m in maps]).astype(np.float32),
+                 c=np.stack([np.nan_to_num(m[2]) for m in maps]),
+                 records=np.array(json.dumps([m[3] for m in maps])))
+        os.replace(cache + ".part.npz", cache)
     engine_cpu = time.process_time() - c0
     sphere = sphere_mask(n, min(0.4 * n, n / 2.0 - 1))     # the loop's default particle mask
     rows = []
     for i in range(0, len(maps), 2):
-        (x1, _, _, rec), (x2, _, _, _) = maps[i], maps[i + 1]
+        (x1, t, unmasked, rec), (x2, _, _, _) = maps[i], maps[i + 1]
         curve = fsc(x1 * sphere, x2 * sphere)                # as the loop computes it
         curve[rec["current_size"] // 2:] = 0.0
         for h, x in ((1, x1), (2, x2)):
             f = denoiser(x)
             rows.append(dict(run=k, snr=snr, iteration=rec["iteration"], half=h,
+                             in_frame=in_truth_frame(x, t, unmasked),
                              resolution=rec["resolution"], current_size=rec["current_size"],
                              input=mean_fsc(x, truth, px), denoised=mean_fsc(f, truth, px),
                              tikhonov=mean_fsc(red_blend(x, np.zeros_like(x), curve), truth, px),
@@ -104,18 +120,21 @@ def main():
             with open(path + ".part", "w") as fh:
                 json.dump(dict(args=vars(args), rows=rows), fh, indent=0)
             os.replace(path + ".part", path)
-    rows = []
+    rows, astray = [], 0
     for k in range(args.n_runs):
         path = os.path.join(args.out, "run_%d.json" % k)
         if os.path.isfile(path):
-            rows += json.load(open(path))["rows"]
+            got = json.load(open(path))["rows"]
+            rows += [r for r in got if r["in_frame"]]
+            astray += sum(not r["in_frame"] for r in got)
     res = np.array([round(r["resolution"], 4) for r in rows])
     gain = np.array([round(r["red"] - r["tikhonov"], 5) for r in rows])
     raw = np.array([r["denoised"] - r["input"] for r in rows])
     curve = gain_curve(res, gain, args.bin, args.min_maps)
     raw_curve = {c["low_A"]: c for c in gain_curve(res, raw, args.bin, 1)}
-    print("\n%d maps from %d runs; gain = mean FSC 10-4 A, update at lambda 1 - Tikhonov update"
-          % (len(rows), len({r["run"] for r in rows})))
+    print("\n%d maps from %d runs (%d more left out: not in the truth's frame, "
+          "unet_pairs.in_truth_frame); gain = mean FSC 10-4 A, update at lambda 1 - Tikhonov "
+          "update" % (len(rows), len({r["run"] for r in rows}), astray))
     print("| nominal resolution (A) | maps | mean gain | SE | min gain | maps gaining "
           "| mean gain f(x~) - x~ |")
     print("|---|---|---|---|---|---|---|")

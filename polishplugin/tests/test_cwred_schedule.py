@@ -91,3 +91,16 @@ def test_programs_take_the_denoisers_thresholds_unless_given():
     assert (args.cw_low, args.cw_high) == (10.0, 4.5)               # the paper's, selectable
     low, high = THRESHOLDS["unet"]
     assert cw_red_lambda(low, low, high) == 0.0 and cw_red_lambda(high, low, high) == 1.0
+
+
+def test_protocol_form_leaves_the_thresholds_to_the_denoiser():
+    pytest.importorskip("pyworkflow")
+    from polishplugin.core.refine.denoisers import DENOISERS
+    from polishplugin.protocols.protocol_refine import ProtPolishRefine
+    prot = ProtPolishRefine()
+    prot.denoiser.set(DENOISERS.index("unet"))
+    assert prot._cwThresholds() == THRESHOLDS["unet"]
+    prot.denoiser.set(DENOISERS.index("tv"))
+    assert prot._cwThresholds() == (10.0, 4.5)
+    prot.cwLow.set(12.0)
+    assert prot._cwThresholds() == (12.0, 4.5)

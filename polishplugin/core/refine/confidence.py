@@ -13,9 +13,9 @@ LOW_A, HIGH_A = 10.0, 4.5
 FSC_THRESHOLD = 0.143
 #: CW-RED thresholds (low_A, high_A) per denoiser, derived from its measured single-pass gain
 #: (:func:`derive_thresholds` on ``benchmarks/unet_schedule.py``'s curve for the shipped weights,
-#: BENCHMARKS.md "CW-RED's schedule from the U-Net's own single-pass gain"); any other denoiser
-#: keeps the paper's.
-THRESHOLDS = {"unet": (LOW_A, HIGH_A)}
+#: kept as weights/unet_schedule.json; BENCHMARKS.md "CW-RED's schedule from the U-Net's own
+#: single-pass gain"); any other denoiser keeps the paper's.
+THRESHOLDS = {"unet": (10.0, 7.0)}
 
 
 def thresholds_for(denoiser):
