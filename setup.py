@@ -23,7 +23,7 @@ setup(
     packages=find_packages(exclude=["benchmarks"]),
     include_package_data=True,
     package_data={"polishplugin": ["protocols.conf", "*.png", "config/*.conf"],
-                  "polishplugin.core.refine": ["weights/*.npz", "weights/*.md"],
+                  "polishplugin.core.refine": ["weights/*.npz", "weights/*.md", "weights/*.json"],
                   "polishplugin.tests": ["data/*"]},
     install_requires=[
         "scipion-pyworkflow>=3.11",

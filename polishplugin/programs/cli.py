@@ -180,7 +180,7 @@ def add_prior_arguments(parser):
     """The prior options of refine and external_reconstruct (Kimanius et al. 2021, eq. 11 / 17,
     §4.3), the same types and help in both; returns the group. Check them with
     :func:`check_prior_arguments` before any work."""
-    from ..core.refine.confidence import HIGH_A, LOW_A
+    from ..core.refine.confidence import HIGH_A, LOW_A, THRESHOLDS
     from ..core.refine.denoisers import DENOISERS, TV_WEIGHT
     r = parser.add_argument_group("prior (M-step)")
     r.add_argument("--mode", choices=("tikhonov", "red", "cw-red"), default="tikhonov",
@@ -194,9 +194,13 @@ def add_prior_arguments(parser):
                    help="denoiser unet: weights file of train_denoiser (default: the shipped one)")
     r.add_argument("--lambda", dest="lam", type=unit_interval, default=1.0,
                    help="lambda of mode red, in [0, 1]")
-    r.add_argument("--cw-low", type=positive, default=LOW_A, help="cw-red: lambda 0 at/worse (A)")
-    r.add_argument("--cw-high", type=positive, default=HIGH_A,
-                   help="cw-red: lambda 1 at/better (A)")
+    own = ", ".join("%s %g / %g" % (d, lo, hi) for d, (lo, hi) in sorted(THRESHOLDS.items()))
+    r.add_argument("--cw-low", type=positive, default=None,
+                   help="cw-red: lambda 0 at/worse (A); default the denoiser's: %s, derived from "
+                        "its single-pass gain; others the paper's %g" % (own, LOW_A))
+    r.add_argument("--cw-high", type=positive, default=None,
+                   help="cw-red: lambda 1 at/better (A); default the denoiser's (see --cw-low), "
+                        "others the paper's %g" % HIGH_A)
     r.add_argument("--cw-shells", choices=("all", "final"), default="",
                    help="red / cw-red: weight the denoised prior mean per shell by the "
                         "gold-standard FSC (0 where the halves disagree: Tikhonov there), in "
@@ -205,7 +209,13 @@ def add_prior_arguments(parser):
 
 
 def check_prior_arguments(args, program):
-    """Refuse prior options that contradict each other, and a missing weights file."""
+    """Refuse prior options that contradict each other, and a missing weights file; fill in
+    CW-RED's thresholds the options leave unset with the denoiser's
+    (:func:`..core.refine.confidence.thresholds_for`)."""
+    from ..core.refine.confidence import thresholds_for
+    low, high = thresholds_for(args.denoiser)
+    args.cw_low = low if args.cw_low is None else args.cw_low
+    args.cw_high = high if args.cw_high is None else args.cw_high
     if args.cw_high >= args.cw_low:
         raise SystemExit("%s: --cw-high (%g A) must be finer than --cw-low (%g A)"
                          % (program, args.cw_high, args.cw_low))

@@ -14,8 +14,9 @@ through iterative gridding weights as RELION's default (--skip-gridding: voxel b
   tikhonov  x = B / (K + tau^-2)                                   (= RELION's own M-step)
   red       x = (B + lambda f(x~) tau^-2) / (K + tau^-2), x~ = B / K, lambda = --lambda
   cw-red    red with lambda from the half-map FSC = 0.143 resolution: 0 worse than --cw-low A,
-            1 better than --cw-high A, linear between (needs the pixel size: rlnPixelSize in the
-            STAR, which RELION 3.1 does not write, or --angpix)
+            1 better than --cw-high A, linear between (default the denoiser's thresholds,
+            core/refine/confidence.THRESHOLDS; needs the pixel size: rlnPixelSize in the STAR,
+            which RELION 3.1 does not write, or --angpix)
 --cw-shells all|final (red / cw-red): the prior mean lambda f(x~) weighted per shell by the
 rlnGoldStandardFsc of the STAR (clipped to [0, 1]; 0: the Gaussian prior there), in every call
 or only in the last iteration's call for both halves joined (RELION's file names without

@@ -10,7 +10,7 @@ import os
 import pyworkflow.protocol.params as params
 from pyworkflow.constants import BETA
 
-from ..core.refine.confidence import HIGH_A, LOW_A
+from ..core.refine.confidence import thresholds_for
 from ..core.refine.denoisers import DENOISERS, TV_WEIGHT
 from .protocol_base import ProtPolishBase
 
@@ -85,9 +85,13 @@ class ProtPolishRefine(ProtPolishBase):
                       help="Weight of the denoiser's prior mean (eq. 17), in [0, 1].")
         line = form.addLine("CW-RED lambda thresholds (A)", condition="mode==%d" % MODE_CWRED,
                             help="lambda = 0 at or worse than the first resolution, 1 at or "
-                                 "better than the second, linear in between (section 4.3).")
-        line.addParam("cwLow", params.FloatParam, default=LOW_A, label="lambda 0 at")
-        line.addParam("cwHigh", params.FloatParam, default=HIGH_A, label="lambda 1 at")
+                                 "better than the second, linear in between (section 4.3). "
+                                 "Empty: the denoiser's own, derived from its single-pass gain "
+                                 "(U-Net), or the paper's 10 and 4.5 A (others).")
+        line.addParam("cwLow", params.FloatParam, default=None, allowsNull=True,
+                      label="lambda 0 at")
+        line.addParam("cwHigh", params.FloatParam, default=None, allowsNull=True,
+                      label="lambda 1 at")
         form.addParam("tau2Fudge", params.FloatParam, default=1.0, validators=[params.Positive],
                       label="tau^2 fudge factor",
                       help="Multiplies the signal power of eq. 12 (RELION's --tau2_fudge).")
@@ -182,7 +186,7 @@ class ProtPolishRefine(ProtPolishBase):
         if mode == "red":
             args.append("--lambda %g" % self.lam.get())
         if mode == "cw-red":
-            args.append("--cw-low %g --cw-high %g" % (self.cwLow.get(), self.cwHigh.get()))
+            args.append("--cw-low %g --cw-high %g" % self._cwThresholds())
         return " ".join(args)
 
     def refineStep(self, args):
@@ -251,9 +255,9 @@ class ProtPolishRefine(ProtPolishBase):
             if box and (h.nx, h.ny, h.nz) != (box, box, box):
                 errors.append("%s is %d x %d x %d, the particles' box is %d." % (
                     name, h.nx, h.ny, h.nz, box))
-        if self.mode.get() == MODE_CWRED and self.cwHigh.get() >= self.cwLow.get():
+        if self.mode.get() == MODE_CWRED and self._cwThresholds()[1] >= self._cwThresholds()[0]:
             errors.append("CW-RED: lambda reaches 1 at a finer resolution than where it leaves 0 "
-                          "(now %g A and %g A)." % (self.cwHigh.get(), self.cwLow.get()))
+                          "(now %g A and %g A)." % self._cwThresholds()[::-1])
         if self.maxOrder.get() < self.healpixOrder.get():
             errors.append("The finest HEALPix order (%d) is below the initial one (%d)."
                           % (self.maxOrder.get(), self.healpixOrder.get()))
@@ -279,7 +283,13 @@ class ProtPolishRefine(ProtPolishBase):
         text = "%s, denoiser %s" % (mode.upper(), DENOISERS[self.denoiser.get()])
         if mode == "red":
             return text + ", lambda %g" % self.lam.get()
-        return text + ", lambda 0 at %g A to 1 at %g A" % (self.cwLow.get(), self.cwHigh.get())
+        return text + ", lambda 0 at %g A to 1 at %g A" % self._cwThresholds()
+
+    def _cwThresholds(self):
+        """CW-RED's (lambda 0, lambda 1) resolutions: the form's, else the denoiser's."""
+        low, high = thresholds_for(DENOISERS[self.denoiser.get()])
+        return (low if self.cwLow.get() is None else self.cwLow.get(),
+                high if self.cwHigh.get() is None else self.cwHigh.get())
 
     def _summary(self):
         import json
