@@ -54,6 +54,21 @@ def orientation_grid(order):
     return np.stack([rot[d], tilt[d], np.tile(psi, len(rot))], axis=1)
 
 
+def finer_orientations(order, indices):
+    """The orientations of order + 1 inside the orientations ``indices`` of
+    :func:`orientation_grid` (``order``): each direction's 4 HEALPix children (NESTED: pixels
+    4d .. 4d + 3) times psi -+ a quarter of the psi step (RELION's adaptive oversampling by
+    one), (8 len(indices), 3) radians, the 8 of each coarse orientation together."""
+    rot, tilt = directions(order + 1)
+    npsi = 6 * 2 ** int(order)
+    d, j = np.divmod(np.asarray(indices, np.int64), npsi)
+    child = (4 * d[:, None] + np.arange(4)).reshape(-1)
+    psi = (j[:, None] * (2 * np.pi / npsi) + np.array([-0.25, 0.25]) * (2 * np.pi / npsi))
+    psi = np.repeat(psi, 4, axis=0).reshape(-1, 4, 2)                    # per child direction
+    child = np.repeat(child, 2)
+    return np.stack([rot[child], tilt[child], psi.reshape(-1)], axis=1)
+
+
 def direction_vectors(rot, tilt):
     """Unit projection directions (third row of RELION's matrix A) for rot, tilt (radians)."""
     rot, tilt = np.asarray(rot, float), np.asarray(tilt, float)
