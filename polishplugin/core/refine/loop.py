@@ -7,7 +7,9 @@ independent half-sets, each refined against its own reference; per iteration
    iteration scores by normalised cross-correlation and assigns the best pose (RELION's
    --firstiter_cc: the starting map's grey scale is unknown); later iterations marginalise over
    the poses (log-sum-exp), keeping the most probable poses that hold 99.9 % of each image's
-   posterior mass;
+   posterior mass; a global search scores the whole grid, then rescores the orientations of
+   those poses on their children of the next order (:func:`.sampling.finer_orientations`,
+   RELION's adaptive oversampling by one) and takes the posterior over the children;
 2. M-step: B and K (eq. 9) back-projected with the posterior weights, the CTF and sigma^-2; the
    gold-standard FSC of the two halves' unregularised maps B / K; tau^2 from it (eq. 12); the
    update (eq. 11 Tikhonov, or eq. 17 RED with lambda fixed or from the resolution, CW-RED);
@@ -17,8 +19,12 @@ independent half-sets, each refined against its own reference; per iteration
    on; sigma_o^2 = sum over images and poses of w |o|^2 / (2 N) (RELION's M-step; the first,
    cross-correlation iteration's best poses count with weight 1); ``sigma_offset`` 0: uniform;
 4. sampling: the HEALPix order goes up when the resolution stalls or the step is coarser than
-   one resolution element at the particle radius (:func:`.sampling.next_order`); the offset step
-   halves with it; converged when the resolution has not improved for 2 iterations and the order
+   one resolution element at the particle radius (:func:`.sampling.next_order`), except that
+   the step from global to local searches waits while the global search still moves particles:
+   "jumps" (best orientation moved further than the first local search reaches, local_steps x
+   its step) fewer than SETTLED x the fewest so far at this order and more than FEW_JUMPS of the
+   particles (RELION's auto-refine likewise waits for the changes of the poses to settle; local
+   searches cannot leave a wrong, e.g. pseudo-symmetric, pose); the offset step halves with it; converged when the resolution has not improved for 2 iterations and the order
    no longer needs to go up. Once converged, one last pass at the full image size (RELION's
    final iteration uses all data to Nyquist too); its map joins both halves' B and K (tau^2
    from RELION's FSC of the joined set, :func:`.mstep.joined_fsc`). A run stopped by max_iter

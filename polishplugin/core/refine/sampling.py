@@ -8,6 +8,8 @@ HealpixSampling), kept simple:
 - local search: only the directions within ``steps`` angular steps of a particle's previous
   direction, psi within ``steps`` steps of its previous psi, translations around its previous
   offset (the images are re-centred on it, so the grid stays centred on 0);
+- adaptive oversampling by one (RELION's default): :func:`finer_orientations`, the next
+  order's orientations inside given ones of the grid;
 - coarse to fine: :func:`next_order` decides when the order goes up (resolution stalled, or the
   angular step coarser than one resolution element at the particle radius)."""
 import functools
