@@ -60,7 +60,7 @@ def _inv_s2(sigma2):
 def _engine(case, local, scale, batch=16):
     vol, parts, angles, prev, _, _ = case
     st = loop.Settings(healpix_order=ORDER, local_order=ORDER if local else ORDER + 5,
-                       local_steps=1.0, batch=batch)
+                       local_steps=1.0, batch=batch, oversample=False)   # the grid's own poses
     bp = Backprojector(N, st.pad, r_max=N // 2 - 1)
     off2 = np.zeros(1)
     got = loop.estep_half(vol, np.arange(COUNT), parts, _state(parts, angles, prev), st,

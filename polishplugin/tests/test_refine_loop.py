@@ -83,6 +83,28 @@ def test_global_estep_finds_the_true_poses(case):
     assert record["resolution"] < 15.0
 
 
+def test_oversampled_global_search_lands_on_the_finer_grid(case):
+    """Adaptive oversampling by one (RELION): the orientations of order 1 (30 degrees) that hold
+    the posterior are rescored on their order-2 children, so the global search's poses are
+    about twice as close to the truth as the order-1 grid's; the children lie around their
+    parent, within the parent's grid cell."""
+    from polishplugin.core.refine.sampling import finer_orientations
+    coarse = orientation_grid(1)
+    kids = finer_orientations(1, [7, 300])
+    assert len(kids) == 16
+    assert angular_distance(kids, np.repeat(coarse[[7, 300]], 8, axis=0)).max() < \
+        0.6 * angular_step(1)
+    truth, ps, parts = case
+    errs = []
+    for oversample in (False, True):
+        st = loop.Settings(healpix_order=1, local_order=5, ini_high=10.0, oversample=oversample)
+        state = loop.initial_state(parts, truth, st)
+        state.iteration = 1                       # past the CC iteration: marginalise
+        errs.append(np.median(_errors(loop.iterate(state, parts, st)[0], ps)))
+    assert errs[1] < 0.7 * errs[0], errs
+    assert errs[1] < 0.5 * angular_step(1)
+
+
 def test_local_search_refines_perturbed_poses(case):
     """Local search at order 3 (7.5 degrees) around poses ~12 degrees off the truth brings them
     to about the grid step."""
@@ -187,6 +209,29 @@ def test_estep_back_projection_equals_the_shifted_images_at_the_chosen_poses(cas
     assert scale > 0
     assert np.abs(got.data - want.data).max() < 1e-9 * scale
     assert np.abs(got.weight - want.weight).max() < 1e-9 * want.weight.max()
+
+
+def test_global_searches_go_on_while_they_still_move_particles(case):
+    """The step to local searches waits until the global search has settled: with many
+    particles still jumping further than the first local search reaches (start far from the
+    truth), the order stays global even though the resolution asks for finer sampling, and the
+    run is not converged; once the jumps no longer fall (no fewer than 0.9 x the fewest so far at
+    this order) the order goes up and the searches turn local."""
+    truth, ps, parts = case
+    rng = np.random.default_rng(3)
+    st = loop.Settings(healpix_order=1, local_order=2, max_order=3, ini_high=15.0)
+    start = ps.angles + np.deg2rad(rng.normal(0.0, 40.0, ps.angles.shape))
+    state = loop.initial_state(parts, truth, st, angles=start, shifts=-ps.origins_A / PX)
+    state.iteration, state.stall, state.best_resolution = 3, 2, 1e-3    # stalled: order up
+    held, rec = loop.iterate(state, parts, st)
+    reach = st.local_steps * angular_step(st.local_order)
+    assert rec["jumps"] == int((angular_distance(start, held.angles) > reach).sum()) > 20
+    assert held.order == 1 and not rec["converged"] and not held.final_pass
+    assert held.fewest_jumps == rec["jumps"]
+    state.fewest_jumps = 0.5 * rec["jumps"]       # fewer jumps before: settled, go local
+    local, rec2 = loop.iterate(state, parts, st)
+    assert rec2["jumps"] == rec["jumps"] and local.order == 2
+    assert local.fewest_jumps == np.inf            # counted afresh at the new order
 
 
 def test_convergence_adds_one_last_pass_at_the_full_size(case):

@@ -7,7 +7,9 @@ independent half-sets, each refined against its own reference; per iteration
    iteration scores by normalised cross-correlation and assigns the best pose (RELION's
    --firstiter_cc: the starting map's grey scale is unknown); later iterations marginalise over
    the poses (log-sum-exp), keeping the most probable poses that hold 99.9 % of each image's
-   posterior mass;
+   posterior mass; a global search scores the whole grid, then rescores the orientations of
+   those poses on their children of the next order (:func:`.sampling.finer_orientations`,
+   RELION's adaptive oversampling by one) and takes the posterior over the children;
 2. M-step: B and K (eq. 9) back-projected with the posterior weights, the CTF and sigma^-2; the
    gold-standard FSC of the two halves' unregularised maps B / K; tau^2 from it (eq. 12); the
    update (eq. 11 Tikhonov, or eq. 17 RED with lambda fixed or from the resolution, CW-RED);
@@ -17,8 +19,12 @@ independent half-sets, each refined against its own reference; per iteration
    on; sigma_o^2 = sum over images and poses of w |o|^2 / (2 N) (RELION's M-step; the first,
    cross-correlation iteration's best poses count with weight 1); ``sigma_offset`` 0: uniform;
 4. sampling: the HEALPix order goes up when the resolution stalls or the step is coarser than
-   one resolution element at the particle radius (:func:`.sampling.next_order`); the offset step
-   halves with it; converged when the resolution has not improved for 2 iterations and the order
+   one resolution element at the particle radius (:func:`.sampling.next_order`), except that
+   the step from global to local searches waits while the global search still moves particles:
+   "jumps" (best orientation moved further than the first local search reaches, local_steps x
+   its step) fewer than SETTLED x the fewest so far at this order and more than FEW_JUMPS of the
+   particles (RELION's auto-refine likewise waits for the changes of the poses to settle; local
+   searches cannot leave a wrong, e.g. pseudo-symmetric, pose); the offset step halves with it; converged when the resolution has not improved for 2 iterations and the order
    no longer needs to go up. Once converged, one last pass at the full image size (RELION's
    final iteration uses all data to Nyquist too); its map joins both halves' B and K (tau^2
    from RELION's FSC of the joined set, :func:`.mstep.joined_fsc`). A run stopped by max_iter
@@ -49,8 +55,8 @@ from .confidence import cw_red_lambda, nominal_resolution, shell_confidence
 from .estep import centred_projections, log_likelihoods, pose_posteriors
 from .mstep import joined_fsc, tau2_from_fsc
 from .relion_grid import half_to_map
-from .sampling import (angular_distance, angular_step, local_orientations, next_order,
-                       orientation_grid, translation_grid)
+from .sampling import (angular_distance, angular_step, finer_orientations, local_orientations,
+                       next_order, orientation_grid, translation_grid)
 from .update import completed_sums, regularised_map
 
 
@@ -59,6 +65,8 @@ MASS = 0.999            # posterior mass kept per image (significant poses) ...
 MAX_POSES = 100         # ... at most this many poses per image
 IMPROVE = 0.01          # a resolution better by this fraction counts as progress
 STALL_CONVERGED = 2     # iterations without progress at the final sampling
+SETTLED = 0.9           # global searches end when the jumps are no fewer than this x the fewest
+FEW_JUMPS = 0.02        # ... or when at most this fraction of the particles jumps
 
 
 @dataclass
@@ -79,6 +87,8 @@ class Settings:
     local_order: int = 3             # from this order on: local searches
     max_order: int = 4
     local_steps: float = 2.0         # local search half-width in angular steps
+    oversample: bool = True          # global searches: significant orientations rescored at
+    #                                  the next order (RELION's adaptive oversampling by one)
     offset_range: float = 3.0        # px
     offset_step: float = 1.0         # px
     sigma_offset: float = 10.0       # A: first sigma of the Gaussian offset prior (0: uniform)
@@ -120,6 +130,7 @@ class State:
     current_size: int
     stall: int = 0
     best_resolution: float = np.inf
+    fewest_jumps: float = np.inf     # fewest jumps (module text, 4) at this order so far
     sigma2_offset: float = None      # A^2: the offset prior's variance (None: sigma_offset^2)
     fsc: np.ndarray = None
     finished: bool = False
@@ -329,6 +340,13 @@ def estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets2
                     batch_scores = (cross_correlations if first else log_likelihoods)(
                         yc, cc, grid_p, trans_m, s_m)
                 score = batch_scores[j:j + 1]
+                if settings.oversample and not first:
+                    lp = -((prev[j] + trans) ** 2).sum(1) * px2 / (2 * s2o) if prior else 0.0
+                    keep = significant(pose_posteriors((score + lp).reshape(1, -1))[0])[0]
+                    coarse = np.unique(np.flatnonzero(keep) // len(trans))
+                    oris = finer_orientations(state.order, coarse)
+                    score = log_likelihoods(yc[j:j + 1], cj, centred_projections(proj, oris),
+                                            trans_m, s_m)
             if prior:
                 score = score - ((prev[j] + trans) ** 2).sum(1) * px2 / (2 * s2o)
             flat = score.reshape(1, -1)
@@ -482,11 +500,19 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
     best = min(resolution, state.best_resolution)
     order = state.order if first else next_order(state.order, settings.max_order, stall >= 1,
                                                  resolution, radius * px)
+    # jumps: particles whose best orientation moved further than the first local search reaches
+    reach = settings.local_steps * angular_step(settings.local_order)
+    jumps = int((angular_distance(state.angles, angles) > reach).sum())
+    fewest = min(jumps, state.fewest_jumps) if not first else np.inf
+    held = (not first and state.order < settings.local_order <= order
+            and jumps > FEW_JUMPS * len(angles) and jumps < SETTLED * state.fewest_jumps)
+    if held:
+        order = state.order         # global searches are still moving particles: stay global
     rng_, step = state.offset_range, state.offset_step
     if order > state.order:
         step = state.offset_step / 2.0
         rng_ = max(state.offset_range / 2.0, 1.5 * step)
-    converged = (not first and order == state.order and stall >= STALL_CONVERGED)
+    converged = (not first and not held and order == state.order and stall >= STALL_CONVERGED)
     final_pass = converged and not state.final_pass
     if state.final_pass or final_pass:
         order, rng_, step = state.order, state.offset_range, state.offset_step
@@ -496,7 +522,7 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
               "local": bool(state.order >= settings.local_order and not first),
               "current_size": m, "offset_range": state.offset_range,
               "offset_step": state.offset_step, "resolution": resolution, "lambda": lam,
-              "angular_change": change, "offset_change_A": offset_change,
+              "angular_change": change, "offset_change_A": offset_change, "jumps": jumps,
               "mean_maxprob": float(maxprob.mean()),
               "converged": bool(converged or state.final_pass),
               "final_pass": bool(state.final_pass),
@@ -512,6 +538,7 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
                 current_size=n if final_pass else image_size_for(best, n, px,
                                                                  settings.size_margin),
                 stall=0 if order > state.order else stall, best_resolution=best,
+                fewest_jumps=np.inf if order > state.order else fewest,
                 sigma2_offset=sigma2_offset, fsc=fsc,
                 finished=finished, final_pass=final_pass and not finished, final_map=final_map,
                 red_maps=red_maps, history=list(state.history))

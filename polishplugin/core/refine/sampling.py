@@ -8,6 +8,8 @@ HealpixSampling), kept simple:
 - local search: only the directions within ``steps`` angular steps of a particle's previous
   direction, psi within ``steps`` steps of its previous psi, translations around its previous
   offset (the images are re-centred on it, so the grid stays centred on 0);
+- adaptive oversampling by one (RELION's default): :func:`finer_orientations`, the next
+  order's orientations inside given ones of the grid;
 - coarse to fine: :func:`next_order` decides when the order goes up (resolution stalled, or the
   angular step coarser than one resolution element at the particle radius)."""
 import functools
@@ -52,6 +54,21 @@ def orientation_grid(order):
     psi = psi_grid(order)
     d = np.repeat(np.arange(len(rot)), len(psi))
     return np.stack([rot[d], tilt[d], np.tile(psi, len(rot))], axis=1)
+
+
+def finer_orientations(order, indices):
+    """The orientations of order + 1 inside the orientations ``indices`` of
+    :func:`orientation_grid` (``order``): each direction's 4 HEALPix children (NESTED: pixels
+    4d .. 4d + 3) times psi -+ a quarter of the psi step (RELION's adaptive oversampling by
+    one), (8 len(indices), 3) radians, the 8 of each coarse orientation together."""
+    rot, tilt = directions(order + 1)
+    npsi = 6 * 2 ** int(order)
+    d, j = np.divmod(np.asarray(indices, np.int64), npsi)
+    child = (4 * d[:, None] + np.arange(4)).reshape(-1)
+    psi = (j[:, None] * (2 * np.pi / npsi) + np.array([-0.25, 0.25]) * (2 * np.pi / npsi))
+    psi = np.repeat(psi, 4, axis=0).reshape(-1, 4, 2)                    # per child direction
+    child = np.repeat(child, 2)
+    return np.stack([rot[child], tilt[child], psi.reshape(-1)], axis=1)
 
 
 def direction_vectors(rot, tilt):
