@@ -113,7 +113,8 @@ class Projector:
     ``r_max`` (cycles per px of the n box, default Nyquist 0.5) bounds the slice: frequencies with
     |k| > r_max are zero, as in RELION's projector; only the padded transform's frequencies up to
     r_max (plus the interpolation's neighbours) are kept (less memory when r_max < 0.5).
-    ``backend``: the compute backend of the slice interpolation (:func:`polishplugin.backends.get_backend`; None: the default).
+    ``backend``: the compute backend of the slice interpolation
+    (:func:`polishplugin.backends.get_backend`; None: the default).
     ``half``: keep only the x >= 0 half of the (cut) transform, half the memory, when
     r_max < 0.5 and the padded size is even: F(-k) = conj F(k) (real volume), so a slice point
     whose rotated x is negative is read at -k and conjugated (the trilinear weights are

@@ -64,7 +64,8 @@ def summed_frames(movie, first, last, gain, total, tally=None, nonfinite=None, k
     :data:`MAX_NONFINITE_FRACTION` of them raises :class:`InputError`) and their flat indices
     to the set ``nonfinite`` (integer samples are always finite and not tested), the raw frame
     added to ``total`` ((ny, nx): the raw sum the defect search needs; float32 holds integer
-    counts exactly up to 2^24; None: not summed), then multiplied by ``gain`` (or None), the pixels of ``known`` ((ny, nx) bool or None) set to the
+    counts exactly up to 2^24; None: not summed), then multiplied by ``gain`` (or None), the pixels
+    of ``known`` ((ny, nx) bool or None) set to the
     mean of the others (in place: the frame's mean is then that fill value, as
     :func:`polishplugin.core.motion.patches.extract_spectra` fills with). Conversion, raw sum,
     gain and the mean's sum are one pass over each block of decoded rows
