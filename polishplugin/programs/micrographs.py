@@ -65,8 +65,8 @@ def summed_frames(movie, first, last, gain, total, tally=None, nonfinite=None, k
     to the set ``nonfinite`` (integer samples are always finite and not tested), the raw frame
     added to ``total`` ((ny, nx): the raw sum the defect search needs; float32 holds integer
     counts exactly up to 2^24; None: not summed), then multiplied by ``gain`` (or None), the pixels
-    of ``known`` ((ny, nx) bool or None) set to the
-    mean of the others (in place: the frame's mean is then that fill value, as
+    of ``known`` ((ny, nx) bool or None) set to the mean of the others (in place: the frame's mean
+    is then that fill value, as
     :func:`polishplugin.core.motion.patches.extract_spectra` fills with). Conversion, raw sum,
     gain and the mean's sum are one pass over each block of decoded rows
     (:func:`polishplugin.core.frame_pass.frame_rows`, :meth:`Movie.pieces`)."""

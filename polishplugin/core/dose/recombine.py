@@ -31,8 +31,8 @@ class ShinySum:
     frames (n (n/2 + 1) 8 bytes per particle: 161 kB at n = 200; F terms of relative rounding
     ~6e-8 each, ~1e-6 of the sum, far below any frame's counting noise; sums in complex128 took
     twice the memory for digits the float32 frames do not have), complex128 for float64 ones. The
-    phase factorises over ky and kx (two short vectors per
-    particle instead of an n x n ramp); on the even-n Nyquist row only its real part cos(pi t_y)
+    phase factorises over ky and kx (two short vectors per particle instead of an n x n ramp); on
+    the even-n Nyquist row only its real part cos(pi t_y)
     counts (what the real part of the full-plane inverse keeps), the Nyquist column is at
     kx = -1/2 as on the fft2 grid, and the corner, its own partner, takes cos(pi (t_x + t_y))."""
 

@@ -14,8 +14,8 @@ an unlinked scratch file), only their centres of radius ``core_radius`` (:data:`
 13 x 13 of 33 x 33, 1/6.4 of the bytes) in memory. A read whose bicubic samples all lie in the
 centre (:func:`.micrograph.outside_window` with the core radius is 0 for it) is served from
 there: the same samples and the same fraction, so the same value, bit for bit. Any other read is
-served from the whole map, fetched from the backing (and cached, up to
-``cache_bytes``): the same value as today's array everywhere, including the wrap at the whole
+served from the whole map, fetched from the backing (and cached, up to ``cache_bytes``): the same
+value as today's array everywhere, including the wrap at the whole
 window's edge that the fit's window check catches. Hence the tracks equal today's, whatever the
 core radius (< R / 2); the core radius only sets how often the backing is read.
 """

@@ -303,8 +303,8 @@ def choose_for_micrograph(cc_fit, centres, initial_tracks, cut, curvature, searc
     """Sigmas (px) for one micrograph: a pilot MAP fit at ``search.start``, the pseudo-observations
     around its tracks, the evidence maximum; ``rounds`` > 1 re-expands around the MAP at the
     previous choice; 0: around the initial tracks (no pilot fit). cc_fit: the CC maps times sign *
-    amplitude (what the fit uses); curvature
-    (P, F): :func:`peak_curvature`. The evidence uses at most ``max_particles`` particles
+    amplitude (what the fit uses); curvature (P, F): :func:`peak_curvature`. The evidence uses at
+    most ``max_particles`` particles
     (evenly spaced in the input order; the pilot fit uses all). Returns a :class:`SigmaChoice`."""
     from .fit import fit_tracks
     sig = tuple(search.start)

@@ -458,10 +458,10 @@ def polish_simulated_micrograph(dataset, mic, sigmas=None, mode="gp", init="glob
     "detect" (from the movie, no truth) | "truth" | None, predictions of each particle's own half
     map at its true angles and CTF in an n box (default the dataset box), exposure-filter damage
     from the config, FCC sums (``fcc``) on the rings of the dataset box; noiseless frames are
-    whitened with ``noise_level`` times their Poisson noise
-    power (white), not with their own (signal-only) power. sigmas: None (the simulation's) or
-    (sigma_vel, sigma_div, sigma_acc) in the
-    paper's units. init: "global" (the simulated earlier global track), "none" (estimated from
+    whitened with ``noise_level`` times their Poisson noise power (white), not with their own
+    (signal-only) power. sigmas: None (the simulation's) or
+    (sigma_vel, sigma_div, sigma_acc) in the paper's units. init: "global" (the simulated earlier
+    global track), "none" (estimated from
     the data), "zero", "truth" (true positions - centre)."""
     from ..ctf import CtfParams
     from ..defects import detect_defects

@@ -133,8 +133,8 @@ def extract_spectra(frames, centres, tracks, n, m=None, defects=None, workers=1,
     particle-frame; memory P F m (m/2+1) complex64 instead of P F n (n+2) float32.
     ``check(buffer)``: called on each frame's patches before their transform (e.g. a
     finiteness test), except those of a frame known to be finite (given with a finite mean).
-    ``out``: a C-contiguous complex64 array of at least P F m (m//2+1)
-    elements to hold the spectra (a buffer reused from micrograph to micrograph: no page faults
+    ``out``: a C-contiguous complex64 array of at least P F m (m//2+1) elements to hold the spectra
+    (a buffer reused from micrograph to micrograph: no page faults
     of a fresh allocation). ``store``: a :class:`.spectra_store.SpectraStore` of (P, F, m) that
     receives the spectra instead (e.g. on scratch disk); it is returned in place of the array,
     with its ``power_sums`` (the backend's ``power_sums`` of all the spectra, summed as each

@@ -25,8 +25,8 @@ independent half-sets, each refined against its own reference; per iteration
    its step) fewer than SETTLED x the fewest so far at this order and more than FEW_JUMPS of the
    particles (RELION's auto-refine likewise waits for the changes of the poses to settle; local
    searches cannot leave a wrong, e.g. pseudo-symmetric, pose); the offset step halves with it;
-   converged when the resolution has not improved for 2 iterations and the order
-   no longer needs to go up. Once converged, one last pass at the full image size (RELION's
+   converged when the resolution has not improved for 2 iterations and the order no longer needs to
+   go up. Once converged, one last pass at the full image size (RELION's
    final iteration uses all data to Nyquist too); its map joins both halves' B and K (tau^2
    from RELION's FSC of the joined set, :func:`.mstep.joined_fsc`). A run stopped by max_iter
    ends at the size it had.
