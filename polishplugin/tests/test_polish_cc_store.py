@@ -1,7 +1,6 @@
 """CC maps with only their centres in memory (core/motion/cc_store.py, polish --spectra-memory):
 the reads of the whole maps, the tracks of the in-memory maps, and memory that does not hold the
 whole maps."""
-import dataclasses
 import tracemalloc
 
 import numpy as np
