@@ -181,6 +181,15 @@ def _wrap(i, n):
     return i if 0 <= i < n else i % n
 
 
+@numba.njit(cache=True, inline="always")
+def _lerp_x(vol, z, y, ix, jx, sx, tx):
+    """(real, imag) of vol[z, y, ix] * sx + vol[z, y, jx] * tx in float64, the two parts apart
+    (a complex product with a zero imaginary part would cost twice the multiplications)."""
+    p0, p1 = vol[z, y, ix], vol[z, y, jx]
+    return (np.float64(p0.real) * sx + np.float64(p1.real) * tx,
+            np.float64(p0.imag) * sx + np.float64(p1.imag) * tx)
+
+
 @numba.njit(cache=True, parallel=True)
 def _slice_extract(vol, rots, kxy, scale, origin, half, out):
     nz, ny, nx = vol.shape
@@ -203,25 +212,12 @@ def _slice_extract(vol, rots, kxy, scale, origin, half, out):
             tz, ty, tx = z - z0, y - y0, x - x0
             iz, iy, ix = _wrap(int(z0), nz), _wrap(int(y0), ny), _wrap(int(x0), nx)
             jz, jy, jx = _wrap(iz + 1, nz), _wrap(iy + 1, ny), _wrap(ix + 1, nx)
-            # complex values times real weights, real and imaginary parts apart (a complex
-            # product with a zero imaginary part would cost twice the multiplications)
+            # complex values times real weights, real and imaginary parts apart (_lerp_x)
             sx, sy, sz = 1 - tx, 1 - ty, 1 - tz
-            p0 = vol[iz, iy, ix]
-            p1 = vol[iz, iy, jx]
-            ar = np.float64(p0.real) * sx + np.float64(p1.real) * tx
-            ai = np.float64(p0.imag) * sx + np.float64(p1.imag) * tx
-            p0 = vol[iz, jy, ix]
-            p1 = vol[iz, jy, jx]
-            br = np.float64(p0.real) * sx + np.float64(p1.real) * tx
-            bi = np.float64(p0.imag) * sx + np.float64(p1.imag) * tx
-            p0 = vol[jz, iy, ix]
-            p1 = vol[jz, iy, jx]
-            cr = np.float64(p0.real) * sx + np.float64(p1.real) * tx
-            ci = np.float64(p0.imag) * sx + np.float64(p1.imag) * tx
-            p0 = vol[jz, jy, ix]
-            p1 = vol[jz, jy, jx]
-            dr = np.float64(p0.real) * sx + np.float64(p1.real) * tx
-            di = np.float64(p0.imag) * sx + np.float64(p1.imag) * tx
+            ar, ai = _lerp_x(vol, iz, iy, ix, jx, sx, tx)
+            br, bi = _lerp_x(vol, iz, jy, ix, jx, sx, tx)
+            cr, ci = _lerp_x(vol, jz, iy, ix, jx, sx, tx)
+            dr, di = _lerp_x(vol, jz, jy, ix, jx, sx, tx)
             vr = (ar * sy + br * ty) * sz + (cr * sy + dr * ty) * tz
             vi = (ai * sy + bi * ty) * sz + (ci * sy + di * ty) * tz
             out[o, m] = complex(vr, -vi if mate else vi)
