@@ -19,6 +19,7 @@ from polishplugin.core.fourier import resolution_at
 from polishplugin.io.star import read_star, read_tracks_star, write_star
 from polishplugin.programs import bfactors, polish, reconstruct, simulate, train
 from polishplugin.programs.cli import PARTIAL
+from polishplugin.tests.killed import kill_after_first
 from polishplugin.tests.mpi import needs_mpirun, run_under_mpirun
 
 LAYOUT = simulate.LAYOUT
@@ -127,20 +128,8 @@ def test_mpi_error_outside_the_micrograph_handler_aborts_every_rank(project, tmp
 def test_kill_9_then_rerun_gives_the_uninterrupted_tracks(project, tmp_path):
     """kill -9 once the first micrograph is done (lock held, files half written), then a re-run:
     the lock died with the process and the tracks are those of an uninterrupted run."""
-    import signal
-    import time
     pol = tmp_path / "P"
-    cmd = [sys.executable, "-m", "polishplugin.programs.polish"] + _pol(project / "sim", pol)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        t0 = time.time()
-        while not list((pol / "tracks").rglob("*_tracks.star")) and time.time() - t0 < 120:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.02)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_after_first("polish", _pol(project / "sim", pol), pol / "tracks")
     assert polish.main(_pol(project / "sim", pol)) == 0
     ours, theirs = _tracks(pol), _tracks(project / "P")
     assert ours.keys() == theirs.keys()

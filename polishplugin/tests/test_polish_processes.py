@@ -14,6 +14,7 @@ import pytest
 from polishplugin.io.star import read_tracks_star
 from polishplugin.programs import parallel, polish, simulate
 from polishplugin.programs.cli import PARTIAL
+from polishplugin.tests.killed import kill_after_first
 
 
 @pytest.fixture(scope="module")
@@ -90,18 +91,7 @@ def test_killed_job_with_workers_resumes_to_the_same_tracks(sim, serial, tmp_pat
     """kill -9 of the job once a micrograph is done: its workers die with it (the re-run gets
     the folder's lock at once) and the re-run gives the uninterrupted tracks."""
     out = tmp_path / "P"
-    cmd = [sys.executable, "-m", "polishplugin.programs.polish"] + _args(sim, out, "--threads",
-                                                                          "2")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        t0 = time.time()
-        while not list(out.rglob("*_tracks.star")) and time.time() - t0 < 120:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.02)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_after_first("polish", _args(sim, out, "--threads", "2"), out)
     res = _run(sim, out, "--threads", "2")
     assert res.returncode == 0, res.stderr[-2000:]
     ours, theirs = _results(out), _results(serial)
