@@ -331,6 +331,8 @@ def estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets2
         weight_pix = np.broadcast_to(c_pix * c_pix * s_pix, y_pix.shape)
         for j, i in enumerate(sel):
             cj = None if cc is None else cc[j:j + 1]
+            # the Gaussian offset prior's log over the translations (0: uniform)
+            lp = -((prev[j] + trans) ** 2).sum(1) * px2 / (2 * s2o) if prior else 0.0
             if local:
                 oris = local_orientations(state.order, state.angles[i], settings.local_steps)
                 p = centred_projections(proj, oris)
@@ -342,14 +344,13 @@ def estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets2
                         yc, cc, grid_p, trans_m, s_m)
                 score = batch_scores[j:j + 1]
                 if settings.oversample and not first:
-                    lp = -((prev[j] + trans) ** 2).sum(1) * px2 / (2 * s2o) if prior else 0.0
                     keep = significant(pose_posteriors((score + lp).reshape(1, -1))[0])[0]
                     coarse = np.unique(np.flatnonzero(keep) // len(trans))
                     oris = finer_orientations(state.order, coarse)
                     score = log_likelihoods(yc[j:j + 1], cj, centred_projections(proj, oris),
                                             trans_m, s_m)
             if prior:
-                score = score - ((prev[j] + trans) ** 2).sum(1) * px2 / (2 * s2o)
+                score = score + lp
             flat = score.reshape(1, -1)
             if first:
                 w = np.zeros_like(flat)
