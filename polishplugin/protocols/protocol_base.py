@@ -8,6 +8,18 @@ from pwem.protocols import EMProtocol
 from .. import Plugin
 
 
+MOVIE_INPUTS = ("Movies", "Particles", "Volume", "Mask")
+
+
+def link_inputs(prot, source, names=MOVIE_INPUTS):
+    """Point ``prot.input<Name>`` at ``source.output<Name>`` for each name, as choosing the
+    input in the protocol's form does (e.g. a polishing run fed by a simulation)."""
+    for name in names:
+        pointer = getattr(prot, "input" + name)
+        pointer.set(source)
+        pointer.setExtended("output" + name)
+
+
 class ProgramError(Exception):
     """A program of ours failed; the message is its own one-line reason."""
 

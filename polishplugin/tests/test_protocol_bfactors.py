@@ -7,6 +7,7 @@ from pyworkflow.tests import BaseTest, setupTestProject
 
 from polishplugin.io.mrc import read_mrc, read_mrc_header
 from polishplugin.protocols import ProtPolishBayesian, ProtPolishBFactors, ProtPolishSimulate
+from polishplugin.protocols.protocol_base import link_inputs
 
 SIM = dict(numberOfMicrographs=2, micrographSize=256, numberOfFrames=6,
            particlesPerMicrograph=4, boxSize=48, pixelSize=1.5, snr=0.3, hotPixels=2,
@@ -20,10 +21,7 @@ class TestProtPolishBFactors(BaseTest):
         cls.sim = cls.newProtocol(ProtPolishSimulate, **SIM)
         cls.launchProtocol(cls.sim)
         cls.pol = cls.newProtocol(ProtPolishBayesian, sigmaVel=0.8, sigmaDiv=5000, sigmaAcc=2)
-        for attr, name in (("inputMovies", "outputMovies"), ("inputParticles", "outputParticles"),
-                           ("inputVolume", "outputVolume"), ("inputMask", "outputMask")):
-            getattr(cls.pol, attr).set(cls.sim)
-            getattr(cls.pol, attr).setExtended(name)
+        link_inputs(cls.pol, cls.sim)
         cls.launchProtocol(cls.pol)
 
     def _bfactors(self, **kwargs):

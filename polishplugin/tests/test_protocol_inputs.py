@@ -16,6 +16,7 @@ from polishplugin.io.star import read_tracks_star
 from polishplugin.programs.simulate import LAYOUT
 from polishplugin.protocols import (ProtPolishBayesian, ProtPolishImportMovies,
                                     ProtPolishSimulate)
+from polishplugin.protocols.protocol_base import link_inputs
 
 SIM = dict(numberOfMicrographs=2, micrographSize=384, numberOfFrames=8, particlesPerMicrograph=6,
            boxSize=48, pixelSize=1.5, snr=0.2, sigmaVel=0.8, stageDrift=8.0, seed=11,
@@ -38,10 +39,7 @@ class TestProtPolishInputs(BaseTest):
                                 **kwargs)
         prot.inputMovies.set(movies)
         prot.inputMovies.setExtended(movies_attr)
-        for name, attr in (("inputParticles", "outputParticles"),
-                           ("inputVolume", "outputVolume"), ("inputMask", "outputMask")):
-            getattr(prot, name).set(self.sim)
-            getattr(prot, name).setExtended(attr)
+        link_inputs(prot, self.sim, ("Particles", "Volume", "Mask"))
         return prot
 
     def _foreign_movies(self, first=1, sampling_factor=1.0, aligned=False, n_movies=None,

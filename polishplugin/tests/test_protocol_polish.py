@@ -7,6 +7,7 @@ from pyworkflow.tests import BaseTest, setupTestProject
 
 from polishplugin.io.star import read_tracks_star
 from polishplugin.protocols import ProtPolishBayesian, ProtPolishSimulate
+from polishplugin.protocols.protocol_base import link_inputs
 
 SIM = dict(numberOfMicrographs=2, micrographSize=512, numberOfFrames=10,
            particlesPerMicrograph=10, boxSize=64, pixelSize=1.5, snr=0.2, hotPixels=3,
@@ -24,14 +25,7 @@ class TestProtPolishBayesian(BaseTest):
         kwargs.setdefault("sigmaSource", 1)     # given below
         prot = self.newProtocol(ProtPolishBayesian, sigmaVel=0.8, sigmaDiv=5000, sigmaAcc=2,
                                 **kwargs)
-        prot.inputMovies.set(self.sim)
-        prot.inputMovies.setExtended("outputMovies")
-        prot.inputParticles.set(self.sim)
-        prot.inputParticles.setExtended("outputParticles")
-        prot.inputVolume.set(self.sim)
-        prot.inputVolume.setExtended("outputVolume")
-        prot.inputMask.set(self.sim)
-        prot.inputMask.setExtended("outputMask")
+        link_inputs(prot, self.sim)
         return prot
 
     def test_polish_recovers_motion(self):

@@ -16,6 +16,7 @@ from pyworkflow.tests import BaseTest, setupTestProject
 
 from polishplugin.io.star import read_star, read_tracks_star
 from polishplugin.protocols import ProtPolishBayesian, ProtPolishSimulate, ProtPolishStreaming
+from polishplugin.protocols.protocol_base import link_inputs
 
 SIM = dict(numberOfMicrographs=2, micrographSize=384, numberOfFrames=8, particlesPerMicrograph=6,
            boxSize=48, pixelSize=1.5, snr=0.2, sigmaVel=0.8, stageDrift=8.0, seed=5,
@@ -31,21 +32,14 @@ class TestProtPolishStreaming(BaseTest):
         cls.launchProtocol(cls.sim)
         # an earlier, non-streaming run whose B-factor table weights the stream's frames
         cls.batch = cls.newProtocol(ProtPolishBayesian, sigmaVel=0.8, sigmaDiv=5000, sigmaAcc=2)
-        for name, attr in (("inputMovies", "outputMovies"), ("inputParticles", "outputParticles"),
-                           ("inputVolume", "outputVolume"), ("inputMask", "outputMask")):
-            getattr(cls.batch, name).set(cls.sim)
-            getattr(cls.batch, name).setExtended(attr)
+        link_inputs(cls.batch, cls.sim)
         cls.launchProtocol(cls.batch)
 
     def _link(self, prot, acq):
         """Inputs of ``prot``: the acquisition's movies and particles, the simulation's volume
         and mask."""
-        for name, src, attr in (("inputMovies", acq, "outputMovies"),
-                                ("inputParticles", acq, "outputParticles"),
-                                ("inputVolume", self.sim, "outputVolume"),
-                                ("inputMask", self.sim, "outputMask")):
-            getattr(prot, name).set(src)
-            getattr(prot, name).setExtended(attr)
+        link_inputs(prot, acq, ("Movies", "Particles"))
+        link_inputs(prot, self.sim, ("Volume", "Mask"))
 
     def _acquisition(self, first_movies, first_parts):
         """A finished record of pwem's ProtAlignMovies whose outputs, open sets of movies (with

@@ -9,6 +9,7 @@ from pyworkflow.tests import BaseTest, setupTestProject
 
 from polishplugin.core.motion.training import parse_opt_params
 from polishplugin.protocols import ProtPolishSimulate, ProtPolishTrain
+from polishplugin.protocols.protocol_base import link_inputs
 
 SIM = dict(numberOfMicrographs=3, micrographSize=320, numberOfFrames=8,
            particlesPerMicrograph=6, boxSize=48, pixelSize=1.5, snr=0.5, seed=7)
@@ -25,10 +26,7 @@ class TestProtPolishTrain(BaseTest):
         kw = dict(minParticles=10, restarts=2, evalMaxRes=7.0, maxEvals=20)
         kw.update(kwargs)
         prot = self.newProtocol(ProtPolishTrain, **kw)
-        for name, out in (("inputMovies", "outputMovies"), ("inputParticles", "outputParticles"),
-                          ("inputVolume", "outputVolume"), ("inputMask", "outputMask")):
-            getattr(prot, name).set(self.sim)
-            getattr(prot, name).setExtended(out)
+        link_inputs(prot, self.sim)
         return prot
 
     def _render(self, view, name):
@@ -108,10 +106,7 @@ class TestProtPolishTrain(BaseTest):
         # the polishing protocol takes the trained sigmas directly
         from polishplugin.protocols import ProtPolishBayesian
         polish = self.newProtocol(ProtPolishBayesian, doShiny=False)
-        for name, out in (("inputMovies", "outputMovies"), ("inputParticles", "outputParticles"),
-                          ("inputVolume", "outputVolume"), ("inputMask", "outputMask")):
-            getattr(polish, name).set(self.sim)
-            getattr(polish, name).setExtended(out)
+        link_inputs(polish, self.sim)
         polish.inputTraining.set(prot)
         self.assertIn("--params-file %s" % os.path.abspath(path), polish._programArgs())
         self.launchProtocol(polish)
