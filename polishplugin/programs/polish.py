@@ -39,7 +39,7 @@ from ..io.errors import InputError
 from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, read_tracks_star, write_particles_star, write_star, \
     write_tracks_star
-from .parallel import (background, for_each_in_processes, freeze_setup, get_comm, my_share,
+from .parallel import (fill_in_process, for_each_in_processes, freeze_setup, get_comm, my_share,
                        numba_threads_started, set_blas_threads, set_threads, setup_without_gc)
 from .cli import (add_movie_inputs, add_output_options, at_least, auto_window,
                   check_reference_args, finish_status, job_figures, number, positive,
@@ -582,6 +582,25 @@ def preload(backend, mics):
         load_serial_kernels()
 
 
+def shared_projectors(inputs, backend, r_max, mics):
+    """The two half projectors for worker processes: their transforms computed by a process
+    forked for it into memory that the workers will share, while this one runs
+    :func:`preload`; returned once that process has ended without error (the workers are
+    forked later: they never see a half-built transform). Both on 2 cores in the time of the
+    longer, instead of the projectors beside the preload in a thread, slowed by its hold on
+    the GIL (BENCHMARKS.md, wt-fork)."""
+    from ..core.predict import make_projectors, projector_shape, projectors_around
+    n = inputs.half1.shape[0]
+    shape = projector_shape(n, r_max=r_max)
+
+    def build(arrays):
+        make_projectors(inputs.half1, inputs.half2, inputs.mask, backend=backend, r_max=r_max,
+                        out=dict(zip((1, 2), arrays)))
+    built = fill_in_process([(shape, np.complex64)] * 2, build)
+    preload(backend, mics)
+    return projectors_around(dict(zip((1, 2), built())), n, backend=backend, r_max=r_max)
+
+
 def polish_all(args, inputs, sigmas, out, comm, folder=None):
     """Polish the micrographs not done yet (this rank's share), then combine on rank 0. With
     --threads T >= 2 and one rank, :func:`worker_processes` processes forked after the projector
@@ -601,11 +620,14 @@ def polish_all(args, inputs, sigmas, out, comm, folder=None):
         args = argparse.Namespace(**vars(args))
         args.threads = max(1, args.threads // procs)
         args.spectra_memory = args.spectra_memory / procs
-        preloaded = background(preload, args.backend, mine[:1])  # beside the projector setup
     # slices only up to the data term's highest ring (the spectra hold no more)
     r_max = 0.5 if args.max_ring is None else min(0.5, (args.max_ring + 1.0) / args.patch_px)
-    projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask, backend=args.backend,
-                                 r_max=r_max)
+    if procs > 1:
+        projectors = shared_projectors(inputs, args.backend, r_max, mine[:1])
+    else:
+        projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask,
+                                     backend=args.backend, r_max=r_max)
+        preload(args.backend, mine[:1])
     inputs.half1 = inputs.half2 = inputs.mask = None   # in the projectors now: memory back
     t0 = time.time()
 
@@ -621,9 +643,8 @@ def polish_all(args, inputs, sigmas, out, comm, folder=None):
                      "/".join("%.2f" % v for v in d["sigma_choice"]["spread"])))
 
     failed_path = lambda name: output_paths(out, name)["failed"]  # noqa: E731
+    freeze_setup()
     if procs == 1:
-        preload(args.backend, mine[:1])
-        freeze_setup()
         set_threads(args.threads)
         for_each_micrograph(mine, work, failed_path, comm.rank)
     else:
@@ -636,8 +657,6 @@ def polish_all(args, inputs, sigmas, out, comm, folder=None):
             set_threads(args.threads)
 
         log.info("%d worker processes of %d thread(s) over the micrographs", procs, args.threads)
-        preloaded()
-        freeze_setup()
         if numba_threads_started():     # the setup must not start them (workers would die)
             raise RuntimeError("numba's threads started before the workers were forked")
         lost = for_each_in_processes(len(mine), one, procs, after_fork=after_fork,
