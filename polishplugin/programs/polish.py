@@ -582,23 +582,24 @@ def preload(backend, mics):
         load_serial_kernels()
 
 
-def shared_projectors(inputs, backend, r_max, mics):
-    """The two half projectors for worker processes: their transforms computed by a process
-    forked for it into memory that the workers will share, while this one runs
-    :func:`preload`; returned once that process has ended without error (the workers are
-    forked later: they never see a half-built transform). Both on 2 cores in the time of the
-    longer, instead of the projectors beside the preload in a thread, slowed by its hold on
-    the GIL (BENCHMARKS.md, wt-fork)."""
+def shared_projectors(inputs, backend, r_max):
+    """Start the two half projectors for worker processes: their transforms computed by a
+    process forked for it into memory that the workers will share, while this one goes on
+    (:func:`preload`: both on 2 cores in the time of the longer, where the preload in a thread
+    beside the projector setup slowed it by its hold on the GIL; BENCHMARKS.md, wt-fork).
+    Returns a function that returns the projectors once that process has ended without error
+    (the workers are forked later: they never see a half-built transform). The maps of
+    ``inputs`` may be dropped here as soon as this returns."""
     from ..core.predict import make_projectors, projector_shape, projectors_around
     n = inputs.half1.shape[0]
-    shape = projector_shape(n, r_max=r_max)
+    half1, half2, mask = inputs.half1, inputs.half2, inputs.mask
 
     def build(arrays):
-        make_projectors(inputs.half1, inputs.half2, inputs.mask, backend=backend, r_max=r_max,
+        make_projectors(half1, half2, mask, backend=backend, r_max=r_max,
                         out=dict(zip((1, 2), arrays)))
-    built = fill_in_process([(shape, np.complex64)] * 2, build)
-    preload(backend, mics)
-    return projectors_around(dict(zip((1, 2), built())), n, backend=backend, r_max=r_max)
+    built = fill_in_process([(projector_shape(n, r_max=r_max), np.complex64)] * 2, build)
+    return lambda: projectors_around(dict(zip((1, 2), built())), n, backend=backend,
+                                     r_max=r_max)
 
 
 def polish_all(args, inputs, sigmas, out, comm, folder=None):
@@ -623,12 +624,14 @@ def polish_all(args, inputs, sigmas, out, comm, folder=None):
     # slices only up to the data term's highest ring (the spectra hold no more)
     r_max = 0.5 if args.max_ring is None else min(0.5, (args.max_ring + 1.0) / args.patch_px)
     if procs > 1:
-        projectors = shared_projectors(inputs, args.backend, r_max, mine[:1])
+        building = shared_projectors(inputs, args.backend, r_max)
     else:
         projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask,
                                      backend=args.backend, r_max=r_max)
-        preload(args.backend, mine[:1])
     inputs.half1 = inputs.half2 = inputs.mask = None   # in the projectors now: memory back
+    preload(args.backend, mine[:1])     # after: its objects do not pin the maps' heap
+    if procs > 1:
+        projectors = building()
     t0 = time.time()
 
     def work(i, mic):
