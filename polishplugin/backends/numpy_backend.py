@@ -10,7 +10,6 @@ a micrograph's patches; the other spectra kernels take what it returned (here th
 OpenCL keeps them on the device).
 """
 import numpy as np
-from scipy import ndimage
 
 from ..core.motion.observation import patch_spectra  # noqa: F401  (host rfft2, scipy.fft)
 
@@ -21,7 +20,9 @@ def interp_trilinear(volume, coords):
     """Trilinear interpolation of a complex ``volume`` (nz, ny, nx) at array coordinates
     ``coords`` (3, M) = (z, y, x), periodic (indices modulo the size, ndimage "grid-wrap");
     returns (M,) values of the volume's dtype. Used for the Fourier slices of
-    :class:`polishplugin.core.projector.Projector`."""
+    :class:`polishplugin.core.projector.Projector` (scipy.ndimage imported here: the numba and
+    OpenCL backends, which import this module, do not use it)."""
+    from scipy import ndimage
     return ndimage.map_coordinates(volume, coords, order=1, mode="grid-wrap")
 
 

@@ -11,10 +11,12 @@ from .ctf import CtfParams, ctf_2d
 from .projector import Projector
 
 
-def make_projectors(half1, half2, mask=None, pad=2, backend=None, r_max=0.5, half=True):
+def make_projectors(half1, half2, mask=None, pad=2, backend=None, r_max=0.5, half=True,
+                    out=None):
     """{1: Projector, 2: Projector} of the (masked) half maps, padding ``pad`` (RELION --pad 2),
     slices interpolated by ``backend`` (None: the default), frequencies up to ``r_max`` cycles
-    per px (default Nyquist); ``half``: only half of each transform kept (see Projector)."""
+    per px (default Nyquist); ``half``: only half of each transform kept (see Projector);
+    ``out``: {1: array, 2: array} that receive the transforms (:func:`projector_shape`)."""
     h1, h2 = np.asarray(half1), np.asarray(half2)
     if h1.shape != h2.shape:
         raise ValueError("half maps differ in shape: %s vs %s" % (h1.shape, h2.shape))
@@ -23,8 +25,24 @@ def make_projectors(half1, half2, mask=None, pad=2, backend=None, r_max=0.5, hal
         if m.shape != h1.shape:
             raise ValueError("mask %s does not match the half maps %s" % (m.shape, h1.shape))
         h1, h2 = h1 * m, h2 * m
-    return {h: Projector(v, pad=pad, r_max=r_max, backend=backend, half=half)
+    return {h: Projector(v, pad=pad, r_max=r_max, backend=backend, half=half,
+                         out=None if out is None else out[h])
             for h, v in ((1, h1), (2, h2))}
+
+
+def projector_shape(n, pad=2, r_max=0.5, half=True):
+    """Shape of the (complex64) transform of each of :func:`make_projectors`' projectors for
+    n^3 maps."""
+    p = Projector.__new__(Projector)
+    p._layout(n, pad, r_max, None, half)
+    return p.shape
+
+
+def projectors_around(transforms, n, pad=2, backend=None, r_max=0.5, half=True):
+    """The projectors of :func:`make_projectors` (the same arguments) around the transforms it
+    wrote into ``out`` (e.g. in another process, into memory both share)."""
+    return {h: Projector.around(transforms[h], n, pad=pad, r_max=r_max, backend=backend,
+                                half=half) for h in (1, 2)}
 
 
 def _ctf_array(ctf, n, pixel_size, crop=None):

@@ -69,13 +69,14 @@ def _centred_fft3(vol, npad, keep=None):
     return f
 
 
-def _cropped_fft3(vol, npad, keep, half=False, slab=16):
+def _cropped_fft3(vol, npad, keep, half=False, slab=16, out=None):
     """The cube of frequencies -keep..keep of :func:`_centred_fft3` ((2 keep + 1)^3 complex64,
     zero frequency at index keep), one axis at a time: each 1D transform of the zero-padded
     length npad keeps only the frequencies needed (x: 0..keep, the rest by Hermitian symmetry),
     and the centre voxel n//2 is moved to the origin by the phase exp(2 pi i k (n//2) / npad).
     Never makes a padded-size array: each axis is transformed ``slab`` planes at a time into the
-    next stage's array (the same numbers as whole-array transforms, a fraction of the memory)."""
+    next stage's array (the same numbers as whole-array transforms, a fraction of the memory).
+    ``out``: the array to fill (of the returned shape, complex64) instead of a new one."""
     n = vol.shape[0]
     k = np.arange(-keep, keep + 1)
     K = k.size
@@ -90,10 +91,16 @@ def _cropped_fft3(vol, npad, keep, half=False, slab=16):
         b[z:z + slab] = scipy.fft.fft(a[z:z + slab], n=npad, axis=1)[:, k % npad] \
             * phase[None, :, None]
     del a
-    if half:   # x >= 0 only, x at index (keep + x) mod (keep + 2): see Projector
-        f = np.zeros((K, K, keep + 2), dtype=np.complex64)
+    shape = (K, K, keep + 2) if half else (K, K, K)
+    if out is None:
+        f = np.empty(shape, dtype=np.complex64)
+    elif out.shape != shape or out.dtype != np.complex64:
+        raise ValueError("out is %s %s, the transform (%s) complex64" % (out.shape, out.dtype,
+                                                                         shape))
     else:
-        f = np.empty((K, K, K), dtype=np.complex64)
+        f = out
+    if half:   # x >= 0 only, x at index (keep + x) mod (keep + 2): see Projector
+        f[..., keep - 1] = 0           # the one column no frequency is written to
     for y in range(0, K, slab):
         c = scipy.fft.fft(b[:, y:y + slab], n=npad, axis=0)[k % npad] * phase[:, None, None]
         if half:
@@ -115,6 +122,8 @@ class Projector:
     r_max (plus the interpolation's neighbours) are kept (less memory when r_max < 0.5).
     ``backend``: the compute backend of the slice interpolation
     (:func:`polishplugin.backends.get_backend`; None: the default).
+    ``out``: a complex64 array of the transform's shape (:attr:`shape`) that receives it (see
+    :meth:`around`).
     ``half``: keep only the x >= 0 half of the (cut) transform, half the memory, when
     r_max < 0.5 and the padded size is even: F(-k) = conj F(k) (real volume), so a slice point
     whose rotated x is negative is read at -k and conjugated (the trilinear weights are
@@ -124,22 +133,46 @@ class Projector:
     interpolation, no more backend calls).
     """
 
-    def __init__(self, volume, pad=2, r_max=0.5, backend=None, half=False):
+    def __init__(self, volume, pad=2, r_max=0.5, backend=None, half=False, out=None):
         volume = np.asarray(volume)
         if volume.ndim != 3 or len(set(volume.shape)) != 1:
             raise ValueError("volume must be cubic, got shape %s" % (volume.shape,))
-        self.n = volume.shape[0]
+        self._layout(volume.shape[0], pad, r_max, backend, half)
+        corrected = _gridding_corrected(volume, self.npad)
+        if self._cut:
+            self._f3 = _cropped_fft3(corrected, self.npad, self._keep, half=self._half, out=out)
+        else:
+            self._f3 = _centred_fft3(corrected, self.npad)
+            if out is not None:
+                out[...] = self._f3
+                self._f3 = out
+
+    def _layout(self, n, pad, r_max, backend, half):
+        self.n = int(n)
         self.pad = int(pad)
         self.npad = self.pad * self.n
         self.r_max = float(r_max)
         self.backend = backend
-        corrected = _gridding_corrected(volume, self.npad)
-        keep = int(np.ceil(self.r_max * self.npad)) + 2
-        self._centre = min(keep, self.npad // 2) if self.npad % 2 == 0 else self.npad // 2
-        cut = self.npad % 2 == 0 and keep < self.npad // 2
-        self._half = bool(half) and cut
-        self._f3 = _cropped_fft3(corrected, self.npad, keep, half=True) if self._half else \
-            _centred_fft3(corrected, self.npad, keep if cut else None)
+        self._keep = int(np.ceil(self.r_max * self.npad)) + 2
+        self._centre = min(self._keep, self.npad // 2) if self.npad % 2 == 0 else self.npad // 2
+        self._cut = self.npad % 2 == 0 and self._keep < self.npad // 2
+        self._half = bool(half) and self._cut
+        K = 2 * self._keep + 1
+        self.shape = (K, K, self._keep + 2) if self._half else (K, K, K) if self._cut else \
+            (self.npad,) * 3
+
+    @classmethod
+    def around(cls, transform, n, pad=2, r_max=0.5, backend=None, half=False):
+        """The projector of an n^3 volume (the other arguments as for the constructor) around
+        its ``transform``, computed elsewhere by the constructor with ``out=transform``
+        (e.g. by another process, into memory both share)."""
+        self = cls.__new__(cls)
+        self._layout(n, pad, r_max, backend, half)
+        if transform.shape != self.shape or transform.dtype != np.complex64:
+            raise ValueError("transform %s %s, expected %s complex64"
+                             % (transform.shape, transform.dtype, self.shape))
+        self._f3 = transform
+        return self
 
     def _slice(self, mats, ny, nx, crop=None):
         """Sample the padded transform on the central slices A^T (kx, ky, 0) of an (ny, nx) grid

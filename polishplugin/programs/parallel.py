@@ -1,7 +1,8 @@
 """Work split over MPI ranks (mpi4py) when the program runs under ``mpirun``; a single process
 otherwise; worker processes forked over the items of one process (:func:`for_each_in_processes`),
-threads (:func:`read_ahead`, :func:`background`). MPI lives here and only here (DESIGN: programs
-own the parallelism over micrographs)."""
+threads (:func:`read_ahead`), shared arrays filled in a forked process (:func:`fill_in_process`).
+MPI lives here and only here (DESIGN: programs own the parallelism over micrographs)."""
+import contextlib
 import logging
 import os
 
@@ -214,27 +215,31 @@ def numba_threads_started():
     return bool(getattr(parallel, "_is_initialized", False))
 
 
-def background(func, *args):
-    """Start ``func(*args)`` in a thread; returns a function that waits for it and returns its
-    result or raises its exception (work that overlaps this thread's, e.g. imports during an
-    FFT-bound setup that releases the GIL)."""
-    import threading
-    box = {}
+@contextlib.contextmanager
+def setup_without_gc():
+    """Python's cyclic garbage collector off for a program's setup (imports, inputs,
+    projectors), until :func:`freeze_setup` inside or the end of the block: numba's compiler
+    and typing registries make ~10^5 objects that each full collection walks again (polish: 2
+    full and 24 middle collections, 0.3 s before the first micrograph; BENCHMARKS.md, wt-fork)."""
+    import gc
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
-    def run():
-        try:
-            box["value"] = func(*args)
-        except BaseException as exc:   # handed to the waiter
-            box["error"] = exc
-    t = threading.Thread(target=run, name="background", daemon=True)
-    t.start()
 
-    def wait():
-        t.join()
-        if "error" in box:
-            raise box["error"]
-        return box.get("value")
-    return wait
+def freeze_setup():
+    """End of the setup: collect its garbage cycles once, move every object alive to the
+    collector's permanent generation (``gc.freeze``) and turn the collector back on. Later
+    collections, the final ones at exit included (0.25-0.3 s with numba loaded), no longer
+    walk the setup's objects, and forked workers no longer write to the pages that hold them
+    (copy-on-write; the recipe of the ``gc.freeze`` documentation). Frozen objects that later
+    become unreachable cycles are not collected: call it once, at the end of the setup."""
+    import gc
+    gc.collect()
+    gc.freeze()
+    gc.enable()
 
 
 def release_heap():
@@ -260,6 +265,44 @@ def _die_with_parent(parent):
         pass
     if os.getppid() != parent:     # the parent ended before the line above
         os._exit(1)
+
+
+def fill_in_process(specs, fill):
+    """Arrays in anonymous shared memory (``specs``: (shape, dtype) each, zeros) filled by
+    ``fill(arrays)`` in a process forked now, while this one goes on (work that needs no more
+    than what this process holds, e.g. the projectors' transforms beside other setup work).
+    Returns a function that waits for that process and returns the arrays once it ended without
+    error, else raises RuntimeError (half-filled arrays are never returned). The process dies
+    with this one and takes none of its threads: fork before numba's threads start
+    (:func:`numba_threads_started`), and call the returned function before forking others."""
+    import mmap
+    import numpy as np
+    arrays = []
+    for shape, dtype in specs:
+        dtype, count = np.dtype(dtype), int(np.prod(shape))
+        buf = mmap.mmap(-1, max(1, count * dtype.itemsize))    # MAP_SHARED | MAP_ANONYMOUS
+        arrays.append(np.frombuffer(buf, dtype, count).reshape(shape))
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:                    # the child: fill, then leave without Python's clean-up
+        code = 1
+        try:
+            _die_with_parent(parent)
+            fill(arrays)
+            code = 0
+        except BaseException:      # noqa: BLE001 - told to the parent by the exit status
+            log.exception("process %d filling shared arrays for %d failed", os.getpid(), parent)
+        finally:
+            os._exit(code)
+
+    def wait():
+        _, status = os.waitpid(pid, 0)
+        if status:
+            raise RuntimeError("the process filling shared arrays (pid %d) %s" % (pid, (
+                "was killed by signal %d" % os.WTERMSIG(status) if os.WIFSIGNALED(status) else
+                "ended with exit status %d (see the log)" % os.WEXITSTATUS(status))))
+        return arrays
+    return wait
 
 
 def for_each_in_processes(count, work, processes, after_fork=None, before_work=None):

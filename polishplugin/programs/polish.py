@@ -39,8 +39,8 @@ from ..io.errors import InputError
 from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, read_tracks_star, write_particles_star, write_star, \
     write_tracks_star
-from .parallel import (background, for_each_in_processes, get_comm, my_share,
-                       numba_threads_started, set_blas_threads, set_threads)
+from .parallel import (fill_in_process, for_each_in_processes, freeze_setup, get_comm, my_share,
+                       numba_threads_started, set_blas_threads, set_threads, setup_without_gc)
 from .cli import (add_movie_inputs, add_output_options, at_least, auto_window,
                   check_reference_args, finish_status, job_figures, number, positive,
                   resolve_backend, run_program)
@@ -512,6 +512,11 @@ def summarise_sigmas(out, inputs):
 
 
 def run(args):
+    with setup_without_gc():        # until freeze_setup() in polish_all
+        return _run(args)
+
+
+def _run(args):
     check_args(args)
     args.backend = resolve_backend(args.backend)
     comm = get_comm()
@@ -557,11 +562,12 @@ def backend_name(backend):
     return getattr(backend, "NAME", backend)
 
 
-def preload_for_workers(backend, mics):
-    """Before the workers are forked: what each would load on its first micrograph, loaded once
-    and shared (~1.5 s and ~40 MB per process): scipy's L-BFGS, the thread helpers, numba's
-    compiler with the fit's serial kernel from its cache (numba's threads are not started) and
-    the gain reference of ``mics`` (a bad one fails its micrographs later, as without workers)."""
+def preload(backend, mics):
+    """What the first micrograph would load, loaded in the setup (before :func:`freeze_setup`
+    and before the workers are forked: once, shared, ~1.5 s and ~40 MB per process): scipy's
+    L-BFGS, the thread helpers, numba's compiler with the fit's serial kernel from its cache
+    (numba's threads are not started) and the gain reference of ``mics`` (a bad one fails its
+    micrographs later, as without it)."""
     from .micrographs import shared_gain
     for gain in {m.gain for m in mics if m.gain}:
         try:
@@ -574,6 +580,26 @@ def preload_for_workers(backend, mics):
     if backend_name(backend) == "numba":
         from ..backends.numba_backend import load_serial_kernels
         load_serial_kernels()
+
+
+def shared_projectors(inputs, backend, r_max):
+    """Start the two half projectors for worker processes: their transforms computed by a
+    process forked for it into memory that the workers will share, while this one goes on
+    (:func:`preload`: both on 2 cores in the time of the longer, where the preload in a thread
+    beside the projector setup slowed it by its hold on the GIL; BENCHMARKS.md, wt-fork).
+    Returns a function that returns the projectors once that process has ended without error
+    (the workers are forked later: they never see a half-built transform). The maps of
+    ``inputs`` may be dropped here as soon as this returns."""
+    from ..core.predict import make_projectors, projector_shape, projectors_around
+    n = inputs.half1.shape[0]
+    half1, half2, mask = inputs.half1, inputs.half2, inputs.mask
+
+    def build(arrays):
+        make_projectors(half1, half2, mask, backend=backend, r_max=r_max,
+                        out=dict(zip((1, 2), arrays)))
+    built = fill_in_process([(projector_shape(n, r_max=r_max), np.complex64)] * 2, build)
+    return lambda: projectors_around(dict(zip((1, 2), built())), n, backend=backend,
+                                     r_max=r_max)
 
 
 def polish_all(args, inputs, sigmas, out, comm, folder=None):
@@ -595,12 +621,17 @@ def polish_all(args, inputs, sigmas, out, comm, folder=None):
         args = argparse.Namespace(**vars(args))
         args.threads = max(1, args.threads // procs)
         args.spectra_memory = args.spectra_memory / procs
-        preload = background(preload_for_workers, args.backend, mine[:1])  # during the setup
     # slices only up to the data term's highest ring (the spectra hold no more)
     r_max = 0.5 if args.max_ring is None else min(0.5, (args.max_ring + 1.0) / args.patch_px)
-    projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask, backend=args.backend,
-                                 r_max=r_max)
+    if procs > 1:
+        building = shared_projectors(inputs, args.backend, r_max)
+    else:
+        projectors = make_projectors(inputs.half1, inputs.half2, inputs.mask,
+                                     backend=args.backend, r_max=r_max)
     inputs.half1 = inputs.half2 = inputs.mask = None   # in the projectors now: memory back
+    preload(args.backend, mine[:1])     # after: its objects do not pin the maps' heap
+    if procs > 1:
+        projectors = building()
     t0 = time.time()
 
     def work(i, mic):
@@ -615,6 +646,7 @@ def polish_all(args, inputs, sigmas, out, comm, folder=None):
                      "/".join("%.2f" % v for v in d["sigma_choice"]["spread"])))
 
     failed_path = lambda name: output_paths(out, name)["failed"]  # noqa: E731
+    freeze_setup()
     if procs == 1:
         set_threads(args.threads)
         for_each_micrograph(mine, work, failed_path, comm.rank)
@@ -628,7 +660,6 @@ def polish_all(args, inputs, sigmas, out, comm, folder=None):
             set_threads(args.threads)
 
         log.info("%d worker processes of %d thread(s) over the micrographs", procs, args.threads)
-        preload()
         if numba_threads_started():     # the setup must not start them (workers would die)
             raise RuntimeError("numba's threads started before the workers were forked")
         lost = for_each_in_processes(len(mine), one, procs, after_fork=after_fork,

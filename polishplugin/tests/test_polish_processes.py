@@ -176,3 +176,45 @@ def test_worker_count(monkeypatch):
     Comm.size = 1
     started[0] = True
     assert polish.worker_processes(a, Comm, 5) == 1          # a fork would kill the workers
+
+
+def _serial_workers(count, work, processes, after_fork=None, before_work=None):
+    """for_each_in_processes done by this process (the fork of the workers stood in for)."""
+    before_work()
+    for i in range(count):
+        work(i)
+    return {}
+
+
+def test_workers_start_only_on_whole_projectors(sim, serial, tmp_path, monkeypatch):
+    """With workers, the projectors' transforms are built by a forked process into shared memory
+    while this one preloads; the work starts only once that process has ended: a build that
+    leaves the transforms unwritten (zeros) for a second still gives the tracks of one thread;
+    a build that fails stops the job before any micrograph (never a half-built projector)."""
+    import shutil
+    from polishplugin.core import predict
+    real = predict.make_projectors
+
+    def slow(*args, **kw):
+        time.sleep(1.0 if kw.get("out") is not None else 0.0)
+        return real(*args, **kw)
+    monkeypatch.setattr(predict, "make_projectors", slow)
+    monkeypatch.setattr(polish, "for_each_in_processes", _serial_workers)
+    monkeypatch.setattr(polish, "numba_threads_started", lambda: False)
+    out = tmp_path / "P"
+    assert polish.main(_args(sim, out, "--threads", "2")) == 0
+    ours, theirs = _results(out), _results(serial)
+    assert len(ours) == 3 * 4 and ours.keys() == theirs.keys()
+    for k in ours:
+        assert ours[k] == theirs[k], k
+
+    def broken(*args, **kw):
+        if kw.get("out") is not None:
+            kw["out"][1][:2] = 1.0          # half written, then the build fails
+            raise MemoryError("stood in for")
+        return real(*args, **kw)
+    monkeypatch.setattr(predict, "make_projectors", broken)
+    shutil.rmtree(out)
+    with pytest.raises(RuntimeError, match="filling shared arrays .* exit status 1"):
+        polish.main(_args(sim, out, "--threads", "2"))
+    assert not list(out.rglob("*_tracks.star"))

@@ -103,3 +103,23 @@ def test_half_transform_gives_the_whole_transforms_slices(backend):
     a = whole.project_many(angles, shape=(48, 48), crop=30)
     b = half.project_many(angles, shape=(48, 48), crop=30)
     np.testing.assert_allclose(b, a, atol=1e-5 * np.abs(a).max())
+
+
+@pytest.mark.parametrize("r_max,half", [(0.3, True), (0.3, False), (0.5, False)])
+def test_transform_written_into_given_memory_and_wrapped_elsewhere(r_max, half):
+    """Projector(out=...) fills a given array (e.g. shared with other processes; here full of
+    garbage first) with the bits of its own transform; Projector.around wraps it into a
+    projector with the same slices; a transform of the wrong shape is refused."""
+    from polishplugin.core.predict import projector_shape
+    from polishplugin.core.projector import Projector
+    rng = np.random.default_rng(8)
+    vol = rng.normal(size=(20, 20, 20))
+    own = Projector(vol, r_max=r_max, half=half)
+    out = np.full(projector_shape(20, r_max=r_max, half=half), 7 + 7j, dtype=np.complex64)
+    Projector(vol, r_max=r_max, half=half, out=out)
+    assert out.tobytes() == own._f3.tobytes()
+    angles = rng.uniform(0, np.pi, size=(3, 3))
+    np.testing.assert_array_equal(Projector.around(out, 20, r_max=r_max, half=half)
+                                  .project_many(angles), own.project_many(angles))
+    with pytest.raises(ValueError, match="expected"):
+        Projector.around(out[:-1], 20, r_max=r_max, half=half)
