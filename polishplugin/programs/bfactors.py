@@ -54,7 +54,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 
 import numpy as np
@@ -65,7 +64,7 @@ from ..io.errors import InputError
 from ..io.paths import project_relative
 from ..io.star import StarTable, read_star, read_tracks_star, write_particles_star, write_star
 from .cli import (add_movie_inputs, add_output_options, at_least, check_reference_args,
-                  finish_status, job_figures, number, positive, resolve_backend,
+                  exit_program, finish_status, job_figures, number, positive, resolve_backend,
                   run_program)
 from .jobdir import RECORD, claim_output, file_digest, input_digests, input_paths
 from .micrographs import (failure_list, for_each_micrograph, micrograph_defects, save_defects,
@@ -671,4 +670,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_program(main())

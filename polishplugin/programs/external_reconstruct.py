@@ -43,7 +43,7 @@ from ..core.refine.update import regularised_map
 from ..io.errors import InputError
 from ..io.mrc import read_mrc, write_mrc
 from ..io.star import read_block
-from .cli import add_prior_arguments, check_prior_arguments, positive, run_program
+from .cli import add_prior_arguments, check_prior_arguments, exit_program, positive, run_program
 
 log = logging.getLogger("polishplugin.external_reconstruct")
 
@@ -153,4 +153,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_program(main())

@@ -27,7 +27,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 
 import numpy as np
@@ -41,9 +40,9 @@ from ..io.star import StarTable, read_tracks_star, write_particles_star, write_s
     write_tracks_star
 from .parallel import (fill_in_process, for_each_in_processes, freeze_setup, get_comm, my_share,
                        numba_threads_started, set_blas_threads, set_threads, setup_without_gc)
-from .cli import (add_movie_inputs, add_output_options, at_least, auto_window,
-                  check_reference_args, finish_status, job_figures, number, positive,
-                  resolve_backend, run_program)
+from .cli import (add_movie_inputs, add_output_options, at_least, auto_window, check_reference_args,
+                  exit_program, finish_status, job_figures, number, positive, resolve_backend,
+                  run_program)
 from .jobdir import claim_output, file_digest, input_digests, input_paths
 from .micrographs import (MovieOnce, failure_list, for_each_micrograph, save_defects,
                           write_failure_list)
@@ -685,4 +684,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_program(main())

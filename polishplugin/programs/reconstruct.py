@@ -21,7 +21,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 import warnings
 
@@ -34,7 +33,7 @@ from ..io.paths import star_path
 from ..io.star import StarTable, optics_of, read_particles_star, write_star
 from ..core.defects import fill_nonfinite
 from ..io.polish_inputs import check_numbers
-from .cli import at_least, job_figures, run_program
+from .cli import at_least, exit_program, job_figures, run_program
 
 log = logging.getLogger("polishplugin.reconstruct")
 
@@ -253,4 +252,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_program(main())

@@ -55,8 +55,8 @@ from ..core.refine.denoisers import get_denoiser
 from ..io.atomic import atomic_path, atomic_text
 from ..io.errors import InputError
 from ..io.star import StarTable, read_particles_star, write_particles_star, write_star
-from .cli import (add_prior_arguments, at_least, check_prior_arguments, number, positive,
-                  run_program)
+from .cli import (add_prior_arguments, at_least, check_prior_arguments, exit_program, number,
+                  positive, run_program)
 from .jobdir import claim_output, file_digest
 
 log = logging.getLogger("polishplugin.refine")
@@ -371,4 +371,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_program(main())

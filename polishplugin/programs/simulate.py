@@ -23,7 +23,6 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 import time
 import types
 
@@ -37,7 +36,7 @@ from ..io.motioncorr import write_corrected_micrographs, write_micrograph_metada
 from ..io.movies import write_gain, write_movie_mrc, write_movie_tiff
 from ..io.mrc import write_mrc
 from ..io.star import StarTable, write_particles_star, write_postprocess, write_tracks_star
-from .cli import run_program
+from .cli import exit_program, run_program
 
 log = logging.getLogger("polishplugin.simulate")
 
@@ -345,4 +344,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_program(main())

@@ -36,7 +36,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 
 import numpy as np
@@ -44,9 +43,9 @@ import numpy as np
 from ..io.atomic import atomic_text
 from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, write_star
-from .cli import (add_movie_inputs, add_output_options, at_least, auto_window,
-                  check_reference_args, finish_status, job_figures, number, positive,
-                  resolve_backend, run_program)
+from .cli import (add_movie_inputs, add_output_options, at_least, auto_window, check_reference_args,
+                  exit_program, finish_status, job_figures, number, positive, resolve_backend,
+                  run_program)
 from .jobdir import claim_output, input_digests, input_paths
 from .micrographs import MovieOnce
 from .parallel import get_comm, set_blas_threads, set_threads
@@ -456,4 +455,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_program(main())

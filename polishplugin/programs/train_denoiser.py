@@ -34,7 +34,7 @@ import numpy as np
 
 from ..io.atomic import atomic_text
 from ..io.errors import InputError
-from .cli import at_least, positive, run_program
+from .cli import at_least, exit_program, positive, run_program
 from .jobdir import claim_output
 from .parallel import get_comm
 
@@ -438,4 +438,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_program(main())
