@@ -40,7 +40,8 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
     p.add_argument("--size", choices=sorted(SIZES), default="default",
-                   help="data set size (default: %(default)s, about 2 minutes on 2 cores)")
+                   help="data set size (default: %(default)s, about 270 CPU-s: some 5 minutes "
+                        "on 2 cores)")
     p.add_argument("--seed", type=int, default=2019)
     return p
 
