@@ -116,6 +116,7 @@ def band_shells(n, px):
 
 
 def log_refinement(refine, res):
+    """Log what :func:`refine_vs_truth` found, and say when the denoiser never acted."""
     ref, start = res["refined"], res["start"]
     log.info("refinement (CW-RED, denoiser %s): %d iterations, half-map resolution %.2f A, "
              "lambda per iteration %s", res["denoiser"], len(res["lambdas"]), res["half_map_A"],
