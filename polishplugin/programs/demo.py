@@ -59,26 +59,21 @@ def _launch(project, prot, name):
     return prot
 
 
-def _set_input(prot, name, source, output):
-    getattr(prot, name).set(source)
-    getattr(prot, name).setExtended(output)
-
-
 def refine_shiny(project, sim, polish, size):
     """Launch the denoiser-regularised refinement of ``polish``'s shiny particles: CW-RED with
     the default denoiser, starting from the simulated true map low-passed at 30 A by the
     protocol's initial low-pass (the convention of issue 12 and benchmarks/refine_vs_relion.py),
     the simulation's mask; the true map and poses named as ground truth for the figures."""
     from polishplugin.protocols import ProtPolishRefine
+    from polishplugin.protocols.protocol_base import link_inputs
     from polishplugin.protocols.protocol_refine import MODE_CWRED
     refine = project.newProtocol(ProtPolishRefine, objLabel="denoiser-regularised refinement",
                                  mode=MODE_CWRED, iniHigh=30.0, numberOfThreads=2,
                                  **REFINE[size])
-    _set_input(refine, "inputParticles", polish, "outputParticles")
-    _set_input(refine, "inputVolume", sim, "outputTruthVolume")
-    _set_input(refine, "inputMask", sim, "outputMask")
-    _set_input(refine, "inputTruthVolume", sim, "outputTruthVolume")
-    _set_input(refine, "inputTruthParticles", sim, "outputParticles")
+    link_inputs(refine, polish, ("Particles",))
+    link_inputs(refine, sim, ("Volume", "Mask", "TruthVolume", "TruthParticles"),
+                Volume="outputTruthVolume", TruthVolume="outputTruthVolume",
+                TruthParticles="outputParticles")
     return _launch(project, refine, "denoiser-regularised refinement")
 
 
@@ -153,6 +148,7 @@ def run(out, size="default", seed=2019):
     # pyworkflow reads the environment at import: import it only now
     from pyworkflow.project import Manager
     from polishplugin.protocols import ProtPolishBayesian, ProtPolishSimulate, ProtPolishTrain
+    from polishplugin.protocols.protocol_base import link_inputs
     from polishplugin.figures import jobs as figures, plots
 
     name = "polishplugin_demo"
@@ -172,8 +168,6 @@ def run(out, size="default", seed=2019):
                               **SIZES[size])
     _launch(project, sim, "simulate dataset")
 
-    links = (("inputMovies", "outputMovies"), ("inputParticles", "outputParticles"),
-             ("inputVolume", "outputVolume"), ("inputMask", "outputMask"))
     train = project.newProtocol(ProtPolishTrain, objLabel="train motion parameters",
                                 # half the micrographs (at least one): the tiny set has two
                                 minParticles=SIZES[size]["particlesPerMicrograph"]
@@ -182,8 +176,7 @@ def run(out, size="default", seed=2019):
     polish = project.newProtocol(ProtPolishBayesian, objLabel="bayesian polishing",
                                  numberOfThreads=2)
     for prot in (train, polish):
-        for name, output in links:
-            _set_input(prot, name, sim, output)
+        link_inputs(prot, sim)
     _launch(project, train, "train motion parameters")
     log.info("trained sigmas: vel %.3g, div %.4g, acc %.3g (the movies were made with %g, %g, %g)",
              train.sigmaVel.get(), train.sigmaDiv.get(), train.sigmaAcc.get(),

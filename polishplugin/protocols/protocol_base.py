@@ -11,13 +11,14 @@ from .. import Plugin
 MOVIE_INPUTS = ("Movies", "Particles", "Volume", "Mask")
 
 
-def link_inputs(prot, source, names=MOVIE_INPUTS):
-    """Point ``prot.input<Name>`` at ``source.output<Name>`` for each name, as choosing the
-    input in the protocol's form does (e.g. a polishing run fed by a simulation)."""
+def link_inputs(prot, source, names=MOVIE_INPUTS, **outputs):
+    """Point ``prot.input<Name>`` at ``source.output<Name>`` (or at the output attribute
+    ``outputs[Name]``) for each name, as choosing the input in the protocol's form does (e.g. a
+    polishing run fed by a simulation)."""
     for name in names:
         pointer = getattr(prot, "input" + name)
         pointer.set(source)
-        pointer.setExtended("output" + name)
+        pointer.setExtended(outputs.get(name, "output" + name))
 
 
 class ProgramError(Exception):
