@@ -308,18 +308,14 @@ def refine_result(refine_dir):
 
 
 def refine_fsc_figure(refine_dir, truth=None):
-    """Gold-standard FSC of the last iteration's half maps (and of the masked half maps when the
-    run had a mask); with ``truth`` (a map) also the final map and half map 1 against it."""
+    """Gold-standard FSC of the last iteration's half maps; with ``truth`` (a map) also the final
+    map and half map 1 against it."""
     from ..io.star import read_star
     blocks = read_star(os.path.join(refine_dir, "fsc.star"))
     t, g = blocks["fsc"], blocks["general"]
     box, px = int(g["rlnImageSize"][0]), float(g["rlnImagePixelSize"][0])
     curves = [np.asarray(t["rlnFourierShellCorrelation"], float)]
     labels = ["half maps (0.143: %.2f A)" % float(g["rlnFinalResolution"][0])]
-    if "rlnFourierShellCorrelationMaskedMaps" in t:
-        c = np.asarray(t["rlnFourierShellCorrelationMaskedMaps"], float)
-        curves.append(c)
-        labels.append("masked half maps (0.143: %.2f A)" % fourier.resolution_at(c, box, px))
     if truth is not None:
         final, _ = read_mrc(os.path.join(refine_dir, "map.mrc"))
         half1, _ = read_mrc(os.path.join(refine_dir, "half1.mrc"))

@@ -15,8 +15,8 @@ Writes under --out:
   fsc.star               data_general (rlnFinalResolution: half-map FSC 0.143 resolution, A;
                          rlnImageSize, rlnImagePixelSize, rlnCurrentIteration); data_fsc
                          (rlnSpectralIndex, rlnResolution, rlnAngstromResolution,
-                         rlnFourierShellCorrelation = gold-standard FSC of the last iteration;
-                         with --mask also rlnFourierShellCorrelationMaskedMaps of the half maps)
+                         rlnFourierShellCorrelation = gold-standard FSC of the last iteration,
+                         unregularised half maps in a sphere)
   particles.star         the input particles with refined rlnAngleRot/Tilt/Psi (degrees),
                          rlnOriginXAngst/YAngst, rlnMaxValueProbDistribution, rlnRandomSubset
                          (image names unchanged: relative to the same folder as the input's)
@@ -271,8 +271,7 @@ def write_red_maps(out, state, px):
             write_mrc(os.path.join(out, name % h), vol, px)
 
 
-def write_results(out, state, parts, optics, particles, mask):
-    from ..core.fourier import fsc as fsc_curve
+def write_results(out, state, parts, optics, particles):
     from ..core.fourier import resolution_at
     from ..io.mrc import write_mrc
     n, px = particles.n, particles.pixel_size
@@ -283,9 +282,6 @@ def write_results(out, state, parts, optics, particles, mask):
     cols = {"rlnSpectralIndex": shells, "rlnResolution": shells / (n * px),
             "rlnAngstromResolution": np.where(shells > 0, n * px / np.maximum(shells, 1), 999.0),
             "rlnFourierShellCorrelation": state.fsc}
-    if mask is not None:
-        cols["rlnFourierShellCorrelationMaskedMaps"] = fsc_curve(state.refs[0] * mask,
-                                                                 state.refs[1] * mask)
     general = StarTable({"rlnFinalResolution": [resolution_at(state.fsc, n, px)],
                          "rlnImageSize": [n], "rlnImagePixelSize": [px],
                          "rlnCurrentIteration": [state.iteration]}, loop=False)
@@ -358,7 +354,7 @@ def run(args):
         if not root:
             return 0
         write_iterations(out, state.history, record, True)
-        write_results(out, state, parts, optics, particles, mask)
+        write_results(out, state, parts, optics, particles)
         last = state.history[-1]
         log.info("%s after %d iterations: %.2f A (half-map FSC 0.143), %.0f s; wrote %s",
                  "converged" if last["converged"] else "stopped at --max-iter",
