@@ -310,8 +310,9 @@ def refine_history_figure(iterations, resolution_A, lambdas, orders=None,
         for x, y, o in zip(it, resolution_A, orders):
             ax_r.annotate("%d" % o, (x, y), textcoords="offset points", xytext=(0, 6),
                           ha="center", fontsize=7, color="gray")
-    ax_r.set_ylabel("resolution (A, half-map FSC 0.143)" +
-                    ("; HEALPix order above" if orders is not None else ""))
+    ax_r.set_ylabel("half-map resolution (A, FSC 0.143)")
+    if orders is not None:
+        ax_r.set_title("grey numbers: HEALPix order", fontsize=9)
     ax_r.invert_yaxis()
     ax_l.plot(it, lambdas, "s-", color="tab:red")
     ax_l.set_ylim(-0.05, 1.05)
