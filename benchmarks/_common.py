@@ -1,8 +1,9 @@
 """What several benchmark scripts share (imported as ``_common``: a script's own folder is on
 sys.path when it runs as ``python benchmarks/NAME.py``).
 
-Polishing (polish_accuracy, polish_autosigma, train_sigmas): the options of the simulated movies
-and the SimulationConfig they make; track errors against the simulated truth.
+Polishing (polish_accuracy, polish_autosigma, polish_data_term, polish_shape_floor, train_sigmas):
+the options of the simulated movies and the SimulationConfig they make, the development set;
+track errors against the simulated truth.
 Refinement (refine_mpi, refine_offset_prior, refine_vs_relion): a simulated project on disk, the
 pp_refine command line, the environment of child processes and their CPU time, refined angles.
 """
@@ -36,6 +37,25 @@ def movie_config(a, snr, n_micrographs=None, **more):
                             n_micrographs=a.micrographs if n_micrographs is None else n_micrographs,
                             n_frames=a.frames, particles_per_micrograph=a.particles, box=a.box,
                             snr=snr, **more)
+
+
+#: sigma_vel, sigma_div, sigma_acc (paper units) of the development set's simulated motion
+TRUE_SIGMAS = (0.5, 5000.0, 2.0)
+
+
+def add_development_options(ap):
+    """:func:`add_movie_options` at the development set's SNRs 0.007 and 0.035, and --true."""
+    add_movie_options(ap, snr=(0.007, 0.035))
+    ap.add_argument("--true", type=float, nargs=3, default=list(TRUE_SIGMAS),
+                    help="sigma_vel, sigma_div, sigma_acc of the simulated motion (paper units)")
+
+
+def development_config(a, snr, **more):
+    """SimulationConfig of the polishing development set (polish_autosigma, polish_data_term,
+    polish_shape_floor) from :func:`add_development_options`' options ``a``: dark particles,
+    centres refined from the data, motion drawn with --true's sigmas; ``more``: other fields."""
+    return movie_config(a, snr, dark_particles=True, refined_from_data=True,
+                        sigma_vel=a.true[0], sigma_div=a.true[1], sigma_acc=a.true[2], **more)
 
 
 def track_errors(mic, tracks, pixel_size):

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from _common import add_movie_options, movie_config, rms_errors, track_errors
+from _common import add_development_options, development_config, rms_errors, track_errors
 from polishplugin.core.motion.evidence import search_in_pixels, sigmas_in_paper_units
 from polishplugin.core.motion.micrograph import polish_simulated_micrograph
 from polishplugin.core.simulate.dataset import simulate_dataset
@@ -73,15 +73,13 @@ def variant(ds, mic, name):
 
 def main():
     ap = argparse.ArgumentParser()
-    add_movie_options(ap, snr=(0.007, 0.035))
-    ap.add_argument("--true", type=float, nargs=3, default=[0.5, 5000.0, 2.0])
+    add_development_options(ap)
     ap.add_argument("--variants", nargs="+", default=["global", "true", "defaults", "auto"])
     a = ap.parse_args()
     print("| SNR | variant | RMS (A) | shape (A) | chosen sigmas (geo. mean over micrographs) | "
           "spread (median) | CPU s |\n|---|---|---|---|---|---|---|")
     for snr in a.snr:
-        cfg = movie_config(a, snr, dark_particles=True, refined_from_data=True,
-                           sigma_vel=a.true[0], sigma_div=a.true[1], sigma_acc=a.true[2])
+        cfg = development_config(a, snr)
         ds = simulate_dataset(cfg)
         mics = list(ds)
         for name in a.variants:

@@ -27,7 +27,7 @@ import re
 import numpy as np
 
 import polishplugin.core.motion.micrograph as mg
-from _common import add_movie_options, movie_config, rms_errors, track_errors
+from _common import add_development_options, development_config, rms_errors, track_errors
 from polish_autosigma import _fsc_predictions
 from polishplugin.core.fourier import fsc, resolution_at
 from polishplugin.core.motion.observation import (crop_plane, cc_scale_factor, whitening_filter,
@@ -127,14 +127,12 @@ def run_variant(ds, mic, name, res143):
 
 def main():
     ap = argparse.ArgumentParser()
-    add_movie_options(ap, snr=(0.007, 0.035))
-    ap.add_argument("--true", type=float, nargs=3, default=[0.5, 5000.0, 2.0])
+    add_development_options(ap)
     ap.add_argument("--variants", nargs="+", default=["half", "half@res", "truth", "truth@res"])
     a = ap.parse_args()
     print("| SNR | variant | RMS (A) | shape (A) |\n|---|---|---|---|")
     for snr in a.snr:
-        cfg = movie_config(a, snr, dark_particles=True, refined_from_data=True,
-                           sigma_vel=a.true[0], sigma_div=a.true[1], sigma_acc=a.true[2])
+        cfg = development_config(a, snr)
         ds = simulate_dataset(cfg)
         msk = ds.mask if ds.mask is not None else 1.0
         res143 = resolution_at(fsc(ds.half1 * msk, ds.half2 * msk), ds.half1.shape[0],

@@ -21,18 +21,15 @@ import dataclasses
 import numpy as np
 
 import polishplugin.core.motion.evidence as ev
+from _common import add_development_options, development_config
 from polishplugin.core.motion.micrograph import polish_simulated_micrograph
-from polishplugin.core.simulate.dataset import SimulationConfig, simulate_dataset
+from polishplugin.core.simulate.dataset import simulate_dataset
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--micrographs", type=int, default=4)
-    ap.add_argument("--snr", type=float, nargs="+", default=[0.007, 0.035])
+    add_development_options(ap)
     ap.add_argument("--reference", choices=("half", "truth"), default="half")
-    ap.add_argument("--box", type=int, default=96)
-    ap.add_argument("--size", type=int, default=1024, help="micrograph side (px)")
     ap.add_argument("--min-distance", type=float, default=0.0,
                     help="px between particles (0: the simulation's 0.75 box)")
     ap.add_argument("--patch", type=int, default=0, help="patch px (0: the polishing's)")
@@ -46,11 +43,7 @@ def main():
             super().__init__(pos, y, prec, kernel)
     ev.Evidence = Spy
     for snr in a.snr:
-        c = SimulationConfig(seed=a.seed, n_micrographs=a.micrographs,
-                             micrograph_shape=(a.size, a.size), n_frames=24,
-                             particles_per_micrograph=30, box=a.box, snr=snr, dark_particles=True,
-                             refined_from_data=True,
-                             min_distance=a.min_distance or None)
+        c = development_config(a, snr, min_distance=a.min_distance or None)
         ds = simulate_dataset(c)
         if a.reference == "truth":
             ds = dataclasses.replace(ds, half1=ds.volume, half2=ds.volume)
