@@ -165,7 +165,13 @@ def polished(polish_dir, mic, names):
         diag = json.load(fh)
     tracks = read_tracks_star(paths["tracks"]) / diag["pixel_size"]
     order = match_particles(paths["diag"], diag, names, mic.centres)
-    return tracks[order], diag
+    # kept for the whole job: without its per-particle lists (~5 kB of Python objects per
+    # particle, ~0.3 MB per micrograph of 60 particles), only read for the matching
+    return tracks[order], {k: v for k, v in diag.items() if k not in PER_PARTICLE}
+
+
+#: a polish diag's per-particle lists (json): only :func:`match_particles` reads them
+PER_PARTICLE = ("rows", "images", "centres", "initial_tracks_A")
 
 
 def match_particles(path, diag, names, centres):

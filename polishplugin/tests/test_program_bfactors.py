@@ -340,3 +340,23 @@ def test_recombination_without_defect_files_reads_each_movie_once(job, tmp_path,
         near.append(d.max())
         far.append((np.abs(read_mrc(c)[0] - ref) / np.ptp(ref)).max())
     assert max(near) < 1e-3 and max(far) > 1000 * max(near), (near, far)
+
+
+def test_polished_keeps_no_per_particle_lists(job):
+    """What bfactors keeps per micrograph for the whole job: the tracks in the given particles'
+    order and the diag's scalars, not its per-particle lists (~5 kB of objects per particle)."""
+    sim = job / "sim"
+    inputs = load_polish_inputs(*(_inputs(sim)[1::2][:3]), root=str(sim))
+    mic = inputs.micrographs[0]
+    names = polish.particle_names(inputs, mic)
+    rev = mic.index[::-1]
+    mic.centres, mic.index = mic.centres[::-1], rev
+    tracks, diag = bfactors.polished(str(job / "pol"), mic, names[::-1])
+    paths = polish.output_paths(str(job / "pol"), mic.name)
+    with open(paths["diag"]) as fh:
+        full = json.load(fh)
+    assert set(full) - set(diag) == set(bfactors.PER_PARTICLE)
+    assert all(not isinstance(v, list) or len(v) < 4 for v in diag.values())
+    from polishplugin.io.star import read_tracks_star
+    np.testing.assert_allclose(tracks, read_tracks_star(paths["tracks"])[::-1]
+                               / full["pixel_size"])
