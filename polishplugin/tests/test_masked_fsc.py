@@ -75,10 +75,10 @@ def test_bad_input_is_refused(case):
 @needs_relion
 @pytest.mark.skipif(shutil.which("relion_postprocess") is None, reason="needs relion_postprocess")
 def test_agrees_with_relion_postprocess(case, tmp_path):
-    """Unmasked and masked FSC equal relion_postprocess's to its STAR file's precision (1e-5); the same
-    randomisation shell; the phase-randomised (all shells: its random phases leak below k0 through
-    the mask) and corrected (from k0 + 2) curves as close to RELION's as two of
-    our seeds are to each other (RELION's is one more draw of the random phases: the rms
+    """Unmasked and masked FSC equal relion_postprocess's to its STAR file's precision (1e-5);
+    the same randomisation shell; the phase-randomised (all shells: its random phases leak below
+    k0 through the mask) and corrected (from k0 + 2) curves as close to RELION's as two of our
+    seeds are to each other (RELION's is one more draw of the random phases: the rms
     difference within 2x the seeds', so a ratio of two chi^2 with ~20 degrees of freedom; every
     shell within 5x); the corrected 0.143 resolution within one shell."""
     h1, h2, mask = case

@@ -1,7 +1,8 @@
 """Scipion viewer of ProtPolishRefine: FSC of the half maps (with a mask also their masked,
-phase-randomised and corrected FSC; against the true map when the run names one), resolution and lambda per iteration, central slices of the starting and refined
-maps and of each half's x~ = B / K before and after the denoiser (RED / CW-RED), and the angular
-error against the true poses when the run names particles with them."""
+phase-randomised and corrected FSC; against the true map when the run names one), resolution
+and lambda per iteration, central slices of the starting and refined maps and of each half's
+x~ = B / K before and after the denoiser (RED / CW-RED), and the angular error against the true
+poses when the run names particles with them."""
 import os
 
 import numpy as np

@@ -138,8 +138,8 @@ class State:
     final_pass: bool = False         # converged: this iteration runs at the full size, then ends
     final_map: np.ndarray = None
     red_maps: np.ndarray = None      # (2, 2, n, n, n): per half x~ = B / K and f(x~) (eq. 17)
-    unregularised: np.ndarray = None  # (2, n, n, n): the last iteration's halves B / K before
-    #                                   any prior (finished only; the masked FSC's input)
+    unregularised: np.ndarray = None  # (2, n, n, n): the last iteration's halves B / K, no
+    #                                   prior applied (finished only; the masked FSC's input)
     history: list = field(default_factory=list)
 
     def save(self, path_or_file):
