@@ -84,7 +84,8 @@ def test_agrees_with_relion_postprocess(case, tmp_path):
     h1, h2, mask = case
     for name, vol in (("half1.mrc", h1), ("half2.mrc", h2), ("mask.mrc", mask)):
         write_mrc(tmp_path / name, vol, PX)
-    (tmp_path / "pp").mkdir()
+    (tmp_path / "pp").mkdir()     # --o in a folder: without ghostscript RELION exits 1 unless
+    #                                it can touch an empty <folder>/logfile.pdf
     run_relion("relion_postprocess", ["--i", "half1.mrc", "--i2", "half2.mrc", "--mask",
                                       "mask.mrc", "--angpix", PX, "--auto_bfac", "false",
                                       "--adhoc_bfac", 0, "--o", "pp/postprocess"],
