@@ -6,14 +6,14 @@ A mask multiplies both halves by the same function: its transform spreads the ha
 low-resolution signal to every shell, so the masked FSC is inflated where the halves share no
 signal (a sharp or tight mask: far above 0 at Nyquist). Chen et al. measure that inflation on
 halves whose phases are randomised beyond a shell k0 (so their true correlation there is 0) and
-masked the same way, and remove it (their eq. 3, RELION's ``calculateFSCtrue``):
+masked the same way, and remove it:
 
     FSC_true(k) = (FSC_masked(k) - FSC_rand(k)) / (1 - FSC_rand(k))      for k >= k0 + 2,
     FSC_true(k) = FSC_masked(k)                                          below.
 
 k0 is the first shell where the unmasked FSC drops below 0.8 (``randomize_fsc_at``); the two
-shells of offset are relion_postprocess's (measured on its output: BENCHMARKS.md, "Masked,
-phase-randomisation-corrected FSC"). FSCs are summed over the non-redundant half of the transform
+shells of offset are relion_postprocess's (measured on its output: BENCHMARKS.md, "Masked FSC
+against relion_postprocess"). FSCs are summed over the non-redundant half of the transform
 (kx >= 0), shell round(|k| n), as RELION's ``getFSC`` does.
 """
 from dataclasses import dataclass
@@ -76,10 +76,11 @@ class MaskedFsc:
 
 
 def masked_fsc(half1, half2, mask, rng=None, randomize_fsc_at=RANDOMIZE_FSC_AT):
-    """Unmasked, masked, masked phase-randomised and corrected FSC (module text; Chen et al. 2013,
-    eq. 3) of two cubic half maps and a soft solvent mask (values in [0, 1]). ``rng``: a numpy
-    Generator for the random phases (default: seed 0). ValueError on bad input, or when the
-    unmasked FSC never drops below ``randomize_fsc_at`` (no shell to randomise from)."""
+    """Unmasked, masked, masked phase-randomised and corrected FSC (module text: FSC_true of
+    Chen et al. 2013) of two cubic half maps and a soft solvent mask (values in [0, 1]).
+    ``rng``: a numpy Generator for the random phases (default: seed 0). ValueError on bad
+    input, or when the unmasked FSC never drops below ``randomize_fsc_at`` (no shell to
+    randomise from)."""
     h1, h2, m = (np.asarray(v, np.float64) for v in (half1, half2, mask))
     if h1.ndim != 3 or len(set(h1.shape)) != 1 or h1.shape[0] < 4:
         raise ValueError("half maps must be cubic 3D volumes, got shape %s" % (h1.shape,))
