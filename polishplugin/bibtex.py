@@ -20,6 +20,16 @@ r"""
   doi = "http://doi.org/10.1107/S2052252520014384"
 }
 
+@article{Chen2013,
+  title = "High-resolution noise substitution to measure overfitting and validate resolution in 3D structure determination by single particle electron cryomicroscopy",
+  author = "Chen, Shaoxia and McMullan, Greg and Faruqi, Abdul R. and Murshudov, Garib N. and Short, Judith M. and Scheres, Sjors H. W. and Henderson, Richard",
+  journal = "Ultramicroscopy",
+  volume = "135",
+  pages = "24--35",
+  year = "2013",
+  doi = "http://doi.org/10.1016/j.ultramic.2013.06.004"
+}
+
 @article{Scheres2012,
   title = "RELION: implementation of a Bayesian approach to cryo-EM structure determination",
   author = "Scheres, Sjors H. W.",

@@ -308,14 +308,24 @@ def refine_result(refine_dir):
 
 
 def refine_fsc_figure(refine_dir, truth=None):
-    """Gold-standard FSC of the last iteration's half maps; with ``truth`` (a map) also the final
-    map and half map 1 against it."""
+    """Gold-standard FSC of the last iteration's half maps; with a mask also their masked FSC,
+    that of the phase-randomised masked halves and the corrected one (Chen et al. 2013); with
+    ``truth`` (a map) also the final map and half map 1 against it."""
     from ..io.star import read_star
     blocks = read_star(os.path.join(refine_dir, "fsc.star"))
     t, g = blocks["fsc"], blocks["general"]
     box, px = int(g["rlnImageSize"][0]), float(g["rlnImagePixelSize"][0])
     curves = [np.asarray(t["rlnFourierShellCorrelation"], float)]
     labels = ["half maps (0.143: %.2f A)" % float(g["rlnFinalResolution"][0])]
+    if "rlnFourierShellCorrelationCorrected" in t:
+        for label, name in (
+                ("rlnFourierShellCorrelationCorrected", "masked, corrected (0.143: %.2f A)"
+                 % float(g["rlnPpCorrectedResolution"][0])),
+                ("rlnFourierShellCorrelationMaskedMaps", "masked"),
+                ("rlnCorrectedFourierShellCorrelationPhaseRandomizedMaskedMaps",
+                 "masked, phases random beyond %.1f A" % float(g["rlnRandomiseFrom"][0]))):
+            curves.append(np.asarray(t[label], float))
+            labels.append(name)
     if truth is not None:
         final, _ = read_mrc(os.path.join(refine_dir, "map.mrc"))
         half1, _ = read_mrc(os.path.join(refine_dir, "half1.mrc"))

@@ -16,7 +16,13 @@ Writes under --out:
                          rlnImageSize, rlnImagePixelSize, rlnCurrentIteration); data_fsc
                          (rlnSpectralIndex, rlnResolution, rlnAngstromResolution,
                          rlnFourierShellCorrelation = gold-standard FSC of the last iteration,
-                         unregularised half maps in a sphere)
+                         unregularised half maps in a sphere); with --mask also, as
+                         relion_postprocess (Chen et al. 2013), the FSC of those half maps
+                         unmasked, masked, masked with phases randomised beyond rlnRandomiseFrom
+                         and corrected (rlnFourierShellCorrelationUnmaskedMaps, ...MaskedMaps,
+                         rlnCorrectedFourierShellCorrelationPhaseRandomizedMaskedMaps,
+                         rlnFourierShellCorrelationCorrected) and rlnPpCorrectedResolution (its
+                         0.143 resolution, A), rlnRandomiseFrom (A), rlnMaskName
   particles.star         the input particles with refined rlnAngleRot/Tilt/Psi (degrees),
                          rlnOriginXAngst/YAngst, rlnMaxValueProbDistribution, rlnRandomSubset
                          (image names unchanged: relative to the same folder as the input's)
@@ -271,7 +277,36 @@ def write_red_maps(out, state, px):
             write_mrc(os.path.join(out, name % h), vol, px)
 
 
-def write_results(out, state, parts, optics, particles):
+def masked_fsc_columns(state, mask, mask_name, n, px):
+    """(data_general, data_fsc) columns of the masked FSC of the last iteration's unregularised
+    halves (core/masked_fsc.py, random phases of seed 0; RELION's postprocess labels); empty
+    without a mask, or (with a warning) when it cannot be computed."""
+    from ..core.fourier import resolution_at
+    from ..core.masked_fsc import masked_fsc
+    if mask is None:
+        return {}, {}
+    if state.unregularised is None:
+        log.warning("no masked FSC: the finished state holds no unregularised half maps (a run "
+                    "of an older version; --fresh to refine again)")
+        return {}, {}
+    try:
+        f = masked_fsc(state.unregularised[0], state.unregularised[1], mask,
+                       np.random.default_rng(0))
+    except ValueError as exc:
+        log.warning("no masked FSC: %s", exc)
+        return {}, {}
+    general = {"rlnPpCorrectedResolution": [resolution_at(f.corrected, n, px)],
+               "rlnRandomiseFrom": [f.randomise_from(px)], "rlnMaskName": [mask_name]}
+    cols = {"rlnFourierShellCorrelationCorrected": f.corrected,
+            "rlnFourierShellCorrelationUnmaskedMaps": f.unmasked,
+            "rlnFourierShellCorrelationMaskedMaps": f.masked,
+            "rlnCorrectedFourierShellCorrelationPhaseRandomizedMaskedMaps": f.randomised}
+    return general, cols
+
+
+def write_results(out, state, parts, optics, particles, mask=None, mask_name=None):
+    """The maps, fsc.star and particles.star; returns the corrected masked FSC's 0.143
+    resolution (A), None without a mask."""
     from ..core.fourier import resolution_at
     from ..io.mrc import write_mrc
     n, px = particles.n, particles.pixel_size
@@ -282,10 +317,14 @@ def write_results(out, state, parts, optics, particles):
     cols = {"rlnSpectralIndex": shells, "rlnResolution": shells / (n * px),
             "rlnAngstromResolution": np.where(shells > 0, n * px / np.maximum(shells, 1), 999.0),
             "rlnFourierShellCorrelation": state.fsc}
-    general = StarTable({"rlnFinalResolution": [resolution_at(state.fsc, n, px)],
-                         "rlnImageSize": [n], "rlnImagePixelSize": [px],
-                         "rlnCurrentIteration": [state.iteration]}, loop=False)
-    write_star(os.path.join(out, "fsc.star"), {"general": general, "fsc": StarTable(cols)})
+    general = {"rlnFinalResolution": [resolution_at(state.fsc, n, px)],
+               "rlnImageSize": [n], "rlnImagePixelSize": [px],
+               "rlnCurrentIteration": [state.iteration]}
+    masked_general, masked_cols = masked_fsc_columns(state, mask, mask_name, n, px)
+    general.update(masked_general)
+    cols.update(masked_cols)
+    write_star(os.path.join(out, "fsc.star"), {"general": StarTable(general, loop=False),
+                                               "fsc": StarTable(cols)})
     table = parts.copy()
     deg = np.rad2deg(state.angles)
     table["rlnAngleRot"], table["rlnAngleTilt"], table["rlnAnglePsi"] = deg.T
@@ -299,6 +338,7 @@ def write_results(out, state, parts, optics, particles):
     if "rlnImageDimensionality" not in optics:
         optics["rlnImageDimensionality"] = np.full(len(optics), 2)
     write_particles_star(os.path.join(out, "particles.star"), optics, table)
+    return masked_general.get("rlnPpCorrectedResolution", [None])[0]
 
 
 def run(args):
@@ -354,11 +394,13 @@ def run(args):
         if not root:
             return 0
         write_iterations(out, state.history, record, True)
-        write_results(out, state, parts, optics, particles)
+        corrected = write_results(out, state, parts, optics, particles, mask, args.mask)
         last = state.history[-1]
-        log.info("%s after %d iterations: %.2f A (half-map FSC 0.143), %.0f s; wrote %s",
+        log.info("%s after %d iterations: %.2f A (half-map FSC 0.143)%s, %.0f s; wrote %s",
                  "converged" if last["converged"] else "stopped at --max-iter",
-                 state.iteration, last["resolution"], time.time() - t0, out)
+                 state.iteration, last["resolution"],
+                 "" if corrected is None else ", %.2f A (masked FSC 0.143, corrected by phase "
+                 "randomisation)" % corrected, time.time() - t0, out)
     return 0
 
 

@@ -119,13 +119,14 @@ def refined_particles(protocol, inp, ids, star_path):
     return out
 
 
-def refinement_fsc(fsc_star, label=""):
-    """pwem FSC of the half maps from the refine program's fsc.star (x: 1/A, as RELION's
-    rlnResolution)."""
+def refinement_fsc(fsc_star, label="", column="rlnFourierShellCorrelation"):
+    """pwem FSC from the refine program's fsc.star (x: 1/A, as RELION's rlnResolution): the half
+    maps' (default) or another ``column``; None when the file has no such column."""
     from pwem.objects import FSC
     from ..io.star import read_star
     table = read_star(fsc_star)["fsc"]
+    if column not in table:
+        return None
     fsc = FSC(objLabel=label)
-    fsc.setData([float(v) for v in table["rlnResolution"]],
-                [float(v) for v in table["rlnFourierShellCorrelation"]])
+    fsc.setData([float(v) for v in table["rlnResolution"]], [float(v) for v in table[column]])
     return fsc

@@ -2,8 +2,9 @@
 confidence-weighted RED prior (Kimanius et al. 2021).
 
 Converts the particles to a RELION 3.1 STAR and the maps to MRC with the set's pixel size, runs
-``polishplugin.programs.refine`` through runJob and registers its half maps, final map, FSC and
-the particles with their refined alignment.
+``polishplugin.programs.refine`` through runJob and registers its half maps, final map, FSC
+(with a mask also the masked FSC corrected by phase randomisation) and the particles with their
+refined alignment.
 """
 import os
 
@@ -34,7 +35,7 @@ class ProtPolishRefine(ProtPolishBase):
     _label = "denoiser-regularised refinement"
     _devStatus = BETA
     _possibleOutputs = {"outputVolume": "Volume", "outputParticles": "SetOfParticles",
-                        "outputFSC": "FSC"}
+                        "outputFSC": "FSC", "outputFSCCorrected": "FSC"}
 
     def _defineParams(self, form):
         form.addSection(label="Input")
@@ -50,7 +51,10 @@ class ProtPolishRefine(ProtPolishBase):
                            "initial resolution below.")
         form.addParam("inputMask", params.PointerParam, pointerClass="VolumeMask",
                       allowsNull=True, label="Solvent mask (optional)",
-                      help="Values in [0, 1]; default: a soft sphere of the particle diameter.")
+                      help="Values in [0, 1]; default: a soft sphere of the particle diameter. "
+                           "With a mask, also the masked FSC of the final half maps corrected "
+                           "by phase randomisation (as relion_postprocess's; Chen et al. "
+                           "2013) as a second FSC output.")
         form.addParam("particleDiameter", params.FloatParam, default=-1,
                       label="Particle diameter (A)",
                       help="Solvent sphere and the angular step needed; -1: 0.8 of the box.")
@@ -207,6 +211,11 @@ class ProtPolishRefine(ProtPolishBase):
                                       self._refineDir("particles.star"))
         fsc = refinement_fsc(self._refineDir("fsc.star"), label=self.getRunName())
         self._defineOutputs(outputVolume=volume, outputParticles=particles, outputFSC=fsc)
+        # with a mask: the masked FSC corrected by phase randomisation, as relion_postprocess's
+        corrected = refinement_fsc(self._refineDir("fsc.star"), self.getRunName() + " masked",
+                                   "rlnFourierShellCorrelationCorrected")
+        if corrected is not None:
+            self._defineOutputs(outputFSCCorrected=corrected)
         self._defineSourceRelation(self.inputParticles, volume)
         self._defineSourceRelation(self.inputVolume, volume)
         self._defineTransformRelation(self.inputParticles, particles)
@@ -305,6 +314,9 @@ class ProtPolishRefine(ProtPolishBase):
             last = its[-1] if its else {"iteration": 0, "resolution": float("nan")}
             return ["%s: iteration %d done, resolution %.2f A" % (
                 self._modeText(), last["iteration"], last["resolution"])] + lines
+        if self.hasAttribute("outputFSCCorrected"):
+            lines.insert(0, "masked, corrected FSC 0.143: %.2f A"
+                         % float(self.outputFSCCorrected.calculateResolution()))
         return ["%s: %d particles, %d iterations (%s), resolution %.2f A (half-map FSC 0.143)"
                 % (self._modeText(), self.outputParticles.getSize(), len(its),
                    "converged" if info["converged"] else "maximum reached",
@@ -315,4 +327,4 @@ class ProtPolishRefine(ProtPolishBase):
                 "%s regularisation [Kimanius2021]." % self._modeText()]
 
     def _citations(self):
-        return ["Kimanius2021", "Scheres2012"]
+        return ["Kimanius2021", "Scheres2012"] + (["Chen2013"] if self.inputMask.get() else [])

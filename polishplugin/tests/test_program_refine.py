@@ -127,6 +127,38 @@ def test_red_writes_the_denoisers_input_and_output(full_run, red_run):
         assert not (full_run / ("half%d_unreg.mrc" % h)).exists()
 
 
+def test_mask_adds_relions_masked_and_corrected_fsc(project, full_run, caplog):
+    """With --mask, fsc.star holds relion_postprocess's four curves of the last iteration's
+    unregularised halves B / K (kept in the final state), the randomisation shell and the
+    corrected resolution, also in the log; without, none of them."""
+    from polishplugin.core.masked_fsc import masked_fsc
+    from polishplugin.core.simulate.volumes import soft_mask
+    folder, truth, _ = project
+    mask = soft_mask(truth, 0.2 * truth.max(), 1.0, 3.0)
+    write_mrc(str(folder / "mask.mrc"), mask, PX)
+    with caplog.at_level("INFO", logger="polishplugin.refine"):
+        assert _run(folder, "masked", "--mask", "mask.mrc") == 0
+    blocks = read_star(str(folder / "masked" / "fsc.star"))
+    g, t = blocks["general"], blocks["fsc"]
+    state = np.load(folder / "masked" / "state" / "iter_003.npz")
+    f = masked_fsc(state["unregularised"][0], state["unregularised"][1], read_mrc(
+        str(folder / "mask.mrc"))[0], np.random.default_rng(0))
+    for label, curve in (("rlnFourierShellCorrelationCorrected", f.corrected),
+                         ("rlnFourierShellCorrelationUnmaskedMaps", f.unmasked),
+                         ("rlnFourierShellCorrelationMaskedMaps", f.masked),
+                         ("rlnCorrectedFourierShellCorrelationPhaseRandomizedMaskedMaps",
+                          f.randomised)):
+        np.testing.assert_allclose(np.asarray(t[label], float), curve, atol=1e-5, err_msg=label)
+    assert np.abs(f.masked - f.unmasked).max() > 0.05      # the mask did change the FSC
+    assert float(g["rlnRandomiseFrom"][0]) == pytest.approx(f.randomise_from(PX), rel=1e-5)
+    res = float(g["rlnPpCorrectedResolution"][0])
+    assert 2 * PX <= res < 40.0 and g["rlnMaskName"][0] == "mask.mrc"
+    assert "%.2f A (masked FSC 0.143, corrected" % res in caplog.text
+    plain = read_star(str(full_run / "fsc.star"))
+    assert "rlnFourierShellCorrelationCorrected" not in plain["fsc"]
+    assert "rlnPpCorrectedResolution" not in plain["general"]
+
+
 @needs_mpirun
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_mpi_equals_one_process(project, red_run, ranks):

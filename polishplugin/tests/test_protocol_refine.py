@@ -129,6 +129,15 @@ class TestProtPolishRefine(BaseTest):
         self.assertTrue(2 * PX <= res < 40.0, res)
         self.assertAlmostEqual(res, json.load(open(prot._getExtraPath("refine", "refine.json")))[
             "resolution"], delta=0.1 * res)
+        # the mask: relion_postprocess's masked FSC corrected by phase randomisation, a 2nd FSC
+        from polishplugin.io.star import read_star
+        fsc_star = read_star(prot._getExtraPath("refine", "fsc.star"))
+        x2, y2 = prot.outputFSCCorrected.getData()
+        np.testing.assert_allclose(x2, x)
+        np.testing.assert_allclose(y2, fsc_star["fsc"]["rlnFourierShellCorrelationCorrected"])
+        self.assertAlmostEqual(float(prot.outputFSCCorrected.calculateResolution()), float(
+            fsc_star["general"]["rlnPpCorrectedResolution"][0]), delta=0.05 * res)
+        self.assertIn("Chen2013", prot._citations())
         # lambda followed the resolution (cw-red): between 0 and 1, as the program recorded
         info = json.load(open(prot._getExtraPath("refine", "refine.json")))
         self.assertEqual(info["settings"]["mode"], "cw-red")
@@ -210,6 +219,9 @@ class TestProtPolishRefine(BaseTest):
             view.close()
             img = matplotlib.image.imread(path)
             self.assertGreater(float(img[..., :3].std()), 0.02, key)
+            if key == "showFsc":     # the run has a mask: the masked and corrected curves too
+                labels = [t.get_text() for t in view.getFigure().axes[0].get_legend().get_texts()]
+                self.assertTrue(any(t.startswith("masked, corrected (0.143") for t in labels))
         # the angular errors it plots: refined vs true poses of the same particles
         errs = __import__("polishplugin.figures.jobs", fromlist=["x"]).refine_angular_errors(
             self.prot._getExtraPath("refine"), viewer.trueAngles(self.imp.outputParticles))

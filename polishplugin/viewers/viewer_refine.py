@@ -1,7 +1,8 @@
-"""Scipion viewer of ProtPolishRefine: FSC of the half maps (and against the true map when the
-run names one), resolution and lambda per iteration, central slices of the starting and refined
-maps and of each half's x~ = B / K before and after the denoiser (RED / CW-RED), and the angular
-error against the true poses when the run names particles with them."""
+"""Scipion viewer of ProtPolishRefine: FSC of the half maps (with a mask also their masked,
+phase-randomised and corrected FSC; against the true map when the run names one), resolution
+and lambda per iteration, central slices of the starting and refined maps and of each half's
+x~ = B / K before and after the denoiser (RED / CW-RED), and the angular error against the true
+poses when the run names particles with them."""
 import os
 
 import numpy as np
@@ -16,7 +17,8 @@ class ProtPolishRefineViewer(FigureViewer):
     """Plots of a denoiser-regularised refinement run."""
     _label = "viewer denoiser-regularised refinement"
     _targets = [ProtPolishRefine]
-    ENTRIES = (("showFsc", "FSC (half maps; vs the true map if given)"),
+    ENTRIES = (("showFsc", "FSC (half maps; masked and corrected with a mask; vs the true map "
+                            "if given)"),
                ("showHistory", "Resolution and lambda per iteration"),
                ("showSlices", "Central slices: start, half map, final"),
                ("showDenoising", "Central slices before/after the denoiser (RED / CW-RED)"),

@@ -138,6 +138,8 @@ class State:
     final_pass: bool = False         # converged: this iteration runs at the full size, then ends
     final_map: np.ndarray = None
     red_maps: np.ndarray = None      # (2, 2, n, n, n): per half x~ = B / K and f(x~) (eq. 17)
+    unregularised: np.ndarray = None  # (2, n, n, n): the last iteration's halves B / K, no
+    #                                   prior applied (finished only; the masked FSC's input)
     history: list = field(default_factory=list)
 
     def save(self, path_or_file):
@@ -472,8 +474,8 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
         shifts = split.sum(np.where(own[:, None], shifts, 0.0))
         maxprob = split.sum(np.where(own, maxprob, 0.0))
     # gold-standard FSC of the unregularised halves, beyond the current size 0
-    fsc = fsc_curve(_unregularised_map(bps[0], n, settings.pad) * sphere,
-                    _unregularised_map(bps[1], n, settings.pad) * sphere)
+    unreg = np.stack([_unregularised_map(bp, n, settings.pad) for bp in bps])
+    fsc = fsc_curve(unreg[0] * sphere, unreg[1] * sphere)
     fsc[m // 2:] = 0.0
     resolution = nominal_resolution(fsc, n, px)
     lam = _lambda(settings, resolution)
@@ -543,7 +545,8 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
                 fewest_jumps=np.inf if order > state.order else fewest,
                 sigma2_offset=sigma2_offset, fsc=fsc,
                 finished=finished, final_pass=final_pass and not finished, final_map=final_map,
-                red_maps=red_maps, history=list(state.history))
+                red_maps=red_maps, history=list(state.history),
+                unregularised=unreg.astype(np.float32) if finished else None)
     record["cpu_s"] = float(split.sum(np.array([time.process_time() - t_cpu]))[0])
     record["wall_s"] = time.time() - t_wall
     new.history.append(record)
