@@ -8,10 +8,10 @@ from polishplugin.core.motion import energy as en
 from polishplugin.core.motion.prior import gp_basis
 
 
-def _problem(seed=0, P=5, F=7, W=15, sigma_acc=0.7, backend="numpy", cut=False):
+def _problem(seed=0, P=5, F=7, W=15, sigma_acc=0.7, backend="numpy", cut=False, max_dims=None):
     rng = np.random.default_rng(seed)
     pos = rng.uniform(0, 800, size=(P, 2))
-    basis, lam = gp_basis(pos, 0.6, 300.0)
+    basis, lam = gp_basis(pos, 0.6, 300.0, max_dims=max_dims)
     # smooth random CC maps so that finite differences are well conditioned
     y, x = np.mgrid[:W, :W] - W // 2
     cc = np.zeros((P, F, W, W))
@@ -90,3 +90,20 @@ def test_positions_brute_force_and_round_trip():
     s0b, cb = en.params_from_tracks(s, prob.basis, prob.lambdas)
     np.testing.assert_allclose(s0b, s0, atol=1e-10)
     np.testing.assert_allclose(cb, c, atol=1e-8)
+
+
+def test_truncated_basis_positions_and_gradient():
+    """D < P and F - 1 != D, 2: the one-product layout of B c_f and B^T g (positions, obs_term)
+    must not mix particles, dimensions, frames and axes."""
+    prob, x = _problem(5, P=7, F=5, max_dims=3, cut=True)
+    P, F, D = prob.n_particles, prob.n_frames, prob.n_dims
+    assert D == 3
+    s0, c = en.unpack(x, P, F, D)
+    s = en.positions(s0, c, prob.basis)
+    ref = s0[:, None, :] + np.concatenate(
+        [np.zeros((P, 1, 2)), np.cumsum(np.einsum("pi,fia->pfa", prob.basis, c), axis=1)], axis=1)
+    np.testing.assert_allclose(s, ref, atol=1e-12)
+    _, g_s0, g_c = en.obs_term(s0, c, prob)
+    assert g_c.shape == (F - 1, D, 2)
+    assert _rel_err(en.pack(g_s0, g_c),
+                    _fd(lambda v: en.obs_term(*en.unpack(v, P, F, D), prob)[0], x)) < 1e-5

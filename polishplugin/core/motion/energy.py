@@ -84,9 +84,18 @@ def unpack(x, n_particles, n_frames, n_dims):
     return s0, c
 
 
+def _gemm_layout(a):
+    """(F-1, D, 2) -> (D, 2 (F-1)) C-ordered: frames and axes as the columns of one matrix."""
+    return a.transpose(1, 0, 2).reshape(a.shape[1], -1)
+
+
 def positions(s0, c, basis):
-    """Eq. 6-7: tracks (P, F, 2) from initial positions and velocity coefficients."""
-    v = np.matmul(basis, c).transpose(1, 0, 2)                   # (P, F-1, 2) velocities
+    """Eq. 6-7: tracks (P, F, 2) from initial positions and velocity coefficients.
+
+    B c_f for all frames and both axes is one (P, D) x (D, 2 (F-1)) product: numpy's batched
+    ``matmul(B, c)`` over F-1 frames of 2 columns each was ~10x slower at P = D = 1000, the cost
+    that dominated the fit of dense micrographs (BENCHMARKS.md)."""
+    v = (basis @ _gemm_layout(c)).reshape(basis.shape[0], -1, 2)  # (P, F-1, 2) velocities
     steps = np.concatenate([np.zeros_like(v[:, :1]), np.cumsum(v, axis=1)], axis=1)
     return s0[:, None, :] + steps
 
@@ -130,7 +139,8 @@ def obs_term(s0, c, problem):
     val, g = cc_interp(problem.backend, problem.cc_maps, s)
     g_s0 = -2.0 * g.sum(axis=1)
     tail = np.cumsum(g[:, :0:-1], axis=1)[:, ::-1]               # sum_{f > f'} g_f, (P, F-1, 2)
-    g_c = -2.0 * np.matmul(problem.basis.T, tail.transpose(1, 0, 2))
+    P, D = problem.basis.shape
+    g_c = (-2.0 * (problem.basis.T @ tail.reshape(P, -1))).reshape(D, -1, 2).transpose(1, 0, 2)
     return -2.0 * float(val.sum()), g_s0, g_c
 
 
