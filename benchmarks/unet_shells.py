@@ -20,7 +20,8 @@ sys.path.insert(0, REPO)
 
 from polishplugin.core.fourier import fsc  # noqa: E402
 from polishplugin.core.refine.denoisers import get_denoiser  # noqa: E402
-from polishplugin.core.refine.unet_pairs import gaussian_pair, red_blend, shell_band  # noqa: E402
+from polishplugin.core.fourier import shell_band  # noqa: E402
+from polishplugin.core.refine.unet_pairs import gaussian_pair, red_blend  # noqa: E402
 from polishplugin.core.simulate.volumes import _shell_index, volume_from_model  # noqa: E402
 
 

@@ -107,6 +107,14 @@ def fsc(vol1, vol2, nrings=None):
     return num / np.sqrt(np.maximum(d1 * d2, 1e-300))
 
 
+def shell_band(n, pixel_size, low_A=10.0, high_A=4.0):
+    """Indices of the shells of :func:`fsc` (n-box, ``pixel_size`` A/px) whose resolution lies
+    between low_A and high_A (both included)."""
+    s = np.arange(n // 2 + 1)
+    res = np.divide(n * pixel_size, s, out=np.full(len(s), np.inf), where=s > 0)
+    return np.flatnonzero((res <= low_A) & (res >= high_A))
+
+
 def resolution_at(curve, n, pixel_size, threshold=0.143):
     """Resolution (A) where a shell curve first drops below ``threshold`` (linear
     interpolation between shells); Nyquist if it never does. A curve with NaN or infinite

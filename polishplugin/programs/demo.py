@@ -84,7 +84,7 @@ def refine_vs_truth(refine, sim):
     resolution and lambda of each iteration (refine.json)."""
     import json
     import numpy as np
-    from polishplugin.core.fourier import fsc, resolution_at
+    from polishplugin.core.fourier import fsc, resolution_at, shell_band
     from polishplugin.core.simulate.volumes import lowpass
     from polishplugin.io.mrc import read_mrc
     from polishplugin.protocols.protocol_refine import volume_file
@@ -95,19 +95,13 @@ def refine_vs_truth(refine, sim):
         info = json.load(fh)
     res = dict(half_map_A=info["resolution"], lambdas=[r["lambda"] for r in info["iterations"]],
                cw_low_A=info["settings"]["cw_low"], denoiser=info["settings"]["denoiser"])
-    shells = band_shells(n, px)
+    shells = shell_band(n, px, *BAND_A)
     for name, vol in (("refined", read_mrc(os.path.join(rdir, "map.mrc"))[0]),
                       ("start", lowpass(truth, refine.iniHigh.get(), px))):
         c = fsc(vol, truth)
         res[name] = dict(fsc=c.tolist(), fsc05_A=resolution_at(c, n, px, 0.5),
                          fsc0143_A=resolution_at(c, n, px), band_mean=float(np.mean(c[shells])))
     return res
-
-
-def band_shells(n, px):
-    """Fourier shells of an n-box at ``px`` A/px inside :data:`BAND_A` (coarse end excluded)."""
-    low, high = BAND_A
-    return slice(int(n * px / low) + 1, int(n * px / high) + 1)
 
 
 def log_refinement(refine, res):

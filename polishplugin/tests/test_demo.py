@@ -11,10 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from polishplugin.core.fourier import fsc, resolution_at
+from polishplugin.core.fourier import fsc, resolution_at, shell_band
 from polishplugin.core.simulate.volumes import lowpass
 from polishplugin.io.mrc import read_mrc
-from polishplugin.programs.demo import BAND_A, band_shells
+from polishplugin.programs.demo import BAND_A
 
 PROTOCOLS = ["ProtPolishSimulate", "ProtPolishTrain", "ProtPolishBayesian", "ProtPolishRefine"]
 #: figures every demo writes (PNG + PDF each); the denoiser's before/after only when lambda > 0
@@ -85,7 +85,7 @@ def test_refined_map_beats_the_starting_map(demo):
     final, px_final = read_mrc(refine._getExtraPath("refine", "map.mrc"))
     assert final.shape == truth.shape and px_final == pytest.approx(px)
     n = truth.shape[0]
-    shells = band_shells(n, px)
+    shells = shell_band(n, px, *BAND_A)
     got, start = fsc(final, truth), fsc(lowpass(truth, 30.0, px), truth)
     assert got[shells].mean() > start[shells].mean() + 0.1, (got, start)
     res_got, res_start = resolution_at(got, n, px, 0.5), resolution_at(start, n, px, 0.5)

@@ -21,7 +21,7 @@ Fourier transform of the ground truth by the FSC of each noisy input map"). Two 
 import numpy as np
 
 from ..ctf import CtfParams, ctf_2d
-from ..fourier import fsc
+from ..fourier import fsc, shell_band
 from ..geometry import euler_to_matrix
 from ..reconstruct import Backprojector, centered_fft
 from ..simulate.particles import simulate_particles
@@ -145,13 +145,6 @@ def red_blend(x, prior_mean, curve, lam=1.0):
     c[:min(len(cc), len(c))] = cc[:len(c)]
     w = c[shells]
     return np.fft.ifftn(w * np.fft.fftn(x) + (1.0 - w) * lam * np.fft.fftn(prior_mean)).real
-
-
-def shell_band(n, pixel_size, low_A=10.0, high_A=4.0):
-    """Shell indices (of :func:`..fourier.fsc`) with resolution between low_A and high_A."""
-    s = np.arange(n // 2 + 1)
-    res = np.divide(n * pixel_size, s, out=np.full(len(s), np.inf), where=s > 0)
-    return np.flatnonzero((res <= low_A) & (res >= high_A))
 
 
 def mean_fsc(vol, truth, pixel_size, low_A=10.0, high_A=4.0):
