@@ -314,9 +314,11 @@ class ProtPolishRefine(ProtPolishBase):
             last = its[-1] if its else {"iteration": 0, "resolution": float("nan")}
             return ["%s: iteration %d done, resolution %.2f A" % (
                 self._modeText(), last["iteration"], last["resolution"])] + lines
-        if self.hasAttribute("outputFSCCorrected"):
+        if self.hasAttribute("outputFSCCorrected"):   # the program's number (log, figure)
+            from ..io.star import read_star
+            general = read_star(self._refineDir("fsc.star"))["general"]
             lines.insert(0, "masked, corrected FSC 0.143: %.2f A"
-                         % float(self.outputFSCCorrected.calculateResolution()))
+                         % float(general["rlnPpCorrectedResolution"][0]))
         return ["%s: %d particles, %d iterations (%s), resolution %.2f A (half-map FSC 0.143)"
                 % (self._modeText(), self.outputParticles.getSize(), len(its),
                    "converged" if info["converged"] else "maximum reached",

@@ -177,6 +177,9 @@ class TestProtPolishRefine(BaseTest):
         # refined (random orientations: median ~126 deg), not the input's copied
         self.assertTrue(1e-3 < np.median(errs) < 30.0, np.median(errs))
         self.assertIn("resolution", "\n".join(prot.summary()))
+        # the summary's masked resolution is the program's (as its log and the FSC figure)
+        self.assertIn("masked, corrected FSC 0.143: %.2f A" % float(
+            fsc_star["general"]["rlnPpCorrectedResolution"][0]), prot.summary())
 
     def test_continue_resumes_after_the_last_finished_iteration(self):
         """The run interrupted after iteration 2 (iteration 3's state gone, the last two steps
