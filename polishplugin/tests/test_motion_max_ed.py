@@ -140,3 +140,23 @@ def test_polish_max_ed(sim, tmp_path):
     assert 0 < diff < 1.0                                  # A
     assert json.loads((tmp_path / "k2" / "settings.json").read_text())["settings"]["max_ed"] == 2
     assert "max_ed" not in json.loads((tmp_path / "base" / "settings.json").read_text())["settings"]
+
+
+@pytest.mark.parametrize("method", ["evidence", "tcc"])
+def test_train_max_ed_reaches_every_fit(sim, tmp_path, monkeypatch, method):
+    """train --max-ed 3: every alignment of the subset (both methods) fits in 3 dimensions."""
+    from polishplugin.core.motion import train_data
+    seen = []
+
+    def fit(*a, **k):
+        seen.append(k.get("max_dims"))
+        return fit_tracks(*a, **k)
+    monkeypatch.setattr(train_data, "fit_tracks", fit)
+    f = simulate.project_files(sim)
+    assert train.main(["--particles", f["particles"], "--mics", f["mics"], "--postprocess",
+                       f["postprocess"], "--root", str(sim), "--out", str(tmp_path / "t"),
+                       "--min-particles", "8", "--restarts", "1", "--max-evals", "3",
+                       "--eval-max-res", "7", "--method", method, "--no-figures",
+                       "--max-ed", "3"]) == 0
+    assert seen and set(seen) == {3}
+    assert json.loads((tmp_path / "t" / "settings.json").read_text())["settings"]["max_ed"] == 3
