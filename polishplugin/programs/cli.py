@@ -188,6 +188,31 @@ def unit_interval(text):
     return v
 
 
+def max_ed(text):
+    """argparse type of --max-ed: -1 (all) or an integer >= 1."""
+    v = _number(text, int)
+    if v != -1 and v < 1:
+        raise argparse.ArgumentTypeError("%r must be -1 (all eigendeformations) or an integer "
+                                         ">= 1" % text)
+    return v
+
+
+def add_max_ed(group):
+    """--max-ed K of the motion programs (polish, train): the GP basis keeps at most the K
+    leading eigendeformations of Sigma_V (RELION's --max_ed; :func:`..core.motion.prior.gp_basis`,
+    no P x P array then); read it with :func:`max_dims`."""
+    group.add_argument("--max-ed", type=max_ed, default=-1,
+                       help="GP motion basis: at most this many eigendeformations per micrograph "
+                            "(the largest; as RELION's --max_ed); -1 = all (default). With K "
+                            "below the particles per micrograph the basis is made without a "
+                            "P x P matrix: memory O(P K) instead of 24 P^2 bytes")
+
+
+def max_dims(args):
+    """The ``max_dims`` of :func:`..core.motion.prior.gp_basis` for --max-ed (None: all)."""
+    return None if args.max_ed == -1 else args.max_ed
+
+
 def add_prior_arguments(parser):
     """The prior options of refine and external_reconstruct (Kimanius et al. 2021, eq. 11 / 17,
     §4.3), the same types and help in both; returns the group. Check them with

@@ -40,9 +40,9 @@ from ..io.star import StarTable, read_tracks_star, write_particles_star, write_s
     write_tracks_star
 from .parallel import (fill_in_process, for_each_in_processes, freeze_setup, get_comm, my_share,
                        numba_threads_started, set_blas_threads, set_threads, setup_without_gc)
-from .cli import (add_movie_inputs, add_output_options, at_least, auto_window, check_reference_args,
-                  exit_program, finish_status, job_figures, number, positive, resolve_backend,
-                  run_program)
+from .cli import (add_max_ed, add_movie_inputs, add_output_options, at_least, auto_window,
+                  check_reference_args, exit_program, finish_status, job_figures, max_dims, number,
+                  positive, resolve_backend, run_program)
 from .jobdir import claim_output, file_digest, input_digests, input_paths
 from .micrographs import (MovieOnce, failure_list, for_each_micrograph, save_defects,
                           write_failure_list)
@@ -73,6 +73,7 @@ def build_parser():
                         "--sigmas given: %g)" % DEFAULT_SIGMA_ACC)
     m.add_argument("--params-file", help="RELION-style 'sigma_vel sigma_div sigma_acc' file "
                                          "(e.g. from the training program); overrides the three")
+    add_max_ed(m)
     f = p.add_argument_group("fit")
     f.add_argument("--first-frame", type=at_least(1), default=1, help="1-based")
     f.add_argument("--last-frame", type=at_least(-1), default=-1, help="1-based, -1 = last")
@@ -261,8 +262,10 @@ OUTPUTS = ("tracks", "fcc", "diag", "failed", "figures", "tracks_all.star", "par
 
 
 def job_settings(args, inputs, sigmas):
-    """What defines the polishing result (recorded in the output folder, see jobdir)."""
-    return {"sigmas": "auto" if sigmas is None else list(sigmas), "first_frame": args.first_frame,
+    """What defines the polishing result (recorded in the output folder, see jobdir); --max-ed
+    only when given, so that folders of the default job made before it existed resume."""
+    return {**({} if args.max_ed == -1 else {"max_ed": args.max_ed}),
+            "sigmas": "auto" if sigmas is None else list(sigmas), "first_frame": args.first_frame,
             "last_frame": args.last_frame, "patch_px": args.patch_px, "window": args.window,
             "max_ring": args.max_ring,
             "mode": args.mode, "init": args.init, "invert": args.invert,
@@ -316,7 +319,8 @@ def polish_one(mic, inputs, projectors, sigmas, args, out):
                                    prior_mean=args.prior_mean, max_ring=args.max_ring,
                                    patch_size=n, workers=threads, fcc_box=inputs.box,
                                    spectra_store=store, sigma_search=search,
-                                   cc_backing=cc_backing(args.spectra_memory, out))
+                                   cc_backing=cc_backing(args.spectra_memory, out),
+                                   max_dims=max_dims(args))
         finally:
             for s in (store, preds, opp):
                 if hasattr(s, "close"):

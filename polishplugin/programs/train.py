@@ -43,9 +43,9 @@ import numpy as np
 from ..io.atomic import atomic_text
 from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, write_star
-from .cli import (add_movie_inputs, add_output_options, at_least, auto_window, check_reference_args,
-                  exit_program, finish_status, job_figures, number, positive, resolve_backend,
-                  run_program)
+from .cli import (add_max_ed, add_movie_inputs, add_output_options, at_least, auto_window,
+                  check_reference_args, exit_program, finish_status, job_figures, max_dims, number,
+                  positive, resolve_backend, run_program)
 from .jobdir import claim_output, input_digests, input_paths
 from .micrographs import MovieOnce
 from .parallel import get_comm, set_blas_threads, set_threads
@@ -99,6 +99,7 @@ def build_parser():
     f.add_argument("--invert", choices=["auto", "yes", "no"], default="auto")
     f.add_argument("--cc-scale", choices=["likelihood", "relion"], default="likelihood")
     f.add_argument("--no-defects", action="store_true")
+    add_max_ed(f)
     add_output_options(p)
     return p
 
@@ -221,7 +222,7 @@ class _Session:
             log.info("restart %d (seed %d): %d micrographs, %d particles on %d process(es); "
                      "training data held: %.1f MB", self.restart, seed, n_mics, n_particles,
                      self.comm.size, held / 1e6)
-        objective = make_tcc_objective(make_align(mics, self.args.backend),
+        objective = make_tcc_objective(make_align(mics, self.args.backend, max_dims(self.args)),
                                        [m.eval_data for m in mics], reduce=self._reduce,
                                        backend=self.args.backend)
         restart, t_start = self.restart, time.time()
@@ -303,6 +304,8 @@ def job_settings(args, inputs):
             "max_evals", "xatol", "memory_budget", "seed", "first_frame", "last_frame",
             "window", "invert", "cc_scale", "no_defects", "allow_missing", "skip_outside")
     settings = {k: getattr(args, k) for k in keys}
+    if args.max_ed != -1:           # only when given: earlier folders of the default resume
+        settings["max_ed"] = args.max_ed
     settings["inputs"] = input_digests(args, inputs)
     return settings
 
@@ -397,7 +400,8 @@ def train_evidence(args, session, subsets, seeds, counts, start, geometry, out, 
             continue
         session.restart = r
         session._load([n for n in sub if n in session.mine])
-        parts = [session.held[n].evidence(start, args.backend) for n in sub if n in session.held]
+        parts = [session.held[n].evidence(start, args.backend, max_dims(args))
+                 for n in sub if n in session.held]
 
         class Pooled:
             evaluations = 0

@@ -167,6 +167,26 @@ class ProtPolishMovieBase(ProtPolishBase):
             args.append("--mask %s" % os.path.abspath(self.inputMask.get().getFileName()))
         return args
 
+    def _defineMaxEdParam(self, form):
+        """The expert 'max eigendeformations' of the motion programs (polish / train
+        --max-ed)."""
+        form.addParam("maxEd", params.IntParam, default=-1, expertLevel=params.LEVEL_ADVANCED,
+                      label="Max eigendeformations (-1: all)",
+                      help="The GP motion prior's basis keeps at most this many of its largest "
+                           "eigendeformations per micrograph (RELION's --max_ed); -1 = all "
+                           "(the paper's and RELION's default). A small number (e.g. 50) makes "
+                           "the basis without a particles x particles matrix: memory no longer "
+                           "grows with the square of the particles per micrograph, and the "
+                           "tracks keep only the smoothest deformations (BENCHMARKS.md).")
+
+    def _maxEdArg(self):
+        return "--max-ed %d" % self.maxEd.get()
+
+    def _maxEdErrors(self):
+        k = self.maxEd.get()
+        return [] if k == -1 or k >= 1 else [
+            "Max eigendeformations must be -1 (all) or at least 1, got %d." % k]
+
     def _validateInputs(self, first_frame, last_frame):
         """Errors shared by every movie job (before any work starts)."""
         movies, parts, vol = (self.inputMovies.get(), self.inputParticles.get(),

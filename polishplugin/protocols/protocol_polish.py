@@ -62,6 +62,7 @@ class ProtPolishBayesian(ProtPolishMovieBase):
         form.addParam("lastFrame", params.IntParam, default=-1, label="last (-1: all)")
         form.addParam("window", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
                       label="Search radius (px)", help="0 = chosen from sigma_vel and frames.")
+        self._defineMaxEdParam(form)
         form.addParam("initFromData", params.BooleanParam, default=False,
                       expertLevel=params.LEVEL_ADVANCED, label="Initial track from the data?",
                       help="Ignore the movies' alignment and estimate a global track first.")
@@ -106,7 +107,7 @@ class ProtPolishBayesian(ProtPolishMovieBase):
         args = self._inputArgs(input_dir) + [
             "--out %s" % os.path.abspath(out or self._getExtraPath("polish")),
             "--first-frame %d --last-frame %d" % (self.firstFrame.get(), self.lastFrame.get()),
-            "--window %d" % self.window.get(),
+            "--window %d" % self.window.get(), self._maxEdArg(),
             "--threads %d" % (threads or self.numberOfThreads.get()),
             "--spectra-memory %d" % self.spectraMemory.get(),
             "--allow-partial"]  # failed micrographs: listed in the summary
@@ -168,6 +169,7 @@ class ProtPolishBayesian(ProtPolishMovieBase):
     # ----------------------------------------------------------------- info
     def _validate(self):
         errors = self._validateInputs(self.firstFrame.get(), self.lastFrame.get())
+        errors += self._maxEdErrors()
         train = self.inputTraining.get()
         if train is not None and not train.isFinished():
             errors.append("The training run has not finished: its sigmas are not known yet.")

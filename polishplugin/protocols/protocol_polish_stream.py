@@ -339,7 +339,8 @@ class ProtPolishStreaming(ProtPolishBayesian, ProtStreamingBase):
             "--out %s" % os.path.abspath(os.path.join(folder, "train")),
             "--first-frame %d --last-frame %d" % (self.firstFrame.get(), self.lastFrame.get()),
             "--min-particles %d --restarts %d --eval-max-res %g --threads 1"   # default method
-            % (self.trainFirst.get(), self.trainRestarts.get(), self.trainEvalMaxRes.get())]
+            % (self.trainFirst.get(), self.trainRestarts.get(), self.trainEvalMaxRes.get()),
+            self._maxEdArg()]
         self.runProgram("train", " ".join(args))
 
     def polishMicrographStep(self, key, table=None):
@@ -509,7 +510,7 @@ class ProtPolishStreaming(ProtPolishBayesian, ProtStreamingBase):
         movies, parts = self.inputMovies.get(), self.inputParticles.get()
         if movies is not None and parts is not None and (movies.getSize() == 0 or
                                                           parts.getSize() == 0):
-            return errors + [e for e in self._validateReference()]
+            return errors + self._maxEdErrors() + self._validateReference()
         return errors + ProtPolishBayesian._validate(self)
 
     def _validateReference(self):

@@ -66,6 +66,7 @@ class ProtPolishTrain(ProtPolishMovieBase):
                       help="Cap on the TCC evaluations of one Nelder-Mead run.")
         form.addParam("seed", params.IntParam, default=23, expertLevel=params.LEVEL_ADVANCED,
                       label="Random seed")
+        self._defineMaxEdParam(form)
         form.addLine("Frames")
         form.addParam("firstFrame", params.IntParam, default=1, label="first")
         form.addParam("lastFrame", params.IntParam, default=-1, label="last (-1: all)")
@@ -90,7 +91,7 @@ class ProtPolishTrain(ProtPolishMovieBase):
                self.seed.get(), self.maxEvals.get()),
             "--eval-max-res %g --memory-budget %g" % (self.evalMaxRes.get(),
                                                       self.memoryBudget.get()),
-            "--fit-acc" if self.fitAcc.get() else "--no-fit-acc",
+            "--fit-acc" if self.fitAcc.get() else "--no-fit-acc", self._maxEdArg(),
             "--threads %d" % self.numberOfThreads.get(),
             "--allow-partial"]  # failed micrographs: listed in the summary
         return " ".join(args)
@@ -119,6 +120,7 @@ class ProtPolishTrain(ProtPolishMovieBase):
     # ----------------------------------------------------------------- info
     def _validate(self):
         errors = self._validateInputs(self.firstFrame.get(), self.lastFrame.get())
+        errors += self._maxEdErrors()
         parts = self.inputParticles.get()
         if parts is not None and parts.getSize() < self.minParticles.get():
             errors.append("Only %d particles, fewer than the %d asked per subset."

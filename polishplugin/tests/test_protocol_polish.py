@@ -99,6 +99,20 @@ class TestProtPolishBayesian(BaseTest):
         for key, track in runs[1000].items():
             np.testing.assert_allclose(runs[1][key], track, atol=1e-3, err_msg=key)
 
+    def test_max_eigendeformations_reach_the_program(self):
+        """'Max eigendeformations' 3 of 10 particles: each micrograph's fit has 3 GP dimensions
+        (the program's diagnostics); 0 is refused before the run."""
+        import glob
+        import json
+        self.assertIn("must be -1 (all) or at least 1",
+                      "\n".join(self._polish(maxEd=0, doShiny=False).validate()))
+        prot = self._polish(maxEd=3, doShiny=False)
+        self.assertIn("--max-ed 3", prot._programArgs())
+        self.launchProtocol(prot)
+        self.assertSetSize(prot.outputParticles, 20)
+        diags = glob.glob(prot._getExtraPath("polish", "diag", "**", "*.json"), recursive=True)
+        self.assertEqual(sorted(json.load(open(d))["gp_dims"] for d in diags), [3, 3])
+
     def test_validate_rejects_missing_half_maps_and_bad_frames(self):
         prot = self._polish(lastFrame=2)
         prot.inputVolume.set(self.sim)

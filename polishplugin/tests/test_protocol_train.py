@@ -118,8 +118,10 @@ class TestProtPolishTrain(BaseTest):
         self.assertIn("sigmas trained: vel", "\n".join(polish.getParsedMethods()))
 
     def test_validate_rejects_missing_half_maps_and_too_few_particles(self):
-        prot = self._train(minParticles=1000)
+        prot = self._train(minParticles=1000, maxEd=0)
         prot.inputVolume.setExtended("outputTruthVolume")  # a volume without half maps
         errors = "\n".join(prot.validate())
         self.assertIn("no half maps", errors)
         self.assertIn("fewer than the 1000", errors)
+        self.assertIn("Max eigendeformations must be -1 (all) or at least 1", errors)
+        self.assertIn("--max-ed -1", self._train()._programArgs())

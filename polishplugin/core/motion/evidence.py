@@ -299,13 +299,15 @@ MAX_PARTICLES = 32
 
 
 def choose_for_micrograph(cc_fit, centres, initial_tracks, cut, curvature, search, backend,
-                          prior_mean="zero", rounds=1, kernel="exp", max_particles=MAX_PARTICLES):
+                          prior_mean="zero", rounds=1, kernel="exp", max_particles=MAX_PARTICLES,
+                          max_dims=None):
     """Sigmas (px) for one micrograph: a pilot MAP fit at ``search.start``, the pseudo-observations
     around its tracks, the evidence maximum; ``rounds`` > 1 re-expands around the MAP at the
     previous choice; 0: around the initial tracks (no pilot fit). cc_fit: the CC maps times sign *
     amplitude (what the fit uses); curvature (P, F): :func:`peak_curvature`. The evidence uses at
     most ``max_particles`` particles
-    (evenly spaced in the input order; the pilot fit uses all). Returns a :class:`SigmaChoice`."""
+    (evenly spaced in the input order; the pilot fit uses all, with at most ``max_dims`` GP
+    dimensions). Returns a :class:`SigmaChoice`."""
     from .fit import fit_tracks
     sig = tuple(search.start)
     init = np.asarray(initial_tracks, dtype=np.float64)
@@ -313,7 +315,7 @@ def choose_for_micrograph(cc_fit, centres, initial_tracks, cut, curvature, searc
     for r in range(max(1, int(rounds))):
         if rounds > 0:
             tracks = fit_tracks(cc_fit, centres, sig, init, cut, backend=backend,
-                                prior_mean=prior_mean, kernel=kernel).tracks
+                                prior_mean=prior_mean, kernel=kernel, max_dims=max_dims).tracks
         else:                     # expand around the initial tracks: no pilot fit
             tracks = init
         y = pseudo_observations(cc_fit, tracks, cut, curvature, backend)

@@ -152,7 +152,7 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
                      global_window=None, cc_scale="likelihood", n_frames=None, defects=None,
                      noise_power=None, prior_mean="zero", max_ring=None, patch_size=None,
                      workers=1, spectra_store=None, fcc_box=None, late_defects=None,
-                     sigma_search=None, sigma_rounds=1, cc_backing=None):
+                     sigma_search=None, sigma_rounds=1, cc_backing=None, max_dims=None):
     """Motion of the particles of one micrograph.
 
     frames: sequence/iterable of F gain-corrected, defect-filled (ny, nx) frames (read once);
@@ -185,6 +185,8 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
     cc_backing: None (the CC maps in memory) or a callable (P, F, W) -> a backing that holds
     the whole (P, F, W, W) maps elsewhere, only their centres then kept in memory
     (:class:`.cc_store.CCStore`; tracks equal up to rounding).
+    max_dims: GP basis dimensions at most (None: all; :func:`.prior.gp_basis`), in the pilot fit
+    of the sigma search too.
     Raises MotionFitError without particles or with non-finite data.
     """
     centres, predictions = _particle_inputs(centres, predictions)
@@ -272,7 +274,8 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
         curv = peak_curvature(predictions, damage, noise, amp, cc_scale, max_ring, n)
         try:
             choice = choose_for_micrograph(cc, centres, init, cut, curv,
-                                           sigma_search, backend, prior_mean, sigma_rounds)
+                                           sigma_search, backend, prior_mean, sigma_rounds,
+                                           max_dims=max_dims)
         except (ValueError, MotionFitError) as exc:    # e.g. a particle without signal
             log.warning("sigmas could not be chosen from the data (%s): the search's start "
                         "%s px/frame is used", exc, tuple(sigma_search.start))
@@ -285,7 +288,7 @@ def align_micrograph(frames, centres, predictions, damage, sigmas_px, initial_tr
     while True:
         try:
             fit = fit_tracks(cc, centres, sigmas_px, init, cut, mode=mode,
-                             backend=backend, prior_mean=prior_mean)
+                             backend=backend, prior_mean=prior_mean, max_dims=max_dims)
         finally:
             if cc.backing is not None:
                 log.info("CC maps: %d of %d particle-frames read beyond the %d px kept in "

@@ -77,26 +77,29 @@ class TrainingMicrograph:
                    + self.initial_tracks.nbytes + self.cut_shifts.nbytes
                    + (0 if self.curvature is None else self.curvature.nbytes))
 
-    def evidence(self, triplet, backend=None):
+    def evidence(self, triplet, backend=None, max_dims=None):
         """The marginal likelihood of :mod:`.evidence` around the MAP tracks at ``triplet`` (paper
-        units) on the stored alignment-circle CC maps: a function of a paper-unit triplet."""
+        units; ``max_dims`` as in :meth:`align`) on the stored alignment-circle CC maps: a
+        function of a paper-unit triplet."""
         from .evidence import Evidence, pseudo_observations
-        tracks = self.align(triplet, backend) + self.cut_shifts
+        tracks = self.align(triplet, backend, max_dims=max_dims) + self.cut_shifts
         be = get_backend(backend)
         y = pseudo_observations(self.cc_maps, tracks, self.cut_shifts, self.curvature, be)
         ev = Evidence(self.centres, y, self.curvature)
         conv = lambda t: MotionParams(*t).to_pixels(self.dose_per_frame, self.pixel_size)  # noqa
         return lambda t: ev(*conv(t))
 
-    def align(self, triplet, backend=None, mode="gp"):
+    def align(self, triplet, backend=None, mode="gp", max_dims=None):
         """Tracks (P, F, 2) relative to the patches (fit - cut) after fitting the stored CC maps
-        with ``triplet`` = (sigma_vel, sigma_div, sigma_acc) in paper units (eq. 17-18). A fit that
+        with ``triplet`` = (sigma_vel, sigma_div, sigma_acc) in paper units (eq. 17-18), a GP basis
+        of at most ``max_dims`` dimensions (None: all; :func:`.prior.gp_basis`). A fit that
         fails (MotionFitError, e.g. diverging at an extreme triplet, or tracks leaving the stored
         CC window, which would be read from its opposite edge) keeps the initial tracks."""
         sig_px = MotionParams(*triplet).to_pixels(self.dose_per_frame, self.pixel_size)
         try:
             tracks = fit_tracks(self.cc_maps, self.centres, sig_px, self.initial_tracks,
-                                self.cut_shifts, mode=mode, backend=backend).tracks
+                                self.cut_shifts, mode=mode, backend=backend,
+                                max_dims=max_dims).tracks
             n_out = outside_window(tracks - self.cut_shifts, self.cc_maps.shape[-1] // 2)
             if n_out:  # the bicubic read wrapped to the window's opposite edge: not a fit
                 raise MotionFitError("%d particle-frame positions left the %d px CC window"
@@ -107,10 +110,10 @@ class TrainingMicrograph:
         return tracks - self.cut_shifts
 
 
-def make_align(micrographs, backend=None):
+def make_align(micrographs, backend=None, max_dims=None):
     """align(m, triplet) over a list of :class:`TrainingMicrograph` (for make_tcc_objective)."""
     def align(m, triplet):
-        return micrographs[m].align(triplet, backend=backend)
+        return micrographs[m].align(triplet, backend=backend, max_dims=max_dims)
     return align
 
 
