@@ -74,8 +74,8 @@ from .jobdir import claim_output, file_digest
 log = logging.getLogger("polishplugin.refine")
 
 UNREGULARISED = "half%d_unregularised.mrc"
-OUTPUTS = ("half1.mrc", "half2.mrc", UNREGULARISED % 1, UNREGULARISED % 2, "map.mrc", "fsc.star",
-           "particles.star", "iterations.star", "refine.json", "state")
+OUTPUTS = ("half1.mrc", "half2.mrc", UNREGULARISED % 1, UNREGULARISED % 2, "map.mrc",
+           "fsc.star", "particles.star", "iterations.star", "refine.json", "state")
 RED_MAPS = ("half%d_denoiser_input.mrc", "half%d_denoised.mrc")      # red / cw-red only
 
 

@@ -97,6 +97,10 @@ def test_resume_continues_and_gives_the_same_result(project, full_run):
     a, _ = read_mrc(str(full_run / "map.mrc"))
     b, _ = read_mrc(str(part / "map.mrc"))
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * np.abs(a).max())
+    for h in (1, 2):      # the unregularised halves come back from the resumed state too
+        a, _ = read_mrc(str(full_run / (refine.UNREGULARISED % h)))
+        b, _ = read_mrc(str(part / (refine.UNREGULARISED % h)))
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * np.abs(a).max())
     pa = read_particles_star(str(full_run / "particles.star"))[1]
     pb = read_particles_star(str(part / "particles.star"))[1]
     np.testing.assert_allclose(pb["rlnAngleRot"], pa["rlnAngleRot"], atol=1e-6)
