@@ -368,8 +368,10 @@ def refine_denoising_figure(refine_dir):
     """Central slices of each half's x~ = B / K (the denoiser's input, eq. 17) and f(x~) (its
     output) of the last iteration that ran the denoiser (lambda > 0); None when none did."""
     summary, _ = refine_result(refine_dir)
-    names = [("half%d_unreg.mrc" % h, "half %d: x~ = B/K" % h,
-              "half%d_denoised.mrc" % h, "half %d: f(x~)" % h) for h in (1, 2)]
+    from ..programs.refine import RED_MAPS
+    before, after = RED_MAPS
+    names = [(before % h, "half %d: x~ = B/K" % h, after % h, "half %d: f(x~)" % h)
+             for h in (1, 2)]
     if not all(os.path.exists(os.path.join(refine_dir, n[0])) for n in names):
         return None
     ran = [r for r in summary["iterations"] if r["lambda"] > 0]

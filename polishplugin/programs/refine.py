@@ -10,7 +10,13 @@ current directory, else the STAR's folder), CTF per particle, half-sets from rln
 --ini-high; an optional solvent mask (default: a soft sphere of --particle-diameter).
 
 Writes under --out:
-  half1.mrc, half2.mrc   the two half-set maps of the last iteration (regularised, eq. 11 / 17)
+  half1.mrc, half2.mrc   the two half-set maps of the last iteration (regularised, eq. 11 / 17:
+                         with red / cw-red they hold the denoiser's output)
+  half1_unregularised.mrc, half2_unregularised.mrc
+                         the last iteration's halves B / K before any prior or denoiser (grey
+                         scale of half1.mrc): the maps fsc.star's FSCs are computed from, and the
+                         ones to hand to validation (relion_postprocess, local resolution), whose
+                         FSC would otherwise see the prior's or the denoiser's shared features
   map.mrc                the final map from both halves' sums joined
   fsc.star               data_general (rlnFinalResolution: half-map FSC 0.143 resolution, A;
                          rlnImageSize, rlnImagePixelSize, rlnCurrentIteration); data_fsc
@@ -33,7 +39,7 @@ Writes under --out:
                          prior's sigma after the iteration), rlnPpMeanMaxProb, rlnPpCpuSeconds,
                          rlnPpWallSeconds
   refine.json            the same per-iteration records, the settings, converged, totals
-  half1_unreg.mrc, half2_unreg.mrc
+  half1_denoiser_input.mrc, half2_denoiser_input.mrc
                          red / cw-red: x~ = B / K of each half (eq. 17, the denoiser's input) of
                          the last iteration whose lambda was above 0 (same grey scale as half1.mrc)
   half1_denoised.mrc, half2_denoised.mrc
@@ -67,9 +73,10 @@ from .jobdir import claim_output, file_digest
 
 log = logging.getLogger("polishplugin.refine")
 
-OUTPUTS = ("half1.mrc", "half2.mrc", "map.mrc", "fsc.star", "particles.star", "iterations.star",
-           "refine.json", "state")
-RED_MAPS = ("half%d_unreg.mrc", "half%d_denoised.mrc")      # red / cw-red only
+UNREGULARISED = "half%d_unregularised.mrc"
+OUTPUTS = ("half1.mrc", "half2.mrc", UNREGULARISED % 1, UNREGULARISED % 2, "map.mrc",
+           "fsc.star", "particles.star", "iterations.star", "refine.json", "state")
+RED_MAPS = ("half%d_denoiser_input.mrc", "half%d_denoised.mrc")      # red / cw-red only
 
 
 def build_parser():
@@ -312,6 +319,12 @@ def write_results(out, state, parts, optics, particles, mask=None, mask_name=Non
     n, px = particles.n, particles.pixel_size
     write_mrc(os.path.join(out, "half1.mrc"), state.refs[0], px)
     write_mrc(os.path.join(out, "half2.mrc"), state.refs[1], px)
+    if state.unregularised is None:
+        log.warning("%s not written: the finished state holds no unregularised half maps (a "
+                    "run of an older version; --fresh to refine again)", UNREGULARISED % 1)
+    else:
+        for h in (1, 2):
+            write_mrc(os.path.join(out, UNREGULARISED % h), state.unregularised[h - 1], px)
     write_mrc(os.path.join(out, "map.mrc"), state.final_map, px)
     shells = np.arange(n // 2 + 1)
     cols = {"rlnSpectralIndex": shells, "rlnResolution": shells / (n * px),

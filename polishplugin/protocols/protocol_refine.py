@@ -2,9 +2,10 @@
 confidence-weighted RED prior (Kimanius et al. 2021).
 
 Converts the particles to a RELION 3.1 STAR and the maps to MRC with the set's pixel size, runs
-``polishplugin.programs.refine`` through runJob and registers its half maps, final map, FSC
-(with a mask also the masked FSC corrected by phase randomisation) and the particles with their
-refined alignment.
+``polishplugin.programs.refine`` through runJob and registers its final map with the
+unregularised half maps attached (B / K, what the FSC is computed from, as scipion-em-relion
+attaches RELION's ``_unfil`` halves), the FSC (with a mask also the masked FSC corrected by
+phase randomisation) and the particles with their refined alignment.
 """
 import os
 
@@ -31,7 +32,11 @@ class ProtPolishRefine(ProtPolishBase):
     against a starting map (gold-standard auto-refinement, coarse to fine). Each iteration
     regularises the half maps with a Gaussian prior whose power comes from the FSC (eq. 11,
     Tikhonov, as RELION's auto-refine does) or with a denoiser (RED, eq. 17), whose weight lambda
-    may follow the current resolution (CW-RED, section 4.3)."""
+    may follow the current resolution (CW-RED, section 4.3). The output map's half maps are the
+    last iteration's unregularised ones (B / K, no prior, no denoiser): the maps the reported FSC
+    is computed from, so that validation by other plugins (postprocessing, local resolution)
+    sees no features the two halves share through the prior (Kimanius et al. 2021, section
+    4.3)."""
     _label = "denoiser-regularised refinement"
     _devStatus = BETA
     _possibleOutputs = {"outputVolume": "Volume", "outputParticles": "SetOfParticles",
@@ -202,11 +207,13 @@ class ProtPolishRefine(ProtPolishBase):
                         numberOfThreads=self.numberOfThreads.get())
 
     def createOutputStep(self):
+        from ..programs.refine import UNREGULARISED
         from .outputs import refined_particles, refinement_fsc, volume_with_halves
         inp = self.inputParticles.get()
         px = inp.getSamplingRate()
+        # the unregularised halves: the FSC's own, free of the prior's shared features
         volume = volume_with_halves(self, self._refineDir("map.mrc"), px,
-                                    self._refineDir("half1.mrc"), self._refineDir("half2.mrc"))
+                                    *[self._refineDir(UNREGULARISED % h) for h in (1, 2)])
         particles = refined_particles(self, inp, self.convertedIds(),
                                       self._refineDir("particles.star"))
         fsc = refinement_fsc(self._refineDir("fsc.star"), label=self.getRunName())
@@ -322,7 +329,9 @@ class ProtPolishRefine(ProtPolishBase):
         return ["%s: %d particles, %d iterations (%s), resolution %.2f A (half-map FSC 0.143)"
                 % (self._modeText(), self.outputParticles.getSize(), len(its),
                    "converged" if info["converged"] else "maximum reached",
-                   info["resolution"])] + lines
+                   info["resolution"])] + lines + [
+            "outputVolume's half maps: the unregularised halves B/K (no prior, no denoiser) "
+            "the FSC is computed from, for validation by other programs"]
 
     def _methods(self):
         return ["Particles were refined by gold-standard 3D auto-refinement [Scheres2012] with "

@@ -3,6 +3,7 @@ resumed run equal to an uninterrupted one, the denoiser's input and output maps 
 under mpirun equal to the one-process run, one-line errors on bad input, and RELION's
 relion_reconstruct reading the refined particles STAR."""
 import json
+import logging
 import os
 import shutil
 
@@ -96,6 +97,10 @@ def test_resume_continues_and_gives_the_same_result(project, full_run):
     a, _ = read_mrc(str(full_run / "map.mrc"))
     b, _ = read_mrc(str(part / "map.mrc"))
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * np.abs(a).max())
+    for h in (1, 2):      # the unregularised halves come back from the resumed state too
+        a, _ = read_mrc(str(full_run / (refine.UNREGULARISED % h)))
+        b, _ = read_mrc(str(part / (refine.UNREGULARISED % h)))
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * np.abs(a).max())
     pa = read_particles_star(str(full_run / "particles.star"))[1]
     pb = read_particles_star(str(part / "particles.star"))[1]
     np.testing.assert_allclose(pb["rlnAngleRot"], pa["rlnAngleRot"], atol=1e-6)
@@ -111,36 +116,63 @@ def red_run(project):
 
 
 def test_red_writes_the_denoisers_input_and_output(full_run, red_run):
-    """half<h>_unreg.mrc is x~ = B/K (eq. 17) and half<h>_denoised.mrc the TV denoiser applied to
-    it (standardised, so in the same grey scale); both differ; none with tikhonov."""
+    """half<h>_denoiser_input.mrc is x~ = B/K (eq. 17) and half<h>_denoised.mrc the TV denoiser
+    applied to it (standardised, so in the same grey scale); both differ; none with tikhonov."""
     from polishplugin.core.refine.denoisers import get_denoiser
     tv = get_denoiser("tv")
+    before, after = refine.RED_MAPS
     for h in (1, 2):
-        x, px = read_mrc(str(red_run / ("half%d_unreg.mrc" % h)))
-        f, _ = read_mrc(str(red_run / ("half%d_denoised.mrc" % h)))
+        x, px = read_mrc(str(red_run / (before % h)))
+        f, _ = read_mrc(str(red_run / (after % h)))
         assert px == pytest.approx(PX) and x.shape == (N, N, N)
         np.testing.assert_allclose(f, tv(x), atol=1e-4 * np.abs(f).max())
         assert np.abs(f - x).max() > 0.05 * np.abs(x).max()
         # the refined half map (lambda 1) lies nearer the denoised map than x~ does
         half = read_mrc(str(red_run / ("half%d.mrc" % h)))[0]
         assert np.linalg.norm(half - f) < np.linalg.norm(x - f)
-        assert not (full_run / ("half%d_unreg.mrc" % h)).exists()
+        assert not (full_run / (before % h)).exists() and not (full_run / (after % h)).exists()
 
 
-def test_mask_adds_relions_masked_and_corrected_fsc(project, full_run, caplog):
-    """With --mask, fsc.star holds relion_postprocess's four curves of the last iteration's
-    unregularised halves B / K (kept in the final state), the randomisation shell and the
-    corrected resolution, also in the log; without, none of them."""
-    from polishplugin.core.masked_fsc import masked_fsc
+@pytest.fixture(scope="module")
+def masked_run(project):
+    """A run with --mask (a soft mask of the truth, not symmetric under any axis swap) and its
+    log."""
     from polishplugin.core.simulate.volumes import soft_mask
     folder, truth, _ = project
     mask = soft_mask(truth, 0.2 * truth.max(), 1.0, 3.0)
     write_mrc(str(folder / "mask.mrc"), mask, PX)
-    with caplog.at_level("INFO", logger="polishplugin.refine"):
+    handler = _Collect()
+    logger = logging.getLogger("polishplugin.refine")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
         assert _run(folder, "masked", "--mask", "mask.mrc") == 0
-    blocks = read_star(str(folder / "masked" / "fsc.star"))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return folder / "masked", "\n".join(handler.lines)
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_mask_adds_relions_masked_and_corrected_fsc(project, full_run, masked_run):
+    """With --mask, fsc.star holds relion_postprocess's four curves of the last iteration's
+    unregularised halves B / K (kept in the final state), the randomisation shell and the
+    corrected resolution, also in the log; without, none of them."""
+    from polishplugin.core.masked_fsc import masked_fsc
+    folder, truth, _ = project
+    out, log_text = masked_run
+    blocks = read_star(str(out / "fsc.star"))
     g, t = blocks["general"], blocks["fsc"]
-    state = np.load(folder / "masked" / "state" / "iter_003.npz")
+    state = np.load(out / "state" / "iter_003.npz")
     f = masked_fsc(state["unregularised"][0], state["unregularised"][1], read_mrc(
         str(folder / "mask.mrc"))[0], np.random.default_rng(0))
     for label, curve in (("rlnFourierShellCorrelationCorrected", f.corrected),
@@ -153,10 +185,52 @@ def test_mask_adds_relions_masked_and_corrected_fsc(project, full_run, caplog):
     assert float(g["rlnRandomiseFrom"][0]) == pytest.approx(f.randomise_from(PX), rel=1e-5)
     res = float(g["rlnPpCorrectedResolution"][0])
     assert 2 * PX <= res < 40.0 and g["rlnMaskName"][0] == "mask.mrc"
-    assert "%.2f A (masked FSC 0.143, corrected" % res in caplog.text
+    assert "%.2f A (masked FSC 0.143, corrected" % res in log_text
     plain = read_star(str(full_run / "fsc.star"))
     assert "rlnFourierShellCorrelationCorrected" not in plain["fsc"]
     assert "rlnPpCorrectedResolution" not in plain["general"]
+
+
+def test_unregularised_halves_are_the_fscs_maps(full_run, red_run):
+    """half<h>_unregularised.mrc holds the final state's B / K of half h (the maps fsc.star is
+    computed from) with half<h>.mrc's box, pixel size and grey scale, and is not half<h>.mrc
+    (the prior, with RED the denoiser, changed that one)."""
+    for run in (full_run, red_run):
+        state = np.load(run / "state" / "iter_003.npz")
+        regs = [read_mrc(str(run / ("half%d.mrc" % h))) for h in (1, 2)]
+        unregs = [read_mrc(str(run / (refine.UNREGULARISED % h))) for h in (1, 2)]
+        for h, ((u, px), (r, rpx)) in enumerate(zip(unregs, regs)):
+            assert u.shape == r.shape == (N, N, N) and px == pytest.approx(rpx)
+            np.testing.assert_array_equal(u, state["unregularised"][h])
+            # the same grey scale: equal power in the lowest shells, where the prior does little
+            low = [np.abs(np.fft.fftn(v))[:2, :2, :2].sum() for v in (u, r)]
+            assert 0.7 < low[0] / low[1] < 1.4, low
+            assert np.abs(u - r).max() > 0.1 * np.abs(r).max()
+
+
+@needs_relion
+def test_relion_postprocess_on_the_written_halves_gives_fsc_stars_curves(project, masked_run,
+                                                                        tmp_path):
+    """relion_postprocess 3.1.3 on the written half<h>_unregularised.mrc and the same mask (pixel
+    size from their headers): its unmasked and masked FSC equal fsc.star's to its STAR's digits
+    and its randomisation resolution is the same: the files are the maps fsc.star reports, in
+    RELION's orientation and header conventions (the regularised or transposed halves fail)."""
+    folder, _, _ = project
+    out, _ = masked_run
+    (tmp_path / "pp").mkdir()     # --o in a folder (RELION without ghostscript: test_masked_fsc)
+    run_relion("relion_postprocess", ["--i", out / (refine.UNREGULARISED % 1),
+                                      "--i2", out / (refine.UNREGULARISED % 2),
+                                      "--mask", folder / "mask.mrc", "--auto_bfac", "false",
+                                      "--adhoc_bfac", 0, "--o", "pp/postprocess"],
+               cwd=tmp_path, timeout=120)
+    theirs = read_star(str(tmp_path / "pp" / "postprocess.star"))
+    ours = read_star(str(out / "fsc.star"))
+    for label in ("rlnFourierShellCorrelationUnmaskedMaps", "rlnFourierShellCorrelationMaskedMaps"):
+        np.testing.assert_allclose(np.asarray(theirs["fsc"][label], float),
+                                   np.asarray(ours["fsc"][label], float), rtol=0, atol=1e-5,
+                                   err_msg=label)
+    assert float(theirs["general"]["rlnRandomiseFrom"][0]) == pytest.approx(
+        float(ours["general"]["rlnRandomiseFrom"][0]), abs=1e-5)
 
 
 @needs_mpirun
@@ -172,7 +246,8 @@ def test_mpi_equals_one_process(project, red_run, ranks):
                                       "--out", str(out)] + FAST + RED, ranks=ranks, timeout=240)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "%d process(es)" % ranks in res.stderr + res.stdout
-    for name in ("map.mrc", "half1.mrc", "half2.mrc", "half1_unreg.mrc", "half2_denoised.mrc"):
+    for name in ("map.mrc", "half1.mrc", "half2.mrc", "half1_unregularised.mrc",
+                 "half2_unregularised.mrc", "half1_denoiser_input.mrc", "half2_denoised.mrc"):
         a, b = read_mrc(str(red_run / name))[0], read_mrc(str(out / name))[0]
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * np.abs(a).max(), err_msg=name)
     pa = read_particles_star(str(red_run / "particles.star"))[1]

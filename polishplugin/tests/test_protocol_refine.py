@@ -18,7 +18,7 @@ from polishplugin.io.mrc import read_mrc, write_mrc
 from polishplugin.io.particle_set import write_particle_set
 from polishplugin.io.star import read_particles_star
 from polishplugin.protocols import ProtPolishRefine
-from polishplugin.protocols.protocol_refine import MODE_CWRED, MODES
+from polishplugin.protocols.protocol_refine import MODE_CWRED, MODES, volume_file
 from polishplugin.tests.mpi import MPIRUN
 from polishplugin.tests.relion_form import (check_relion_refine_takes, needs_relion_plugin,
                                             relion_rotation)
@@ -117,6 +117,20 @@ class TestProtPolishRefine(BaseTest):
         self.assertTrue(np.all(np.isfinite(final)) and final.std() > 0)
         for h in halves:
             self.assertEqual(read_mrc(h)[0].shape, (N, N, N))
+        # the half maps are the unregularised ones the reported FSC is computed from (not the
+        # regularised half<h>.mrc): fsc.star's unmasked and masked FSC are theirs
+        self.assertEqual([os.path.basename(h) for h in halves],
+                         ["half1_unregularised.mrc", "half2_unregularised.mrc"])
+        from polishplugin.core.masked_fsc import masked_fsc
+        from polishplugin.io.star import read_star
+        table = read_star(prot._getExtraPath("refine", "fsc.star"))["fsc"]
+        ours = masked_fsc(read_mrc(halves[0])[0], read_mrc(halves[1])[0],
+                          read_mrc(volume_file(prot.inputMask.get()))[0])
+        np.testing.assert_allclose(ours.unmasked, table["rlnFourierShellCorrelationUnmaskedMaps"],
+                                   atol=1e-5)
+        np.testing.assert_allclose(ours.masked, table["rlnFourierShellCorrelationMaskedMaps"],
+                                   atol=1e-5)
+        self.assertIn("unregularised", "\n".join(prot.summary()))
         band = slice(int(N * PX / 30.0) + 1, int(N * PX / 12.0) + 1)
         start = lowpass(self.truth, 30.0, PX)
         self.assertGreater(fsc(final, self.truth)[band].mean(), fsc(start, self.truth)[band].mean())
@@ -146,7 +160,7 @@ class TestProtPolishRefine(BaseTest):
         self.assertGreater(info["iterations"][-1]["lambda"], 0.0)
         # the denoiser's input x~ = B/K and output of both halves, as the program wrote them
         for h in (1, 2):
-            x = read_mrc(prot._getExtraPath("refine", "half%d_unreg.mrc" % h))[0]
+            x = read_mrc(prot._getExtraPath("refine", "half%d_denoiser_input.mrc" % h))[0]
             f = read_mrc(prot._getExtraPath("refine", "half%d_denoised.mrc" % h))[0]
             self.assertEqual(x.shape, (N, N, N))
             self.assertGreater(np.abs(x - f).max(), 1e-3 * np.abs(x).max())

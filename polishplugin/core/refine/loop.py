@@ -139,7 +139,8 @@ class State:
     final_map: np.ndarray = None
     red_maps: np.ndarray = None      # (2, 2, n, n, n): per half x~ = B / K and f(x~) (eq. 17)
     unregularised: np.ndarray = None  # (2, n, n, n): the last iteration's halves B / K, no
-    #                                   prior applied (finished only; the masked FSC's input)
+    #                                   prior applied, grey scale of refs (finished only; the
+    #                                   FSC's and masked FSC's input, half<h>_unregularised.mrc)
     history: list = field(default_factory=list)
 
     def save(self, path_or_file):
@@ -401,10 +402,12 @@ def _residual_power(ref, idx, particles, angles, shifts, pad):
 
 
 def _unregularised_map(bp, n, pad):
+    """x~ = B / K (eq. 17, no prior) as a real-space map in the images' grey scale, that of
+    the regularised references (:func:`_update`)."""
     b, k = completed_sums(bp.data, bp.weight, n, pad)
     eps = 1e-3 * k[k > 0].mean() if np.any(k > 0) else 1.0
     x = np.where(k > 0, b / (k + eps), 0.0)
-    return half_to_map(x, n, pad)
+    return half_to_map(x, n, pad) / float(n) ** 2
 
 
 def _lambda(settings, resolution):
