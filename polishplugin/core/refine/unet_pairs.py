@@ -153,6 +153,43 @@ def mean_fsc(vol, truth, pixel_size, low_A=10.0, high_A=4.0):
     return float(fsc(vol, truth)[band].mean())
 
 
+def distance_ratio(maps, reference, truth, mask, p=2):
+    """L_p distance to the truth (Kimanius et al. 2021, Fig. 1c) of each map in ``maps`` over that
+    of ``reference``, inside ``mask``, all at the one grey scale that fits ``reference`` best to
+    the truth (least squares): < 1 where a map is closer to the truth than the reference."""
+    m = np.asarray(mask, dtype=np.float64)
+    r = np.asarray(reference, dtype=np.float64) * m
+    t = np.asarray(truth, dtype=np.float64) * m
+    a = float((r * t).sum() / (r * r).sum())
+
+    def dist(v):
+        return float((np.abs(a * np.asarray(v, dtype=np.float64) * m - t) ** p).sum() ** (1.0 / p))
+    ref = dist(reference)
+    return [dist(v) / ref for v in maps]
+
+
+def fsc_shell(curve, threshold=0.143):
+    """Shell (fractional, linear between shells) where a shell curve first drops below
+    ``threshold``; the last shell if it never does."""
+    curve = np.nan_to_num(np.asarray(curve, dtype=np.float64))
+    for s in range(1, len(curve)):
+        if curve[s] < threshold:
+            c0, c1 = curve[s - 1], curve[s]
+            return s - 1 + ((c0 - threshold) / (c0 - c1) if c0 != c1 else 0.0)
+    return float(len(curve) - 1)
+
+
+def half_map_optimism(half1, half2, truth, mask, threshold=0.143):
+    """Shells by which the half maps' FSC 0.143 point lies beyond what their agreement with the
+    truth supports: for halves x_h = t + n_h with independent n_h, FSC(x1, x2) = FSC(x1, t)
+    FSC(x2, t) per shell, so (shell where FSC(x1, x2) drops below ``threshold``) - (shell where
+    FSC(x1, t) FSC(x2, t) does); > 0 when the halves share something the truth does not have
+    (the false features of §4.3). Everything inside ``mask`` (the loop's particle mask)."""
+    m = np.asarray(mask, dtype=np.float64)
+    a, b, t = half1 * m, half2 * m, truth * m
+    return fsc_shell(fsc(a, b), threshold) - fsc_shell(fsc(a, t) * fsc(b, t), threshold)
+
+
 def engine_pairs(truth, pixel_size, rng, count, snr, max_iter=12, **settings):
     """[(x~, target, half-map FSC, record)] from a gold-standard refinement (:func:`.loop.refine`)
     of ``count`` simulated particles of ``truth`` at ``snr``, blind (no angles, no offsets) from
