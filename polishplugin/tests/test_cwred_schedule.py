@@ -16,10 +16,14 @@ from polishplugin.programs.cli import add_prior_arguments, check_prior_arguments
 CURVE = os.path.join(os.path.dirname(confidence.__file__), "weights", "unet_schedule.json")
 
 
+#: bins for the synthetic curves: 1 A from 4 to 12 A, 2 A coarser
+E = tuple(np.r_[np.arange(4.0, 12.0, 1.0), np.arange(12.0, 32.0, 2.0)].tolist())
+
+
 def _units(groups):
     """(resolutions, gains, optimism) from {bin's fine edge: [(gain, optimism)]}, units spread
-    inside each bin of EDGES_A."""
-    edges = list(EDGES_A)
+    inside each bin of E."""
+    edges = list(E)
     res, gain, opt = [], [], []
     for edge, units in groups.items():
         width = edges[edges.index(edge) + 1] - edge
@@ -32,13 +36,13 @@ def _units(groups):
 def test_curve_bins_means_and_errors():
     res, gain, _ = _units({5: [(0.1, 0), (0.2, 0), (0.3, 0), (0.4, 0)],
                            14: [(0.5, 0), (-0.1, 0), (0.2, 0), (0.2, 0)], 9: [(0.1, 0)]})
-    curve = gain_curve(res, gain, EDGES_A, min_n=4)
+    curve = gain_curve(res, gain, E, min_n=4)
     assert [(c["high_A"], c["low_A"], c["n"]) for c in curve] == [(5, 6, 4), (14, 16, 4)]
     assert curve[0]["mean"] == pytest.approx(0.25)
     assert curve[0]["se"] == pytest.approx(np.std([0.1, 0.2, 0.3, 0.4], ddof=1) / 2)
     assert curve[1]["min"] == pytest.approx(-0.1) and curve[1]["positive"] == 3
     assert curve[1]["max"] == pytest.approx(0.5)
-    assert gain_curve([40.0, 41.0], [1.0, 1.0], EDGES_A, 1) == []      # outside the edges
+    assert gain_curve([40.0, 41.0], [1.0, 1.0], E, 1) == []      # outside the edges
 
 
 GOOD, SAFE = 0.05, 0.1          # a unit that gains, one shell of optimism would be 1.0
@@ -53,45 +57,45 @@ def test_thresholds_from_gain_and_optimism():
               12: [(0.06, 0), (0.07, 0), (-0.01, 0), (0.06, 0), (0.07, 0), (0.06, 0)],
               14: [(0.1, 2.0), (0.1, 2.2), (0.1, 1.8), (0.1, 2.1)], 16: ok}
     res, gain, opt = _units(groups)
-    assert derive_thresholds(res, gain, opt) == (14.0, 12.0)
+    assert derive_thresholds(res, gain, opt, E) == (14.0, 12.0)
     # without the optimism the run reaches 16-18 A: the gain alone would switch lambda on there
     opt14 = (res >= 14) & (res < 16)
-    assert derive_thresholds(res, gain, np.where(opt14, 0.0, opt)) == (18.0, 12.0)
+    assert derive_thresholds(res, gain, np.where(opt14, 0.0, opt), E) == (18.0, 12.0)
     # the bound is a setting: 2.5 shells admits 14-16 A
-    assert derive_thresholds(res, gain, opt, bound=2.5) == (18.0, 12.0)
+    assert derive_thresholds(res, gain, opt, E, bound=2.5) == (18.0, 12.0)
     # the losing unit at 12-14 A made to gain: lambda 1 would reach 18 A, so one bin apart
     gain[np.argmin(gain)] = 0.06
-    assert derive_thresholds(res, gain, np.where(opt14, 0.0, opt)) == (18.0, 16.0)
-    assert derive_thresholds(res, gain, opt) == (14.0, 12.0)
+    assert derive_thresholds(res, gain, np.where(opt14, 0.0, opt), E) == (18.0, 16.0)
+    assert derive_thresholds(res, gain, opt, E) == (14.0, 12.0)
 
 
 def test_optimism_on_average_or_in_one_unit():
     ok = [(GOOD, 0.0)] * 4
     # a bin whose mean optimism is within the bound but not reliably (one unit at 3 shells)
     res, gain, opt = _units({7: ok, 8: [(GOOD, 0.0), (GOOD, 0.0), (GOOD, 3.0), (GOOD, 0.0)], 9: ok})
-    assert derive_thresholds(res, gain, opt) == (8.0, 7.0)
+    assert derive_thresholds(res, gain, opt, E) == (8.0, 7.0)
     # one unit at 1.5 shells in a bin that is safe on average: lambda > 0 there, not 1
     res, gain, opt = _units({7: ok, 8: [(GOOD, 0.0), (GOOD, 0.1), (GOOD, 1.5)] + [(GOOD, 0.0)] * 9,
                              9: ok})
-    assert derive_thresholds(res, gain, opt) == (10.0, 8.0)
+    assert derive_thresholds(res, gain, opt, E) == (10.0, 8.0)
 
 
 def test_a_gap_or_an_unsafe_finest_bin():
     ok = [(0.3, 0.0), (0.31, 0.1), (0.29, -0.1), (0.3, 0.0)]
     res, gain, opt = _units({5: ok, 7: ok})
-    assert derive_thresholds(res, gain, opt) == (8.0, 7.0)        # no units at 6-7 A: skipped
+    assert derive_thresholds(res, gain, opt, E) == (8.0, 7.0)        # no units at 6-7 A: skipped
     res, gain, opt = _units({5: ok, 6: [(0.2, 0), (-0.2, 0), (0.2, 0), (-0.2, 0)], 7: ok})
-    assert derive_thresholds(res, gain, opt) == (6.0, 5.0)        # a populated bin that fails
+    assert derive_thresholds(res, gain, opt, E) == (6.0, 5.0)        # a populated bin that fails
     res, gain, opt = _units({5: [(0.3, 0), (-0.31, 0), (0.29, 0), (-0.3, 0)], 6: ok})
     with pytest.raises(ValueError, match="not safe to use"):
-        derive_thresholds(res, gain, opt)
+        derive_thresholds(res, gain, opt, E)
     res, gain, opt = _units({5: [(0.3, 2.0), (0.3, 2.1), (0.3, 1.9), (0.3, 2.0)], 6: ok})
     with pytest.raises(ValueError, match="not safe to use"):
-        derive_thresholds(res, gain, opt)
+        derive_thresholds(res, gain, opt, E)
     res, gain, opt = _units({5: [(0.3, 0), (0.2, 0), (-0.01, 0), (0.3, 0)], 6: ok})
-    assert derive_thresholds(res, gain, opt) == (7.0, 5.0)        # lambda 1 only at the finest edge
+    assert derive_thresholds(res, gain, opt, E) == (7.0, 5.0)        # lambda 1 only at the finest edge
     with pytest.raises(ValueError, match="one gain and one optimism"):
-        derive_thresholds(res, gain, opt[:-1])
+        derive_thresholds(res, gain, opt[:-1], E)
 
 
 def test_unet_defaults_are_derived_from_the_shipped_curve():
