@@ -187,3 +187,27 @@ def test_distance_ratio_at_the_references_scale():
     assert r2[1] == pytest.approx(1.0) and r2[0] < 0.6 and r1[0] < 0.6
     # the one scale is the reference's: a map at another grey scale is not rescaled for free
     assert distance_ratio([closer / 3.0], noisy, truth, mask)[0] > 1.0
+
+
+def test_blend_and_optimism_stop_at_the_iterations_image_size():
+    """As the loop's update (zero beyond current_size / 2) and FSC (cut there): f's content
+    beyond the band is not part of the update, and the masked FSC there (the mask's correlation
+    with itself) does not count as agreement."""
+    from polishplugin.core.refine.loop import sphere_mask
+    from polishplugin.core.refine.unet_pairs import half_map_optimism, red_blend
+    rng = np.random.default_rng(7)
+    n, size = 24, 12
+    x, f = rng.standard_normal((n, n, n)), rng.standard_normal((n, n, n))
+    curve = np.full(n // 2 + 1, 0.5)
+    full, cut = red_blend(x, f, curve), red_blend(x, f, curve, 1.0, size)
+    k = np.fft.fftfreq(n)
+    r = np.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2) * n
+    ff, fc = np.fft.fftn(full), np.fft.fftn(cut)
+    assert np.allclose(fc[r < size / 2.0], ff[r < size / 2.0])
+    assert np.abs(fc[r >= size / 2.0]).max() < 1e-9 < np.abs(ff[r >= size / 2.0]).max()
+    truth, (h1, h2) = _halves(rng)
+    shared = rng.standard_normal((n, n, n))          # the same content beyond the band in both
+    high = np.fft.ifftn(np.where(r >= size / 2.0, np.fft.fftn(shared), 0)).real
+    mask = sphere_mask(n, 10)
+    assert half_map_optimism(h1 + high, h2 + high, truth, mask) > 2.0
+    assert abs(half_map_optimism(h1 + high, h2 + high, truth, mask, current_size=size)) < 1.0
