@@ -11,10 +11,10 @@ from ..fourier import resolution_at
 #: the paper's thresholds (A): lambda 0 at and worse than LOW_A, 1 at and better than HIGH_A
 LOW_A, HIGH_A = 10.0, 4.5
 FSC_THRESHOLD = 0.143
-#: CW-RED thresholds (low_A, high_A) per denoiser, derived from its measured single-pass gain
-#: (:func:`derive_thresholds` on ``benchmarks/unet_schedule.py``'s curve for the shipped weights,
-#: kept as weights/unet_schedule.json; BENCHMARKS.md "CW-RED's schedule from the U-Net's own
-#: single-pass gain"); any other denoiser keeps the paper's.
+#: CW-RED thresholds (low_A, high_A) per denoiser, derived from its measured single-pass gain and
+#: injected half-map optimism (:func:`derive_thresholds` on ``benchmarks/unet_schedule.py``'s
+#: units for the shipped weights, kept as weights/unet_schedule.json; BENCHMARKS.md "CW-RED's
+#: schedule over the SNRs refinements live at"); any other denoiser keeps the paper's.
 THRESHOLDS = {"unet": (12.0, 9.0)}
 
 
