@@ -63,7 +63,7 @@ from polishplugin.core.refine.unet_pairs import (distance_ratio, engine_pairs,  
                                                  red_blend)
 from polishplugin.core.simulate.volumes import pseudo_protein  # noqa: E402
 
-INFO_LOW_A = 30.0       # measure (b): shells from the start's 30 A low-pass to the nominal resolution
+INFO_LOW_A = 30.0   # measure (b): shells from the start's 30 A low-pass to the nominal resolution
 
 
 def engine_maps(k, args):
@@ -106,7 +106,8 @@ def calibration_run(k, args, denoiser):
         curve[rec["current_size"] // 2:] = 0.0
         res = rec["resolution"]
         row = dict(run=k, snr=snr, count=count, iteration=rec["iteration"], resolution=res,
-                   current_size=rec["current_size"], final_pass=i + 2 == len(maps) and rec["current_size"] == n,
+                   current_size=rec["current_size"],
+                   final_pass=i + 2 == len(maps) and rec["current_size"] == n,
                    in_frame=all(in_truth_frame(x, t, unmasked) for x in (x1, x2)))
         tik, red = [], []
         for x in (x1, x2):

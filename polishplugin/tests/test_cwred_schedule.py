@@ -93,7 +93,7 @@ def test_a_gap_or_an_unsafe_finest_bin():
     with pytest.raises(ValueError, match="not safe to use"):
         derive_thresholds(res, gain, opt, E)
     res, gain, opt = _units({5: [(0.3, 0), (0.2, 0), (-0.01, 0), (0.3, 0)], 6: ok})
-    assert derive_thresholds(res, gain, opt, E) == (7.0, 5.0)        # lambda 1 only at the finest edge
+    assert derive_thresholds(res, gain, opt, E) == (7.0, 5.0)    # lambda 1 only at the finest edge
     with pytest.raises(ValueError, match="one gain and one optimism"):
         derive_thresholds(res, gain, opt[:-1], E)
 
