@@ -34,10 +34,11 @@ not emulate. Units with a half that went astray from the truth
 (``unet_pairs.in_truth_frame``, as the U-Net's training leaves them out) are left out.
 
     PYTHONPATH=. python benchmarks/unet_schedule.py --out /tmp/sched --n-runs 8 \
-        --snrs 0.05 0.1 0.02 0.01 --counts 400 400 400 800 [--runs 3 2 0] [--engine-only]
+        --snrs 0.05 0.1 0.02 0.01 --counts 400 400 400 800 [--runs 3 2 0 4] [--engine-only]
 
-Runs already in --out (run_K.json; the engine's maps engine_K.npz) are not redone, so runs can
-be split over processes (``--runs 3 2 0`` and ``--runs 7 6 1`` side by side) and the derivation
+(the shipped calibration: runs 0-7, two pseudo-proteins per SNR.) Runs already in --out
+(run_K.json; the engine's maps engine_K.npz) are not redone, so runs can be split over processes
+(``--runs 3 2 0 4`` and ``--runs 7 6 1 5`` side by side) and the derivation
 (printed, and saved as schedule.json: the rule's settings, the curve, the thresholds and every
 unit's resolution, gain and optimism, the file shipped as core/refine/weights/unet_schedule.json)
 uses every run found in --out.
