@@ -133,24 +133,72 @@ def in_truth_frame(x, target, curve, slack=0.1):
     return bool(np.mean(fsc(x, target)[good] - curve[good]) > -slack)
 
 
-def red_blend(x, prior_mean, curve, lam=1.0):
+def red_blend(x, prior_mean, curve, lam=1.0, current_size=None):
     """The eq. 17 update on the map x~ itself, shell by shell: with tau^2 from the half-map FSC
     (eq. 12, SSNR = FSC / (1 - FSC) = K tau^2) x = FSC x~ + (1 - FSC) lam m, m = f(x~); m = 0 is
     eq. 11 (Tikhonov). Where the FSC is low the prior mean's share (1 - FSC) lam far outweighs
-    FSC x~, so what f puts in the shells beyond the FSC resolution *is* the update there."""
+    FSC x~, so what f puts in the shells beyond the FSC resolution *is* the update there.
+    ``current_size``: the iteration's image size; the update is zero at radii of current_size / 2
+    and beyond, as the loop's (:func:`.update.regularised_map`) is, whatever f puts there."""
     n = x.shape[0]
-    shells = np.rint(_shell_index(n) * n).astype(int)
+    radius = _shell_index(n) * n
+    shells = np.rint(radius).astype(int)
     c = np.zeros(shells.max() + 1)
     cc = np.clip(np.nan_to_num(np.asarray(curve, dtype=np.float64)), 0.0, 1.0)
     c[:min(len(cc), len(c))] = cc[:len(c)]
     w = c[shells]
-    return np.fft.ifftn(w * np.fft.fftn(x) + (1.0 - w) * lam * np.fft.fftn(prior_mean)).real
+    out = w * np.fft.fftn(x) + (1.0 - w) * lam * np.fft.fftn(prior_mean)
+    if current_size is not None:
+        out = np.where(radius < current_size / 2.0, out, 0.0)
+    return np.fft.ifftn(out).real
 
 
 def mean_fsc(vol, truth, pixel_size, low_A=10.0, high_A=4.0):
     """Mean FSC between ``vol`` and ``truth`` over the shells from low_A to high_A (§4 score)."""
     band = shell_band(truth.shape[0], pixel_size, low_A, high_A)
     return float(fsc(vol, truth)[band].mean())
+
+
+def distance_ratio(maps, reference, truth, mask, p=2):
+    """L_p distance to the truth (Kimanius et al. 2021, Fig. 1c) of each map in ``maps`` over that
+    of ``reference``, inside ``mask``, all at the one grey scale that fits ``reference`` best to
+    the truth (least squares): < 1 where a map is closer to the truth than the reference."""
+    m = np.asarray(mask, dtype=np.float64)
+    r = np.asarray(reference, dtype=np.float64) * m
+    t = np.asarray(truth, dtype=np.float64) * m
+    a = float((r * t).sum() / (r * r).sum())
+
+    def dist(v):
+        return float((np.abs(a * np.asarray(v, dtype=np.float64) * m - t) ** p).sum() ** (1.0 / p))
+    ref = dist(reference)
+    return [dist(v) / ref for v in maps]
+
+
+def fsc_shell(curve, threshold=0.143):
+    """Shell (fractional, linear between shells) where a shell curve first drops below
+    ``threshold``; the last shell if it never does."""
+    curve = np.nan_to_num(np.asarray(curve, dtype=np.float64))
+    for s in range(1, len(curve)):
+        if curve[s] < threshold:
+            c0, c1 = curve[s - 1], curve[s]
+            return s - 1 + ((c0 - threshold) / (c0 - c1) if c0 != c1 else 0.0)
+    return float(len(curve) - 1)
+
+
+def half_map_optimism(half1, half2, truth, mask, threshold=0.143, current_size=None):
+    """Shells by which the half maps' FSC 0.143 point lies beyond what their agreement with the
+    truth supports: for halves x_h = t + n_h with independent n_h, FSC(x1, x2) = FSC(x1, t)
+    FSC(x2, t) per shell, so (shell where FSC(x1, x2) drops below ``threshold``) - (shell where
+    FSC(x1, t) FSC(x2, t) does); > 0 when the halves share something the truth does not have
+    (the false features of §4.3). Everything inside ``mask`` (the loop's particle mask); with
+    ``current_size`` both curves are 0 from current_size / 2 on, as the loop's own FSC is (beyond
+    the maps' band the masked FSC holds only the mask's correlation with itself)."""
+    m = np.asarray(mask, dtype=np.float64)
+    a, b, t = half1 * m, half2 * m, truth * m
+    half, vs_truth = fsc(a, b), fsc(a, t) * fsc(b, t)
+    if current_size is not None:
+        half[current_size // 2:] = vs_truth[current_size // 2:] = 0.0
+    return fsc_shell(half, threshold) - fsc_shell(vs_truth, threshold)
 
 
 def engine_pairs(truth, pixel_size, rng, count, snr, max_iter=12, **settings):
