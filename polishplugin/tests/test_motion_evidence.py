@@ -164,3 +164,27 @@ def test_failed_choice_falls_back_to_the_start(monkeypatch, caplog):
     fixed = polish_simulated_micrograph(ds, mic, sigmas=(0.2, 5000.0, 2.0))
     assert res.sigma_choice is None and "could not be chosen" in caplog.text
     np.testing.assert_allclose(res.tracks, fixed.tracks, atol=1e-9)
+
+
+def test_search_without_acceleration_keeps_it_off_and_still_searches():
+    """With sigma_acc not fitted and off (start <= 0) the search maximises over sigma_vel and
+    sigma_div and hands the evidence sigma_acc's start value (before: its log was NaN, every
+    evaluation failed and the start came back unsearched)."""
+    seen = set()
+
+    class Quadratic:
+        evaluations = 0
+
+        def __call__(self, v, d, a):
+            self.evaluations += 1
+            seen.add(a)
+            return -(np.log(v / 2.0)) ** 2 - (np.log(d / 300.0)) ** 2
+
+    search = SigmaSearch(start=(1.0, 100.0, -1.0), lower=(0.1, 10.0, 0.1),
+                         upper=(10.0, 1e4, 10.0), fit_acc=False)
+    choice = choose_sigmas(Quadratic(), search)
+    assert seen == {-1.0}
+    assert choice.sigmas_px[2] == -1.0 and choice.log_sd[2] == 0.0
+    assert choice.sigmas_px[0] == pytest.approx(2.0, rel=0.05)
+    assert choice.sigmas_px[1] == pytest.approx(300.0, rel=0.05)
+    assert np.isfinite(choice.log_evidence)

@@ -236,7 +236,9 @@ def choose_sigmas(evidence, search):
     (:class:`SigmaSearch`); returns a :class:`SigmaChoice`."""
     lo = np.log(np.asarray(search.lower, dtype=np.float64))
     hi = np.log(np.asarray(search.upper, dtype=np.float64))
-    x0 = np.clip(np.log(np.asarray(search.start, dtype=np.float64)), lo, hi)
+    start = np.asarray(search.start, dtype=np.float64)
+    # a sigma_acc that is not fitted keeps its start value, also when it is off (<= 0)
+    x0 = np.clip(np.log(np.where(start > 0, start, 1.0)), lo, hi)
     free = [0, 1, 2] if search.fit_acc else [0, 1]
 
     def full(z):
@@ -244,9 +246,15 @@ def choose_sigmas(evidence, search):
         x[free] = np.clip(z, lo[free], hi[free])
         return x
 
+    def sigmas(x):
+        s = np.exp(x)
+        if not search.fit_acc:
+            s[2] = start[2]
+        return s
+
     def negf(z):
         x = full(z)
-        v = evidence(*np.exp(x))
+        v = evidence(*sigmas(x))
         # beyond the bounds: flat continuation minus a penalty so the simplex comes back
         over = np.sum(np.maximum(lo[free] - z, 0) + np.maximum(z - hi[free], 0))
         return (-v if np.isfinite(v) else 1e300) + 1e3 * over
@@ -269,7 +277,7 @@ def choose_sigmas(evidence, search):
     sd[free] = _laplace_sd(negf, np.clip(z, lo[free], hi[free]))
     if not search.fit_acc:
         sd[2] = 0.0
-    return SigmaChoice(tuple(float(v) for v in np.exp(x)), tuple(float(v) for v in sd),
+    return SigmaChoice(tuple(float(v) for v in sigmas(x)), tuple(float(v) for v in sd),
                        float(-negf(z)), evidence.evaluations, tuple(search.start))
 
 
