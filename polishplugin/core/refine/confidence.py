@@ -25,8 +25,9 @@ def thresholds_for(denoiser):
 
 #: resolution bins (edges, A) of the calibration: 1 A from 8 to 12 A, 2 A coarser (at box 64,
 #: 2 A/px both about one Fourier shell wide: 8-9 A 1.8 shells, 14-16 A 1.1); 8 A is the finest
-#: edge since the 7-8 A bin failed on one stray run (BENCHMARKS.md, "CW-RED's schedule over the
-#: SNRs refinements live at")
+#: edge: the 7-8 A bin failed on the L2 gain (the U-Net's update at ~7 A, SNR 0.1, though its FSC
+#: gain there is positive), so finer than 8 A is not calibrated (BENCHMARKS.md, "CW-RED's
+#: schedule over the SNRs refinements live at")
 EDGES_A = tuple(np.r_[np.arange(8.0, 12.0, 1.0), np.arange(12.0, 32.0, 2.0)].tolist())
 #: the most half-map optimism (Fourier shells) the denoiser may inject where lambda > 0
 OPTIMISM_BOUND = 1.0
