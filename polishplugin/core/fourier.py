@@ -124,10 +124,15 @@ def resolution_at(curve, n, pixel_size, threshold=0.143):
         raise ValueError("the FSC has NaN or infinite values at %d of %d shells (maps with "
                          "non-finite voxels): no resolution"
                          % (int(np.sum(~np.isfinite(curve))), len(curve)))
+    shell = crossing_shell(curve, threshold)
+    return 2.0 * pixel_size if shell is None else n * pixel_size / max(shell, 1e-6)
+
+
+def crossing_shell(curve, threshold=0.143):
+    """Shell (fractional: linear interpolation between shells) where a shell curve first drops
+    below ``threshold``; None if it never does."""
     for s in range(1, len(curve)):
         if curve[s] < threshold:
             c0, c1 = curve[s - 1], curve[s]
-            frac = (c0 - threshold) / (c0 - c1) if c0 != c1 else 0.0
-            shell = s - 1 + frac
-            return n * pixel_size / max(shell, 1e-6)
-    return 2.0 * pixel_size
+            return s - 1 + ((c0 - threshold) / (c0 - c1) if c0 != c1 else 0.0)
+    return None

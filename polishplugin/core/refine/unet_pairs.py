@@ -21,7 +21,7 @@ Fourier transform of the ground truth by the FSC of each noisy input map"). Two 
 import numpy as np
 
 from ..ctf import CtfParams, ctf_2d
-from ..fourier import fsc, shell_band
+from ..fourier import crossing_shell, fsc, shell_band
 from ..geometry import euler_to_matrix
 from ..reconstruct import Backprojector, centered_fft
 from ..simulate.particles import simulate_particles
@@ -175,14 +175,11 @@ def distance_ratio(maps, reference, truth, mask, p=2):
 
 
 def fsc_shell(curve, threshold=0.143):
-    """Shell (fractional, linear between shells) where a shell curve first drops below
-    ``threshold``; the last shell if it never does."""
+    """Shell (fractional) where a shell curve first drops below ``threshold``
+    (:func:`..fourier.crossing_shell`, NaN read as 0); the last shell if it never does."""
     curve = np.nan_to_num(np.asarray(curve, dtype=np.float64))
-    for s in range(1, len(curve)):
-        if curve[s] < threshold:
-            c0, c1 = curve[s - 1], curve[s]
-            return s - 1 + ((c0 - threshold) / (c0 - c1) if c0 != c1 else 0.0)
-    return float(len(curve) - 1)
+    shell = crossing_shell(curve, threshold)
+    return float(len(curve) - 1) if shell is None else shell
 
 
 def half_map_optimism(half1, half2, truth, mask, threshold=0.143, current_size=None):
