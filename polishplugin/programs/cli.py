@@ -213,6 +213,12 @@ def max_dims(args):
     return None if args.max_ed == -1 else args.max_ed
 
 
+def max_ed_setting(args):
+    """--max-ed in a job's recorded settings (jobdir): only when given, so that folders of the
+    default job made before the option existed still resume."""
+    return {} if args.max_ed == -1 else {"max_ed": args.max_ed}
+
+
 def add_prior_arguments(parser):
     """The prior options of refine and external_reconstruct (Kimanius et al. 2021, eq. 11 / 17,
     §4.3), the same types and help in both; returns the group. Check them with

@@ -41,8 +41,8 @@ from ..io.star import StarTable, read_tracks_star, write_particles_star, write_s
 from .parallel import (fill_in_process, for_each_in_processes, freeze_setup, get_comm, my_share,
                        numba_threads_started, set_blas_threads, set_threads, setup_without_gc)
 from .cli import (add_max_ed, add_movie_inputs, add_output_options, at_least, auto_window,
-                  check_reference_args, exit_program, finish_status, job_figures, max_dims, number,
-                  positive, resolve_backend, run_program)
+                  check_reference_args, exit_program, finish_status, job_figures, max_dims,
+                  max_ed_setting, number, positive, resolve_backend, run_program)
 from .jobdir import claim_output, file_digest, input_digests, input_paths
 from .micrographs import (MovieOnce, failure_list, for_each_micrograph, save_defects,
                           write_failure_list)
@@ -264,7 +264,7 @@ OUTPUTS = ("tracks", "fcc", "diag", "failed", "figures", "tracks_all.star", "par
 def job_settings(args, inputs, sigmas):
     """What defines the polishing result (recorded in the output folder, see jobdir); --max-ed
     only when given, so that folders of the default job made before it existed resume."""
-    return {**({} if args.max_ed == -1 else {"max_ed": args.max_ed}),
+    return {**max_ed_setting(args),
             "sigmas": "auto" if sigmas is None else list(sigmas), "first_frame": args.first_frame,
             "last_frame": args.last_frame, "patch_px": args.patch_px, "window": args.window,
             "max_ring": args.max_ring,

@@ -44,8 +44,8 @@ from ..io.atomic import atomic_text
 from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, write_star
 from .cli import (add_max_ed, add_movie_inputs, add_output_options, at_least, auto_window,
-                  check_reference_args, exit_program, finish_status, job_figures, max_dims, number,
-                  positive, resolve_backend, run_program)
+                  check_reference_args, exit_program, finish_status, job_figures, max_dims,
+                  max_ed_setting, number, positive, resolve_backend, run_program)
 from .jobdir import claim_output, input_digests, input_paths
 from .micrographs import MovieOnce
 from .parallel import get_comm, set_blas_threads, set_threads
@@ -304,8 +304,7 @@ def job_settings(args, inputs):
             "max_evals", "xatol", "memory_budget", "seed", "first_frame", "last_frame",
             "window", "invert", "cc_scale", "no_defects", "allow_missing", "skip_outside")
     settings = {k: getattr(args, k) for k in keys}
-    if args.max_ed != -1:           # only when given: earlier folders of the default resume
-        settings["max_ed"] = args.max_ed
+    settings.update(max_ed_setting(args))
     settings["inputs"] = input_digests(args, inputs)
     return settings
 
