@@ -9,8 +9,7 @@ from polishplugin.core.fourier import resolution_at
 from polishplugin.core.masked_fsc import SHELL_OFFSET, masked_fsc
 from polishplugin.core.simulate.volumes import lowpass, pseudo_protein, soft_mask
 from polishplugin.io.mrc import write_mrc
-from polishplugin.io.star import read_star
-from polishplugin.tests.relion import needs_relion, run_relion
+from polishplugin.tests.relion import needs_relion, relion_postprocess
 
 N, PX, CUTOFF = 64, 1.5, 8.0     # box, A/px, low-pass (A) of the halves' common signal
 
@@ -84,13 +83,7 @@ def test_agrees_with_relion_postprocess(case, tmp_path):
     h1, h2, mask = case
     for name, vol in (("half1.mrc", h1), ("half2.mrc", h2), ("mask.mrc", mask)):
         write_mrc(tmp_path / name, vol, PX)
-    (tmp_path / "pp").mkdir()     # --o in a folder: without ghostscript RELION exits 1 unless
-    #                                it can touch an empty <folder>/logfile.pdf
-    run_relion("relion_postprocess", ["--i", "half1.mrc", "--i2", "half2.mrc", "--mask",
-                                      "mask.mrc", "--angpix", PX, "--auto_bfac", "false",
-                                      "--adhoc_bfac", 0, "--o", "pp/postprocess"],
-               cwd=tmp_path, timeout=120)
-    blocks = read_star(tmp_path / "pp" / "postprocess.star")
+    blocks = relion_postprocess("half1.mrc", "half2.mrc", "mask.mrc", tmp_path, angpix=PX)
     t = blocks["fsc"]
     rel = {k: np.asarray(t[k], float) for k in t.labels}
     a, b = (masked_fsc(h1, h2, mask, np.random.default_rng(s)) for s in (1, 2))

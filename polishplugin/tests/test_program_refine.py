@@ -19,7 +19,7 @@ from polishplugin.io.particle_set import write_particle_set
 from polishplugin.io.star import read_particles_star, read_star, write_particles_star
 from polishplugin.programs import refine
 from polishplugin.tests.mpi import needs_mpirun, run_under_mpirun
-from polishplugin.tests.relion import needs_relion, run_relion
+from polishplugin.tests.relion import needs_relion, relion_postprocess, run_relion
 
 N, PX, COUNT = 20, 6.0, 60
 FAST = ["--max-iter", "3", "--healpix-order", "1", "--local-order", "2", "--max-order", "2"]
@@ -217,13 +217,8 @@ def test_relion_postprocess_on_the_written_halves_gives_fsc_stars_curves(project
     RELION's orientation and header conventions (the regularised or transposed halves fail)."""
     folder, _, _ = project
     out, _ = masked_run
-    (tmp_path / "pp").mkdir()     # --o in a folder (RELION without ghostscript: test_masked_fsc)
-    run_relion("relion_postprocess", ["--i", out / (refine.UNREGULARISED % 1),
-                                      "--i2", out / (refine.UNREGULARISED % 2),
-                                      "--mask", folder / "mask.mrc", "--auto_bfac", "false",
-                                      "--adhoc_bfac", 0, "--o", "pp/postprocess"],
-               cwd=tmp_path, timeout=120)
-    theirs = read_star(str(tmp_path / "pp" / "postprocess.star"))
+    theirs = relion_postprocess(out / (refine.UNREGULARISED % 1), out / (refine.UNREGULARISED % 2),
+                                folder / "mask.mrc", tmp_path)
     ours = read_star(str(out / "fsc.star"))
     for label in ("rlnFourierShellCorrelationUnmaskedMaps", "rlnFourierShellCorrelationMaskedMaps"):
         np.testing.assert_allclose(np.asarray(theirs["fsc"][label], float),
