@@ -88,23 +88,32 @@ def soft_circle(n, radius, edge=3.0):
     return m
 
 
+def half_transform_shells(n):
+    """Shell round(|k| n) of every voxel of an n^3 box's rfftn half transform (kx >= 0)."""
+    k = np.fft.fftfreq(n) * n
+    kx = np.arange(n // 2 + 1)
+    return np.rint(np.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2
+                           + kx[None, None, :] ** 2)).astype(np.int64)
+
+
 def fsc(vol1, vol2, nrings=None):
     """Fourier shell correlation of two equally sized cubic volumes, one value per shell
-    (shell s = round(|k| * n)); up to Nyquist by default."""
+    (shell s = round(|k| n)); up to Nyquist by default. Summed over the rfftn half transform as
+    RELION's getFSC (the kx = 0 plane counts both members of its Friedel pairs, the rest one), so
+    curves equal relion_postprocess's (BENCHMARKS.md, "Masked FSC against relion_postprocess")."""
     n = vol1.shape[0]
-    f1 = np.fft.fftn(vol1)
-    f2 = np.fft.fftn(vol2)
-    k = [np.fft.fftfreq(n)] * 3
-    kz, ky, kx = np.meshgrid(*k, indexing="ij")
-    shells = np.rint(np.sqrt(kx ** 2 + ky ** 2 + kz ** 2) * n).astype(np.int64).ravel()
+    f1, f2 = np.fft.rfftn(vol1), np.fft.rfftn(vol2)
     if nrings is None:
         nrings = n // 2 + 1
+    shells = half_transform_shells(n).ravel()
     keep = shells < nrings
     s = shells[keep]
-    num = np.bincount(s, (f1 * np.conj(f2)).real.ravel()[keep], minlength=nrings)
-    d1 = np.bincount(s, (np.abs(f1) ** 2).ravel()[keep], minlength=nrings)
-    d2 = np.bincount(s, (np.abs(f2) ** 2).ravel()[keep], minlength=nrings)
-    return num / np.sqrt(np.maximum(d1 * d2, 1e-300))
+
+    def total(values):
+        return np.bincount(s, values.ravel()[keep], minlength=nrings)
+    num = total((f1 * np.conj(f2)).real)
+    den = total(f1.real ** 2 + f1.imag ** 2) * total(f2.real ** 2 + f2.imag ** 2)
+    return num / np.sqrt(np.maximum(den, 1e-300))
 
 
 def shell_band(n, pixel_size, low_A=10.0, high_A=4.0):

@@ -14,38 +14,16 @@ masked the same way, and remove it:
 k0 is the first shell where the unmasked FSC drops below 0.8 (``randomize_fsc_at``); the two
 shells of offset are relion_postprocess's (measured on its output: BENCHMARKS.md, "Masked FSC
 against relion_postprocess"). FSCs are summed over the non-redundant half of the transform
-(kx >= 0), shell round(|k| n), as RELION's ``getFSC`` does.
+(kx >= 0), shell round(|k| n), as RELION's ``getFSC`` does (:func:`polishplugin.core.fourier.fsc`).
 """
 from dataclasses import dataclass
 
 import numpy as np
 
+from .fourier import fsc
+
 RANDOMIZE_FSC_AT = 0.8      # phases randomised from where the unmasked FSC drops below this
 SHELL_OFFSET = 2            # corrected from k0 + 2 on; the masked FSC below (relion_postprocess)
-
-
-def _shells(n):
-    """Shell round(|k| n) of every voxel of an n^3 box's rfftn grid."""
-    k = np.fft.fftfreq(n) * n
-    kx = np.arange(n // 2 + 1)
-    return np.rint(np.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2
-                           + kx[None, None, :] ** 2)).astype(np.int64)
-
-
-def fsc_half_transform(vol1, vol2):
-    """FSC per shell 0 .. n/2 of two cubic volumes, summed over the rfftn half transform (kx >= 0:
-    the kx = 0 plane counts both members of its Friedel pairs, the rest one), as RELION's getFSC."""
-    n = vol1.shape[0]
-    f1, f2 = np.fft.rfftn(vol1), np.fft.rfftn(vol2)
-    s = _shells(n).ravel()
-    keep = s <= n // 2
-    s = s[keep]
-
-    def total(values):
-        return np.bincount(s, values.ravel()[keep], minlength=n // 2 + 1)
-    num = total((f1 * np.conj(f2)).real)
-    den = total(np.abs(f1) ** 2) * total(np.abs(f2) ** 2)
-    return num / np.sqrt(np.maximum(den, 1e-300))
 
 
 def randomize_phases_beyond(volume, shell, rng):
@@ -93,14 +71,14 @@ def masked_fsc(half1, half2, mask, rng=None, randomize_fsc_at=RANDOMIZE_FSC_AT):
         raise ValueError("mask values must be within [0, 1] and not all 0 (range %g .. %g)"
                          % (m.min(), m.max()))
     rng = np.random.default_rng(0) if rng is None else rng
-    unmasked = fsc_half_transform(h1, h2)
-    masked = fsc_half_transform(h1 * m, h2 * m)
+    unmasked = fsc(h1, h2)
+    masked = fsc(h1 * m, h2 * m)
     below = np.flatnonzero(unmasked[1:] < randomize_fsc_at)
     if not len(below):
         raise ValueError("the unmasked FSC never drops below %g: no shell to randomise the "
                          "phases from" % randomize_fsc_at)
     k0 = int(below[0]) + 1
-    randomised = fsc_half_transform(randomize_phases_beyond(h1, k0, rng) * m,
+    randomised = fsc(randomize_phases_beyond(h1, k0, rng) * m,
                                      randomize_phases_beyond(h2, k0, rng) * m)
     corrected = masked.copy()
     far = np.arange(len(masked)) >= k0 + SHELL_OFFSET
