@@ -201,3 +201,18 @@ def test_fcc_pixel_sums_equal_a_direct_sum(be, dtype):
     assert got.shape == want.shape and got.dtype == np.float64
     tol = 1e-12 if dtype == np.complex128 and be.NAME != "opencl" else 2e-6
     np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.abs(want).max())
+
+
+def test_numba_fcc_pixel_sums_equal_numpys_on_a_memory_map(tmp_path):
+    """numba's one-pass FCC kernel against numpy's reference, complex64 spectra read from a
+    memory map (as the scratch store hands them out) and complex128 predictions."""
+    x, v, _ = _spectra_case(10, np.complex64, P=5, F=3, n=16)
+    P, F, n, nh = x.shape
+    mm = np.memmap(tmp_path / "spectra", dtype=np.complex64, mode="w+", shape=x.shape)
+    mm[...] = x
+    rng = np.random.default_rng(11)
+    ey = np.exp(2j * np.pi * rng.uniform(size=(P, F, n))).astype(np.complex64)
+    ex = np.exp(2j * np.pi * rng.uniform(size=(P, F, nh))).astype(np.complex64)
+    want = get_backend("numpy").fcc_pixel_sums(x, v.astype(np.complex128), ey, ex)
+    got = get_backend("numba").fcc_pixel_sums(mm, v.astype(np.complex128), ey, ex)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * np.abs(want).max())
