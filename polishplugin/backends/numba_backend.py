@@ -1,16 +1,16 @@
 """numba implementation of the backend kernels (parallel over particles or points, cached
 compilation).
 
-Same layout and results as :mod:`.numpy_backend` (float tolerance). The spectra kernels, the
-recombination and the E-step scores are numpy's (FFT- and BLAS-bound: a loop is not faster; a
-numba loop kernel for ``estep_scores``, four translations per pass over a projection, ran 0.55x
-the speed of the BLAS product at box 96, BENCHMARKS.md).
+Same layout and results as :mod:`.numpy_backend` (float tolerance). The spectra kernels but
+``fcc_pixel_sums``, the recombination and the E-step scores are numpy's (FFT- and BLAS-bound: a
+loop is not faster; a numba loop kernel for ``estep_scores``, four translations per pass over a
+projection, ran 0.55x the speed of the BLAS product at box 96, BENCHMARKS.md).
 """
 import numba
 import numpy as np
 
-from .numpy_backend import (cc_windows, estep_scores, fcc_pixel_sums,  # noqa: F401
-                            patch_spectra, power_sums)
+from .numpy_backend import (cc_windows, estep_scores, patch_spectra,  # noqa: F401
+                            power_sums)
 from .numpy_backend import check_half_grid
 
 NAME = "numba"
@@ -171,6 +171,40 @@ def ring_correlation(q, scale, offset, kx, ky, tracks, box):
                                    np.ascontiguousarray(offset),
                                    kx, ky, np.ascontiguousarray(tracks, dtype=np.float64),
                                    float(box), kmax))
+
+
+@numba.njit(cache=True, nogil=True)
+def _fcc_pixel_sums(x, v, ey, ex, out):
+    P, F, n, nh = x.shape
+    for f in range(F):
+        for ky in range(n):
+            row = out[f, ky]                  # stays in cache over the particles
+            for p in range(P):
+                ar, ai = ey[p, f, ky].real, ey[p, f, ky].imag
+                for kx in range(nh):
+                    e = ex[p, f, kx]
+                    cr = ar * e.real - ai * e.imag            # ey ex
+                    ci = ar * e.imag + ai * e.real
+                    xx = x[p, f, ky, kx]
+                    vv = v[p, ky, kx]
+                    zr = xx.real * vv.real + xx.imag * vv.imag   # X conj(V)
+                    zi = xx.imag * vv.real - xx.real * vv.imag
+                    row[kx] += zr * cr - zi * ci
+
+
+def fcc_pixel_sums(spectra, predictions, ey, ex):
+    """FCC numerator per half-plane pixel, (F, n, nh) float64: one pass over the spectra, the
+    phases ey ex and the conjugated prediction multiplied per pixel in the spectra's precision
+    (no per-particle complex planes), summed over particles in float64; serial and without the
+    GIL (threads over particle blocks: :mod:`.threads`). See
+    :func:`polishplugin.backends.numpy_backend.fcc_pixel_sums`."""
+    x = np.ascontiguousarray(np.asarray(spectra))
+    cdt = x.dtype
+    P, F, n, nh = x.shape
+    out = np.zeros((F, n, nh))
+    _fcc_pixel_sums(x, np.ascontiguousarray(predictions, dtype=cdt),
+                    np.ascontiguousarray(ey, dtype=cdt), np.ascontiguousarray(ex, dtype=cdt), out)
+    return out
 
 
 # --- refinement kernels ----------------------------------------------------------------------

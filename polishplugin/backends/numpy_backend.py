@@ -114,13 +114,27 @@ def cc_windows(spectra, weights, damage, ey, ex):
     Re[ey (X_pf D_f w_p) ex], in the spectra's precision: weights (P, n, nh) complex (conjugated,
     whitened predictions), damage (F, n, nh) real or None, ey (W, n) and ex (nh, W) the
     inverse-DFT rows and Hermitian columns
-    (:func:`polishplugin.core.motion.observation.cc_maps_from_spectra`)."""
-    P, F = spectra.shape[:2]
+    (:func:`polishplugin.core.motion.observation.cc_maps_from_spectra`).
+
+    Per particle: the ky sums C_f = ey (X_pf D_f w_p), then only the real part of the kx sums,
+    Re(C_f) Re(ex) - Im(C_f) Im(ex), as one real product (F W, 2 nh) @ (2 nh, W) of C viewed as
+    interleaved reals (the frames folded into its rows)."""
+    P, F, n, nh = spectra.shape
     W = ey.shape[0]
-    out = np.empty((P, F, W, W), dtype=np.finfo(spectra.dtype).dtype)
+    rdt = np.finfo(spectra.dtype).dtype
+    out = np.empty((P, F, W, W), dtype=rdt)
+    cols = np.empty((nh, 2, W), dtype=rdt)          # rows (Re, Im) of C's interleaved reals
+    cols[:, 0] = ex.real
+    cols[:, 1] = -ex.imag
+    cols = cols.reshape(2 * nh, W)
+    prod = np.empty((F, n, nh), dtype=spectra.dtype)
+    c = np.empty((F, W, nh), dtype=spectra.dtype)
     for p in range(P):
-        prod = spectra[p] * weights[p] if damage is None else spectra[p] * damage * weights[p]
-        out[p] = np.matmul(np.matmul(ey, prod), ex).real
+        np.multiply(spectra[p], weights[p], out=prod)
+        if damage is not None:
+            prod *= damage
+        np.matmul(ey, prod, out=c)
+        np.matmul(c.view(rdt).reshape(F * W, 2 * nh), cols, out=out[p].reshape(F * W, W))
     return out
 
 

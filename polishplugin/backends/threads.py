@@ -1,7 +1,8 @@
 """A backend's per-particle kernels of polishing run over blocks of particles in threads.
 
 The numpy and numba backends' ``cc_windows``, ``power_sums`` and ``fcc_pixel_sums`` loop over
-particles with numpy (matrix products and element-wise work that release the GIL); each particle
+particles with numpy (matrix products and element-wise work that release the GIL; numba's FCC
+sums are a serial kernel without the GIL); each particle
 is independent (CC windows) or adds to a sum over particles (power, FCC numerator), so blocks of
 particles in ``workers`` threads give the same numbers (sums in another order: equal to
 rounding).

@@ -79,8 +79,8 @@ def build_parser():
     f.add_argument("--last-frame", type=at_least(-1), default=-1, help="1-based, -1 = last")
     f.add_argument("--patch", type=at_least(0), default=0,
                    help="patch cut around each particle (px); 0 = auto: the box plus the CTF "
-                        "delocalisation at --data-resolution, at most 1.4 times the box (twice "
-                        "the box: the same accuracy, 1.3x the CPU; the box itself, as RELION: "
+                        "delocalisation at --data-resolution, at most 1.4 times the box, an even "
+                        "length of factors 2, 3, 5 (twice the box: the same accuracy, 1.3x the CPU; the box itself, as RELION: "
                         "0.6%% worse at low SNR, 1.6x less CPU; BENCHMARKS.md)")
     f.add_argument("--window", type=at_least(0), default=0,
                    help="CC search radius (px) around the initial track; 0 = auto")

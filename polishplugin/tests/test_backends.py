@@ -147,3 +147,72 @@ def test_ring_correlation_backends_agree_with_a_direct_sum():
         for be in BACKENDS:
             got = be.ring_correlation(q, scale, offset, kx, ky, tracks, n)
             assert got == pytest.approx(want, rel=1e-5, abs=1e-3), be.NAME
+
+
+def _spectra_case(seed, dtype, P=3, F=4, n=12):
+    """Random complex spectra (P, F, n, n//2+1), weights (P, n, nh) and damage (F, n, nh)."""
+    rng = np.random.default_rng(seed)
+    nh = n // 2 + 1
+
+    def cplx(*shape):
+        return (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(dtype)
+    real = np.finfo(dtype).dtype
+    return cplx(P, F, n, nh), cplx(P, n, nh), rng.uniform(0.2, 1.0, (F, n, nh)).astype(real)
+
+
+@pytest.mark.parametrize("be", BACKENDS, ids=lambda b: b.NAME)
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
+@pytest.mark.parametrize("with_damage", [True, False])
+def test_cc_windows_are_the_inverse_transform_at_the_window_shifts(be, dtype, with_damage):
+    """Each backend's CC window = irfft2 of X D w (numpy's FFT, float64) read at the shifts
+    -r..r: the two DFT products on the half-plane with Hermitian columns are that transform."""
+    from polishplugin.core.motion.observation import _window_dft
+    n, r = 12, 3
+    x, w, dmg = _spectra_case(7, dtype, n=n)
+    ey, ex = _window_dft(n, r, dtype)
+    got = be.cc_windows(x, w, dmg if with_damage else None, ey, ex)
+    prod = x.astype(np.complex128) * w[:, None].astype(np.complex128)
+    if with_damage:
+        prod = prod * dmg.astype(np.float64)
+    full = np.fft.irfft2(prod, s=(n, n))                      # (P, F, n, n), row = y
+    idx = np.arange(-r, r + 1) % n
+    want = full[:, :, idx[:, None], idx[None, :]]
+    assert got.shape == want.shape and got.dtype == np.finfo(dtype).dtype
+    tol = 1e-12 if dtype == np.complex128 and be.NAME != "opencl" else 2e-6
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.abs(want).max())
+
+
+@pytest.mark.parametrize("be", BACKENDS, ids=lambda b: b.NAME)
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
+def test_fcc_pixel_sums_equal_a_direct_sum(be, dtype):
+    """Each backend's FCC numerator per pixel against sum_p Re[X conj(V) ey ex] by a plain loop
+    in float64."""
+    x, v, _ = _spectra_case(8, dtype)
+    P, F, n, nh = x.shape
+    rng = np.random.default_rng(9)
+    ey = np.exp(2j * np.pi * rng.uniform(size=(P, F, n))).astype(dtype)
+    ex = np.exp(2j * np.pi * rng.uniform(size=(P, F, nh))).astype(dtype)
+    want = np.zeros((F, n, nh))
+    for p in range(P):
+        for f in range(F):
+            z = x[p, f].astype(np.complex128) * np.conj(v[p].astype(np.complex128))
+            want[f] += (z * ey[p, f, :, None] * ex[p, f, None, :]).real
+    got = be.fcc_pixel_sums(x, v, ey, ex)
+    assert got.shape == want.shape and got.dtype == np.float64
+    tol = 1e-12 if dtype == np.complex128 and be.NAME != "opencl" else 2e-6
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.abs(want).max())
+
+
+def test_numba_fcc_pixel_sums_equal_numpys_on_a_memory_map(tmp_path):
+    """numba's one-pass FCC kernel against numpy's reference, complex64 spectra read from a
+    memory map (as the scratch store hands them out) and complex128 predictions."""
+    x, v, _ = _spectra_case(10, np.complex64, P=5, F=3, n=16)
+    P, F, n, nh = x.shape
+    mm = np.memmap(tmp_path / "spectra", dtype=np.complex64, mode="w+", shape=x.shape)
+    mm[...] = x
+    rng = np.random.default_rng(11)
+    ey = np.exp(2j * np.pi * rng.uniform(size=(P, F, n))).astype(np.complex64)
+    ex = np.exp(2j * np.pi * rng.uniform(size=(P, F, nh))).astype(np.complex64)
+    want = get_backend("numpy").fcc_pixel_sums(x, v.astype(np.complex128), ey, ex)
+    got = get_backend("numba").fcc_pixel_sums(mm, v.astype(np.complex128), ey, ex)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * np.abs(want).max())

@@ -104,3 +104,33 @@ def test_sums_of_float32_frames_are_single_precision():
     assert a.dtype == np.float32
     err = np.abs(a - b).max() / np.ptp(b)
     assert 0 < err < 2e-6, err
+
+
+def test_shiny_sum_kernel_equals_the_phase_products():
+    """ShinySum.add's one-pass kernel against the sum written with numpy: w X ey(ky) ex(kx)
+    on the half-plane, the even-n Nyquist row's ey real and the corner's phase cos(pi (tx +
+    ty)); complex64 (float32 patches) and complex128 (fft2 input), odd and even n, a block of
+    rows."""
+    from polishplugin.core.dose.recombine import ShinySum
+    rng = np.random.default_rng(11)
+    for n, dtype in ((12, np.float32), (11, np.float32), (12, np.float64)):
+        nh, P, b = n // 2 + 1, 5, 3
+        patches = rng.normal(size=(b, n, n)).astype(dtype)
+        shifts = rng.uniform(-3, 3, (b, 2))
+        w = rng.uniform(0.1, 1.0, (n, n))
+        s = ShinySum(P, n)
+        s.add(patches if dtype == np.float32 else np.fft.fft2(patches), shifts, w, slice(1, 4))
+        x = np.fft.rfft2(patches.astype(np.float64))
+        k = np.fft.fftfreq(n)
+        ey = np.exp(2j * np.pi * shifts[:, 1, None] * k)
+        if n % 2 == 0:
+            ey[:, n // 2] = ey[:, n // 2].real
+        ex = np.exp(2j * np.pi * shifts[:, 0, None] * k[:nh])
+        want = x * ey[:, :, None] * ex[:, None, :] * w[:, :nh]
+        if n % 2 == 0:
+            want[:, n // 2, nh - 1] = x[:, n // 2, nh - 1] * w[n // 2, n // 2] * np.cos(
+                np.pi * shifts.sum(axis=1))
+        assert s.acc.dtype == (np.complex64 if dtype == np.float32 else np.complex128)
+        assert not s.acc[0].any() and not s.acc[4].any()
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(s.acc[1:4], want, rtol=0, atol=tol * np.abs(want).max())

@@ -118,9 +118,21 @@ def test_patch_size_covers_the_ctf_delocalisation():
     from polishplugin.core.motion.patches import patch_size
     lam = electron_wavelength(300.0)
     # 1.5 um at 5 A and 1 A/px: 2 * lam * 15000 / 5 = 118 px on top of a 96 box -> 214, capped
-    # at 1.4 x the box by default (134, rounded up to an even FFT size), or at the given cap
-    assert 134 <= patch_size(96, 1.0, 15000.0, 5.0) <= 136
+    # at 1.4 x the box by default (134: the largest even 2-3-5 length within it, 128 = 2^7), or
+    # at the given cap (192 = 2^6 3)
+    assert patch_size(96, 1.0, 15000.0, 5.0) == 128
     assert patch_size(96, 1.0, 15000.0, 5.0, cap=2.0) == 192
+    # below the cap: rounded up (96 + 19.7 -> 120 = 2^3 3 5)
     n = patch_size(96, 1.0, 5000.0, 10.0)
-    assert n >= 96 + 2 * lam * 5000.0 / 10.0 and n % 2 == 0 and n <= 128
+    assert n >= 96 + 2 * lam * 5000.0 / 10.0 and n == 120
     assert patch_size(64, 2.0, 0.0, 3.0) == 64
+    # the benchmark project's box: 1.4 x 160 = 224 = 2^5 7 -> 216 = 2^3 3^3; never below the box
+    assert patch_size(160, 1.2, 25000.0, 3.72) == 216
+    assert patch_size(154, 1.0, 0.0, 3.0, cap=1.0) == 160       # 154 = 2 7 11: up to 160
+    for box in range(40, 420, 6):
+        n = patch_size(box, 1.0, 20000.0, 3.0)
+        k = n
+        for q in (2, 3, 5):
+            while k % q == 0:
+                k //= q
+        assert k == 1 and n % 2 == 0 and box <= n <= 1.4 * box, (box, n)

@@ -6,6 +6,7 @@ space), multiplied by the per-frame weights of eq. 22 and summed:
 then the sum is transformed back, cropped to the output box in real space and optionally
 resampled by Fourier cropping/padding.
 """
+import numba
 import numpy as np
 import scipy.fft
 
@@ -58,15 +59,16 @@ class ShinySum:
         if n % 2 == 0:
             ey[:, n // 2] = ey[:, n // 2].real
         ex = np.exp(2j * np.pi * shifts[:, 0, None] * self.k[:nh])
-        t = x * ey[:, :, None].astype(cdt)
-        t *= ex[:, None, :].astype(cdt)
-        t *= np.asarray(weight)[:, :nh].astype(t.real.dtype)
-        if n % 2 == 0:   # the corner (-1/2, -1/2) is its own partner: cos(pi (t_x + t_y))
-            t[:, n // 2, nh - 1] = x[:, n // 2, nh - 1] * np.asarray(weight)[n // 2, n // 2] \
-                * np.cos(np.pi * (shifts[:, 0] + shifts[:, 1]))
+        # the corner (-1/2, -1/2) of an even n is its own partner: cos(pi (t_x + t_y))
+        corner = np.cos(np.pi * (shifts[:, 0] + shifts[:, 1])) if n % 2 == 0 else \
+            np.zeros(len(shifts))
         if self.acc is None:
-            self.acc = np.zeros((self.P, n, nh), dtype=t.dtype)
-        self.acc[rows] += t
+            self.acc = np.zeros((self.P, n, nh), dtype=cdt)
+        rdt = self.acc.real.dtype
+        _add_shifted(self.acc[rows], np.ascontiguousarray(x, dtype=self.acc.dtype),
+                     ey.astype(self.acc.dtype), ex.astype(self.acc.dtype),
+                     np.ascontiguousarray(np.asarray(weight)[:, :nh], dtype=rdt),
+                     corner.astype(rdt), n % 2 == 0)
 
     def images(self, out_box=None, rows=slice(None)):
         """The sums as real images (P, n, n) (float32 from complex64 sums), cropped to a centred
@@ -75,6 +77,26 @@ class ShinySum:
             self.acc = np.zeros((self.P, self.n, self.nh), dtype=np.complex64)
         out = scipy.fft.irfft2(self.acc[rows], s=(self.n, self.n), workers=self.workers)
         return out if out_box is None else crop_center(out, out_box, out_box)
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_shifted(acc, x, ey, ex, w, corner, even):
+    """acc[i] += w X_i ey_i(ky) ex_i(kx) on the half-plane, in one pass in the sums' precision
+    (no per-block complex temporaries); where ``even``, the corner (n/2, nh - 1) takes
+    w X_i corner_i instead (:meth:`ShinySum.add`)."""
+    b, n, nh = x.shape
+    for i in range(b):
+        for ky in range(n):
+            ar, ai = ey[i, ky].real, ey[i, ky].imag
+            top = nh - 1 if even and ky == n // 2 else nh
+            for kx in range(top):
+                e = ex[i, kx]
+                cr = (ar * e.real - ai * e.imag) * w[ky, kx]
+                ci = (ar * e.imag + ai * e.real) * w[ky, kx]
+                z = x[i, ky, kx]
+                acc[i, ky, kx] += complex(z.real * cr - z.imag * ci, z.real * ci + z.imag * cr)
+            if top < nh:
+                acc[i, ky, top] += x[i, ky, top] * (corner[i] * w[ky, top])
 
 
 def recombine_frames(frames, tracks, weights, out_box=None, rescale=None, dtype=np.float32,
