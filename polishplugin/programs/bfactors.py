@@ -69,7 +69,7 @@ from .cli import (add_movie_inputs, add_output_options, at_least, check_referenc
 from .jobdir import RECORD, claim_output, file_digest, input_digests, input_paths
 from .micrographs import (failure_list, for_each_micrograph, micrograph_defects, save_defects,
                           summed_frames, write_failure_list)
-from .parallel import get_comm, my_share, set_blas_threads, set_threads
+from .parallel import get_comm, my_share, pending, set_blas_threads, set_threads
 from .polish import mic_stem, output_paths, particle_names
 
 log = logging.getLogger("polishplugin.bfactors")
@@ -467,8 +467,8 @@ def gather_fcc(args, inputs, work, out, comm):
     missing = [m for m, (tr, dg) in work if not all(
         os.path.exists(p) for p in output_paths(polish_dir_of(args, m.name), m.name)["fcc"]
         .values())]
-    for mic in my_share([m for m in missing if not all(
-            os.path.exists(p) for p in output_paths(out, m.name)["fcc"].values())], comm):
+    for mic in my_share(pending(missing, lambda m: all(
+            os.path.exists(p) for p in output_paths(out, m.name)["fcc"].values()), comm), comm):
         tracks, diag = dict((m.name, v) for m, v in work)[mic.name]
         first = diag["first_frame"] - 1
         known = None if args.no_defects else saved_defects(args, mic, diag, first,
@@ -620,7 +620,7 @@ def weigh_and_recombine(args, inputs, work, out, comm):
     ox = np.asarray(inputs.particles.get("rlnOriginXAngst", np.zeros(len(inputs.particles))), float)
     oy = np.asarray(inputs.particles.get("rlnOriginYAngst", np.zeros(len(inputs.particles))), float)
     polished_of = {m.name: r for m, r in work}
-    todo = [m for m, _ in work if not os.path.isfile(shiny_path(out, m.name))]
+    todo = pending([m for m, _ in work], lambda m: os.path.isfile(shiny_path(out, m.name)), comm)
 
     def recombine(i, mic):
         t1 = time.time()

@@ -47,6 +47,15 @@ def get_comm():
     return MPI.COMM_WORLD
 
 
+def pending(items, done, comm):
+    """The ``items`` not ``done(item)`` (an output file exists), as rank 0 sees them before any
+    rank starts: the same list on every rank. Each rank testing for itself races in a resumed
+    job: a rank that starts late finds outputs the others have written meanwhile, the
+    round-robin split shifts, and items no rank then does are reported as not processed."""
+    flags = comm.bcast([not done(m) for m in items] if comm.rank == 0 else None, root=0)
+    return [m for m, todo in zip(items, flags) if todo]
+
+
 def my_share(items, comm):
     """Round-robin share of ``items`` for this rank (micrographs are similar in cost)."""
     return items[comm.rank::comm.size]

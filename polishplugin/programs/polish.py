@@ -39,7 +39,8 @@ from ..io.polish_inputs import load_polish_inputs
 from ..io.star import StarTable, read_tracks_star, write_particles_star, write_star, \
     write_tracks_star
 from .parallel import (fill_in_process, for_each_in_processes, freeze_setup, get_comm, my_share,
-                       numba_threads_started, set_blas_threads, set_threads, setup_without_gc)
+                       numba_threads_started, pending, set_blas_threads, set_threads,
+                       setup_without_gc)
 from .cli import (add_max_ed, add_movie_inputs, add_output_options, at_least, auto_window,
                   check_reference_args, exit_program, finish_status, job_figures, max_dims,
                   max_ed_setting, number, positive, resolve_backend, run_program)
@@ -611,8 +612,8 @@ def polish_all(args, inputs, sigmas, out, comm, folder=None):
     setup take the micrographs one at a time (each T // processes threads); ``folder``: the
     claimed output folder, whose lock the workers drop."""
     from ..core.predict import make_projectors
-    todo = [m for m in inputs.micrographs
-            if not os.path.isfile(output_paths(out, m.name)["tracks"])]
+    todo = pending(inputs.micrographs,
+                   lambda m: os.path.isfile(output_paths(out, m.name)["tracks"]), comm)
     if comm.rank == 0:
         log.info("%d micrographs, %d to do (%d already done), %d particles; sigmas %s; %d rank(s)",
                  len(inputs.micrographs), len(todo), len(inputs.micrographs) - len(todo),
