@@ -79,7 +79,10 @@ def test_cc_maps_ignore_the_evaluation_ring():
     k = 9.0 / N              # 9 cycles per patch (no leakage): inside the evaluation ring
     wave = 5.0 * np.cos(2 * np.pi * k * xx)
     other = _build(frames + wave, centres, pred, opp, damage, init, noise, invert=False)
-    np.testing.assert_allclose(other.cc_maps, base.cc_maps, rtol=1e-4, atol=1e-3)
+    # float32 sums: rounding of the changed patch spectra, relative to the maps' range (a leak of
+    # the ring's wave would be of the order of the range itself)
+    scale = np.abs(base.cc_maps).max()
+    assert np.abs(other.cc_maps - base.cc_maps).max() <= 1e-4 * scale
     assert other.eval_data.x2 > 1.5 * base.eval_data.x2
 
 
