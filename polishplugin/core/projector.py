@@ -25,11 +25,15 @@ def _gridding_correction(npad, n, z=slice(None)):
     return s[z, None, None] * s[None, :, None] * s[None, None, :]
 
 
-def _gridding_corrected(volume, npad):
+def _gridding_corrected(volume, npad, overwrite=False):
     """float32 ``volume`` / :func:`_gridding_correction` (float64), a z plane at a time (no
-    float64 volume-sized temporaries)."""
+    float64 volume-sized temporaries); ``overwrite``: into ``volume`` itself when it is a
+    float32 array (no second volume), else into a new one."""
     n = volume.shape[0]
-    out = np.empty(volume.shape, dtype=np.float32)
+    if overwrite and volume.dtype == np.float32 and volume.flags.writeable:
+        out = volume
+    else:
+        out = np.empty(volume.shape, dtype=np.float32)
     for z in range(n):
         out[z] = volume[z].astype(np.float32) / _gridding_correction(npad, n, slice(z, z + 1))[0]
     return out
@@ -123,7 +127,8 @@ class Projector:
     ``backend``: the compute backend of the slice interpolation
     (:func:`polishplugin.backends.get_backend`; None: the default).
     ``out``: a complex64 array of the transform's shape (:attr:`shape`) that receives it (see
-    :meth:`around`).
+    :meth:`around`). ``overwrite``: ``volume`` (float32) may be used as scratch and is left
+    gridding-corrected (one volume less at the setup's peak).
     ``half``: keep only the x >= 0 half of the (cut) transform, half the memory, when
     r_max < 0.5 and the padded size is even: F(-k) = conj F(k) (real volume), so a slice point
     whose rotated x is negative is read at -k and conjugated (the trilinear weights are
@@ -133,12 +138,13 @@ class Projector:
     interpolation, no more backend calls).
     """
 
-    def __init__(self, volume, pad=2, r_max=0.5, backend=None, half=False, out=None):
+    def __init__(self, volume, pad=2, r_max=0.5, backend=None, half=False, out=None,
+                 overwrite=False):
         volume = np.asarray(volume)
         if volume.ndim != 3 or len(set(volume.shape)) != 1:
             raise ValueError("volume must be cubic, got shape %s" % (volume.shape,))
         self._layout(volume.shape[0], pad, r_max, backend, half)
-        corrected = _gridding_corrected(volume, self.npad)
+        corrected = _gridding_corrected(volume, self.npad, overwrite)
         if self._cut:
             self._f3 = _cropped_fft3(corrected, self.npad, self._keep, half=self._half, out=out)
         else:

@@ -123,3 +123,59 @@ def test_transform_written_into_given_memory_and_wrapped_elsewhere(r_max, half):
                                   .project_many(angles), own.project_many(angles))
     with pytest.raises(ValueError, match="expected"):
         Projector.around(out[:-1], 20, r_max=r_max, half=half)
+
+
+def _masked_maps(n=32, seed=3):
+    rng = np.random.default_rng(seed)
+    h1, h2 = (rng.standard_normal((n, n, n)).astype(np.float32) for _ in range(2))
+    z, y, x = np.mgrid[:n, :n, :n] - n // 2
+    mask = (np.sqrt(x ** 2 + y ** 2 + z ** 2) < n / 3).astype(np.float32)
+    return h1, h2, mask
+
+
+def test_make_projectors_masks_one_half_at_a_time_same_transforms_inputs_untouched():
+    """The projectors of make_projectors (each masked half corrected in place) equal projectors of
+    the masked halves made the straightforward way, bit for bit; the caller's maps and mask are
+    not changed; a float32 volume given with overwrite=True is used as scratch, a float64 one is
+    not (and gives the same transform)."""
+    from polishplugin.core.predict import make_projectors
+    h1, h2, mask = _masked_maps()
+    keep = [a.copy() for a in (h1, h2, mask)]
+    got = make_projectors(h1, h2, mask, r_max=0.3, half=True)
+    for a, b in zip((h1, h2, mask), keep):
+        assert np.array_equal(a, b)
+    for h, v in ((1, h1), (2, h2)):
+        ref = Projector(v * mask, r_max=0.3, half=True)
+        assert np.array_equal(got[h]._f3, ref._f3)
+    v32 = (h1 * mask).copy()
+    p32 = Projector(v32, r_max=0.3, half=True, overwrite=True)
+    assert np.array_equal(p32._f3, got[1]._f3)
+    assert not np.array_equal(v32, h1 * mask)          # used as scratch
+    v64 = (h1 * mask).astype(np.float64)
+    p64 = Projector(v64, r_max=0.3, half=True, overwrite=True)
+    assert np.array_equal(v64, (h1 * mask).astype(np.float64))
+    assert np.array_equal(p64._f3, got[1]._f3)
+
+
+def test_make_projectors_peak_memory_two_volumes_below_masking_both_first():
+    """tracemalloc peak of make_projectors against masking both halves first and correcting into
+    a new volume (the earlier way: three map-sized volumes alive while the second transform is
+    made, now one): at least 1.5 volumes less."""
+    import tracemalloc
+    from polishplugin.core.predict import make_projectors
+    h1, h2, mask = _masked_maps(n=48)
+
+    def peak(func):
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            result = func()
+            return tracemalloc.get_traced_memory()[1] - base, result
+        finally:
+            tracemalloc.stop()
+
+    new, got = peak(lambda: make_projectors(h1, h2, mask, r_max=0.3, half=True))
+    old, ref = peak(lambda: {h: Projector(v, r_max=0.3, half=True)
+                             for h, v in ((1, h1 * mask), (2, h2 * mask))})
+    assert np.array_equal(got[2]._f3, ref[2]._f3)
+    assert new <= old - 1.5 * h1.nbytes, (new, old, h1.nbytes)
