@@ -6,8 +6,8 @@ device has ``cl_khr_fp64`` (PoCL and data-centre GPUs do), else in single precis
 
 Device: ``POLISHPLUGIN_OPENCL_DEVICE`` = ``"P:D"`` (platform and device index), ``"D"`` (index in
 the list of all devices, platforms in order) or a case-insensitive part of ``"platform: device"``
-name; unset: the first GPU, else the first device. Programs are built once per process and
-precision (and cached on disk by pyopencl across processes).
+name; unset: the first GPU, else the first device, that compiles a probe kernel. Programs are
+built once per process and precision (and cached on disk by pyopencl across processes).
 
 Data stay on the device across calls: the constant operand of each kernel (the CC windows of a
 micrograph's fit, the projector's volume, the ring products of a training micrograph) is uploaded
@@ -268,7 +268,17 @@ def select_device(spec=None):
     if not spec:
         cl = _cl()
         gpus = [k for k, d in enumerate(devices) if d.type & cl.device_type.GPU]
-        return devices[gpus[0] if gpus else 0]
+        order = gpus + [k for k in range(len(devices)) if k not in gpus]
+        failures = []
+        for k in order:
+            why = _build_failure(devices[k])
+            if not why:
+                return devices[k]
+            failures.append("%d:%d %s: %s" % (names[k] + (why,)))
+        raise BackendError("no OpenCL device here can compile kernels (%s); PoCL built against "
+                           "an LLVM older than the CPU fails this way ('unknown target CPU "
+                           "generic'): Debian's pocl-opencl-icd is newer, or name a device in %s"
+                           % ("; ".join(failures), OPENCL_DEVICE_VAR))
     if ":" in spec and all(s.strip().isdigit() for s in spec.split(":", 1)):
         pi, di = (int(s) for s in spec.split(":", 1))
         for k, (i, j, _) in enumerate(names):
@@ -283,6 +293,23 @@ def select_device(spec=None):
                 return devices[k]
     raise BackendError("%s=%r matches no OpenCL device; available: %s"
                        % (OPENCL_DEVICE_VAR, spec, listing))
+
+
+_PROBE = "__kernel void probe(__global double *a) { a[get_global_id(0)] *= 2.0; }"
+
+
+def _build_failure(device):
+    """'' when ``device`` compiles a small kernel, else the first line of why not. A PoCL whose
+    LLVM does not know the host CPU (the wheel's LLVM 14 on AMD family 1Ah, Zen 5) lists its
+    device and fails every build."""
+    cl = _cl()
+    try:
+        src = _PROBE if device.double_fp_config else _PROBE.replace("double", "float")
+        cl.Program(cl.Context([device]), src).build()
+    except Exception as exc:           # pyopencl raises RuntimeError / cl.Error subclasses
+        lines = [ln.strip() for ln in str(exc).splitlines() if "error" in ln.lower()]
+        return (lines[-1] if lines else str(exc).strip().splitlines()[0])[:200]
+    return ""
 
 
 class _Device:

@@ -88,12 +88,17 @@ def soft_circle(n, radius, edge=3.0):
     return m
 
 
-def half_transform_shells(n):
-    """Shell round(|k| n) of every voxel of an n^3 box's rfftn half transform (kx >= 0)."""
+def half_transform_radius(n):
+    """|k| in voxels of every voxel of an n^3 box's rfftn half transform (z, y, x >= 0 axes)."""
     k = np.fft.fftfreq(n) * n
     kx = np.arange(n // 2 + 1)
-    return np.rint(np.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2
-                           + kx[None, None, :] ** 2)).astype(np.int64)
+    return np.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + kx[None, None, :] ** 2)
+
+
+def half_transform_shells(n, pad=1):
+    """Shell of every voxel of the half transform: RELION's ROUND(|k| / pad) (halves round up;
+    on a grid padded ``pad`` times, the shell of the original box)."""
+    return np.floor(half_transform_radius(n) / pad + 0.5).astype(np.int64)
 
 
 def fsc(vol1, vol2, nrings=None):

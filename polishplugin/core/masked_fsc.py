@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fourier import fsc
+from .fourier import fsc, half_transform_radius
 
 RANDOMIZE_FSC_AT = 0.8      # phases randomised from where the unmasked FSC drops below this
 SHELL_OFFSET = 2            # corrected from k0 + 2 on; the masked FSC below (relion_postprocess)
@@ -31,9 +31,7 @@ def randomize_phases_beyond(volume, shell, rng):
     shell), amplitudes kept (RELION's randomizePhasesBeyond)."""
     n = volume.shape[0]
     f = np.fft.rfftn(volume)
-    k = np.fft.fftfreq(n) * n
-    r2 = k[:, None, None] ** 2 + k[None, :, None] ** 2 + np.arange(n // 2 + 1)[None, None, :] ** 2
-    sel = r2 >= shell * shell
+    sel = half_transform_radius(n) >= shell
     f[sel] = np.abs(f[sel]) * np.exp(2j * np.pi * rng.uniform(size=int(sel.sum())))
     return np.fft.irfftn(f, s=volume.shape)
 

@@ -127,6 +127,33 @@ def test_device_selection_by_index_and_name(monkeypatch):
             ocl.select_device(bad)
 
 
+def test_default_device_is_the_first_that_compiles(monkeypatch):
+    """A listed device that cannot build kernels (PoCL with an LLVM older than the CPU) is
+    passed over; when none builds, the error names every device and why."""
+    ocl = get_backend("opencl")
+    cl = ocl._cl()
+
+    class Fake:
+        def __init__(self, gpu):
+            self.type = cl.device_type.GPU if gpu else cl.device_type.CPU
+    devs = [Fake(False), Fake(True), Fake(False)]
+    names = [(0, 0, "A: cpu"), (1, 0, "B: gpu"), (2, 0, "C: cpu")]
+    monkeypatch.setattr(ocl, "list_devices", lambda: (names, devs))
+    monkeypatch.delenv("POLISHPLUGIN_OPENCL_DEVICE", raising=False)
+    broken = {id(devs[1]): "error: unknown target CPU 'generic'"}
+    monkeypatch.setattr(ocl, "_build_failure", lambda d: broken.get(id(d), ""))
+    assert ocl.select_device() is devs[0]             # the GPU does not build: first CPU
+    broken[id(devs[0])] = "error: x"
+    assert ocl.select_device() is devs[2]
+    broken[id(devs[2])] = "error: y"
+    with pytest.raises(BackendError, match="no OpenCL device here can compile kernels.*"
+                       "1:0 B: gpu: error: unknown target CPU 'generic'"):
+        ocl.select_device()
+    assert ocl.select_device("1:0") is devs[1]        # named: taken as asked
+    monkeypatch.undo()
+    assert ocl._build_failure(ocl.select_device()) == ""   # the real default builds
+
+
 def _run(code, **env):
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300, env=dict(os.environ, **env))

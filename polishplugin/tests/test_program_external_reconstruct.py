@@ -251,9 +251,9 @@ def _band_ratio(a, b, ref, shells):
     """<A, B> / |B|^2 over the Fourier shells ``shells`` of the padding-1 half grid, A and B the
     transforms of a - ref and b - ref with the gridding correction undone: how much of b's
     departure from ref a makes in that band."""
-    from polishplugin.core.refine.mstep import half_grid_shells
+    from polishplugin.core.fourier import half_transform_shells
     from polishplugin.core.refine.relion_grid import map_to_half
-    band = np.isin(half_grid_shells(ref.shape[0], 1), shells)
+    band = np.isin(half_transform_shells(ref.shape[0], 1), shells)
     da, db = map_to_half(a - ref, 1)[band], map_to_half(b - ref, 1)[band]
     return float(np.real(np.vdot(db, da)) / np.real(np.vdot(db, db)))
 

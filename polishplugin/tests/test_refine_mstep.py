@@ -10,8 +10,9 @@ from polishplugin.core.geometry import euler_to_matrix, random_orientations
 from polishplugin.core.projector import Projector
 from polishplugin.core.reconstruct import Backprojector
 from polishplugin.core.refine.confidence import cw_red_lambda, nominal_resolution
-from polishplugin.core.refine.mstep import (backproject, half_grid_shells, map_update,
-                                            prior_precision, tau2_from_fsc, unregularised)
+from polishplugin.core.fourier import half_transform_shells
+from polishplugin.core.refine.mstep import (backproject, map_update, prior_precision, tau2_from_fsc,
+                                            unregularised)
 from polishplugin.core.refine.relion_grid import half_to_map, map_to_half
 from polishplugin.core.refine.update import regularised_map
 
@@ -141,7 +142,7 @@ def test_tau2_from_fsc_against_brute_force_shell_means():
     fsc = np.array([1.0, 0.95, 0.6, 0.1, -0.2, 0.3])    # shell 5 lies beyond the grid's r_max
     tau2 = tau2_from_fsc(fsc, weight, pad)
     assert tau2[5] == 0.0
-    shells = half_grid_shells(size, pad)
+    shells = half_transform_shells(size, pad)
     kz = np.fft.fftfreq(size) * size
     for s in range(len(fsc) - 1):
         vals = [weight[i, j, x]
@@ -161,7 +162,7 @@ def test_tau2_from_fsc_against_brute_force_shell_means():
 
 def test_shells_round_halves_up_like_relion():
     """ROUND(|q| / pad): |q| = 1 with pad 2 is shell 1 (numpy's rint would give 0)."""
-    shells = half_grid_shells(8, 2)
+    shells = half_transform_shells(8, 2)
     assert shells[0, 0, 1] == 1 and shells[0, 0, 2] == 1 and shells[0, 0, 3] == 2
 
 

@@ -14,19 +14,9 @@ get tau^-2 = 1000 K (RELION: "use small value instead").
 """
 import numpy as np
 
+from ..fourier import half_transform_radius, half_transform_shells
+
 FSC_MIN, FSC_MAX = 0.001, 0.999     # RELION's clamps before FSC -> SSNR
-
-
-def half_grid_radius(size):
-    """|q| in voxels of every point of the half grid (size, size, size//2 + 1)."""
-    k = np.fft.fftfreq(size) * size
-    kx = np.arange(size // 2 + 1)
-    return np.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + kx[None, None, :] ** 2)
-
-
-def half_grid_shells(size, pad):
-    """Shell index of the original box, RELION's ROUND(|q| / pad) (halves round up)."""
-    return np.floor(half_grid_radius(size) / pad + 0.5).astype(np.int64)
 
 
 def backproject(bp, images_fft, rots, ctfs=None, inv_sigma2=None, weights=None):
@@ -83,10 +73,10 @@ def tau2_from_fsc(fsc, weight, pad, r_max=None):
     rlnReferenceTau2 (before the fudge factor)."""
     fsc = np.asarray(fsc, dtype=np.float64)
     size = weight.shape[0]
-    radius = half_grid_radius(size)
+    radius = half_transform_radius(size)
     inside = radius < (size // 2 if r_max is None else r_max)
     mean_k = shell_mean(pad ** 3 * np.asarray(weight, np.float64),
-                        half_grid_shells(size, pad), len(fsc), inside)
+                        half_transform_shells(size, pad), len(fsc), inside)
     return np.where(mean_k > 0, ssnr_from_fsc(fsc) / np.where(mean_k > 0, mean_k, 1.0), 0.0)
 
 
@@ -100,7 +90,7 @@ def prior_precision(tau2, weight, pad, fudge=1.0):
     if np.any(tau2 < 0):
         raise ValueError("tau2 must be non-negative")
     size = weight.shape[0]
-    shells = half_grid_shells(size, pad)
+    shells = half_transform_shells(size, pad)
     t = np.zeros(shells.shape)
     known = shells < len(tau2)
     t[known] = tau2[shells[known]]

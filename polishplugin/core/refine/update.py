@@ -8,9 +8,10 @@ image sizes. Only |q| < pad * current_size / 2 is used (what RELION itself reads
 """
 import numpy as np
 
+from ..fourier import half_transform_radius, half_transform_shells
 from ..reconstruct import Backprojector
 from .gridding import gridding_weights
-from .mstep import half_grid_radius, half_grid_shells, map_update, prior_precision, unregularised
+from .mstep import map_update, prior_precision, unregularised
 from .relion_grid import half_to_map, map_to_half
 
 MODES = ("tikhonov", "red")
@@ -48,7 +49,7 @@ def regularised_map(data, weight, tau2, ori, pad, current_size, fudge=1.0, mode=
         raise ValueError("lambda must lie in [0, 1], got %g" % lam)
     pad = int(round(pad))
     b, k = completed_sums(data, weight, ori, pad)
-    inside = half_grid_radius(b.shape[0]) < pad * current_size / 2.0
+    inside = half_transform_radius(b.shape[0]) < pad * current_size / 2.0
     b, k = np.where(inside, b, 0.0), np.where(inside, k, 0.0)
     precision = prior_precision(tau2, k, pad, fudge)
     xt_map, prior_mean = None, None
@@ -58,7 +59,7 @@ def regularised_map(data, weight, tau2, ori, pad, current_size, fudge=1.0, mode=
             prior_mean = lam * map_to_half(denoiser(xt_map), pad)
             if shell_weight is not None:
                 w = np.clip(np.asarray(shell_weight, np.float64), 0.0, 1.0)
-                shells = half_grid_shells(b.shape[0], pad)
+                shells = half_transform_shells(b.shape[0], pad)
                 prior_mean = prior_mean * np.where(shells < len(w),
                                                    w[np.minimum(shells, len(w) - 1)], 0.0)
     if gridding:
