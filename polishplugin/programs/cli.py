@@ -224,7 +224,7 @@ def add_prior_arguments(parser):
     §4.3), the same types and help in both; returns the group. Check them with
     :func:`check_prior_arguments` before any work."""
     from ..core.refine.confidence import HIGH_A, LOW_A, THRESHOLDS
-    from ..core.refine.denoisers import DENOISERS, TV_WEIGHT
+    from ..core.refine.denoisers import DENOISERS, TTA, TV_WEIGHT
     r = parser.add_argument_group("prior (M-step)")
     r.add_argument("--mode", choices=("tikhonov", "red", "cw-red"), default="tikhonov",
                    help="tikhonov: eq. 11; red: eq. 17 with --lambda; cw-red: eq. 17 with lambda "
@@ -235,6 +235,10 @@ def add_prior_arguments(parser):
                    help="denoiser tv: TV weight on the standardised map")
     r.add_argument("--unet-weights", default=None,
                    help="denoiser unet: weights file of train_denoiser (default: the shipped one)")
+    r.add_argument("--unet-tta", type=int, choices=TTA, default=1,
+                   help="denoiser unet: average it over this many symmetries of the cube (8: "
+                        "the axis flips; 48: also the axis permutations), each undone on the "
+                        "output (test-time augmentation; that many times the CPU); 1: none")
     r.add_argument("--lambda", dest="lam", type=unit_interval, default=1.0,
                    help="lambda of mode red, in [0, 1]")
     own = ", ".join("%s %g / %g" % (d, lo, hi) for d, (lo, hi) in sorted(THRESHOLDS.items()))
@@ -264,6 +268,9 @@ def check_prior_arguments(args, program):
                          % (program, args.cw_high, args.cw_low))
     if args.unet_weights and args.denoiser != "unet":
         raise SystemExit("%s: --unet-weights is for --denoiser unet (got --denoiser %s)"
+                         % (program, args.denoiser))
+    if args.unet_tta != 1 and args.denoiser != "unet":
+        raise SystemExit("%s: --unet-tta is for --denoiser unet (got --denoiser %s)"
                          % (program, args.denoiser))
     if args.unet_weights and not os.path.isfile(args.unet_weights):
         raise InputError(args.unet_weights, "no such U-Net weights file")

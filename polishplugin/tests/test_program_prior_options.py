@@ -16,7 +16,9 @@ BAD = {"tv weight 0": ["--tv-weight", "0"],
        "unknown cw-shells": ["--cw-shells", "some"],
        "unknown denoiser": ["--mode", "red", "--denoiser", "bm4d"],
        "unknown mode": ["--mode", "map"],
-       "weights for tv": ["--mode", "red", "--denoiser", "tv", "--unet-weights", "w.npz"]}
+       "weights for tv": ["--mode", "red", "--denoiser", "tv", "--unet-weights", "w.npz"],
+       "tta for tv": ["--mode", "red", "--denoiser", "tv", "--unet-tta", "8"],
+       "tta not a cube group order": ["--mode", "red", "--denoiser", "unet", "--unet-tta", "6"]}
 
 
 def _refine(tmp_path, extra):
