@@ -141,7 +141,8 @@ def run(args):
     write_mrc(job.result, vol.astype(np.float32), job.pixel_size or 1.0)
     used = "" if denoiser is None else ", denoiser %s%s%s%s" % (
         args.denoiser, " " + args.unet_weights if args.unet_weights else "",
-        " averaged over %d cube symmetries" % args.unet_tta if args.unet_tta != 1 else "",
+        " averaged over %d cube symmetries" % args.unet_tta
+        if args.denoiser == "unet" and args.unet_tta != 1 else "",
         ", prior mean weighted per shell by the FSC" if shells else "")
     log.info("%s%s (lambda %.3f%s): wrote %s", args.mode, " joined halves" if job.joined else "",
              lam, used, os.path.abspath(job.result))

@@ -370,8 +370,8 @@ def run(args):
                   ref=file_digest(args.ref), mask=file_digest(args.mask))
     if args.unet_weights:
         record["unet_weights"] = file_digest(args.unet_weights)
-    if args.unet_tta != 1:   # only when given: folders made before the option still resume
-        record["unet_tta"] = args.unet_tta
+    if args.mode != "tikhonov" and args.unet_tta not in (None, 1):
+        record["unet_tta"] = args.unet_tta   # absent for the plain network, as before TTA
     out = os.path.abspath(args.out)
     inputs = [args.particles, args.ref, args.mask, args.unet_weights]
     split = RefineSplit(comm) if comm.size > 1 else SERIAL

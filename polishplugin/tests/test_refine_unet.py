@@ -58,14 +58,16 @@ def test_any_box_gives_a_finite_map_of_the_same_shape(unet, n):
     assert not np.allclose(y, x)
 
 
-def test_tta_one_is_the_plain_network_bit_for_bit():
+def test_tta_one_is_the_plain_network_bit_for_bit_and_the_default_is_unet_tta():
     from polishplugin.core.refine import unet
     from polishplugin.core.refine.denoisers import standardised
     model = unet.load_unet()
     x = np.random.default_rng(5).normal(size=(34, 34, 34))
     plain = standardised(lambda v: unet.apply_unet(model, v), x)
     assert np.array_equal(get_denoiser("unet", tta=1)(x), plain)
-    assert np.array_equal(get_denoiser("unet")(x), plain)
+    from polishplugin.core.refine.denoisers import UNET_TTA
+    assert np.array_equal(get_denoiser("unet")(x), get_denoiser("unet", tta=UNET_TTA)(x))
+    assert not np.allclose(get_denoiser("unet")(x), plain)
 
 
 @pytest.mark.parametrize("order", [8, 48])
@@ -77,7 +79,7 @@ def test_tta_unet_is_equivariant_where_the_plain_one_is_not(order):
     from polishplugin.core.refine.denoisers import cube_group
     rng = np.random.default_rng(order)
     x = pseudo_protein(18, 2.0, rng).astype(np.float64) + rng.normal(0, 0.02, (18, 18, 18))
-    plain, avg = get_denoiser("unet"), get_denoiser("unet", tta=order)
+    plain, avg = get_denoiser("unet", tta=1), get_denoiser("unet", tta=order)
     fx, ax = plain(x), avg(x)
     sd = float(x.std())
     plain_err = []

@@ -10,8 +10,11 @@ de-standardised, as §3.1 does for the network.
   for smoothness on the standardised map;
 - ``unet``: the learned residual 3D U-Net of §3.1 (:mod:`.unet`; needs the ``unet`` extra, torch),
   weights shipped in ``weights/unet3d.npz`` (model card: ``weights/MODEL_CARD.md``) or given;
-  ``tta`` 8 or 48 averages it over the cube's axis flips (and axis permutations),
-  :func:`group_averaged`.
+  by default (:data:`UNET_TTA`) averaged over the cube's 8 axis flips, each undone on its output
+  (test-time augmentation, :func:`group_averaged`; ``tta`` 48 adds the axis permutations, 1 is
+  the plain network): the network was trained with random flips and permutations, so the average
+  is an equivariant estimate of the same denoiser with less variance (BENCHMARKS.md, "U-Net
+  test-time augmentation in CW-RED").
 """
 import itertools
 
@@ -20,6 +23,7 @@ import numpy as np
 DENOISERS = ("identity", "tv", "unet")
 TV_WEIGHT = 0.1
 TTA = (1, 8, 48)
+UNET_TTA = 8
 
 
 def cube_group(order):
@@ -78,11 +82,12 @@ def _unet(weights, tta):
     return f
 
 
-def get_denoiser(name, tv_weight=TV_WEIGHT, unet_weights=None, tta=1):
+def get_denoiser(name, tv_weight=TV_WEIGHT, unet_weights=None, tta=None):
     """The denoiser called ``name`` (one of :data:`DENOISERS`); ``unet_weights``: a weights file
     of ``programs/train_denoiser.py`` instead of the shipped one; ``tta``: the U-Net averaged
-    over that many elements of the cube group (:data:`TTA`, :func:`cube_group`)."""
-    if tta != 1 and name != "unet":
+    over that many elements of the cube group (:data:`TTA`, :func:`cube_group`; None:
+    :data:`UNET_TTA`)."""
+    if tta not in (None, 1) and name != "unet":
         raise ValueError("test-time augmentation is for the unet denoiser, not %r" % name)
     if name == "identity":
         return lambda volume: standardised(lambda v: v, volume)
@@ -91,5 +96,5 @@ def get_denoiser(name, tv_weight=TV_WEIGHT, unet_weights=None, tta=1):
             raise ValueError("TV weight must be positive, got %g" % tv_weight)
         return _tv(tv_weight)
     if name == "unet":
-        return _unet(unet_weights, tta)
+        return _unet(unet_weights, UNET_TTA if tta is None else tta)
     raise ValueError("unknown denoiser %r; available: %s" % (name, ", ".join(DENOISERS)))
