@@ -12,9 +12,9 @@ de-standardised, as §3.1 does for the network.
   weights shipped in ``weights/unet3d.npz`` (model card: ``weights/MODEL_CARD.md``) or given;
   by default (:data:`UNET_TTA`) averaged over the cube's 8 axis flips, each undone on its output
   (test-time augmentation, :func:`group_averaged`; ``tta`` 48 adds the axis permutations, 1 is
-  the plain network): the network was trained with random flips and permutations, so the average
-  is an equivariant estimate of the same denoiser with less variance (BENCHMARKS.md, "U-Net
-  test-time augmentation in CW-RED").
+  the plain network): trained with random flips and permutations but only nearly equivariant to
+  them, the network's average is an exactly flip-equivariant version of it (measured: BENCHMARKS.md,
+  "U-Net test-time augmentation in CW-RED").
 """
 import itertools
 
