@@ -1,5 +1,6 @@
-"""CPU time per call of the RED denoisers (identity, TV, U-Net with the shipped weights) on a noisy
-pseudo-protein at a few box sizes, torch and numpy on --threads threads.
+"""CPU time per call of the RED denoisers (identity, TV, U-Net with the shipped weights: the plain
+network and its default 8-flip test-time average) on a noisy pseudo-protein at a few box sizes,
+torch and numpy on --threads threads.
 
     python benchmarks/denoiser_speed.py --boxes 64 96 --repeats 3 --threads 1
 """
@@ -26,8 +27,9 @@ def main():
     for n in args.boxes:
         x = pseudo_protein(n, 1.5, rng).astype(np.float64)
         x += rng.normal(0, x.std(), x.shape)
-        for name in ("identity", "tv", "unet"):
-            f = get_denoiser(name)
+        for name, tta in (("identity", None), ("tv", None), ("unet", 1), ("unet", 8)):
+            f = get_denoiser(name, tta=tta)
+            name = name if tta is None else "%s, TTA %d" % (name, tta)
             f(x[:16, :16, :16])  # warm-up (weights, kernels)
             cpu, wall = [], []
             for _ in range(args.repeats):

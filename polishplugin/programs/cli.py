@@ -224,7 +224,7 @@ def add_prior_arguments(parser):
     §4.3), the same types and help in both; returns the group. Check them with
     :func:`check_prior_arguments` before any work."""
     from ..core.refine.confidence import HIGH_A, LOW_A, THRESHOLDS
-    from ..core.refine.denoisers import DENOISERS, TV_WEIGHT
+    from ..core.refine.denoisers import DENOISERS, TTA, TV_WEIGHT, UNET_TTA
     r = parser.add_argument_group("prior (M-step)")
     r.add_argument("--mode", choices=("tikhonov", "red", "cw-red"), default="tikhonov",
                    help="tikhonov: eq. 11; red: eq. 17 with --lambda; cw-red: eq. 17 with lambda "
@@ -235,6 +235,11 @@ def add_prior_arguments(parser):
                    help="denoiser tv: TV weight on the standardised map")
     r.add_argument("--unet-weights", default=None,
                    help="denoiser unet: weights file of train_denoiser (default: the shipped one)")
+    r.add_argument("--unet-tta", type=int, choices=TTA, default=None,
+                   help="denoiser unet: average it over this many symmetries of the cube (8: "
+                        "the axis flips; 48: also the axis permutations), each undone on the "
+                        "output (test-time augmentation; that many times the CPU); 1: none; "
+                        "default %d" % UNET_TTA)
     r.add_argument("--lambda", dest="lam", type=unit_interval, default=1.0,
                    help="lambda of mode red, in [0, 1]")
     own = ", ".join("%s %g / %g" % (d, lo, hi) for d, (lo, hi) in sorted(THRESHOLDS.items()))
@@ -254,8 +259,10 @@ def add_prior_arguments(parser):
 def check_prior_arguments(args, program):
     """Refuse prior options that contradict each other, and a missing weights file; fill in
     CW-RED's thresholds the options leave unset with the denoiser's
-    (:func:`..core.refine.confidence.thresholds_for`)."""
+    (:func:`..core.refine.confidence.thresholds_for`), and the U-Net's test-time augmentation
+    with its default."""
     from ..core.refine.confidence import thresholds_for
+    from ..core.refine.denoisers import UNET_TTA
     low, high = thresholds_for(args.denoiser)
     args.cw_low = low if args.cw_low is None else args.cw_low
     args.cw_high = high if args.cw_high is None else args.cw_high
@@ -265,6 +272,11 @@ def check_prior_arguments(args, program):
     if args.unet_weights and args.denoiser != "unet":
         raise SystemExit("%s: --unet-weights is for --denoiser unet (got --denoiser %s)"
                          % (program, args.denoiser))
+    if args.unet_tta is not None and args.denoiser != "unet":
+        raise SystemExit("%s: --unet-tta is for --denoiser unet (got --denoiser %s)"
+                         % (program, args.denoiser))
+    if args.denoiser == "unet" and args.unet_tta is None:
+        args.unet_tta = UNET_TTA
     if args.unet_weights and not os.path.isfile(args.unet_weights):
         raise InputError(args.unet_weights, "no such U-Net weights file")
 

@@ -13,7 +13,7 @@ import pyworkflow.protocol.params as params
 from pyworkflow.constants import BETA
 
 from ..core.refine.confidence import thresholds_for
-from ..core.refine.denoisers import DENOISERS, TV_WEIGHT
+from ..core.refine.denoisers import DENOISERS, TTA, TV_WEIGHT, UNET_TTA
 from .protocol_base import ProtPolishBase
 
 #: the refine program's --mode choices (core.refine.loop.MODES, not imported: healpy is slow)
@@ -89,6 +89,15 @@ class ProtPolishRefine(ProtPolishBase):
                       expertLevel=params.LEVEL_ADVANCED, label="U-Net weights (optional)",
                       help="A weights file written by the train_denoiser program; empty: the "
                            "weights shipped with the plugin.")
+        form.addParam("unetTta", params.EnumParam, choices=[str(t) for t in TTA],
+                      default=TTA.index(UNET_TTA),
+                      condition="mode!=%d and denoiser==%d" % (
+                          MODE_TIKHONOV, DENOISERS.index("unet") if "unet" in DENOISERS else -1),
+                      display=params.EnumParam.DISPLAY_HLIST,
+                      expertLevel=params.LEVEL_ADVANCED, label="U-Net test-time augmentation",
+                      help="Average the network over this many symmetries of the cube (8: the "
+                           "axis flips; 48: also the axis permutations), each undone on its "
+                           "output; that many times the denoiser's CPU. 1: the plain network.")
         form.addParam("lam", params.FloatParam, default=1.0, condition="mode==%d" % MODE_RED,
                       validators=[params.Range(0.0, 1.0)], label="Lambda",
                       help="Weight of the denoiser's prior mean (eq. 17), in [0, 1].")
@@ -192,6 +201,8 @@ class ProtPolishRefine(ProtPolishBase):
                 args.append("--tv-weight %g" % self.tvWeight.get())
             if denoiser == "unet" and self.unetWeights.get():
                 args.append("--unet-weights '%s'" % os.path.abspath(self.unetWeights.get()))
+            if denoiser == "unet":
+                args.append("--unet-tta %d" % TTA[self.unetTta.get()])
         if mode == "red":
             args.append("--lambda %g" % self.lam.get())
         if mode == "cw-red":

@@ -16,7 +16,9 @@ BAD = {"tv weight 0": ["--tv-weight", "0"],
        "unknown cw-shells": ["--cw-shells", "some"],
        "unknown denoiser": ["--mode", "red", "--denoiser", "bm4d"],
        "unknown mode": ["--mode", "map"],
-       "weights for tv": ["--mode", "red", "--denoiser", "tv", "--unet-weights", "w.npz"]}
+       "weights for tv": ["--mode", "red", "--denoiser", "tv", "--unet-weights", "w.npz"],
+       "tta for tv": ["--mode", "red", "--denoiser", "tv", "--unet-tta", "8"],
+       "tta not a cube group order": ["--mode", "red", "--denoiser", "unet", "--unet-tta", "6"]}
 
 
 def _refine(tmp_path, extra):
@@ -61,3 +63,21 @@ def test_good_prior_options_pass_to_the_inputs(program, tmp_path, monkeypatch):
     assert program(tmp_path, ["--mode", "red", "--lambda", "0", "--cw-low", "12",
                               "--cw-high", "3", "--cw-shells", "final", "--tv-weight", "0.05"]) == 2
     assert "none.star" in err.read_text()
+
+
+def test_unet_tta_defaults_to_the_flip_average_for_the_unet_only():
+    import argparse
+
+    from polishplugin.core.refine.denoisers import UNET_TTA
+    from polishplugin.programs.cli import add_prior_arguments, check_prior_arguments
+
+    def prior(argv):
+        p = argparse.ArgumentParser()
+        add_prior_arguments(p)
+        args = p.parse_args(argv)
+        check_prior_arguments(args, "test")
+        return args
+    assert UNET_TTA == 8
+    assert prior(["--mode", "cw-red", "--denoiser", "unet"]).unet_tta == UNET_TTA
+    assert prior(["--mode", "cw-red", "--denoiser", "unet", "--unet-tta", "1"]).unet_tta == 1
+    assert prior(["--mode", "cw-red", "--denoiser", "tv"]).unet_tta is None

@@ -288,6 +288,9 @@ class TestProtPolishRefine(BaseTest):
         self.assertEqual(prot.validate(), [])
         self.assertIn("--denoiser unet --unet-weights '%s'" % weights, prot._programArgs())
         self.assertNotIn("--unet-weights", self._refine(**unet)._programArgs())
+        self.assertIn("--unet-tta 8", self._refine(**unet)._programArgs())
+        self.assertIn("--unet-tta 1", self._refine(**dict(unet, unetTta=0))._programArgs())
+        self.assertNotIn("--unet-tta", self._refine(**REFINE)._programArgs())
         missing = self._refine(**dict(unet, unetWeights=weights + ".gone"))
         self.assertIn("U-Net weights file not found", "\n".join(missing.validate()))
 

@@ -58,6 +58,41 @@ def test_any_box_gives_a_finite_map_of_the_same_shape(unet, n):
     assert not np.allclose(y, x)
 
 
+def test_tta_one_is_the_plain_network_bit_for_bit_and_the_default_is_unet_tta():
+    from polishplugin.core.refine import unet
+    from polishplugin.core.refine.denoisers import standardised
+    model = unet.load_unet()
+    x = np.random.default_rng(5).normal(size=(34, 34, 34))
+    plain = standardised(lambda v: unet.apply_unet(model, v), x)
+    assert np.array_equal(get_denoiser("unet", tta=1)(x), plain)
+    from polishplugin.core.refine.denoisers import UNET_TTA
+    assert np.array_equal(get_denoiser("unet")(x), get_denoiser("unet", tta=UNET_TTA)(x))
+    assert not np.allclose(get_denoiser("unet")(x), plain)
+
+
+@pytest.mark.parametrize("order", [8, 48])
+def test_tta_unet_is_equivariant_where_the_plain_one_is_not(order):
+    """The averaged network commutes with every element of its group (the 8 flips; 2 of the 48,
+    for time), to float32 rounding; the plain network does not (it learnt flips only
+    approximately). Box 18, so the reflect padding to 20 breaks the plain network's symmetry once
+    more."""
+    from polishplugin.core.refine.denoisers import cube_group
+    rng = np.random.default_rng(order)
+    x = pseudo_protein(18, 2.0, rng).astype(np.float64) + rng.normal(0, 0.02, (18, 18, 18))
+    plain, avg = get_denoiser("unet", tta=1), get_denoiser("unet", tta=order)
+    fx, ax = plain(x), avg(x)
+    sd = float(x.std())
+    plain_err = []
+    group = cube_group(order)
+    for flips, perm in (group[13::28] if order == 48 else group[1:]):
+        gx = np.flip(x, flips).transpose(perm)
+        g = lambda y: np.flip(y, flips).transpose(perm)  # noqa: E731
+        np.testing.assert_allclose(avg(gx), g(ax), atol=1e-5 * sd)
+        plain_err.append(np.abs(plain(gx) - g(fx)).max() / sd)
+    assert min(plain_err) > 1e-3
+    assert not np.allclose(ax, fx, atol=1e-3 * sd)
+
+
 def test_unet_commutes_with_offset_and_scale(unet):
     rng = np.random.default_rng(5)
     x = pseudo_protein(32, 2.0, rng).astype(np.float64) + rng.normal(0, 0.02, (32,) * 3)
