@@ -1,6 +1,5 @@
 """CW-RED's lambda schedule derived from a denoiser's single-pass gain (core/refine/confidence.py,
 derive_thresholds; Kimanius et al. 2021 §4.3), and the U-Net's defaults being the derived ones."""
-import argparse
 import json
 import os
 
@@ -9,9 +8,8 @@ import pytest
 
 from polishplugin.core.refine import confidence
 from polishplugin.core.refine.confidence import (EDGES_A, LOW_A, HIGH_A, OPTIMISM_BOUND,
-                                                 THRESHOLDS, cw_red_lambda, derive_thresholds,
-                                                 gain_curve, thresholds_for)
-from polishplugin.programs.cli import add_prior_arguments, check_prior_arguments
+                                                 THRESHOLDS, derive_thresholds, gain_curve,
+                                                 thresholds_for)
 
 CURVE = os.path.join(os.path.dirname(confidence.__file__), "weights", "unet_schedule.json")
 
@@ -113,25 +111,6 @@ def test_unet_defaults_are_derived_from_the_shipped_curve():
                                                    rule["z"], rule["bound"])
     assert (cal["low_A"], cal["high_A"]) == THRESHOLDS["unet"]
     assert thresholds_for("tv") == thresholds_for("identity") == (LOW_A, HIGH_A) == (10.0, 4.5)
-
-
-def _prior(argv):
-    p = argparse.ArgumentParser()
-    add_prior_arguments(p)
-    args = p.parse_args(argv)
-    check_prior_arguments(args, "test")
-    return args
-
-
-def test_programs_take_the_denoisers_thresholds_unless_given():
-    args = _prior(["--mode", "cw-red", "--denoiser", "unet"])
-    assert (args.cw_low, args.cw_high) == THRESHOLDS["unet"]
-    args = _prior(["--mode", "cw-red", "--denoiser", "tv"])
-    assert (args.cw_low, args.cw_high) == (10.0, 4.5)
-    args = _prior(["--mode", "cw-red", "--denoiser", "unet", "--cw-low", "10", "--cw-high", "4.5"])
-    assert (args.cw_low, args.cw_high) == (10.0, 4.5)               # the paper's, selectable
-    low, high = THRESHOLDS["unet"]
-    assert cw_red_lambda(low, low, high) == 0.0 and cw_red_lambda(high, low, high) == 1.0
 
 
 def test_protocol_form_leaves_the_thresholds_to_the_denoiser():

@@ -1,8 +1,14 @@
 """refine and external_reconstruct share their prior options (programs/cli.py,
-add_prior_arguments): each refuses the same bad values, before reading any input."""
+add_prior_arguments): each refuses the same bad values, before reading any input, and both
+complete the per-denoiser defaults the same way (check_prior_arguments)."""
+import argparse
+
 import pytest
 
+from polishplugin.core.refine.confidence import THRESHOLDS, cw_red_lambda
+from polishplugin.core.refine.denoisers import UNET_TTA
 from polishplugin.programs import external_reconstruct, refine
+from polishplugin.programs.cli import add_prior_arguments, check_prior_arguments
 
 BAD = {"tv weight 0": ["--tv-weight", "0"],
        "negative tv weight": ["--tv-weight", "-0.1"],
@@ -65,19 +71,28 @@ def test_good_prior_options_pass_to_the_inputs(program, tmp_path, monkeypatch):
     assert "none.star" in err.read_text()
 
 
+def _prior(argv):
+    """The prior options as the programs parse and complete them."""
+    p = argparse.ArgumentParser()
+    add_prior_arguments(p)
+    args = p.parse_args(argv)
+    check_prior_arguments(args, "test")
+    return args
+
+
+def test_programs_take_the_denoisers_thresholds_unless_given():
+    args = _prior(["--mode", "cw-red", "--denoiser", "unet"])
+    assert (args.cw_low, args.cw_high) == THRESHOLDS["unet"]
+    args = _prior(["--mode", "cw-red", "--denoiser", "tv"])
+    assert (args.cw_low, args.cw_high) == (10.0, 4.5)
+    args = _prior(["--mode", "cw-red", "--denoiser", "unet", "--cw-low", "10", "--cw-high", "4.5"])
+    assert (args.cw_low, args.cw_high) == (10.0, 4.5)               # the paper's, selectable
+    low, high = THRESHOLDS["unet"]
+    assert cw_red_lambda(low, low, high) == 0.0 and cw_red_lambda(high, low, high) == 1.0
+
+
 def test_unet_tta_defaults_to_the_flip_average_for_the_unet_only():
-    import argparse
-
-    from polishplugin.core.refine.denoisers import UNET_TTA
-    from polishplugin.programs.cli import add_prior_arguments, check_prior_arguments
-
-    def prior(argv):
-        p = argparse.ArgumentParser()
-        add_prior_arguments(p)
-        args = p.parse_args(argv)
-        check_prior_arguments(args, "test")
-        return args
     assert UNET_TTA == 8
-    assert prior(["--mode", "cw-red", "--denoiser", "unet"]).unet_tta == UNET_TTA
-    assert prior(["--mode", "cw-red", "--denoiser", "unet", "--unet-tta", "1"]).unet_tta == 1
-    assert prior(["--mode", "cw-red", "--denoiser", "tv"]).unet_tta is None
+    assert _prior(["--mode", "cw-red", "--denoiser", "unet"]).unet_tta == UNET_TTA
+    assert _prior(["--mode", "cw-red", "--denoiser", "unet", "--unet-tta", "1"]).unet_tta == 1
+    assert _prior(["--mode", "cw-red", "--denoiser", "tv"]).unet_tta is None
