@@ -36,7 +36,8 @@ not emulate. Units with a half that went astray from the truth
     PYTHONPATH=. python benchmarks/unet_schedule.py --out /tmp/sched --n-runs 8 \
         --snrs 0.05 0.1 0.02 0.01 --counts 400 400 400 800 [--runs 3 2 0 4] [--engine-only]
 
-(the shipped calibration: runs 0-7, two pseudo-proteins per SNR.) Runs already in --out
+(the shipped calibration: runs 0-7, two pseudo-proteins per SNR; ``--unet-tta``: the U-Net's
+test-time average as the refinement applies it, default the refinement's.) Runs already in --out
 (run_K.json; the engine's maps engine_K.npz) are not redone, so runs can be split over processes
 (``--runs 3 2 0 4`` and ``--runs 7 6 1 5`` side by side) and the derivation
 (printed, and saved as schedule.json: the rule's settings, the curve, the thresholds and every
@@ -57,7 +58,7 @@ sys.path.insert(0, REPO)
 from polishplugin.core.fourier import fsc  # noqa: E402
 from polishplugin.core.refine.confidence import (EDGES_A, OPTIMISM_BOUND,  # noqa: E402
                                                  derive_thresholds, gain_curve)
-from polishplugin.core.refine.denoisers import get_denoiser  # noqa: E402
+from polishplugin.core.refine.denoisers import TTA, UNET_TTA, get_denoiser  # noqa: E402
 from polishplugin.core.refine.loop import sphere_mask  # noqa: E402
 from polishplugin.core.refine.unet_pairs import (distance_ratio, engine_pairs,  # noqa: E402
                                                  half_map_optimism, in_truth_frame, mean_fsc,
@@ -143,6 +144,9 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--denoiser", default="unet")
     p.add_argument("--unet-weights", default=None)
+    p.add_argument("--unet-tta", type=int, choices=TTA, default=None,
+                   help="denoiser unet: average over this many cube symmetries (default %d, the "
+                        "refinement's; 1: the plain network)" % UNET_TTA)
     p.add_argument("--n-runs", type=int, default=4, help="calibration refinements (runs 0..N-1)")
     p.add_argument("--runs", type=int, nargs="*", default=None,
                    help="which of them this process does (default: all)")
@@ -173,7 +177,9 @@ def main():
             print("run %d: SNR %g, %d particles, %d maps, engine %.0f CPU-s"
                   % (k, snr, count, len(maps), cpu), flush=True)
         return
-    denoiser = get_denoiser(args.denoiser, unet_weights=args.unet_weights)
+    if args.denoiser == "unet" and args.unet_tta is None:
+        args.unet_tta = UNET_TTA
+    denoiser = get_denoiser(args.denoiser, unet_weights=args.unet_weights, tta=args.unet_tta)
     for k in (range(args.n_runs) if args.runs is None else args.runs):
         path = os.path.join(args.out, "run_%d.json" % k)
         if not os.path.isfile(path):
@@ -226,6 +232,7 @@ def main():
                   optimism=round(r["optimism"], 4)) for r in rows]
     with open(os.path.join(args.out, "schedule.json"), "w") as fh:
         json.dump(dict(denoiser=args.denoiser, weights=args.unet_weights or "shipped",
+                       unet_tta=args.unet_tta,
                        command=" ".join(sys.argv),
                        rule=dict(gain=args.gain, edges=list(edges), min_n=args.min_n, z=args.z,
                                  bound=args.bound),
