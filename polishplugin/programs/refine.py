@@ -34,7 +34,9 @@ Writes under --out:
                          (image names unchanged: relative to the same folder as the input's)
   iterations.star        one row per iteration: rlnCurrentIteration, rlnHealpixOrder,
                          rlnCurrentImageSize, rlnCurrentResolution (A), rlnChangesOptimalOrientations
-                         (mean, degrees), rlnChangesOptimalOffsets (mean, A), rlnOffsetStep and
+                         (mean, degrees), rlnAccuracyRotations (the expected angular accuracy
+                         of the iteration's reference, degrees, RELION's test; 999 where not
+                         computed), rlnChangesOptimalOffsets (mean, A), rlnOffsetStep and
                          rlnOffsetRange (px), rlnPpLambda, rlnSigmaOffsetsAngst (the offset
                          prior's sigma after the iteration), rlnPpMeanMaxProb, rlnPpCpuSeconds,
                          rlnPpWallSeconds
@@ -256,6 +258,8 @@ def write_iterations(out, history, settings_record, finished):
             "rlnCurrentImageSize": [r["current_size"] for r in history],
             "rlnCurrentResolution": [r["resolution"] for r in history],
             "rlnChangesOptimalOrientations": [r["angular_change"] for r in history],
+            "rlnAccuracyRotations": [999.0 if r.get("accuracy_rot_deg") is None
+                                     else r["accuracy_rot_deg"] for r in history],
             "rlnChangesOptimalOffsets": [r["offset_change_A"] for r in history],
             "rlnOffsetStep": [r["offset_step"] for r in history],
             "rlnOffsetRange": [r["offset_range"] for r in history],
@@ -399,10 +403,11 @@ def run(args):
             write_red_maps(out, st, particles.pixel_size)
             write_iterations(out, st.history, record, st.finished)
             log.info("iteration %d: order %d%s, size %d, resolution %.2f A, lambda %.2f, "
-                     "angular change %.2f deg, %.1f CPU-s", rec["iteration"],
+                     "angular change %.2f deg, accuracy %s deg, %.1f CPU-s", rec["iteration"],
                      rec["healpix_order"], " local" if rec["local"] else "",
                      rec["current_size"], rec["resolution"], rec["lambda"],
-                     rec["angular_change"], rec["cpu_s"])
+                     rec["angular_change"], "-" if rec.get("accuracy_rot_deg") is None
+                     else "%.1f" % rec["accuracy_rot_deg"], rec["cpu_s"])
 
         t0 = time.time()
         state = refine(particles, state, settings, mask, after, split)

@@ -24,7 +24,10 @@ independent half-sets, each refined against its own reference; per iteration
    "jumps" (best orientation moved further than the first local search reaches, local_steps x
    its step) fewer than SETTLED x the fewest so far at this order and more than FEW_JUMPS of the
    particles (RELION's auto-refine likewise waits for the changes of the poses to settle; local
-   searches cannot leave a wrong, e.g. pseudo-symmetric, pose); the offset step halves with it;
+   searches cannot leave a wrong, e.g. pseudo-symmetric, pose), and never once the step the
+   E-step scores at is below 0.75 x the new reference's expected angular accuracy (RELION's
+   test, :mod:`.accuracy`: finer steps than the data resolve only narrow each posterior onto
+   noise); the offset step halves with it;
    converged when the resolution has not improved for 2 iterations and the order no longer needs to
    go up. Once converged, one last pass at the full image size (RELION's
    final iteration uses all data to Nyquist too); its map joins both halves' B and K (tau^2
@@ -52,6 +55,7 @@ from ..geometry import euler_to_matrix
 from ..projector import Projector
 from ..reconstruct import Backprojector, centered_fft
 from ..simulate.volumes import lowpass
+from .accuracy import expected_accuracy, fine_enough, trial_particles, turned_angle
 from .confidence import cw_red_lambda, nominal_resolution, shell_confidence
 from .estep import centred_projections, log_likelihoods, pose_posteriors
 from .mstep import joined_fsc, tau2_from_fsc
@@ -384,6 +388,26 @@ def estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets2
     return angles, shifts, maxprob
 
 
+def searched_step(order, settings):
+    """Angular step (deg) the E-step scores at ``order``: global searches rescore at the next
+    order (adaptive oversampling), local searches at their own."""
+    over = settings.oversample and order < settings.local_order
+    return angular_step(order + 1 if over else order)
+
+
+def _expected_accuracy(ref, particles, angles, sigma2, settings, m, seed):
+    """:func:`.accuracy.expected_accuracy` of ``ref`` on RELION's trial particles of half 1
+    (a new random choice of ``seed`` each iteration) at their poses ``angles``, the E-step's
+    image size ``m`` and noise ``sigma2``."""
+    n = particles.n
+    trial = trial_particles(particles.half_sets, seed)
+    proj = Projector(fourier_crop_volume(ref, m), pad=settings.pad)
+    ctfs = None if particles.ctfs is None else crop2(
+        np.asarray(particles.ctfs[trial], np.float64), n, m)
+    s_m = crop2(inverse_sigma2(sigma2, n, m), n, m)
+    return expected_accuracy(proj, angles[trial], ctfs, s_m, [turned_angle(i) for i in trial])
+
+
 def _residual_power(ref, idx, particles, angles, shifts, pad):
     """Sum over particles of |y - c P e_t|^2 per ring (full box) at the given poses."""
     n = particles.n
@@ -505,8 +529,15 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
     improved = resolution < state.best_resolution * (1 - IMPROVE)
     stall = 0 if improved else state.stall + 1
     best = min(resolution, state.best_resolution)
+    # RELION's expected angular accuracy of the new half-1 reference at the next image size:
+    # no finer sampling once the searched step is below 0.75 x that accuracy (module text, 4)
+    accuracy = np.inf if first else _expected_accuracy(
+        refs[0] * solvent, particles, angles, sigma2, settings,
+        image_size_for(best, n, px, settings.size_margin), state.iteration + 1)
     order = state.order if first else next_order(state.order, settings.max_order, stall >= 1,
                                                  resolution, radius * px)
+    if order > state.order and fine_enough(searched_step(state.order, settings), accuracy):
+        order = state.order
     # jumps: particles whose best orientation moved further than the first local search reaches
     reach = settings.local_steps * angular_step(settings.local_order)
     jumps = int((angular_distance(state.angles, angles) > reach).sum())
@@ -529,7 +560,7 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
               "local": bool(state.order >= settings.local_order and not first),
               "current_size": m, "offset_range": state.offset_range,
               "offset_step": state.offset_step, "resolution": resolution, "lambda": lam,
-              "angular_change": change, "offset_change_A": offset_change, "jumps": jumps,
+              "accuracy_rot_deg": None if first else accuracy, "angular_change": change, "offset_change_A": offset_change, "jumps": jumps,
               "mean_maxprob": float(maxprob.mean()),
               "converged": bool(converged or state.final_pass),
               "final_pass": bool(state.final_pass),
