@@ -344,6 +344,7 @@ def refine_history_figure(refine_dir):
     return plots.refine_history_figure(
         its["rlnCurrentIteration"], np.asarray(its["rlnCurrentResolution"], float),
         np.asarray(its["rlnPpLambda"], float), its["rlnHealpixOrder"],
+        accuracy_deg=its["rlnAccuracyRotations"] if "rlnAccuracyRotations" in its else None,
         title="Refinement (%s)%s" % (mode, ", converged" if summary["converged"] else ""))
 
 

@@ -299,11 +299,14 @@ def restart_optima_figure(optima, geo_mean, spread, n_fit=3, title="Optimum of e
     return fig
 
 
-def refine_history_figure(iterations, resolution_A, lambdas, orders=None,
+def refine_history_figure(iterations, resolution_A, lambdas, orders=None, accuracy_deg=None,
                           title="Refinement per iteration"):
     """Half-map resolution (A) and the RED weight lambda per iteration; the HEALPix order, when
-    given, annotated at each point."""
-    fig, (ax_r, ax_l) = plt.subplots(1, 2, figsize=(10, 4))
+    given, annotated at each point; with ``accuracy_deg`` (RELION's expected angular accuracy,
+    999 where not computed) a third panel of it beside the order's angular step."""
+    panels = 2 if accuracy_deg is None or orders is None else 3
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
+    ax_r, ax_l = axes[:2]
     it = np.asarray(iterations)
     ax_r.plot(it, resolution_A, "o-", color="tab:blue")
     if orders is not None:
@@ -317,7 +320,18 @@ def refine_history_figure(iterations, resolution_A, lambdas, orders=None,
     ax_l.plot(it, lambdas, "s-", color="tab:red")
     ax_l.set_ylim(-0.05, 1.05)
     ax_l.set_ylabel("lambda (weight of the denoiser, eq. 17)")
-    for ax in (ax_r, ax_l):
+    if panels == 3:
+        acc = np.asarray(accuracy_deg, float)
+        known = acc < 999.0
+        axes[2].plot(it, 60.0 / 2.0 ** np.asarray(orders, float), "o-", color="gray",
+                     label="HEALPix step of the order")
+        axes[2].plot(it[known], acc[known], "^-", color="tab:green",
+                     label="expected accuracy (finer steps: only while\n"
+                           "the searched step is >= 0.75 x this)")
+        axes[2].set_yscale("log")
+        axes[2].set_ylabel("degrees")
+        axes[2].legend(fontsize=7)
+    for ax in axes:
         ax.set_xlabel("iteration")
         ax.set_xticks(it)
     fig.suptitle(title)
