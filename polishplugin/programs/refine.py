@@ -105,6 +105,10 @@ def build_parser():
     s.add_argument("--max-order", type=at_least(0), default=4, help="finest HEALPix order")
     s.add_argument("--local-steps", type=positive, default=2.0,
                    help="local search half-width in angular steps")
+    s.add_argument("--accuracy-stop", type=float, default=0.0,
+                   help="no finer HEALPix order once the angular step searched is below this x "
+                        "the expected angular accuracy (RELION's auto-refine: 0.75); 0: off, "
+                        "the default (the accuracy is reported in iterations.star either way)")
     s.add_argument("--offset-range", type=positive, default=3.0, help="px, first search")
     s.add_argument("--offset-step", type=positive, default=1.0, help="px, first search")
     s.add_argument("--sigma-offset", type=number, default=10.0,
@@ -203,6 +207,9 @@ def settings_of(args, n, px):
     if args.sigma_offset < 0:
         raise SystemExit("--sigma-offset must be >= 0 (0: uniform prior), got %g"
                          % args.sigma_offset)
+    if not 0.0 <= args.accuracy_stop <= 2.0:
+        raise SystemExit("--accuracy-stop must be between 0 (off) and 2, got %g"
+                         % args.accuracy_stop)
     if args.offset_step > args.offset_range:
         raise SystemExit("--offset-step %g px exceeds --offset-range %g px"
                          % (args.offset_step, args.offset_range))
@@ -219,7 +226,7 @@ def settings_of(args, n, px):
                     ini_high=args.ini_high, particle_diameter=args.particle_diameter or 0.0,
                     healpix_order=args.healpix_order, local_order=args.local_order,
                     max_order=args.max_order, local_steps=args.local_steps,
-                    offset_range=args.offset_range, offset_step=args.offset_step,
+                    accuracy_stop=args.accuracy_stop, offset_range=args.offset_range, offset_step=args.offset_step,
                     sigma_offset=args.sigma_offset,
                     max_iter=args.max_iter, batch=args.batch)
 

@@ -62,10 +62,15 @@ def test_accuracy_follows_the_noise_and_saturates_without_signal():
 
 
 def test_sampling_gets_no_finer_than_the_expected_accuracy(case_stalled, monkeypatch):
-    """A stalled run goes to the next order unless the step it searches is already below 0.75 x
-    the expected accuracy; then it stays and, stalled at that order, converges."""
+    """With RELION's stop (accuracy_stop 0.75) a stalled run goes to the next order unless the
+    step it searches is already below 0.75 x the expected accuracy; then it stays and, stalled
+    at that order, converges. Without it (the default) the order goes up either way."""
     truth, parts, st, state = case_stalled
     step = loop.searched_step(state.order, st)
+    monkeypatch.setattr(loop, "_expected_accuracy", lambda *a, **k: 1e3)
+    default, rec = loop.iterate(state, parts, st)         # off by default: the order goes up
+    assert default.order == state.order + 1 and rec["accuracy_rot_deg"] == 1e3
+    st = loop.Settings(**dict(st.record(), accuracy_stop=0.75))
     monkeypatch.setattr(loop, "_expected_accuracy", lambda *a, **k: step / 0.75 + 0.1)
     kept, rec = loop.iterate(state, parts, st)
     assert kept.order == state.order and rec["converged"]

@@ -13,8 +13,10 @@ a grows in RELION's steps (0.05 deg below 0.2, 0.1 below 1, 0.2 below 2, 0.5 bel
 2 below 20, then 5) and stops at the first step past 30 deg (35 deg: "cannot align"). The
 expected accuracy is the mean of a over at most 100 particles of half 1. RELION makes the
 angular sampling finer only while the searched step is at least 0.75 x that accuracy
-(``has_fine_enough_angular_sampling``); finer steps than the data can resolve only narrow each
-particle's posterior onto noise.
+(``has_fine_enough_angular_sampling``); our refinement reports the accuracy and applies that
+stop only when asked (``Settings.accuracy_stop``). On RELION's own inputs of an iteration
+(reference, noise, poses, image size) this estimate gives RELION's value within its spread over
+trial particles (BENCHMARKS.md).
 """
 import numpy as np
 

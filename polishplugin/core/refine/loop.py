@@ -24,10 +24,11 @@ independent half-sets, each refined against its own reference; per iteration
    "jumps" (best orientation moved further than the first local search reaches, local_steps x
    its step) fewer than SETTLED x the fewest so far at this order and more than FEW_JUMPS of the
    particles (RELION's auto-refine likewise waits for the changes of the poses to settle; local
-   searches cannot leave a wrong, e.g. pseudo-symmetric, pose), and never once the step the
-   E-step scores at is below 0.75 x the new reference's expected angular accuracy (RELION's
-   test, :mod:`.accuracy`: finer steps than the data resolve only narrow each posterior onto
-   noise); the offset step halves with it;
+   searches cannot leave a wrong, e.g. pseudo-symmetric, pose); the new reference's expected
+   angular accuracy (RELION's test, :mod:`.accuracy`) is reported every iteration and, with
+   ``accuracy_stop`` (RELION: 0.75; off by default: at box 64 and SNR 0.02 it stopped a run at
+   order 2 that gained from order 4, BENCHMARKS.md), the order goes up only while the step the
+   E-step scores at is at least that x the accuracy; the offset step halves with it;
    converged when the resolution has not improved for 2 iterations and the order no longer needs to
    go up. Once converged, one last pass at the full image size (RELION's
    final iteration uses all data to Nyquist too); its map joins both halves' B and K (tau^2
@@ -92,6 +93,8 @@ class Settings:
     local_order: int = 3             # from this order on: local searches
     max_order: int = 4
     local_steps: float = 2.0         # local search half-width in angular steps
+    accuracy_stop: float = 0.0       # no finer order once the searched step is below this x
+    #                                  the expected angular accuracy (RELION: 0.75; 0: off)
     oversample: bool = True          # global searches: significant orientations rescored at
     #                                  the next order (RELION's adaptive oversampling by one)
     offset_range: float = 3.0        # px
@@ -104,6 +107,8 @@ class Settings:
     def record(self):
         d = asdict(self)
         d.pop("denoiser")
+        if not d["accuracy_stop"]:      # absent when off, as in records made before it existed
+            d.pop("accuracy_stop")
         return d
 
 
@@ -529,14 +534,16 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
     improved = resolution < state.best_resolution * (1 - IMPROVE)
     stall = 0 if improved else state.stall + 1
     best = min(resolution, state.best_resolution)
-    # RELION's expected angular accuracy of the new half-1 reference at the next image size:
-    # no finer sampling once the searched step is below 0.75 x that accuracy (module text, 4)
+    # RELION's expected angular accuracy of the new half-1 reference at the next image size
+    # (reported; with accuracy_stop, no finer sampling below that x it: module text, 4)
     accuracy = np.inf if first else _expected_accuracy(
         refs[0] * solvent, particles, angles, sigma2, settings,
         image_size_for(best, n, px, settings.size_margin), state.iteration + 1)
     order = state.order if first else next_order(state.order, settings.max_order, stall >= 1,
                                                  resolution, radius * px)
-    if order > state.order and fine_enough(searched_step(state.order, settings), accuracy):
+    if (settings.accuracy_stop > 0 and order > state.order
+            and fine_enough(searched_step(state.order, settings), accuracy,
+                            settings.accuracy_stop)):
         order = state.order
     # jumps: particles whose best orientation moved further than the first local search reaches
     reach = settings.local_steps * angular_step(settings.local_order)
