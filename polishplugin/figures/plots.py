@@ -303,7 +303,8 @@ def refine_history_figure(iterations, resolution_A, lambdas, orders=None, accura
                           title="Refinement per iteration"):
     """Half-map resolution (A) and the RED weight lambda per iteration; the HEALPix order, when
     given, annotated at each point; with ``accuracy_deg`` (RELION's expected angular accuracy,
-    999 where not computed) a third panel of it beside the order's angular step."""
+    999 where not computed) a third panel of it beside the order's angular step (sampling finer
+    than the accuracy only narrows the posteriors onto noise)."""
     panels = 2 if accuracy_deg is None or orders is None else 3
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
     ax_r, ax_l = axes[:2]
@@ -326,9 +327,8 @@ def refine_history_figure(iterations, resolution_A, lambdas, orders=None, accura
         axes[2].plot(it, 60.0 / 2.0 ** np.asarray(orders, float), "o-", color="gray",
                      label="HEALPix step of the order")
         axes[2].plot(it[known], acc[known], "^-", color="tab:green",
-                     label="expected accuracy (finer steps: only while\n"
-                           "the searched step is >= 0.75 x this)")
-        axes[2].set_yscale("log")
+                     label="expected angular accuracy (RELION's estimate)")
+        axes[2].set_ylim(bottom=0)
         axes[2].set_ylabel("degrees")
         axes[2].legend(fontsize=7)
     for ax in axes:
