@@ -226,7 +226,8 @@ def settings_of(args, n, px):
                     ini_high=args.ini_high, particle_diameter=args.particle_diameter or 0.0,
                     healpix_order=args.healpix_order, local_order=args.local_order,
                     max_order=args.max_order, local_steps=args.local_steps,
-                    accuracy_stop=args.accuracy_stop, offset_range=args.offset_range, offset_step=args.offset_step,
+                    accuracy_stop=args.accuracy_stop, offset_range=args.offset_range,
+                    offset_step=args.offset_step,
                     sigma_offset=args.sigma_offset,
                     max_iter=args.max_iter, batch=args.batch)
 

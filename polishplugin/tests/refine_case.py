@@ -43,3 +43,16 @@ def tiny_case(seed, orientations, trans, poses, defoci=None, noise=0.02):
     k = np.hypot(*np.meshgrid(np.fft.fftfreq(N), np.fft.fftfreq(N), indexing="ij"))
     return SimpleNamespace(proj=proj, angles=angles, trans=trans, true_o=true_o, true_t=true_t,
                            ctfs=ctfs, images=images, k=k)
+
+
+def loop_particles(seed, count, snr, n=24, px=5.0):
+    """The refinement loop's tiny data set: an n^3 pseudo-protein at ``px`` A/px (generator
+    ``seed``) and ``count`` particles simulated from it at ``snr``, with the CTFs of their
+    defoci. Returns (truth, the simulation with its true poses, loop.Particles)."""
+    from polishplugin.core.refine.loop import Particles
+    from polishplugin.core.simulate.particles import simulate_particles
+    rng = np.random.default_rng(seed)
+    truth = pseudo_protein(n, px, rng)
+    ps = simulate_particles(truth, count, px, snr, rng)
+    ctfs = np.stack([ctf_2d(CtfParams(d, d, 0.0), n, px) for d in ps.defocus]).astype(np.float32)
+    return truth, ps, Particles(ps.images, ctfs, ps.half_sets, px)

@@ -5,7 +5,7 @@ import pytest
 
 from polishplugin.core.refine import accuracy, loop
 from polishplugin.core.refine.sampling import angular_step
-from polishplugin.tests.refine_case import tiny_case
+from polishplugin.tests.refine_case import loop_particles, tiny_case
 
 
 def test_trial_angles_follow_relions_steps():
@@ -89,16 +89,9 @@ def test_searched_step_is_the_oversampled_one_in_global_searches():
 
 @pytest.fixture(scope="module")
 def case_stalled():
-    from polishplugin.core.ctf import CtfParams, ctf_2d
-    from polishplugin.core.simulate.particles import simulate_particles
-    from polishplugin.core.simulate.volumes import pseudo_protein
-    n, px = 24, 5.0
-    rng = np.random.default_rng(0)
-    truth = pseudo_protein(n, px, rng)
-    ps = simulate_particles(truth, 60, px, 1.0, rng)
-    ctfs = np.stack([ctf_2d(CtfParams(d, d, 0.0), n, px) for d in ps.defocus]).astype(np.float32)
-    parts = loop.Particles(ps.images, ctfs, ps.half_sets, px)
+    truth, ps, parts = loop_particles(0, 60, 1.0)
     st = loop.Settings(healpix_order=1, local_order=1, max_order=3, ini_high=15.0)
-    state = loop.initial_state(parts, truth, st, angles=ps.angles, shifts=-ps.origins_A / px)
+    state = loop.initial_state(parts, truth, st, angles=ps.angles,
+                               shifts=-ps.origins_A / parts.pixel_size)
     state.iteration, state.stall, state.best_resolution = 3, 2, 1e-3    # nothing can improve
     return truth, parts, st, state

@@ -4,14 +4,13 @@ Tikhonov loop improving the map against the truth from a 30 A low-pass."""
 import numpy as np
 import pytest
 
-from polishplugin.core.ctf import CtfParams, ctf_2d
 from polishplugin.core.fourier import fsc
 from polishplugin.core.refine import loop
 from polishplugin.core.refine.sampling import (angular_distance, angular_step, direction_vectors,
                                                directions, local_orientations, next_order,
                                                orientation_grid, translation_grid)
-from polishplugin.core.simulate.particles import simulate_particles
-from polishplugin.core.simulate.volumes import lowpass, pseudo_protein
+from polishplugin.core.simulate.volumes import lowpass
+from polishplugin.tests.refine_case import loop_particles
 
 N, PX = 24, 5.0
 
@@ -56,11 +55,7 @@ def test_order_goes_up_when_stalled_or_too_coarse():
 
 @pytest.fixture(scope="module")
 def case():
-    rng = np.random.default_rng(0)
-    truth = pseudo_protein(N, PX, rng)
-    ps = simulate_particles(truth, 100, PX, 1.0, rng)
-    ctfs = np.stack([ctf_2d(CtfParams(d, d, 0.0), N, PX) for d in ps.defocus]).astype(np.float32)
-    return truth, ps, loop.Particles(ps.images, ctfs, ps.half_sets, PX)
+    return loop_particles(0, 100, 1.0, N, PX)
 
 
 def _errors(state, ps):
@@ -283,11 +278,7 @@ def test_joined_map_keeps_the_shells_beyond_the_half_map_resolution():
     """At low SNR the half-map FSC falls to ~0 while the truth still holds signal; the final
     (joined) map's tau^2 from RELION's whole-set FSC keeps it: truth FSC beyond the half maps'
     0.143 shell 0.05 (with the SSNR doubling 2 FSC / (1 + FSC) it was 0.02)."""
-    rng = np.random.default_rng(0)
-    truth = pseudo_protein(N, PX, rng)
-    ps = simulate_particles(truth, 100, PX, 0.05, rng)
-    ctfs = np.stack([ctf_2d(CtfParams(d, d, 0.0), N, PX) for d in ps.defocus]).astype(np.float32)
-    parts = loop.Particles(ps.images, ctfs, ps.half_sets, PX)
+    truth, ps, parts = loop_particles(0, 100, 0.05, N, PX)
     st = loop.Settings(healpix_order=1, local_order=1, max_order=1, ini_high=15.0)
     state = loop.initial_state(parts, truth, st, angles=ps.angles, shifts=-ps.origins_A / PX)
     state.iteration, state.final_pass, state.current_size = 3, True, N

@@ -536,9 +536,9 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
     best = min(resolution, state.best_resolution)
     # RELION's expected angular accuracy of the new half-1 reference at the next image size
     # (reported; with accuracy_stop, no finer sampling below that x it: module text, 4)
+    next_size = image_size_for(best, n, px, settings.size_margin)   # unless the final pass
     accuracy = np.inf if first else _expected_accuracy(
-        refs[0] * solvent, particles, angles, sigma2, settings,
-        image_size_for(best, n, px, settings.size_margin), state.iteration + 1)
+        refs[0] * solvent, particles, angles, sigma2, settings, next_size, state.iteration + 1)
     order = state.order if first else next_order(state.order, settings.max_order, stall >= 1,
                                                  resolution, radius * px)
     if (settings.accuracy_stop > 0 and order > state.order
@@ -567,7 +567,8 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
               "local": bool(state.order >= settings.local_order and not first),
               "current_size": m, "offset_range": state.offset_range,
               "offset_step": state.offset_step, "resolution": resolution, "lambda": lam,
-              "accuracy_rot_deg": None if first else accuracy, "angular_change": change, "offset_change_A": offset_change, "jumps": jumps,
+              "accuracy_rot_deg": None if first else accuracy, "angular_change": change,
+              "offset_change_A": offset_change, "jumps": jumps,
               "mean_maxprob": float(maxprob.mean()),
               "converged": bool(converged or state.final_pass),
               "final_pass": bool(state.final_pass),
@@ -580,8 +581,7 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
     new = State(iteration=state.iteration + 1, refs=refs.astype(np.float32), angles=angles,
                 shifts=shifts, maxprob=maxprob, sigma2=sigma2, order=order, offset_range=rng_,
                 offset_step=step,
-                current_size=n if final_pass else image_size_for(best, n, px,
-                                                                 settings.size_margin),
+                current_size=n if final_pass else next_size,
                 stall=0 if order > state.order else stall, best_resolution=best,
                 fewest_jumps=np.inf if order > state.order else fewest,
                 sigma2_offset=sigma2_offset, fsc=fsc,
