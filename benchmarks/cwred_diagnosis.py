@@ -97,8 +97,8 @@ def final(folder, path):
     _show("tikhonov", update(data, weight, full, n, variant(mode="tikhonov"), m, 0.0,
                              final=True)[0], truth)
     for lam_ in (lam, 0.5, 1.0):
-        for shells in ("final", ""):
-            _show("cw shells=%s lam %.2f" % (shells or "none", lam_),
+        for shells in ("final", "none"):
+            _show("cw shells=%s lam %.2f" % (shells, lam_),
                   update(data, weight, full, n, variant(cw_shells=shells), m, lam_,
                          final=True)[0], truth)
 

@@ -223,14 +223,16 @@ def add_prior_arguments(parser):
     """The prior options of refine and external_reconstruct (Kimanius et al. 2021, eq. 11 / 17,
     §4.3), the same types and help in both; returns the group. Check them with
     :func:`check_prior_arguments` before any work."""
-    from ..core.refine.confidence import HIGH_A, LOW_A, THRESHOLDS
+    from ..core.refine.confidence import CW_SHELLS, HIGH_A, LOW_A, THRESHOLDS
     from ..core.refine.denoisers import DENOISERS, TTA, TV_WEIGHT, UNET_TTA
     r = parser.add_argument_group("prior (M-step)")
     r.add_argument("--mode", choices=("tikhonov", "red", "cw-red"), default="tikhonov",
                    help="tikhonov: eq. 11; red: eq. 17 with --lambda; cw-red: eq. 17 with lambda "
                         "from the half-map FSC 0.143 resolution (0 worse than --cw-low, 1 better "
                         "than --cw-high, linear between)")
-    r.add_argument("--denoiser", choices=DENOISERS, default="tv", help="for red / cw-red")
+    r.add_argument("--denoiser", choices=DENOISERS, default=None,
+                   help="for red / cw-red; default unet where torch (the unet extra) is "
+                        "installed, else tv")
     r.add_argument("--tv-weight", type=positive, default=TV_WEIGHT,
                    help="denoiser tv: TV weight on the standardised map")
     r.add_argument("--unet-weights", default=None,
@@ -249,10 +251,12 @@ def add_prior_arguments(parser):
     r.add_argument("--cw-high", type=positive, default=None,
                    help="cw-red: lambda 1 at/better (A); default the denoiser's (see --cw-low), "
                         "others the paper's %g" % HIGH_A)
-    r.add_argument("--cw-shells", choices=("all", "final"), default="",
+    r.add_argument("--cw-shells", choices=CW_SHELLS, default="final",
                    help="red / cw-red: weight the denoised prior mean per shell by the "
                         "gold-standard FSC (0 where the halves disagree: Tikhonov there), in "
-                        "every update or in the final map (both halves joined) only")
+                        "every update (all) or in the final map (both halves joined) only "
+                        "(final, the default: the setting of every benchmark against RELION); "
+                        "none: the paper's unweighted prior mean")
     return r
 
 
@@ -260,9 +264,16 @@ def check_prior_arguments(args, program):
     """Refuse prior options that contradict each other, and a missing weights file; fill in
     CW-RED's thresholds the options leave unset with the denoiser's
     (:func:`..core.refine.confidence.thresholds_for`), and the U-Net's test-time augmentation
-    with its default."""
+    with its default; without --denoiser, the default denoiser (the U-Net where torch is
+    installed)."""
     from ..core.refine.confidence import thresholds_for
-    from ..core.refine.denoisers import UNET_TTA
+    from ..core.refine.denoisers import UNET_TTA, default_denoiser
+    if args.denoiser is None:
+        args.denoiser = default_denoiser()
+        if args.mode != "tikhonov":
+            log.info("denoiser %s (the default%s)", args.denoiser, "" if args.denoiser == "unet"
+                     else ": torch is not installed, so not the U-Net, which needs the unet "
+                          "extra and was measured better")
     low, high = thresholds_for(args.denoiser)
     args.cw_low = low if args.cw_low is None else args.cw_low
     args.cw_high = high if args.cw_high is None else args.cw_high

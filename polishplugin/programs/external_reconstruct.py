@@ -17,10 +17,11 @@ through iterative gridding weights as RELION's default (--skip-gridding: voxel b
             1 better than --cw-high A, linear between (default the denoiser's thresholds,
             core/refine/confidence.THRESHOLDS; needs the pixel size: rlnPixelSize in the STAR,
             which RELION 3.1 does not write, or --angpix)
---cw-shells all|final (red / cw-red): the prior mean lambda f(x~) weighted per shell by the
-rlnGoldStandardFsc of the STAR (clipped to [0, 1]; 0: the Gaussian prior there), in every call
-or only in the last iteration's call for both halves joined (RELION's file names without
-_half1/_half2; weighted there by the joined map's FSC, sqrt(2 FSC / (1 + FSC)), as refine does).
+--cw-shells none|all|final (red / cw-red): the prior mean lambda f(x~) weighted per shell by the
+rlnGoldStandardFsc of the STAR (clipped to [0, 1]; 0: the Gaussian prior there): nowhere (eq. 17
+as published), in every call, or (default) only in the last iteration's call for both halves
+joined (RELION's file names without _half1/_half2; weighted there by the joined map's FSC,
+sqrt(2 FSC / (1 + FSC)), as refine does).
 
 RELION runs the variable's text through the shell with the STAR appended, so options may be
 written into it; a launcher that calls the program with fixed arguments (a wrapper script, a
@@ -37,7 +38,8 @@ import sys
 
 import numpy as np
 
-from ..core.refine.confidence import cw_red_lambda, nominal_resolution, shell_confidence
+from ..core.refine.confidence import (cw_red_lambda, nominal_resolution, shell_confidence,
+                                      weights_shells)
 from ..core.refine.denoisers import get_denoiser
 from ..core.refine.update import regularised_map
 from ..io.errors import InputError
@@ -132,8 +134,8 @@ def run(args):
     if args.mode != "tikhonov":
         denoiser = get_denoiser(args.denoiser, tv_weight=args.tv_weight,
                                 unet_weights=args.unet_weights, tta=args.unet_tta)
-    shells = args.cw_shells == "all" or (args.cw_shells == "final" and job.joined)
-    weight_per_shell = shell_confidence(job.fsc, job.joined) if shells else None
+    weight_per_shell = (shell_confidence(job.fsc, job.joined)
+                        if weights_shells(args.cw_shells, job.joined) else None)
     vol, _ = regularised_map(data, weight, job.tau2, job.ori, job.pad, job.current, job.fudge,
                              mode="tikhonov" if denoiser is None else "red",
                              denoiser=denoiser, lam=lam, gridding=not args.skip_gridding,
@@ -143,7 +145,7 @@ def run(args):
         args.denoiser, " " + args.unet_weights if args.unet_weights else "",
         " averaged over %d cube symmetries" % args.unet_tta
         if args.denoiser == "unet" and args.unet_tta != 1 else "",
-        ", prior mean weighted per shell by the FSC" if shells else "")
+        ", prior mean weighted per shell by the FSC" if weight_per_shell is not None else "")
     log.info("%s%s (lambda %.3f%s): wrote %s", args.mode, " joined halves" if job.joined else "",
              lam, used, os.path.abspath(job.result))
 

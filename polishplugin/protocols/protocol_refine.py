@@ -12,8 +12,8 @@ import os
 import pyworkflow.protocol.params as params
 from pyworkflow.constants import BETA
 
-from ..core.refine.confidence import thresholds_for
-from ..core.refine.denoisers import DENOISERS, TTA, TV_WEIGHT, UNET_TTA
+from ..core.refine.confidence import CW_SHELLS, thresholds_for
+from ..core.refine.denoisers import DENOISERS, TTA, TV_WEIGHT, UNET_TTA, default_denoiser
 from .protocol_base import ProtPolishBase
 
 #: the refine program's --mode choices (core.refine.loop.MODES, not imported: healpy is slow)
@@ -75,9 +75,11 @@ class ProtPolishRefine(ProtPolishBase):
                            "(eq. 17); cw-red: lambda from the current resolution, 0 at or worse "
                            "than the low threshold, 1 at or better than the high one.")
         form.addParam("denoiser", params.EnumParam, choices=list(DENOISERS),
-                      default=DENOISERS.index("tv") if "tv" in DENOISERS else 0,
+                      default=DENOISERS.index(default_denoiser()),
                       condition="mode!=%d" % MODE_TIKHONOV, label="Denoiser",
-                      help="Applied to the standardised unregularised map B/K (section 3.1).")
+                      help="Applied to the standardised unregularised map B/K (section 3.1). "
+                           "Default: unet where torch (the plugin's unet extra) is installed, "
+                           "else tv; the U-Net was measured better than TV against RELION.")
         form.addParam("tvWeight", params.FloatParam, default=TV_WEIGHT,
                       condition="mode!=%d and denoiser==%d" % (
                           MODE_TIKHONOV, DENOISERS.index("tv") if "tv" in DENOISERS else -1),
@@ -110,6 +112,15 @@ class ProtPolishRefine(ProtPolishBase):
                       label="lambda 0 at")
         line.addParam("cwHigh", params.FloatParam, default=None, allowsNull=True,
                       label="lambda 1 at")
+        form.addParam("cwShells", params.EnumParam, choices=list(CW_SHELLS),
+                      default=CW_SHELLS.index("final"), condition="mode!=%d" % MODE_TIKHONOV,
+                      display=params.EnumParam.DISPLAY_HLIST,
+                      expertLevel=params.LEVEL_ADVANCED, label="Prior mean weighted per shell",
+                      help="Weight the denoiser's prior mean per Fourier shell by the half-map "
+                           "FSC (0 where the halves disagree: the Gaussian prior there). final: "
+                           "in the final map of both halves only (the default, the setting "
+                           "measured against RELION); all: in every update; none: nowhere "
+                           "(the paper's eq. 17).")
         form.addParam("tau2Fudge", params.FloatParam, default=1.0, validators=[params.Positive],
                       label="tau^2 fudge factor",
                       help="Multiplies the signal power of eq. 12 (RELION's --tau2_fudge).")
@@ -203,6 +214,7 @@ class ProtPolishRefine(ProtPolishBase):
                 args.append("--unet-weights '%s'" % os.path.abspath(self.unetWeights.get()))
             if denoiser == "unet":
                 args.append("--unet-tta %d" % TTA[self.unetTta.get()])
+            args.append("--cw-shells %s" % CW_SHELLS[self.cwShells.get()])
         if mode == "red":
             args.append("--lambda %g" % self.lam.get())
         if mode == "cw-red":

@@ -171,7 +171,7 @@ def test_relion_refine_runs_with_our_program(tmp_path):
     write_particle_set(tmp_path, simulate_particles(vol, count, px, snr=1.0, rng=rng), px)
     hook = tmp_path / "hook.sh"
     hook.write_text("#!/bin/sh\nexec %s -m polishplugin.programs.external_reconstruct "
-                    "--mode cw-red --angpix %g \"$@\"\n" % (sys.executable, px))
+                    "--mode cw-red --denoiser tv --angpix %g \"$@\"\n" % (sys.executable, px))
     hook.chmod(0o755)
     (tmp_path / "out").mkdir()
     env = dict(os.environ, RELION_EXTERNAL_RECONSTRUCT_EXECUTABLE=str(hook),
@@ -259,11 +259,11 @@ def _band_ratio(a, b, ref, shells):
 
 
 def test_cw_shells_weights_the_prior_mean_per_shell(fixture_job):
-    """--cw-shells with the STAR's FSC 1 up to shell 7 and 1/3 from shell 8 on: "all" keeps the
-    whole denoised prior mean below shell 8 and a third of it above (the map between RED's and
-    Tikhonov's there); "final" leaves a half-set's call as plain RED and weights the call for
-    both halves joined (RELION's names without _half) by the joined map's FSC,
-    sqrt(2/3 / (4/3)) = sqrt(1/2)."""
+    """--cw-shells with the STAR's FSC 1 up to shell 7 and 1/3 from shell 8 on: "none" is plain
+    RED (the paper's eq. 17); "all" keeps the whole denoised prior mean below shell 8 and a
+    third of it above (the map between RED's and Tikhonov's there); "final" (the default) leaves
+    a half-set's call as plain RED and weights the call for both halves joined (RELION's names
+    without _half) by the joined map's FSC, sqrt(2/3 / (4/3)) = sqrt(1/2)."""
     d, text, _ = fixture_job
     fsc = np.where(np.arange(49) < 8, 1.0, 1 / 3)
     (d / "fsc.star").write_text(_with_fsc(_retarget(text, d, d / "ours.mrc"), fsc))
@@ -275,16 +275,18 @@ def test_cw_shells_weights_the_prior_mean_per_shell(fixture_job):
     (d / "joined.star").write_text(joined)
     red = ["--skip-gridding", "--mode", "red", "--denoiser", "identity", "--lambda", "1"]
     tik = _ours(d, "--skip-gridding", star="fsc.star")
-    plain = _ours(d, *red, star="fsc.star")
+    plain = _ours(d, *red, "--cw-shells", "none", star="fsc.star")
     every = _ours(d, *red, "--cw-shells", "all", star="fsc.star")
     # shells 1-2 and 10-14: away from the step at shell 8 (current size 30: shells below 15);
     # the difference is small at low shells (large tau^2), where the soft mask's leak shows
     low, high = [1, 2], range(10, 15)
     assert _band_ratio(every, plain, tik, low) == pytest.approx(1.0, abs=0.05)
     assert _band_ratio(every, plain, tik, high) == pytest.approx(1 / 3, abs=0.01)
-    np.testing.assert_array_equal(_ours(d, *red, "--cw-shells", "final", star="fsc.star"), plain)
-    # the joined call: no shell weight without the option, sqrt(1/2) above shell 8 with "final"
-    np.testing.assert_allclose(_ours(d, *red, star="joined.star"), plain, rtol=0, atol=0)
-    last = _ours(d, *red, "--cw-shells", "final", star="joined.star")
+    # "final" is the default
+    np.testing.assert_array_equal(_ours(d, *red, star="fsc.star"), plain)
+    # the joined call: no shell weight with "none", sqrt(1/2) above shell 8 with "final"
+    np.testing.assert_allclose(_ours(d, *red, "--cw-shells", "none", star="joined.star"), plain,
+                               rtol=0, atol=0)
+    last = _ours(d, *red, star="joined.star")
     assert _band_ratio(last, plain, tik, low) == pytest.approx(1.0, abs=0.05)
     assert _band_ratio(last, plain, tik, high) == pytest.approx(np.sqrt(0.5), abs=0.01)

@@ -279,7 +279,8 @@ def test_bad_inputs_are_refused_with_a_reason(project, tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         _error(monkeypatch, tmp_path, folder, "--mode", "red", "--lambda", "2")
     with pytest.raises(SystemExit, match="--unet-weights is for --denoiser unet"):
-        _error(monkeypatch, tmp_path, folder, "--mode", "red", "--unet-weights", "ref.mrc")
+        _error(monkeypatch, tmp_path, folder, "--mode", "red", "--denoiser", "tv",
+               "--unet-weights", "ref.mrc")
     status, msg = _error(monkeypatch, tmp_path, folder, "--mode", "red", "--denoiser", "unet",
                          "--unet-weights", "none.npz")
     assert status == 2 and "no such U-Net weights file" in msg

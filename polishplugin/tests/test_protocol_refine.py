@@ -11,6 +11,7 @@ import os
 import numpy as np
 from pyworkflow.tests import BaseTest, setupTestProject
 
+from polishplugin.core.refine.denoisers import DENOISERS
 from polishplugin.core.simulate.particles import simulate_particles
 from polishplugin.core.simulate.volumes import lowpass, pseudo_protein
 from polishplugin.io.convert import matrix_to_relion, read_set_of_particles
@@ -27,8 +28,9 @@ MPI = os.path.exists(MPIRUN) and importlib.util.find_spec("mpi4py") is not None
 
 N, PX, COUNT, SNR = 24, 5.0, 100, 2.0
 # lambda between 0 (40 A) and 1 (12 A): at this box the resolution lands in between
-REFINE = dict(mode=MODE_CWRED, cwLow=40.0, cwHigh=12.0, maxIter=3, healpixOrder=1,
-              localOrder=2, maxOrder=2, iniHigh=30.0, particleDiameter=90.0)
+REFINE = dict(mode=MODE_CWRED, denoiser=DENOISERS.index("tv"), cwLow=40.0, cwHigh=12.0,
+              maxIter=3, healpixOrder=1, localOrder=2, maxOrder=2, iniHigh=30.0,
+              particleDiameter=90.0)
 
 
 class TestProtPolishRefine(BaseTest):
@@ -280,7 +282,6 @@ class TestProtPolishRefine(BaseTest):
         self.assertIn("CW-RED", errors)
         self.assertIn("HEALPix order", errors)
         # the U-Net weights named in the form reach the program, a missing file is refused
-        from polishplugin.core.refine.denoisers import DENOISERS
         unet = dict(REFINE, denoiser=DENOISERS.index("unet"))
         weights = os.path.abspath(self.proj.getTmpPath("my unet.npz"))
         open(weights, "wb").close()
@@ -291,6 +292,14 @@ class TestProtPolishRefine(BaseTest):
         self.assertIn("--unet-tta 8", self._refine(**unet)._programArgs())
         self.assertIn("--unet-tta 1", self._refine(**dict(unet, unetTta=0))._programArgs())
         self.assertNotIn("--unet-tta", self._refine(**REFINE)._programArgs())
+        # the form's default denoiser: the U-Net where torch is installed, else TV
+        self.assertEqual(DENOISERS[ProtPolishRefine().denoiser.get()],
+                         "unet" if importlib.util.find_spec("torch") else "tv")
+        # the per-shell weighting of the prior mean: final by default, each choice passed on
+        from polishplugin.core.refine.confidence import CW_SHELLS
+        self.assertIn("--cw-shells final", self._refine(**REFINE)._programArgs())
+        self.assertIn("--cw-shells none", self._refine(
+            **dict(REFINE, cwShells=CW_SHELLS.index("none")))._programArgs())
         missing = self._refine(**dict(unet, unetWeights=weights + ".gone"))
         self.assertIn("U-Net weights file not found", "\n".join(missing.validate()))
 

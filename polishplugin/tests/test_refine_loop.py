@@ -265,6 +265,16 @@ def test_cw_shells_final_changes_only_the_final_map(case):
     assert not np.allclose(every.refs, plain.refs)
 
 
+def test_where_the_prior_mean_is_weighted_per_shell():
+    """none: nowhere (eq. 17); all: every update; final: the joined map only; a misspelt
+    setting is refused, not read as none."""
+    from polishplugin.core.refine.confidence import weights_shells
+    assert [weights_shells(w, j) for w in ("none", "all", "final") for j in (False, True)] == \
+        [False, False, True, True, False, True]
+    with pytest.raises(ValueError, match="not one of none, all, final"):
+        weights_shells("", True)
+
+
 def test_joined_map_tau2_from_relions_whole_set_fsc():
     """RELION's BackProjector::reconstruct for the map of both halves: the half-map FSC clamped
     at 0.001, then sqrt(2 FSC / (1 + FSC))."""

@@ -122,6 +122,19 @@ def nominal_resolution(fsc, box, pixel_size, threshold=FSC_THRESHOLD):
     return resolution_at(np.asarray(fsc, dtype=np.float64), box, pixel_size, threshold)
 
 
+#: where the denoised prior mean is weighted per shell by the half-map FSC (``--cw-shells``):
+#: nowhere (the paper's eq. 17), in every update, or in the final joined map only
+CW_SHELLS = ("none", "all", "final")
+
+
+def weights_shells(cw_shells, joined):
+    """Whether an update weights the prior mean per shell: ``cw_shells`` one of CW_SHELLS,
+    ``joined`` whether it makes the final map of both halves joined."""
+    if cw_shells not in CW_SHELLS:
+        raise ValueError("cw_shells %r: not one of %s" % (cw_shells, ", ".join(CW_SHELLS)))
+    return cw_shells == "all" or (cw_shells == "final" and joined)
+
+
 def shell_confidence(fsc, joined=False):
     """Per-shell confidence in the denoiser (``--cw-shells``): the half-map FSC clipped to
     [0, 1]; for a map of both halves joined, the FSC the joined map is reconstructed with

@@ -82,6 +82,14 @@ def _unet(weights, tta):
     return f
 
 
+def default_denoiser():
+    """The denoiser used when none is named: the U-Net where torch is installed (the ``unet``
+    extra; measured ahead of TV in every refinement against RELION, BENCHMARKS.md "Refinement at
+    box 64"), else TV."""
+    import importlib.util
+    return "unet" if importlib.util.find_spec("torch") is not None else "tv"
+
+
 def get_denoiser(name, tv_weight=TV_WEIGHT, unet_weights=None, tta=None):
     """The denoiser called ``name`` (one of :data:`DENOISERS`); ``unet_weights``: a weights file
     of ``programs/train_denoiser.py`` instead of the shipped one; ``tta``: the U-Net averaged

@@ -57,7 +57,7 @@ from ..projector import Projector
 from ..reconstruct import Backprojector, centered_fft
 from ..simulate.volumes import lowpass
 from .accuracy import expected_accuracy, fine_enough, trial_particles, turned_angle
-from .confidence import cw_red_lambda, nominal_resolution, shell_confidence
+from .confidence import cw_red_lambda, nominal_resolution, shell_confidence, weights_shells
 from .estep import centred_projections, log_likelihoods, pose_posteriors
 from .mstep import joined_fsc, tau2_from_fsc
 from .relion_grid import half_to_map
@@ -83,7 +83,7 @@ class Settings:
     lam: float = 1.0                 # lambda of mode red
     cw_low: float = 10.0
     cw_high: float = 4.5
-    cw_shells: str = ""              # red / cw-red: prior mean weighted per shell by the FSC
+    cw_shells: str = "none"          # red / cw-red: prior mean weighted per shell by the FSC
     #                                  in every update ("all") or in the final map only ("final")
     pad: int = 2
     tau2_fudge: float = 1.0
@@ -462,8 +462,8 @@ def _update(bp_data, bp_weight, fsc, n, settings, current, lam, final=False):
     vol, _ = regularised_map(bp_data, bp_weight, tau2, n, settings.pad, current,
                              settings.tau2_fudge, mode="red" if red else "tikhonov",
                              denoiser=denoise, lam=lam if red else 1.0,
-                             shell_weight=shell_confidence(fsc) if settings.cw_shells == "all" or (
-                                 final and settings.cw_shells == "final") else None)
+                             shell_weight=shell_confidence(fsc)
+                             if weights_shells(settings.cw_shells, final) else None)
     # numpy's image transforms are n^2 x RELION's, which half_to_map assumes
     scale = float(n) ** 2
     return vol / scale, (np.stack(seen[0]).astype(np.float32) / scale if seen else None)
