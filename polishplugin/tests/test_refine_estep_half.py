@@ -72,7 +72,8 @@ def _brute(case, local, scale):
     """Per image: log-likelihood -sum s |y - c P_o e_(prev + t)|^2 of every pose from a real-space
     shifted prediction, plus the Gaussian offset prior; weights exp(ll - max) normalised,
     pruned below 1e-8 of the largest, then the engine's significance rule (loop.significant);
-    B and K summed over the kept poses one back-projection at a time."""
+    B and K summed over the kept poses one back-projection at a time; the offsets' second moment
+    over the whole posterior (before the significance rule)."""
     vol, parts, angles, prev, _, _ = case
     inv_s2 = _inv_s2(scale)
     proj = Projector(vol, pad=2, backend="numpy")
@@ -90,12 +91,13 @@ def _brute(case, local, scale):
         w = np.exp(ll - ll.max()).ravel()
         w /= w.sum()
         w[w < 1e-8 * w.max()] = 0.0
-        w = loop.significant(w[None] / w.sum())[0]
+        full = w / w.sum()
+        w = loop.significant(full[None])[0]
         best = int(w.argmax())
         best_a.append(oris[best // len(trans)])
         best_s.append(total[best % len(trans)])
         maxprob.append(w[best])
-        off2 += float(w.reshape(-1, len(trans)).sum(0) @ (total ** 2).sum(1)) * PX ** 2
+        off2 += float(full.reshape(-1, len(trans)).sum(0) @ (total ** 2).sum(1)) * PX ** 2
         for g in np.flatnonzero(w):
             o, t = divmod(g, len(trans))
             backproject(bp, centered_fft(parts.images[i:i + 1], total[t:t + 1]),
@@ -132,6 +134,33 @@ def test_flat_posteriors_equal_brute_force(case, local):
     assert off2 == pytest.approx(b_off2, rel=1e-6)
     np.testing.assert_allclose(bp.data, ref.data, rtol=0, atol=1e-6 * np.abs(ref.data).max())
     np.testing.assert_allclose(bp.weight, ref.weight, rtol=0, atol=1e-6 * ref.weight.max())
+
+
+def test_offset_moment_is_the_whole_posteriors():
+    """Blank images: every translation is equally likely, so the posterior over the offsets is
+    the Gaussian prior on the translation grid around each previous offset, and the E-step's
+    sum of w |o|^2 (RELION's sigma_o^2 update) is that prior's moment. The posterior is flat
+    over some 5000 poses: a sum over only the back-projected ones (at most loop.MAX_POSES, the
+    most probable: offsets nearest the centre) gives a smaller sigma_o, and each iteration
+    would shrink it further."""
+    rng = np.random.default_rng(7)
+    blank = loop.Particles(np.zeros((COUNT, N, N)), None, np.ones(COUNT, int), PX)
+    prev = rng.uniform(-1.5, 1.5, (COUNT, 2))
+    st = loop.Settings(healpix_order=ORDER, local_order=ORDER + 5, oversample=False)
+    bp = Backprojector(N, st.pad, r_max=N // 2 - 1)
+    off2 = np.zeros(1)
+    vol = pseudo_protein(N, PX, rng)
+    state = loop.State(iteration=1, refs=None, angles=np.zeros((COUNT, 3)), shifts=prev.copy(),
+                       maxprob=np.zeros(COUNT), sigma2=None, order=ORDER, offset_range=1.0,
+                       offset_step=1.0, current_size=N, sigma2_offset=SIGMA2_OFFSET)
+    loop.estep_half(vol, np.arange(COUNT), blank, state, st, _inv_s2(FLAT), False, bp, off2)
+    trans = translation_grid(1.0, 1.0)
+    expect = 0.0
+    for p in prev:
+        o2 = ((p + trans) ** 2).sum(1) * PX ** 2
+        prior = np.exp(-o2 / (2 * SIGMA2_OFFSET))
+        expect += float(prior @ o2 / prior.sum())
+    assert off2[0] == pytest.approx(expect, rel=1e-7)
 
 
 BACKENDS = ["numba"] + ([] if OPENCL_REASON else ["opencl"])

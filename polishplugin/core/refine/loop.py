@@ -17,7 +17,10 @@ independent half-sets, each refined against its own reference; per iteration
    offsets: RELION's Gaussian prior on each image's offset o from the image centre,
    log p(o) = -|o|^2 / (2 sigma_o^2) (A), added to the log-likelihood from the second iteration
    on; sigma_o^2 = sum over images and poses of w |o|^2 / (2 N) (RELION's M-step; the first,
-   cross-correlation iteration's best poses count with weight 1); ``sigma_offset`` 0: uniform;
+   cross-correlation iteration's best poses count with weight 1), w the whole posterior, not
+   only the poses kept for the back-projection (at most MAX_POSES: the cap cut the posterior's
+   spread of offsets, and sigma_o shrank from iteration to iteration); ``sigma_offset`` 0:
+   uniform;
 4. sampling: the HEALPix order goes up when the resolution stalls or the step is coarser than
    one resolution element at the particle radius (:func:`.sampling.next_order`), except that
    the step from global to local searches waits while the global search still moves particles:
@@ -365,11 +368,11 @@ def estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets2
                 score = score + lp
             flat = score.reshape(1, -1)
             if first:
-                w = np.zeros_like(flat)
+                w = full = np.zeros_like(flat)
                 w[0, flat.argmax()] = 1.0
             else:
-                w, _ = pose_posteriors(flat)
-                w = significant(w)
+                full, _ = pose_posteriors(flat)
+                w = significant(full)
             best = int(w.argmax())
             o_best, t_best = divmod(best, len(trans))
             k = b0 + j
@@ -377,7 +380,7 @@ def estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets2
             shifts[k] = prev[j] + trans[t_best]
             maxprob[k] = w[0, best]
             if offsets2 is not None:
-                offsets2 += (w[0].reshape(-1, len(trans)).sum(0)
+                offsets2 += (full[0].reshape(-1, len(trans)).sum(0)
                              @ ((prev[j] + trans) ** 2).sum(1)) * px2
             nz = np.flatnonzero(w[0])
             o, t = np.divmod(nz, len(trans))
