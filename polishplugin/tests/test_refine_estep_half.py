@@ -150,10 +150,8 @@ def test_offset_moment_is_the_whole_posteriors():
     bp = Backprojector(N, st.pad, r_max=N // 2 - 1)
     off2 = np.zeros(1)
     vol = pseudo_protein(N, PX, rng)
-    state = loop.State(iteration=1, refs=None, angles=np.zeros((COUNT, 3)), shifts=prev.copy(),
-                       maxprob=np.zeros(COUNT), sigma2=None, order=ORDER, offset_range=1.0,
-                       offset_step=1.0, current_size=N, sigma2_offset=SIGMA2_OFFSET)
-    loop.estep_half(vol, np.arange(COUNT), blank, state, st, _inv_s2(FLAT), False, bp, off2)
+    loop.estep_half(vol, np.arange(COUNT), blank, _state(blank, np.zeros((COUNT, 3)), prev), st,
+                    _inv_s2(FLAT), False, bp, off2)
     trans = translation_grid(1.0, 1.0)
     expect = 0.0
     for p in prev:
