@@ -140,9 +140,8 @@ def test_offset_moment_is_the_whole_posteriors():
     """Blank images: every translation is equally likely, so the posterior over the offsets is
     the Gaussian prior on the translation grid around each previous offset, and the E-step's
     sum of w |o|^2 (RELION's sigma_o^2 update) is that prior's moment. The posterior is flat
-    over some 5000 poses: a sum over only the back-projected ones (at most loop.MAX_POSES, the
-    most probable: offsets nearest the centre) gives a smaller sigma_o, and each iteration
-    would shrink it further."""
+    over some 5000 poses: a sum over only the most probable of them (offsets nearest the
+    centre) gives a smaller sigma_o, and each iteration would shrink it further."""
     rng = np.random.default_rng(7)
     blank = loop.Particles(np.zeros((COUNT, N, N)), None, np.ones(COUNT, int), PX)
     prev = rng.uniform(-1.5, 1.5, (COUNT, 2))

@@ -17,10 +17,8 @@ independent half-sets, each refined against its own reference; per iteration
    offsets: RELION's Gaussian prior on each image's offset o from the image centre,
    log p(o) = -|o|^2 / (2 sigma_o^2) (A), added to the log-likelihood from the second iteration
    on; sigma_o^2 = sum over images and poses of w |o|^2 / (2 N) (RELION's M-step; the first,
-   cross-correlation iteration's best poses count with weight 1), w the whole posterior, not
-   only the poses kept for the back-projection (at most MAX_POSES: the cap cut the posterior's
-   spread of offsets, and sigma_o shrank from iteration to iteration); ``sigma_offset`` 0:
-   uniform;
+   cross-correlation iteration's best poses count with weight 1), w the whole posterior;
+   ``sigma_offset`` 0: uniform;
 4. sampling: the HEALPix order goes up when the resolution stalls or the step is coarser than
    one resolution element at the particle radius (:func:`.sampling.next_order`), except that
    the step from global to local searches waits while the global search still moves particles:
@@ -70,8 +68,8 @@ from .update import completed_sums, regularised_map
 
 
 MODES = ("tikhonov", "red", "cw-red")
-MASS = 0.999            # posterior mass kept per image (significant poses) ...
-MAX_POSES = 100         # ... at most this many poses per image
+MASS = 0.999            # posterior mass kept per image (significant poses)
+MAX_COARSE = 100        # oversampling: at most this many coarse poses rescored per image
 IMPROVE = 0.01          # a resolution better by this fraction counts as progress
 STALL_CONVERGED = 2     # iterations without progress at the final sampling
 SETTLED = 0.9           # global searches end when the jumps are no fewer than this x the fewest
@@ -254,14 +252,15 @@ def initial_sigma2(images):
     return power / len(images) - ring_average(np.abs(mean) ** 2, rings, n // 2 + 1)
 
 
-def significant(weights, mass=MASS, max_poses=MAX_POSES):
+def significant(weights, mass=MASS, max_poses=None):
     """Keep, per image (rows of (N, P)), the most probable poses that hold ``mass`` of the
-    posterior (at most ``max_poses``), renormalised."""
+    posterior (at most ``max_poses`` when given), renormalised."""
     w = np.asarray(weights, np.float64)
     order = np.argsort(-w, axis=1)
     sw = np.take_along_axis(w, order, axis=1)
     keep_sorted = np.cumsum(sw, axis=1) - sw < mass * sw.sum(axis=1, keepdims=True)
-    keep_sorted[:, max_poses:] = False
+    if max_poses is not None:
+        keep_sorted[:, max_poses:] = False
     keep = np.zeros_like(keep_sorted)
     np.put_along_axis(keep, order, keep_sorted, axis=1)
     out = np.where(keep, w, 0.0)
@@ -359,7 +358,8 @@ def estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets2
                         yc, cc, grid_p, trans_m, s_m)
                 score = batch_scores[j:j + 1]
                 if settings.oversample and not first:
-                    keep = significant(pose_posteriors((score + lp).reshape(1, -1))[0])[0]
+                    keep = significant(pose_posteriors((score + lp).reshape(1, -1))[0],
+                                       max_poses=MAX_COARSE)[0]
                     coarse = np.unique(np.flatnonzero(keep) // len(trans))
                     oris = finer_orientations(state.order, coarse)
                     score = log_likelihoods(yc[j:j + 1], cj, centred_projections(proj, oris),
@@ -382,14 +382,17 @@ def estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets2
             if offsets2 is not None:
                 offsets2 += (full[0].reshape(-1, len(trans)).sum(0)
                              @ ((prev[j] + trans) ** 2).sum(1)) * px2
-            nz = np.flatnonzero(w[0])
-            o, t = np.divmod(nz, len(trans))
-            used, t_of = np.unique(t, return_inverse=True)
-            total = prev[j] + trans[used]
+            # one slice per orientation: its translations' shifted images summed with their
+            # weights (the CTF^2 / sigma^2 weight does not depend on the translation)
+            wot = w[0].reshape(-1, len(trans))
+            o_used = np.flatnonzero(wot.any(axis=1))
+            t_used = np.flatnonzero(wot.any(axis=0))
+            total = prev[j] + trans[t_used]
             ramp = np.exp(2j * np.pi * (total[:, :1] * fx + total[:, 1:] * fy))
-            wk = w[0, nz][:, None]
-            rots = euler_to_matrix(oris[o, 0], oris[o, 1], oris[o, 2])
-            pending.append((wk * data_pix[j] * ramp[t_of], wk * weight_pix[j], rots))
+            wk = wot[np.ix_(o_used, t_used)]
+            rots = euler_to_matrix(oris[o_used, 0], oris[o_used, 1], oris[o_used, 2])
+            pending.append(((wk @ ramp) * data_pix[j], wk.sum(1)[:, None] * weight_pix[j],
+                            rots))
             if sum(len(p[0]) for p in pending) >= 256:
                 flush()
     flush()
