@@ -7,10 +7,13 @@ independent half-sets, each refined against its own reference; per iteration
    iteration scores by normalised cross-correlation and assigns the best pose (RELION's
    --firstiter_cc: the starting map's grey scale is unknown); later iterations marginalise over
    the poses (log-sum-exp), keeping the most probable poses that hold 99.9 % of each image's
-   posterior mass; a global search scores the whole grid, then rescores the orientations of
-   those poses on their children of the next order (:func:`.sampling.finer_orientations`,
-   RELION's adaptive oversampling by one) and takes the posterior over the children;
-2. M-step: B and K (eq. 9) back-projected with the posterior weights, the CTF and sigma^-2; the
+   posterior mass, however many (RELION's significant poses; a cap of 100 sharpened the broad
+   posteriors of low SNR and cost resolution, BENCHMARKS.md); a global search scores the whole
+   grid, then rescores the orientations of the most probable poses (at most MAX_COARSE) on
+   their children of the next order (:func:`.sampling.finer_orientations`, RELION's adaptive
+   oversampling by one) and takes the posterior over the children;
+2. M-step: B and K (eq. 9) back-projected with the posterior weights, the CTF and sigma^-2 (one
+   slice per orientation, its translations' shifted images summed with their weights); the
    gold-standard FSC of the two halves' unregularised maps B / K; tau^2 from it (eq. 12); the
    update (eq. 11 Tikhonov, or eq. 17 RED with lambda fixed or from the resolution, CW-RED);
 3. noise: sigma^2 per ring = mean over particles of |y - c P x|^2 at the best pose (new maps);
