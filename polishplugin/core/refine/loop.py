@@ -391,11 +391,24 @@ def estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets2
             o_used = np.flatnonzero(wot.any(axis=1))
             t_used = np.flatnonzero(wot.any(axis=0))
             total = prev[j] + trans[t_used]
-            ramp = np.exp(2j * np.pi * (total[:, :1] * fx + total[:, 1:] * fy))
+            phase = 2 * np.pi * (total[:, :1] * fx + total[:, 1:] * fy)
+            d = data_pix[j]
+            # the shifted data e_t c y / sigma^2 in real arithmetic, summed over translations
+            # element by element: with numpy's complex products (or a matrix product, or
+            # einsum) two identical calls gave sums differing in the last bit (vector and
+            # scalar paths round differently), and reruns must reproduce maps value for value
+            cos, sin = np.cos(phase), np.sin(phase)
+            shifted_re = cos * d.real - sin * d.imag
+            shifted_im = sin * d.real + cos * d.imag
             wk = wot[np.ix_(o_used, t_used)]
             rots = euler_to_matrix(oris[o_used, 0], oris[o_used, 1], oris[o_used, 2])
-            pending.append(((wk @ ramp) * data_pix[j], wk.sum(1)[:, None] * weight_pix[j],
-                            rots))
+            summed = np.zeros((2, len(o_used), len(pix)))
+            w_o = np.zeros((len(o_used), 1))
+            for k_t in range(len(t_used)):
+                summed[0] += wk[:, k_t:k_t + 1] * shifted_re[k_t]
+                summed[1] += wk[:, k_t:k_t + 1] * shifted_im[k_t]
+                w_o += wk[:, k_t:k_t + 1]
+            pending.append((summed[0] + 1j * summed[1], w_o * weight_pix[j], rots))
             if sum(len(p[0]) for p in pending) >= 256:
                 flush()
     flush()
