@@ -7,20 +7,21 @@ independent half-sets, each refined against its own reference; per iteration
    iteration scores by normalised cross-correlation and assigns the best pose (RELION's
    --firstiter_cc: the starting map's grey scale is unknown); later iterations marginalise over
    the poses (log-sum-exp), keeping the most probable poses that hold 99.9 % of each image's
-   posterior mass; a global search scores the whole grid, then rescores the orientations of
-   those poses on their children of the next order (:func:`.sampling.finer_orientations`,
-   RELION's adaptive oversampling by one) and takes the posterior over the children;
-2. M-step: B and K (eq. 9) back-projected with the posterior weights, the CTF and sigma^-2; the
+   posterior mass, however many (RELION's significant poses; a cap of 100 sharpened the broad
+   posteriors of low SNR and cost resolution, BENCHMARKS.md); a global search scores the whole
+   grid, then rescores the orientations of the most probable poses (at most MAX_COARSE) on
+   their children of the next order (:func:`.sampling.finer_orientations`, RELION's adaptive
+   oversampling by one) and takes the posterior over the children;
+2. M-step: B and K (eq. 9) back-projected with the posterior weights, the CTF and sigma^-2 (one
+   slice per orientation, its translations' shifted images summed with their weights); the
    gold-standard FSC of the two halves' unregularised maps B / K; tau^2 from it (eq. 12); the
    update (eq. 11 Tikhonov, or eq. 17 RED with lambda fixed or from the resolution, CW-RED);
 3. noise: sigma^2 per ring = mean over particles of |y - c P x|^2 at the best pose (new maps);
    offsets: RELION's Gaussian prior on each image's offset o from the image centre,
    log p(o) = -|o|^2 / (2 sigma_o^2) (A), added to the log-likelihood from the second iteration
    on; sigma_o^2 = sum over images and poses of w |o|^2 / (2 N) (RELION's M-step; the first,
-   cross-correlation iteration's best poses count with weight 1), w the whole posterior, not
-   only the poses kept for the back-projection (at most MAX_POSES: the cap cut the posterior's
-   spread of offsets, and sigma_o shrank from iteration to iteration); ``sigma_offset`` 0:
-   uniform;
+   cross-correlation iteration's best poses count with weight 1), w the whole posterior;
+   ``sigma_offset`` 0: uniform;
 4. sampling: the HEALPix order goes up when the resolution stalls or the step is coarser than
    one resolution element at the particle radius (:func:`.sampling.next_order`), except that
    the step from global to local searches waits while the global search still moves particles:
@@ -70,8 +71,8 @@ from .update import completed_sums, regularised_map
 
 
 MODES = ("tikhonov", "red", "cw-red")
-MASS = 0.999            # posterior mass kept per image (significant poses) ...
-MAX_POSES = 100         # ... at most this many poses per image
+MASS = 0.999            # posterior mass kept per image (significant poses)
+MAX_COARSE = 100        # oversampling: at most this many coarse poses rescored per image
 IMPROVE = 0.01          # a resolution better by this fraction counts as progress
 STALL_CONVERGED = 2     # iterations without progress at the final sampling
 SETTLED = 0.9           # global searches end when the jumps are no fewer than this x the fewest
@@ -254,14 +255,15 @@ def initial_sigma2(images):
     return power / len(images) - ring_average(np.abs(mean) ** 2, rings, n // 2 + 1)
 
 
-def significant(weights, mass=MASS, max_poses=MAX_POSES):
+def significant(weights, mass=MASS, max_poses=None):
     """Keep, per image (rows of (N, P)), the most probable poses that hold ``mass`` of the
-    posterior (at most ``max_poses``), renormalised."""
+    posterior (at most ``max_poses`` when given), renormalised."""
     w = np.asarray(weights, np.float64)
     order = np.argsort(-w, axis=1)
     sw = np.take_along_axis(w, order, axis=1)
     keep_sorted = np.cumsum(sw, axis=1) - sw < mass * sw.sum(axis=1, keepdims=True)
-    keep_sorted[:, max_poses:] = False
+    if max_poses is not None:
+        keep_sorted[:, max_poses:] = False
     keep = np.zeros_like(keep_sorted)
     np.put_along_axis(keep, order, keep_sorted, axis=1)
     out = np.where(keep, w, 0.0)
@@ -359,7 +361,8 @@ def estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets2
                         yc, cc, grid_p, trans_m, s_m)
                 score = batch_scores[j:j + 1]
                 if settings.oversample and not first:
-                    keep = significant(pose_posteriors((score + lp).reshape(1, -1))[0])[0]
+                    keep = significant(pose_posteriors((score + lp).reshape(1, -1))[0],
+                                       max_poses=MAX_COARSE)[0]
                     coarse = np.unique(np.flatnonzero(keep) // len(trans))
                     oris = finer_orientations(state.order, coarse)
                     score = log_likelihoods(yc[j:j + 1], cj, centred_projections(proj, oris),
@@ -382,14 +385,30 @@ def estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets2
             if offsets2 is not None:
                 offsets2 += (full[0].reshape(-1, len(trans)).sum(0)
                              @ ((prev[j] + trans) ** 2).sum(1)) * px2
-            nz = np.flatnonzero(w[0])
-            o, t = np.divmod(nz, len(trans))
-            used, t_of = np.unique(t, return_inverse=True)
-            total = prev[j] + trans[used]
-            ramp = np.exp(2j * np.pi * (total[:, :1] * fx + total[:, 1:] * fy))
-            wk = w[0, nz][:, None]
-            rots = euler_to_matrix(oris[o, 0], oris[o, 1], oris[o, 2])
-            pending.append((wk * data_pix[j] * ramp[t_of], wk * weight_pix[j], rots))
+            # one slice per orientation: its translations' shifted images summed with their
+            # weights (the CTF^2 / sigma^2 weight does not depend on the translation)
+            wot = w[0].reshape(-1, len(trans))
+            o_used = np.flatnonzero(wot.any(axis=1))
+            t_used = np.flatnonzero(wot.any(axis=0))
+            total = prev[j] + trans[t_used]
+            phase = 2 * np.pi * (total[:, :1] * fx + total[:, 1:] * fy)
+            d = data_pix[j]
+            # the shifted data e_t c y / sigma^2 in real arithmetic, summed over translations
+            # element by element: with numpy's complex products (or a matrix product, or
+            # einsum) two identical calls gave sums differing in the last bit (vector and
+            # scalar paths round differently), and reruns must reproduce maps value for value
+            cos, sin = np.cos(phase), np.sin(phase)
+            shifted_re = cos * d.real - sin * d.imag
+            shifted_im = sin * d.real + cos * d.imag
+            wk = wot[np.ix_(o_used, t_used)]
+            rots = euler_to_matrix(oris[o_used, 0], oris[o_used, 1], oris[o_used, 2])
+            summed = np.zeros((2, len(o_used), len(pix)))
+            w_o = np.zeros((len(o_used), 1))
+            for k_t in range(len(t_used)):
+                summed[0] += wk[:, k_t:k_t + 1] * shifted_re[k_t]
+                summed[1] += wk[:, k_t:k_t + 1] * shifted_im[k_t]
+                w_o += wk[:, k_t:k_t + 1]
+            pending.append((summed[0] + 1j * summed[1], w_o * weight_pix[j], rots))
             if sum(len(p[0]) for p in pending) >= 256:
                 flush()
     flush()
