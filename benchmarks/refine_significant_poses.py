@@ -29,12 +29,12 @@ def main(run, iteration, count=100):
     significant = loop.significant
 
     def spy(weights, mass=loop.MASS, max_poses=None):
+        kept = significant(weights, mass, max_poses)
         if max_poses is None:                 # the back-projection's call, one image at a time
-            w = np.sort(np.asarray(weights, float)[0])[::-1]
-            cum = np.cumsum(w) / w.sum()
-            counts.append(int(np.searchsorted(cum, loop.MASS) + 1))
-            top.append(float(cum[min(99, len(cum) - 1)]))
-        return significant(weights, mass, max_poses)
+            w = np.asarray(weights, float)[0]
+            counts.append(int(np.count_nonzero(kept[0])))
+            top.append(float(np.sort(w)[::-1][:100].sum() / w.sum()))
+        return kept
 
     loop.significant = spy
     n, px = particles.n, particles.pixel_size
