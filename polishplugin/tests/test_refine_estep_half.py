@@ -8,7 +8,7 @@ import pytest
 
 from polishplugin.backends import get_backend
 from polishplugin.core.ctf import CtfParams, ctf_2d
-from polishplugin.core.fourier import fourier_shift
+from polishplugin.core.fourier import fourier_shift, ring_average, ring_index
 from polishplugin.core.geometry import euler_to_matrix
 from polishplugin.core.projector import Projector
 from polishplugin.core.reconstruct import Backprojector, centered_fft
@@ -62,10 +62,10 @@ def _engine(case, local, scale, batch=16):
     st = loop.Settings(healpix_order=ORDER, local_order=ORDER if local else ORDER + 5,
                        local_steps=1.0, batch=batch, oversample=False)   # the grid's own poses
     bp = Backprojector(N, st.pad, r_max=N // 2 - 1)
-    off2 = np.zeros(1)
+    off2, noise = np.zeros(1), np.zeros(N // 2 + 1)
     got = loop.estep_half(vol, np.arange(COUNT), parts, _state(parts, angles, prev), st,
-                          _inv_s2(scale), False, bp, off2)
-    return got, bp, off2[0]
+                          _inv_s2(scale), False, bp, off2, noise)
+    return got, bp, off2[0], noise
 
 
 def _brute(case, local, scale):
@@ -73,20 +73,26 @@ def _brute(case, local, scale):
     shifted prediction, plus the Gaussian offset prior; weights exp(ll - max) normalised,
     pruned below 1e-8 of the largest, then the engine's significance rule (loop.significant);
     B and K summed over the kept poses one back-projection at a time; the offsets' second moment
-    over the whole posterior (before the significance rule)."""
+    over the whole posterior (before the significance rule); per ring, the mean over its pixels
+    (the whole plane, within the back-projector's radius N/2 - 1, which cuts the outer ring) of
+    sum_g w_g |y - c P_g e_g|^2, summed over the images."""
     vol, parts, angles, prev, _, _ = case
     inv_s2 = _inv_s2(scale)
     proj = Projector(vol, pad=2, backend="numpy")
     trans = translation_grid(1.0, 1.0)
     bp = Backprojector(N, 2, r_max=N // 2 - 1)
     best_a, best_s, maxprob, off2 = [], [], [], 0.0
+    rings = np.where(np.hypot(*np.meshgrid(np.fft.fftfreq(N), np.fft.fftfreq(N))) * N
+                     <= N // 2 - 1, ring_index(N), N)       # N: a ring ring_average drops
+    noise = np.zeros(N // 2 + 1)
     for i in range(COUNT):
         oris = local_orientations(ORDER, angles[i], 1.0) if local else orientation_grid(ORDER)
         y = centered_fft(parts.images[i])
         p = np.fft.ifft2(proj.project_many(oris) * parts.ctfs[i]).real
         total = prev[i] + trans
-        ll = np.stack([-np.sum(inv_s2 * np.abs(y - centered_fft(fourier_shift(p, *s))) ** 2,
-                               axis=(1, 2)) for s in total], axis=1)        # (O, T)
+        r2 = np.stack([np.abs(y - centered_fft(fourier_shift(p, *s))) ** 2 for s in total],
+                      axis=1)                                               # (O, T, N, N)
+        ll = -np.sum(inv_s2 * r2, axis=(2, 3))
         ll -= (total ** 2).sum(1) * PX ** 2 / (2 * SIGMA2_OFFSET)
         w = np.exp(ll - ll.max()).ravel()
         w /= w.sum()
@@ -98,11 +104,13 @@ def _brute(case, local, scale):
         best_s.append(total[best % len(trans)])
         maxprob.append(w[best])
         off2 += float(full.reshape(-1, len(trans)).sum(0) @ (total ** 2).sum(1)) * PX ** 2
+        noise += ring_average(np.tensordot(w, r2.reshape(-1, N, N), axes=1), rings, N // 2 + 1)
         for g in np.flatnonzero(w):
             o, t = divmod(g, len(trans))
             backproject(bp, centered_fft(parts.images[i:i + 1], total[t:t + 1]),
                         euler_to_matrix(*oris[o:o + 1].T), parts.ctfs[i:i + 1], inv_s2, w[g:g + 1])
-    return (np.array(best_a), np.array(best_s), np.array(maxprob)), bp, off2
+    noise[0] = noise[N // 2:] = 0.0          # the rings the E-step scores: 1 .. N/2 - 1
+    return (np.array(best_a), np.array(best_s), np.array(maxprob)), bp, off2, noise
 
 
 SHARP, FLAT = 1.0, 250.0      # noise powers sigma^2: one pose per image / several weigh
@@ -111,7 +119,7 @@ SHARP, FLAT = 1.0, 250.0      # noise powers sigma^2: one pose per image / sever
 @pytest.mark.parametrize("local", [False, True], ids=["global", "local"])
 def test_sharp_posteriors_give_the_true_poses_and_their_backprojection(case, local):
     _, parts, _, prev, true_a, true_s = case
-    (angles, shifts, maxprob), bp, _ = _engine(case, local, SHARP)
+    (angles, shifts, maxprob), bp, _, _ = _engine(case, local, SHARP)
     np.testing.assert_allclose(angles, true_a, atol=1e-12)
     np.testing.assert_allclose(shifts, true_s, atol=1e-12)
     assert maxprob.min() > 0.999
@@ -128,8 +136,8 @@ def test_flat_posteriors_equal_brute_force(case, local):
     summed, equal the brute force's one back-projection per pose; in the global case some
     images have more than 100 significant poses, so a cap on their number (the engine had one)
     fails it."""
-    (angles, shifts, maxprob), bp, off2 = _engine(case, local, FLAT)
-    (b_angles, b_shifts, b_maxprob), ref, b_off2 = _brute(case, local, FLAT)
+    (angles, shifts, maxprob), bp, off2, noise = _engine(case, local, FLAT)
+    (b_angles, b_shifts, b_maxprob), ref, b_off2, b_noise = _brute(case, local, FLAT)
     assert maxprob.max() < 0.95 and maxprob.min() > 0.05     # several poses weigh
     np.testing.assert_allclose(angles, b_angles, atol=1e-12)
     np.testing.assert_allclose(shifts, b_shifts, atol=1e-12)
@@ -138,6 +146,8 @@ def test_flat_posteriors_equal_brute_force(case, local):
     assert off2 == pytest.approx(b_off2, rel=1e-6)
     np.testing.assert_allclose(bp.data, ref.data, rtol=0, atol=1e-6 * np.abs(ref.data).max())
     np.testing.assert_allclose(bp.weight, ref.weight, rtol=0, atol=1e-6 * ref.weight.max())
+    # RELION's sigma^2 M-step: the posterior mean residual power per ring
+    np.testing.assert_allclose(noise, b_noise, rtol=1e-6, atol=1e-9 * b_noise.max())
 
 
 def test_offset_moment_is_the_whole_posteriors():
@@ -176,7 +186,7 @@ def test_backends_give_the_same_pass(case, name, monkeypatch):
     for be, batch in (("numpy", 16), (name, 2)):
         monkeypatch.setenv(BACKEND_VAR, be)
         assert get_backend().NAME == be
-        (a, s, p), bp, off2 = _engine(case, False, FLAT, batch)
-        res.append((a, s, p, off2, bp.data, bp.weight))
+        (a, s, p), bp, off2, noise = _engine(case, False, FLAT, batch)
+        res.append((a, s, p, off2, noise, bp.data, bp.weight))
     for got, ref in zip(res[1], res[0]):
         np.testing.assert_allclose(got, ref, rtol=1e-7, atol=1e-7 * np.abs(ref).max())

@@ -16,7 +16,11 @@ independent half-sets, each refined against its own reference; per iteration
    slice per orientation, its translations' shifted images summed with their weights); the
    gold-standard FSC of the two halves' unregularised maps B / K; tau^2 from it (eq. 12); the
    update (eq. 11 Tikhonov, or eq. 17 RED with lambda fixed or from the resolution, CW-RED);
-3. noise: sigma^2 per ring = mean over particles of |y - c P x|^2 at the best pose (new maps);
+3. noise: sigma^2 per ring = mean over particles and the ring's pixels of the posterior mean
+   residual sum_g w_g |y - c P_g x|^2 against the E-step's reference (RELION's M-step; the first,
+   cross-correlation iteration: the best pose's residual under the new maps). The residual at
+   the best pose under the new maps, used before, gave the same or lower band FSC in 6 cases
+   and cost a second projection of every particle (BENCHMARKS.md);
    offsets: RELION's Gaussian prior on each image's offset o from the image centre,
    log p(o) = -|o|^2 / (2 sigma_o^2) (A), added to the log-likelihood from the second iteration
    on; sigma_o^2 = sum over images and poses of w |o|^2 / (2 N) (RELION's M-step; the first,
@@ -304,9 +308,13 @@ def _particle_radius_px(settings, n, px):
     return min(0.5 * d / px, n / 2.0 - 1)
 
 
-def estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets2=None):
+def estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets2=None,
+               noise=None):
     """E-step over the particles ``idx`` of one half against ``ref`` (masked); adds them to
-    ``bp`` and, to ``offsets2`` ((1,) array), their sum of w |offset|^2 (A^2) over the poses.
+    ``bp``, to ``offsets2`` ((1,) array) their sum of w |offset|^2 (A^2) over the poses and,
+    to ``noise`` ((n//2 + 1,) array), their sum of the posterior mean residual power
+    sum_g w_g |y - c P_g x|^2 against ``ref``, averaged over each ring's scored pixels
+    (RELION's M-step for sigma^2; rings not scored get 0).
     Returns (angles, shifts, maxprob) at the best pose of each."""
     n, m = particles.n, state.current_size
     proj = Projector(fourier_crop_volume(ref, m), pad=settings.pad)
@@ -327,6 +335,12 @@ def estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets2
     pix = bp.pixels
     fy, fx = (np.fft.fftfreq(n)[k] for k in np.divmod(pix, n))
     s_pix = inv_s2.reshape(-1)[pix]
+    scored = s_pix > 0
+    rings_pix = ring_index(n).reshape(-1)[pix[scored]]
+    ring_pixels = np.maximum(np.bincount(rings_pix, minlength=n // 2 + 1), 1)
+    # the scored back-projector pixels on the m-grid of the E-step's projections
+    iy, ix = np.divmod(pix[scored], n)
+    m_pix = (np.where(iy < n - iy, iy, iy - n) % m) * m + np.where(ix < n - ix, ix, ix - n) % m
     pending = []
 
     def flush():
@@ -355,7 +369,7 @@ def estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets2
                 p = centred_projections(proj, oris)
                 score = log_likelihoods(yc[j:j + 1], cj, p, trans_m, s_m)
             else:
-                oris = grid
+                oris, p = grid, grid_p
                 if j == 0:   # batch scores over the shared grid
                     batch_scores = (cross_correlations if first else log_likelihoods)(
                         yc, cc, grid_p, trans_m, s_m)
@@ -365,8 +379,8 @@ def estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets2
                                        max_poses=MAX_COARSE)[0]
                     coarse = np.unique(np.flatnonzero(keep) // len(trans))
                     oris = finer_orientations(state.order, coarse)
-                    score = log_likelihoods(yc[j:j + 1], cj, centred_projections(proj, oris),
-                                            trans_m, s_m)
+                    p = centred_projections(proj, oris)
+                    score = log_likelihoods(yc[j:j + 1], cj, p, trans_m, s_m)
             if prior:
                 score = score + lp
             flat = score.reshape(1, -1)
@@ -409,6 +423,18 @@ def estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets2
                 summed[1] += wk[:, k_t:k_t + 1] * shifted_im[k_t]
                 w_o += wk[:, k_t:k_t + 1]
             pending.append((summed[0] + 1j * summed[1], w_o * weight_pix[j], rots))
+            if noise is not None:
+                # sum_g w_g |y - c P_o e_t|^2 = |y|^2 - 2 sum_o Re(conj(summed_o) P_o) / s
+                # + c^2 sum_o w_o |P_o|^2 on the scored pixels (summed_o = sum_t w_ot c s y e_t^-1)
+                p_u = p[o_used].reshape(len(o_used), -1)[:, m_pix]
+                cross = (summed[0][:, scored] * p_u.real + summed[1][:, scored] * p_u.imag).sum(0)
+                power = (w_o * (p_u.real ** 2 + p_u.imag ** 2)).sum(0)
+                y_s = y_pix[j, scored]
+                c2 = c_pix[j, scored] ** 2 if c is not None else 1.0
+                resid = (y_s.real ** 2 + y_s.imag ** 2 - 2.0 * cross / s_pix[scored]
+                         + c2 * power)
+                noise += (np.bincount(rings_pix, weights=resid, minlength=len(noise))
+                          / ring_pixels)
             if sum(len(p[0]) for p in pending) >= 256:
                 flush()
     flush()
@@ -511,12 +537,13 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
     angles, shifts, maxprob = state.angles.copy(), state.shifts.copy(), state.maxprob.copy()
     bps, mine = [], [split.mine(np.flatnonzero(particles.half_sets == h), h) for h in (1, 2)]
     off2 = np.zeros(1)
+    noise = None if first else np.zeros(n // 2 + 1)
     for h in (1, 2):
         idx = mine[h - 1]
         bp = Backprojector(n, settings.pad, r_max=min(n // 2 - 1, m // 2))
         if len(idx):
             a, s, p = estep_half(state.refs[h - 1] * solvent, idx, particles, state, settings,
-                                 inv_s2, first, bp, off2)
+                                 inv_s2, first, bp, off2, noise)
             angles[idx], shifts[idx], maxprob[idx] = a, s, p
         bps.append(bp)
     for bp in bps:      # after both halves: ranks holding different halves score at the same time
@@ -538,16 +565,22 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
     ups = [split.share(u, h) for h, u in zip((1, 2), ups)]
     refs = np.stack([u[0] for u in ups])
     red_maps = None if ups[0][1] is None else np.stack([u[1] for u in ups])
-    # noise from the residuals at the best poses under the new references
-    resid = np.zeros(n // 2 + 1)
-    for h in (1, 2):
-        if len(mine[h - 1]):
-            resid += _residual_power(refs[h - 1] * solvent, mine[h - 1], particles, angles,
-                                     shifts, settings.pad)
-    resid = split.sum(resid)
     sigma2 = state.sigma2.copy()
-    inside = np.arange(len(sigma2)) < m // 2
-    sigma2[inside] = (resid / len(particles.images))[inside]
+    if not first:
+        # the E-step's posterior mean residuals on the rings it scored
+        inside = np.isin(np.arange(len(sigma2)), ring_index(n)[inv_s2 > 0])
+        sigma2[inside] = split.sum(noise)[inside] / len(particles.images)
+    else:
+        # cross-correlation poses, a start of unknown grey scale: the residuals at the best
+        # poses under the new references
+        resid = np.zeros(n // 2 + 1)
+        for h in (1, 2):
+            if len(mine[h - 1]):
+                resid += _residual_power(refs[h - 1] * solvent, mine[h - 1], particles,
+                                         angles, shifts, settings.pad)
+        resid = split.sum(resid)
+        inside = np.arange(len(sigma2)) < m // 2
+        sigma2[inside] = (resid / len(particles.images))[inside]
     sigma2_offset = (float(split.sum(off2)[0]) / (2 * len(particles.images))
                      if settings.sigma_offset > 0 else 0.0)
     # sampling and convergence
