@@ -102,7 +102,9 @@ def build_parser():
                    help="first HEALPix order (global search; 1 = 30 degrees)")
     s.add_argument("--local-order", type=at_least(1), default=3,
                    help="from this order on: local searches around each particle's pose")
-    s.add_argument("--max-order", type=at_least(0), default=4, help="finest HEALPix order")
+    s.add_argument("--max-order", type=at_least(0), default=6,
+                   help="finest HEALPix order (6: 0.94 degrees; 4, the default before, cost "
+                        "resolution at box 96 / 1.5 A)")
     s.add_argument("--local-steps", type=positive, default=2.0,
                    help="local search half-width in angular steps")
     s.add_argument("--accuracy-stop", type=float, default=0.0,

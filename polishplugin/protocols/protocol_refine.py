@@ -133,8 +133,11 @@ class ProtPolishRefine(ProtPolishBase):
                       label="Local searches from order",
                       help="From this order on, orientations are searched around each "
                            "particle's previous pose.")
-        form.addParam("maxOrder", params.IntParam, default=4, validators=[params.GE(0)],
-                      label="Finest HEALPix order")
+        form.addParam("maxOrder", params.IntParam, default=6, validators=[params.GE(0)],
+                      label="Finest HEALPix order",
+                      help="The order goes up when the resolution stalls or the step is "
+                           "coarser than the resolution needs, never beyond this (6: 0.94 "
+                           "degrees).")
         form.addParam("offsetRange", params.FloatParam, default=3.0,
                       validators=[params.Positive], label="Offset search range (px)")
         form.addParam("offsetStep", params.FloatParam, default=1.0,

@@ -95,3 +95,23 @@ def case_stalled():
                                shifts=-ps.origins_A / parts.pixel_size)
     state.iteration, state.stall, state.best_resolution = 3, 2, 1e-3    # nothing can improve
     return truth, parts, st, state
+
+
+def test_orders_beyond_free_order_wait_for_the_accuracy(case_stalled, monkeypatch):
+    """By default (accuracy_stop off) RELION's rule holds only for the orders beyond
+    free_order: a stalled run at free_order stays there while its searched step is below 0.75 x
+    the expected accuracy, and goes finer once the accuracy allows it."""
+    truth, parts, st, state = case_stalled
+    st = loop.Settings(**dict(st.record(), free_order=state.order))
+    step = loop.searched_step(state.order, st)
+    monkeypatch.setattr(loop, "_expected_accuracy", lambda *a, **k: step / 0.75 + 0.1)
+    kept, rec = loop.iterate(state, parts, st)
+    assert kept.order == state.order and rec["converged"]
+    monkeypatch.setattr(loop, "_expected_accuracy", lambda *a, **k: step / 0.75 - 0.1)
+    finer, _ = loop.iterate(state, parts, st)
+    assert finer.order == state.order + 1
+    # below free_order the same accuracy does not hold it (the order as the resolution asks)
+    st = loop.Settings(**dict(st.record(), free_order=state.order + 1))
+    monkeypatch.setattr(loop, "_expected_accuracy", lambda *a, **k: 1e3)
+    free, _ = loop.iterate(state, parts, st)
+    assert free.order == state.order + 1

@@ -33,10 +33,12 @@ independent half-sets, each refined against its own reference; per iteration
    its step) fewer than SETTLED x the fewest so far at this order and more than FEW_JUMPS of the
    particles (RELION's auto-refine likewise waits for the changes of the poses to settle; local
    searches cannot leave a wrong, e.g. pseudo-symmetric, pose); the new reference's expected
-   angular accuracy (RELION's test, :mod:`.accuracy`) is reported every iteration and, with
-   ``accuracy_stop`` (RELION: 0.75; off by default: at box 64 and SNR 0.02 it stopped a run at
-   order 2 that gained from order 4, BENCHMARKS.md), the order goes up only while the step the
-   E-step scores at is at least that x the accuracy; the offset step halves with it;
+   angular accuracy (RELION's test, :mod:`.accuracy`) is reported every iteration; beyond
+   ``free_order`` (4, 3.75 deg) up to ``max_order`` (6) the order goes up only while the step
+   the E-step scores at is at least 0.75 x that accuracy (RELION's rule); ``accuracy_stop``
+   applies such a rule, with its own factor, to every order (off by default: at box 64 and
+   SNR 0.02 it stopped runs at order 2 that gained from orders 3-4; at box 96 / 1.5 A a cap at
+   order 4 cost 14 % of the band FSC, BENCHMARKS.md); the offset step halves with it;
    converged when the resolution has not improved for 2 iterations and the order no longer needs to
    go up. Once converged, one last pass at the full image size (RELION's
    final iteration uses all data to Nyquist too); its map joins both halves' B and K (tau^2
@@ -64,7 +66,8 @@ from ..geometry import euler_to_matrix
 from ..projector import Projector
 from ..reconstruct import Backprojector, centered_fft
 from ..simulate.volumes import lowpass
-from .accuracy import expected_accuracy, fine_enough, trial_particles, turned_angle
+from .accuracy import (FINE_ENOUGH, expected_accuracy, fine_enough, trial_particles,
+                       turned_angle)
 from .confidence import cw_red_lambda, nominal_resolution, shell_confidence, weights_shells
 from .estep import centred_projections, log_likelihoods, pose_posteriors
 from .mstep import joined_fsc, tau2_from_fsc
@@ -99,7 +102,9 @@ class Settings:
     particle_diameter: float = 0.0   # A; 0: 0.8 of the box
     healpix_order: int = 1           # first (global) order
     local_order: int = 3             # from this order on: local searches
-    max_order: int = 4
+    max_order: int = 6               # 0.94 deg
+    free_order: int = 4              # finer orders only while the searched step is at least
+    #                                  FINE_ENOUGH (0.75) x the expected accuracy
     local_steps: float = 2.0         # local search half-width in angular steps
     accuracy_stop: float = 0.0       # no finer order once the searched step is below this x
     #                                  the expected angular accuracy (RELION: 0.75; 0: off)
@@ -596,9 +601,12 @@ def iterate(state, particles, settings, mask=None, split=SERIAL):
         refs[0] * solvent, particles, angles, sigma2, settings, next_size, state.iteration + 1)
     order = state.order if first else next_order(state.order, settings.max_order, stall >= 1,
                                                  resolution, radius * px)
-    if (settings.accuracy_stop > 0 and order > state.order
-            and fine_enough(searched_step(state.order, settings), accuracy,
-                            settings.accuracy_stop)):
+    # RELION's rule: no finer order once the searched step is below the factor x the accuracy;
+    # by default only for the orders beyond free_order (module text, 4)
+    factor = (settings.accuracy_stop if settings.accuracy_stop > 0
+              else FINE_ENOUGH if order > settings.free_order else 0.0)
+    if (factor > 0 and order > state.order
+            and fine_enough(searched_step(state.order, settings), accuracy, factor)):
         order = state.order
     # jumps: particles whose best orientation moved further than the first local search reaches
     reach = settings.local_steps * angular_step(settings.local_order)
