@@ -19,8 +19,8 @@ independent half-sets, each refined against its own reference; per iteration
 3. noise: sigma^2 per ring = mean over particles and the ring's pixels of the posterior mean
    residual sum_g w_g |y - c P_g x|^2 against the E-step's reference (RELION's M-step; the first,
    cross-correlation iteration: the best pose's residual under the new maps). The residual at
-   the best pose under the new maps, used before, gave the same or lower band FSC in 6 cases
-   and cost a second projection of every particle (BENCHMARKS.md);
+   the best pose under the new maps, used before, gave the same band FSC within the run-to-run
+   spread over 14 runs and cost a second projection of every particle (BENCHMARKS.md);
    offsets: RELION's Gaussian prior on each image's offset o from the image centre,
    log p(o) = -|o|^2 / (2 sigma_o^2) (A), added to the log-likelihood from the second iteration
    on; sigma_o^2 = sum over images and poses of w |o|^2 / (2 N) (RELION's M-step; the first,
@@ -343,9 +343,10 @@ def estep_half(ref, idx, particles, state, settings, inv_s2, first, bp, offsets2
     scored = s_pix > 0
     rings_pix = ring_index(n).reshape(-1)[pix[scored]]
     ring_pixels = np.maximum(np.bincount(rings_pix, minlength=n // 2 + 1), 1)
-    # the scored back-projector pixels on the m-grid of the E-step's projections
-    iy, ix = np.divmod(pix[scored], n)
-    m_pix = (np.where(iy < n - iy, iy, iy - n) % m) * m + np.where(ix < n - ix, ix, ix - n) % m
+    # the scored back-projector pixels on the m-grid of the E-step's projections (crop2's layout)
+    on_m = np.full((n, n), -1)
+    on_m[np.ix_(crop_index(n, m), crop_index(n, m))] = np.arange(m * m).reshape(m, m)
+    m_pix = on_m.reshape(-1)[pix[scored]]
     pending = []
 
     def flush():
