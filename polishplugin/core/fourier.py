@@ -88,11 +88,6 @@ def soft_circle(n, radius, edge=3.0):
     return m
 
 
-def crop_index(n, m):
-    """Indices of the fft layout of an n box that hold the frequencies of an m box."""
-    return np.r_[0:(m + 1) // 2, n - m // 2:n]
-
-
 def half_transform_radius(n):
     """|k| in voxels of every voxel of an n^3 box's rfftn half transform (z, y, x >= 0 axes)."""
     k = np.fft.fftfreq(n) * n

@@ -61,7 +61,7 @@ from dataclasses import dataclass, field, asdict
 import numpy as np
 
 from ..fourier import fsc as fsc_curve
-from ..fourier import crop_index, ring_average, ring_index, shift_phase
+from ..fourier import ring_average, ring_index, shift_phase
 from ..geometry import euler_to_matrix
 from ..projector import Projector
 from ..reconstruct import Backprojector, centered_fft
@@ -205,6 +205,11 @@ SERIAL = Serial()
 
 
 # ------------------------------------------------------------------------------- helpers
+def crop_index(n, m):
+    """Indices of the fft layout of an n box that hold the frequencies of an m box."""
+    return np.r_[0:(m + 1) // 2, n - m // 2:n]
+
+
 def crop2(arr, n, m):
     """Fourier crop of (..., n, n) fft-layout arrays to (..., m, m) (same values)."""
     idx = crop_index(n, m)
