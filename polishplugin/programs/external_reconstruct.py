@@ -133,7 +133,8 @@ def run(args):
         log.info("half-map FSC 0.143 resolution %.2f A -> lambda %.3f", res, lam)
     if args.mode != "tikhonov":
         denoiser = get_denoiser(args.denoiser, tv_weight=args.tv_weight,
-                                unet_weights=args.unet_weights, tta=args.unet_tta)
+                                unet_weights=args.unet_weights, tta=args.unet_tta,
+                                unet_precision=args.unet_precision or "auto")
     weight_per_shell = (shell_confidence(job.fsc, job.joined)
                         if weights_shells(args.cw_shells, job.joined) else None)
     vol, _ = regularised_map(data, weight, job.tau2, job.ori, job.pad, job.current, job.fudge,
@@ -141,10 +142,11 @@ def run(args):
                              denoiser=denoiser, lam=lam, gridding=not args.skip_gridding,
                              shell_weight=weight_per_shell)
     write_mrc(job.result, vol.astype(np.float32), job.pixel_size or 1.0)
-    used = "" if denoiser is None else ", denoiser %s%s%s%s" % (
+    used = "" if denoiser is None else ", denoiser %s%s%s%s%s" % (
         args.denoiser, " " + args.unet_weights if args.unet_weights else "",
         " averaged over %d cube symmetries" % args.unet_tta
         if args.denoiser == "unet" and args.unet_tta != 1 else "",
+        " in bfloat16" if args.denoiser == "unet" and args.unet_precision == "bfloat16" else "",
         ", prior mean weighted per shell by the FSC" if weight_per_shell is not None else "")
     log.info("%s%s (lambda %.3f%s): wrote %s", args.mode, " joined halves" if job.joined else "",
              lam, used, os.path.abspath(job.result))

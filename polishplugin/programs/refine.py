@@ -218,7 +218,8 @@ def settings_of(args, n, px):
     denoiser = None
     if args.mode != "tikhonov":
         denoiser = get_denoiser(args.denoiser, tv_weight=args.tv_weight,
-                                unet_weights=args.unet_weights, tta=args.unet_tta)
+                                unet_weights=args.unet_weights, tta=args.unet_tta,
+                                unet_precision=args.unet_precision or "auto")
         if args.denoiser == "unet":
             from .parallel import set_torch_threads
             set_torch_threads(args.threads)
@@ -386,6 +387,8 @@ def run(args):
         record["unet_weights"] = file_digest(args.unet_weights)
     if args.mode != "tikhonov" and args.unet_tta not in (None, 1):
         record["unet_tta"] = args.unet_tta   # absent for the plain network, as before TTA
+    if args.mode != "tikhonov" and args.unet_precision == "bfloat16":
+        record["unet_precision"] = "bfloat16"   # absent for float32, as before bfloat16
     out = os.path.abspath(args.out)
     inputs = [args.particles, args.ref, args.mask, args.unet_weights]
     split = RefineSplit(comm) if comm.size > 1 else SERIAL

@@ -24,7 +24,9 @@ BAD = {"tv weight 0": ["--tv-weight", "0"],
        "unknown mode": ["--mode", "map"],
        "weights for tv": ["--mode", "red", "--denoiser", "tv", "--unet-weights", "w.npz"],
        "tta for tv": ["--mode", "red", "--denoiser", "tv", "--unet-tta", "8"],
-       "tta not a cube group order": ["--mode", "red", "--denoiser", "unet", "--unet-tta", "6"]}
+       "tta not a cube group order": ["--mode", "red", "--denoiser", "unet", "--unet-tta", "6"],
+       "precision for tv": ["--mode", "red", "--denoiser", "tv", "--unet-precision", "bfloat16"],
+       "unknown precision": ["--mode", "red", "--denoiser", "unet", "--unet-precision", "fp16"]}
 
 
 def _refine(tmp_path, extra):
@@ -96,3 +98,14 @@ def test_unet_tta_defaults_to_the_flip_average_for_the_unet_only():
     assert _prior(["--mode", "cw-red", "--denoiser", "unet"]).unet_tta == UNET_TTA
     assert _prior(["--mode", "cw-red", "--denoiser", "unet", "--unet-tta", "1"]).unet_tta == 1
     assert _prior(["--mode", "cw-red", "--denoiser", "tv"]).unet_tta is None
+
+
+def test_unet_precision_auto_is_resolved_for_the_unet_only(monkeypatch):
+    from polishplugin.core.refine import unet
+    monkeypatch.setattr(unet, "native_bfloat16", lambda: False)
+    assert _prior(["--mode", "cw-red", "--denoiser", "unet"]).unet_precision == "float32"
+    monkeypatch.setattr(unet, "native_bfloat16", lambda: True)
+    assert _prior(["--mode", "cw-red", "--denoiser", "unet"]).unet_precision == "bfloat16"
+    assert _prior(["--mode", "cw-red", "--denoiser", "unet", "--unet-precision",
+                   "float32"]).unet_precision == "float32"
+    assert _prior(["--mode", "cw-red", "--denoiser", "tv"]).unet_precision is None

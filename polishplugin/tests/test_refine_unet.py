@@ -58,16 +58,41 @@ def test_any_box_gives_a_finite_map_of_the_same_shape(unet, n):
     assert not np.allclose(y, x)
 
 
-def test_tta_one_is_the_plain_network_bit_for_bit_and_the_default_is_unet_tta():
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_tta_one_is_the_plain_network_bit_for_bit_and_the_default_is_unet_tta(precision):
     from polishplugin.core.refine import unet
     from polishplugin.core.refine.denoisers import standardised
-    model = unet.load_unet()
+    model = unet.load_unet(precision=precision)
     x = np.random.default_rng(5).normal(size=(34, 34, 34))
     plain = standardised(lambda v: unet.apply_unet(model, v), x)
-    assert np.array_equal(get_denoiser("unet", tta=1)(x), plain)
+    assert np.array_equal(get_denoiser("unet", tta=1, unet_precision=precision)(x), plain)
     from polishplugin.core.refine.denoisers import UNET_TTA
-    assert np.array_equal(get_denoiser("unet")(x), get_denoiser("unet", tta=UNET_TTA)(x))
-    assert not np.allclose(get_denoiser("unet")(x), plain)
+    assert np.array_equal(get_denoiser("unet", unet_precision=precision)(x),
+                          get_denoiser("unet", tta=UNET_TTA, unet_precision=precision)(x))
+    assert not np.allclose(get_denoiser("unet", unet_precision=precision)(x), plain)
+
+
+def test_bfloat16_rounds_only_the_correction_and_auto_follows_the_cpu(heldout, monkeypatch):
+    """The bfloat16 network's correction g(x) within 2 % of float32's (measured 0.3 %: 8-bit
+    mantissas), the input kept exactly (x + g with x in float32, not rounded to bfloat16); auto picks bfloat16 only where the CPU multiplies it natively."""
+    from polishplugin.core.refine import unet
+    truth, rng = heldout
+    x = unet_pairs.gaussian_pair(truth, 1.5, rng, 6.0, bfactor=30.0)[0]
+    x = (x - x.mean()) / x.std()
+    m32, m16 = unet.load_unet(precision="float32"), unet.load_unet(precision="bfloat16")
+    g32, g16 = unet.apply_unet(m32, x) - x, unet.apply_unet(m16, x) - x
+    assert np.linalg.norm(g16 - g32) < 0.02 * np.linalg.norm(g32)
+    assert np.linalg.norm(g16 - g32) > 0            # the bfloat16 path ran
+    zero = unet.load_unet(precision="bfloat16")      # g = 0: the output is the input, unrounded
+    zero.residual = lambda v: torch.zeros_like(v)
+    assert np.array_equal(unet.apply_unet(zero, x), x.astype(np.float32))
+    monkeypatch.setattr(unet, "native_bfloat16", lambda: False)
+    assert unet.resolve_precision("auto") == "float32"
+    monkeypatch.setattr(unet, "native_bfloat16", lambda: True)
+    assert unet.resolve_precision("auto") == "bfloat16"
+    assert unet.resolve_precision("float32") == "float32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        unet.resolve_precision("float16")
 
 
 @pytest.mark.parametrize("order", [8, 48])
@@ -79,12 +104,13 @@ def test_tta_unet_is_equivariant_where_the_plain_one_is_not(order):
     from polishplugin.core.refine.denoisers import cube_group
     rng = np.random.default_rng(order)
     x = pseudo_protein(18, 2.0, rng).astype(np.float64) + rng.normal(0, 0.02, (18, 18, 18))
-    plain, avg = get_denoiser("unet", tta=1), get_denoiser("unet", tta=order)
+    plain = get_denoiser("unet", tta=1, unet_precision="float32")
+    avg = get_denoiser("unet", tta=order, unet_precision="float32")
     fx, ax = plain(x), avg(x)
     sd = float(x.std())
     plain_err = []
     group = cube_group(order)
-    for flips, perm in (group[13::28] if order == 48 else group[1:]):
+    for flips, perm in (group[13::28] if order == 48 else group[1:]):  # float32: exact to 1e-5
         gx = np.flip(x, flips).transpose(perm)
         g = lambda y: np.flip(y, flips).transpose(perm)  # noqa: E731
         np.testing.assert_allclose(avg(gx), g(ax), atol=1e-5 * sd)

@@ -14,7 +14,8 @@ de-standardised, as §3.1 does for the network.
   (test-time augmentation, :func:`group_averaged`; ``tta`` 48 adds the axis permutations, 1 is
   the plain network): trained with random flips and permutations but only nearly equivariant to
   them, the network's average is an exactly flip-equivariant version of it (measured: BENCHMARKS.md,
-  "U-Net test-time augmentation in CW-RED").
+  "U-Net test-time augmentation in CW-RED"); run in bfloat16 where the CPU has it natively
+  (``unet_precision``, :func:`.unet.resolve_precision`).
 """
 import itertools
 
@@ -71,9 +72,9 @@ def _tv(weight):
     return tv
 
 
-def _unet(weights, tta):
+def _unet(weights, tta, precision):
     from . import unet
-    model = unet.load_unet(weights or unet.DEFAULT_WEIGHTS)
+    model = unet.load_unet(weights or unet.DEFAULT_WEIGHTS, precision)
     group = cube_group(tta)
 
     def f(volume):
@@ -90,11 +91,11 @@ def default_denoiser():
     return "unet" if importlib.util.find_spec("torch") is not None else "tv"
 
 
-def get_denoiser(name, tv_weight=TV_WEIGHT, unet_weights=None, tta=None):
+def get_denoiser(name, tv_weight=TV_WEIGHT, unet_weights=None, tta=None, unet_precision="auto"):
     """The denoiser called ``name`` (one of :data:`DENOISERS`); ``unet_weights``: a weights file
     of ``programs/train_denoiser.py`` instead of the shipped one; ``tta``: the U-Net averaged
     over that many elements of the cube group (:data:`TTA`, :func:`cube_group`; None:
-    :data:`UNET_TTA`)."""
+    :data:`UNET_TTA`); ``unet_precision``: one of :data:`.unet.PRECISIONS`."""
     if tta not in (None, 1) and name != "unet":
         raise ValueError("test-time augmentation is for the unet denoiser, not %r" % name)
     if name == "identity":
@@ -104,5 +105,5 @@ def get_denoiser(name, tv_weight=TV_WEIGHT, unet_weights=None, tta=None):
             raise ValueError("TV weight must be positive, got %g" % tv_weight)
         return _tv(tv_weight)
     if name == "unet":
-        return _unet(unet_weights, UNET_TTA if tta is None else tta)
+        return _unet(unet_weights, UNET_TTA if tta is None else tta, unet_precision)
     raise ValueError("unknown denoiser %r; available: %s" % (name, ", ".join(DENOISERS)))

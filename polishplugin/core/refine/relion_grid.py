@@ -3,13 +3,15 @@ original box, in RELION's conventions (BackProjector::reconstruct and windowToOr
 RELION 3.1, the map ``--external_reconstruct`` must return):
 
 - grid: (P, P, P//2 + 1), P = pad * ori, FFTW half layout with the origin at [0, 0, 0], values
-  scaled like RELION's image transforms, so the map is ori^2 x the numpy inverse transform;
+  scaled like RELION's image transforms, so the map is ori^2 x the inverse transform (scipy's:
+  the same sums as numpy's, faster on the padded grid);
 - the inverse transform is fftshifted (centre voxel ori//2), windowed to ori^3 in real space,
   soft-masked outside a sphere of radius ori/2 (3-voxel raised cosine towards the mean value
   outside, RELION's softMaskOutsideMap) and divided by the transform of the trilinear kernel,
   sinc^2(r / (ori pad)) with r the distance to the centre (RELION's griddingCorrect).
 """
 import numpy as np
+import scipy.fft
 
 MASK_EDGE = 3.0
 
@@ -42,7 +44,7 @@ def half_to_map(fhalf, ori, pad):
     if size != int(round(pad * ori)) or fhalf.shape != (size, size, size // 2 + 1):
         raise ValueError("half grid of shape %s does not match box %d x padding %g"
                          % (fhalf.shape, ori, pad))
-    big = np.fft.fftshift(np.fft.irfftn(fhalf, s=(size,) * 3)) * float(ori) ** 2
+    big = np.fft.fftshift(scipy.fft.irfftn(fhalf, s=(size,) * 3)) * float(ori) ** 2
     o = size // 2 - ori // 2
     vol = big[o:o + ori, o:o + ori, o:o + ori]
     return soft_mask_outside(vol) / gridding_kernel(ori, pad)
@@ -56,4 +58,4 @@ def map_to_half(vol, pad):
     big = np.zeros((size,) * 3)
     o = size // 2 - ori // 2
     big[o:o + ori, o:o + ori, o:o + ori] = vol * gridding_kernel(ori, pad)
-    return np.fft.rfftn(np.fft.ifftshift(big)) / float(ori) ** 2
+    return scipy.fft.rfftn(np.fft.ifftshift(big)) / float(ori) ** 2

@@ -13,6 +13,11 @@ input and the denoiser commutes with the map's offset and scale.
 
 torch is imported lazily (the optional ``unet`` extra). Weights are stored as numpy arrays in an
 ``.npz`` with the architecture in a JSON string, so they load without pickle.
+
+Precision: the network runs in float32 or, for inference, in bfloat16 (weights and activations,
+channels-last layout) with the residual added to the float32 input, so only g is rounded.
+``auto`` takes bfloat16 where the CPU multiplies it natively (AVX-512 BF16 or AMX), float32
+elsewhere (measured: BENCHMARKS.md, "The U-Net in bfloat16").
 """
 import json
 import os
@@ -22,6 +27,7 @@ import numpy as np
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "unet3d.npz")
 MULTIPLE = 4  # two poolings
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 def import_torch():
@@ -56,13 +62,17 @@ def build_unet(base=8):
             self.dec1 = block(2 * c, c)
             self.out = nn.Conv3d(c, 1, 1)
 
-        def forward(self, x):
+        def residual(self, x):
+            """g(x), the network's correction to its input."""
             e1 = self.enc1(x)
             e2 = self.enc2(self.pool(e1))
             b = self.bottom(self.pool(e2))
             d2 = self.dec2(torch.cat([self.up2(b), e2], 1))
             d1 = self.dec1(torch.cat([self.up1(d2), e1], 1))
-            return x + self.out(d1)
+            return self.out(d1)
+
+        def forward(self, x):
+            return x + self.residual(x)
 
     return UNet3D(int(base))
 
@@ -81,9 +91,34 @@ def save_weights(model, path, info=None):
     os.replace(tmp, path)
 
 
-def load_unet(path=DEFAULT_WEIGHTS):
-    """The network stored at ``path`` (:func:`save_weights`), in eval mode. Clear errors for a
-    missing or foreign file."""
+def native_bfloat16():
+    """Whether this CPU multiplies bfloat16 natively (the avx512_bf16 or amx_bf16 flag of Linux's
+    /proc/cpuinfo); False where that cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return bool({"avx512_bf16", "amx_bf16"} & set(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision):
+    """float32 or bfloat16 for ``precision`` (one of :data:`PRECISIONS`; auto: bfloat16 where
+    :func:`native_bfloat16`, else float32)."""
+    if precision not in PRECISIONS:
+        raise ValueError("U-Net precision must be one of %s, got %r"
+                         % (", ".join(PRECISIONS), precision))
+    if precision == "auto":
+        return "bfloat16" if native_bfloat16() else "float32"
+    return precision
+
+
+def load_unet(path=DEFAULT_WEIGHTS, precision="float32"):
+    """The network stored at ``path`` (:func:`save_weights`), in eval mode, its weights in
+    ``precision`` (:func:`resolve_precision`; bfloat16 also channels-last, for inference by
+    :func:`apply_unet`). Clear errors for a missing or foreign file."""
     torch = import_torch()
     if not os.path.isfile(path):
         raise FileNotFoundError("U-Net weights not found: %s" % path)
@@ -95,18 +130,26 @@ def load_unet(path=DEFAULT_WEIGHTS):
     model = build_unet(meta["base"])
     model.load_state_dict(state)
     model.eval()
+    if resolve_precision(precision) == "bfloat16":
+        model = model.to(torch.bfloat16).to(memory_format=torch.channels_last_3d)
     return model
 
 
 def apply_unet(model, volume):
     """model(volume) for a standardised cube of any size: reflect-padded to a multiple of
-    :data:`MULTIPLE`, run without gradients in float32, cropped back; float64 out."""
+    :data:`MULTIPLE`, run without gradients in the model's precision (bfloat16: x + g(x) with
+    g in bfloat16 and x and the sum in float32), cropped back; float64 out."""
     torch = import_torch()
     v = np.asarray(volume, dtype=np.float32)
     if v.ndim != 3:
         raise ValueError("the U-Net takes a 3D map, got shape %s" % (v.shape,))
     pad = [(0, (-s) % MULTIPLE) for s in v.shape]
     vp = np.pad(v, pad, mode="reflect") if any(p[1] for p in pad) else v
+    x = torch.from_numpy(np.ascontiguousarray(vp))[None, None]
     with torch.no_grad():
-        out = model(torch.from_numpy(np.ascontiguousarray(vp))[None, None])[0, 0].numpy()
+        if next(model.parameters()).dtype == torch.bfloat16:
+            xb = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last_3d)
+            out = (x + model.residual(xb).float())[0, 0].numpy()
+        else:
+            out = model(x)[0, 0].numpy()
     return out[:v.shape[0], :v.shape[1], :v.shape[2]].astype(np.float64)
