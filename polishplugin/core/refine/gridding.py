@@ -10,7 +10,9 @@ Where the data are dense this equals 1 / (K + tau^-2); where they are sparse it 
 density and keeps isolated, barely sampled voxels from dominating the map.
 
 The blob's transform on the padded grid is radial: its Bessel functions are evaluated once per
-distinct radius (a refinement used to spend ~10 s on them at box 96 with padding 2).
+distinct radius (a refinement used to spend ~10 s on them at box 96 with padding 2). The
+iteration runs in single precision (v to ~1e-6 of the double-precision iteration, 1.8x faster
+on the 192^3 grid of box 96: BENCHMARKS.md, "The U-Net in bfloat16").
 """
 import functools
 
@@ -36,23 +38,25 @@ def blob_transform(w, radius=BLOB_RADIUS, alpha=BLOB_ALPHA):
 @functools.lru_cache(maxsize=8)
 def _blob_kernel(size):
     """The blob's transform on the full size^3 real-space grid of a size^3 transform grid,
-    B(|x| / size) (read-only, cached: a refinement divides on the same few grids every
+    B(|x| / size), float32 (read-only, cached: a refinement divides on the same few grids every
     iteration). The Bessel functions run once per distinct |x|^2, not per voxel."""
     k = np.r_[0:(size + 1) // 2, -(size // 2):0]          # fftfreq(size) * size, as integers
     r2 = k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2
-    kernel = blob_transform(np.sqrt(np.arange(r2.max() + 1)) / size)[r2]
+    kernel = blob_transform(np.sqrt(np.arange(r2.max() + 1)) / size)[r2].astype(np.float32)
     kernel.flags.writeable = False
     return kernel
 
 
 def gridding_weights(weight, inside, ori, pad, iterations=ITERATIONS):
-    """Weights v on the half grid (0 outside ``inside``) for K + tau^-2 = ``weight``."""
+    """Weights v (float64) on the half grid (0 outside ``inside``) for K + tau^-2 = ``weight``,
+    iterated in float32."""
     size = weight.shape[0]
     kernel = _blob_kernel(size)
-    w = np.where(inside, weight, 0.0)
-    v = inside.astype(np.float64)
+    w = np.where(inside, weight, 0.0).astype(np.float32)
+    v = inside.astype(np.float32)
+    floor, zero = np.float32(MIN_CONV), np.float32(0.0)
     for _ in range(iterations):
-        # scipy's transforms: the same sums, ~4x numpy's speed on the (2 n)^3 grid
+        # scipy's transforms (single precision for float32 input), ~4x numpy's speed
         conv = scipy.fft.rfftn(scipy.fft.irfftn(v * w, s=(size,) * 3) * kernel)
-        v = np.where(inside, v / np.maximum(np.abs(conv), MIN_CONV), 0.0)
-    return v
+        v = np.where(inside, v / np.maximum(np.abs(conv), floor), zero)
+    return v.astype(np.float64)
