@@ -34,7 +34,7 @@ def test_weights_equal_the_iteration_with_the_kernel_voxel_by_voxel(size, radius
     k = 50.0 / np.maximum(r, 1.0) * rng.gamma(2.0, 0.5, r.shape)
     k[rng.random(r.shape) < 0.05] = 0.0
     k += 0.01
-    v = gridding.gridding_weights(k, inside, size // 2, 2)
+    v = gridding.gridding_weights(k, inside)
     assert np.all(v[~inside] == 0.0)
     assert v.dtype == np.float64
     np.testing.assert_allclose(v, _whole_grid(k, inside), rtol=1e-5, atol=0)

@@ -74,7 +74,8 @@ def test_tta_one_is_the_plain_network_bit_for_bit_and_the_default_is_unet_tta(pr
 
 def test_bfloat16_rounds_only_the_correction_and_auto_follows_the_cpu(heldout, monkeypatch):
     """The bfloat16 network's correction g(x) within 2 % of float32's (measured 0.3 %: 8-bit
-    mantissas), the input kept exactly (x + g with x in float32, not rounded to bfloat16); auto picks bfloat16 only where the CPU multiplies it natively."""
+    mantissas), the input kept exactly (x + g with x in float32, not rounded to bfloat16); auto
+    picks bfloat16 only where the CPU multiplies it natively."""
     from polishplugin.core.refine import unet
     truth, rng = heldout
     x = unet_pairs.gaussian_pair(truth, 1.5, rng, 6.0, bfactor=30.0)[0]

@@ -47,9 +47,9 @@ def _blob_kernel(size):
     return kernel
 
 
-def gridding_weights(weight, inside, ori, pad, iterations=ITERATIONS):
+def gridding_weights(weight, inside, iterations=ITERATIONS):
     """Weights v (float64) on the half grid (0 outside ``inside``) for K + tau^-2 = ``weight``,
-    iterated in float32."""
+    iterated in float32; the blob's scale is the grid's size (padding x box)."""
     size = weight.shape[0]
     kernel = _blob_kernel(size)
     w = np.where(inside, weight, 0.0).astype(np.float32)

@@ -65,7 +65,7 @@ def regularised_map(data, weight, tau2, ori, pad, current_size, fudge=1.0, mode=
     if gridding:
         finite = np.isfinite(precision)
         p = np.where(finite, precision, 0.0)
-        v = gridding_weights(k + p, inside & finite, ori, pad)
+        v = gridding_weights(k + p, inside & finite)
         num = b if prior_mean is None else b + p * prior_mean
         f = np.where(finite, num * v, 0.0 if prior_mean is None else prior_mean)
         f = np.where(inside, f, 0.0)
