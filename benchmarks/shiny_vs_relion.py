@@ -16,6 +16,11 @@ differs:
   ours, RELION's B-factors: bfactors --bfactors <RELION's bfactors.star> (our recombination with
                 RELION's fit: separates the fit from the recombination);
   ours --no-defects: hot pixels and dead columns left in, as RELION's recombination leaves them.
+With ``--own-tracks`` each program instead makes shiny particles end to end from its own tracks
+and its own B-factor fit (the issue's comparison "from the same project"): RELION's motion
+estimation with the true sigmas and with its GUI defaults (0.2/5000/2), each followed by its
+--combine_frames; our polish with the true sigmas and with its default (--sigmas auto), each
+followed by our bfactors; the tracks' errors against the truth are printed beside.
 The particles cut by the simulator from the dose-weighted global-track sums ("extracted") are the
 baseline. Every set goes through relion_reconstruct --ctf per half-set (the rlnRandomSubset of the
 input, the same for all) and as a whole: half-map FSC 0.143, FSC vs the true map at 0.5 and
@@ -36,7 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-from vs_relion import ours, relion_motion, sigmas_args, timed  # noqa: E402
+from vs_relion import errors, ours, relion_motion, sigmas_args, timed, tracks_of  # noqa: E402
 
 from polishplugin.core import fourier  # noqa: E402
 from polishplugin.io.mrc import read_mrc  # noqa: E402
@@ -107,6 +112,8 @@ def run_snr(a, snr, work):
         subprocess.run([str(c) for c in cmd], check=True, env=dict(os.environ, PYTHONPATH=ROOT),
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     T = a.threads
+    if a.own_tracks:
+        return own_tracks(a, snr, project)
     ours(project, "polish", "Polish/job031", T, *sigmas_args(true, False))
     sets = {"extracted (global track, dose-weighted sum)": (LAYOUT["particles"], None)}
     cost = {"ours": ours(project, "bfactors", "Shiny/job041", T, "--polish", "Polish/job031")}
@@ -148,7 +155,62 @@ def run_snr(a, snr, work):
     return {"snr": snr, "rows": rows, "cost": cost}
 
 
+GUI_DEFAULTS = (0.2, 5000.0, 2.0)
+
+
+def own_tracks(a, snr, project):
+    """Each program end to end from its own tracks and its own B-factors (--own-tracks)."""
+    true, T = (a.sigma_vel, a.sigma_div, a.sigma_acc), a.threads
+    mics = json.load(open(os.path.join(project, "truth", "truth.json")))["micrographs"]
+    truth = tracks_of(os.path.join(project, "truth"), mics)
+    runs = {}       # label: (tracks folder, shiny STAR, bfactors STAR, motion cost, recombination)
+    for label, job, sig in (("RELION, true sigmas", "MotionRefine/job070", true),
+                            ("RELION, GUI defaults 0.2/5000/2", "MotionRefine/job071", GUI_DEFAULTS)):
+        motion = relion_motion(project, job, T, *sigmas_args(sig, True))
+        recomb = relion_motion(project, job, T, *sigmas_args(sig, True), "--combine_frames",
+                               "--only_do_unfinished", log="recombine")
+        runs[label] = (job, job + "/shiny.star", job + "/bfactors.star", motion, recomb)
+    for label, pol, shiny, extra in (
+            ("ours, true sigmas", "Polish/job072", "Shiny/job073", sigmas_args(true, False)),
+            ("ours, default (--sigmas auto)", "Polish/job074", "Shiny/job075", [])):
+        motion = ours(project, "polish", pol, T, *extra)
+        recomb = ours(project, "bfactors", shiny, T, "--polish", pol)
+        runs[label] = (pol, shiny + "/particles.star", shiny + "/bfactors.star", motion, recomb)
+    vol, _ = read_mrc(os.path.join(project, "truth", "volume.mrc"))
+    mask, _ = read_mrc(os.path.join(project, LAYOUT["mask"]))
+    px = a.pixel_size
+    ref = subsets(project, LAYOUT["particles"])
+    rows = {"extracted (global track, dose-weighted sum)":
+            reconstruct(project, LAYOUT["particles"], "own_extract", vol, mask, px)}
+    for i, (label, (folder, star, bstar, motion, recomb)) in enumerate(runs.items()):
+        if subsets(project, star) != ref:
+            raise SystemExit("%s: half-sets differ from the input's" % star)
+        r = reconstruct(project, star, "own%d" % i, vol, mask, px)
+        r.update(errors(tracks_of(os.path.join(project, folder), mics), truth))
+        r["motion_cpu_s"], r["recombine_cpu_s"] = motion["cpu_s"], recomb["cpu_s"]
+        r["B"], r["C"] = [v.tolist() for v in per_frame(project, bstar)]
+        rows[label] = r
+    return {"snr": snr, "own_tracks": True, "rows": rows}
+
+
+def print_own(r):
+    print("\n### SNR %g, each program from its own tracks and B-factors\n" % r["snr"])
+    print("| particles (relion_reconstruct --ctf) | track RMS / shape (A) | half-map FSC 0.143 (A) | "
+          "vs truth FSC 0.5 (A) | vs truth FSC 0.143 (A) | mean FSC vs truth 10-4 A | "
+          "motion + recombination CPU s |")
+    print("|---|---|---|---|---|---|---|")
+    for k, x in r["rows"].items():
+        tr = "-" if "rms_A" not in x else "%.3f / %.3f" % (x["rms_A"], x["shape_A"])
+        cpu = "-" if "motion_cpu_s" not in x else "%.1f + %.1f" % (x["motion_cpu_s"],
+                                                                  x["recombine_cpu_s"])
+        print("| %s | %s | %.2f | %.2f | %.2f | %.3f | %s |" % (
+            k, tr, x["half_0143_A"], x["truth_05_A"], x["truth_0143_A"], x["truth_mean_10_4"],
+            cpu))
+
+
 def print_table(r):
+    if r.get("own_tracks"):
+        return print_own(r)
     print("\n### SNR %g\n" % r["snr"])
     print("| particles (relion_reconstruct --ctf) | half-map FSC 0.143 (A) | vs truth FSC 0.5 (A) | "
           "vs truth FSC 0.143 (A) | mean FSC vs truth 10-4 A | B jump (RMS 2nd diff., A^2) |")
@@ -185,6 +247,8 @@ def main():
     p.add_argument("--sigma-acc", type=float, default=2.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--own-tracks", action="store_true",
+                   help="each program from its own tracks and B-factors (see above)")
     a = p.parse_args()
     for prog in ("relion_motion_refine", "relion_reconstruct", "/usr/bin/time"):
         if shutil.which(prog) is None:

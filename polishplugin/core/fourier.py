@@ -77,17 +77,6 @@ def pad_center(image, ny, nx, value=0.0):
     return out
 
 
-def soft_circle(n, radius, edge=3.0):
-    """Circular real-space mask of an n x n box, 1 inside ``radius`` px, raised-cosine edge."""
-    y, x = np.mgrid[:n, :n] - n // 2
-    r = np.hypot(y, x)
-    m = np.ones((n, n))
-    ramp = (r > radius) & (r < radius + edge)
-    m[ramp] = 0.5 + 0.5 * np.cos(np.pi * (r[ramp] - radius) / edge)
-    m[r >= radius + edge] = 0.0
-    return m
-
-
 def half_transform_radius(n):
     """|k| in voxels of every voxel of an n^3 box's rfftn half transform (z, y, x >= 0 axes)."""
     k = np.fft.fftfreq(n) * n

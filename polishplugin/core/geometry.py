@@ -28,19 +28,6 @@ def euler_to_matrix(rot, tilt, psi):
     return a
 
 
-def matrix_to_euler(a):
-    """Inverse of :func:`euler_to_matrix` (rot, tilt, psi in radians, tilt in [0, pi])."""
-    a = np.asarray(a, float)
-    tilt = np.arccos(np.clip(a[2, 2], -1.0, 1.0))
-    if np.sin(tilt) > 1e-6:
-        rot = np.arctan2(a[2, 1], a[2, 0])
-        psi = np.arctan2(a[1, 2], -a[0, 2])
-    else:  # gimbal lock: only rot + psi is defined; put it all in psi
-        rot = 0.0
-        psi = np.arctan2(-a[1, 0], a[0, 0]) if a[2, 2] > 0 else np.arctan2(a[1, 0], -a[0, 0])
-    return rot, tilt, psi
-
-
 def random_orientations(n, rng):
     """``n`` orientations uniform on SO(3): (rot, tilt, psi) arrays in radians."""
     rot = rng.uniform(-np.pi, np.pi, n)

@@ -28,7 +28,7 @@ sigmas are searched in log space (a scan of sigma_vel, then Nelder-Mead on all t
 bounds); their spread is the Laplace width of the evidence in log sigma (a factor exp(sd);
 ``inf`` where the data do not constrain a sigma). All quantities in pixels and frames.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
@@ -177,17 +177,6 @@ class Evidence:
             return -np.inf
         return logdet_lam - logdet_h + 0.5 * quad
 
-    def posterior_mean(self, sigma_vel, sigma_div, sigma_acc):
-        """Tracks (P, F, 2) maximising the quadratic approximation (for tests)."""
-        P, F = self.P, self.F
-        kappa, w = self._kernel_eig(sigma_div)
-        sinv = (w / (sigma_vel ** 2 * kappa)) @ w.T
-        iacc = 0.0 if sigma_acc <= 0 else 1.0 / sigma_acc ** 2
-        h = np.kron(self.tf, sinv) + np.kron(self.t2 * iacc, np.eye(P)) + \
-            np.diag(self.a.T.ravel())
-        x = np.linalg.solve(h, self.b)
-        return x.reshape(F, P, 2).transpose(1, 0, 2)
-
 
 @dataclass
 class SigmaSearch:
@@ -207,8 +196,6 @@ class SigmaChoice:  # noqa: D101
     log_sd: tuple                 # Laplace sd of log sigma (inf: not constrained)
     log_evidence: float
     evaluations: int
-    start_px: tuple
-    history: list = field(default_factory=list)
 
     def spread(self):
         """Multiplicative spread exp(sd) per sigma (inf where flat)."""
@@ -278,7 +265,7 @@ def choose_sigmas(evidence, search):
     if not search.fit_acc:
         sd[2] = 0.0
     return SigmaChoice(tuple(float(v) for v in sigmas(x)), tuple(float(v) for v in sd),
-                       float(-negf(z)), evidence.evaluations, tuple(search.start))
+                       float(-negf(z)), evidence.evaluations)
 
 
 def _laplace_sd(negf, z, h=0.25):
@@ -337,8 +324,6 @@ def choose_for_micrograph(cc_fit, centres, initial_tracks, cut, curvature, searc
         new = choose_sigmas(Evidence(np.asarray(centres)[sub], y[sub], curvature[sub], kernel),
                             step)
         if choice is not None:
-            new.history = choice.history + [choice.sigmas_px]
             new.evaluations += choice.evaluations
-        new.start_px = tuple(search.start)
         choice, sig = new, new.sigmas_px
     return choice

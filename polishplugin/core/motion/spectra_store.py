@@ -39,13 +39,6 @@ class SpectraStore:
             return buffer.reshape(-1)[:size].reshape(self.shape)
         return np.empty(self.shape, dtype=self.dtype)
 
-    @classmethod
-    def of(cls, spectra, n=None):
-        """A store around an existing (P, F, m, mh) complex64 array (no copy)."""
-        spectra = np.ascontiguousarray(spectra, dtype=cls.dtype)
-        P, F, m = spectra.shape[:3]
-        return cls(P, F, m, n, buffer=spectra)
-
     @property
     def particle_bytes(self):
         """Bytes of one particle's spectra (all frames)."""
