@@ -164,8 +164,9 @@ def own_tracks(a, snr, project):
     mics = json.load(open(os.path.join(project, "truth", "truth.json")))["micrographs"]
     truth = tracks_of(os.path.join(project, "truth"), mics)
     runs = {}       # label: (tracks folder, shiny STAR, bfactors STAR, motion cost, recombination)
-    for label, job, sig in (("RELION, true sigmas", "MotionRefine/job070", true),
-                            ("RELION, GUI defaults 0.2/5000/2", "MotionRefine/job071", GUI_DEFAULTS)):
+    for label, job, sig in (
+            ("RELION, true sigmas", "MotionRefine/job070", true),
+            ("RELION, GUI defaults 0.2/5000/2", "MotionRefine/job071", GUI_DEFAULTS)):
         motion = relion_motion(project, job, T, *sigmas_args(sig, True))
         recomb = relion_motion(project, job, T, *sigmas_args(sig, True), "--combine_frames",
                                "--only_do_unfinished", log="recombine")
@@ -195,9 +196,9 @@ def own_tracks(a, snr, project):
 
 def print_own(r):
     print("\n### SNR %g, each program from its own tracks and B-factors\n" % r["snr"])
-    print("| particles (relion_reconstruct --ctf) | track RMS / shape (A) | half-map FSC 0.143 (A) | "
-          "vs truth FSC 0.5 (A) | vs truth FSC 0.143 (A) | mean FSC vs truth 10-4 A | "
-          "motion + recombination CPU s |")
+    print("| particles (relion_reconstruct --ctf) | track RMS / shape (A) | "
+          "half-map FSC 0.143 (A) | vs truth FSC 0.5 (A) | vs truth FSC 0.143 (A) | "
+          "mean FSC vs truth 10-4 A | motion + recombination CPU s |")
     print("|---|---|---|---|---|---|---|")
     for k, x in r["rows"].items():
         tr = "-" if "rms_A" not in x else "%.3f / %.3f" % (x["rms_A"], x["shape_A"])
