@@ -41,7 +41,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-from vs_relion import errors, ours, relion_motion, sigmas_args, timed, tracks_of  # noqa: E402
+from vs_relion import (GUI_DEFAULTS, errors, ours, relion_motion, sigmas_args, timed,  # noqa: E402
+                       tracks_of)
 
 from polishplugin.core import fourier  # noqa: E402
 from polishplugin.io.mrc import read_mrc  # noqa: E402
@@ -153,9 +154,6 @@ def run_snr(a, snr, work):
             r["B"], r["C"] = b.tolist(), c.tolist()
         rows[label] = r
     return {"snr": snr, "rows": rows, "cost": cost}
-
-
-GUI_DEFAULTS = (0.2, 5000.0, 2.0)
 
 
 def own_tracks(a, snr, project):
